@@ -1,0 +1,107 @@
+# One non-recursive Makefile for the whole tree.
+#
+#   make            build both services and the local launcher
+#   make test       install what is missing, start PostgreSQL + Kafka, run every test
+#   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make run        the whole system on the embedded default (private PostgreSQL, mock Kafka)
+#   make lint       clang-format (check), cppcheck, clang-tidy
+#   make deps       install the Debian packages the build and the tests need
+
+BUILD    ?= build
+ifeq ($(origin CC),default)
+CC       := gcc
+endif
+PKGS     := rdkafka libevent jansson libpq uuid
+OPT      ?= -O2
+SAN      ?=
+CPPFLAGS += -D_GNU_SOURCE -Icommon
+CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+            -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral -Wvla -fno-common $(SAN)
+LDFLAGS  += $(SAN)
+DEPFLAGS  = -MMD -MP
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent_pthreads -lpthread -lm
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+
+COMMON_SRC  := $(sort $(wildcard common/*.c))
+GATEWAY_SRC := $(sort $(wildcard command-gateway/*.c))
+PROC_SRC    := $(sort $(wildcard state-processor/*.c))
+UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
+INTEG_SRC   := $(sort $(wildcard tests/integration/test_*.c))
+E2E_SRC     := $(sort $(wildcard tests/e2e/test_*.c))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIBCOMMON := $(BUILD)/libcommon.a
+GATEWAY   := $(BUILD)/command-gateway
+PROCESSOR := $(BUILD)/state-processor
+MOCKKAFKA := $(BUILD)/mock-kafka
+# Service sources minus main.c, so tests can link a service's modules.
+GATEWAY_LIB := $(BUILD)/libgateway.a
+PROC_LIB    := $(BUILD)/libprocessor.a
+TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC))
+
+.PHONY: all deps test test-asan run lint format bench clean
+all: $(GATEWAY) $(PROCESSOR) $(MOCKKAFKA)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(LIBCOMMON): $(call obj,$(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+$(GATEWAY_LIB): $(call obj,$(filter-out %/main.c,$(GATEWAY_SRC)))
+	$(AR) rcs $@ $^
+$(PROC_LIB): $(call obj,$(filter-out %/main.c,$(PROC_SRC)))
+	$(AR) rcs $@ $^
+
+$(GATEWAY): $(call obj,command-gateway/main.c) $(GATEWAY_LIB) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+$(PROCESSOR): $(call obj,state-processor/main.c) $(PROC_LIB) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+$(MOCKKAFKA): $(call obj,deploy/local/mock_kafka.c) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
+# Unit tests link only the common modules; integration and e2e tests link the services too.
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(GATEWAY_LIB) $(PROC_LIB) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(CHECK_LIBS) -o $@
+
+deps:
+	@deploy/install-deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all tests
+	@BUILD=$(BUILD) tests/run.sh
+
+tests: $(TESTS)
+
+test-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all tests
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) deploy/local/run.sh
+
+C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+lint:
+	clang-format --dry-run --Werror $(C_FILES)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	    --inline-suppr --suppress=missingIncludeSystem -Icommon $(C_FILES)
+	clang-tidy --quiet $(filter %.c,$(C_FILES)) -- $(CPPFLAGS) $(PKG_CFLAGS) -std=c11
+
+format:
+	clang-format -i $(C_FILES)
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,221 @@
+/* gateway.c: the command-gateway's wiring: configuration, start-up, routes, health, metrics. */
+#include "gateway.h"
+
+#include "log.h"
+#include "problem.h"
+#include "xalloc.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CFG(field) offsetof(gateway_config, field)
+const config_row gateway_config_table[] = {
+    {"http.host", CONFIG_STR, CFG(http_host), "127.0.0.1", 0, 0, "address to listen on"},
+    {"http.port", CONFIG_INT, CFG(http_port), "8080", 0, 65535, "port to listen on (0: any)"},
+    {"http.max_body", CONFIG_INT, CFG(http_max_body), "1048576", 64, 64 << 20,
+     "largest request body in bytes (413 beyond)"},
+    {"http.timeout_s", CONFIG_INT, CFG(http_timeout_s), "30", 1, 3600,
+     "read/write timeout for slow clients, seconds"},
+    {"pg.conninfo", CONFIG_STR, CFG(pg_conninfo), "host=127.0.0.1 port=5432 dbname=cqrs", 0, 0,
+     "libpq connection string of the read side"},
+    {"topic.prefix", CONFIG_STR, CFG(topic_prefix), NULL, 0, 0,
+     "prefix of the topic names (commands, replies)"},
+    {"schemas.dir", CONFIG_STR, CFG(schemas_dir), "schemas/domains", 0, 0,
+     "folder of the domain files"},
+    {"replies.group", CONFIG_STR, CFG(replies_group), "command-gateway", 0, 0,
+     "consumer group the replicas share the replies topic in"},
+    {"tenant.default", CONFIG_STR, CFG(tenant_default), "default", 0, 0,
+     "tenant of every request while authentication is off"},
+    {"log.level", CONFIG_STR, CFG(log_level), "info", 0, 0, "debug, info, warn or error"},
+    {"sync.timeout_ms", CONFIG_INT, CFG(sync_timeout_ms), "5000", 1, 600000,
+     "how long a sync request waits for its reply before 202"},
+    {"sync.max_wait_ms", CONFIG_INT, CFG(sync_max_wait_ms), "30000", 1, 600000,
+     "cap on Prefer: wait=N"},
+    {"sync.max_parked", CONFIG_INT, CFG(max_parked), "10000", 1, 1000000,
+     "requests waiting at once; 503 beyond"},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
+};
+
+static void on_answer(int status, long long elapsed_us, void *arg)
+{
+    gateway *g = arg;
+    char labels[32];
+    snprintf(labels, sizeof(labels), "status=\"%d\"", status);
+    metrics_add(metrics_counter_get(g->metrics, "gateway_http_requests_total",
+                                    "HTTP answers by status", labels),
+                1);
+    metrics_observe_us(g->m_latency, elapsed_us);
+}
+
+void gateway_problem(gateway *g, http_req *req, json_t *problem)
+{
+    (void)g;
+    if (json_integer_value(json_object_get(problem, "status")) == 503)
+        http_req_set_header(req, "Retry-After", "1");
+    http_req_reply_problem(req, problem);
+}
+
+static void reply_text(http_req *req, int status, const char *text)
+{
+    http_req_reply(req, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+static void ready(gateway *g, http_req *req)
+{
+    bool pg = pgconn_connected(g->pg);
+    bool kafka = kafka_producer_healthy(g->producer);
+    bool replies = g->nowned > 0;
+    json_t *body = json_pack("{s:s, s:b, s:b, s:b}", "status",
+                             pg && kafka && replies ? "ready" : "not ready", "postgresql", pg,
+                             "kafka", kafka, "replies", replies);
+    http_req_reply_json(req, pg && kafka && replies ? 200 : 503, body);
+}
+
+static void metrics_page(gateway *g, http_req *req)
+{
+    char *text = metrics_render(g->metrics);
+    http_req_reply(req, 200, "text/plain; version=0.0.4", text, strlen(text));
+    free(text);
+}
+
+/* Splits "/v1/aggregates/account/acc-1" style paths; returns segments borrowed from buf. */
+static size_t split_path(char *buf, char **seg, size_t max)
+{
+    size_t n = 0;
+    for (char *save = NULL, *s = strtok_r(buf, "/", &save); s && n < max;
+         s = strtok_r(NULL, "/", &save))
+        seg[n++] = s;
+    return n;
+}
+
+static void not_allowed(gateway *g, http_req *req, const char *allow)
+{
+    http_req_set_header(req, "Allow", allow);
+    gateway_problem(g, req, problem_new(PROBLEM_METHOD_NOT_ALLOWED, NULL, NULL));
+}
+
+/* The route table: the only place that knows which path goes where. */
+static void route(http_req *req, void *arg)
+{
+    gateway *g = arg;
+    http_method m = http_req_method(req);
+    bool get = m == HTTP_GET || m == HTTP_HEAD;
+    char *path = xstrdup(http_req_path(req));
+    char *seg[5];
+    size_t n = split_path(path, seg, 5);
+
+    if (n == 1 && strcmp(seg[0], "healthz") == 0) {
+        get ? reply_text(req, 200, "ok\n") : not_allowed(g, req, "GET, HEAD");
+    } else if (n == 1 && strcmp(seg[0], "readyz") == 0) {
+        get ? ready(g, req) : not_allowed(g, req, "GET, HEAD");
+    } else if (n == 1 && strcmp(seg[0], "metrics") == 0) {
+        get ? metrics_page(g, req) : not_allowed(g, req, "GET, HEAD");
+    } else if (n == 2 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "commands") == 0) {
+        m == HTTP_POST ? commands_post(g, req) : not_allowed(g, req, "POST");
+    } else if (n == 3 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "commands") == 0) {
+        get ? reads_command(g, req, seg[2]) : not_allowed(g, req, "GET, HEAD");
+    } else if (n == 4 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "aggregates") == 0) {
+        get ? reads_aggregate(g, req, seg[2], seg[3]) : not_allowed(g, req, "GET, HEAD");
+    } else {
+        gateway_problem(g, req, problem_new(PROBLEM_NOT_FOUND, "no such route", NULL));
+    }
+    free(path);
+}
+
+static void on_pg_state(bool connected, void *arg)
+{
+    (void)arg;
+    log_kv(connected ? LOG_INFO : LOG_WARN,
+           connected ? "postgresql connected" : "postgresql disconnected", NULL);
+}
+
+gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
+                     const config_props *kafka_props, char *err, size_t errlen)
+{
+    static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
+    gateway *g = xcalloc(1, sizeof(*g));
+    g->cfg = cfg;
+    g->base = base;
+    g->parked = strmap_new();
+    g->metrics = metrics_new();
+    g->m_produced = metrics_counter_get(g->metrics, "gateway_commands_produced_total",
+                                        "commands durably written to Kafka", NULL);
+    g->m_produce_failed = metrics_counter_get(g->metrics, "gateway_commands_produce_failed_total",
+                                              "commands Kafka did not take", NULL);
+    g->m_replies = metrics_counter_get(g->metrics, "gateway_replies_received_total",
+                                       "replies matched to a waiting request", NULL);
+    g->m_replies_unmatched =
+        metrics_counter_get(g->metrics, "gateway_replies_unmatched_total",
+                            "replies with no waiting request here (timed out or async)", NULL);
+    g->m_latency = metrics_histogram_get(g->metrics, "gateway_http_request_duration_seconds",
+                                         "time from request to answer", bounds,
+                                         sizeof(bounds) / sizeof(bounds[0]));
+    g->topic_commands = xasprintf("%scommands", cfg->topic_prefix);
+    g->topic_replies = xasprintf("%sreplies", cfg->topic_prefix);
+
+    g->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
+    if (!g->domains)
+        goto fail;
+    g->pg = pgconn_new(base, cfg->pg_conninfo, on_pg_state, g, err, errlen);
+    if (!g->pg)
+        goto fail;
+    g->producer = kafka_producer_new(base, kafka_props, commands_on_delivery, g, err, errlen);
+    if (!g->producer)
+        goto fail;
+    config_props rprops = {0};
+    for (size_t i = 0; kafka_props && i < kafka_props->n; i++)
+        config_props_set(&rprops, kafka_props->keys[i], kafka_props->values[i]);
+    /* Replies are only useful while someone waits: start from the end, never commit. */
+    config_props_set(&rprops, "auto.offset.reset", "latest");
+    g->replies = kafka_consumer_new(base, &rprops, cfg->replies_group, g->topic_replies,
+                                    commands_on_replies, commands_on_assign, g, err, errlen);
+    config_props_free(&rprops);
+    if (!g->replies)
+        goto fail;
+    httpd_limits lim = {.max_body = (size_t)cfg->http_max_body,
+                        .max_headers_size = 16384,
+                        .timeout_s = (int)cfg->http_timeout_s};
+    g->http = httpd_new(base, cfg->http_host, (int)cfg->http_port, &lim, route, g, err, errlen);
+    if (!g->http)
+        goto fail;
+    httpd_set_observer(g->http, on_answer, g);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", httpd_port(g->http));
+    log_kv(LOG_INFO, "command-gateway listening", LOG_FIELDS("host", cfg->http_host, "port", port));
+    return g;
+fail:
+    gateway_free(g);
+    return NULL;
+}
+
+void gateway_drain(gateway *g)
+{
+    g->stopping = true;
+    if (g->http)
+        httpd_stop_listening(g->http);
+    commands_release_parked(g);
+}
+
+void gateway_free(gateway *g)
+{
+    if (!g)
+        return;
+    if (g->producer && kafka_producer_flush(g->producer, 5000) != 0)
+        log_warn("shutdown: %d messages were not confirmed by Kafka",
+                 kafka_producer_outq_len(g->producer));
+    /* Delivery reports served by the flush may still reference parked requests: answer them. */
+    commands_release_parked(g);
+    httpd_free(g->http);
+    kafka_consumer_free(g->replies);
+    kafka_producer_free(g->producer);
+    pgconn_free(g->pg);
+    domain_registry_free(g->domains);
+    strmap_free(g->parked);
+    metrics_free(g->metrics);
+    free(g->owned);
+    free(g->topic_commands);
+    free(g->topic_replies);
+    free(g);
+}

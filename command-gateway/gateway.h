@@ -1,0 +1,87 @@
+/* gateway.h: the command-gateway's configuration, shared state and request entry points. */
+#ifndef CQRS_GATEWAY_H
+#define CQRS_GATEWAY_H
+
+#include "config.h"
+#include "domain.h"
+#include "httpd.h"
+#include "kafka.h"
+#include "metrics.h"
+#include "pgconn.h"
+#include "strmap.h"
+
+#include <stdbool.h>
+
+struct event_base;
+
+typedef struct gateway_config {
+    char *http_host;
+    long long http_port;
+    long long http_max_body;
+    long long http_timeout_s;
+    char *pg_conninfo;
+    char *topic_prefix;
+    char *schemas_dir;
+    char *replies_group;
+    char *tenant_default;
+    char *log_level;
+    long long sync_timeout_ms;
+    long long sync_max_wait_ms;
+    long long max_parked;
+} gateway_config;
+
+/* The configuration table of the gateway (ended by a NULL row). */
+extern const config_row gateway_config_table[];
+
+typedef struct gateway {
+    const gateway_config *cfg; /* borrowed from main */
+    struct event_base *base;
+    domain_registry *domains;
+    httpd *http;
+    kafka_producer *producer;
+    kafka_consumer *replies;
+    pgconn *pg;
+    metrics *metrics;
+    char *topic_commands;
+    char *topic_replies;
+    strmap *parked;      /* command id -> struct pending, while the request waits */
+    int *owned;          /* reply partitions this replica owns */
+    size_t nowned;
+    size_t next_owned;   /* round-robin cursor over owned */
+    bool stopping;
+    metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched;
+    metrics_histogram *m_latency;
+} gateway;
+
+/*
+ * Builds the gateway on base: loads schemas, connects (asynchronously) to PostgreSQL and Kafka,
+ * joins the replies group and listens. Returns NULL with err on a configuration problem.
+ */
+gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
+                     const config_props *kafka_props, char *err, size_t errlen);
+/* Stops listening and answers every parked request with 202 (its command is in Kafka). */
+void gateway_drain(gateway *g);
+/* Flushes the producer and frees everything. */
+void gateway_free(gateway *g);
+
+/* POST /v1/commands (commands.c). */
+void commands_post(gateway *g, http_req *req);
+/* Delivery report for a produced command (commands.c). */
+void commands_on_delivery(void *opaque, int err, const char *errstr, int partition,
+                          long long offset, void *arg);
+/* Replies topic has messages (commands.c). */
+void commands_on_replies(void *arg);
+/* Reply partitions assigned or revoked (commands.c). */
+void commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg);
+/* Answers every parked request with 202 (commands.c). */
+void commands_release_parked(gateway *g);
+
+/* GET /v1/commands/{id} (reads.c). */
+void reads_command(gateway *g, http_req *req, const char *id);
+/* GET /v1/aggregates/{type}/{id} (reads.c). */
+void reads_aggregate(gateway *g, http_req *req, const char *type, const char *id);
+
+/* Writes the standard answer for a failure and counts it. */
+void gateway_problem(gateway *g, http_req *req, json_t *problem);
+
+#endif

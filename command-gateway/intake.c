@@ -1,0 +1,238 @@
+/* intake.c: validation of write requests, before anything is sent to Kafka. */
+#include "intake.h"
+
+#include "problem.h"
+#include "xalloc.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void intake_clear(intake *in)
+{
+    free(in->idempotency_key);
+    free(in->aggregate_id);
+    free(in->traceparent);
+    json_decref(in->payload);
+    memset(in, 0, sizeof(*in));
+}
+
+char *intake_parse_key(const char *value)
+{
+    size_t len = strlen(value);
+    const char *s = value;
+    /* sf-string: "..." with \" and \\ escapes; a bare token otherwise. */
+    if (len >= 2 && value[0] == '"' && value[len - 1] == '"') {
+        char *out = xmalloc(len);
+        size_t n = 0;
+        for (size_t i = 1; i < len - 1; i++) {
+            char c = value[i];
+            if (c == '\\') {
+                if (i + 1 >= len - 1 || (value[i + 1] != '"' && value[i + 1] != '\\'))
+                    goto bad;
+                c = value[++i];
+            } else if (c == '"' || c < 0x20 || c > 0x7e) {
+                goto bad;
+            }
+            out[n++] = c;
+        }
+        out[n] = '\0';
+        if (n == 0 || n > INTAKE_MAX_KEY_LEN)
+            goto bad;
+        return out;
+    bad:
+        free(out);
+        return NULL;
+    }
+    if (len == 0 || len > INTAKE_MAX_KEY_LEN)
+        return NULL;
+    for (; *s; s++) {
+        if (*s <= 0x20 || *s > 0x7e || *s == '"' || *s == ',' || *s == ';')
+            return NULL;
+    }
+    return xstrdup(value);
+}
+
+long long intake_parse_if_match(const char *value)
+{
+    size_t len = strlen(value);
+    if (len < 3 || len > 20 || value[0] != '"' || value[len - 1] != '"')
+        return -1;
+    long long v = 0;
+    for (size_t i = 1; i < len - 1; i++) {
+        if (!isdigit((unsigned char)value[i]))
+            return -1;
+        v = v * 10 + (value[i] - '0');
+    }
+    return v;
+}
+
+void intake_parse_prefer(const char *value, bool *respond_async, long long *wait_ms)
+{
+    *respond_async = false;
+    *wait_ms = -1;
+    if (!value)
+        return;
+    /* Preferences are comma-separated; parameters after ';' are ignored (RFC 7240 §2). */
+    char *copy = xstrdup(value), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*tok))
+            tok++;
+        char *semi = strchr(tok, ';');
+        if (semi)
+            *semi = '\0';
+        char *end = tok + strlen(tok);
+        while (end > tok && isspace((unsigned char)end[-1]))
+            *--end = '\0';
+        if (strcasecmp(tok, "respond-async") == 0) {
+            *respond_async = true;
+        } else if (strncasecmp(tok, "wait=", 5) == 0) {
+            char *e;
+            errno = 0;
+            long long s = strtoll(tok + 5, &e, 10);
+            if (!errno && e != tok + 5 && *e == '\0' && s >= 0 && s < 86400)
+                *wait_ms = s * 1000;
+        }
+    }
+    free(copy);
+}
+
+static bool all_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
+            return false;
+    }
+    return true;
+}
+
+bool intake_valid_traceparent(const char *s)
+{
+    /* 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> */
+    return strlen(s) == 55 && strncmp(s, "00-", 3) == 0 && all_hex(s + 3, 32) && s[35] == '-' &&
+           all_hex(s + 36, 16) && s[52] == '-' && all_hex(s + 53, 2) &&
+           strspn(s + 3, "0") < 32 && strspn(s + 36, "0") < 16;
+}
+
+static json_t *fail(intake *out, problem_kind kind, const char *detail, json_t *errors)
+{
+    intake_clear(out);
+    return problem_new(kind, detail, errors);
+}
+
+json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, size_t len,
+                     const intake_headers *h)
+{
+    memset(out, 0, sizeof(*out));
+    out->expected_version = -1;
+    if (h->content_type && strncasecmp(h->content_type, "application/json", 16) != 0)
+        return fail(out, PROBLEM_UNSUPPORTED_MEDIA, "send the command as application/json",
+                    NULL);
+    json_error_t jerr;
+    json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        char detail[256];
+        snprintf(detail, sizeof(detail), "line %d, column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
+        return fail(out, PROBLEM_MALFORMED_JSON, detail, NULL);
+    }
+    json_t *problem = NULL;
+    const char *type = json_string_value(json_object_get(doc, "type"));
+    const char *agg = json_string_value(json_object_get(doc, "aggregate_id"));
+    json_t *payload = json_object_get(doc, "payload");
+    json_t *ev = json_object_get(doc, "expected_version");
+    if (!json_is_object(doc)) {
+        problem = fail(out, PROBLEM_INVALID_REQUEST, "the body must be a JSON object", NULL);
+        goto done;
+    }
+    if (!type || !agg) {
+        problem = fail(out, PROBLEM_INVALID_REQUEST,
+                       "\"type\" and \"aggregate_id\" are required strings", NULL);
+        goto done;
+    }
+    const char *unknown_key;
+    json_t *unused;
+    json_object_foreach(doc, unknown_key, unused)
+    {
+        if (strcmp(unknown_key, "type") != 0 && strcmp(unknown_key, "aggregate_id") != 0 &&
+            strcmp(unknown_key, "payload") != 0 && strcmp(unknown_key, "expected_version") != 0) {
+            char detail[300];
+            snprintf(detail, sizeof(detail), "unknown member \"%.200s\"", unknown_key);
+            problem = fail(out, PROBLEM_INVALID_REQUEST, detail, NULL);
+            goto done;
+        }
+    }
+    size_t agg_len = strlen(agg);
+    if (agg_len == 0 || agg_len > INTAKE_MAX_AGGREGATE_LEN ||
+        agg_len != json_string_length(json_object_get(doc, "aggregate_id"))) {
+        problem = fail(out, PROBLEM_INVALID_REQUEST,
+                       "\"aggregate_id\" must be 1..255 bytes without NUL", NULL);
+        goto done;
+    }
+    out->cmd = domain_registry_find(reg, type);
+    if (!out->cmd) {
+        char detail[300];
+        snprintf(detail, sizeof(detail), "no command type \"%.200s\"", type);
+        problem = fail(out, PROBLEM_UNKNOWN_COMMAND, detail, NULL);
+        goto done;
+    }
+    if (payload && !json_is_object(payload)) {
+        problem = fail(out, PROBLEM_INVALID_REQUEST, "\"payload\" must be an object", NULL);
+        goto done;
+    }
+    out->payload = payload ? json_incref(payload) : json_object();
+    json_t *errors = json_array();
+    if (!domain_command_validate(out->cmd, out->payload, errors)) {
+        problem = fail(out, PROBLEM_INVALID_PAYLOAD, "the payload does not match the schema",
+                       errors);
+        goto done;
+    }
+    json_decref(errors);
+
+    if (ev) {
+        if (!json_is_integer(ev) || json_integer_value(ev) < 0) {
+            problem = fail(out, PROBLEM_INVALID_REQUEST,
+                           "\"expected_version\" must be a non-negative integer", NULL);
+            goto done;
+        }
+        out->expected_version = json_integer_value(ev);
+    }
+    if (h->if_match) {
+        long long v = intake_parse_if_match(h->if_match);
+        if (v < 0) {
+            problem = fail(out, PROBLEM_INVALID_REQUEST,
+                           "If-Match must be one strong ETag such as \"3\"", NULL);
+            goto done;
+        }
+        if (out->expected_version >= 0 && out->expected_version != v) {
+            problem = fail(out, PROBLEM_INVALID_REQUEST,
+                           "If-Match and expected_version disagree", NULL);
+            goto done;
+        }
+        out->expected_version = v;
+    }
+    if (h->idempotency_key) {
+        out->idempotency_key = intake_parse_key(h->idempotency_key);
+        if (!out->idempotency_key) {
+            problem = fail(out, PROBLEM_INVALID_REQUEST,
+                           "Idempotency-Key must be a token or quoted string of 1..255 "
+                           "visible ASCII characters",
+                           NULL);
+            goto done;
+        }
+    }
+    if (h->traceparent && intake_valid_traceparent(h->traceparent))
+        out->traceparent = xstrdup(h->traceparent);
+    intake_parse_prefer(h->prefer, &out->respond_async, &out->wait_ms);
+    ids_uuid(out->command_id);
+    if (!out->idempotency_key) {
+        out->idempotency_key = xstrdup(out->command_id);
+        out->key_assigned = true;
+    }
+    out->aggregate_id = xstrdup(agg);
+done:
+    json_decref(doc);
+    return problem;
+}

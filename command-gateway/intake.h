@@ -1,0 +1,67 @@
+/*
+ * intake.h: turns one POST /v1/commands request into a command ready to publish, or into a
+ * problem. Pure: no I/O, so every rule of the HTTP contract is unit-tested here.
+ */
+#ifndef CQRS_INTAKE_H
+#define CQRS_INTAKE_H
+
+#include "domain.h"
+#include "ids.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define INTAKE_MAX_KEY_LEN       255 /* Idempotency-Key */
+#define INTAKE_MAX_AGGREGATE_LEN 255
+
+/* The request headers intake looks at; any may be NULL. */
+typedef struct intake_headers {
+    const char *content_type;
+    const char *idempotency_key;
+    const char *if_match;
+    const char *prefer;
+    const char *traceparent;
+} intake_headers;
+
+/* A validated command. Strings are owned; free with intake_clear(). */
+typedef struct intake {
+    char command_id[IDS_UUID_LEN];
+    char *idempotency_key;       /* the client's, or one assigned here */
+    bool key_assigned;           /* true when the gateway made the key up */
+    const domain_command *cmd;   /* borrowed from the registry */
+    char *aggregate_id;
+    long long expected_version;  /* -1 when the client set none */
+    json_t *payload;             /* owned reference */
+    bool respond_async;          /* Prefer: respond-async */
+    long long wait_ms;           /* Prefer: wait=N in ms, -1 when absent */
+    char *traceparent;           /* validated W3C traceparent or NULL */
+} intake;
+
+/*
+ * Parses and validates body + headers against the registry. On success fills out (which must be
+ * zeroed) and returns NULL; otherwise returns a problem+json body (caller owns it) and leaves out
+ * cleared.
+ */
+json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, size_t len,
+                     const intake_headers *h);
+
+/* Frees what intake_parse() stored. */
+void intake_clear(intake *in);
+
+/*
+ * Parses an Idempotency-Key header value: an RFC 8941 sf-string ("...") or a bare token of
+ * visible ASCII, 1..INTAKE_MAX_KEY_LEN characters. Returns a new string or NULL when invalid.
+ */
+char *intake_parse_key(const char *value);
+
+/* Parses If-Match: "<n>" (a strong ETag holding a version). Returns n, or -1 when invalid. */
+long long intake_parse_if_match(const char *value);
+
+/* Parses Prefer (RFC 7240): respond-async and wait=N (seconds). */
+void intake_parse_prefer(const char *value, bool *respond_async, long long *wait_ms);
+
+/* True if s is a valid W3C traceparent (version 00). */
+bool intake_valid_traceparent(const char *s);
+
+#endif

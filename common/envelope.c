@@ -1,0 +1,154 @@
+/* envelope.c: CloudEvents binary-mode headers to and from struct envelope. */
+#include "envelope.h"
+
+#include "xalloc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* String attributes in header order; offsets into struct envelope. */
+static const struct {
+    const char *name;
+    size_t offset;
+    bool required;
+} string_attrs[] = {
+    {"ce_id", offsetof(envelope, id), true},
+    {"ce_source", offsetof(envelope, source), true},
+    {"ce_type", offsetof(envelope, type), true},
+    {"ce_subject", offsetof(envelope, subject), false},
+    {"ce_time", offsetof(envelope, time), false},
+    {"ce_tenant", offsetof(envelope, tenant), false},
+    {"ce_idempotencykey", offsetof(envelope, idempotency_key), false},
+    {"ce_traceparent", offsetof(envelope, traceparent), false},
+};
+#define NATTRS (sizeof(string_attrs) / sizeof(string_attrs[0]))
+
+static char **attr(envelope *e, size_t i)
+{
+    return (char **)(void *)((char *)e + string_attrs[i].offset);
+}
+
+static const char *cattr(const envelope *e, size_t i)
+{
+    return *(char *const *)(const void *)((const char *)e + string_attrs[i].offset);
+}
+
+void envelope_clear(envelope *e)
+{
+    for (size_t i = 0; i < NATTRS; i++)
+        free(*attr(e, i));
+    memset(e, 0, sizeof(*e));
+    e->expected_version = -1;
+    e->reply_partition = -1;
+}
+
+static void put(header *out, size_t *n, const char *name, const char *value)
+{
+    out[*n].name = name;
+    out[*n].value = value;
+    out[*n].len = strlen(value);
+    (*n)++;
+}
+
+size_t envelope_to_headers(const envelope *e, header out[ENVELOPE_MAX_HEADERS], char scratch[64])
+{
+    size_t n = 0;
+    put(out, &n, "ce_specversion", "1.0");
+    put(out, &n, "content-type", ENVELOPE_CONTENT_TYPE);
+    for (size_t i = 0; i < NATTRS; i++) {
+        if (cattr(e, i))
+            put(out, &n, string_attrs[i].name, cattr(e, i));
+    }
+    /* Two numbers share scratch: "<version>\0<partition>\0". */
+    if (e->expected_version >= 0) {
+        snprintf(scratch, 32, "%lld", e->expected_version);
+        put(out, &n, "ce_expectedversion", scratch);
+    }
+    if (e->reply_partition >= 0) {
+        snprintf(scratch + 32, 32, "%d", e->reply_partition);
+        put(out, &n, "ce_replypartition", scratch + 32);
+    }
+    return n;
+}
+
+static bool hdr_is(const header *h, const char *name)
+{
+    return strcmp(h->name, name) == 0;
+}
+
+static int parse_number(const header *h, long long max, long long *out, char *err, size_t errlen)
+{
+    char buf[32];
+    if (h->len == 0 || h->len >= sizeof(buf)) {
+        snprintf(err, errlen, "header %s: not a number", h->name);
+        return -1;
+    }
+    memcpy(buf, h->value, h->len);
+    buf[h->len] = '\0';
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || *end || v < 0 || v > max) {
+        snprintf(err, errlen, "header %s: '%s' is not a number in [0, %lld]", h->name, buf, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int envelope_from_headers(envelope *e, const header *h, size_t n, char *err, size_t errlen)
+{
+    envelope_clear(e);
+    bool have_version = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!h[i].value)
+            continue;
+        if (hdr_is(&h[i], "ce_specversion")) {
+            if (h[i].len != 3 || memcmp(h[i].value, "1.0", 3) != 0) {
+                snprintf(err, errlen, "header ce_specversion: unsupported version '%.*s'",
+                         (int)(h[i].len > 16 ? 16 : h[i].len), h[i].value);
+                return -1;
+            }
+            have_version = true;
+        } else if (hdr_is(&h[i], "ce_expectedversion")) {
+            if (parse_number(&h[i], (1LL << 53), &e->expected_version, err, errlen))
+                return -1;
+        } else if (hdr_is(&h[i], "ce_replypartition")) {
+            long long p;
+            if (parse_number(&h[i], 1 << 20, &p, err, errlen))
+                return -1;
+            e->reply_partition = (int)p;
+        } else {
+            for (size_t a = 0; a < NATTRS; a++) {
+                if (hdr_is(&h[i], string_attrs[a].name)) {
+                    if (memchr(h[i].value, '\0', h[i].len)) {
+                        snprintf(err, errlen, "header %s: contains NUL", h[i].name);
+                        return -1;
+                    }
+                    free(*attr(e, a));
+                    *attr(e, a) = xstrndup(h[i].value, h[i].len);
+                    break;
+                }
+            }
+        }
+    }
+    if (!have_version) {
+        snprintf(err, errlen, "header ce_specversion: missing");
+        return -1;
+    }
+    for (size_t a = 0; a < NATTRS; a++) {
+        if (string_attrs[a].required && (!cattr(e, a) || !*cattr(e, a))) {
+            snprintf(err, errlen, "header %s: missing", string_attrs[a].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+char *envelope_event_id(const char *tenant, const char *aggregate_type, const char *aggregate_id,
+                        long long version)
+{
+    return xasprintf("%s/%s/%s/%lld", tenant, aggregate_type, aggregate_id, version);
+}

@@ -1,0 +1,57 @@
+/*
+ * envelope.h: the wire contract. Commands, replies and events travel as CloudEvents 1.0 in
+ * Kafka binary content mode: attributes in ce_* headers, the JSON data as the message value.
+ */
+#ifndef CQRS_ENVELOPE_H
+#define CQRS_ENVELOPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A message header as name and value bytes; values are not NUL-terminated on the wire. */
+typedef struct header {
+    const char *name;
+    const char *value;
+    size_t len;
+} header;
+
+#define ENVELOPE_MAX_HEADERS 16
+
+/* CloudEvents attributes plus our extensions; every string is owned by the envelope. */
+typedef struct envelope {
+    char *id;                   /* ce_id: the command id for commands and replies */
+    char *source;               /* ce_source: "/command-gateway", "/state-processor" */
+    char *type;                 /* ce_type: "account.deposit", "account.deposited", ... */
+    char *subject;              /* ce_subject: the aggregate id */
+    char *time;                 /* ce_time: RFC 3339 */
+    char *tenant;               /* ce_tenant */
+    char *idempotency_key;      /* ce_idempotencykey */
+    char *traceparent;          /* ce_traceparent (W3C trace context) */
+    long long expected_version; /* ce_expectedversion; -1 when absent */
+    int reply_partition;        /* ce_replypartition; -1 when absent */
+} envelope;
+
+/* Header names, shared with the tests and the operator tools. */
+#define ENVELOPE_CONTENT_TYPE "application/json"
+
+/* Frees the strings and clears the struct (safe on a zeroed envelope). */
+void envelope_clear(envelope *e);
+
+/*
+ * Fills out[] with the headers for e (pointers borrow from e and from an internal numeric buffer
+ * in scratch, which must outlive out). Returns the number of headers written.
+ */
+size_t envelope_to_headers(const envelope *e, header out[ENVELOPE_MAX_HEADERS], char scratch[64]);
+
+/*
+ * Parses headers into e (which must be zeroed). Requires ce_specversion "1.0", ce_id, ce_source
+ * and ce_type; checks numbers. Returns 0, or -1 with err naming the header at fault.
+ */
+int envelope_from_headers(envelope *e, const header *h, size_t n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The stable id of a domain event: "<tenant>/<aggregate type>/<aggregate id>/<version>". */
+char *envelope_event_id(const char *tenant, const char *aggregate_type, const char *aggregate_id,
+                        long long version);
+
+#endif

@@ -1,0 +1,255 @@
+/* httpd.c: evhttp glue: request wrapper, limits, disconnect detection, replies. */
+#include "httpd.h"
+
+#include "ids.h"
+#include "log.h"
+#include "xalloc.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct httpd {
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    httpd_handler handler;
+    void *arg;
+    httpd_observer observer;
+    void *observer_arg;
+    int port;
+};
+
+struct http_req {
+    httpd *server;
+    long long start_us;
+    struct evhttp_request *ev;   /* NULL once the client is gone */
+    struct evhttp_connection *conn;
+    char *path;
+    struct evkeyvalq query;
+    bool query_parsed;
+    char *body;
+    size_t body_len;
+    http_req_gone_cb gone;
+    void *gone_arg;
+};
+
+static void req_free(http_req *r)
+{
+    if (r->query_parsed)
+        evhttp_clear_headers(&r->query);
+    free(r->path);
+    free(r->body);
+    free(r);
+}
+
+/* The connection closed while we still held its request: libevent frees the request itself. */
+static void on_conn_close(struct evhttp_connection *conn, void *arg)
+{
+    http_req *r = arg;
+    (void)conn;
+    r->ev = NULL;
+    r->conn = NULL;
+    if (r->gone)
+        r->gone(r, r->gone_arg);
+}
+
+static void on_request(struct evhttp_request *ev, void *arg)
+{
+    httpd *h = arg;
+    http_req *r = xcalloc(1, sizeof(*r));
+    r->server = h;
+    r->start_us = ids_monotonic_us();
+    r->ev = ev;
+    r->conn = evhttp_request_get_connection(ev);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
+    const char *raw = uri ? evhttp_uri_get_path(uri) : NULL;
+    char *decoded = raw ? evhttp_uridecode(raw, 0, NULL) : NULL;
+    r->path = decoded ? xstrdup(decoded) : xstrdup("/");
+    free(decoded);
+    /* evhttp allows one request in progress per connection, so one close callback suffices. */
+    if (r->conn)
+        evhttp_connection_set_closecb(r->conn, on_conn_close, r);
+    h->handler(r, h->arg);
+}
+
+httpd *httpd_new(struct event_base *base, const char *host, int port, const httpd_limits *lim,
+                 httpd_handler handler, void *arg, char *err, size_t errlen)
+{
+    httpd *h = xcalloc(1, sizeof(*h));
+    h->http = evhttp_new(base);
+    h->handler = handler;
+    h->arg = arg;
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH |
+                                            EVHTTP_REQ_DELETE);
+    evhttp_set_max_body_size(h->http, (ev_ssize_t)lim->max_body);
+    evhttp_set_max_headers_size(h->http, (ev_ssize_t)lim->max_headers_size);
+    evhttp_set_timeout(h->http, lim->timeout_s);
+    evhttp_set_default_content_type(h->http, "application/json");
+    evhttp_set_gencb(h->http, on_request, h);
+    h->sock = evhttp_bind_socket_with_handle(h->http, host, (ev_uint16_t)port);
+    if (!h->sock) {
+        snprintf(err, errlen, "http: cannot listen on %s:%d", host, port);
+        evhttp_free(h->http);
+        free(h);
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    ev_socklen_t sl = sizeof(ss);
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(h->sock);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    return h;
+}
+
+void httpd_set_observer(httpd *h, httpd_observer cb, void *arg)
+{
+    h->observer = cb;
+    h->observer_arg = arg;
+}
+
+void httpd_stop_listening(httpd *h)
+{
+    if (h->sock) {
+        evhttp_del_accept_socket(h->http, h->sock);
+        h->sock = NULL;
+    }
+}
+
+void httpd_free(httpd *h)
+{
+    if (!h)
+        return;
+    evhttp_free(h->http);
+    free(h);
+}
+
+int httpd_port(const httpd *h)
+{
+    return h->port;
+}
+
+http_method http_req_method(const http_req *r)
+{
+    if (!r->ev)
+        return HTTP_OTHER;
+    switch (evhttp_request_get_command(r->ev)) {
+    case EVHTTP_REQ_GET:
+        return HTTP_GET;
+    case EVHTTP_REQ_HEAD:
+        return HTTP_HEAD;
+    case EVHTTP_REQ_POST:
+        return HTTP_POST;
+    case EVHTTP_REQ_PUT:
+        return HTTP_PUT;
+    case EVHTTP_REQ_PATCH:
+        return HTTP_PATCH;
+    case EVHTTP_REQ_DELETE:
+        return HTTP_DELETE;
+    default:
+        return HTTP_OTHER;
+    }
+}
+
+const char *http_req_path(const http_req *r)
+{
+    return r->path;
+}
+
+const char *http_req_query(http_req *r, const char *name)
+{
+    if (!r->query_parsed) {
+        TAILQ_INIT(&r->query);
+        const struct evhttp_uri *uri = r->ev ? evhttp_request_get_evhttp_uri(r->ev) : NULL;
+        const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
+        if (q)
+            evhttp_parse_query_str(q, &r->query);
+        r->query_parsed = true;
+    }
+    return evhttp_find_header(&r->query, name);
+}
+
+const char *http_req_header(const http_req *r, const char *name)
+{
+    return r->ev ? evhttp_find_header(evhttp_request_get_input_headers(r->ev), name) : NULL;
+}
+
+const char *http_req_body(http_req *r, size_t *len)
+{
+    if (!r->body) {
+        struct evbuffer *in = r->ev ? evhttp_request_get_input_buffer(r->ev) : NULL;
+        size_t n = in ? evbuffer_get_length(in) : 0;
+        r->body = xmalloc(n + 1);
+        if (n)
+            evbuffer_copyout(in, r->body, n);
+        r->body[n] = '\0';
+        r->body_len = n;
+    }
+    *len = r->body_len;
+    return r->body;
+}
+
+void http_req_set_header(http_req *r, const char *name, const char *value)
+{
+    if (r->ev)
+        evhttp_add_header(evhttp_request_get_output_headers(r->ev), name, value);
+}
+
+void http_req_on_gone(http_req *r, http_req_gone_cb cb, void *arg)
+{
+    r->gone = cb;
+    r->gone_arg = arg;
+}
+
+void http_req_reply(http_req *r, int status, const char *content_type, const char *body,
+                    size_t len)
+{
+    if (r->ev) {
+        if (r->conn)
+            evhttp_connection_set_closecb(r->conn, NULL, NULL);
+        struct evkeyvalq *out = evhttp_request_get_output_headers(r->ev);
+        if (content_type)
+            evhttp_add_header(out, "Content-Type", content_type);
+        struct evbuffer *buf = evbuffer_new();
+        if (body && len && http_req_method(r) != HTTP_HEAD)
+            evbuffer_add(buf, body, len);
+        evhttp_send_reply(r->ev, status, NULL, buf);
+        evbuffer_free(buf);
+    }
+    if (r->server->observer)
+        r->server->observer(status, ids_monotonic_us() - r->start_us, r->server->observer_arg);
+    req_free(r);
+}
+
+void http_req_reply_json(http_req *r, int status, json_t *body)
+{
+    char *s = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(body);
+    if (!s) {
+        http_req_reply(r, 500, "text/plain", "json encoding failed\n", 20);
+        return;
+    }
+    size_t n = strlen(s);
+    s[n] = '\n'; /* a trailing newline keeps curl output readable */
+    http_req_reply(r, status, "application/json", s, n + 1);
+    free(s);
+}
+
+void http_req_reply_problem(http_req *r, json_t *problem)
+{
+    int status = (int)json_integer_value(json_object_get(problem, "status"));
+    char *s = json_dumps(problem, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(problem);
+    size_t n = s ? strlen(s) : 0;
+    if (s)
+        s[n++] = '\n';
+    http_req_reply(r, status ? status : 500, "application/problem+json", s ? s : "", n);
+    free(s);
+}

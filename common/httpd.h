@@ -1,0 +1,70 @@
+/*
+ * httpd.h: the HTTP server (libevent evhttp) behind one opaque request type. Handlers may answer
+ * at once or keep the request and answer later from any callback on the same loop.
+ */
+#ifndef CQRS_HTTPD_H
+#define CQRS_HTTPD_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+
+typedef struct httpd httpd;
+typedef struct http_req http_req;
+
+typedef enum { HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_PATCH, HTTP_DELETE, HTTP_OTHER } http_method;
+
+/*
+ * Called once per request. The request is owned by the server until one http_req_reply*()
+ * call, which must come exactly once, now or later.
+ */
+typedef void (*httpd_handler)(http_req *req, void *arg);
+/* Called when a client goes away before its request was answered; req is still valid. */
+typedef void (*http_req_gone_cb)(http_req *req, void *arg);
+
+typedef struct httpd_limits {
+    size_t max_body;         /* bigger bodies get 413 */
+    size_t max_headers_size; /* bigger header blocks get 431-equivalent 400 */
+    int timeout_s;           /* read/write timeout for slow clients */
+} httpd_limits;
+
+/* Called for every answer with its status and the time since the request arrived. */
+typedef void (*httpd_observer)(int status, long long elapsed_us, void *arg);
+
+/* Binds host:port and serves on base. NULL with err on failure (e.g. port in use). */
+httpd *httpd_new(struct event_base *base, const char *host, int port, const httpd_limits *lim,
+                 httpd_handler handler, void *arg, char *err, size_t errlen);
+/* Sets the observer of every answer (metrics). */
+void httpd_set_observer(httpd *h, httpd_observer cb, void *arg);
+/* Stops accepting new connections; answers in progress still complete. */
+void httpd_stop_listening(httpd *h);
+/* Stops listening and frees the server; pending requests are dropped with their connections. */
+void httpd_free(httpd *h);
+/* The bound port (useful with port 0). */
+int httpd_port(const httpd *h);
+
+http_method http_req_method(const http_req *r);
+/* The decoded path without the query string; borrowed from the request. */
+const char *http_req_path(const http_req *r);
+/* A query parameter, decoded; NULL when absent. Borrowed from the request. */
+const char *http_req_query(http_req *r, const char *name);
+/* A request header (case-insensitive); NULL when absent. Borrowed from the request. */
+const char *http_req_header(const http_req *r, const char *name);
+/* The body as one NUL-terminated buffer (copied once); *len gets its size. Borrowed. */
+const char *http_req_body(http_req *r, size_t *len);
+/* Adds a response header (copied). */
+void http_req_set_header(http_req *r, const char *name, const char *value);
+/* Registers the callback for a client that disconnects before the answer. */
+void http_req_on_gone(http_req *r, http_req_gone_cb cb, void *arg);
+
+/* Answers with a body (copied) and frees the request. A gone client's request is just freed. */
+void http_req_reply(http_req *r, int status, const char *content_type, const char *body,
+                    size_t len);
+/* Answers with a JSON body; takes ownership of body. */
+void http_req_reply_json(http_req *r, int status, json_t *body);
+/* Answers with application/problem+json; takes ownership of problem (which holds "status"). */
+void http_req_reply_problem(http_req *r, json_t *problem);
+
+#endif

@@ -1,0 +1,70 @@
+/* jskeyword.h: the contract between the JSON Schema core (jsonschema.c) and its keyword table. */
+#ifndef CQRS_JSKEYWORD_H
+#define CQRS_JSKEYWORD_H
+
+/*
+ * Internal to the validator: only jsonschema.c and jskeyword.c include this. A keyword is a row
+ * {name, compile, validate}; adding one means writing two functions in jskeyword.c and a row.
+ */
+#include "jsonschema.h"
+
+#include <regex.h>
+
+/* Compile-time context, owned by the core: the current schema pointer and the error buffer. */
+typedef struct jskw_compile jskw_compile;
+/* Validation context, owned by the core: the current instance pointer and the error list. */
+typedef struct jskw_check jskw_check;
+
+typedef struct jkw jkw;
+
+typedef struct {
+    const char *name;
+    /* Checks the keyword's value and fills kw; false after jschema_compile_fail(). NULL compile
+     * marks an annotation, accepted and ignored. */
+    bool (*compile)(jkw *kw, const json_t *value, jskw_compile *c);
+    /* Checks inst; false after jschema_fail() or a failing jschema_check_at(). */
+    bool (*validate)(const jkw *kw, const json_t *inst, jskw_check *v);
+} jskeyword;
+
+/* A compiled keyword. The slots are generic; the core frees every one that is set. */
+struct jkw {
+    const jskeyword *def;
+    const json_t *value;  /* the keyword's value, borrowed from the schema copy the root owns */
+    const json_t *schema; /* the schema object holding the keyword, to see sibling keywords */
+    unsigned types;       /* type: accepted type bits (see jskeyword.c) */
+    json_int_t limit;     /* length and count bounds */
+    size_t nsub;
+    jschema **sub;      /* subschemas: items, not, additionalProperties, allOf... */
+    const char **names; /* properties: member names parallel to sub, borrowed from value */
+    regex_t *re;        /* pattern */
+    char *message;      /* failure message, built once at compile time */
+};
+
+/* The keyword named name; NULL when it is unsupported. */
+const jskeyword *jskeyword_find(const char *name);
+/* The i-th keyword in evaluation order; NULL past the end. */
+const jskeyword *jskeyword_at(size_t i);
+
+/* ---- services of the core (jsonschema.c) for keyword implementations ---- */
+
+/* Records a compile error at the current schema pointer; returns false. */
+bool jschema_compile_fail(jskw_compile *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Compiles the subschema at the current pointer plus token (NULL: the current pointer). */
+jschema *jschema_compile_at(jskw_compile *c, const char *token, const json_t *schema);
+/* Records a validation failure at the current instance pointer; returns false. */
+bool jschema_fail(jskw_check *v, const char *keyword, const char *message);
+/* Records a failure at the current instance pointer plus token (a member name); returns false. */
+bool jschema_fail_at(jskw_check *v, const char *token, const char *keyword, const char *message);
+/* Validates inst against s at the current pointer plus token (NULL: the current pointer). */
+bool jschema_check_at(jskw_check *v, const char *token, const jschema *s, const json_t *inst);
+/* True when inst satisfies s; records nothing (for anyOf, oneOf, not). */
+bool jschema_matches(jskw_check *v, const jschema *s, const json_t *inst);
+/* True when every failure is wanted; false when the first one decides. */
+bool jschema_collecting(const jskw_check *v);
+/* True when s is the boolean schema false. */
+bool jschema_is_false(const jschema *s);
+/* Orders two JSON numbers (-1, 0, 1); exact for two integers, by double otherwise. */
+int jschema_num_cmp(const json_t *a, const json_t *b);
+
+#endif

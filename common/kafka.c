@@ -1,0 +1,420 @@
+/* kafka.c: librdkafka producer and group consumer driven by a libevent base. */
+#include "kafka.h"
+
+#include "log.h"
+#include "xalloc.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The wake-up pipe: librdkafka writes one byte when a queue becomes non-empty. */
+typedef struct wakeup {
+    int fds[2];
+    struct event *ev;
+} wakeup;
+
+struct kafka_producer {
+    rd_kafka_t *rk;
+    wakeup w;
+    kafka_delivery_cb cb;
+    void *arg;
+    bool healthy;
+};
+
+struct kafka_consumer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    wakeup w;
+    char *topic;
+    kafka_wake_cb wake;
+    kafka_assign_cb on_assign;
+    void *arg;
+    rd_kafka_message_t **held; /* messages of the last poll, destroyed on the next */
+    size_t nheld;
+};
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    /* syslog levels: 0..3 error, 4 warning, 5..6 info, 7 debug */
+    log_level l = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
+    if (log_enabled(l))
+        log_kv(l, buf, LOG_FIELDS("component", "librdkafka", "facility", fac, "client",
+                                  rd_kafka_name(rk)));
+}
+
+static int apply_props(rd_kafka_conf_t *conf, const char *const *defaults,
+                       const config_props *props, char *err, size_t errlen)
+{
+    char errstr[512];
+    for (const char *const *d = defaults; d && d[0]; d += 2) {
+        if (rd_kafka_conf_set(conf, d[0], d[1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+            snprintf(err, errlen, "kafka.%s: %s", d[0], errstr);
+            return -1;
+        }
+    }
+    for (size_t i = 0; props && i < props->n; i++) {
+        if (rd_kafka_conf_set(conf, props->keys[i], props->values[i], errstr, sizeof(errstr)) !=
+            RD_KAFKA_CONF_OK) {
+            snprintf(err, errlen, "kafka.%s: %s", props->keys[i], errstr);
+            return -1;
+        }
+    }
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    return 0;
+}
+
+static int wakeup_init(wakeup *w, struct event_base *base, event_callback_fn fn, void *arg,
+                       char *err, size_t errlen)
+{
+    if (pipe2(w->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    w->ev = event_new(base, w->fds[0], EV_READ | EV_PERSIST, fn, arg);
+    event_add(w->ev, NULL);
+    return 0;
+}
+
+static void wakeup_drain(const wakeup *w)
+{
+    char buf[64];
+    while (read(w->fds[0], buf, sizeof(buf)) > 0)
+        ;
+}
+
+static void wakeup_free(wakeup *w)
+{
+    if (w->ev)
+        event_free(w->ev);
+    if (w->fds[0] >= 0) {
+        close(w->fds[0]);
+        close(w->fds[1]);
+    }
+    w->ev = NULL;
+    w->fds[0] = w->fds[1] = -1;
+}
+
+/* ---- producer ---- */
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    kafka_producer *p = opaque;
+    if (!m->err)
+        p->healthy = true;
+    p->cb(m->_private, m->err, m->err ? rd_kafka_err2str(m->err) : "", m->partition, m->offset,
+          p->arg);
+}
+
+static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    kafka_producer *p = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        p->healthy = false;
+    log_kv(LOG_WARN, reason,
+           LOG_FIELDS("component", "librdkafka", "error", rd_kafka_err2name(err)));
+}
+
+static void on_producer_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    kafka_producer *p = arg;
+    wakeup_drain(&p->w);
+    /* Serve everything queued: the pipe is written only on the empty -> non-empty edge. */
+    while (rd_kafka_poll(p->rk, 0) > 0)
+        ;
+}
+
+kafka_producer *kafka_producer_new(struct event_base *base, const config_props *props,
+                                   kafka_delivery_cb cb, void *arg, char *err, size_t errlen)
+{
+    static const char *const defaults[] = {
+        "enable.idempotence", "true", "acks", "all", "linger.ms", "1",
+        "message.timeout.ms", "30000", "client.id", "cqrs", NULL};
+    kafka_producer *p = xcalloc(1, sizeof(*p));
+    p->w.fds[0] = p->w.fds[1] = -1;
+    p->cb = cb;
+    p->arg = arg;
+    p->healthy = true;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (apply_props(conf, defaults, props, err, errlen)) {
+        rd_kafka_conf_destroy(conf);
+        free(p);
+        return NULL;
+    }
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_producer_error);
+    char errstr[512];
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!p->rk) { /* conf is still ours on failure */
+        rd_kafka_conf_destroy(conf);
+        snprintf(err, errlen, "kafka: %s", errstr);
+        free(p);
+        return NULL;
+    }
+    /* conf is owned by rk from here on. */
+    if (wakeup_init(&p->w, base, on_producer_wake, p, err, errlen)) {
+        rd_kafka_destroy(p->rk);
+        free(p);
+        return NULL;
+    }
+    rd_kafka_queue_t *mainq = rd_kafka_queue_get_main(p->rk);
+    rd_kafka_queue_io_event_enable(mainq, p->w.fds[1], "1", 1);
+    rd_kafka_queue_destroy(mainq);
+    return p;
+}
+
+/* Builds librdkafka headers; the caller owns the result until producev takes it. */
+static rd_kafka_headers_t *make_headers(const header *h, size_t nh)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(nh);
+    for (size_t i = 0; i < nh; i++)
+        rd_kafka_header_add(hdrs, h[i].name, -1, h[i].value, (ssize_t)h[i].len);
+    return hdrs;
+}
+
+kafka_send_result kafka_produce(kafka_producer *p, const char *topic, int partition,
+                                const char *key, size_t key_len, const void *value, size_t len,
+                                const header *h, size_t nh, void *opaque)
+{
+    rd_kafka_headers_t *hdrs = make_headers(h, nh);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(topic),
+        RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)(uintptr_t)value, len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return KAFKA_OK; /* hdrs now belong to the message */
+    rd_kafka_headers_destroy(hdrs);
+    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        return KAFKA_QUEUE_FULL;
+    log_kv(LOG_ERROR, "produce failed",
+           LOG_FIELDS("topic", topic, "error", rd_kafka_err2str(e)));
+    return KAFKA_ERROR;
+}
+
+int kafka_producer_outq_len(const kafka_producer *p)
+{
+    return rd_kafka_outq_len(p->rk);
+}
+
+bool kafka_producer_healthy(const kafka_producer *p)
+{
+    return p->healthy;
+}
+
+int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int n = -1;
+    if (rd_kafka_metadata(p->rk, 0, rkt, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            n = md->topics[0].partition_cnt;
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
+int kafka_producer_flush(kafka_producer *p, int timeout_ms)
+{
+    return rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+}
+
+void kafka_producer_free(kafka_producer *p)
+{
+    if (!p)
+        return;
+    rd_kafka_destroy(p->rk);
+    wakeup_free(&p->w);
+    free(p);
+}
+
+/* ---- consumer ---- */
+
+static void notify_assign(kafka_consumer *c, const rd_kafka_topic_partition_list_t *parts,
+                          bool assigned)
+{
+    if (!c->on_assign)
+        return;
+    int *ids = xcalloc((size_t)parts->cnt + 1, sizeof(int));
+    size_t n = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        if (strcmp(parts->elems[i].topic, c->topic) == 0)
+            ids[n++] = parts->elems[i].partition;
+    }
+    c->on_assign(ids, n, assigned, c->arg);
+    free(ids);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    kafka_consumer *c = opaque;
+    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    bool assigned = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    log_kv(LOG_INFO, assigned ? "partitions assigned" : "partitions revoked",
+           LOG_FIELDS("topic", c->topic, "group", "consumer"));
+    if (!assigned)
+        notify_assign(c, parts, false);
+    rd_kafka_error_t *e = NULL;
+    if (cooperative)
+        e = assigned ? rd_kafka_incremental_assign(rk, parts)
+                     : rd_kafka_incremental_unassign(rk, parts);
+    else if (rd_kafka_assign(rk, assigned ? parts : NULL) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_error("rd_kafka_assign failed");
+    if (e) {
+        log_error("incremental assign failed: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    if (assigned)
+        notify_assign(c, parts, true);
+}
+
+static void on_consumer_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    kafka_consumer *c = arg;
+    wakeup_drain(&c->w);
+    c->wake(c->arg);
+}
+
+kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *props,
+                                   const char *group_id, const char *topic, kafka_wake_cb wake,
+                                   kafka_assign_cb on_assign, void *arg, char *err,
+                                   size_t errlen)
+{
+    const char *const defaults[] = {"enable.auto.commit", "false", "enable.auto.offset.store",
+                                    "false", "auto.offset.reset", "earliest", "client.id", "cqrs",
+                                    "group.id", group_id, NULL};
+    kafka_consumer *c = xcalloc(1, sizeof(*c));
+    c->w.fds[0] = c->w.fds[1] = -1;
+    c->topic = xstrdup(topic);
+    c->wake = wake;
+    c->on_assign = on_assign;
+    c->arg = arg;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (apply_props(conf, defaults, props, err, errlen)) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    char errstr[512];
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!c->rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(err, errlen, "kafka: %s", errstr);
+        goto fail;
+    }
+    /* Serve logs, errors and rebalances from the consumer queue we poll. */
+    rd_kafka_poll_set_consumer(c->rk);
+    c->q = rd_kafka_queue_get_consumer(c->rk);
+    if (wakeup_init(&c->w, base, on_consumer_wake, c, err, errlen))
+        goto fail;
+    rd_kafka_queue_io_event_enable(c->q, c->w.fds[1], "1", 1);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        snprintf(err, errlen, "kafka: subscribe %s: %s", topic, rd_kafka_err2str(e));
+        goto fail;
+    }
+    return c;
+fail:
+    if (c->q)
+        rd_kafka_queue_destroy(c->q);
+    if (c->rk)
+        rd_kafka_destroy(c->rk);
+    wakeup_free(&c->w);
+    free(c->topic);
+    free(c);
+    return NULL;
+}
+
+void kafka_consumer_release(kafka_consumer *c)
+{
+    for (size_t i = 0; i < c->nheld; i++)
+        rd_kafka_message_destroy(c->held[i]);
+    c->nheld = 0;
+}
+
+size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max)
+{
+    kafka_consumer_release(c);
+    c->held = xrealloc(c->held, max * sizeof(*c->held));
+    ssize_t got = rd_kafka_consume_batch_queue(c->q, 0, c->held, max);
+    if (got <= 0)
+        return 0;
+    size_t n = 0;
+    for (ssize_t i = 0; i < got; i++) {
+        rd_kafka_message_t *m = c->held[i];
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_kv(LOG_WARN, "consumer error",
+                       LOG_FIELDS("topic", c->topic, "error", rd_kafka_message_errstr(m)));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        c->held[n] = m;
+        kafka_message *o = &out[n++];
+        o->topic = rd_kafka_topic_name(m->rkt);
+        o->partition = m->partition;
+        o->offset = m->offset;
+        o->key = m->key;
+        o->key_len = m->key_len;
+        o->value = m->payload;
+        o->len = m->len;
+        o->nheaders = 0;
+        rd_kafka_headers_t *hdrs = NULL;
+        if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            const char *name;
+            const void *val;
+            size_t size;
+            for (size_t k = 0; o->nheaders < KAFKA_MAX_HEADERS &&
+                               !rd_kafka_header_get_all(hdrs, k, &name, &val, &size);
+                 k++) {
+                o->headers[o->nheaders].name = name;
+                o->headers[o->nheaders].value = val;
+                o->headers[o->nheaders].len = val ? size : 0;
+                o->nheaders++;
+            }
+        }
+    }
+    c->nheld = n;
+    return n;
+}
+
+void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->topic, partition)->offset = next_offset;
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, l, 1);
+    if (e)
+        log_kv(LOG_WARN, "offset commit failed", LOG_FIELDS("error", rd_kafka_err2str(e)));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+void kafka_consumer_free(kafka_consumer *c)
+{
+    if (!c)
+        return;
+    kafka_consumer_release(c);
+    rd_kafka_consumer_close(c->rk);
+    rd_kafka_queue_destroy(c->q);
+    rd_kafka_destroy(c->rk);
+    wakeup_free(&c->w);
+    free(c->held);
+    free(c->topic);
+    free(c);
+}

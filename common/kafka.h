@@ -1,0 +1,97 @@
+/*
+ * kafka.h: librdkafka behind two opaque handles that run on a libevent base. Queues wake the
+ * loop through rd_kafka_queue_io_event_enable(): nothing here blocks the loop or polls on a timer.
+ */
+#ifndef CQRS_KAFKA_H
+#define CQRS_KAFKA_H
+
+#include "config.h"
+#include "envelope.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+
+#define KAFKA_MAX_HEADERS 24
+
+typedef struct kafka_producer kafka_producer;
+typedef struct kafka_consumer kafka_consumer;
+
+/*
+ * Delivery report for one produced message, on the loop thread. err is 0 on success (the message
+ * is durable with acks=all), otherwise librdkafka's error code and errstr its text. opaque is the
+ * pointer given to kafka_produce().
+ */
+typedef void (*kafka_delivery_cb)(void *opaque, int err, const char *errstr, int partition,
+                                  long long offset, void *arg);
+
+typedef enum { KAFKA_OK = 0, KAFKA_QUEUE_FULL, KAFKA_ERROR } kafka_send_result;
+
+/* A consumed message; every pointer is borrowed until the next poll or release. */
+typedef struct kafka_message {
+    const char *topic;
+    int partition;
+    long long offset;
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t len;
+    header headers[KAFKA_MAX_HEADERS];
+    size_t nheaders;
+} kafka_message;
+
+/* Messages may be waiting: call kafka_consumer_poll() (now or when the caller is ready). */
+typedef void (*kafka_wake_cb)(void *arg);
+/* Partitions of the subscribed topic were assigned (true) or revoked (false). */
+typedef void (*kafka_assign_cb)(const int *partitions, size_t n, bool assigned, void *arg);
+
+/*
+ * Creates an idempotent producer (acks=all) with props applied on top of our defaults; props keys
+ * are librdkafka's. cb receives every delivery report. Returns NULL with err on a bad property.
+ */
+kafka_producer *kafka_producer_new(struct event_base *base, const config_props *props,
+                                   kafka_delivery_cb cb, void *arg, char *err, size_t errlen);
+/*
+ * Enqueues one message (copied). partition -1 partitions by key. Returns KAFKA_QUEUE_FULL when
+ * the local queue is at its bound (back-pressure), KAFKA_ERROR otherwise; the delivery callback
+ * fires only for KAFKA_OK.
+ */
+kafka_send_result kafka_produce(kafka_producer *p, const char *topic, int partition,
+                                const char *key, size_t key_len, const void *value, size_t len,
+                                const header *h, size_t nh, void *opaque)
+    __attribute__((warn_unused_result));
+/* Messages waiting for a delivery report. */
+int kafka_producer_outq_len(const kafka_producer *p);
+/* False after librdkafka reported all brokers down, until the next successful delivery. */
+bool kafka_producer_healthy(const kafka_producer *p);
+/* Number of partitions of topic, from cluster metadata; -1 on error. Blocking: start-up only. */
+int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms);
+/* Waits up to timeout_ms for outstanding deliveries. Blocking: shutdown only. */
+int kafka_producer_flush(kafka_producer *p, int timeout_ms);
+/* Destroys the producer (flush first to keep undelivered messages). */
+void kafka_producer_free(kafka_producer *p);
+
+/*
+ * Creates a group consumer subscribed to one topic. props are applied on top of our defaults
+ * (no auto commit, no auto offset store). wake is called on the loop thread when the queue goes
+ * from empty to non-empty; on_assign (may be NULL) on every rebalance.
+ */
+kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *props,
+                                   const char *group_id, const char *topic, kafka_wake_cb wake,
+                                   kafka_assign_cb on_assign, void *arg, char *err,
+                                   size_t errlen);
+/*
+ * Releases the previous batch and fetches up to max waiting messages without blocking; serves
+ * rebalances on the way. Returns the number filled in out. Call again until it returns 0: the
+ * wake callback only fires when the queue was empty.
+ */
+size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max);
+/* Releases the messages of the last poll (their pointers become invalid). */
+void kafka_consumer_release(kafka_consumer *c);
+/* Commits next_offset for a partition to Kafka, asynchronously (informational: lag tooling). */
+void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offset);
+/* Leaves the group and destroys the consumer. Blocking: shutdown only. */
+void kafka_consumer_free(kafka_consumer *c);
+
+#endif

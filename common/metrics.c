@@ -1,0 +1,143 @@
+/* metrics.c: a small Prometheus registry with atomic counters. */
+#include "metrics.h"
+
+#include "xalloc.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct metrics_counter {
+    char *name, *help, *labels;
+    atomic_ullong value;
+    struct metrics_counter *next;
+};
+
+struct metrics_histogram {
+    char *name, *help;
+    double *bounds;
+    size_t nbounds;
+    atomic_ullong *buckets; /* nbounds + 1, the last is +Inf; not cumulative */
+    atomic_ullong count;
+    atomic_ullong sum_us;
+    struct metrics_histogram *next;
+};
+
+struct metrics {
+    metrics_counter *counters;
+    metrics_histogram *histograms;
+};
+
+metrics *metrics_new(void)
+{
+    return xcalloc(1, sizeof(metrics));
+}
+
+void metrics_free(metrics *m)
+{
+    if (!m)
+        return;
+    for (metrics_counter *c = m->counters, *n; c; c = n) {
+        n = c->next;
+        free(c->name), free(c->help), free(c->labels), free(c);
+    }
+    for (metrics_histogram *h = m->histograms, *n; h; h = n) {
+        n = h->next;
+        free(h->name), free(h->help), free(h->bounds), free(h->buckets), free(h);
+    }
+    free(m);
+}
+
+metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *help,
+                                     const char *labels)
+{
+    const char *l = labels ? labels : "";
+    metrics_counter **tail = &m->counters;
+    for (metrics_counter *c = m->counters; c; c = c->next) {
+        if (strcmp(c->name, name) == 0 && strcmp(c->labels, l) == 0)
+            return c;
+        tail = &c->next;
+    }
+    metrics_counter *c = xcalloc(1, sizeof(*c));
+    c->name = xstrdup(name);
+    c->help = xstrdup(help);
+    c->labels = xstrdup(l);
+    atomic_init(&c->value, 0);
+    *tail = c; /* appended, so series of one name stay together in the output */
+    return c;
+}
+
+void metrics_add(metrics_counter *c, unsigned long long n)
+{
+    atomic_fetch_add_explicit(&c->value, n, memory_order_relaxed);
+}
+
+unsigned long long metrics_value(const metrics_counter *c)
+{
+    return atomic_load_explicit(&c->value, memory_order_relaxed);
+}
+
+metrics_histogram *metrics_histogram_get(metrics *m, const char *name, const char *help,
+                                         const double *bounds, size_t nbounds)
+{
+    for (metrics_histogram *h = m->histograms; h; h = h->next) {
+        if (strcmp(h->name, name) == 0)
+            return h;
+    }
+    metrics_histogram *h = xcalloc(1, sizeof(*h));
+    h->name = xstrdup(name);
+    h->help = xstrdup(help);
+    h->bounds = xmalloc(nbounds * sizeof(double));
+    memcpy(h->bounds, bounds, nbounds * sizeof(double));
+    h->nbounds = nbounds;
+    h->buckets = xcalloc(nbounds + 1, sizeof(*h->buckets));
+    h->next = m->histograms;
+    m->histograms = h;
+    return h;
+}
+
+void metrics_observe_us(metrics_histogram *h, long long us)
+{
+    double s = (double)us / 1e6;
+    size_t i = 0;
+    while (i < h->nbounds && s > h->bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, (unsigned long long)(us < 0 ? 0 : us),
+                              memory_order_relaxed);
+}
+
+char *metrics_render(const metrics *m)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        abort();
+    const char *last = "";
+    for (const metrics_counter *c = m->counters; c; c = c->next) {
+        if (strcmp(last, c->name) != 0)
+            fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", c->name, c->help, c->name);
+        last = c->name;
+        fprintf(f, *c->labels ? "%s{%s} %llu\n" : "%s%s %llu\n", c->name, c->labels,
+                metrics_value(c));
+    }
+    for (const metrics_histogram *h = m->histograms; h; h = h->next) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", h->name, h->help, h->name);
+        unsigned long long cum = 0;
+        for (size_t i = 0; i <= h->nbounds; i++) {
+            cum += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
+            if (i < h->nbounds)
+                fprintf(f, "%s_bucket{le=\"%g\"} %llu\n", h->name, h->bounds[i], cum);
+            else
+                fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n", h->name, cum);
+        }
+        fprintf(f, "%s_sum %.6f\n%s_count %llu\n", h->name,
+                (double)atomic_load_explicit(&h->sum_us, memory_order_relaxed) / 1e6, h->name,
+                (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
+    }
+    fclose(f);
+    return buf;
+}

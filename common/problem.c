@@ -1,0 +1,66 @@
+/* problem.c: the single table from failure kind to HTTP status, title and type URI. */
+#include "problem.h"
+
+static const struct {
+    int status;
+    const char *name;
+    const char *title;
+} kinds[] = {
+    [PROBLEM_MALFORMED_JSON] = {400, "malformed-json", "Request body is not valid JSON"},
+    [PROBLEM_INVALID_REQUEST] = {400, "invalid-request", "Request is invalid"},
+    [PROBLEM_UNKNOWN_COMMAND] = {400, "unknown-command", "Unknown command type"},
+    [PROBLEM_INVALID_PAYLOAD] = {400, "invalid-payload", "Payload fails the command's schema"},
+    [PROBLEM_NOT_FOUND] = {404, "not-found", "Not found"},
+    [PROBLEM_METHOD_NOT_ALLOWED] = {405, "method-not-allowed", "Method not allowed"},
+    [PROBLEM_ALREADY_EXISTS] = {409, "already-exists", "Aggregate already exists"},
+    [PROBLEM_VERSION_MISMATCH] = {412, "version-mismatch", "Aggregate is at another version"},
+    [PROBLEM_TOO_LARGE] = {413, "too-large", "Request body too large"},
+    [PROBLEM_UNSUPPORTED_MEDIA] = {415, "unsupported-media-type", "Unsupported media type"},
+    [PROBLEM_AGGREGATE_NOT_FOUND] = {422, "aggregate-not-found", "Aggregate does not exist"},
+    [PROBLEM_PRECONDITION] = {422, "precondition-failed", "Command precondition not met"},
+    [PROBLEM_INVARIANT] = {422, "invariant-violated", "Command would break an invariant"},
+    [PROBLEM_INTERNAL] = {500, "internal", "Internal error"},
+    [PROBLEM_UNAVAILABLE] = {503, "unavailable", "Service temporarily unavailable"},
+};
+
+int problem_status(problem_kind kind)
+{
+    return kinds[kind].status;
+}
+
+const char *problem_name(problem_kind kind)
+{
+    return kinds[kind].name;
+}
+
+json_t *problem_new(problem_kind kind, const char *detail, json_t *errors)
+{
+    json_t *p = json_object();
+    json_object_set_new(p, "type", json_sprintf("/problems/%s", kinds[kind].name));
+    json_object_set_new(p, "title", json_string(kinds[kind].title));
+    json_object_set_new(p, "status", json_integer(kinds[kind].status));
+    if (detail)
+        json_object_set_new(p, "detail", json_string(detail));
+    if (errors)
+        json_object_set_new(p, "errors", errors);
+    return p;
+}
+
+problem_kind problem_from_domain(domain_outcome o)
+{
+    switch (o) {
+    case DOMAIN_INVALID_PAYLOAD:
+        return PROBLEM_INVALID_PAYLOAD;
+    case DOMAIN_NOT_FOUND:
+        return PROBLEM_AGGREGATE_NOT_FOUND;
+    case DOMAIN_ALREADY_EXISTS:
+        return PROBLEM_ALREADY_EXISTS;
+    case DOMAIN_PRECONDITION:
+        return PROBLEM_PRECONDITION;
+    case DOMAIN_INVARIANT:
+        return PROBLEM_INVARIANT;
+    case DOMAIN_OK:
+        break;
+    }
+    return PROBLEM_INTERNAL;
+}

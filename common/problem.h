@@ -1,0 +1,42 @@
+/*
+ * problem.h: every failure the API can report, mapped in this one place to an HTTP status and an
+ * RFC 9457 problem+json body. The processor stores the same bodies for rejected commands.
+ */
+#ifndef CQRS_PROBLEM_H
+#define CQRS_PROBLEM_H
+
+#include "domain.h"
+
+#include <jansson.h>
+
+typedef enum {
+    PROBLEM_MALFORMED_JSON,      /* 400: the body is not JSON */
+    PROBLEM_INVALID_REQUEST,     /* 400: the envelope is wrong (missing type, bad id, ...) */
+    PROBLEM_UNKNOWN_COMMAND,     /* 400: no such command type */
+    PROBLEM_INVALID_PAYLOAD,     /* 400: the payload fails the command's schema */
+    PROBLEM_NOT_FOUND,           /* 404: no such resource */
+    PROBLEM_METHOD_NOT_ALLOWED,  /* 405 */
+    PROBLEM_ALREADY_EXISTS,      /* 409: the aggregate exists and the command creates it */
+    PROBLEM_VERSION_MISMATCH,    /* 412: expected_version / If-Match differs */
+    PROBLEM_TOO_LARGE,           /* 413 */
+    PROBLEM_UNSUPPORTED_MEDIA,   /* 415 */
+    PROBLEM_AGGREGATE_NOT_FOUND, /* 422: the command needs an aggregate that does not exist */
+    PROBLEM_PRECONDITION,        /* 422: a rule's precondition does not hold */
+    PROBLEM_INVARIANT,           /* 422: the resulting state would break an invariant */
+    PROBLEM_INTERNAL,            /* 500 */
+    PROBLEM_UNAVAILABLE,         /* 503: Kafka or PostgreSQL cannot take it now */
+} problem_kind;
+
+/* The HTTP status of a kind. */
+int problem_status(problem_kind kind);
+/* The stable short name used in the type URI, e.g. "invariant-violated". */
+const char *problem_name(problem_kind kind);
+/*
+ * Builds {"type":"/problems/<name>","title":..,"status":..,"detail":..} and, when errors is
+ * given, "errors": errors (stolen). Caller owns the result.
+ */
+json_t *problem_new(problem_kind kind, const char *detail, json_t *errors);
+/* The kind for a domain outcome other than DOMAIN_OK. */
+problem_kind problem_from_domain(domain_outcome o);
+
+#endif

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages the build, the tests and `make run` need; idempotent, never prompts.
+set -euo pipefail
+
+PACKAGES=(
+    build-essential pkg-config
+    librdkafka-dev libevent-dev libjansson-dev libpq-dev uuid-dev check
+    postgresql curl procps
+    clang-format cppcheck clang-tidy
+)
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-deps: dpkg/apt not found; this script targets Debian 12." >&2
+    echo "install-deps: install these (or your distribution's equivalents) by hand: ${PACKAGES[*]}" >&2
+    exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    if [[ $status != "install ok installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+as_root=()
+if ((EUID != 0)); then
+    if command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo -n) # -n: fail instead of prompting (CI has no stdin)
+    else
+        echo "install-deps: missing ${missing[*]}; run this script as root (sudo is not available)." >&2
+        exit 1
+    fi
+fi
+
+echo "install-deps: installing ${missing[*]}"
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "${missing[@]}" </dev/null
+echo "install-deps: done"

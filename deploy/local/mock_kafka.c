@@ -1,0 +1,125 @@
+/*
+ * mock_kafka.c: runs librdkafka's mock Kafka cluster (rdkafka_mock.h) as a standalone process on
+ * loopback, for `make run` and the tests. Prints and writes the bootstrap servers, then waits for
+ * SIGINT or SIGTERM.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f, const char *prog)
+{
+    fprintf(f,
+            "usage: %s [--brokers=N] [--partitions=N] [--topics=a,b,...] [--bootstrap-file=PATH]\n"
+            "Runs librdkafka's mock Kafka cluster on 127.0.0.1 until SIGINT or SIGTERM.\n"
+            "  --brokers         number of brokers (default 1)\n"
+            "  --partitions      partitions per topic (default 4)\n"
+            "  --topics          topics to create (default commands,events,replies,commands.dlq)\n"
+            "  --bootstrap-file  write the bootstrap servers here once the cluster is up\n",
+            prog);
+}
+
+static int parse_count(const char *arg, const char *name, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno || *end || v < 1 || v > 1000) {
+        fprintf(stderr, "mock-kafka: %s: '%s' is not a number in [1, 1000]\n", name, arg);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int brokers = 1, partitions = 4;
+    const char *topics = "commands,events,replies,commands.dlq";
+    const char *bootstrap_file = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout, argv[0]);
+            return 0;
+        } else if (strncmp(a, "--brokers=", 10) == 0) {
+            if (parse_count(a + 10, "--brokers", &brokers))
+                return 2;
+        } else if (strncmp(a, "--partitions=", 13) == 0) {
+            if (parse_count(a + 13, "--partitions", &partitions))
+                return 2;
+        } else if (strncmp(a, "--topics=", 9) == 0) {
+            topics = a + 9;
+        } else if (strncmp(a, "--bootstrap-file=", 17) == 0) {
+            bootstrap_file = a + 17;
+        } else {
+            fprintf(stderr, "mock-kafka: unexpected argument '%s'\n", a);
+            usage(stderr, argv[0]);
+            return 2;
+        }
+    }
+
+    /* Block the stop signals before librdkafka starts its threads, so sigwait() gets them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* This handle only hosts the cluster; it never connects, so silence its config warning. */
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, "mock-kafka: %s\n", errstr);
+        return 1;
+    }
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, brokers);
+    if (!mc) {
+        fprintf(stderr, "mock-kafka: cannot create the mock cluster\n");
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    char *list = strdup(topics), *save = NULL;
+    for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int rf = brokers < 3 ? brokers : 3;
+        rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(mc, t, partitions, rf);
+        if (e) {
+            fprintf(stderr, "mock-kafka: topic %s: %s\n", t, rd_kafka_err2str(e));
+            return 1;
+        }
+    }
+    free(list);
+
+    const char *bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
+    if (bootstrap_file) {
+        /* Write then rename, so a reader never sees half a line. */
+        char tmp[4096];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", bootstrap_file);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%s\n", bootstraps) < 0 || fclose(f) != 0 ||
+            rename(tmp, bootstrap_file) != 0) {
+            fprintf(stderr, "mock-kafka: cannot write %s: %s\n", bootstrap_file, strerror(errno));
+            return 1;
+        }
+    }
+    printf("mock-kafka: %d broker(s), %d partitions per topic (%s), bootstrap=%s\n", brokers,
+           partitions, topics, bootstraps);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&stop, &sig);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(rk);
+    if (bootstrap_file)
+        remove(bootstrap_file);
+    return 0;
+}

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Runs a private PostgreSQL cluster kept in a folder: start DIR PORT | stop DIR | status DIR | conninfo DIR [PORT].
+set -euo pipefail
+
+usage() {
+    cat >&2 <<'EOF'
+usage: pg.sh start DIR PORT     initdb DIR/pgdata if needed, start on 127.0.0.1:PORT, create database cqrs,
+                                print the conninfo on stdout (a no-op when already running on PORT)
+       pg.sh stop DIR           stop the cluster (pg_ctl stop -m fast); a no-op when it is not running
+       pg.sh status DIR         exit 0 when the cluster is running
+       pg.sh conninfo DIR [PORT] print the conninfo (PORT defaults to the running cluster's port)
+
+The socket, the data (DIR/pgdata) and the server log (DIR/postgres.log) live in DIR.
+As root the server runs as the `postgres` user: DIR is created and chowned to postgres, so every
+parent of DIR must be traversable (o+x) by postgres; /tmp, /var/tmp or a repo under /home or /work
+are fine, anything under /root is not.
+Environment: PG_BINDIR overrides where initdb/pg_ctl/psql are found.
+EOF
+    exit 2
+}
+
+log() { echo "pg.sh: $*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+find_bindir() {
+    local dir
+    if [[ -n ${PG_BINDIR:-} ]]; then
+        echo "$PG_BINDIR"
+        return
+    fi
+    if command -v pg_config >/dev/null 2>&1; then
+        dir=$(pg_config --bindir 2>/dev/null || true)
+        if [[ -n $dir && -x $dir/initdb && -x $dir/pg_ctl ]]; then
+            echo "$dir"
+            return
+        fi
+    fi
+    dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -type d -name bin 2>/dev/null | sort -V | tail -1)
+    if [[ -n $dir && -x $dir/initdb ]]; then
+        echo "$dir"
+        return
+    fi
+    if command -v initdb >/dev/null 2>&1; then
+        dirname "$(command -v initdb)"
+        return
+    fi
+    die "cannot find the PostgreSQL server binaries (initdb, pg_ctl); run deploy/install-deps.sh or set PG_BINDIR"
+}
+
+# Runs a command as the cluster owner: the postgres user when we are root, else ourselves.
+# Runs from / so a cwd the postgres user cannot read (e.g. /root) does not matter.
+as_owner() {
+    if ((EUID == 0)); then
+        (cd / && runuser -u postgres -- "$@")
+    else
+        "$@"
+    fi
+}
+
+conninfo_for() { echo "host=127.0.0.1 port=$1 user=postgres dbname=cqrs"; }
+
+check_port() {
+    if ! [[ $1 =~ ^[1-9][0-9]{0,4}$ ]] || (($1 > 65535)); then
+        die "bad port '$1'"
+    fi
+}
+
+# Port of the running cluster, from line 4 of postmaster.pid.
+running_port() { sed -n 4p "$DATA/postmaster.pid" 2>/dev/null; }
+
+is_running() { [[ -f $DATA/PG_VERSION ]] && as_owner "$BINDIR/pg_ctl" status -D "$DATA" >/dev/null 2>&1; }
+
+# As root: fails, naming the path, when the postgres user cannot reach DIR (checked from / down).
+check_traversable() {
+    local p="" part rest=${DIR#/}
+    while [[ $rest == */* ]]; do
+        part=${rest%%/*}
+        rest=${rest#*/}
+        p=$p/$part
+        [[ -e $p ]] || return 0
+        if ! runuser -u postgres -- test -x "$p"; then
+            die "the postgres user cannot traverse '$p' (mode $(stat -c %A "$p"), owner $(stat -c %U "$p")), so it" \
+                "cannot use $DIR; pick a DIR whose parents are all o+x (e.g. under /var/tmp) or chmod o+x '$p'"
+        fi
+    done
+}
+
+# As root, prepares DIR for the postgres user, or explains why it cannot.
+prepare_dir_as_root() {
+    id -u postgres >/dev/null 2>&1 || die "user 'postgres' does not exist; run deploy/install-deps.sh"
+    [[ -L $DIR ]] && die "$DIR is a symlink; pass a real directory"
+    if [[ -e $DIR ]]; then
+        local owner
+        owner=$(stat -c %U "$DIR")
+        [[ $owner == root || $owner == postgres ]] || die "$DIR belongs to '$owner'; refusing to chown it"
+    fi
+    check_traversable
+    mkdir -p "$DIR"
+    check_traversable # again: a restrictive umask may have made new parents unreadable
+    if [[ -n $(find "$DIR" ! -user postgres -print -quit) ]]; then
+        chown -R postgres:postgres "$DIR"
+    fi
+    chmod 700 "$DIR"
+}
+
+# Escapes a value for a single-quoted postgresql.conf string.
+conf_quote() { printf "'%s'" "${1//\'/\'\'}"; }
+
+cmd_start() {
+    local port=$1
+    check_port "$port"
+    # A Unix socket path is limited to 107 bytes: DIR/.s.PGSQL.PORT must fit.
+    ((${#DIR} + 18 <= 107)) || die "DIR is too long for a Unix socket path (${#DIR} bytes): $DIR"
+
+    if ((EUID == 0)); then
+        prepare_dir_as_root
+    else
+        mkdir -p "$DIR"
+        chmod 700 "$DIR"
+    fi
+
+    if is_running; then
+        local cur
+        cur=$(running_port)
+        [[ $cur == "$port" ]] || die "the cluster in $DIR is already running on port $cur, not $port; stop it first"
+        log "already running in $DIR on port $port"
+        conninfo_for "$port"
+        return
+    fi
+
+    if [[ ! -f $DATA/PG_VERSION ]]; then
+        log "initdb $DATA"
+        rm -rf "$DATA"
+        if ! as_owner "$BINDIR/initdb" -D "$DATA" -U postgres -E UTF8 --locale=C \
+            --auth-local=trust --auth-host=trust >"$DIR/initdb.log" 2>&1; then
+            cat "$DIR/initdb.log" >&2
+            die "initdb failed (log: $DIR/initdb.log)"
+        fi
+        printf "\n# Local development settings, rewritten by deploy/local/pg.sh at every start.\ninclude_if_exists = 'local.conf'\n" |
+            as_owner tee -a "$DATA/postgresql.conf" >/dev/null
+    fi
+
+    # Settings that depend on DIR and PORT are rewritten at every start, so a moved DIR or a new port just works.
+    as_owner tee "$DATA/local.conf" >/dev/null <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = $(conf_quote "$DIR")
+max_connections = 100
+shared_buffers = 128MB
+fsync = on
+logging_collector = off
+log_line_prefix = '%m [%p] %q%u@%d '
+log_timezone = 'UTC'
+timezone = 'UTC'
+EOF
+
+    log "starting PostgreSQL on 127.0.0.1:$port (data $DATA, log $DIR/postgres.log)"
+    if ! as_owner "$BINDIR/pg_ctl" start -D "$DATA" -l "$DIR/postgres.log" -w -t 60 >/dev/null; then
+        tail -n 20 "$DIR/postgres.log" >&2 || true
+        die "pg_ctl start failed (log: $DIR/postgres.log)"
+    fi
+
+    local admin="host=127.0.0.1 port=$port user=postgres dbname=postgres connect_timeout=10"
+    local exists
+    exists=$("$BINDIR/psql" -X -q -tA -v ON_ERROR_STOP=1 -d "$admin" \
+        -c "SELECT 1 FROM pg_database WHERE datname = 'cqrs'" </dev/null)
+    if [[ $exists != 1 ]]; then
+        log "creating database cqrs"
+        "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d "$admin" -c "CREATE DATABASE cqrs" </dev/null >/dev/null
+    fi
+    conninfo_for "$port"
+}
+
+cmd_stop() {
+    if ! is_running; then
+        log "not running ($DIR)"
+        return
+    fi
+    log "stopping PostgreSQL in $DIR"
+    if ! as_owner "$BINDIR/pg_ctl" stop -D "$DATA" -m fast -w -t 60 >/dev/null; then
+        log "fast shutdown timed out; using immediate"
+        as_owner "$BINDIR/pg_ctl" stop -D "$DATA" -m immediate -w -t 30 >/dev/null
+    fi
+}
+
+(($# >= 2)) || usage
+CMD=$1
+DIR=$2
+[[ -n $DIR ]] || usage
+DIR=$(realpath -m -- "$DIR")
+DATA=$DIR/pgdata
+BINDIR=$(find_bindir)
+# Our conninfo strings are explicit; keep libpq environment defaults from changing them.
+unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGSSLMODE PGPASSWORD PGPASSFILE
+
+case $CMD in
+start)
+    (($# == 3)) || usage
+    cmd_start "$3"
+    ;;
+stop)
+    (($# == 2)) || usage
+    cmd_stop
+    ;;
+status)
+    (($# == 2)) || usage
+    is_running
+    ;;
+conninfo)
+    (($# == 2 || $# == 3)) || usage
+    if (($# == 3)); then
+        check_port "$3"
+        conninfo_for "$3"
+    else
+        port=$(running_port)
+        if [[ -z $port ]] || ! is_running; then
+            die "no cluster running in $DIR; pass PORT"
+        fi
+        conninfo_for "$port"
+    fi
+    ;;
+*) usage ;;
+esac

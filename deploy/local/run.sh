@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# Runs the whole system locally (private PostgreSQL, mock Kafka, state-processor, command-gateway) until signalled.
+set -euo pipefail
+
+# Environment (relative paths are taken from the caller's working directory):
+#   RUN_DIR    state and logs, kept between runs   (default: <repo>/run)
+#   PG_DIR     the PostgreSQL cluster folder        (default: $RUN_DIR/pg)
+#   HTTP_PORT  command-gateway port on 127.0.0.1    (default: 8080)
+#   PG_PORT    PostgreSQL port on 127.0.0.1         (default: 54329)
+#   BUILD      where the binaries are               (default: build)
+#   STOP_TIMEOUT seconds each service gets to exit after SIGTERM before SIGKILL (default: 10)
+# SIGINT, SIGTERM or SIGHUP stops everything (PostgreSQL too) and exits 0; if a service dies on its own,
+# everything is stopped and the exit status is 1.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RUN_DIR=$(realpath -m -- "${RUN_DIR:-$REPO/run}")
+BUILD=$(realpath -m -- "${BUILD:-build}")
+HTTP_PORT=${HTTP_PORT:-8080}
+PG_PORT=${PG_PORT:-54329}
+STOP_TIMEOUT=${STOP_TIMEOUT:-10}
+PG_SH=$REPO/deploy/local/pg.sh
+
+GATEWAY_BIN=$BUILD/command-gateway
+PROCESSOR_BIN=$BUILD/state-processor
+KAFKA_BIN=$BUILD/mock-kafka
+BOOTSTRAP_FILE=$RUN_DIR/kafka.bootstrap
+GATEWAY_LOG=$RUN_DIR/command-gateway.log
+PROCESSOR_LOG=$RUN_DIR/state-processor.log
+KAFKA_LOG=$RUN_DIR/mock-kafka.log
+
+GATEWAY_PID=""
+PROCESSOR_PID=""
+KAFKA_PID=""
+PG_STARTED=0
+CLEANED=0
+
+log() { echo "run.sh: $*" >&2; }
+
+show_logs() {
+    local f
+    for f in "$KAFKA_LOG" "$PROCESSOR_LOG" "$GATEWAY_LOG" "${PG_DIR:-$RUN_DIR/pg}/postgres.log"; do
+        if [[ -s $f ]]; then
+            echo "----- last lines of $f -----" >&2
+            tail -n 25 "$f" >&2 || true
+        fi
+    done
+}
+
+fail() {
+    log "error: $*"
+    show_logs
+    exit 1
+}
+
+# Sends SIGTERM, waits up to STOP_TIMEOUT seconds, then SIGKILL; reaps the child.
+stop_pid() {
+    local name=$1 pid=$2 i
+    [[ -n $pid ]] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        log "stopping $name (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name did not exit within ${STOP_TIMEOUT}s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    ((CLEANED == 0)) || return 0
+    CLEANED=1
+    trap '' INT TERM HUP # a second Ctrl-C must not cut the (bounded) shutdown short
+    set +e
+    stop_pid command-gateway "$GATEWAY_PID"
+    stop_pid state-processor "$PROCESSOR_PID"
+    stop_pid mock-kafka "$KAFKA_PID"
+    if ((PG_STARTED)); then
+        "$PG_SH" stop "$PG_DIR" 9>&-
+    fi
+    rm -f "$BOOTSTRAP_FILE"
+    log "stopped"
+}
+
+on_signal() {
+    log "got SIG$1; shutting down"
+    cleanup
+    exit 0
+}
+
+trap cleanup EXIT
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+trap 'on_signal HUP' HUP
+
+port_in_use() {
+    if command -v ss >/dev/null 2>&1 && [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; then
+        return 0
+    fi
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Starts a service in the background with its output in a log file; the lock fd is not inherited.
+spawn() {
+    local logf=$1
+    shift
+    "$@" </dev/null >"$logf" 2>&1 9>&- &
+}
+
+name_of() {
+    case $1 in
+    "$KAFKA_PID") echo mock-kafka ;;
+    "$PROCESSOR_PID") echo state-processor ;;
+    "$GATEWAY_PID") echo command-gateway ;;
+    *) echo "pid $1" ;;
+    esac
+}
+
+# Fails when one of the started services has exited.
+check_alive() {
+    local pid rc
+    for pid in "$KAFKA_PID" "$PROCESSOR_PID" "$GATEWAY_PID"; do
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            rc=0
+            wait "$pid" 2>/dev/null || rc=$?
+            fail "$(name_of "$pid") (pid $pid) exited unexpectedly with status $rc"
+        fi
+    done
+}
+
+# --- checks --------------------------------------------------------------------------------
+for bin in "$GATEWAY_BIN" "$PROCESSOR_BIN" "$KAFKA_BIN"; do
+    [[ -x $bin ]] || { log "error: $bin not found; build first (make all, or make run)"; exit 1; }
+done
+for p in "$HTTP_PORT" "$PG_PORT"; do
+    if ! [[ $p =~ ^[1-9][0-9]{0,4}$ ]] || ((p > 65535)); then
+        log "error: bad port '$p'"
+        exit 1
+    fi
+done
+command -v curl >/dev/null 2>&1 || { log "error: curl is missing; run deploy/install-deps.sh"; exit 1; }
+
+mkdir -p "$RUN_DIR"
+exec 9>"$RUN_DIR/run.lock"
+flock -n 9 || { log "error: another run.sh is already using $RUN_DIR"; exit 1; }
+
+# As root the cluster runs as the postgres user, which must be able to reach it; when RUN_DIR is not
+# reachable (e.g. a checkout under /root) the cluster lives in a fixed folder under /var/tmp instead.
+if [[ -z ${PG_DIR:-} ]]; then
+    PG_DIR=$RUN_DIR/pg
+    if ((EUID == 0)) && id -u postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$RUN_DIR"; then
+        PG_DIR=/var/tmp/cqrs-pg-$(printf '%s' "$RUN_DIR" | cksum | cut -d' ' -f1)
+        log "the postgres user cannot reach $RUN_DIR; keeping the PostgreSQL cluster in $PG_DIR"
+    fi
+fi
+PG_DIR=$(realpath -m -- "$PG_DIR")
+
+if port_in_use "$HTTP_PORT"; then
+    log "error: port $HTTP_PORT is already in use; stop what listens there or set HTTP_PORT"
+    exit 1
+fi
+if ! "$PG_SH" status "$PG_DIR" 9>&- && port_in_use "$PG_PORT"; then
+    log "error: port $PG_PORT is already in use; stop what listens there or set PG_PORT"
+    exit 1
+fi
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+PG_STARTED=1 # from here on, cleanup stops the cluster (a no-op if it never came up)
+CONNINFO=$("$PG_SH" start "$PG_DIR" "$PG_PORT" 9>&-) || fail "PostgreSQL did not start"
+CONNINFO=$(tail -n 1 <<<"$CONNINFO")
+PG_PID=$(head -n 1 "$PG_DIR/pgdata/postmaster.pid" 2>/dev/null || echo "?")
+
+# --- Kafka ---------------------------------------------------------------------------------
+rm -f "$BOOTSTRAP_FILE"
+spawn "$KAFKA_LOG" "$KAFKA_BIN" --brokers 1 --partitions 4 --topics commands,events,replies,commands.dlq \
+    --bootstrap-file "$BOOTSTRAP_FILE"
+KAFKA_PID=$!
+BOOTSTRAP=""
+for ((i = 0; i < 100; i++)); do
+    check_alive
+    if [[ -s $BOOTSTRAP_FILE ]]; then
+        # Read until two reads agree, in case the writer was caught mid-write.
+        BOOTSTRAP=$(tr -d '[:space:]' <"$BOOTSTRAP_FILE")
+        sleep 0.05
+        [[ -n $BOOTSTRAP && $BOOTSTRAP == "$(tr -d '[:space:]' <"$BOOTSTRAP_FILE")" ]] && break
+        BOOTSTRAP=""
+    fi
+    sleep 0.1
+done
+[[ -n $BOOTSTRAP ]] || fail "mock-kafka did not write $BOOTSTRAP_FILE within 10s"
+
+# --- services ------------------------------------------------------------------------------
+spawn "$PROCESSOR_LOG" "$PROCESSOR_BIN" --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP"
+PROCESSOR_PID=$!
+spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
+    --kafka.bootstrap.servers="$BOOTSTRAP"
+GATEWAY_PID=$!
+
+deadline=$((SECONDS + 20))
+until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$HTTP_PORT/healthz" 2>/dev/null; do
+    check_alive
+    ((SECONDS < deadline)) || fail "command-gateway did not answer http://127.0.0.1:$HTTP_PORT/healthz within 20s"
+    sleep 0.2
+done
+
+cat <<EOF
+run.sh: the system is up (run folder $RUN_DIR)
+  command-gateway  pid $GATEWAY_PID  http://127.0.0.1:$HTTP_PORT  log $GATEWAY_LOG
+  state-processor  pid $PROCESSOR_PID  log $PROCESSOR_LOG
+  mock-kafka       pid $KAFKA_PID  bootstrap $BOOTSTRAP  log $KAFKA_LOG
+  postgresql       pid $PG_PID  127.0.0.1:$PG_PORT  data $PG_DIR/pgdata  log $PG_DIR/postgres.log
+  conninfo         $CONNINFO
+Try:
+  curl -s -X POST localhost:$HTTP_PORT/v1/commands -H 'content-type: application/json' -d '{"type":"account.open","aggregate_id":"acc-1","payload":{"owner":"ada"}}'
+Ctrl-C (or SIGTERM/SIGHUP to pid $$) stops everything.
+EOF
+
+# --- wait ----------------------------------------------------------------------------------
+# A signal interrupts `wait` and runs its trap; otherwise `wait -n` returns when a service exits.
+while true; do
+    dead="" rc=0
+    wait -n -p dead "$GATEWAY_PID" "$PROCESSOR_PID" "$KAFKA_PID" || rc=$?
+    if [[ -n $dead ]]; then
+        fail "$(name_of "$dead") (pid $dead) exited unexpectedly with status $rc"
+    fi
+    check_alive
+done

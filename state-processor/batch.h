@@ -1,0 +1,109 @@
+/*
+ * batch.h: the pure core of the processor. A batch of consumed commands is decoded, matched
+ * against what PostgreSQL already holds (stored offsets, idempotency records, aggregate rows),
+ * applied in order through the domain rules, and turned into the rows to write. No I/O here: the
+ * processor feeds query results in and takes JSON parameters out.
+ */
+#ifndef CQRS_BATCH_H
+#define CQRS_BATCH_H
+
+#include "domain.h"
+#include "envelope.h"
+#include "kafka.h"
+#include "strmap.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum {
+    ITEM_NEW,       /* decoded, not yet applied */
+    ITEM_SKIPPED,   /* offset below the stored position: already processed, nothing to do */
+    ITEM_APPLIED,   /* the command changed its aggregate: new version, one event */
+    ITEM_REJECTED,  /* the domain (or the envelope) refused it: recorded, no version bump */
+    ITEM_DUPLICATE, /* same tenant + idempotency key seen before: answer the stored result */
+} item_state;
+
+typedef struct batch_item {
+    /* Where it came from, and a copy of the raw message for the dead-letter topic. */
+    int partition;
+    long long offset;
+    char *key;
+    size_t key_len;
+    char *value;
+    size_t len;
+    header *headers; /* names and values owned by the item */
+    size_t nheaders;
+
+    envelope env; /* valid when dead_reason is NULL or the id is known */
+    const domain_command *cmd;
+    json_t *payload;
+    char *dead_reason; /* non-NULL: poison message, goes to the dead-letter topic */
+    char *dead_detail;
+    bool recordable; /* has enough identity (uuid id, type) to be recorded as rejected */
+
+    item_state state;
+    int http_status;
+    json_t *body;          /* reply body: applied result or problem */
+    long long version;     /* version produced (applied) or current (rejected) */
+    char *event_id;        /* applied: "<tenant>/<type>/<id>/<version>" */
+    json_t *event_data;    /* applied: the event's data */
+    const char *tenant;    /* borrowed from env or the default */
+    const char *idem_key;  /* borrowed from env or the command id */
+} batch_item;
+
+typedef struct batch {
+    batch_item *items;
+    size_t n;
+    const char *group;        /* borrowed */
+    const char *topic;        /* owned copy of the consumed topic name */
+    strmap *aggregates;       /* "tenant\x1ftype\x1fid" -> struct agg_row (batch.c) */
+    strmap *known;            /* "tenant\x1fkey" -> struct known_cmd (batch.c) */
+    int *partitions;          /* distinct partitions of the batch */
+    long long *stored_next;   /* next offset stored in PostgreSQL per partition, -1 if none */
+    long long *batch_next;    /* next offset after this batch per partition */
+    size_t npartitions;
+} batch;
+
+/*
+ * Decodes n messages (copied) into b, which must be zeroed. Messages that cannot be processed are
+ * marked dead with a reason; the rest are validated against the registry. default_tenant applies
+ * to messages without ce_tenant.
+ */
+void batch_decode(batch *b, const domain_registry *reg, const kafka_message *msgs, size_t n,
+                  const char *group, const char *default_tenant);
+
+/* Forgets what was loaded and applied, keeping the decoded items, for a retry. */
+void batch_reset(batch *b);
+/* Frees everything. */
+void batch_clear(batch *b);
+
+/* Query parameters for the three reads (caller frees each with free()):
+   partitions as a PostgreSQL int[] literal, known keys and aggregates as JSON arrays. */
+char *batch_partitions_param(const batch *b);
+char *batch_keys_param(const batch *b);
+char *batch_aggregates_param(const batch *b);
+
+/* Feeds one stored offset row. */
+void batch_load_offset(batch *b, int partition, long long next_offset);
+/* Feeds one idempotency record: an existing command with this tenant and key. result is a JSON
+   text or NULL. */
+void batch_load_command(batch *b, const char *tenant, const char *key, const char *id,
+                        const char *status, int http_status, const char *result);
+/* Feeds one aggregate row; state is a JSON text or NULL. Returns -1 when state does not parse. */
+int batch_load_aggregate(batch *b, const char *tenant, const char *type, const char *id,
+                         long long version, const char *state, bool deleted);
+
+/* Applies every item in order through the domain rules and the version checks. */
+void batch_apply(batch *b);
+
+/* Write parameters, JSON arrays for jsonb_to_recordset (caller frees with free()). */
+char *batch_aggregate_rows(const batch *b, size_t *count);
+char *batch_command_rows(const batch *b, size_t *count);
+char *batch_outbox_rows(const batch *b, size_t *count);
+char *batch_offset_rows(const batch *b, size_t *count);
+
+/* The reply the gateway waits for: {command_id, status, http_status, body}; caller owns it. */
+json_t *batch_reply(const batch_item *it);
+
+#endif

@@ -1,0 +1,686 @@
+/*
+ * processor.c: the processor's state machine. For each batch of consumed commands:
+ *   dead letters first (produced and confirmed before anything commits), then one transaction:
+ *   BEGIN + reads (stored offsets, idempotency records, aggregate rows, all locked) pipelined;
+ *   the rules applied in C; the writes (aggregates, commands, outbox, offsets) pipelined; COMMIT.
+ *   Only after COMMIT: replies to the gateways and events through the outbox relay.
+ * Any failure rolls the transaction back and retries the same batch after a backoff: nothing is
+ * skipped, nothing is applied twice.
+ */
+#include "processor.h"
+
+#include "batch.h"
+#include "domain.h"
+#include "httpd.h"
+#include "ids.h"
+#include "kafka.h"
+#include "log.h"
+#include "metrics.h"
+#include "pgconn.h"
+#include "relay.h"
+#include "xalloc.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CFG(field) offsetof(processor_config, field)
+const config_row processor_config_table[] = {
+    {"pg.conninfo", CONFIG_STR, CFG(pg_conninfo), "host=127.0.0.1 port=5432 dbname=cqrs", 0, 0,
+     "libpq connection string of the write model"},
+    {"topic.prefix", CONFIG_STR, CFG(topic_prefix), NULL, 0, 0,
+     "prefix of the topic names (commands, events, replies, commands.dlq)"},
+    {"schemas.dir", CONFIG_STR, CFG(schemas_dir), "schemas/domains", 0, 0,
+     "folder of the domain files"},
+    {"migrations.dir", CONFIG_STR, CFG(migrations_dir), "schemas/migrations", 0, 0,
+     "folder of the SQL migrations applied at start"},
+    {"group.id", CONFIG_STR, CFG(group_id), "state-processor", 0, 0,
+     "consumer group of the processors"},
+    {"tenant.default", CONFIG_STR, CFG(tenant_default), "default", 0, 0,
+     "tenant of commands that carry none"},
+    {"log.level", CONFIG_STR, CFG(log_level), "info", 0, 0, "debug, info, warn or error"},
+    {"http.host", CONFIG_STR, CFG(http_host), "127.0.0.1", 0, 0,
+     "address of the health and metrics endpoint"},
+    {"http.port", CONFIG_INT, CFG(http_port), "-1", -1, 65535,
+     "port of /healthz, /readyz, /metrics (-1: off, 0: any)"},
+    {"batch.max", CONFIG_INT, CFG(batch_max), "500", 1, 100000,
+     "most commands applied in one transaction"},
+    {"retry.max_ms", CONFIG_INT, CFG(retry_max_ms), "5000", 10, 600000,
+     "longest backoff between retries of a failed batch"},
+    {"pg.startup_timeout_s", CONFIG_INT, CFG(startup_timeout_s), "30", 0, 3600,
+     "how long start-up waits for PostgreSQL to run the migrations"},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
+};
+
+typedef enum { P_IDLE, P_DEAD_LETTERS, P_READING, P_WRITING, P_COMMITTING, P_BACKOFF } pstate;
+
+struct processor {
+    const processor_config *cfg;
+    struct event_base *base;
+    domain_registry *domains;
+    pgconn *pg;
+    kafka_consumer *consumer;
+    kafka_producer *producer; /* replies and dead letters */
+    relay *relay;             /* events */
+    httpd *http;
+    metrics *metrics;
+    char *topic_commands, *topic_replies, *topic_dlq;
+
+    pstate state;
+    batch b;
+    kafka_message *msgs;
+    size_t outstanding;   /* queries of the current phase still to answer */
+    bool phase_failed;
+    char phase_error[512];
+    size_t expected_aggregates;
+    long long written_aggregates;
+    size_t dlq_outstanding;
+    bool dlq_failed;
+    long long backoff_ms;
+    struct event *kick;  /* runs next_batch() from the loop, not from a callback */
+    struct event *retry;
+    bool stopping;
+
+    metrics_counter *m_applied, *m_rejected, *m_duplicates, *m_skipped, *m_dead, *m_batches,
+        *m_retries;
+    metrics_histogram *m_batch_time;
+    long long batch_start_us;
+};
+
+static void next_batch(processor *p);
+static void begin_tx(processor *p);
+
+static void schedule_next(processor *p)
+{
+    event_active(p->kick, 0, 0);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    next_batch(arg);
+}
+
+static void dead_letters_phase(processor *p);
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    processor *p = arg;
+    if (p->state == P_DEAD_LETTERS)
+        dead_letters_phase(p);
+    else
+        begin_tx(p);
+}
+
+/* A query of the current phase failed: remember the first reason. */
+static void phase_error(processor *p, const pgconn_result *r, const char *what)
+{
+    if (!p->phase_failed)
+        snprintf(p->phase_error, sizeof(p->phase_error), "%s: %s%s%s", what,
+                 pgconn_result_status(r) == PGCONN_DISCONNECTED ? "connection lost"
+                                                                : pgconn_result_error(r),
+                 *pgconn_result_sqlstate(r) ? " sqlstate " : "", pgconn_result_sqlstate(r));
+    p->phase_failed = true;
+}
+
+static void on_rollback(const pgconn_result *r, void *arg)
+{
+    (void)r, (void)arg;
+}
+
+/* Rolls back and retries the same batch after a capped exponential backoff. */
+static void fail_tx(processor *p)
+{
+    if (pgconn_query(p->pg, "ROLLBACK", 0, NULL, on_rollback, p) != 0)
+        log_warn("rollback could not be queued");
+    metrics_add(p->m_retries, 1);
+    p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : 100;
+    if (p->backoff_ms > p->cfg->retry_max_ms)
+        p->backoff_ms = p->cfg->retry_max_ms;
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%lld", p->backoff_ms);
+    log_kv(LOG_WARN, "batch failed, will retry", LOG_FIELDS("error", p->phase_error, "retry_ms", ms));
+    batch_reset(&p->b);
+    p->state = P_BACKOFF;
+    struct timeval tv = {.tv_sec = p->backoff_ms / 1000, .tv_usec = (p->backoff_ms % 1000) * 1000};
+    evtimer_add(p->retry, &tv);
+}
+
+static int query(processor *p, const char *sql, int n, const char *const *v, pgconn_cb cb)
+{
+    if (pgconn_query(p->pg, sql, n, v, cb, p) != 0) {
+        p->phase_failed = true;
+        snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
+        return -1;
+    }
+    p->outstanding++;
+    return 0;
+}
+
+/* ---- after COMMIT ---- */
+
+static void send_replies(processor *p)
+{
+    for (size_t i = 0; i < p->b.n; i++) {
+        batch_item *it = &p->b.items[i];
+        if (it->env.reply_partition < 0 || !it->recordable || it->state == ITEM_SKIPPED)
+            continue;
+        json_t *reply = batch_reply(it);
+        char *value = json_dumps(reply, JSON_COMPACT);
+        json_decref(reply);
+        /* Best effort: a lost reply only turns the gateway's answer into a 202. */
+        if (kafka_produce(p->producer, p->topic_replies, it->env.reply_partition, it->env.id,
+                          strlen(it->env.id), value, strlen(value), NULL, 0, NULL) != KAFKA_OK)
+            log_kv(LOG_WARN, "reply not sent", LOG_FIELDS("command_id", it->env.id));
+        free(value);
+    }
+}
+
+static void count_outcomes(processor *p)
+{
+    for (size_t i = 0; i < p->b.n; i++) {
+        switch (p->b.items[i].state) {
+        case ITEM_APPLIED:
+            metrics_add(p->m_applied, 1);
+            break;
+        case ITEM_REJECTED:
+            metrics_add(p->m_rejected, 1);
+            break;
+        case ITEM_DUPLICATE:
+            metrics_add(p->m_duplicates, 1);
+            break;
+        case ITEM_SKIPPED:
+        case ITEM_NEW:
+            metrics_add(p->m_skipped, 1);
+            break;
+        }
+    }
+}
+
+static void committed(processor *p)
+{
+    size_t n;
+    char *rows = batch_outbox_rows(&p->b, &n);
+    json_t *outbox = json_loads(rows, 0, NULL);
+    free(rows);
+    relay_publish(p->relay, outbox);
+    json_decref(outbox);
+    send_replies(p);
+    count_outcomes(p);
+    for (size_t i = 0; i < p->b.npartitions; i++)
+        kafka_consumer_commit(p->consumer, p->b.partitions[i], p->b.batch_next[i]);
+    metrics_add(p->m_batches, 1);
+    metrics_observe_us(p->m_batch_time, ids_monotonic_us() - p->batch_start_us);
+    batch_clear(&p->b);
+    p->backoff_ms = 0;
+    p->state = P_IDLE;
+    if (p->stopping)
+        event_base_loopexit(p->base, NULL);
+    else
+        schedule_next(p);
+}
+
+static void on_commit(const pgconn_result *r, void *arg)
+{
+    processor *p = arg;
+    p->outstanding--;
+    if (pgconn_result_status(r) != PGCONN_OK)
+        phase_error(p, r, "commit");
+    if (p->phase_failed)
+        fail_tx(p);
+    else
+        committed(p);
+}
+
+/* ---- writes ---- */
+
+static void on_write(const pgconn_result *r, void *arg)
+{
+    processor *p = arg;
+    if (pgconn_result_status(r) != PGCONN_OK)
+        phase_error(p, r, "write");
+    if (--p->outstanding > 0)
+        return;
+    if (!p->phase_failed && p->written_aggregates != (long long)p->expected_aggregates) {
+        p->phase_failed = true;
+        snprintf(p->phase_error, sizeof(p->phase_error),
+                 "version conflict: wrote %lld of %zu aggregate rows", p->written_aggregates,
+                 p->expected_aggregates);
+    }
+    if (p->phase_failed) {
+        fail_tx(p);
+        return;
+    }
+    /* COMMIT only once every write is known good: a COMMIT of an aborted transaction would
+       report success while rolling back. */
+    p->state = P_COMMITTING;
+    if (query(p, "COMMIT", 0, NULL, on_commit) != 0)
+        fail_tx(p);
+}
+
+static void on_aggregates_written(const pgconn_result *r, void *arg)
+{
+    processor *p = arg;
+    if (pgconn_result_status(r) == PGCONN_OK && pgconn_result_ntuples(r) == 1)
+        p->written_aggregates = atoll(pgconn_result_value(r, 0, 0));
+    on_write(r, arg);
+}
+
+static const char write_aggregates_sql[] =
+    "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, type text, id text, "
+    "prev_version bigint, version bigint, state jsonb, deleted boolean)), "
+    "upd AS (UPDATE aggregates a SET version = x.version, "
+    "state = CASE WHEN x.deleted THEN NULL ELSE x.state END, deleted = x.deleted, "
+    "updated_at = now() FROM x WHERE x.prev_version > 0 AND a.tenant = x.tenant AND "
+    "a.type = x.type AND a.id = x.id AND a.version = x.prev_version RETURNING 1), "
+    "ins AS (INSERT INTO aggregates (tenant, type, id, version, state, deleted) "
+    "SELECT tenant, type, id, version, CASE WHEN deleted THEN NULL ELSE state END, deleted "
+    "FROM x WHERE prev_version = 0 RETURNING 1) "
+    "SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)";
+
+static const char write_commands_sql[] =
+    "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
+    "status, http_status, result, version, kafka_partition, kafka_offset, finished_at) "
+    "SELECT id, tenant, idempotency_key, type, aggregate_type, aggregate_id, status, "
+    "http_status, result, version, partition, \"offset\", now() "
+    "FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, tenant text, idempotency_key text, "
+    "type text, aggregate_type text, aggregate_id text, status text, http_status int, "
+    "result jsonb, version bigint, partition int, \"offset\" bigint) "
+    "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, "
+    "http_status = EXCLUDED.http_status, result = EXCLUDED.result, version = EXCLUDED.version, "
+    "kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset, "
+    "finished_at = EXCLUDED.finished_at";
+
+static const char write_outbox_sql[] =
+    "INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, command_id, "
+    "payload) SELECT tenant, aggregate_type, aggregate_id, version, event_type, command_id, "
+    "payload FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, aggregate_type text, "
+    "aggregate_id text, version bigint, event_type text, command_id uuid, payload jsonb)";
+
+static const char write_offsets_sql[] =
+    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
+    "SELECT group_id, topic, partition, next_offset FROM jsonb_to_recordset($1::jsonb) AS "
+    "x(group_id text, topic text, partition int, next_offset bigint) "
+    "ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
+    "next_offset = EXCLUDED.next_offset, updated_at = now()";
+
+static void write_rows(processor *p, const char *sql, char *rows, size_t count, pgconn_cb cb)
+{
+    const char *v[] = {rows};
+    if (count > 0)
+        query(p, sql, 1, v, cb);
+    free(rows);
+}
+
+static void apply_and_write(processor *p)
+{
+    batch_apply(&p->b);
+    p->state = P_WRITING;
+    p->written_aggregates = 0;
+    size_t n;
+    char *rows = batch_aggregate_rows(&p->b, &n);
+    p->expected_aggregates = n;
+    write_rows(p, write_aggregates_sql, rows, n, on_aggregates_written);
+    rows = batch_command_rows(&p->b, &n);
+    write_rows(p, write_commands_sql, rows, n, on_write);
+    rows = batch_outbox_rows(&p->b, &n);
+    write_rows(p, write_outbox_sql, rows, n, on_write);
+    rows = batch_offset_rows(&p->b, &n);
+    write_rows(p, write_offsets_sql, rows, n, on_write);
+    if (p->phase_failed) {
+        if (p->outstanding == 0)
+            fail_tx(p);
+        return; /* the last outstanding callback fails the batch */
+    }
+    if (p->outstanding == 0) { /* a batch of replays only: nothing to write */
+        p->state = P_COMMITTING;
+        if (query(p, "COMMIT", 0, NULL, on_commit) != 0)
+            fail_tx(p);
+    }
+}
+
+/* ---- reads ---- */
+
+static void read_done(processor *p)
+{
+    if (--p->outstanding > 0)
+        return;
+    if (p->phase_failed)
+        fail_tx(p);
+    else
+        apply_and_write(p);
+}
+
+static void on_begin(const pgconn_result *r, void *arg)
+{
+    processor *p = arg;
+    if (pgconn_result_status(r) != PGCONN_OK)
+        phase_error(p, r, "begin");
+    read_done(p);
+}
+
+static void on_offsets(const pgconn_result *r, void *arg)
+{
+    processor *p = arg;
+    if (pgconn_result_status(r) != PGCONN_OK) {
+        phase_error(p, r, "read offsets");
+    } else {
+        for (int i = 0; i < pgconn_result_ntuples(r); i++)
+            batch_load_offset(&p->b, atoi(pgconn_result_value(r, i, 0)),
+                              atoll(pgconn_result_value(r, i, 1)));
+    }
+    read_done(p);
+}
+
+static void on_known(const pgconn_result *r, void *arg)
+{
+    processor *p = arg;
+    if (pgconn_result_status(r) != PGCONN_OK) {
+        phase_error(p, r, "read idempotency records");
+    } else {
+        for (int i = 0; i < pgconn_result_ntuples(r); i++) {
+            const char *hs = pgconn_result_value(r, i, 4);
+            batch_load_command(&p->b, pgconn_result_value(r, i, 0), pgconn_result_value(r, i, 1),
+                               pgconn_result_value(r, i, 2), pgconn_result_value(r, i, 3),
+                               hs ? atoi(hs) : 0, pgconn_result_value(r, i, 5));
+        }
+    }
+    read_done(p);
+}
+
+static void on_aggregates(const pgconn_result *r, void *arg)
+{
+    processor *p = arg;
+    if (pgconn_result_status(r) != PGCONN_OK) {
+        phase_error(p, r, "read aggregates");
+    } else {
+        for (int i = 0; i < pgconn_result_ntuples(r); i++) {
+            if (batch_load_aggregate(&p->b, pgconn_result_value(r, i, 0),
+                                     pgconn_result_value(r, i, 1), pgconn_result_value(r, i, 2),
+                                     atoll(pgconn_result_value(r, i, 3)),
+                                     pgconn_result_value(r, i, 4),
+                                     strcmp(pgconn_result_value(r, i, 5), "t") == 0) != 0) {
+                p->phase_failed = true;
+                snprintf(p->phase_error, sizeof(p->phase_error), "aggregate state is not JSON");
+            }
+        }
+    }
+    read_done(p);
+}
+
+static const char read_offsets_sql[] =
+    "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 "
+    "AND partition = ANY($3::int[]) ORDER BY partition FOR UPDATE";
+
+static const char read_known_sql[] =
+    "SELECT c.tenant, c.idempotency_key, c.id, c.status, c.http_status, c.result "
+    "FROM commands c JOIN jsonb_to_recordset($1::jsonb) AS k(tenant text, key text) "
+    "ON c.tenant = k.tenant AND c.idempotency_key = k.key";
+
+/* Locks in a fixed order so two processors overlapping in a rebalance cannot deadlock. */
+static const char read_aggregates_sql[] =
+    "SELECT a.tenant, a.type, a.id, a.version, a.state, a.deleted FROM aggregates a "
+    "JOIN (SELECT DISTINCT tenant, type, id FROM jsonb_to_recordset($1::jsonb) AS "
+    "k(tenant text, type text, id text)) k ON a.tenant = k.tenant AND a.type = k.type AND "
+    "a.id = k.id ORDER BY a.tenant, a.type, a.id FOR UPDATE OF a";
+
+static void begin_tx(processor *p)
+{
+    p->state = P_READING;
+    p->phase_failed = false;
+    p->outstanding = 0;
+    char *parts = batch_partitions_param(&p->b);
+    char *keys = batch_keys_param(&p->b);
+    char *aggs = batch_aggregates_param(&p->b);
+    const char *ov[] = {p->cfg->group_id, p->b.topic, parts};
+    const char *kv[] = {keys};
+    const char *av[] = {aggs};
+    /* Pipelined: one round trip for all four. */
+    if (query(p, "BEGIN", 0, NULL, on_begin) == 0 &&
+        query(p, read_offsets_sql, 3, ov, on_offsets) == 0 &&
+        query(p, read_known_sql, 1, kv, on_known) == 0)
+        query(p, read_aggregates_sql, 1, av, on_aggregates);
+    free(parts);
+    free(keys);
+    free(aggs);
+    if (p->phase_failed && p->outstanding == 0)
+        fail_tx(p);
+}
+
+/* ---- dead letters ---- */
+
+/* Delivery reports of replies (opaque NULL, best effort) and dead letters. */
+static void on_produced(void *opaque, int err, const char *errstr, int partition,
+                        long long offset, void *arg)
+{
+    (void)partition, (void)offset;
+    processor *p = arg;
+    if (opaque != &p->dlq_outstanding)
+        return;
+    if (err) {
+        p->dlq_failed = true;
+        snprintf(p->phase_error, sizeof(p->phase_error), "dead letter not delivered: %s",
+                 errstr);
+    }
+    if (--p->dlq_outstanding > 0)
+        return;
+    if (!p->dlq_failed) {
+        begin_tx(p);
+        return;
+    }
+    /* Nothing is committed yet, so producing them all again is safe (at-least-once). */
+    p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : 100;
+    if (p->backoff_ms > p->cfg->retry_max_ms)
+        p->backoff_ms = p->cfg->retry_max_ms;
+    log_kv(LOG_WARN, "dead letters failed, will retry", LOG_FIELDS("error", p->phase_error));
+    struct timeval tv = {.tv_sec = p->backoff_ms / 1000, .tv_usec = (p->backoff_ms % 1000) * 1000};
+    evtimer_add(p->retry, &tv);
+}
+
+/*
+ * Poison messages go to the dead-letter topic, and Kafka must confirm them before the
+ * transaction that moves the offset past them may commit: a dead letter is never lost.
+ */
+static void dead_letters_phase(processor *p)
+{
+    p->state = P_DEAD_LETTERS;
+    p->dlq_failed = false;
+    for (size_t i = 0; i < p->b.n; i++) {
+        batch_item *it = &p->b.items[i];
+        if (!it->dead_reason)
+            continue;
+        header h[KAFKA_MAX_HEADERS + 3];
+        size_t nh = 0;
+        for (size_t k = 0; k < it->nheaders && nh < KAFKA_MAX_HEADERS; k++)
+            h[nh++] = it->headers[k];
+        char where[64];
+        snprintf(where, sizeof(where), "%d/%lld", it->partition, it->offset);
+        h[nh++] = (header){"dlq_reason", it->dead_reason, strlen(it->dead_reason)};
+        h[nh++] = (header){"dlq_detail", it->dead_detail, strlen(it->dead_detail)};
+        h[nh++] = (header){"dlq_source", where, strlen(where)};
+        log_kv(LOG_WARN, "dead letter",
+               LOG_FIELDS("reason", it->dead_reason, "detail", it->dead_detail, "source", where));
+        if (kafka_produce(p->producer, p->topic_dlq, -1, it->key, it->key_len, it->value, it->len,
+                          h, nh, &p->dlq_outstanding) == KAFKA_OK) {
+            p->dlq_outstanding++;
+            metrics_add(p->m_dead, 1);
+        } else {
+            p->dlq_failed = true;
+            snprintf(p->phase_error, sizeof(p->phase_error), "dead letter not enqueued");
+        }
+    }
+    if (p->dlq_outstanding > 0)
+        return; /* on_produced() continues */
+    if (p->dlq_failed) {
+        p->dlq_outstanding = 1; /* reuse the failure path */
+        on_produced(&p->dlq_outstanding, 1, "enqueue failed", -1, -1, p);
+        return;
+    }
+    begin_tx(p);
+}
+
+static void next_batch(processor *p)
+{
+    if (p->state != P_IDLE || p->stopping)
+        return;
+    size_t n = kafka_consumer_poll(p->consumer, p->msgs, (size_t)p->cfg->batch_max);
+    if (n == 0)
+        return; /* the consumer's wake-up brings us back */
+    p->batch_start_us = ids_monotonic_us();
+    memset(&p->b, 0, sizeof(p->b));
+    batch_decode(&p->b, p->domains, p->msgs, n, p->cfg->group_id, p->cfg->tenant_default);
+    kafka_consumer_release(p->consumer); /* the batch holds copies */
+    dead_letters_phase(p);
+}
+
+static void on_wake(void *arg)
+{
+    next_batch(arg);
+}
+
+static void on_assign(const int *partitions, size_t n, bool assigned, void *arg)
+{
+    (void)partitions, (void)arg;
+    char count[16];
+    snprintf(count, sizeof(count), "%zu", n);
+    log_kv(LOG_INFO, assigned ? "command partitions assigned" : "command partitions revoked",
+           LOG_FIELDS("count", count));
+}
+
+static void on_pg_state(bool connected, void *arg)
+{
+    (void)arg;
+    log_kv(connected ? LOG_INFO : LOG_WARN,
+           connected ? "postgresql connected" : "postgresql disconnected", NULL);
+}
+
+static void reply_text(http_req *req, int status, const char *text)
+{
+    http_req_reply(req, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+static void route(http_req *req, void *arg)
+{
+    processor *p = arg;
+    const char *path = http_req_path(req);
+    if (http_req_method(req) != HTTP_GET && http_req_method(req) != HTTP_HEAD) {
+        http_req_set_header(req, "Allow", "GET, HEAD");
+        reply_text(req, 405, "method not allowed\n");
+    } else if (strcmp(path, "/healthz") == 0) {
+        reply_text(req, 200, "ok\n");
+    } else if (strcmp(path, "/readyz") == 0) {
+        bool ok = pgconn_connected(p->pg) && kafka_producer_healthy(p->producer);
+        reply_text(req, ok ? 200 : 503, ok ? "ready\n" : "not ready\n");
+    } else if (strcmp(path, "/metrics") == 0) {
+        char *text = metrics_render(p->metrics);
+        http_req_reply(req, 200, "text/plain; version=0.0.4", text, strlen(text));
+        free(text);
+    } else {
+        reply_text(req, 404, "not found\n");
+    }
+}
+
+static void init_metrics(processor *p)
+{
+    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,   0.25,   0.5,   1,    2.5,   5};
+    metrics *m = p->metrics = metrics_new();
+    const char *name = "processor_commands_total";
+    const char *help = "commands consumed, by outcome";
+    p->m_applied = metrics_counter_get(m, name, help, "outcome=\"applied\"");
+    p->m_rejected = metrics_counter_get(m, name, help, "outcome=\"rejected\"");
+    p->m_duplicates = metrics_counter_get(m, name, help, "outcome=\"duplicate\"");
+    p->m_skipped = metrics_counter_get(m, name, help, "outcome=\"already_processed\"");
+    p->m_dead = metrics_counter_get(m, "processor_dead_letters_total",
+                                    "messages sent to the dead-letter topic", NULL);
+    p->m_batches = metrics_counter_get(m, "processor_batches_total", "transactions committed",
+                                       NULL);
+    p->m_retries = metrics_counter_get(m, "processor_batch_retries_total",
+                                       "batches rolled back and retried", NULL);
+    p->m_batch_time = metrics_histogram_get(m, "processor_batch_duration_seconds",
+                                            "from poll to commit", bounds,
+                                            sizeof(bounds) / sizeof(bounds[0]));
+}
+
+processor *processor_new(struct event_base *base, const processor_config *cfg,
+                         const config_props *kafka_props, char *err, size_t errlen)
+{
+    processor *p = xcalloc(1, sizeof(*p));
+    p->cfg = cfg;
+    p->base = base;
+    p->state = P_IDLE;
+    p->msgs = xcalloc((size_t)cfg->batch_max, sizeof(kafka_message));
+    p->topic_commands = xasprintf("%scommands", cfg->topic_prefix);
+    p->topic_replies = xasprintf("%sreplies", cfg->topic_prefix);
+    p->topic_dlq = xasprintf("%scommands.dlq", cfg->topic_prefix);
+    char *topic_events = xasprintf("%sevents", cfg->topic_prefix);
+    p->kick = event_new(base, -1, 0, on_kick, p);
+    p->retry = evtimer_new(base, on_retry, p);
+    init_metrics(p);
+
+    p->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
+    if (p->domains)
+        p->pg = pgconn_new(base, cfg->pg_conninfo, on_pg_state, p, err, errlen);
+    if (p->pg)
+        p->producer = kafka_producer_new(base, kafka_props, on_produced, p, err, errlen);
+    if (p->producer)
+        p->relay = relay_new(base, cfg->pg_conninfo, kafka_props, topic_events, err, errlen);
+    if (p->relay)
+        p->consumer = kafka_consumer_new(base, kafka_props, cfg->group_id, p->topic_commands,
+                                         on_wake, on_assign, p, err, errlen);
+    free(topic_events);
+    if (!p->consumer)
+        goto fail;
+    if (cfg->http_port >= 0) {
+        httpd_limits lim = {.max_body = 1024, .max_headers_size = 8192, .timeout_s = 10};
+        p->http = httpd_new(base, cfg->http_host, (int)cfg->http_port, &lim, route, p, err,
+                            errlen);
+        if (!p->http)
+            goto fail;
+        char port[16];
+        snprintf(port, sizeof(port), "%d", httpd_port(p->http));
+        log_kv(LOG_INFO, "health and metrics", LOG_FIELDS("host", cfg->http_host, "port", port));
+    }
+    log_kv(LOG_INFO, "state-processor started",
+           LOG_FIELDS("group", cfg->group_id, "topic", p->topic_commands));
+    return p;
+fail:
+    processor_free(p);
+    return NULL;
+}
+
+void processor_stop(processor *p)
+{
+    p->stopping = true;
+    /* Mid-batch the loop ends after COMMIT (committed()); a batch in backoff is dropped
+       uncommitted and will be consumed again by whoever owns the partition next. */
+    if (p->state == P_IDLE || p->state == P_BACKOFF)
+        event_base_loopexit(p->base, NULL);
+}
+
+void processor_free(processor *p)
+{
+    if (!p)
+        return;
+    if (p->producer && kafka_producer_flush(p->producer, 5000) != 0)
+        log_warn("shutdown: replies or dead letters unconfirmed");
+    kafka_consumer_free(p->consumer);
+    relay_free(p->relay);
+    httpd_free(p->http);
+    kafka_producer_free(p->producer);
+    pgconn_free(p->pg);
+    if (p->b.items)
+        batch_clear(&p->b);
+    domain_registry_free(p->domains);
+    metrics_free(p->metrics);
+    if (p->kick)
+        event_free(p->kick);
+    if (p->retry)
+        event_free(p->retry);
+    free(p->msgs);
+    free(p->topic_commands);
+    free(p->topic_replies);
+    free(p->topic_dlq);
+    free(p);
+}

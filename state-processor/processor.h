@@ -1,0 +1,41 @@
+/* processor.h: the state-processor: consume commands, apply them in PostgreSQL, emit results. */
+#ifndef CQRS_PROCESSOR_H
+#define CQRS_PROCESSOR_H
+
+#include "config.h"
+
+struct event_base;
+
+typedef struct processor_config {
+    char *pg_conninfo;
+    char *topic_prefix;
+    char *schemas_dir;
+    char *migrations_dir;
+    char *group_id;
+    char *tenant_default;
+    char *log_level;
+    char *http_host;
+    long long http_port;
+    long long batch_max;
+    long long retry_max_ms;
+    long long startup_timeout_s;
+} processor_config;
+
+/* The configuration table of the processor (ended by a NULL row). */
+extern const config_row processor_config_table[];
+
+typedef struct processor processor;
+
+/*
+ * Builds the processor on base: loads the schemas, connects to PostgreSQL (asynchronously),
+ * creates the producer and joins the consumer group. Migrations must already be applied.
+ * Returns NULL with err on a configuration problem.
+ */
+processor *processor_new(struct event_base *base, const processor_config *cfg,
+                         const config_props *kafka_props, char *err, size_t errlen);
+/* Asks the processor to stop after the batch in hand; the loop exits once it is committed. */
+void processor_stop(processor *p);
+/* Flushes what is still to be produced, leaves the group and frees everything. */
+void processor_free(processor *p);
+
+#endif

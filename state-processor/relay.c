@@ -1,0 +1,215 @@
+/* relay.c: outbox rows -> events topic -> published_at. */
+#include "relay.h"
+
+#include "envelope.h"
+#include "ids.h"
+#include "kafka.h"
+#include "log.h"
+#include "pgconn.h"
+#include "xalloc.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct relay {
+    struct event_base *base;
+    pgconn *pg;
+    kafka_producer *producer;
+    char *topic;
+    json_t *confirmed;    /* outbox keys confirmed by Kafka, not yet marked */
+    size_t in_flight;     /* events produced, no delivery report yet */
+    bool marking;         /* an UPDATE is running */
+    bool recovered;       /* the start-up scan has been queued */
+    char started_at[IDS_TIME_LEN];
+    struct event *flush;  /* batches the UPDATEs */
+};
+
+static const char mark_sql[] =
+    "UPDATE outbox o SET published_at = now() FROM jsonb_to_recordset($1::jsonb) AS "
+    "x(tenant text, aggregate_type text, aggregate_id text, version bigint) "
+    "WHERE o.tenant = x.tenant AND o.aggregate_type = x.aggregate_type AND "
+    "o.aggregate_id = x.aggregate_id AND o.version = x.version AND o.published_at IS NULL";
+
+static const char recover_sql[] =
+    "SELECT json_build_object('tenant', tenant, 'aggregate_type', aggregate_type, "
+    "'aggregate_id', aggregate_id, 'version', version, 'event_type', event_type, "
+    "'command_id', command_id, 'payload', payload) FROM outbox "
+    "WHERE published_at IS NULL AND created_at < $1::timestamptz ORDER BY created_at";
+
+static void mark(relay *r);
+
+static void on_marked(const pgconn_result *res, void *arg)
+{
+    relay *r = arg;
+    r->marking = false;
+    if (pgconn_result_status(res) != PGCONN_OK)
+        log_kv(LOG_WARN, "outbox: marking published failed (rows will be republished)",
+               LOG_FIELDS("error", pgconn_result_error(res)));
+    if (json_array_size(r->confirmed))
+        event_active(r->flush, 0, 0);
+}
+
+static void mark(relay *r)
+{
+    if (r->marking || json_array_size(r->confirmed) == 0)
+        return;
+    char *rows = json_dumps(r->confirmed, JSON_COMPACT);
+    json_array_clear(r->confirmed);
+    const char *v[] = {rows};
+    if (pgconn_query(r->pg, mark_sql, 1, v, on_marked, r) == 0)
+        r->marking = true;
+    free(rows);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    mark(arg);
+}
+
+static void on_delivery(void *opaque, int err, const char *errstr, int partition,
+                        long long offset, void *arg)
+{
+    (void)partition, (void)offset;
+    relay *r = arg;
+    json_t *key = opaque;
+    r->in_flight--;
+    if (err) {
+        /* Left unpublished in the outbox: the next start republishes it. */
+        log_kv(LOG_ERROR, "event not delivered", LOG_FIELDS("error", errstr));
+        json_decref(key);
+        return;
+    }
+    json_array_append_new(r->confirmed, key);
+    if (!r->marking)
+        event_active(r->flush, 0, 0);
+}
+
+static void publish_one(relay *r, const json_t *row)
+{
+    const char *tenant = json_string_value(json_object_get(row, "tenant"));
+    const char *type = json_string_value(json_object_get(row, "aggregate_type"));
+    const char *id = json_string_value(json_object_get(row, "aggregate_id"));
+    long long version = json_integer_value(json_object_get(row, "version"));
+    if (!tenant || !type || !id || version <= 0)
+        return;
+    char *event_id = envelope_event_id(tenant, type, id, version);
+    char now[IDS_TIME_LEN];
+    ids_now_rfc3339(now);
+    envelope e = {
+        .id = event_id,
+        .source = "/state-processor",
+        .type = (char *)json_string_value(json_object_get(row, "event_type")),
+        .subject = (char *)id,
+        .time = now,
+        .tenant = (char *)tenant,
+        .expected_version = -1,
+        .reply_partition = -1,
+    };
+    header h[ENVELOPE_MAX_HEADERS];
+    char scratch[64];
+    size_t nh = envelope_to_headers(&e, h, scratch);
+    char *value = json_dumps(json_object_get(row, "payload"), JSON_COMPACT);
+    json_t *key = json_pack("{s:s, s:s, s:s, s:I}", "tenant", tenant, "aggregate_type", type,
+                            "aggregate_id", id, "version", version);
+    if (value && kafka_produce(r->producer, r->topic, -1, id, strlen(id), value, strlen(value), h,
+                               nh, key) == KAFKA_OK) {
+        r->in_flight++;
+    } else {
+        log_kv(LOG_ERROR, "event not enqueued; it stays in the outbox",
+               LOG_FIELDS("event_id", event_id));
+        json_decref(key);
+    }
+    free(value);
+    free(event_id);
+}
+
+void relay_publish(relay *r, const json_t *rows)
+{
+    size_t i;
+    const json_t *row;
+    json_array_foreach(rows, i, row)
+        publish_one(r, row);
+}
+
+static void on_recovered(const pgconn_result *res, void *arg)
+{
+    relay *r = arg;
+    if (pgconn_result_status(res) != PGCONN_OK) {
+        log_kv(LOG_WARN, "outbox: recovery scan failed, retrying on next connect",
+               LOG_FIELDS("error", pgconn_result_error(res)));
+        r->recovered = false;
+        return;
+    }
+    int n = pgconn_result_ntuples(res);
+    for (int i = 0; i < n; i++) {
+        json_t *row = json_loads(pgconn_result_value(res, i, 0), 0, NULL);
+        if (row)
+            publish_one(r, row);
+        json_decref(row);
+    }
+    if (n > 0) {
+        char count[16];
+        snprintf(count, sizeof(count), "%d", n);
+        log_kv(LOG_INFO, "outbox: republished events left unconfirmed by a previous run",
+               LOG_FIELDS("count", count));
+    }
+}
+
+static void on_pg_state(bool connected, void *arg)
+{
+    relay *r = arg;
+    if (!connected || r->recovered)
+        return;
+    const char *v[] = {r->started_at};
+    if (pgconn_query(r->pg, recover_sql, 1, v, on_recovered, r) == 0)
+        r->recovered = true;
+}
+
+relay *relay_new(struct event_base *base, const char *conninfo, const config_props *kafka_props,
+                 const char *events_topic, char *err, size_t errlen)
+{
+    relay *r = xcalloc(1, sizeof(*r));
+    r->base = base;
+    r->topic = xstrdup(events_topic);
+    r->confirmed = json_array();
+    ids_now_rfc3339(r->started_at);
+    r->flush = event_new(base, -1, 0, on_flush, r);
+    r->producer = kafka_producer_new(base, kafka_props, on_delivery, r, err, errlen);
+    if (r->producer)
+        r->pg = pgconn_new(base, conninfo, on_pg_state, r, err, errlen);
+    if (!r->pg) {
+        relay_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+size_t relay_backlog(const relay *r)
+{
+    return r->in_flight + json_array_size(r->confirmed);
+}
+
+void relay_free(relay *r)
+{
+    if (!r)
+        return;
+    if (r->producer && kafka_producer_flush(r->producer, 5000) != 0)
+        log_warn("shutdown: %zu events unconfirmed; they stay in the outbox", r->in_flight);
+    /* Mark what Kafka confirmed; one bounded run of the loop lets the UPDATE finish. */
+    if (r->pg && pgconn_connected(r->pg)) {
+        mark(r);
+        struct timeval limit = {2, 0};
+        while (r->marking && event_base_loopexit(r->base, &limit) == 0 &&
+               event_base_dispatch(r->base) == 0 && r->marking)
+            break;
+    }
+    pgconn_free(r->pg);
+    kafka_producer_free(r->producer);
+    if (r->flush)
+        event_free(r->flush);
+    json_decref(r->confirmed);
+    free(r->topic);
+    free(r);
+}
