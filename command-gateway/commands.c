@@ -124,7 +124,6 @@ void commands_post(gateway *g, http_req *req)
     size_t len;
     const char *body = http_req_body(req, &len);
     intake_headers h = {
-        .content_type = http_req_header(req, "Content-Type"),
         .idempotency_key = http_req_header(req, "Idempotency-Key"),
         .if_match = http_req_header(req, "If-Match"),
         .prefer = http_req_header(req, "Prefer"),

@@ -123,13 +123,6 @@ static void route(http_req *req, void *arg)
     free(path);
 }
 
-static void on_pg_state(bool connected, void *arg)
-{
-    (void)arg;
-    log_kv(connected ? LOG_INFO : LOG_WARN,
-           connected ? "postgresql connected" : "postgresql disconnected", NULL);
-}
-
 gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                      const config_props *kafka_props, char *err, size_t errlen)
 {
@@ -158,7 +151,7 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
     if (!g->domains)
         goto fail;
-    g->pg = pgconn_new(base, cfg->pg_conninfo, on_pg_state, g, err, errlen);
+    g->pg = pgconn_new(base, cfg->pg_conninfo, NULL, NULL, err, errlen);
     if (!g->pg)
         goto fail;
     g->producer = kafka_producer_new(base, kafka_props, commands_on_delivery, g, err, errlen);

@@ -17,7 +17,6 @@
 
 /* The request headers intake looks at; any may be NULL. */
 typedef struct intake_headers {
-    const char *content_type;
     const char *idempotency_key;
     const char *if_match;
     const char *prefer;

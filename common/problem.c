@@ -15,7 +15,6 @@ static const struct {
     [PROBLEM_ALREADY_EXISTS] = {409, "already-exists", "Aggregate already exists"},
     [PROBLEM_VERSION_MISMATCH] = {412, "version-mismatch", "Aggregate is at another version"},
     [PROBLEM_TOO_LARGE] = {413, "too-large", "Request body too large"},
-    [PROBLEM_UNSUPPORTED_MEDIA] = {415, "unsupported-media-type", "Unsupported media type"},
     [PROBLEM_AGGREGATE_NOT_FOUND] = {422, "aggregate-not-found", "Aggregate does not exist"},
     [PROBLEM_PRECONDITION] = {422, "precondition-failed", "Command precondition not met"},
     [PROBLEM_INVARIANT] = {422, "invariant-violated", "Command would break an invariant"},

@@ -19,7 +19,6 @@ typedef enum {
     PROBLEM_ALREADY_EXISTS,      /* 409: the aggregate exists and the command creates it */
     PROBLEM_VERSION_MISMATCH,    /* 412: expected_version / If-Match differs */
     PROBLEM_TOO_LARGE,           /* 413 */
-    PROBLEM_UNSUPPORTED_MEDIA,   /* 415 */
     PROBLEM_AGGREGATE_NOT_FOUND, /* 422: the command needs an aggregate that does not exist */
     PROBLEM_PRECONDITION,        /* 422: a rule's precondition does not hold */
     PROBLEM_INVARIANT,           /* 422: the resulting state would break an invariant */

@@ -345,7 +345,17 @@ static void apply_one(batch *b, batch_item *it)
     json_t *next = NULL;
     domain_outcome o = domain_command_apply(it->cmd, current, it->payload, &next, errors);
     if (o != DOMAIN_OK) {
-        reject(it, problem_from_domain(o), domain_outcome_name(o), errors, a->version);
+        /* The first explanation makes the detail line; all of them stay in "errors". */
+        json_t *first = json_array_get(errors, 0);
+        const char *ptr = json_string_value(json_object_get(first, "pointer"));
+        const char *msg = json_string_value(json_object_get(first, "message"));
+        char detail[300];
+        if (msg)
+            snprintf(detail, sizeof(detail), "%s%s%.200s", ptr && *ptr ? ptr : "",
+                     ptr && *ptr ? ": " : "", msg);
+        else
+            snprintf(detail, sizeof(detail), "%s", domain_outcome_name(o));
+        reject(it, problem_from_domain(o), detail, errors, a->version);
         return;
     }
     json_decref(errors);

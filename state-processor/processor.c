@@ -548,13 +548,6 @@ static void on_assign(const int *partitions, size_t n, bool assigned, void *arg)
            LOG_FIELDS("count", count));
 }
 
-static void on_pg_state(bool connected, void *arg)
-{
-    (void)arg;
-    log_kv(connected ? LOG_INFO : LOG_WARN,
-           connected ? "postgresql connected" : "postgresql disconnected", NULL);
-}
-
 static void reply_text(http_req *req, int status, const char *text)
 {
     http_req_reply(req, status, "text/plain; charset=utf-8", text, strlen(text));
@@ -621,7 +614,7 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
 
     p->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
     if (p->domains)
-        p->pg = pgconn_new(base, cfg->pg_conninfo, on_pg_state, p, err, errlen);
+        p->pg = pgconn_new(base, cfg->pg_conninfo, NULL, NULL, err, errlen);
     if (p->pg)
         p->producer = kafka_producer_new(base, kafka_props, on_produced, p, err, errlen);
     if (p->producer)
