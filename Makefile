@@ -30,6 +30,7 @@ PROC_SRC    := $(sort $(wildcard state-processor/*.c))
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 INTEG_SRC   := $(sort $(wildcard tests/integration/test_*.c))
 E2E_SRC     := $(sort $(wildcard tests/e2e/test_*.c))
+SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -45,6 +46,8 @@ TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SR
 .PHONY: all deps test test-asan run lint format bench clean
 all: $(GATEWAY) $(PROCESSOR) $(MOCKKAFKA)
 
+# Tests reach into the services' headers; the services themselves see only common/.
+$(BUILD)/obj/tests/%.o: CPPFLAGS += -Icommand-gateway -Istate-processor -Itests/support
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
@@ -68,7 +71,7 @@ $(MOCKKAFKA): $(call obj,deploy/local/mock_kafka.c) $(LIBCOMMON)
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(CHECK_LIBS) -o $@
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(GATEWAY_LIB) $(PROC_LIB) $(LIBCOMMON)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(call obj,$(SUPPORT_SRC)) $(GATEWAY_LIB) $(PROC_LIB) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(CHECK_LIBS) -o $@
 

@@ -15,7 +15,7 @@
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
-            "usage: %s [--brokers=N] [--partitions=N] [--topics=a,b,...] [--bootstrap-file=PATH]\n"
+            "usage: %s [--brokers N] [--partitions N] [--topics a,b,...] [--bootstrap-file PATH]\n"
             "Runs librdkafka's mock Kafka cluster on 127.0.0.1 until SIGINT or SIGTERM.\n"
             "  --brokers         number of brokers (default 1)\n"
             "  --partitions      partitions per topic (default 4)\n"
@@ -47,18 +47,28 @@ int main(int argc, char **argv)
         if (strcmp(a, "--help") == 0) {
             usage(stdout, argv[0]);
             return 0;
-        } else if (strncmp(a, "--brokers=", 10) == 0) {
-            if (parse_count(a + 10, "--brokers", &brokers))
-                return 2;
-        } else if (strncmp(a, "--partitions=", 13) == 0) {
-            if (parse_count(a + 13, "--partitions", &partitions))
-                return 2;
-        } else if (strncmp(a, "--topics=", 9) == 0) {
-            topics = a + 9;
-        } else if (strncmp(a, "--bootstrap-file=", 17) == 0) {
-            bootstrap_file = a + 17;
-        } else {
+        }
+        /* Both --name=value and --name value. */
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!v || strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "mock-kafka: unexpected argument '%s'\n", a);
+            usage(stderr, argv[0]);
+            return 2;
+        }
+        if (nlen == 9 && strncmp(a, "--brokers", nlen) == 0) {
+            if (parse_count(v, "--brokers", &brokers))
+                return 2;
+        } else if (nlen == 12 && strncmp(a, "--partitions", nlen) == 0) {
+            if (parse_count(v, "--partitions", &partitions))
+                return 2;
+        } else if (nlen == 8 && strncmp(a, "--topics", nlen) == 0) {
+            topics = v;
+        } else if (nlen == 16 && strncmp(a, "--bootstrap-file", nlen) == 0) {
+            bootstrap_file = v;
+        } else {
+            fprintf(stderr, "mock-kafka: unknown option '%.*s'\n", (int)nlen, a);
             usage(stderr, argv[0]);
             return 2;
         }

@@ -1,0 +1,454 @@
+/*
+ * test_e2e.c: starts the whole system the way `make run` does (deploy/local/run.sh: private
+ * PostgreSQL, mock Kafka, state-processor, command-gateway) and drives it over HTTP. Ends by
+ * stopping it with SIGINT and checking that no process is left behind.
+ */
+#include "httpc.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int http_port, pg_port;
+static pid_t stack_pid;
+static char run_dir[256];
+static char log_path[300];
+
+#define TIMEOUT_MS 15000
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(sa);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
+        abort();
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void show_log(void)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "tail -n 40 %s %s/*.log 1>&2", log_path, run_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(no logs)\n");
+}
+
+static httpc_response post(const char *headers, const char *body)
+{
+    return httpc_request(http_port, "POST", "/v1/commands", headers, body, TIMEOUT_MS);
+}
+
+static httpc_response get(const char *path, const char *headers)
+{
+    return httpc_request(http_port, "GET", path, headers, NULL, TIMEOUT_MS);
+}
+
+static long long jint(const json_t *j, const char *path)
+{
+    /* path: "a" or "a.b" */
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s", path);
+    char *dot = strchr(buf, '.');
+    if (dot) {
+        *dot = '\0';
+        j = json_object_get(j, buf);
+        return json_integer_value(json_object_get(j, dot + 1));
+    }
+    return json_integer_value(json_object_get(j, buf));
+}
+
+static const char *jstr(const json_t *j, const char *key)
+{
+    const char *s = json_string_value(json_object_get(j, key));
+    return s ? s : "";
+}
+
+static void expect_header(const httpc_response *r, const char *name, const char *value)
+{
+    char buf[256];
+    const char *v = httpc_header(r, name, buf, sizeof(buf));
+    ck_assert_msg(v != NULL, "missing header %s", name);
+    ck_assert_str_eq(v, value);
+}
+
+/* Reads a counter from /metrics; -1 if absent. */
+static long long metric(const char *line_prefix)
+{
+    httpc_response r = get("/metrics", NULL);
+    ck_assert_int_eq(r.status, 200);
+    long long v = -1;
+    size_t n = strlen(line_prefix);
+    for (char *l = r.body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (strncmp(l, line_prefix, n) == 0 && l[n] == ' ')
+            v = atoll(l + n + 1);
+    }
+    httpc_free(&r);
+    return v;
+}
+
+START_TEST(open_account_sync_created)
+{
+    httpc_response r =
+        post(NULL, "{\"type\":\"account.open\",\"aggregate_id\":\"acc-1\",\"payload\":{\"owner\":\"ada\"}}");
+    ck_assert_int_eq(r.status, 201);
+    ck_assert_ptr_nonnull(r.json);
+    ck_assert_int_eq(jint(r.json, "version"), 1);
+    ck_assert_str_eq(jstr(r.json, "status"), "applied");
+    ck_assert_str_eq(jstr(r.json, "aggregate_id"), "acc-1");
+    ck_assert_int_eq(jint(r.json, "state.balance"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "state"), "owner")),
+                     "ada");
+    expect_header(&r, "ETag", "\"1\"");
+    expect_header(&r, "Location", "/v1/aggregates/account/acc-1");
+    char key[128];
+    ck_assert_ptr_nonnull(httpc_header(&r, "Idempotency-Key", key, sizeof(key)));
+    ck_assert_str_eq(key, jstr(r.json, "idempotency_key"));
+    httpc_free(&r);
+}
+END_TEST
+
+START_TEST(deposit_sync_bumps_version)
+{
+    httpc_response r = post("Idempotency-Key: dep-1\r\n",
+                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\","
+                            "\"payload\":{\"amount\":100}}");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    ck_assert_int_eq(jint(r.json, "state.balance"), 100);
+    expect_header(&r, "ETag", "\"2\"");
+    expect_header(&r, "Idempotency-Key", "dep-1");
+    ck_assert_str_eq(jstr(r.json, "idempotency_key"), "dep-1");
+    httpc_free(&r);
+}
+END_TEST
+
+START_TEST(deposit_async_then_applied)
+{
+    httpc_response r = post("Prefer: respond-async\r\n",
+                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\","
+                            "\"payload\":{\"amount\":5}}");
+    ck_assert_int_eq(r.status, 202);
+    expect_header(&r, "Preference-Applied", "respond-async");
+    char loc[128];
+    ck_assert_ptr_nonnull(httpc_header(&r, "Location", loc, sizeof(loc)));
+    char expect_loc[128];
+    snprintf(expect_loc, sizeof(expect_loc), "/v1/commands/%s", jstr(r.json, "command_id"));
+    ck_assert_str_eq(loc, expect_loc);
+    ck_assert_str_eq(jstr(r.json, "status"), "accepted");
+    httpc_free(&r);
+
+    /* The status resource turns to applied once the processor has committed it. */
+    char status[32] = "";
+    for (int i = 0; i < 100 && strcmp(status, "applied") != 0; i++) {
+        httpc_response s = get(loc, NULL);
+        if (s.status == 200)
+            snprintf(status, sizeof(status), "%s", jstr(s.json, "status"));
+        if (strcmp(status, "applied") == 0) {
+            ck_assert_int_eq(jint(s.json, "version"), 3);
+            ck_assert_int_eq(jint(s.json, "http_status"), 200);
+        } else {
+            ck_assert_msg(s.status == 404 || strcmp(status, "accepted") == 0,
+                          "unexpected status %d", s.status);
+        }
+        httpc_free(&s);
+        if (strcmp(status, "applied") != 0)
+            usleep(100000);
+    }
+    ck_assert_str_eq(status, "applied");
+}
+END_TEST
+
+START_TEST(overdraw_rejected_422)
+{
+    httpc_response r = post(NULL, "{\"type\":\"account.withdraw\",\"aggregate_id\":\"acc-1\","
+                                  "\"payload\":{\"amount\":1000}}");
+    ck_assert_int_eq(r.status, 422);
+    expect_header(&r, "Content-Type", "application/problem+json");
+    ck_assert_str_eq(jstr(r.json, "type"), "/problems/invariant-violated");
+    ck_assert_int_eq(jint(r.json, "status"), 422);
+    ck_assert_int_eq(jint(r.json, "current_version"), 3);
+    httpc_free(&r);
+    /* Nothing changed. */
+    r = get("/v1/aggregates/account/acc-1", NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 3);
+    ck_assert_int_eq(jint(r.json, "state.balance"), 105);
+    httpc_free(&r);
+}
+END_TEST
+
+/* Bad requests: 400 problem+json and nothing produced to Kafka. */
+static const struct {
+    const char *body;
+    const char *type;
+} bad_requests[] = {
+    {"{bad", "/problems/malformed-json"},
+    {"[1,2]", "/problems/invalid-request"},
+    {"{\"type\":\"account.deposit\"}", "/problems/invalid-request"},
+    {"{\"type\":\"nope.x\",\"aggregate_id\":\"a\"}", "/problems/unknown-command"},
+    {"{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\",\"payload\":{\"amount\":-3}}",
+     "/problems/invalid-payload"},
+    {"{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\",\"payload\":{\"amount\":1,\"x\":1}}",
+     "/problems/invalid-payload"},
+};
+
+START_TEST(bad_request_400_nothing_produced)
+{
+    long long before = metric("gateway_commands_produced_total");
+    ck_assert_int_ge(before, 3);
+    httpc_response r = post(NULL, bad_requests[_i].body);
+    ck_assert_int_eq(r.status, 400);
+    expect_header(&r, "Content-Type", "application/problem+json");
+    ck_assert_ptr_nonnull(r.json);
+    ck_assert_str_eq(jstr(r.json, "type"), bad_requests[_i].type);
+    ck_assert_int_eq(jint(r.json, "status"), 400);
+    if (strcmp(bad_requests[_i].type, "/problems/invalid-payload") == 0) {
+        json_t *e = json_array_get(json_object_get(r.json, "errors"), 0);
+        ck_assert_ptr_nonnull(json_object_get(e, "pointer"));
+        ck_assert_ptr_nonnull(json_object_get(e, "keyword"));
+    }
+    httpc_free(&r);
+    ck_assert_int_eq(metric("gateway_commands_produced_total"), before);
+}
+END_TEST
+
+START_TEST(read_aggregate_etag_and_304)
+{
+    httpc_response r = get("/v1/aggregates/account/acc-1", NULL);
+    ck_assert_int_eq(r.status, 200);
+    expect_header(&r, "ETag", "\"3\"");
+    ck_assert_str_eq(jstr(json_object_get(r.json, "state"), "status"), "open");
+    httpc_free(&r);
+    r = get("/v1/aggregates/account/acc-1", "If-None-Match: \"3\"\r\n");
+    ck_assert_int_eq(r.status, 304);
+    httpc_free(&r);
+    r = get("/v1/aggregates/account/no-such", NULL);
+    ck_assert_int_eq(r.status, 404);
+    expect_header(&r, "Content-Type", "application/problem+json");
+    httpc_free(&r);
+    r = get("/v1/aggregates/nosuchtype/acc-1", NULL);
+    ck_assert_int_eq(r.status, 404);
+    httpc_free(&r);
+}
+END_TEST
+
+START_TEST(if_match_mismatch_412)
+{
+    httpc_response r = post("If-Match: \"1\"\r\n",
+                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\","
+                            "\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 412);
+    ck_assert_int_eq(jint(r.json, "current_version"), 3);
+    httpc_free(&r);
+    r = post("If-Match: \"3\"\r\n", "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\","
+                                    "\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 4);
+    httpc_free(&r);
+}
+END_TEST
+
+START_TEST(document_lifecycle)
+{
+    httpc_response r = post(NULL, "{\"type\":\"document.create\",\"aggregate_id\":\"doc-1\","
+                                  "\"payload\":{\"title\":\"a\",\"tags\":[\"x\"],\"n\":1}}");
+    ck_assert_int_eq(r.status, 201);
+    httpc_free(&r);
+    r = post(NULL, "{\"type\":\"document.patch\",\"aggregate_id\":\"doc-1\","
+                   "\"payload\":{\"title\":\"b\",\"n\":null}}");
+    ck_assert_int_eq(r.status, 200);
+    json_t *want = json_loads("{\"title\":\"b\",\"tags\":[\"x\"]}", 0, NULL);
+    ck_assert(json_equal(json_object_get(r.json, "state"), want));
+    json_decref(want);
+    httpc_free(&r);
+    r = post(NULL, "{\"type\":\"document.delete\",\"aggregate_id\":\"doc-1\",\"payload\":{}}");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 3);
+    httpc_free(&r);
+    r = get("/v1/aggregates/document/doc-1", NULL);
+    ck_assert_int_eq(r.status, 404);
+    httpc_free(&r);
+    r = post(NULL, "{\"type\":\"document.patch\",\"aggregate_id\":\"doc-1\",\"payload\":{}}");
+    ck_assert_int_eq(r.status, 422);
+    ck_assert_str_eq(jstr(r.json, "type"), "/problems/aggregate-not-found");
+    httpc_free(&r);
+}
+END_TEST
+
+START_TEST(health_metrics_and_routes)
+{
+    httpc_response r = get("/healthz", NULL);
+    ck_assert_int_eq(r.status, 200);
+    httpc_free(&r);
+    r = get("/readyz", NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(json_is_true(json_object_get(r.json, "postgresql")));
+    httpc_free(&r);
+    ck_assert_int_ge(metric("gateway_replies_received_total"), 3);
+    ck_assert_int_ge(metric("gateway_http_requests_total{status=\"201\"}"), 1);
+    ck_assert_int_ge(metric("gateway_http_request_duration_seconds_count"), 5);
+    r = get("/v1/nothing", NULL);
+    ck_assert_int_eq(r.status, 404);
+    httpc_free(&r);
+    r = httpc_request(http_port, "DELETE", "/v1/commands", NULL, NULL, TIMEOUT_MS);
+    ck_assert_int_eq(r.status, 405);
+    httpc_free(&r);
+}
+END_TEST
+
+/* True if any process's command line mentions needle. */
+static bool process_mentions(const char *needle, char *who, size_t wholen)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    bool found = false;
+    while (d && (e = readdir(d)) && !found) {
+        if (atoi(e->d_name) <= 0 || atoi(e->d_name) == getpid())
+            continue;
+        char path[300], buf[4096];
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        for (ssize_t i = 0; i < n; i++)
+            buf[i] = buf[i] ? buf[i] : ' ';
+        buf[n] = '\0';
+        if (strstr(buf, needle)) {
+            snprintf(who, wholen, "pid %.16s: %.3000s", e->d_name, buf);
+            found = true;
+        }
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+START_TEST(sigint_leaves_no_process)
+{
+    ck_assert_int_eq(kill(stack_pid, SIGINT), 0);
+    int status = -1;
+    pid_t got = 0;
+    for (int i = 0; i < 600 && got == 0; i++) {
+        got = waitpid(stack_pid, &status, WNOHANG);
+        if (got == 0)
+            usleep(100000);
+    }
+    ck_assert_msg(got == stack_pid, "run.sh did not exit within 60 s of SIGINT");
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "run.sh status %d", status);
+    stack_pid = 0;
+    char who[4200], needle[64];
+    ck_assert_msg(!process_mentions(run_dir, who, sizeof(who)), "left behind: %s", who);
+    snprintf(needle, sizeof(needle), "--http.port=%d", http_port);
+    ck_assert_msg(!process_mentions(needle, who, sizeof(who)), "left behind: %s", who);
+    snprintf(needle, sizeof(needle), "port=%d", pg_port);
+    ck_assert_msg(!process_mentions(needle, who, sizeof(who)), "left behind: %s", who);
+}
+END_TEST
+
+static int start_stack(void)
+{
+    const char *build = getenv("CQRS_BUILD") ? getenv("CQRS_BUILD") : "build";
+    snprintf(run_dir, sizeof(run_dir), "/tmp/cqrs-e2e-XXXXXX");
+    if (!mkdtemp(run_dir))
+        return -1;
+    if (chmod(run_dir, 0755) != 0)
+        return -1;
+    snprintf(log_path, sizeof(log_path), "%s/run.sh.log", run_dir);
+    http_port = free_port();
+    pg_port = free_port();
+    stack_pid = fork();
+    if (stack_pid == 0) {
+        char port[16], pgp[16];
+        snprintf(port, sizeof(port), "%d", http_port);
+        snprintf(pgp, sizeof(pgp), "%d", pg_port);
+        setenv("RUN_DIR", run_dir, 1);
+        setenv("HTTP_PORT", port, 1);
+        setenv("PG_PORT", pgp, 1);
+        setenv("BUILD", build, 1);
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl("/bin/bash", "bash", "deploy/local/run.sh", (char *)NULL);
+        _exit(127);
+    }
+    /* Ready means PostgreSQL reachable, Kafka healthy and reply partitions owned. */
+    for (int i = 0; i < 900; i++) {
+        if (waitpid(stack_pid, NULL, WNOHANG) == stack_pid) {
+            fprintf(stderr, "run.sh exited during start-up\n");
+            stack_pid = 0;
+            return -1;
+        }
+        httpc_response r = httpc_request(http_port, "GET", "/readyz", NULL, NULL, 1000);
+        int st = r.status;
+        httpc_free(&r);
+        if (st == 200)
+            return 0;
+        usleep(100000);
+    }
+    fprintf(stderr, "the stack was not ready within 90 s\n");
+    return -1;
+}
+
+int main(void)
+{
+    if (start_stack() != 0) {
+        show_log();
+        if (stack_pid > 0)
+            kill(stack_pid, SIGINT), waitpid(stack_pid, NULL, 0);
+        return EXIT_FAILURE;
+    }
+    Suite *s = suite_create("e2e");
+    TCase *tc = tcase_create("http");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, open_account_sync_created);
+    tcase_add_test(tc, deposit_sync_bumps_version);
+    tcase_add_test(tc, deposit_async_then_applied);
+    tcase_add_test(tc, overdraw_rejected_422);
+    tcase_add_loop_test(tc, bad_request_400_nothing_produced, 0,
+                        (int)(sizeof(bad_requests) / sizeof(bad_requests[0])));
+    tcase_add_test(tc, read_aggregate_etag_and_304);
+    tcase_add_test(tc, if_match_mismatch_412);
+    tcase_add_test(tc, document_lifecycle);
+    tcase_add_test(tc, health_metrics_and_routes);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+
+    /* Shutdown runs in this process, which is run.sh's parent and can reap it. */
+    Suite *s2 = suite_create("e2e-shutdown");
+    TCase *tc2 = tcase_create("shutdown");
+    tcase_set_timeout(tc2, 90);
+    tcase_add_test(tc2, sigint_leaves_no_process);
+    suite_add_tcase(s2, tc2);
+    SRunner *sr2 = srunner_create(s2);
+    srunner_set_fork_status(sr2, CK_NOFORK);
+    srunner_run_all(sr2, CK_NORMAL);
+    failed += srunner_ntests_failed(sr2);
+    srunner_free(sr2);
+    if (failed)
+        show_log();
+    if (stack_pid > 0)
+        kill(stack_pid, SIGINT), waitpid(stack_pid, NULL, 0);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,142 @@
+/* httpc.c: blocking HTTP client over a loopback socket, with a deadline on every step. */
+#include "httpc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int wait_fd(int fd, short ev, long long deadline)
+{
+    long long left = deadline - now_ms();
+    if (left <= 0)
+        return -1;
+    struct pollfd p = {.fd = fd, .events = ev};
+    return poll(&p, 1, (int)left) == 1 ? 0 : -1;
+}
+
+httpc_response httpc_request(int port, const char *method, const char *path,
+                             const char *extra_headers, const char *body, int timeout_ms)
+{
+    httpc_response r = {0};
+    long long deadline = now_ms() + timeout_ms;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return r;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return r;
+    }
+    char *req = NULL;
+    size_t blen = body ? strlen(body) : 0;
+    int n = asprintf(&req,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Content-Length: %zu\r\n%s%s\r\n",
+                     method, path, blen,
+                     body ? "Content-Type: application/json\r\n" : "",
+                     extra_headers ? extra_headers : "");
+    if (n < 0) {
+        close(fd);
+        return r;
+    }
+    size_t total = (size_t)n + blen;
+    char *out = malloc(total);
+    memcpy(out, req, (size_t)n);
+    if (blen)
+        memcpy(out + n, body, blen);
+    free(req);
+    size_t sent = 0;
+    while (sent < total) {
+        if (wait_fd(fd, POLLOUT, deadline) != 0)
+            goto fail;
+        ssize_t w = send(fd, out + sent, total - sent, MSG_NOSIGNAL);
+        if (w <= 0)
+            goto fail;
+        sent += (size_t)w;
+    }
+    free(out);
+    out = NULL;
+
+    size_t cap = 65536, len = 0;
+    char *in = malloc(cap);
+    for (;;) {
+        if (wait_fd(fd, POLLIN, deadline) != 0) {
+            free(in);
+            goto fail;
+        }
+        if (len + 4096 > cap)
+            in = realloc(in, cap *= 2);
+        ssize_t got = recv(fd, in + len, cap - len - 1, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        len += (size_t)got;
+    }
+    in[len] = '\0';
+    close(fd);
+    char *end = strstr(in, "\r\n\r\n");
+    if (!end || sscanf(in, "HTTP/1.%*d %d", &r.status) != 1) {
+        r.status = 0;
+        free(in);
+        return r;
+    }
+    r.headers = strndup(in, (size_t)(end - in) + 2);
+    r.body_len = len - (size_t)(end + 4 - in);
+    r.body = malloc(r.body_len + 1);
+    memcpy(r.body, end + 4, r.body_len);
+    r.body[r.body_len] = '\0';
+    r.json = r.body_len ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
+    free(in);
+    return r;
+fail:
+    free(out);
+    close(fd);
+    r.status = 0;
+    return r;
+}
+
+const char *httpc_header(const httpc_response *r, const char *name, char *buf, size_t len)
+{
+    if (!r->headers)
+        return NULL;
+    size_t nlen = strlen(name);
+    for (const char *line = strstr(r->headers, "\r\n"); line && line[2];
+         line = strstr(line + 2, "\r\n")) {
+        const char *h = line + 2;
+        if (strncasecmp(h, name, nlen) == 0 && h[nlen] == ':') {
+            const char *v = h + nlen + 1;
+            while (*v == ' ')
+                v++;
+            const char *e = strstr(v, "\r\n");
+            size_t vlen = e ? (size_t)(e - v) : strlen(v);
+            snprintf(buf, len, "%.*s", (int)vlen, v);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+void httpc_free(httpc_response *r)
+{
+    free(r->headers);
+    free(r->body);
+    json_decref(r->json);
+    memset(r, 0, sizeof(*r));
+}
