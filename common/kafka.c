@@ -285,7 +285,8 @@ static void on_consumer_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     kafka_consumer *c = arg;
     wakeup_drain(&c->w);
-    c->wake(c->arg);
+    if (c->wake)
+        c->wake(c->arg);
 }
 
 kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *props,

@@ -41,7 +41,8 @@ typedef struct kafka_message {
     size_t nheaders;
 } kafka_message;
 
-/* Messages may be waiting: call kafka_consumer_poll() (now or when the caller is ready). */
+/* Messages may be waiting: call kafka_consumer_poll() (now or when the caller is ready).
+   May be NULL for a consumer that is polled on its own schedule. */
 typedef void (*kafka_wake_cb)(void *arg);
 /* Partitions of the subscribed topic were assigned (true) or revoked (false). */
 typedef void (*kafka_assign_cb)(const int *partitions, size_t n, bool assigned, void *arg);

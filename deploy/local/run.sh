@@ -2,6 +2,13 @@
 # Runs the whole system locally (private PostgreSQL, mock Kafka, state-processor, command-gateway) until signalled.
 set -euo pipefail
 
+# bash cannot trap a signal that was ignored when it started (as SIGINT is for anything launched with `&`
+# from a script), so re-exec once, same pid, with INT/TERM/HUP back to their defaults.
+if [[ ${RUN_SH_SIGNALS_RESET:-} != "$$" ]]; then
+    export RUN_SH_SIGNALS_RESET=$$
+    exec env --default-signal=INT,TERM,HUP "$BASH" "${BASH_SOURCE[0]}" "$@"
+fi
+
 # Environment (relative paths are taken from the caller's working directory):
 #   RUN_DIR    state and logs, kept between runs   (default: <repo>/run)
 #   PG_DIR     the PostgreSQL cluster folder        (default: $RUN_DIR/pg)
@@ -37,12 +44,13 @@ CLEANED=0
 log() { echo "run.sh: $*" >&2; }
 
 show_logs() {
-    local f
+    local f n
     for f in "$KAFKA_LOG" "$PROCESSOR_LOG" "$GATEWAY_LOG" "${PG_DIR:-$RUN_DIR/pg}/postgres.log"; do
-        if [[ -s $f ]]; then
-            echo "----- last lines of $f -----" >&2
-            tail -n 25 "$f" >&2 || true
-        fi
+        [[ -s $f ]] || continue
+        n=25
+        [[ $f != */postgres.log ]] || n=10
+        echo "----- last $n lines of $f -----" >&2
+        tail -n "$n" "$f" >&2 || true
     done
 }
 
@@ -76,13 +84,16 @@ cleanup() {
     CLEANED=1
     trap '' INT TERM HUP # a second Ctrl-C must not cut the (bounded) shutdown short
     set +e
+    [[ -n $KAFKA_PID ]] || ((PG_STARTED)) || return 0 # nothing was started
     stop_pid command-gateway "$GATEWAY_PID"
     stop_pid state-processor "$PROCESSOR_PID"
-    stop_pid mock-kafka "$KAFKA_PID"
+    if [[ -n $KAFKA_PID ]]; then
+        stop_pid mock-kafka "$KAFKA_PID"
+        rm -f "$BOOTSTRAP_FILE"
+    fi
     if ((PG_STARTED)); then
         "$PG_SH" stop "$PG_DIR" 9>&-
     fi
-    rm -f "$BOOTSTRAP_FILE"
     log "stopped"
 }
 

@@ -1,0 +1,372 @@
+/*
+ * test_processor.c: the state-processor against a real PostgreSQL and Kafka (the mock cluster
+ * of `make test`, or any broker in CQRS_TEST_KAFKA_BOOTSTRAP). Each test gets a fresh database
+ * and its own topics, runs a processor in-process on an event loop, produces commands to it and
+ * checks what lands in PostgreSQL and on the topics.
+ */
+#include "envelope.h"
+#include "ids.h"
+#include "kafka.h"
+#include "pgmigrate.h"
+#include "processor.h"
+
+#include <check.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct event_base *base;
+static PGconn *db;
+static char conninfo[1024];
+static char prefix[64];
+static processor_config cfg;
+static config_props kprops;
+static processor *proc;
+static kafka_producer *prod;
+static int delivered, delivery_errors;
+
+static void on_delivery(void *opaque, int err, const char *errstr, int partition,
+                        long long offset, void *arg)
+{
+    (void)opaque, (void)errstr, (void)partition, (void)offset, (void)arg;
+    err ? delivery_errors++ : delivered++;
+}
+
+static void run_for(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+/* First column of the first row as a number; -1 when there is no row or it is NULL. */
+static long long q_int(const char *fmt, ...)
+{
+    char sql[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    PGresult *r = PQexec(db, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
+    long long v = PQntuples(r) && !PQgetisnull(r, 0, 0) ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return v;
+}
+
+/* Runs the loop until the query yields want, for at most timeout_ms. */
+static bool wait_for(long long want, int timeout_ms, const char *sql)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 50) {
+        if (q_int("%s", sql) == want)
+            return true;
+        run_for(50);
+    }
+    return false;
+}
+
+static void make_props(config_props *p)
+{
+    const char *bs = getenv("CQRS_TEST_KAFKA_BOOTSTRAP");
+    ck_assert_msg(bs && *bs, "CQRS_TEST_KAFKA_BOOTSTRAP is not set (make test sets it)");
+    config_props_set(p, "bootstrap.servers", bs);
+}
+
+/* Group ids are made unique per test process: a group is shared state in the cluster. */
+static processor *start_processor(const char *group)
+{
+    free(cfg.group_id);
+    char unique[128];
+    snprintf(unique, sizeof(unique), "%s%s", prefix, group);
+    cfg.group_id = strdup(unique);
+    char err[512];
+    processor *p = processor_new(base, &cfg, &kprops, err, sizeof(err));
+    ck_assert_msg(p != NULL, "processor_new: %s", err);
+    return p;
+}
+
+static void setup(void)
+{
+    const char *base_ci = getenv("CQRS_TEST_PG_CONNINFO");
+    ck_assert_msg(base_ci && *base_ci, "CQRS_TEST_PG_CONNINFO is not set (make test sets it)");
+    char dbname[64];
+    snprintf(dbname, sizeof(dbname), "proc_test_%d", (int)getpid());
+    snprintf(prefix, sizeof(prefix), "p%d-", (int)getpid());
+    PGconn *admin = PQconnectdb(base_ci);
+    ck_assert_msg(PQstatus(admin) == CONNECTION_OK, "%s", PQerrorMessage(admin));
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", dbname);
+    PQclear(PQexec(admin, sql));
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
+    PGresult *r = PQexec(admin, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
+    PQclear(r);
+    PQfinish(admin);
+    snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, dbname);
+    char err[512];
+    const char *mig = getenv("CQRS_MIGRATIONS_DIR") ? getenv("CQRS_MIGRATIONS_DIR")
+                                                    : "schemas/migrations";
+    ck_assert_msg(pgmigrate_apply(conninfo, mig, err, sizeof(err)) == 0, "%s", err);
+    db = PQconnectdb(conninfo);
+    ck_assert(PQstatus(db) == CONNECTION_OK);
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.pg_conninfo = strdup(conninfo);
+    cfg.topic_prefix = strdup(prefix);
+    cfg.schemas_dir =
+        strdup(getenv("CQRS_SCHEMAS_DIR") ? getenv("CQRS_SCHEMAS_DIR") : "schemas/domains");
+    cfg.tenant_default = strdup("default");
+    cfg.http_port = -1;
+    cfg.batch_max = 100;
+    cfg.retry_max_ms = 1000;
+    memset(&kprops, 0, sizeof(kprops));
+    make_props(&kprops);
+    base = event_base_new();
+    prod = kafka_producer_new(base, &kprops, on_delivery, NULL, err, sizeof(err));
+    ck_assert_msg(prod != NULL, "%s", err);
+    delivered = delivery_errors = 0;
+    proc = start_processor("proc-a");
+}
+
+static void teardown(void)
+{
+    processor_free(proc);
+    kafka_producer_free(prod);
+    event_base_free(base);
+    PQfinish(db);
+    free(cfg.pg_conninfo), free(cfg.topic_prefix), free(cfg.schemas_dir);
+    free(cfg.tenant_default), free(cfg.group_id);
+    config_props_free(&kprops);
+}
+
+static char *topic(const char *name)
+{
+    static char buf[128];
+    snprintf(buf, sizeof(buf), "%s%s", prefix, name);
+    return buf;
+}
+
+/* Produces one command; id_out (may be NULL) receives its id. Waits for the delivery. */
+static void send_cmd(const char *type, const char *agg, const char *payload, const char *key,
+                     long long expected_version, int reply_partition, char *id_out)
+{
+    char id[IDS_UUID_LEN];
+    ids_uuid(id);
+    envelope e = {.id = id,
+                  .source = "/test",
+                  .type = (char *)type,
+                  .subject = (char *)agg,
+                  .tenant = "default",
+                  .idempotency_key = (char *)key,
+                  .expected_version = expected_version,
+                  .reply_partition = reply_partition};
+    header h[ENVELOPE_MAX_HEADERS];
+    char scratch[64];
+    size_t nh = envelope_to_headers(&e, h, scratch);
+    int before = delivered;
+    ck_assert_int_eq(kafka_produce(prod, topic("commands"), -1, agg, strlen(agg), payload,
+                                   strlen(payload), h, nh, NULL),
+                     KAFKA_OK);
+    for (int i = 0; i < 200 && delivered == before; i++)
+        run_for(25);
+    ck_assert_int_eq(delivered, before + 1);
+    if (id_out)
+        strcpy(id_out, id);
+}
+
+static void send_raw(const char *key, const char *value, const header *h, size_t nh)
+{
+    int before = delivered;
+    ck_assert_int_eq(kafka_produce(prod, topic("commands"), -1, key, strlen(key), value,
+                                   strlen(value), h, nh, NULL),
+                     KAFKA_OK);
+    for (int i = 0; i < 200 && delivered == before; i++)
+        run_for(25);
+    ck_assert_int_eq(delivered, before + 1);
+}
+
+START_TEST(applies_versions_and_offsets)
+{
+    send_cmd("account.open", "acc-1", "{\"owner\":\"ada\"}", NULL, -1, -1, NULL);
+    send_cmd("account.deposit", "acc-1", "{\"amount\":100}", NULL, -1, -1, NULL);
+    send_cmd("account.withdraw", "acc-1", "{\"amount\":30}", NULL, -1, -1, NULL);
+    ck_assert(wait_for(3, 20000, "SELECT version FROM aggregates WHERE id = 'acc-1'"));
+    ck_assert_int_eq(q_int("SELECT (state->>'balance')::int FROM aggregates WHERE id = 'acc-1'"),
+                     70);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE status = 'applied'"), 3);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox"), 3);
+    ck_assert_int_eq(q_int("SELECT max(version) - min(version) FROM outbox"), 2);
+    /* The stored position is one past the last command's offset on its partition. */
+    ck_assert_int_eq(q_int("SELECT o.next_offset - c.kafka_offset FROM consumer_offsets o "
+                           "JOIN commands c ON c.kafka_partition = o.partition "
+                           "WHERE o.group_id LIKE '%%proc-a' ORDER BY c.kafka_offset DESC LIMIT 1"),
+                     1);
+    /* The relay publishes the events and marks them. */
+    ck_assert(wait_for(0, 10000, "SELECT count(*) FROM outbox WHERE published_at IS NULL"));
+}
+END_TEST
+
+START_TEST(rejections_are_recorded_without_version_bump)
+{
+    send_cmd("account.open", "acc-2", "{\"owner\":\"bob\"}", NULL, -1, -1, NULL);
+    char over[IDS_UUID_LEN], stale[IDS_UUID_LEN];
+    send_cmd("account.withdraw", "acc-2", "{\"amount\":1}", NULL, -1, -1, over);
+    send_cmd("account.deposit", "acc-2", "{\"amount\":1}", NULL, 7, -1, stale);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT http_status FROM commands WHERE id = '%s'", stale);
+    ck_assert(wait_for(412, 20000, sql));
+    ck_assert_int_eq(q_int("SELECT http_status FROM commands WHERE id = '%s'", over), 422);
+    ck_assert_int_eq(q_int("SELECT version FROM aggregates WHERE id = 'acc-2'"), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-2'"), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE status = 'rejected'"), 2);
+}
+END_TEST
+
+START_TEST(same_idempotency_key_applies_once)
+{
+    send_cmd("account.open", "acc-3", "{\"owner\":\"cy\"}", NULL, -1, -1, NULL);
+    for (int i = 0; i < 3; i++)
+        send_cmd("account.deposit", "acc-3", "{\"amount\":10}", "dep-key", -1, -1, NULL);
+    send_cmd("account.deposit", "acc-3", "{\"amount\":1}", NULL, -1, -1, NULL);
+    ck_assert(wait_for(3, 20000, "SELECT version FROM aggregates WHERE id = 'acc-3'"));
+    run_for(300);
+    ck_assert_int_eq(q_int("SELECT version FROM aggregates WHERE id = 'acc-3'"), 3);
+    ck_assert_int_eq(q_int("SELECT (state->>'balance')::int FROM aggregates WHERE id = 'acc-3'"),
+                     11);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE idempotency_key = 'dep-key'"), 1);
+}
+END_TEST
+
+/*
+ * Reads a topic from the beginning with a fresh group and counts, for each of the n values, the
+ * messages whose header_name equals it. Stops once `expect` matches are seen (plus a short grace
+ * to catch extras) or after 20 s.
+ */
+static void count_messages(const char *t, const char *header_name, const char *const *values,
+                           int *counts, size_t n, int expect)
+{
+    static int readers;
+    char err[512], group[200];
+    snprintf(group, sizeof(group), "%sreader-%d", prefix, readers++);
+    kafka_consumer *c = kafka_consumer_new(base, &kprops, group, t, NULL, NULL, NULL, err,
+                                           sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    memset(counts, 0, n * sizeof(int));
+    int total = 0, grace = -1;
+    kafka_message msgs[64];
+    for (int waited = 0; waited < 20000 && grace != 0; waited += 100) {
+        size_t got = kafka_consumer_poll(c, msgs, 64);
+        for (size_t i = 0; i < got; i++) {
+            for (size_t k = 0; k < msgs[i].nheaders; k++) {
+                const header *h = &msgs[i].headers[k];
+                for (size_t v = 0; v < n && strcmp(h->name, header_name) == 0; v++) {
+                    if (h->len == strlen(values[v]) && memcmp(h->value, values[v], h->len) == 0)
+                        counts[v]++, total++;
+                }
+            }
+        }
+        if (grace > 0)
+            grace--;
+        else if (grace < 0 && total >= expect)
+            grace = 5;
+        run_for(100);
+    }
+    kafka_consumer_free(c);
+}
+
+START_TEST(poison_goes_to_dead_letters_and_partition_flows)
+{
+    /* Same key = same partition: the good command after the poison must still apply. */
+    header bad[] = {{"ce_specversion", "0.1", 3}, {"ce_id", "x", 1}};
+    send_raw("acc-4", "{}", bad, 2);
+    char unknown[IDS_UUID_LEN];
+    send_cmd("account.explode", "acc-4", "{}", NULL, -1, -1, unknown);
+    send_cmd("account.deposit", "acc-4", "{\"amount\":\"ten\"}", NULL, -1, -1, NULL);
+    send_cmd("account.open", "acc-4", "{\"owner\":\"di\"}", NULL, -1, -1, NULL);
+    ck_assert(wait_for(1, 20000, "SELECT version FROM aggregates WHERE id = 'acc-4'"));
+    ck_assert_int_eq(q_int("SELECT http_status FROM commands WHERE id = '%s'", unknown), 400);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE status = 'rejected'"), 2);
+    const char *reasons[] = {"bad-envelope", "unknown-command", "invalid-payload"};
+    int counts[3];
+    count_messages(topic("commands.dlq"), "dlq_reason", reasons, counts, 3, 3);
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(counts[i] == 1, "%d dead letters for %s", counts[i], reasons[i]);
+}
+END_TEST
+
+START_TEST(events_have_stable_ids_and_replay_changes_nothing)
+{
+    send_cmd("account.open", "acc-5", "{\"owner\":\"ed\"}", NULL, -1, -1, NULL);
+    send_cmd("account.deposit", "acc-5", "{\"amount\":5}", NULL, -1, -1, NULL);
+    ck_assert(wait_for(2, 20000, "SELECT version FROM aggregates WHERE id = 'acc-5'"));
+    const char *ids[] = {"default/account/acc-5/1", "default/account/acc-5/2"};
+    int counts[2];
+    count_messages(topic("events"), "ce_id", ids, counts, 2, 2);
+    ck_assert_int_eq(counts[0], 1);
+    ck_assert_int_eq(counts[1], 1);
+
+    /* A second group reads the whole topic again: the idempotency records stop every command. */
+    processor_free(proc);
+    proc = start_processor("proc-replay");
+    ck_assert(wait_for(1, 20000,
+                       "SELECT count(*) FROM consumer_offsets WHERE group_id LIKE '%proc-replay'"));
+    run_for(500);
+    ck_assert_int_eq(q_int("SELECT version FROM aggregates WHERE id = 'acc-5'"), 2);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox"), 2);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 2);
+}
+END_TEST
+
+START_TEST(reply_goes_to_the_named_partition)
+{
+    char err[512];
+    kafka_consumer *c = kafka_consumer_new(base, &kprops, "reply-reader", topic("replies"), NULL,
+                                           NULL, NULL, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    char id[IDS_UUID_LEN];
+    send_cmd("account.open", "acc-6", "{\"owner\":\"fi\"}", NULL, -1, 2, id);
+    bool seen = false;
+    kafka_message msgs[16];
+    for (int waited = 0; waited < 20000 && !seen; waited += 100) {
+        size_t got = kafka_consumer_poll(c, msgs, 16);
+        for (size_t i = 0; i < got; i++) {
+            json_t *j = json_loadb(msgs[i].value, msgs[i].len, 0, NULL);
+            if (strcmp(json_string_value(json_object_get(j, "command_id")), id) == 0) {
+                ck_assert_int_eq(msgs[i].partition, 2);
+                ck_assert_int_eq(json_integer_value(json_object_get(j, "http_status")), 201);
+                ck_assert_str_eq(json_string_value(json_object_get(j, "status")), "applied");
+                seen = true;
+            }
+            json_decref(j);
+        }
+        run_for(100);
+    }
+    kafka_consumer_free(c);
+    ck_assert(seen);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("processor");
+    TCase *tc = tcase_create("pipeline");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, applies_versions_and_offsets);
+    tcase_add_test(tc, rejections_are_recorded_without_version_bump);
+    tcase_add_test(tc, same_idempotency_key_applies_once);
+    tcase_add_test(tc, poison_goes_to_dead_letters_and_partition_flows);
+    tcase_add_test(tc, events_have_stable_ids_and_replay_changes_nothing);
+    tcase_add_test(tc, reply_goes_to_the_named_partition);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Runs every built test binary (unit, then integration, then e2e) against a throwaway PostgreSQL and mock Kafka.
+set -euo pipefail
+
+# Environment:
+#   BUILD               build folder holding tests/{unit,integration,e2e}/test_* (default: build)
+#   TEST_TIMEOUT        seconds each test binary may run (default: 600)
+#   CQRS_KEEP_TEST_DIR  set to 1 to keep the temporary folder (PostgreSQL and mock-kafka logs)
+# The tests get CQRS_TEST_PG_CONNINFO, CQRS_TEST_KAFKA_BOOTSTRAP, CQRS_SCHEMAS_DIR, CQRS_MIGRATIONS_DIR,
+# CQRS_BUILD and CQRS_REPO, run from the repository root, with CK_DEFAULT_TIMEOUT=60 and CK_FORK=yes.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=$(realpath -m -- "${BUILD:-build}") # relative to the caller's directory (make runs from the repo root)
+TEST_TIMEOUT=${TEST_TIMEOUT:-600}
+PG_SH=$REPO/deploy/local/pg.sh
+cd "$REPO"
+
+log() { echo "tests/run.sh: $*" >&2; }
+
+# --- find the tests ------------------------------------------------------------------------
+tests=()
+for kind in unit integration e2e; do
+    for t in "$BUILD/tests/$kind"/test_*; do
+        [[ -f $t && -x $t ]] || continue # also skips the unmatched pattern of an empty folder
+        tests+=("$t")
+    done
+done
+if ((${#tests[@]} == 0)); then
+    log "error: no test binaries found under $BUILD/tests/{unit,integration,e2e} (build them with make tests)"
+    echo "0 passed, 0 failed"
+    exit 1
+fi
+[[ -x $BUILD/mock-kafka ]] || { log "error: $BUILD/mock-kafka not found (build it with make all)"; exit 1; }
+
+# --- throwaway PostgreSQL and mock Kafka ---------------------------------------------------
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cqrs-test.XXXXXX")
+chmod 711 "$TMP" # as root, PostgreSQL runs as the postgres user, which must traverse this folder
+PG_DIR=$TMP/pg
+KAFKA_PID=""
+TEST_PID=""
+PG_STARTED=0
+
+cleanup() {
+    local rc=$? i
+    trap '' INT TERM HUP
+    set +e
+    if [[ -n $TEST_PID ]]; then # interrupted: timeout passes the SIGTERM on to the test
+        kill -TERM "$TEST_PID" 2>/dev/null
+        for ((i = 0; i < 150; i++)); do # timeout itself sends SIGKILL after 10s
+            kill -0 "$TEST_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$TEST_PID" 2>/dev/null
+        wait "$TEST_PID" 2>/dev/null
+    fi
+    if [[ -n $KAFKA_PID ]] && kill -0 "$KAFKA_PID" 2>/dev/null; then
+        kill -TERM "$KAFKA_PID" 2>/dev/null
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$KAFKA_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$KAFKA_PID" 2>/dev/null
+    fi
+    [[ -z $KAFKA_PID ]] || wait "$KAFKA_PID" 2>/dev/null
+    ((PG_STARTED == 0)) || "$PG_SH" stop "$PG_DIR" 2>/dev/null
+    if [[ ${CQRS_KEEP_TEST_DIR:-} == 1 ]]; then
+        log "kept $TMP (postgres log: $PG_DIR/postgres.log, mock-kafka log: $TMP/mock-kafka.log)"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+port_in_use() {
+    if command -v ss >/dev/null 2>&1 && [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; then
+        return 0
+    fi
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# A random free port in 20000-60000.
+free_port() {
+    local p i
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + ((RANDOM << 15) | RANDOM) % 40001))
+        if ! port_in_use "$p"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    log "error: found no free port in 20000-60000"
+    return 1
+}
+
+PG_STARTED=1
+CONNINFO=""
+for attempt in 1 2 3; do # the port may be taken between the check and the bind
+    port=$(free_port)
+    if out=$("$PG_SH" start "$PG_DIR" "$port"); then
+        CONNINFO=$(tail -n 1 <<<"$out")
+        break
+    fi
+    log "PostgreSQL did not start on port $port (attempt $attempt)"
+done
+[[ -n $CONNINFO ]] || { log "error: could not start PostgreSQL (log: $PG_DIR/postgres.log)"; exit 1; }
+
+BOOTSTRAP_FILE=$TMP/kafka.bootstrap
+"$BUILD/mock-kafka" --brokers 1 --partitions 4 --topics commands,events,replies,commands.dlq \
+    --bootstrap-file "$BOOTSTRAP_FILE" </dev/null >"$TMP/mock-kafka.log" 2>&1 &
+KAFKA_PID=$!
+BOOTSTRAP=""
+for ((i = 0; i < 100; i++)); do
+    if ! kill -0 "$KAFKA_PID" 2>/dev/null; then
+        cat "$TMP/mock-kafka.log" >&2
+        log "error: mock-kafka exited before writing $BOOTSTRAP_FILE"
+        exit 1
+    fi
+    if [[ -s $BOOTSTRAP_FILE ]]; then
+        BOOTSTRAP=$(tr -d '[:space:]' <"$BOOTSTRAP_FILE")
+        sleep 0.05 # make sure the writer was not caught mid-write
+        [[ -n $BOOTSTRAP && $BOOTSTRAP == "$(tr -d '[:space:]' <"$BOOTSTRAP_FILE")" ]] && break
+        BOOTSTRAP=""
+    fi
+    sleep 0.1
+done
+if [[ -z $BOOTSTRAP ]]; then
+    cat "$TMP/mock-kafka.log" >&2
+    log "error: mock-kafka did not write $BOOTSTRAP_FILE within 10s"
+    exit 1
+fi
+
+export CQRS_TEST_PG_CONNINFO=$CONNINFO
+export CQRS_TEST_KAFKA_BOOTSTRAP=$BOOTSTRAP
+export CQRS_SCHEMAS_DIR=schemas/domains
+export CQRS_MIGRATIONS_DIR=schemas/migrations
+export CQRS_BUILD=$BUILD
+export CQRS_REPO=$REPO
+export CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-60}
+export CK_FORK=${CK_FORK:-yes}
+log "PostgreSQL: $CONNINFO; Kafka (mock): $BOOTSTRAP; ${#tests[@]} test binaries"
+
+# --- run them ------------------------------------------------------------------------------
+passed=0
+failed=0
+results=()
+for t in "${tests[@]}"; do
+    name=${t#"$BUILD"/tests/}
+    echo "=== $name"
+    start=$SECONDS
+    rc=0
+    # In the background so that a signal to this script is handled at once, not after the test ends.
+    timeout -k 10 "$TEST_TIMEOUT" "$t" </dev/null &
+    TEST_PID=$!
+    wait "$TEST_PID" || rc=$?
+    TEST_PID=""
+    took="$((SECONDS - start))s"
+    if ((rc == 0)); then
+        passed=$((passed + 1))
+        results+=("PASS  $name  ($took)")
+    else
+        failed=$((failed + 1))
+        if ((rc == 124 || (rc == 137 && SECONDS - start >= TEST_TIMEOUT))); then
+            why="timed out after ${TEST_TIMEOUT}s"
+        elif ((rc > 128)); then
+            why="killed by signal $((rc - 128))"
+        else
+            why="exit status $rc"
+        fi
+        results+=("FAIL  $name  ($why, $took)")
+    fi
+done
+
+if ! kill -0 "$KAFKA_PID" 2>/dev/null; then
+    log "warning: mock-kafka died during the run; later tests may have failed because of it"
+    tail -n 20 "$TMP/mock-kafka.log" >&2 || true
+fi
+
+echo
+echo "=== summary"
+printf '%s\n' "${results[@]}"
+echo "$passed passed, $failed failed"
+if ((failed > 0)); then
+    [[ ${CQRS_KEEP_TEST_DIR:-} == 1 ]] ||
+        log "rerun with CQRS_KEEP_TEST_DIR=1 to keep the PostgreSQL and mock-kafka logs"
+    exit 1
+fi
