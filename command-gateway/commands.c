@@ -20,9 +20,9 @@ typedef struct pending {
     http_req *req; /* NULL once answered or gone */
     intake in;
     struct event *deadline;
-    bool dr_done;      /* Kafka's delivery report has been seen */
-    bool wants_reply;  /* sync with a reply partition: answer from the reply */
-    bool parked;       /* present in g->parked */
+    bool dr_done;     /* Kafka's delivery report has been seen */
+    bool wants_reply; /* sync with a reply partition: answer from the reply */
+    bool parked;      /* present in g->parked */
 } pending;
 
 static void pending_free(pending *p)
@@ -69,10 +69,10 @@ static void answer_accepted(pending *p)
     http_req_set_header(p->req, "Location", location);
     if (p->in.respond_async)
         http_req_set_header(p->req, "Preference-Applied", "respond-async");
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:s}", "command_id", p->in.command_id,
-                             "status", "accepted", "aggregate_type",
-                             domain_command_aggregate(p->in.cmd), "aggregate_id",
-                             p->in.aggregate_id, "idempotency_key", p->in.idempotency_key);
+    json_t *body =
+        json_pack("{s:s, s:s, s:s, s:s, s:s}", "command_id", p->in.command_id, "status", "accepted",
+                  "aggregate_type", domain_command_aggregate(p->in.cmd), "aggregate_id",
+                  p->in.aggregate_id, "idempotency_key", p->in.idempotency_key);
     http_req_reply_json(p->req, 202, body);
     pending_done(p);
 }
@@ -115,8 +115,8 @@ void commands_post(gateway *g, http_req *req)
         return;
     }
     if (strmap_size(g->parked) >= (size_t)g->cfg->max_parked) {
-        gateway_problem(g, req, problem_new(PROBLEM_UNAVAILABLE, "too many waiting requests",
-                                            NULL));
+        gateway_problem(g, req,
+                        problem_new(PROBLEM_UNAVAILABLE, "too many waiting requests", NULL));
         return;
     }
     pending *p = xcalloc(1, sizeof(*p));

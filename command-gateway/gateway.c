@@ -66,9 +66,9 @@ static void ready(gateway *g, http_req *req)
     bool pg = pgconn_connected(g->pg);
     bool kafka = kafka_producer_healthy(g->producer);
     bool replies = g->nowned > 0;
-    json_t *body = json_pack("{s:s, s:b, s:b, s:b}", "status",
-                             pg && kafka && replies ? "ready" : "not ready", "postgresql", pg,
-                             "kafka", kafka, "replies", replies);
+    json_t *body =
+        json_pack("{s:s, s:b, s:b, s:b}", "status", pg && kafka && replies ? "ready" : "not ready",
+                  "postgresql", pg, "kafka", kafka, "replies", replies);
     http_req_reply_json(req, pg && kafka && replies ? 200 : 503, body);
 }
 
@@ -126,8 +126,8 @@ static void route(http_req *req, void *arg)
 gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                      const config_props *kafka_props, char *err, size_t errlen)
 {
-    static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                    0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
+    static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
     gateway *g = xcalloc(1, sizeof(*g));
     g->cfg = cfg;
     g->base = base;

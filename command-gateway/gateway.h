@@ -44,10 +44,10 @@ typedef struct gateway {
     metrics *metrics;
     char *topic_commands;
     char *topic_replies;
-    strmap *parked;      /* command id -> struct pending, while the request waits */
-    int *owned;          /* reply partitions this replica owns */
+    strmap *parked; /* command id -> struct pending, while the request waits */
+    int *owned;     /* reply partitions this replica owns */
     size_t nowned;
-    size_t next_owned;   /* round-robin cursor over owned */
+    size_t next_owned; /* round-robin cursor over owned */
     bool stopping;
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched;
     metrics_histogram *m_latency;

@@ -1,6 +1,7 @@
 /* intake.c: validation of write requests, before anything is sent to Kafka. */
 #include "intake.h"
 
+#include "envelope.h"
 #include "problem.h"
 #include "xalloc.h"
 
@@ -65,6 +66,8 @@ long long intake_parse_if_match(const char *value)
         if (!isdigit((unsigned char)value[i]))
             return -1;
         v = v * 10 + (value[i] - '0');
+        if (v > ENVELOPE_MAX_VERSION)
+            return -1;
     }
     return v;
 }
@@ -75,8 +78,10 @@ void intake_parse_prefer(const char *value, bool *respond_async, long long *wait
     *wait_ms = -1;
     if (!value)
         return;
-    /* Preferences are comma-separated; parameters after ';' are ignored (RFC 7240 §2). */
+    /* Preferences are comma-separated; parameters after ';' are ignored, and only the first
+       instance of a preference counts (RFC 7240 §2). */
     char *copy = xstrdup(value), *save = NULL;
+    bool seen_wait = false;
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         while (isspace((unsigned char)*tok))
             tok++;
@@ -88,7 +93,8 @@ void intake_parse_prefer(const char *value, bool *respond_async, long long *wait
             *--end = '\0';
         if (strcasecmp(tok, "respond-async") == 0) {
             *respond_async = true;
-        } else if (strncasecmp(tok, "wait=", 5) == 0) {
+        } else if (strncasecmp(tok, "wait=", 5) == 0 && !seen_wait) {
+            seen_wait = true;
             char *e;
             errno = 0;
             long long s = strtoll(tok + 5, &e, 10);
@@ -112,8 +118,8 @@ bool intake_valid_traceparent(const char *s)
 {
     /* 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> */
     return strlen(s) == 55 && strncmp(s, "00-", 3) == 0 && all_hex(s + 3, 32) && s[35] == '-' &&
-           all_hex(s + 36, 16) && s[52] == '-' && all_hex(s + 53, 2) &&
-           strspn(s + 3, "0") < 32 && strspn(s + 36, "0") < 16;
+           all_hex(s + 36, 16) && s[52] == '-' && all_hex(s + 53, 2) && strspn(s + 3, "0") < 32 &&
+           strspn(s + 36, "0") < 16;
 }
 
 static json_t *fail(intake *out, problem_kind kind, const char *detail, json_t *errors)
@@ -184,16 +190,17 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
     out->payload = payload ? json_incref(payload) : json_object();
     json_t *errors = json_array();
     if (!domain_command_validate(out->cmd, out->payload, errors)) {
-        problem = fail(out, PROBLEM_INVALID_PAYLOAD, "the payload does not match the schema",
-                       errors);
+        problem =
+            fail(out, PROBLEM_INVALID_PAYLOAD, "the payload does not match the schema", errors);
         goto done;
     }
     json_decref(errors);
 
     if (ev) {
-        if (!json_is_integer(ev) || json_integer_value(ev) < 0) {
+        if (!json_is_integer(ev) || json_integer_value(ev) < 0 ||
+            json_integer_value(ev) > ENVELOPE_MAX_VERSION) {
             problem = fail(out, PROBLEM_INVALID_REQUEST,
-                           "\"expected_version\" must be a non-negative integer", NULL);
+                           "\"expected_version\" must be an integer in [0, 2^53]", NULL);
             goto done;
         }
         out->expected_version = json_integer_value(ev);
@@ -206,8 +213,8 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
             goto done;
         }
         if (out->expected_version >= 0 && out->expected_version != v) {
-            problem = fail(out, PROBLEM_INVALID_REQUEST,
-                           "If-Match and expected_version disagree", NULL);
+            problem =
+                fail(out, PROBLEM_INVALID_REQUEST, "If-Match and expected_version disagree", NULL);
             goto done;
         }
         out->expected_version = v;

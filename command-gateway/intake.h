@@ -26,15 +26,15 @@ typedef struct intake_headers {
 /* A validated command. Strings are owned; free with intake_clear(). */
 typedef struct intake {
     char command_id[IDS_UUID_LEN];
-    char *idempotency_key;       /* the client's, or one assigned here */
-    bool key_assigned;           /* true when the gateway made the key up */
-    const domain_command *cmd;   /* borrowed from the registry */
+    char *idempotency_key;     /* the client's, or one assigned here */
+    bool key_assigned;         /* true when the gateway made the key up */
+    const domain_command *cmd; /* borrowed from the registry */
     char *aggregate_id;
-    long long expected_version;  /* -1 when the client set none */
-    json_t *payload;             /* owned reference */
-    bool respond_async;          /* Prefer: respond-async */
-    long long wait_ms;           /* Prefer: wait=N in ms, -1 when absent */
-    char *traceparent;           /* validated W3C traceparent or NULL */
+    long long expected_version; /* -1 when the client set none */
+    json_t *payload;            /* owned reference */
+    bool respond_async;         /* Prefer: respond-async */
+    long long wait_ms;          /* Prefer: wait=N in ms, -1 when absent */
+    char *traceparent;          /* validated W3C traceparent or NULL */
 } intake;
 
 /*

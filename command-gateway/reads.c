@@ -69,7 +69,7 @@ static void on_command(const pgconn_result *r, void *arg)
     /* id, status, type, aggregate_type, aggregate_id, idempotency_key, http_status, version,
        result, created_at, finished_at */
     json_t *body = json_object();
-    static const char *const names[] = {"command_id",   "status",          "type",
+    static const char *const names[] = {"command_id",     "status",       "type",
                                         "aggregate_type", "aggregate_id", "idempotency_key"};
     for (int i = 0; i < 6; i++)
         json_object_set_new(body, names[i], json_string(pgconn_result_value(r, 0, i)));

@@ -137,15 +137,42 @@ static int load_file(const config_row *table, void *out, config_props *props, co
     return rc;
 }
 
-/* CQRS_HTTP_PORT -> "http.port"; returns NULL when the variable is not ours. */
-static char *env_to_key(const char *var, size_t len)
+/* "http.max_body" -> "CQRS_HTTP_MAX_BODY" */
+static void env_name(const char *key, char *out, size_t len)
+{
+    size_t j = snprintf(out, len, "CQRS_");
+    for (const char *p = key; *p && j + 1 < len; p++)
+        out[j++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+    out[j] = '\0';
+}
+
+/*
+ * Maps an environment variable to its key by comparing it with the table's names in
+ * environment form, since '_' may stand for '.' or for itself. CQRS_KAFKA_X_Y becomes "kafka.x.y"
+ * (librdkafka's names use dots). Returns NULL when the variable is not ours.
+ */
+static char *env_to_key(const config_row *table, const char *var, size_t len)
 {
     static const char prefix[] = "CQRS_";
+    static const char kafka[] = "CQRS_KAFKA_";
     if (len <= sizeof(prefix) - 1 || strncmp(var, prefix, sizeof(prefix) - 1) != 0)
         return NULL;
-    char *key = xstrndup(var + sizeof(prefix) - 1, len - (sizeof(prefix) - 1));
+    char env[256];
+    for (const config_row *r = table; r->name; r++) {
+        env_name(r->name, env, sizeof(env));
+        if (strlen(env) == len && strncmp(env, var, len) == 0)
+            return xstrdup(r->name);
+    }
+    size_t skip =
+        strncmp(var, kafka, sizeof(kafka) - 1) == 0 ? sizeof(kafka) - 1 : sizeof(prefix) - 1;
+    char *key = xstrndup(var + skip, len - skip);
     for (char *p = key; *p; p++)
         *p = *p == '_' ? '.' : (char)tolower((unsigned char)*p);
+    if (skip == sizeof(kafka) - 1) {
+        char *k = xasprintf("kafka.%s", key);
+        free(key);
+        key = k;
+    }
     return key;
 }
 
@@ -154,7 +181,7 @@ static bool env_ignored(const char *key)
 {
     return strcmp(key, "config") == 0 || strncmp(key, "test.", 5) == 0 ||
            strcmp(key, "schemas.dir") == 0 || strcmp(key, "migrations.dir") == 0 ||
-           strcmp(key, "build") == 0 || strcmp(key, "repo") == 0;
+           strcmp(key, "build") == 0 || strcmp(key, "repo") == 0 || strncmp(key, "keep.", 5) == 0;
 }
 
 config_result config_load(const config_row *table, void *out, config_props *props, int argc,
@@ -178,7 +205,7 @@ config_result config_load(const config_row *table, void *out, config_props *prop
         const char *eq = strchr(*e, '=');
         if (!eq)
             continue;
-        char *key = env_to_key(*e, (size_t)(eq - *e));
+        char *key = env_to_key(table, *e, (size_t)(eq - *e));
         if (!key)
             continue;
         char source[256];
@@ -217,11 +244,8 @@ void config_usage(FILE *f, const char *prog, const char *summary, const config_r
                "CQRS_<KEY> (upper case, dots as underscores). Precedence: flag > environment >\n"
                "file > default. Keys under 'kafka.' are passed to librdkafka unchanged.\n\n");
     for (const config_row *r = table; r->name; r++) {
-        char env[128] = "CQRS_";
-        size_t j = 5;
-        for (const char *p = r->name; *p && j < sizeof(env) - 1; p++)
-            env[j++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
-        env[j] = '\0';
+        char env[128];
+        env_name(r->name, env, sizeof(env));
         fprintf(f, "  --%-28s %s\n      %-28s default: %s\n", r->name, r->help, env,
                 r->def && *r->def ? r->def : "(empty)");
     }

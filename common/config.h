@@ -10,13 +10,13 @@ typedef enum { CONFIG_STR, CONFIG_INT, CONFIG_BOOL } config_type;
 
 /* One configuration key; a binary describes all of its keys in one array ended by {NULL}. */
 typedef struct config_row {
-    const char *name;  /* "http.port"; environment: CQRS_HTTP_PORT; flag: --http.port=8080 */
-    config_type type;  /* CONFIG_STR -> char *, CONFIG_INT -> long long, CONFIG_BOOL -> bool */
-    size_t offset;     /* offsetof() the field in the binary's config struct */
-    const char *def;   /* default as text, parsed like any other value; NULL for an empty string */
-    long long min;     /* inclusive bounds for CONFIG_INT */
+    const char *name; /* "http.port"; environment: CQRS_HTTP_PORT; flag: --http.port=8080 */
+    config_type type; /* CONFIG_STR -> char *, CONFIG_INT -> long long, CONFIG_BOOL -> bool */
+    size_t offset;    /* offsetof() the field in the binary's config struct */
+    const char *def;  /* default as text, parsed like any other value; NULL for an empty string */
+    long long min;    /* inclusive bounds for CONFIG_INT */
     long long max;
-    const char *help;  /* one line for --help */
+    const char *help; /* one line for --help */
 } config_row;
 
 /* Pass-through properties ("kafka.*" keys minus the prefix), in the order they were given. */
@@ -36,7 +36,8 @@ typedef enum { CONFIG_LOADED = 0, CONFIG_HELP, CONFIG_FAILED } config_result;
  * Strings in out and props are owned by them: free with config_free() and config_props_free().
  */
 config_result config_load(const config_row *table, void *out, config_props *props, int argc,
-                          char **argv, char *err, size_t errlen) __attribute__((warn_unused_result));
+                          char **argv, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Writes every key with its environment name, default and help line. */
 void config_usage(FILE *f, const char *prog, const char *summary, const config_row *table);

@@ -87,6 +87,11 @@ static int parse_number(const header *h, long long max, long long *out, char *er
     }
     memcpy(buf, h->value, h->len);
     buf[h->len] = '\0';
+    /* Digits only: strtoll alone would accept " 5", "+5" and stop at an embedded NUL. */
+    if (strspn(buf, "0123456789") != h->len) {
+        snprintf(err, errlen, "header %s: '%s' is not a non-negative decimal number", h->name, buf);
+        return -1;
+    }
     char *end;
     errno = 0;
     long long v = strtoll(buf, &end, 10);
@@ -113,7 +118,7 @@ int envelope_from_headers(envelope *e, const header *h, size_t n, char *err, siz
             }
             have_version = true;
         } else if (hdr_is(&h[i], "ce_expectedversion")) {
-            if (parse_number(&h[i], (1LL << 53), &e->expected_version, err, errlen))
+            if (parse_number(&h[i], ENVELOPE_MAX_VERSION, &e->expected_version, err, errlen))
                 return -1;
         } else if (hdr_is(&h[i], "ce_replypartition")) {
             long long p;

@@ -31,6 +31,9 @@ typedef struct envelope {
     int reply_partition;        /* ce_replypartition; -1 when absent */
 } envelope;
 
+/* Largest version a command may expect: exact in a JSON number (2^53). */
+#define ENVELOPE_MAX_VERSION (1LL << 53)
+
 /* Header names, shared with the tests and the operator tools. */
 #define ENVELOPE_CONTENT_TYPE "application/json"
 

@@ -28,7 +28,7 @@ struct httpd {
 struct http_req {
     httpd *server;
     long long start_us;
-    struct evhttp_request *ev;   /* NULL once the client is gone */
+    struct evhttp_request *ev; /* NULL once the client is gone */
     struct evhttp_connection *conn;
     char *path;
     struct evkeyvalq query;
@@ -86,8 +86,7 @@ httpd *httpd_new(struct event_base *base, const char *host, int port, const http
     h->handler = handler;
     h->arg = arg;
     evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH |
-                                            EVHTTP_REQ_DELETE);
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE);
     evhttp_set_max_body_size(h->http, (ev_ssize_t)lim->max_body);
     evhttp_set_max_headers_size(h->http, (ev_ssize_t)lim->max_headers_size);
     evhttp_set_timeout(h->http, lim->timeout_s);
@@ -208,8 +207,7 @@ void http_req_on_gone(http_req *r, http_req_gone_cb cb, void *arg)
     r->gone_arg = arg;
 }
 
-void http_req_reply(http_req *r, int status, const char *content_type, const char *body,
-                    size_t len)
+void http_req_reply(http_req *r, int status, const char *content_type, const char *body, size_t len)
 {
     if (r->ev) {
         if (r->conn)

@@ -14,7 +14,15 @@ struct event_base;
 typedef struct httpd httpd;
 typedef struct http_req http_req;
 
-typedef enum { HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_PATCH, HTTP_DELETE, HTTP_OTHER } http_method;
+typedef enum {
+    HTTP_GET,
+    HTTP_HEAD,
+    HTTP_POST,
+    HTTP_PUT,
+    HTTP_PATCH,
+    HTTP_DELETE,
+    HTTP_OTHER
+} http_method;
 
 /*
  * Called once per request. The request is owned by the server until one http_req_reply*()

@@ -41,10 +41,13 @@ struct kafka_consumer {
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     /* syslog levels: 0..3 error, 4 warning, 5..6 info, 7 debug */
-    log_level l = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
+    log_level l = level <= 3   ? LOG_ERROR
+                  : level == 4 ? LOG_WARN
+                  : level <= 6 ? LOG_INFO
+                               : LOG_DEBUG;
     if (log_enabled(l))
-        log_kv(l, buf, LOG_FIELDS("component", "librdkafka", "facility", fac, "client",
-                                  rd_kafka_name(rk)));
+        log_kv(l, buf,
+               LOG_FIELDS("component", "librdkafka", "facility", fac, "client", rd_kafka_name(rk)));
 }
 
 static int apply_props(rd_kafka_conf_t *conf, const char *const *defaults,
@@ -135,7 +138,7 @@ kafka_producer *kafka_producer_new(struct event_base *base, const config_props *
                                    kafka_delivery_cb cb, void *arg, char *err, size_t errlen)
 {
     static const char *const defaults[] = {
-        "enable.idempotence", "true", "acks", "all", "linger.ms", "1",
+        "enable.idempotence", "true",  "acks",      "all",  "linger.ms", "1",
         "message.timeout.ms", "30000", "client.id", "cqrs", NULL};
     kafka_producer *p = xcalloc(1, sizeof(*p));
     p->w.fds[0] = p->w.fds[1] = -1;
@@ -196,8 +199,7 @@ kafka_send_result kafka_produce(kafka_producer *p, const char *topic, int partit
     rd_kafka_headers_destroy(hdrs);
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         return KAFKA_QUEUE_FULL;
-    log_kv(LOG_ERROR, "produce failed",
-           LOG_FIELDS("topic", topic, "error", rd_kafka_err2str(e)));
+    log_kv(LOG_ERROR, "produce failed", LOG_FIELDS("topic", topic, "error", rd_kafka_err2str(e)));
     return KAFKA_ERROR;
 }
 
@@ -291,12 +293,19 @@ static void on_consumer_wake(evutil_socket_t fd, short what, void *arg)
 
 kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *props,
                                    const char *group_id, const char *topic, kafka_wake_cb wake,
-                                   kafka_assign_cb on_assign, void *arg, char *err,
-                                   size_t errlen)
+                                   kafka_assign_cb on_assign, void *arg, char *err, size_t errlen)
 {
-    const char *const defaults[] = {"enable.auto.commit", "false", "enable.auto.offset.store",
-                                    "false", "auto.offset.reset", "earliest", "client.id", "cqrs",
-                                    "group.id", group_id, NULL};
+    const char *const defaults[] = {"enable.auto.commit",
+                                    "false",
+                                    "enable.auto.offset.store",
+                                    "false",
+                                    "auto.offset.reset",
+                                    "earliest",
+                                    "client.id",
+                                    "cqrs",
+                                    "group.id",
+                                    group_id,
+                                    NULL};
     kafka_consumer *c = xcalloc(1, sizeof(*c));
     c->w.fds[0] = c->w.fds[1] = -1;
     c->topic = xstrdup(topic);

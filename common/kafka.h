@@ -80,8 +80,7 @@ void kafka_producer_free(kafka_producer *p);
  */
 kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *props,
                                    const char *group_id, const char *topic, kafka_wake_cb wake,
-                                   kafka_assign_cb on_assign, void *arg, char *err,
-                                   size_t errlen);
+                                   kafka_assign_cb on_assign, void *arg, char *err, size_t errlen);
 /*
  * Releases the previous batch and fetches up to max waiting messages without blocking; serves
  * rebalances on the way. Returns the number filled in out. Call again until it returns 0: the

@@ -53,18 +53,25 @@ metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *h
                                      const char *labels)
 {
     const char *l = labels ? labels : "";
-    metrics_counter **tail = &m->counters;
+    /* Insert after the last series of the same name (else at the end): one family, one block. */
+    metrics_counter **tail = &m->counters, **after_family = NULL;
     for (metrics_counter *c = m->counters; c; c = c->next) {
-        if (strcmp(c->name, name) == 0 && strcmp(c->labels, l) == 0)
-            return c;
+        if (strcmp(c->name, name) == 0) {
+            if (strcmp(c->labels, l) == 0)
+                return c;
+            after_family = &c->next;
+        }
         tail = &c->next;
     }
+    if (after_family)
+        tail = after_family;
     metrics_counter *c = xcalloc(1, sizeof(*c));
     c->name = xstrdup(name);
     c->help = xstrdup(help);
     c->labels = xstrdup(l);
     atomic_init(&c->value, 0);
-    *tail = c; /* appended, so series of one name stay together in the output */
+    c->next = *tail;
+    *tail = c;
     return c;
 }
 

@@ -52,8 +52,8 @@ static void decode_one(batch_item *it, const domain_registry *reg, const kafka_m
     it->headers = xcalloc(m->nheaders + 1, sizeof(header));
     for (size_t i = 0; i < m->nheaders; i++) {
         it->headers[i].name = xstrdup(m->headers[i].name);
-        it->headers[i].value = xstrndup(m->headers[i].value ? m->headers[i].value : "",
-                                        m->headers[i].len);
+        it->headers[i].value =
+            xstrndup(m->headers[i].value ? m->headers[i].value : "", m->headers[i].len);
         it->headers[i].len = m->headers[i].len;
     }
     it->nheaders = m->nheaders;
@@ -74,8 +74,8 @@ static void decode_one(batch_item *it, const domain_registry *reg, const kafka_m
         return;
     }
     it->tenant = it->env.tenant && *it->env.tenant ? it->env.tenant : default_tenant;
-    it->idem_key = it->env.idempotency_key && *it->env.idempotency_key ? it->env.idempotency_key
-                                                                       : it->env.id;
+    it->idem_key =
+        it->env.idempotency_key && *it->env.idempotency_key ? it->env.idempotency_key : it->env.id;
     it->recordable = true;
     it->cmd = domain_registry_find(reg, it->env.type);
     if (!it->cmd) {
@@ -228,8 +228,8 @@ char *batch_keys_param(const batch *b)
     for (size_t i = 0; i < b->n; i++) {
         const batch_item *it = &b->items[i];
         if (it->recordable)
-            json_array_append_new(a, json_pack("{s:s, s:s}", "tenant", it->tenant, "key",
-                                               it->idem_key));
+            json_array_append_new(
+                a, json_pack("{s:s, s:s}", "tenant", it->tenant, "key", it->idem_key));
     }
     return dump_free(a);
 }
@@ -324,8 +324,9 @@ static void reject_dead(batch_item *it)
         kind = PROBLEM_INVALID_PAYLOAD;
         errors = json_loads(it->dead_detail, 0, NULL);
     }
-    reject(it, kind, kind == PROBLEM_INVALID_PAYLOAD ? "the payload does not match the schema"
-                                                     : it->dead_detail,
+    reject(it, kind,
+           kind == PROBLEM_INVALID_PAYLOAD ? "the payload does not match the schema"
+                                           : it->dead_detail,
            errors, -1);
 }
 
@@ -372,10 +373,10 @@ static void apply_one(batch *b, batch_item *it)
     it->version = a->version;
     it->event_id = envelope_event_id(it->tenant, type, it->env.subject, a->version);
     json_t *state = a->state ? json_deep_copy(a->state) : json_null();
-    it->event_data = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:O}", "command_id", it->env.id,
-                               "command_type", it->env.type, "aggregate_type", type,
-                               "aggregate_id", it->env.subject, "version", a->version, "payload",
-                               it->payload, "state", state);
+    it->event_data =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:O}", "command_id", it->env.id, "command_type",
+                  it->env.type, "aggregate_type", type, "aggregate_id", it->env.subject, "version",
+                  a->version, "payload", it->payload, "state", state);
     it->body = json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:{s:s, s:s}}", "command_id", it->env.id,
                          "status", "applied", "aggregate_type", type, "aggregate_id",
                          it->env.subject, "version", a->version, "state", state, "event", "id",
@@ -428,11 +429,10 @@ static void add_agg_row(const char *key, void *value, void *arg)
     const agg_row *a = value;
     if (!a->dirty)
         return;
-    json_array_append_new(arg, json_pack("{s:s, s:s, s:s, s:I, s:I, s:O, s:b}", "tenant",
-                                         a->tenant, "type", a->type, "id", a->id, "prev_version",
+    json_array_append_new(arg, json_pack("{s:s, s:s, s:s, s:I, s:I, s:O, s:b}", "tenant", a->tenant,
+                                         "type", a->type, "id", a->id, "prev_version",
                                          a->loaded_version, "version", a->version, "state",
-                                         a->state ? a->state : json_null(), "deleted",
-                                         a->deleted));
+                                         a->state ? a->state : json_null(), "deleted", a->deleted));
 }
 
 char *batch_aggregate_rows(const batch *b, size_t *count)
@@ -475,12 +475,12 @@ char *batch_outbox_rows(const batch *b, size_t *count)
         const batch_item *it = &b->items[i];
         if (it->state != ITEM_APPLIED)
             continue;
-        json_array_append_new(
-            a, json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:O}", "tenant", it->tenant,
-                         "aggregate_type", domain_command_aggregate(it->cmd), "aggregate_id",
-                         it->env.subject, "version", it->version, "event_type",
-                         domain_command_event(it->cmd), "command_id", it->env.id, "payload",
-                         it->event_data));
+        json_array_append_new(a,
+                              json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:O}", "tenant", it->tenant,
+                                        "aggregate_type", domain_command_aggregate(it->cmd),
+                                        "aggregate_id", it->env.subject, "version", it->version,
+                                        "event_type", domain_command_event(it->cmd), "command_id",
+                                        it->env.id, "payload", it->event_data));
     }
     *count = json_array_size(a);
     return dump_free(a);

@@ -44,24 +44,24 @@ typedef struct batch_item {
 
     item_state state;
     int http_status;
-    json_t *body;          /* reply body: applied result or problem */
-    long long version;     /* version produced (applied) or current (rejected) */
-    char *event_id;        /* applied: "<tenant>/<type>/<id>/<version>" */
-    json_t *event_data;    /* applied: the event's data */
-    const char *tenant;    /* borrowed from env or the default */
-    const char *idem_key;  /* borrowed from env or the command id */
+    json_t *body;         /* reply body: applied result or problem */
+    long long version;    /* version produced (applied) or current (rejected) */
+    char *event_id;       /* applied: "<tenant>/<type>/<id>/<version>" */
+    json_t *event_data;   /* applied: the event's data */
+    const char *tenant;   /* borrowed from env or the default */
+    const char *idem_key; /* borrowed from env or the command id */
 } batch_item;
 
 typedef struct batch {
     batch_item *items;
     size_t n;
-    const char *group;        /* borrowed */
-    const char *topic;        /* owned copy of the consumed topic name */
-    strmap *aggregates;       /* "tenant\x1ftype\x1fid" -> struct agg_row (batch.c) */
-    strmap *known;            /* "tenant\x1fkey" -> struct known_cmd (batch.c) */
-    int *partitions;          /* distinct partitions of the batch */
-    long long *stored_next;   /* next offset stored in PostgreSQL per partition, -1 if none */
-    long long *batch_next;    /* next offset after this batch per partition */
+    const char *group;      /* borrowed */
+    const char *topic;      /* owned copy of the consumed topic name */
+    strmap *aggregates;     /* "tenant\x1ftype\x1fid" -> struct agg_row (batch.c) */
+    strmap *known;          /* "tenant\x1fkey" -> struct known_cmd (batch.c) */
+    int *partitions;        /* distinct partitions of the batch */
+    long long *stored_next; /* next offset stored in PostgreSQL per partition, -1 if none */
+    long long *batch_next;  /* next offset after this batch per partition */
     size_t npartitions;
 } batch;
 

@@ -26,8 +26,7 @@ static int migrate(const processor_config *cfg, char *err, size_t errlen)
         if (waited >= cfg->startup_timeout_s)
             return -1;
         if (waited == 0)
-            log_kv(LOG_WARN, "migrations failed, retrying each second",
-                   LOG_FIELDS("error", err));
+            log_kv(LOG_WARN, "migrations failed, retrying each second", LOG_FIELDS("error", err));
         sleep(1); /* before the event loop exists: nothing else to serve */
     }
 }

@@ -69,7 +69,7 @@ struct processor {
     pstate state;
     batch b;
     kafka_message *msgs;
-    size_t outstanding;   /* queries of the current phase still to answer */
+    size_t outstanding; /* queries of the current phase still to answer */
     bool phase_failed;
     char phase_error[512];
     size_t expected_aggregates;
@@ -77,7 +77,7 @@ struct processor {
     size_t dlq_outstanding;
     bool dlq_failed;
     long long backoff_ms;
-    struct event *kick;  /* runs next_batch() from the loop, not from a callback */
+    struct event *kick; /* runs next_batch() from the loop, not from a callback */
     struct event *retry;
     bool stopping;
 
@@ -140,7 +140,8 @@ static void fail_tx(processor *p)
         p->backoff_ms = p->cfg->retry_max_ms;
     char ms[24];
     snprintf(ms, sizeof(ms), "%lld", p->backoff_ms);
-    log_kv(LOG_WARN, "batch failed, will retry", LOG_FIELDS("error", p->phase_error, "retry_ms", ms));
+    log_kv(LOG_WARN, "batch failed, will retry",
+           LOG_FIELDS("error", p->phase_error, "retry_ms", ms));
     batch_reset(&p->b);
     p->state = P_BACKOFF;
     struct timeval tv = {.tv_sec = p->backoff_ms / 1000, .tv_usec = (p->backoff_ms % 1000) * 1000};
@@ -451,8 +452,8 @@ static void begin_tx(processor *p)
 /* ---- dead letters ---- */
 
 /* Delivery reports of replies (opaque NULL, best effort) and dead letters. */
-static void on_produced(void *opaque, int err, const char *errstr, int partition,
-                        long long offset, void *arg)
+static void on_produced(void *opaque, int err, const char *errstr, int partition, long long offset,
+                        void *arg)
 {
     (void)partition, (void)offset;
     processor *p = arg;
@@ -460,8 +461,7 @@ static void on_produced(void *opaque, int err, const char *errstr, int partition
         return;
     if (err) {
         p->dlq_failed = true;
-        snprintf(p->phase_error, sizeof(p->phase_error), "dead letter not delivered: %s",
-                 errstr);
+        snprintf(p->phase_error, sizeof(p->phase_error), "dead letter not delivered: %s", errstr);
     }
     if (--p->dlq_outstanding > 0)
         return;
@@ -587,13 +587,13 @@ static void init_metrics(processor *p)
     p->m_skipped = metrics_counter_get(m, name, help, "outcome=\"already_processed\"");
     p->m_dead = metrics_counter_get(m, "processor_dead_letters_total",
                                     "messages sent to the dead-letter topic", NULL);
-    p->m_batches = metrics_counter_get(m, "processor_batches_total", "transactions committed",
-                                       NULL);
+    p->m_batches =
+        metrics_counter_get(m, "processor_batches_total", "transactions committed", NULL);
     p->m_retries = metrics_counter_get(m, "processor_batch_retries_total",
                                        "batches rolled back and retried", NULL);
-    p->m_batch_time = metrics_histogram_get(m, "processor_batch_duration_seconds",
-                                            "from poll to commit", bounds,
-                                            sizeof(bounds) / sizeof(bounds[0]));
+    p->m_batch_time =
+        metrics_histogram_get(m, "processor_batch_duration_seconds", "from poll to commit", bounds,
+                              sizeof(bounds) / sizeof(bounds[0]));
 }
 
 processor *processor_new(struct event_base *base, const processor_config *cfg,
@@ -627,8 +627,7 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
         goto fail;
     if (cfg->http_port >= 0) {
         httpd_limits lim = {.max_body = 1024, .max_headers_size = 8192, .timeout_s = 10};
-        p->http = httpd_new(base, cfg->http_host, (int)cfg->http_port, &lim, route, p, err,
-                            errlen);
+        p->http = httpd_new(base, cfg->http_host, (int)cfg->http_port, &lim, route, p, err, errlen);
         if (!p->http)
             goto fail;
         char port[16];

@@ -17,12 +17,12 @@ struct relay {
     pgconn *pg;
     kafka_producer *producer;
     char *topic;
-    json_t *confirmed;    /* outbox keys confirmed by Kafka, not yet marked */
-    size_t in_flight;     /* events produced, no delivery report yet */
-    bool marking;         /* an UPDATE is running */
-    bool recovered;       /* the start-up scan has been queued */
+    json_t *confirmed; /* outbox keys confirmed by Kafka, not yet marked */
+    size_t in_flight;  /* events produced, no delivery report yet */
+    bool marking;      /* an UPDATE is running */
+    bool recovered;    /* the start-up scan has been queued */
     char started_at[IDS_TIME_LEN];
-    struct event *flush;  /* batches the UPDATEs */
+    struct event *flush; /* batches the UPDATEs */
 };
 
 static const char mark_sql[] =
@@ -68,8 +68,8 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     mark(arg);
 }
 
-static void on_delivery(void *opaque, int err, const char *errstr, int partition,
-                        long long offset, void *arg)
+static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
+                        void *arg)
 {
     (void)partition, (void)offset;
     relay *r = arg;
@@ -129,8 +129,7 @@ void relay_publish(relay *r, const json_t *rows)
 {
     size_t i;
     const json_t *row;
-    json_array_foreach(rows, i, row)
-        publish_one(r, row);
+    json_array_foreach(rows, i, row) publish_one(r, row);
 }
 
 static void on_recovered(const pgconn_result *res, void *arg)

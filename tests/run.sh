@@ -2,6 +2,13 @@
 # Runs every built test binary (unit, then integration, then e2e) against a throwaway PostgreSQL and mock Kafka.
 set -euo pipefail
 
+# bash cannot trap a signal that was ignored when it started (SIGINT, when launched with `&` from a script);
+# re-exec once, same pid, with INT/TERM/HUP back to their defaults so an interrupt always cleans up.
+if [[ ${TESTS_RUN_SH_SIGNALS_RESET:-} != "$$" ]]; then
+    export TESTS_RUN_SH_SIGNALS_RESET=$$
+    exec env --default-signal=INT,TERM,HUP "$BASH" "${BASH_SOURCE[0]}" "$@"
+fi
+
 # Environment:
 #   BUILD               build folder holding tests/{unit,integration,e2e}/test_* (default: build)
 #   TEST_TIMEOUT        seconds each test binary may run (default: 600)

@@ -103,8 +103,9 @@ static long long metric(const char *line_prefix)
 
 START_TEST(open_account_sync_created)
 {
-    httpc_response r =
-        post(NULL, "{\"type\":\"account.open\",\"aggregate_id\":\"acc-1\",\"payload\":{\"owner\":\"ada\"}}");
+    httpc_response r = post(
+        NULL,
+        "{\"type\":\"account.open\",\"aggregate_id\":\"acc-1\",\"payload\":{\"owner\":\"ada\"}}");
     ck_assert_int_eq(r.status, 201);
     ck_assert_ptr_nonnull(r.json);
     ck_assert_int_eq(jint(r.json, "version"), 1);
@@ -249,9 +250,9 @@ END_TEST
 
 START_TEST(if_match_mismatch_412)
 {
-    httpc_response r = post("If-Match: \"1\"\r\n",
-                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\","
-                            "\"payload\":{\"amount\":1}}");
+    httpc_response r =
+        post("If-Match: \"1\"\r\n", "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\","
+                                    "\"payload\":{\"amount\":1}}");
     ck_assert_int_eq(r.status, 412);
     ck_assert_int_eq(jint(r.json, "current_version"), 3);
     httpc_free(&r);

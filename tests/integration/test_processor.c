@@ -30,8 +30,8 @@ static processor *proc;
 static kafka_producer *prod;
 static int delivered, delivery_errors;
 
-static void on_delivery(void *opaque, int err, const char *errstr, int partition,
-                        long long offset, void *arg)
+static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
+                        void *arg)
 {
     (void)opaque, (void)errstr, (void)partition, (void)offset, (void)arg;
     err ? delivery_errors++ : delivered++;
@@ -109,8 +109,8 @@ static void setup(void)
     PQfinish(admin);
     snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, dbname);
     char err[512];
-    const char *mig = getenv("CQRS_MIGRATIONS_DIR") ? getenv("CQRS_MIGRATIONS_DIR")
-                                                    : "schemas/migrations";
+    const char *mig =
+        getenv("CQRS_MIGRATIONS_DIR") ? getenv("CQRS_MIGRATIONS_DIR") : "schemas/migrations";
     ck_assert_msg(pgmigrate_apply(conninfo, mig, err, sizeof(err)) == 0, "%s", err);
     db = PQconnectdb(conninfo);
     ck_assert(PQstatus(db) == CONNECTION_OK);
@@ -253,8 +253,8 @@ static void count_messages(const char *t, const char *header_name, const char *c
     static int readers;
     char err[512], group[200];
     snprintf(group, sizeof(group), "%sreader-%d", prefix, readers++);
-    kafka_consumer *c = kafka_consumer_new(base, &kprops, group, t, NULL, NULL, NULL, err,
-                                           sizeof(err));
+    kafka_consumer *c =
+        kafka_consumer_new(base, &kprops, group, t, NULL, NULL, NULL, err, sizeof(err));
     ck_assert_msg(c != NULL, "%s", err);
     memset(counts, 0, n * sizeof(int));
     int total = 0, grace = -1;

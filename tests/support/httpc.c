@@ -48,8 +48,7 @@ httpc_response httpc_request(int port, const char *method, const char *path,
     int n = asprintf(&req,
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                      "Content-Length: %zu\r\n%s%s\r\n",
-                     method, path, blen,
-                     body ? "Content-Type: application/json\r\n" : "",
+                     method, path, blen, body ? "Content-Type: application/json\r\n" : "",
                      extra_headers ? extra_headers : "");
     if (n < 0) {
         close(fd);

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 typedef struct httpc_response {
-    int status; /* 0 when the request failed (connect, timeout, parse) */
+    int status;    /* 0 when the request failed (connect, timeout, parse) */
     char *headers; /* raw header block, "Name: value\r\n" lines */
     char *body;
     size_t body_len;

@@ -231,11 +231,12 @@ static const lcase lcases[] = {
      .want = {"sync.timeout_ms=7", "log.verbose=true"},
      .props = ""},
     /*
-     * BUG (common/config.c env_to_key): every '_' becomes '.', so CQRS_SYNC_TIMEOUT_MS is looked
-     * up as "sync.timeout.ms" and fails as an unknown key, although config_usage() advertises
-     * exactly that variable. Real keys such as http.max_body and sync.timeout_ms are affected.
+     * Regression (common/config.c env_to_key), as it was before the fix: every '_' becomes '.', so
+     * CQRS_SYNC_TIMEOUT_MS is looked up as "sync.timeout.ms" and fails as an unknown key, although
+     * config_usage() advertises exactly that variable. Real keys such as http.max_body and
+     * sync.timeout_ms are affected.
      */
-    {.name = "BUG: key with '_' by environment",
+    {.name = "key with '_' by environment",
      .env = {"CQRS_SYNC_TIMEOUT_MS=7"},
      .result = CONFIG_LOADED,
      .want = {"sync.timeout_ms=7"},

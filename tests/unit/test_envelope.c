@@ -245,20 +245,21 @@ static const dcase dcases[] = {
     {"NUL inside ce_subject", {BASE, {"ce_subject", "a\0", 2}}, ERR("ce_subject", "NUL")},
     {"NUL inside ce_tenant", {BASE, {"ce_tenant", "\0", 1}}, ERR("ce_tenant", "NUL")},
     /*
-     * BUG (common/envelope.c parse_number): the value is copied and handed to strtoll(), which
-     * stops at an embedded NUL and skips leading white space and '+', so "12\0", " 5" and "+5"
-     * decode as numbers instead of failing like every other malformed value.
+     * Regression (common/envelope.c parse_number), as it was before the fix: the value is copied
+     * and handed to strtoll(), which stops at an embedded NUL and skips leading white space and
+     * '+', so "12\0", " 5" and "+5" decode as numbers instead of failing like every other malformed
+     * value.
      */
-    {"BUG: NUL inside ce_expectedversion",
+    {"NUL inside ce_expectedversion",
      {BASE, {"ce_expectedversion", "12\0", 3}},
      ERR("ce_expectedversion", NULL)},
-    {"BUG: NUL inside ce_replypartition",
+    {"NUL inside ce_replypartition",
      {BASE, {"ce_replypartition", "1\0x", 3}},
      ERR("ce_replypartition", NULL)},
-    {"BUG: leading space in ce_expectedversion",
+    {"leading space in ce_expectedversion",
      {BASE, {"ce_expectedversion", " 5", -1}},
      ERR("ce_expectedversion", NULL)},
-    {"BUG: plus sign in ce_expectedversion",
+    {"plus sign in ce_expectedversion",
      {BASE, {"ce_expectedversion", "+5", -1}},
      ERR("ce_expectedversion", NULL)},
 };

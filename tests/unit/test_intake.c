@@ -296,15 +296,15 @@ static const pcase pcases[] = {
      BAD_REQUEST,
      .detail = "If-Match"},
     /*
-     * BUG (command-gateway/intake.c intake_parse): versions above 2^53 are accepted, but
-     * common/envelope.c parse_number() rejects ce_expectedversion > 2^53, so the processor
-     * dead-letters the command as "bad-envelope" and the client never gets an answer.
+     * Regression (command-gateway/intake.c intake_parse), as it was before the fix: versions above
+     * 2^53 are accepted, but common/envelope.c parse_number() rejects ce_expectedversion > 2^53, so
+     * the processor dead-letters the command as "bad-envelope" and the client never gets an answer.
      */
-    {.name = "BUG: expected_version above 2^53",
+    {.name = "expected_version above 2^53",
      .body = DEPOSIT_EV("9007199254740993"),
      BAD_REQUEST,
      .detail = "expected_version"},
-    {.name = "BUG: If-Match above 2^53",
+    {.name = "If-Match above 2^53",
      .body = DEPOSIT("5"),
      .h.if_match = "\"9007199254740993\"",
      BAD_REQUEST,
@@ -513,7 +513,8 @@ static const struct {
     {"\"3\"", 3},
     {"\"0\"", 0},
     {"\"007\"", 7},
-    {"\"123456789012345678\"", 123456789012345678LL},
+    {"\"9007199254740992\"", 9007199254740992LL}, /* 2^53, the largest version */
+    {"\"9007199254740993\"", -1},
     {"\"1234567890123456789\"", -1}, /* longer than any version */
     {"W/\"3\"", -1},
     {"3", -1},
@@ -564,8 +565,9 @@ static const struct {
     {"return=minimal, handling=strict", false, -1},
     {",,respond-async,,", true, -1},
     /*
-     * BUG (command-gateway/intake.c intake_parse_prefer): RFC 7240 section 2 says only the
-     * first instance of a repeated preference is considered; the loop lets the last one win.
+     * Regression (command-gateway/intake.c intake_parse_prefer), as it was before the fix: RFC 7240
+     * section 2 says only the first instance of a repeated preference is considered; the loop lets
+     * the last one win.
      */
     {"wait=5, wait=7", false, 5000},
 };

@@ -122,13 +122,14 @@ START_TEST(test_counter_identity)
 END_TEST
 
 /*
- * BUG (common/metrics.c metrics_counter_get/metrics_render): counters are kept in registration
- * order and HELP/TYPE is written whenever the name differs from the previous one, so a series
- * registered after another metric (e.g. gateway_http_requests_total{status=...} created lazily
- * per status) splits its family and repeats "# TYPE", which Prometheus rejects. The comment at
- * the append ("so series of one name stay together") only holds for consecutive registration.
+ * Regression (common/metrics.c metrics_counter_get/metrics_render), as it was before the fix:
+ * counters are kept in registration order and HELP/TYPE is written whenever the name differs from
+ * the previous one, so a series registered after another metric (e.g.
+ * gateway_http_requests_total{status=...} created lazily per status) splits its family and repeats
+ * "# TYPE", which Prometheus rejects. The comment at the append ("so series of one name stay
+ * together") only holds for consecutive registration.
  */
-START_TEST(test_bug_family_split)
+START_TEST(test_family_not_split)
 {
     metrics *m = metrics_new();
     metrics_add(metrics_counter_get(m, "x_total", "x", "k=\"1\""), 1);
@@ -328,7 +329,7 @@ int main(void)
     TCase *tc = tcase_create("counters");
     tcase_add_loop_test(tc, test_counter, 0, N(ccases));
     tcase_add_test(tc, test_counter_identity);
-    tcase_add_test(tc, test_bug_family_split);
+    tcase_add_test(tc, test_family_not_split);
     suite_add_tcase(s, tc);
     tc = tcase_create("histograms");
     tcase_add_loop_test(tc, test_histogram, 0, N(hcases));
