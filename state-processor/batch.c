@@ -19,14 +19,12 @@ typedef struct agg_row {
     bool dirty;
 } agg_row;
 
-/* A command already known under a tenant + idempotency key. */
+/* A command already decided, known by its tenant + idempotency key or by its id. */
 typedef struct known_cmd {
     char *id;
     char *status;
     int http_status;
     json_t *result;
-    long long version;
-    bool in_batch; /* decided earlier in this batch */
 } known_cmd;
 
 static char *join3(const char *a, const char *b, const char *c)
@@ -228,8 +226,8 @@ char *batch_keys_param(const batch *b)
     for (size_t i = 0; i < b->n; i++) {
         const batch_item *it = &b->items[i];
         if (it->recordable)
-            json_array_append_new(
-                a, json_pack("{s:s, s:s}", "tenant", it->tenant, "key", it->idem_key));
+            json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "tenant", it->tenant, "key",
+                                               it->idem_key, "id", it->env.id));
     }
     return dump_free(a);
 }
@@ -254,19 +252,51 @@ void batch_load_offset(batch *b, int partition, long long next_offset)
         b->stored_next[p] = next_offset;
 }
 
+/*
+ * Records a decided command under both of its identities: "k<US>tenant<US>key" and "i<US>id".
+ * Each map entry owns its own copy. result is borrowed.
+ */
+static void remember(batch *b, const char *tenant, const char *key, const char *id,
+                     const char *status, int http_status, json_t *result)
+{
+    char *mks[2] = {join3("k", tenant, key), join3("i", id, NULL)};
+    for (int i = 0; i < 2; i++) {
+        known_cmd *k = xcalloc(1, sizeof(*k));
+        k->id = xstrdup(id);
+        k->status = xstrdup(status);
+        k->http_status = http_status;
+        k->result = result ? json_incref(result) : NULL;
+        known_cmd *old = strmap_put(b->known, mks[i], k);
+        if (old)
+            free_known(NULL, old, NULL);
+        free(mks[i]);
+    }
+}
+
 void batch_load_command(batch *b, const char *tenant, const char *key, const char *id,
                         const char *status, int http_status, const char *result)
 {
-    known_cmd *k = xcalloc(1, sizeof(*k));
-    k->id = xstrdup(id);
-    k->status = xstrdup(status);
-    k->http_status = http_status;
-    k->result = result ? json_loads(result, 0, NULL) : NULL;
-    char *mk = join3(tenant, key, NULL);
-    known_cmd *old = strmap_put(b->known, mk, k);
-    free(mk);
-    if (old)
-        free_known(NULL, old, NULL);
+    json_t *r = result ? json_loads(result, 0, NULL) : NULL;
+    remember(b, tenant, key, id, status, http_status, r);
+    json_decref(r);
+}
+
+/*
+ * The earlier decision this item repeats, or NULL: the same tenant + idempotency key, or the same
+ * command id (a producer retry). A record still "accepted" under this very id is not a decision.
+ */
+static const known_cmd *earlier(const batch *b, const batch_item *it)
+{
+    char *mks[2] = {join3("k", it->tenant, it->idem_key), join3("i", it->env.id, NULL)};
+    const known_cmd *found = NULL;
+    for (int i = 0; i < 2 && !found; i++) {
+        const known_cmd *k = strmap_get(b->known, mks[i]);
+        if (k && (strcmp(k->status, "accepted") != 0 || strcmp(k->id, it->env.id) != 0))
+            found = k;
+    }
+    free(mks[0]);
+    free(mks[1]);
+    return found;
 }
 
 static agg_row *agg_get(batch *b, const char *tenant, const char *type, const char *id)
@@ -396,30 +426,20 @@ void batch_apply(batch *b)
             it->state = ITEM_REJECTED; /* dead letter only: nothing to record or answer */
             continue;
         }
-        char *mk = join3(it->tenant, it->idem_key, NULL);
-        known_cmd *k = strmap_get(b->known, mk);
-        if (k && (strcmp(k->status, "accepted") != 0 || strcmp(k->id, it->env.id) != 0)) {
+        const known_cmd *k = earlier(b, it);
+        if (k) {
             it->state = ITEM_DUPLICATE;
             it->http_status = k->http_status;
             it->body = k->result ? json_incref(k->result) : json_null();
-            free(mk);
             continue;
         }
         if (it->dead_reason)
             reject_dead(it);
         else
             apply_one(b, it);
-        /* Later items with the same key are duplicates of this one. */
-        known_cmd *nk = xcalloc(1, sizeof(*nk));
-        nk->id = xstrdup(it->env.id);
-        nk->status = xstrdup(it->state == ITEM_APPLIED ? "applied" : "rejected");
-        nk->http_status = it->http_status;
-        nk->result = json_incref(it->body);
-        nk->in_batch = true;
-        known_cmd *old = strmap_put(b->known, mk, nk);
-        if (old)
-            free_known(NULL, old, NULL);
-        free(mk);
+        /* Later items with the same key or id are duplicates of this one. */
+        remember(b, it->tenant, it->idem_key, it->env.id,
+                 it->state == ITEM_APPLIED ? "applied" : "rejected", it->http_status, it->body);
     }
 }
 

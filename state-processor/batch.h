@@ -58,7 +58,7 @@ typedef struct batch {
     const char *group;      /* borrowed */
     const char *topic;      /* owned copy of the consumed topic name */
     strmap *aggregates;     /* "tenant\x1ftype\x1fid" -> struct agg_row (batch.c) */
-    strmap *known;          /* "tenant\x1fkey" -> struct known_cmd (batch.c) */
+    strmap *known;          /* by key and by command id -> struct known_cmd (batch.c) */
     int *partitions;        /* distinct partitions of the batch */
     long long *stored_next; /* next offset stored in PostgreSQL per partition, -1 if none */
     long long *batch_next;  /* next offset after this batch per partition */

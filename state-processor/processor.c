@@ -416,8 +416,8 @@ static const char read_offsets_sql[] =
 
 static const char read_known_sql[] =
     "SELECT c.tenant, c.idempotency_key, c.id, c.status, c.http_status, c.result "
-    "FROM commands c JOIN jsonb_to_recordset($1::jsonb) AS k(tenant text, key text) "
-    "ON c.tenant = k.tenant AND c.idempotency_key = k.key";
+    "FROM commands c JOIN jsonb_to_recordset($1::jsonb) AS k(tenant text, key text, id uuid) "
+    "ON (c.tenant = k.tenant AND c.idempotency_key = k.key) OR c.id = k.id";
 
 /* Locks in a fixed order so two processors overlapping in a rebalance cannot deadlock. */
 static const char read_aggregates_sql[] =

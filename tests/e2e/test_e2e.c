@@ -451,5 +451,11 @@ int main(void)
         show_log();
     if (stack_pid > 0)
         kill(stack_pid, SIGINT), waitpid(stack_pid, NULL, 0);
+    if (!failed) { /* keep the logs and the cluster of a failed run for a look */
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", run_dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", run_dir);
+    }
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -600,6 +600,23 @@ static const scase scases[] = {
      .outbox_rows = "[]",
      .offset_rows = "[" OFFROW(0, 1) "]"},
 
+    {"same command id under another key: a producer retry, not a second command",
+     .msgs = {OPEN(U1, .key = "k1"), DEPOSIT(U2, 5, .key = "k2"), DEPOSIT(U2, 5, .key = "k9")},
+     .want = {APPLIED(201, 1, 0), APPLIED(200, 2, 5), DUP_OF(1, 200)},
+     .agg_rows = "[" AROW("t1", 0, 2, ACC(5)) "]",
+     .command_rows = "[" CROW(U1, "applied", 201, 1) "," CROW(U2, "applied", 200, 2) "]",
+     .outbox_rows = "[" OROW(1, "account.opened", U1) "," OROW(2, "account.deposited", U2) "]",
+     .offset_rows = "[" OFFROW(0, 3) "]"},
+
+    {"stored command with the same id under another key: answered from its result",
+     .cmds = {{"t1", "k1", U1, "applied", 201, "{'command_id':'" U1 "','version':1}"}},
+     .msgs = {OPEN(U1, .key = "other")},
+     .want = {DUP_STORED(201, "{'command_id':'" U1 "','version':1}")},
+     .agg_rows = "[]",
+     .command_rows = "[]",
+     .outbox_rows = "[]",
+     .offset_rows = "[" OFFROW(0, 1) "]"},
+
     {"stored accepted command with the same id: applied normally",
      .cmds = {{"t1", "k1", U1, "accepted", 202, NULL}},
      .msgs = {OPEN(U1, .key = "k1")},
@@ -737,7 +754,8 @@ static const scase scases[] = {
      .agg_rows = "[]",
      .command_rows = "[{'id':'" U1 "','aggregate_type':'account','status':'rejected',"
                      "'http_status':400,'result':{'type':'/problems/invalid-payload',"
-                     "'errors':[{'pointer':'/amount','keyword':'minimum','message':'must be >= 1'}]}}]",
+                     "'errors':[{'pointer':'/amount','keyword':'minimum',"
+                     "'message':'must be >= 1'}]}}]",
      .outbox_rows = "[]",
      .offset_rows = "[" OFFROW(0, 1) "]"},
 };
@@ -1011,8 +1029,8 @@ static const pcase pcases[] = {
      {OPEN(U1, .partition = 5), DEPOSIT(U2, 1, .partition = 5)},
      "{5}",
      "[{'tenant':'t1','key':'" U1 "'},{'tenant':'t1','key':'" U2 "'}]",
-     "[{'tenant':'t1','type':'account','id':'acc-1'},{'tenant':'t1','type':'account','id':'acc-1'}"
-     "]"},
+     "[{'tenant':'t1','type':'account','id':'acc-1'},"
+     "{'tenant':'t1','type':'account','id':'acc-1'}]"},
     {"empty batch", {{0}}, "{}", "[]", "[]"},
 };
 
