@@ -99,7 +99,8 @@ lint:
 	clang-format --dry-run --Werror $(C_FILES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --inline-suppr --suppress=missingIncludeSystem -Icommon $(C_FILES)
-	clang-tidy --quiet $(filter %.c,$(C_FILES)) -- $(CPPFLAGS) $(PKG_CFLAGS) -std=c11
+	clang-tidy --quiet $(filter %.c,$(C_FILES)) -- $(CPPFLAGS) -Icommand-gateway -Istate-processor \
+	    -Itests/support $(PKG_CFLAGS) -std=c11
 
 format:
 	clang-format -i $(C_FILES)

@@ -142,7 +142,7 @@ static void env_name(const char *key, char *out, size_t len)
 {
     size_t j = snprintf(out, len, "CQRS_");
     for (const char *p = key; *p && j + 1 < len; p++)
-        out[j++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+        out[j++] = (char)(*p == '.' ? '_' : toupper((unsigned char)*p));
     out[j] = '\0';
 }
 
@@ -167,7 +167,7 @@ static char *env_to_key(const config_row *table, const char *var, size_t len)
         strncmp(var, kafka, sizeof(kafka) - 1) == 0 ? sizeof(kafka) - 1 : sizeof(prefix) - 1;
     char *key = xstrndup(var + skip, len - skip);
     for (char *p = key; *p; p++)
-        *p = *p == '_' ? '.' : (char)tolower((unsigned char)*p);
+        *p = (char)(*p == '_' ? '.' : tolower((unsigned char)*p));
     if (skip == sizeof(kafka) - 1) {
         char *k = xasprintf("kafka.%s", key);
         free(key);

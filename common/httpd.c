@@ -99,12 +99,16 @@ httpd *httpd_new(struct event_base *base, const char *host, int port, const http
         free(h);
         return NULL;
     }
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     ev_socklen_t sl = sizeof(ss);
     evutil_socket_t fd = evhttp_bound_socket_get_fd(h->sock);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-        h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    /* The analyzer does not know that getsockname() fills ss. */
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        // NOLINTNEXTLINE(clang-analyzer-core.uninitialized.Assign)
+        in_port_t bound = ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                   : ((struct sockaddr_in *)&ss)->sin_port;
+        h->port = ntohs(bound);
+    }
     return h;
 }
 

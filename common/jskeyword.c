@@ -95,10 +95,13 @@ static bool c_type(jkw *kw, const json_t *value, jskw_compile *c)
         if (kw->types & bit)
             return jschema_compile_fail(c, "type '%s' is listed twice", name);
         kw->types |= bit;
-        /* At most seven distinct names, so msg cannot overflow. */
-        if (i > 0)
-            strcat(msg, i + 1 == n ? " or " : ", ");
-        strcat(msg, name);
+        /* At most seven distinct names: msg is large enough, snprintf keeps that checked. */
+        size_t used = strlen(msg);
+        snprintf(msg + used, sizeof(msg) - used, "%s%s",
+                 i == 0       ? ""
+                 : i + 1 == n ? " or "
+                              : ", ",
+                 name);
     }
     kw->message = xstrdup(msg);
     return true;

@@ -142,7 +142,7 @@ static bool deliver_disconnected(pgconn *c)
 
 static void set_timer(pgconn *c, int ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
     evtimer_add(c->ev_timer, &tv);
 }
 

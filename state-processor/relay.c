@@ -127,9 +127,8 @@ static void publish_one(relay *r, const json_t *row)
 
 void relay_publish(relay *r, const json_t *rows)
 {
-    size_t i;
-    const json_t *row;
-    json_array_foreach(rows, i, row) publish_one(r, row);
+    for (size_t i = 0; i < json_array_size(rows); i++)
+        publish_one(r, json_array_get(rows, i));
 }
 
 static void on_recovered(const pgconn_result *res, void *arg)

@@ -104,6 +104,7 @@ int main(int argc, char **argv)
         rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(mc, t, partitions, rf);
         if (e) {
             fprintf(stderr, "mock-kafka: topic %s: %s\n", t, rd_kafka_err2str(e));
+            free(list);
             return 1;
         }
     }

@@ -331,7 +331,8 @@ static bool process_mentions(const char *needle, char *who, size_t wholen)
         if (n <= 0)
             continue;
         for (ssize_t i = 0; i < n; i++)
-            buf[i] = buf[i] ? buf[i] : ' ';
+            if (buf[i] == '\0')
+                buf[i] = ' ';
         buf[n] = '\0';
         if (strstr(buf, needle)) {
             snprintf(who, wholen, "pid %.16s: %.3000s", e->d_name, buf);
@@ -367,7 +368,8 @@ END_TEST
 
 static int start_stack(void)
 {
-    const char *build = getenv("CQRS_BUILD") ? getenv("CQRS_BUILD") : "build";
+    const char *build = getenv("CQRS_BUILD");
+    build = build ? build : "build";
     snprintf(run_dir, sizeof(run_dir), "/tmp/cqrs-e2e-XXXXXX");
     if (!mkdtemp(run_dir))
         return -1;

@@ -91,7 +91,7 @@ static bool run_until(struct event_base *base, const int *counter, int target, i
 {
     bool timed_out = false;
     struct event *t = evtimer_new(base, on_timeout, &timed_out);
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
     evtimer_add(t, &tv);
     while (*counter < target && !timed_out) {
         event_base_loop(base, EVLOOP_ONCE);

@@ -39,7 +39,7 @@ static void on_delivery(void *opaque, int err, const char *errstr, int partition
 
 static void run_for(int ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = {ms / 1000, (long)(ms % 1000) * 1000};
     event_base_loopexit(base, &tv);
     event_base_dispatch(base);
 }
@@ -109,8 +109,8 @@ static void setup(void)
     PQfinish(admin);
     snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, dbname);
     char err[512];
-    const char *mig =
-        getenv("CQRS_MIGRATIONS_DIR") ? getenv("CQRS_MIGRATIONS_DIR") : "schemas/migrations";
+    const char *mig = getenv("CQRS_MIGRATIONS_DIR");
+    mig = mig ? mig : "schemas/migrations";
     ck_assert_msg(pgmigrate_apply(conninfo, mig, err, sizeof(err)) == 0, "%s", err);
     db = PQconnectdb(conninfo);
     ck_assert(PQstatus(db) == CONNECTION_OK);
@@ -118,8 +118,8 @@ static void setup(void)
     memset(&cfg, 0, sizeof(cfg));
     cfg.pg_conninfo = strdup(conninfo);
     cfg.topic_prefix = strdup(prefix);
-    cfg.schemas_dir =
-        strdup(getenv("CQRS_SCHEMAS_DIR") ? getenv("CQRS_SCHEMAS_DIR") : "schemas/domains");
+    const char *schemas = getenv("CQRS_SCHEMAS_DIR");
+    cfg.schemas_dir = strdup(schemas ? schemas : "schemas/domains");
     cfg.tenant_default = strdup("default");
     cfg.http_port = -1;
     cfg.batch_max = 100;
@@ -176,7 +176,7 @@ static void send_cmd(const char *type, const char *agg, const char *payload, con
         run_for(25);
     ck_assert_int_eq(delivered, before + 1);
     if (id_out)
-        strcpy(id_out, id);
+        memcpy(id_out, id, IDS_UUID_LEN);
 }
 
 static void send_raw(const char *key, const char *value, const header *h, size_t nh)

@@ -43,23 +43,18 @@ httpc_response httpc_request(int port, const char *method, const char *path,
         close(fd);
         return r;
     }
-    char *req = NULL;
-    size_t blen = body ? strlen(body) : 0;
-    int n = asprintf(&req,
+    char *out = NULL;
+    int n = asprintf(&out,
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                     "Content-Length: %zu\r\n%s%s\r\n",
-                     method, path, blen, body ? "Content-Type: application/json\r\n" : "",
-                     extra_headers ? extra_headers : "");
+                     "Content-Length: %zu\r\n%s%s\r\n%s",
+                     method, path, body ? strlen(body) : 0,
+                     body ? "Content-Type: application/json\r\n" : "",
+                     extra_headers ? extra_headers : "", body ? body : "");
     if (n < 0) {
         close(fd);
         return r;
     }
-    size_t total = (size_t)n + blen;
-    char *out = malloc(total);
-    memcpy(out, req, (size_t)n);
-    if (blen)
-        memcpy(out + n, body, blen);
-    free(req);
+    size_t total = (size_t)n;
     size_t sent = 0;
     while (sent < total) {
         if (wait_fd(fd, POLLOUT, deadline) != 0)
@@ -79,8 +74,14 @@ httpc_response httpc_request(int port, const char *method, const char *path,
             free(in);
             goto fail;
         }
-        if (len + 4096 > cap)
-            in = realloc(in, cap *= 2);
+        if (len + 4096 > cap) {
+            char *bigger = realloc(in, cap *= 2);
+            if (!bigger) {
+                free(in);
+                goto fail;
+            }
+            in = bigger;
+        }
         ssize_t got = recv(fd, in + len, cap - len - 1, 0);
         if (got < 0 && errno == EINTR)
             continue;

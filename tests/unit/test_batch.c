@@ -162,13 +162,13 @@ static void build_one(msgs *mb, size_t i, const mspec *s)
     size_t nh = envelope_to_headers(e, m->headers, mb->scratch[i]);
     size_t kept = 0;
     for (size_t h = 0; h < nh; h++) {
-        if (!s->drop || strcmp(m->headers[h].name, s->drop) != 0)
+        if (!s->drop || !m->headers[h].name || strcmp(m->headers[h].name, s->drop) != 0)
             m->headers[kept++] = m->headers[h];
     }
     nh = kept;
     if (s->hname) {
         size_t h = 0;
-        while (h < nh && strcmp(m->headers[h].name, s->hname) != 0)
+        while (h < nh && m->headers[h].name && strcmp(m->headers[h].name, s->hname) != 0)
             h++;
         m->headers[h] = (header){s->hname, s->hvalue, strlen(s->hvalue)};
         if (h == nh)

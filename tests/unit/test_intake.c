@@ -81,7 +81,7 @@ typedef struct {
     "'expected_version':" ev "}"
 #define DEPOSIT_AGG(agg) "{'type':'account.deposit','aggregate_id':" agg ",'payload':{'amount':5}}"
 #define OK_DEPOSIT       .cmd = "account.deposit", .agg = "acc-1", .payload = "{'amount':5}"
-#define REJECT(st, kind) .status = st, .problem = kind
+#define REJECT(st, kind) .status = (st), .problem = (kind)
 #define BAD_REQUEST      REJECT(400, "invalid-request")
 
 static const pcase pcases[] = {
