@@ -363,6 +363,11 @@ START_TEST(sigint_leaves_no_process)
     ck_assert_msg(!process_mentions(needle, who, sizeof(who)), "left behind: %s", who);
     snprintf(needle, sizeof(needle), "port=%d", pg_port);
     ck_assert_msg(!process_mentions(needle, who, sizeof(who)), "left behind: %s", who);
+    /* Under `make test-asan` the services are sanitized too: their reports land in the logs. */
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd),
+             "grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' %s/*.log >&2", run_dir);
+    ck_assert_msg(system(cmd) != 0, "a sanitizer reported an error in a service log (above)");
 }
 END_TEST
 
