@@ -39,6 +39,43 @@ struct http_req {
     void *gone_arg;
 };
 
+/* Reason phrases evhttp does not know (it says "Client Error" for 422, for example). */
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return NULL; /* evhttp picks one */
+    }
+}
+
 static void req_free(http_req *r)
 {
     if (r->query_parsed)
@@ -222,7 +259,7 @@ void http_req_reply(http_req *r, int status, const char *content_type, const cha
         struct evbuffer *buf = evbuffer_new();
         if (body && len && http_req_method(r) != HTTP_HEAD)
             evbuffer_add(buf, body, len);
-        evhttp_send_reply(r->ev, status, NULL, buf);
+        evhttp_send_reply(r->ev, status, reason(status), buf);
         evbuffer_free(buf);
     }
     if (r->server->observer)

@@ -13,6 +13,7 @@ fi
 #   RUN_DIR    state and logs, kept between runs   (default: <repo>/run)
 #   PG_DIR     the PostgreSQL cluster folder        (default: $RUN_DIR/pg)
 #   HTTP_PORT  command-gateway port on 127.0.0.1    (default: 8080)
+#   PROCESSOR_HTTP_PORT  state-processor /healthz, /readyz, /metrics (default: 8081; 0: any free port)
 #   PG_PORT    PostgreSQL port on 127.0.0.1         (default: 54329)
 #   BUILD      where the binaries are               (default: build)
 #   STOP_TIMEOUT seconds each service gets to exit after SIGTERM before SIGKILL (default: 10)
@@ -23,6 +24,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RUN_DIR=$(realpath -m -- "${RUN_DIR:-$REPO/run}")
 BUILD=$(realpath -m -- "${BUILD:-build}")
 HTTP_PORT=${HTTP_PORT:-8080}
+PROCESSOR_HTTP_PORT=${PROCESSOR_HTTP_PORT:-8081}
 PG_PORT=${PG_PORT:-54329}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
 PG_SH=$REPO/deploy/local/pg.sh
@@ -205,7 +207,8 @@ done
 [[ -n $BOOTSTRAP ]] || fail "mock-kafka did not write $BOOTSTRAP_FILE within 10s"
 
 # --- services ------------------------------------------------------------------------------
-spawn "$PROCESSOR_LOG" "$PROCESSOR_BIN" --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP"
+spawn "$PROCESSOR_LOG" "$PROCESSOR_BIN" --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
+    --http.port="$PROCESSOR_HTTP_PORT"
 PROCESSOR_PID=$!
 spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
     --kafka.bootstrap.servers="$BOOTSTRAP"
@@ -221,7 +224,7 @@ done
 cat <<EOF
 run.sh: the system is up (run folder $RUN_DIR)
   command-gateway  pid $GATEWAY_PID  http://127.0.0.1:$HTTP_PORT  log $GATEWAY_LOG
-  state-processor  pid $PROCESSOR_PID  log $PROCESSOR_LOG
+  state-processor  pid $PROCESSOR_PID  http://127.0.0.1:$PROCESSOR_HTTP_PORT/metrics  log $PROCESSOR_LOG
   mock-kafka       pid $KAFKA_PID  bootstrap $BOOTSTRAP  log $KAFKA_LOG
   postgresql       pid $PG_PID  127.0.0.1:$PG_PORT  data $PG_DIR/pgdata  log $PG_DIR/postgres.log
   conninfo         $CONNINFO

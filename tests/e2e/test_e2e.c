@@ -390,6 +390,7 @@ static int start_stack(void)
         snprintf(pgp, sizeof(pgp), "%d", pg_port);
         setenv("RUN_DIR", run_dir, 1);
         setenv("HTTP_PORT", port, 1);
+        setenv("PROCESSOR_HTTP_PORT", "0", 1);
         setenv("PG_PORT", pgp, 1);
         setenv("BUILD", build, 1);
         int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
