@@ -3,7 +3,8 @@
 #   make            build both services and the local launcher
 #   make test       install what is missing, start PostgreSQL + Kafka, run every test
 #   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make run        the whole system on the embedded default (private PostgreSQL, mock Kafka)
+#   make run        the whole system on the embedded default (private PostgreSQL, mock Kafka);
+#                   make run KAFKA=real runs it on Apache Kafka fetched from Maven Central
 #   make lint       clang-format (check), cppcheck, clang-tidy
 #   make deps       install the Debian packages the build and the tests need
 
@@ -90,9 +91,10 @@ test-asan: deps
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
 
+KAFKA ?= mock
 run: deps
 	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) deploy/local/run.sh
+	@BUILD=$(BUILD) KAFKA=$(KAFKA) deploy/local/run.sh
 
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 lint:

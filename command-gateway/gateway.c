@@ -34,6 +34,10 @@ const config_row gateway_config_table[] = {
      "cap on Prefer: wait=N"},
     {"sync.max_parked", CONFIG_INT, CFG(max_parked), "10000", 1, 1000000,
      "requests waiting at once; 503 beyond"},
+    {"topics.partitions", CONFIG_INT, CFG(topics_partitions), "4", 1, 10000,
+     "partitions of the topics created at start when missing"},
+    {"topics.replication", CONFIG_INT, CFG(topics_replication), "1", 1, 100,
+     "replication factor of the topics created at start when missing"},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 
@@ -157,6 +161,12 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->producer = kafka_producer_new(base, kafka_props, commands_on_delivery, g, err, errlen);
     if (!g->producer)
         goto fail;
+    /* The replies topic must exist before this replica can own partitions of it. */
+    const char *topics[] = {g->topic_commands, g->topic_replies};
+    char terr[512];
+    if (kafka_ensure_topics(g->producer, topics, 2, (int)cfg->topics_partitions,
+                            (int)cfg->topics_replication, 10000, terr, sizeof(terr)) != 0)
+        log_kv(LOG_WARN, "could not create the topics", LOG_FIELDS("error", terr));
     config_props rprops = {0};
     for (size_t i = 0; kafka_props && i < kafka_props->n; i++)
         config_props_set(&rprops, kafka_props->keys[i], kafka_props->values[i]);

@@ -28,6 +28,8 @@ typedef struct gateway_config {
     long long sync_timeout_ms;
     long long sync_max_wait_ms;
     long long max_parked;
+    long long topics_partitions;
+    long long topics_replication;
 } gateway_config;
 
 /* The configuration table of the gateway (ended by a NULL row). */

@@ -227,6 +227,62 @@ int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms)
     return n;
 }
 
+int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, int partitions,
+                        int replication, int timeout_ms, char *err, size_t errlen)
+{
+    int rc = -1;
+    char errstr[512];
+    rd_kafka_NewTopic_t **nt = xcalloc(n, sizeof(*nt));
+    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(p->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(p->rk);
+    rd_kafka_event_t *ev = NULL;
+    for (size_t i = 0; i < n; i++) {
+        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, replication, errstr, sizeof(errstr));
+        if (!nt[i]) {
+            snprintf(err, errlen, "topic %s: %s", topics[i], errstr);
+            goto out;
+        }
+    }
+    if (rd_kafka_AdminOptions_set_operation_timeout(opt, timeout_ms, errstr, sizeof(errstr)) ||
+        rd_kafka_AdminOptions_set_request_timeout(opt, timeout_ms, errstr, sizeof(errstr))) {
+        snprintf(err, errlen, "create topics: %s", errstr);
+        goto out;
+    }
+    rd_kafka_CreateTopics(p->rk, nt, n, opt, q);
+    ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+    if (!ev) {
+        snprintf(err, errlen, "create topics: no answer within %d ms", timeout_ms);
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        snprintf(err, errlen, "create topics: %s", rd_kafka_event_error_string(ev));
+        goto out;
+    }
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+    for (size_t i = 0; i < cnt; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+        if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            snprintf(err, errlen, "topic %s: %s", rd_kafka_topic_result_name(res[i]),
+                     rd_kafka_topic_result_error_string(res[i]));
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    for (size_t i = 0; i < n; i++) {
+        if (nt[i])
+            rd_kafka_NewTopic_destroy(nt[i]);
+    }
+    free(nt);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_AdminOptions_destroy(opt);
+    return rc;
+}
+
 int kafka_producer_flush(kafka_producer *p, int timeout_ms)
 {
     return rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;

@@ -68,6 +68,13 @@ int kafka_producer_outq_len(const kafka_producer *p);
 bool kafka_producer_healthy(const kafka_producer *p);
 /* Number of partitions of topic, from cluster metadata; -1 on error. Blocking: start-up only. */
 int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms);
+/*
+ * Creates the topics that do not exist yet, with the given partitions and replication factor
+ * (existing topics are left as they are). Returns 0, or -1 with err naming the topic or the
+ * failure. Blocking for at most timeout_ms: start-up only.
+ */
+int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, int partitions,
+                        int replication, int timeout_ms, char *err, size_t errlen);
 /* Waits up to timeout_ms for outstanding deliveries. Blocking: shutdown only. */
 int kafka_producer_flush(kafka_producer *p, int timeout_ms);
 /* Destroys the producer (flush first to keep undelivered messages). */

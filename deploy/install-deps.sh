@@ -6,6 +6,7 @@ PACKAGES=(
     build-essential pkg-config
     librdkafka-dev libevent-dev libjansson-dev libpq-dev uuid-dev check
     postgresql curl procps
+    maven openjdk-17-jre-headless
     clang-format cppcheck clang-tidy
 )
 

@@ -49,6 +49,10 @@ const config_row processor_config_table[] = {
      "longest backoff between retries of a failed batch"},
     {"pg.startup_timeout_s", CONFIG_INT, CFG(startup_timeout_s), "30", 0, 3600,
      "how long start-up waits for PostgreSQL to run the migrations"},
+    {"topics.partitions", CONFIG_INT, CFG(topics_partitions), "4", 1, 10000,
+     "partitions of the topics created at start when missing"},
+    {"topics.replication", CONFIG_INT, CFG(topics_replication), "1", 1, 100,
+     "replication factor of the topics created at start when missing"},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 
@@ -617,8 +621,16 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
         p->pg = pgconn_new(base, cfg->pg_conninfo, NULL, NULL, err, errlen);
     if (p->pg)
         p->producer = kafka_producer_new(base, kafka_props, on_produced, p, err, errlen);
-    if (p->producer)
+    if (p->producer) {
+        /* Missing topics are created; failing that (no rights, say) is worth a warning only:
+           an operator may have created them. */
+        const char *topics[] = {p->topic_commands, p->topic_replies, p->topic_dlq, topic_events};
+        char terr[512];
+        if (kafka_ensure_topics(p->producer, topics, 4, (int)cfg->topics_partitions,
+                                (int)cfg->topics_replication, 10000, terr, sizeof(terr)) != 0)
+            log_kv(LOG_WARN, "could not create the topics", LOG_FIELDS("error", terr));
         p->relay = relay_new(base, cfg->pg_conninfo, kafka_props, topic_events, err, errlen);
+    }
     if (p->relay)
         p->consumer = kafka_consumer_new(base, kafka_props, cfg->group_id, p->topic_commands,
                                          on_wake, on_assign, p, err, errlen);

@@ -19,6 +19,8 @@ typedef struct processor_config {
     long long batch_max;
     long long retry_max_ms;
     long long startup_timeout_s;
+    long long topics_partitions;
+    long long topics_replication;
 } processor_config;
 
 /* The configuration table of the processor (ended by a NULL row). */

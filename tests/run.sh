@@ -13,12 +13,15 @@ fi
 #   BUILD               build folder holding tests/{unit,integration,e2e}/test_* (default: build)
 #   TEST_TIMEOUT        seconds each test binary may run (default: 600)
 #   CQRS_KEEP_TEST_DIR  set to 1 to keep the temporary folder (PostgreSQL and mock-kafka logs)
+#   KAFKA_MODES         "mock real" (default): integration and e2e tests run against librdkafka's
+#                       mock cluster and against a real Apache Kafka broker (deploy/kafka/kafka.sh)
 # The tests get CQRS_TEST_PG_CONNINFO, CQRS_TEST_KAFKA_BOOTSTRAP, CQRS_SCHEMAS_DIR, CQRS_MIGRATIONS_DIR,
 # CQRS_BUILD and CQRS_REPO, run from the repository root, with CK_DEFAULT_TIMEOUT=60 and CK_FORK=yes.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$(realpath -m -- "${BUILD:-build}") # relative to the caller's directory (make runs from the repo root)
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
+KAFKA_MODES=${KAFKA_MODES:-mock real} # integration and e2e tests run once per Kafka listed here
 PG_SH=$REPO/deploy/local/pg.sh
 cd "$REPO"
 
@@ -59,6 +62,9 @@ cleanup() {
         done
         kill -KILL "$TEST_PID" 2>/dev/null
         wait "$TEST_PID" 2>/dev/null
+    fi
+    if [[ -d $TMP/kafka ]]; then
+        "$REPO/deploy/kafka/kafka.sh" stop "$TMP/kafka"
     fi
     if [[ -n $KAFKA_PID ]] && kill -0 "$KAFKA_PID" 2>/dev/null; then
         kill -TERM "$KAFKA_PID" 2>/dev/null
@@ -140,22 +146,57 @@ if [[ -z $BOOTSTRAP ]]; then
     exit 1
 fi
 
+# The real Apache Kafka broker, started once for the whole run (fetched on first use).
+REAL_BOOTSTRAP=""
+if [[ $KAFKA_MODES == *real* ]]; then
+    for attempt in 1 2 3; do
+        port=$(free_port)
+        port_in_use $((port + 1)) && continue # the controller listens on port + 1
+        if REAL_BOOTSTRAP=$("$REPO/deploy/kafka/kafka.sh" start "$TMP/kafka" "$port"); then
+            break
+        fi
+        REAL_BOOTSTRAP=""
+        "$REPO/deploy/kafka/kafka.sh" stop "$TMP/kafka"
+        rm -rf "$TMP/kafka"
+        log "Apache Kafka did not start on port $port (attempt $attempt)"
+    done
+    [[ -n $REAL_BOOTSTRAP ]] || { log "error: could not start Apache Kafka"; exit 1; }
+fi
+
 export CQRS_TEST_PG_CONNINFO=$CONNINFO
-export CQRS_TEST_KAFKA_BOOTSTRAP=$BOOTSTRAP
 export CQRS_SCHEMAS_DIR=schemas/domains
 export CQRS_MIGRATIONS_DIR=schemas/migrations
 export CQRS_BUILD=$BUILD
 export CQRS_REPO=$REPO
 export CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-60}
 export CK_FORK=${CK_FORK:-yes}
-log "PostgreSQL: $CONNINFO; Kafka (mock): $BOOTSTRAP; ${#tests[@]} test binaries"
+log "PostgreSQL: $CONNINFO; Kafka: mock $BOOTSTRAP, real ${REAL_BOOTSTRAP:-(not started)}"
 
 # --- run them ------------------------------------------------------------------------------
 passed=0
 failed=0
 results=()
+# Unit tests run once; integration and e2e tests once against each Kafka.
+runs=()
 for t in "${tests[@]}"; do
+    case $t in
+    */tests/unit/*) runs+=("$t|none") ;;
+    *) for mode in $KAFKA_MODES; do runs+=("$t|$mode"); done ;;
+    esac
+done
+for run in "${runs[@]}"; do
+    t=${run%|*}
+    mode=${run##*|}
     name=${t#"$BUILD"/tests/}
+    case $mode in
+    mock) export CQRS_TEST_KAFKA_BOOTSTRAP=$BOOTSTRAP CQRS_TEST_KAFKA_MODE=mock ;;
+    real)
+        export CQRS_TEST_KAFKA_BOOTSTRAP=$REAL_BOOTSTRAP CQRS_TEST_KAFKA_MODE=real
+        export CQRS_TEST_KAFKA_DIR=$TMP/kafka # fault tests restart the broker through kafka.sh
+        ;;
+    *) export CQRS_TEST_KAFKA_BOOTSTRAP=$BOOTSTRAP CQRS_TEST_KAFKA_MODE=mock ;;
+    esac
+    [[ $mode == none ]] || name="$name [$mode kafka]"
     echo "=== $name"
     start=$SECONDS
     rc=0

@@ -14,6 +14,10 @@ fi
 #   PG_DIR     the PostgreSQL cluster folder        (default: $RUN_DIR/pg)
 #   HTTP_PORT  command-gateway port on 127.0.0.1    (default: 8080)
 #   PROCESSOR_HTTP_PORT  state-processor /healthz, /readyz, /metrics (default: 8081; 0: any free port)
+#   KAFKA      mock (default): librdkafka's mock cluster; real: Apache Kafka from Maven Central,
+#              data kept in $RUN_DIR/kafka, on KAFKA_PORT (default 9092) and the port after it
+#   KAFKA_BOOTSTRAP  use this Kafka cluster and start none
+#   TOPIC_PREFIX     prefix of the topic and consumer group names (default: none)
 #   PG_PORT    PostgreSQL port on 127.0.0.1         (default: 54329)
 #   BUILD      where the binaries are               (default: build)
 #   STOP_TIMEOUT seconds each service gets to exit after SIGTERM before SIGKILL (default: 10)
@@ -25,6 +29,12 @@ RUN_DIR=$(realpath -m -- "${RUN_DIR:-$REPO/run}")
 BUILD=$(realpath -m -- "${BUILD:-build}")
 HTTP_PORT=${HTTP_PORT:-8080}
 PROCESSOR_HTTP_PORT=${PROCESSOR_HTTP_PORT:-8081}
+KAFKA=${KAFKA:-mock}               # mock: librdkafka's mock cluster; real: Apache Kafka (kafka.sh)
+KAFKA_PORT=${KAFKA_PORT:-9092}     # the real broker's port (its controller uses the next one)
+KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-} # set: use this cluster, start none
+TOPIC_PREFIX=${TOPIC_PREFIX:-}     # prefix of topic and consumer group names
+KAFKA_SH=$REPO/deploy/kafka/kafka.sh
+REAL_KAFKA_STARTED=0
 PG_PORT=${PG_PORT:-54329}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
 PG_SH=$REPO/deploy/local/pg.sh
@@ -86,12 +96,16 @@ cleanup() {
     CLEANED=1
     trap '' INT TERM HUP # a second Ctrl-C must not cut the (bounded) shutdown short
     set +e
-    [[ -n $KAFKA_PID ]] || ((PG_STARTED)) || return 0 # nothing was started
+    [[ -n $KAFKA_PID ]] || ((PG_STARTED || REAL_KAFKA_STARTED)) || return 0 # nothing started
     stop_pid command-gateway "$GATEWAY_PID"
     stop_pid state-processor "$PROCESSOR_PID"
     if [[ -n $KAFKA_PID ]]; then
         stop_pid mock-kafka "$KAFKA_PID"
         rm -f "$BOOTSTRAP_FILE"
+    fi
+    if ((REAL_KAFKA_STARTED)); then
+        log "stopping Apache Kafka"
+        "$KAFKA_SH" stop "$RUN_DIR/kafka" 9>&-
     fi
     if ((PG_STARTED)); then
         "$PG_SH" stop "$PG_DIR" 9>&-
@@ -188,30 +202,47 @@ CONNINFO=$(tail -n 1 <<<"$CONNINFO")
 PG_PID=$(head -n 1 "$PG_DIR/pgdata/postmaster.pid" 2>/dev/null || echo "?")
 
 # --- Kafka ---------------------------------------------------------------------------------
-rm -f "$BOOTSTRAP_FILE"
-spawn "$KAFKA_LOG" "$KAFKA_BIN" --brokers 1 --partitions 4 --topics commands,events,replies,commands.dlq \
-    --bootstrap-file "$BOOTSTRAP_FILE"
-KAFKA_PID=$!
-BOOTSTRAP=""
-for ((i = 0; i < 100; i++)); do
-    check_alive
-    if [[ -s $BOOTSTRAP_FILE ]]; then
-        # Read until two reads agree, in case the writer was caught mid-write.
-        BOOTSTRAP=$(tr -d '[:space:]' <"$BOOTSTRAP_FILE")
-        sleep 0.05
-        [[ -n $BOOTSTRAP && $BOOTSTRAP == "$(tr -d '[:space:]' <"$BOOTSTRAP_FILE")" ]] && break
-        BOOTSTRAP=""
-    fi
-    sleep 0.1
-done
-[[ -n $BOOTSTRAP ]] || fail "mock-kafka did not write $BOOTSTRAP_FILE within 10s"
+start_mock_kafka() {
+    rm -f "$BOOTSTRAP_FILE"
+    spawn "$KAFKA_LOG" "$KAFKA_BIN" --brokers 1 --partitions 4 --topics commands,events,replies,commands.dlq \
+        --bootstrap-file "$BOOTSTRAP_FILE"
+    KAFKA_PID=$!
+    BOOTSTRAP=""
+    for ((i = 0; i < 100; i++)); do
+        check_alive
+        if [[ -s $BOOTSTRAP_FILE ]]; then
+            # Read until two reads agree, in case the writer was caught mid-write.
+            BOOTSTRAP=$(tr -d '[:space:]' <"$BOOTSTRAP_FILE")
+            sleep 0.05
+            [[ -n $BOOTSTRAP && $BOOTSTRAP == "$(tr -d '[:space:]' <"$BOOTSTRAP_FILE")" ]] && break
+            BOOTSTRAP=""
+        fi
+        sleep 0.1
+    done
+    [[ -n $BOOTSTRAP ]] || fail "mock-kafka did not write $BOOTSTRAP_FILE within 10s"
+}
+
+if [[ -n $KAFKA_BOOTSTRAP ]]; then
+    BOOTSTRAP=$KAFKA_BOOTSTRAP
+    KAFKA_DESC="kafka            external  bootstrap $BOOTSTRAP"
+elif [[ $KAFKA == real ]]; then
+    REAL_KAFKA_STARTED=1
+    BOOTSTRAP=$("$KAFKA_SH" start "$RUN_DIR/kafka" "$KAFKA_PORT" 9>&-) || fail "Apache Kafka did not start"
+    KAFKA_DESC="apache-kafka     bootstrap $BOOTSTRAP  log $RUN_DIR/kafka/node1/broker.log"
+elif [[ $KAFKA == mock ]]; then
+    start_mock_kafka
+    KAFKA_DESC="mock-kafka       pid $KAFKA_PID  bootstrap $BOOTSTRAP  log $KAFKA_LOG"
+else
+    fail "KAFKA must be mock or real, not '$KAFKA'"
+fi
 
 # --- services ------------------------------------------------------------------------------
 spawn "$PROCESSOR_LOG" "$PROCESSOR_BIN" --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
-    --http.port="$PROCESSOR_HTTP_PORT"
+    --http.port="$PROCESSOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --group.id="${TOPIC_PREFIX}state-processor"
 PROCESSOR_PID=$!
 spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
-    --kafka.bootstrap.servers="$BOOTSTRAP"
+    --kafka.bootstrap.servers="$BOOTSTRAP" --topic.prefix="$TOPIC_PREFIX" \
+    --replies.group="${TOPIC_PREFIX}command-gateway"
 GATEWAY_PID=$!
 
 deadline=$((SECONDS + 20))
@@ -225,7 +256,7 @@ cat <<EOF
 run.sh: the system is up (run folder $RUN_DIR)
   command-gateway  pid $GATEWAY_PID  http://127.0.0.1:$HTTP_PORT  log $GATEWAY_LOG
   state-processor  pid $PROCESSOR_PID  http://127.0.0.1:$PROCESSOR_HTTP_PORT/metrics  log $PROCESSOR_LOG
-  mock-kafka       pid $KAFKA_PID  bootstrap $BOOTSTRAP  log $KAFKA_LOG
+  $KAFKA_DESC
   postgresql       pid $PG_PID  127.0.0.1:$PG_PORT  data $PG_DIR/pgdata  log $PG_DIR/postgres.log
   conninfo         $CONNINFO
 Try:

@@ -393,6 +393,15 @@ static int start_stack(void)
         setenv("PROCESSOR_HTTP_PORT", "0", 1);
         setenv("PG_PORT", pgp, 1);
         setenv("BUILD", build, 1);
+        /* Against the shared real broker: its own topics and groups, no broker of its own. */
+        const char *mode = getenv("CQRS_TEST_KAFKA_MODE");
+        const char *bootstrap = getenv("CQRS_TEST_KAFKA_BOOTSTRAP");
+        if (mode && strcmp(mode, "real") == 0 && bootstrap) {
+            char prefix[32];
+            snprintf(prefix, sizeof(prefix), "e2e%d-", (int)getpid());
+            setenv("KAFKA_BOOTSTRAP", bootstrap, 1);
+            setenv("TOPIC_PREFIX", prefix, 1);
+        }
         int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 1);
         dup2(fd, 2);

@@ -115,13 +115,20 @@ static void setup(void)
     db = PQconnectdb(conninfo);
     ck_assert(PQstatus(db) == CONNECTION_OK);
 
+    /* Start from the processor's own defaults, as the binary would. */
     memset(&cfg, 0, sizeof(cfg));
+    memset(&kprops, 0, sizeof(kprops));
+    char *argv[] = {"test_processor", NULL};
+    ck_assert_int_eq(config_load(processor_config_table, &cfg, &kprops, 1, argv, err, sizeof(err)),
+                     CONFIG_LOADED);
+    config_props_free(&kprops);
+    free(cfg.pg_conninfo);
     cfg.pg_conninfo = strdup(conninfo);
+    free(cfg.topic_prefix);
     cfg.topic_prefix = strdup(prefix);
     const char *schemas = getenv("CQRS_SCHEMAS_DIR");
+    free(cfg.schemas_dir);
     cfg.schemas_dir = strdup(schemas ? schemas : "schemas/domains");
-    cfg.tenant_default = strdup("default");
-    cfg.http_port = -1;
     cfg.batch_max = 100;
     cfg.retry_max_ms = 1000;
     memset(&kprops, 0, sizeof(kprops));
@@ -139,8 +146,7 @@ static void teardown(void)
     kafka_producer_free(prod);
     event_base_free(base);
     PQfinish(db);
-    free(cfg.pg_conninfo), free(cfg.topic_prefix), free(cfg.schemas_dir);
-    free(cfg.tenant_default), free(cfg.group_id);
+    config_free(processor_config_table, &cfg);
     config_props_free(&kprops);
 }
 
