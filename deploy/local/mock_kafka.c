@@ -17,6 +17,7 @@ static void usage(FILE *f, const char *prog)
     fprintf(f,
             "usage: %s [--brokers N] [--partitions N] [--topics a,b,...] [--bootstrap-file PATH]\n"
             "Runs librdkafka's mock Kafka cluster on 127.0.0.1 until SIGINT or SIGTERM.\n"
+            "SIGUSR1 takes all brokers down, SIGUSR2 brings them back up.\n"
             "  --brokers         number of brokers (default 1)\n"
             "  --partitions      partitions per topic (default 4)\n"
             "  --topics          topics to create (default commands,events,replies,commands.dlq)\n"
@@ -80,6 +81,8 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGHUP);
+    sigaddset(&stop, SIGUSR1);
+    sigaddset(&stop, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
     char errstr[512];
@@ -126,8 +129,19 @@ int main(int argc, char **argv)
            partitions, topics, bootstraps);
     fflush(stdout);
 
+    /* SIGUSR1 takes every broker down (connections dropped, new ones refused), SIGUSR2 brings
+       them back: the fault tests use this to play a broker outage. */
     int sig = 0;
-    sigwait(&stop, &sig);
+    while (sigwait(&stop, &sig) == 0 && (sig == SIGUSR1 || sig == SIGUSR2)) {
+        for (int id = 1; id <= brokers; id++) {
+            rd_kafka_resp_err_t e = sig == SIGUSR1 ? rd_kafka_mock_broker_set_down(mc, id)
+                                                   : rd_kafka_mock_broker_set_up(mc, id);
+            if (e)
+                fprintf(stderr, "mock-kafka: broker %d: %s\n", id, rd_kafka_err2str(e));
+        }
+        printf("mock-kafka: brokers %s\n", sig == SIGUSR1 ? "down" : "up");
+        fflush(stdout);
+    }
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(rk);
     if (bootstrap_file)

@@ -268,7 +268,8 @@ EOF
 # A signal interrupts `wait` and runs its trap; otherwise `wait -n` returns when a service exits.
 while true; do
     dead="" rc=0
-    wait -n -p dead "$GATEWAY_PID" "$PROCESSOR_PID" "$KAFKA_PID" || rc=$?
+    # shellcheck disable=SC2086 # KAFKA_PID is empty when Kafka is not ours: leave it out
+    wait -n -p dead "$GATEWAY_PID" "$PROCESSOR_PID" $KAFKA_PID || rc=$?
     if [[ -n $dead ]]; then
         fail "$(name_of "$dead") (pid $dead) exited unexpectedly with status $rc"
     fi

@@ -4,58 +4,29 @@
  * stopping it with SIGINT and checking that no process is left behind.
  */
 #include "httpc.h"
+#include "stack.h"
 
 #include <check.h>
-#include <dirent.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-static int http_port, pg_port;
-static pid_t stack_pid;
-static char run_dir[256];
-static char log_path[300];
+static stack st;
 
 #define TIMEOUT_MS 15000
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sa);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
-        abort();
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static void show_log(void)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "tail -n 40 %s %s/*.log 1>&2", log_path, run_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "(no logs)\n");
-}
-
 static httpc_response post(const char *headers, const char *body)
 {
-    return httpc_request(http_port, "POST", "/v1/commands", headers, body, TIMEOUT_MS);
+    return httpc_request(st.http_port, "POST", "/v1/commands", headers, body, TIMEOUT_MS);
 }
 
 static httpc_response get(const char *path, const char *headers)
 {
-    return httpc_request(http_port, "GET", path, headers, NULL, TIMEOUT_MS);
+    return httpc_request(st.http_port, "GET", path, headers, NULL, TIMEOUT_MS);
 }
 
 static long long jint(const json_t *j, const char *path)
@@ -306,132 +277,35 @@ START_TEST(health_metrics_and_routes)
     r = get("/v1/nothing", NULL);
     ck_assert_int_eq(r.status, 404);
     httpc_free(&r);
-    r = httpc_request(http_port, "DELETE", "/v1/commands", NULL, NULL, TIMEOUT_MS);
+    r = httpc_request(st.http_port, "DELETE", "/v1/commands", NULL, NULL, TIMEOUT_MS);
     ck_assert_int_eq(r.status, 405);
     httpc_free(&r);
 }
 END_TEST
 
-/* True if any process's command line mentions needle. */
-static bool process_mentions(const char *needle, char *who, size_t wholen)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    bool found = false;
-    while (d && (e = readdir(d)) && !found) {
-        if (atoi(e->d_name) <= 0 || atoi(e->d_name) == getpid())
-            continue;
-        char path[300], buf[4096];
-        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
-        int fd = open(path, O_RDONLY);
-        if (fd < 0)
-            continue;
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        for (ssize_t i = 0; i < n; i++)
-            if (buf[i] == '\0')
-                buf[i] = ' ';
-        buf[n] = '\0';
-        if (strstr(buf, needle)) {
-            snprintf(who, wholen, "pid %.16s: %.3000s", e->d_name, buf);
-            found = true;
-        }
-    }
-    if (d)
-        closedir(d);
-    return found;
-}
-
 START_TEST(sigint_leaves_no_process)
 {
-    ck_assert_int_eq(kill(stack_pid, SIGINT), 0);
-    int status = -1;
-    pid_t got = 0;
-    for (int i = 0; i < 600 && got == 0; i++) {
-        got = waitpid(stack_pid, &status, WNOHANG);
-        if (got == 0)
-            usleep(100000);
-    }
-    ck_assert_msg(got == stack_pid, "run.sh did not exit within 60 s of SIGINT");
+    int status = stack_stop(&st);
+    ck_assert_msg(status >= 0, "run.sh did not exit within 60 s of SIGINT");
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "run.sh status %d", status);
-    stack_pid = 0;
     char who[4200], needle[64];
-    ck_assert_msg(!process_mentions(run_dir, who, sizeof(who)), "left behind: %s", who);
-    snprintf(needle, sizeof(needle), "--http.port=%d", http_port);
-    ck_assert_msg(!process_mentions(needle, who, sizeof(who)), "left behind: %s", who);
-    snprintf(needle, sizeof(needle), "port=%d", pg_port);
-    ck_assert_msg(!process_mentions(needle, who, sizeof(who)), "left behind: %s", who);
+    ck_assert_msg(!stack_process_mentions(st.run_dir, who, sizeof(who)), "left behind: %s", who);
+    snprintf(needle, sizeof(needle), "--http.port=%d", st.http_port);
+    ck_assert_msg(!stack_process_mentions(needle, who, sizeof(who)), "left behind: %s", who);
+    snprintf(needle, sizeof(needle), "port=%d", st.pg_port);
+    ck_assert_msg(!stack_process_mentions(needle, who, sizeof(who)), "left behind: %s", who);
     /* Under `make test-asan` the services are sanitized too: their reports land in the logs. */
     char cmd[600];
     snprintf(cmd, sizeof(cmd),
-             "grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' %s/*.log >&2", run_dir);
+             "grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' %s/*.log >&2", st.run_dir);
     ck_assert_msg(system(cmd) != 0, "a sanitizer reported an error in a service log (above)");
 }
 END_TEST
 
-static int start_stack(void)
-{
-    const char *build = getenv("CQRS_BUILD");
-    build = build ? build : "build";
-    snprintf(run_dir, sizeof(run_dir), "/tmp/cqrs-e2e-XXXXXX");
-    if (!mkdtemp(run_dir))
-        return -1;
-    if (chmod(run_dir, 0755) != 0)
-        return -1;
-    snprintf(log_path, sizeof(log_path), "%s/run.sh.log", run_dir);
-    http_port = free_port();
-    pg_port = free_port();
-    stack_pid = fork();
-    if (stack_pid == 0) {
-        char port[16], pgp[16];
-        snprintf(port, sizeof(port), "%d", http_port);
-        snprintf(pgp, sizeof(pgp), "%d", pg_port);
-        setenv("RUN_DIR", run_dir, 1);
-        setenv("HTTP_PORT", port, 1);
-        setenv("PROCESSOR_HTTP_PORT", "0", 1);
-        setenv("PG_PORT", pgp, 1);
-        setenv("BUILD", build, 1);
-        /* Against the shared real broker: its own topics and groups, no broker of its own. */
-        const char *mode = getenv("CQRS_TEST_KAFKA_MODE");
-        const char *bootstrap = getenv("CQRS_TEST_KAFKA_BOOTSTRAP");
-        if (mode && strcmp(mode, "real") == 0 && bootstrap) {
-            char prefix[32];
-            snprintf(prefix, sizeof(prefix), "e2e%d-", (int)getpid());
-            setenv("KAFKA_BOOTSTRAP", bootstrap, 1);
-            setenv("TOPIC_PREFIX", prefix, 1);
-        }
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execl("/bin/bash", "bash", "deploy/local/run.sh", (char *)NULL);
-        _exit(127);
-    }
-    /* Ready means PostgreSQL reachable, Kafka healthy and reply partitions owned. */
-    for (int i = 0; i < 900; i++) {
-        if (waitpid(stack_pid, NULL, WNOHANG) == stack_pid) {
-            fprintf(stderr, "run.sh exited during start-up\n");
-            stack_pid = 0;
-            return -1;
-        }
-        httpc_response r = httpc_request(http_port, "GET", "/readyz", NULL, NULL, 1000);
-        int st = r.status;
-        httpc_free(&r);
-        if (st == 200)
-            return 0;
-        usleep(100000);
-    }
-    fprintf(stderr, "the stack was not ready within 90 s\n");
-    return -1;
-}
-
 int main(void)
 {
-    if (start_stack() != 0) {
-        show_log();
-        if (stack_pid > 0)
-            kill(stack_pid, SIGINT), waitpid(stack_pid, NULL, 0);
+    if (stack_start(&st, false) != 0) {
+        stack_stop(&st);
         return EXIT_FAILURE;
     }
     Suite *s = suite_create("e2e");
@@ -465,14 +339,9 @@ int main(void)
     failed += srunner_ntests_failed(sr2);
     srunner_free(sr2);
     if (failed)
-        show_log();
-    if (stack_pid > 0)
-        kill(stack_pid, SIGINT), waitpid(stack_pid, NULL, 0);
-    if (!failed) { /* keep the logs and the cluster of a failed run for a look */
-        char cmd[400];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", run_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", run_dir);
-    }
+        stack_show_logs(&st);
+    stack_stop(&st);
+    if (!failed) /* keep the logs and the cluster of a failed run for a look */
+        stack_remove(&st);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

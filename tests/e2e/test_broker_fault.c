@@ -1,0 +1,198 @@
+/*
+ * test_broker_fault.c: Kafka goes away under a load of sync and async commands and comes back.
+ * While it is away the gateway must answer every request in bounded time (503 with Retry-After
+ * when Kafka cannot confirm a command), and afterwards every command answered 2xx must be
+ * applied exactly once. Runs on the mock cluster (brokers taken down by signal) and on the real
+ * Apache Kafka broker (stopped and started through deploy/kafka/kafka.sh).
+ */
+#include "httpc.h"
+#include "stack.h"
+
+#include <check.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define THREADS           8
+#define MAX_REQUESTS      4000
+#define CLIENT_TIMEOUT_MS 20000 /* far above the gateway's 5 s deadline: a hang shows as 0 */
+
+typedef struct request {
+    char key[32];
+    char account[16];
+    int amount;
+    int status;       /* first answer */
+    bool retry_after; /* a 503 carried Retry-After */
+    int final_status; /* after retrying 503s with the same key */
+} request;
+
+static stack st;
+static request reqs[MAX_REQUESTS];
+static atomic_int nreqs;
+static atomic_bool stop_load;
+
+static int deposit(const request *r, bool async)
+{
+    char body[200], headers[160];
+    snprintf(body, sizeof(body),
+             "{\"type\":\"account.deposit\",\"aggregate_id\":\"%s\",\"payload\":{\"amount\":%d}}",
+             r->account, r->amount);
+    snprintf(headers, sizeof(headers), "Idempotency-Key: %s\r\n%s", r->key,
+             async ? "Prefer: respond-async\r\n" : "");
+    httpc_response res =
+        httpc_request(st.http_port, "POST", "/v1/commands", headers, body, CLIENT_TIMEOUT_MS);
+    char ra[32];
+    int status = res.status;
+    if (status == 503 && httpc_header(&res, "Retry-After", ra, sizeof(ra)))
+        status = -503; /* marks "503 with Retry-After" for the caller */
+    httpc_free(&res);
+    return status;
+}
+
+static void *load(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int seq = 0; !atomic_load(&stop_load); seq++) {
+        int i = atomic_fetch_add(&nreqs, 1);
+        if (i >= MAX_REQUESTS)
+            break;
+        request *r = &reqs[i];
+        snprintf(r->key, sizeof(r->key), "t%d-%d", t, seq);
+        snprintf(r->account, sizeof(r->account), "acc-%d", t);
+        r->amount = 1 + (seq * 7 + t) % 50;
+        int status = deposit(r, seq % 2 == 1);
+        r->retry_after = status == -503;
+        r->status = status < 0 ? 503 : status;
+    }
+    return NULL;
+}
+
+static long long q_int(PGconn *db, const char *sql)
+{
+    PGresult *res = PQexec(db, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
+    long long v = PQntuples(res) && !PQgetisnull(res, 0, 0) ? atoll(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    return v;
+}
+
+START_TEST(outage_answers_in_time_and_loses_nothing)
+{
+    for (int t = 0; t < THREADS; t++) {
+        char body[160];
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"account.open\",\"aggregate_id\":\"acc-%d\",\"payload\":"
+                 "{\"owner\":\"o%d\"}}",
+                 t, t);
+        httpc_response r =
+            httpc_request(st.http_port, "POST", "/v1/commands", NULL, body, CLIENT_TIMEOUT_MS);
+        ck_assert_int_eq(r.status, 201);
+        httpc_free(&r);
+    }
+
+    pthread_t th[THREADS];
+    for (int t = 0; t < THREADS; t++)
+        pthread_create(&th[t], NULL, load, (void *)(intptr_t)t);
+    sleep(2);
+    ck_assert_int_eq(stack_kafka_set(&st, false), 0);
+    sleep(8); /* longer than the gateway's 5 s deadline */
+    ck_assert_int_eq(stack_kafka_set(&st, true), 0);
+    sleep(4);
+    atomic_store(&stop_load, true);
+    for (int t = 0; t < THREADS; t++)
+        pthread_join(th[t], NULL);
+    int n = atomic_load(&nreqs) < MAX_REQUESTS ? atomic_load(&nreqs) : MAX_REQUESTS;
+
+    /* Every request was answered, with a status the contract allows. */
+    int count[600] = {0};
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(reqs[i].status != 0, "request %s got no answer in %d ms", reqs[i].key,
+                      CLIENT_TIMEOUT_MS);
+        ck_assert_msg(reqs[i].status == 200 || reqs[i].status == 202 || reqs[i].status == 503,
+                      "request %s: status %d", reqs[i].key, reqs[i].status);
+        if (reqs[i].status == 503)
+            ck_assert_msg(reqs[i].retry_after, "503 without Retry-After for %s", reqs[i].key);
+        count[reqs[i].status]++;
+    }
+    fprintf(stderr, "broker fault: %d requests: %d x 200, %d x 202, %d x 503\n", n, count[200],
+            count[202], count[503]);
+    ck_assert_msg(count[503] > 0, "no request saw the outage");
+    ck_assert_int_gt(count[200] + count[202], THREADS);
+
+    /* A 503 is "not known to be taken": retrying with the same key is safe and must succeed. */
+    for (int i = 0; i < n; i++) {
+        reqs[i].final_status = reqs[i].status;
+        for (int attempt = 0; attempt < 10 && reqs[i].final_status == 503; attempt++) {
+            int s = deposit(&reqs[i], false);
+            reqs[i].final_status = s < 0 ? 503 : s;
+            if (reqs[i].final_status == 503)
+                sleep(1);
+        }
+        ck_assert_msg(reqs[i].final_status == 200 || reqs[i].final_status == 202, "retry of %s: %d",
+                      reqs[i].key, reqs[i].final_status);
+    }
+
+    /* Every key was answered 2xx by now: each must be applied, exactly once. */
+    PGconn *db = PQconnectdb(st.conninfo);
+    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "%s", PQerrorMessage(db));
+    long long applied = -1;
+    for (int i = 0; i < 600 && applied != n; i++) {
+        applied = q_int(db, "SELECT count(*) FROM commands WHERE status = 'applied' "
+                            "AND idempotency_key LIKE 't%'");
+        if (applied != n)
+            usleep(100000);
+    }
+    ck_assert_int_eq(applied, n);
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM (SELECT idempotency_key FROM commands "
+                               "GROUP BY tenant, idempotency_key HAVING count(*) > 1) d"),
+                     0);
+    /* Versions 1..n per account, one event per version. */
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM (SELECT aggregate_id FROM outbox "
+                               "GROUP BY aggregate_id HAVING count(*) <> max(version) "
+                               "OR min(version) <> 1) g"),
+                     0);
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM aggregates a WHERE version <> "
+                               "(SELECT count(*) FROM outbox o WHERE o.aggregate_id = a.id)"),
+                     0);
+    /* Balances: the sum of the deposits this client made, each counted once. */
+    for (int t = 0; t < THREADS; t++) {
+        long long want = 0;
+        char acc[16], sql[200];
+        snprintf(acc, sizeof(acc), "acc-%d", t);
+        for (int i = 0; i < n; i++)
+            want += strcmp(reqs[i].account, acc) == 0 ? reqs[i].amount : 0;
+        snprintf(sql, sizeof(sql),
+                 "SELECT (state->>'balance')::bigint FROM aggregates WHERE id = '%s'", acc);
+        ck_assert_int_eq(q_int(db, sql), want);
+    }
+    PQfinish(db);
+}
+END_TEST
+
+int main(void)
+{
+    if (stack_start(&st, true) != 0) {
+        stack_stop(&st);
+        return EXIT_FAILURE;
+    }
+    Suite *s = suite_create("broker-fault");
+    TCase *tc = tcase_create("outage");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, outage_answers_in_time_and_loses_nothing);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK); /* the stack is this process's child */
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    if (failed)
+        stack_show_logs(&st);
+    int status = stack_stop(&st);
+    if (!failed && status == 0)
+        stack_remove(&st);
+    return failed || status != 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
