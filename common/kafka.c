@@ -230,12 +230,24 @@ int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms)
 int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, int partitions,
                         int replication, int timeout_ms, char *err, size_t errlen)
 {
-    int rc = -1;
+    /* Ask for metadata first: most starts find every topic in place, and a cluster that creates
+       topics on first use (librdkafka's mock) does so here. */
+    const char **missing = xcalloc(n ? n : 1, sizeof(*missing));
+    size_t nmissing = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kafka_partition_count(p, topics[i], timeout_ms) <= 0)
+            missing[nmissing++] = topics[i];
+    }
+    topics = missing;
+    n = nmissing;
+    int rc = n == 0 ? 0 : -1;
     char errstr[512];
-    rd_kafka_NewTopic_t **nt = xcalloc(n, sizeof(*nt));
+    rd_kafka_NewTopic_t **nt = xcalloc(n ? n : 1, sizeof(*nt));
     rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(p->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_queue_t *q = rd_kafka_queue_new(p->rk);
     rd_kafka_event_t *ev = NULL;
+    if (n == 0)
+        goto out;
     for (size_t i = 0; i < n; i++) {
         nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, replication, errstr, sizeof(errstr));
         if (!nt[i]) {
@@ -278,6 +290,7 @@ out:
             rd_kafka_NewTopic_destroy(nt[i]);
     }
     free(nt);
+    free(missing);
     rd_kafka_queue_destroy(q);
     rd_kafka_AdminOptions_destroy(opt);
     return rc;

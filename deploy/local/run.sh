@@ -32,9 +32,11 @@ PROCESSOR_HTTP_PORT=${PROCESSOR_HTTP_PORT:-8081}
 KAFKA=${KAFKA:-mock}               # mock: librdkafka's mock cluster; real: Apache Kafka (kafka.sh)
 KAFKA_PORT=${KAFKA_PORT:-9092}     # the real broker's port (its controller uses the next one)
 KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-} # set: use this cluster, start none
+KAFKA_IS_MOCK=${KAFKA_IS_MOCK:-0}  # 1: KAFKA_BOOTSTRAP is a mock cluster (tune fetches for it)
 TOPIC_PREFIX=${TOPIC_PREFIX:-}     # prefix of topic and consumer group names
 KAFKA_SH=$REPO/deploy/kafka/kafka.sh
 REAL_KAFKA_STARTED=0
+MOCK_ARGS=()
 PG_PORT=${PG_PORT:-54329}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
 PG_SH=$REPO/deploy/local/pg.sh
@@ -224,6 +226,7 @@ start_mock_kafka() {
 
 if [[ -n $KAFKA_BOOTSTRAP ]]; then
     BOOTSTRAP=$KAFKA_BOOTSTRAP
+    ((KAFKA_IS_MOCK == 0)) || MOCK_ARGS=(--kafka.fetch.wait.max.ms=5)
     KAFKA_DESC="kafka            external  bootstrap $BOOTSTRAP"
 elif [[ $KAFKA == real ]]; then
     REAL_KAFKA_STARTED=1
@@ -231,6 +234,9 @@ elif [[ $KAFKA == real ]]; then
     KAFKA_DESC="apache-kafka     bootstrap $BOOTSTRAP  log $RUN_DIR/kafka/node1/broker.log"
 elif [[ $KAFKA == mock ]]; then
     start_mock_kafka
+    # The mock cluster holds every fetch for the full fetch.wait.max.ms (a broker answers as soon
+    # as data arrives), so keep that short here; it costs only idle fetches on loopback.
+    MOCK_ARGS=(--kafka.fetch.wait.max.ms=5)
     KAFKA_DESC="mock-kafka       pid $KAFKA_PID  bootstrap $BOOTSTRAP  log $KAFKA_LOG"
 else
     fail "KAFKA must be mock or real, not '$KAFKA'"
@@ -238,11 +244,12 @@ fi
 
 # --- services ------------------------------------------------------------------------------
 spawn "$PROCESSOR_LOG" "$PROCESSOR_BIN" --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
-    --http.port="$PROCESSOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --group.id="${TOPIC_PREFIX}state-processor"
+    --http.port="$PROCESSOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --group.id="${TOPIC_PREFIX}state-processor" \
+    "${MOCK_ARGS[@]}"
 PROCESSOR_PID=$!
 spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
     --kafka.bootstrap.servers="$BOOTSTRAP" --topic.prefix="$TOPIC_PREFIX" \
-    --replies.group="${TOPIC_PREFIX}command-gateway"
+    --replies.group="${TOPIC_PREFIX}command-gateway" "${MOCK_ARGS[@]}"
 GATEWAY_PID=$!
 
 deadline=$((SECONDS + 20))

@@ -75,6 +75,10 @@ static void make_props(config_props *p)
     const char *bs = getenv("CQRS_TEST_KAFKA_BOOTSTRAP");
     ck_assert_msg(bs && *bs, "CQRS_TEST_KAFKA_BOOTSTRAP is not set (make test sets it)");
     config_props_set(p, "bootstrap.servers", bs);
+    /* The mock cluster holds each fetch for the full fetch.wait.max.ms; a broker does not. */
+    const char *mode = getenv("CQRS_TEST_KAFKA_MODE");
+    if (!mode || strcmp(mode, "real") != 0)
+        config_props_set(p, "fetch.wait.max.ms", "5");
 }
 
 /* Group ids are made unique per test process: a group is shared state in the cluster. */

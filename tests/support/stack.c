@@ -98,10 +98,13 @@ int stack_start(stack *s, bool own_mock)
         setenv("PROCESSOR_HTTP_PORT", "0", 1);
         setenv("PG_PORT", pgp, 1);
         setenv("BUILD", build, 1);
-        if (*s->bootstrap) {
+        if (*s->bootstrap)
+            setenv("KAFKA_BOOTSTRAP", s->bootstrap, 1);
+        if (s->mock_kafka > 0)
+            setenv("KAFKA_IS_MOCK", "1", 1);
+        if (s->real_kafka) {
             /* Own topics and groups on a cluster other tests share. */
             snprintf(prefix, sizeof(prefix), "t%d-", (int)getpid());
-            setenv("KAFKA_BOOTSTRAP", s->bootstrap, 1);
             setenv("TOPIC_PREFIX", prefix, 1);
         }
         int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
