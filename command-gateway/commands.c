@@ -23,6 +23,7 @@ typedef struct pending {
     bool dr_done;     /* Kafka's delivery report has been seen */
     bool wants_reply; /* sync with a reply partition: answer from the reply */
     bool parked;      /* present in g->parked */
+    bool recording;   /* the "accepted" record is being written */
 } pending;
 
 static void pending_free(pending *p)
@@ -31,6 +32,13 @@ static void pending_free(pending *p)
         event_free(p->deadline);
     intake_clear(&p->in);
     free(p);
+}
+
+/* Freed once answered (or gone), reported on by Kafka and no longer recorded in PostgreSQL. */
+static void pending_maybe_free(pending *p)
+{
+    if (!p->req && p->dr_done && !p->recording)
+        pending_free(p);
 }
 
 /* The request got its answer (or its client left): drop every reference to it. */
@@ -43,8 +51,7 @@ static void pending_done(pending *p)
     }
     if (p->deadline)
         event_del(p->deadline);
-    if (p->dr_done)
-        pending_free(p);
+    pending_maybe_free(p);
 }
 
 static void set_common_headers(pending *p)
@@ -61,7 +68,7 @@ static void answer_problem(pending *p, json_t *problem)
 }
 
 /* 202: the command is durably in Kafka; its status is at Location. */
-static void answer_accepted(pending *p)
+static void send_accepted(pending *p)
 {
     char location[64];
     snprintf(location, sizeof(location), "/v1/commands/%s", p->in.command_id);
@@ -77,11 +84,49 @@ static void answer_accepted(pending *p)
     pending_done(p);
 }
 
+static void on_recorded(const pgconn_result *r, void *arg)
+{
+    pending *p = arg;
+    p->recording = false;
+    if (pgconn_result_status(r) != PGCONN_OK)
+        log_kv(LOG_WARN, "accepted command not recorded; its status appears once applied",
+               LOG_FIELDS("command_id", p->in.command_id, "error", pgconn_result_error(r)));
+    if (p->req)
+        send_accepted(p);
+    else
+        pending_maybe_free(p);
+}
+
+/*
+ * Records the command as accepted before answering 202, so that its Location answers at once
+ * instead of 404 until the processor gets to it. The processor's own record replaces this one;
+ * if the processor was first, or the key is taken, nothing is written. A database that cannot
+ * take the record does not turn the 202 into an error: the command is in Kafka either way.
+ */
+static void answer_accepted(pending *p)
+{
+    static const char sql[] =
+        "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
+        "status) VALUES ($1, $2, $3, $4, $5, $6, 'accepted') ON CONFLICT DO NOTHING";
+    const char *v[] = {p->in.command_id,
+                       p->g->cfg->tenant_default,
+                       p->in.idempotency_key,
+                       domain_command_type(p->in.cmd),
+                       domain_command_aggregate(p->in.cmd),
+                       p->in.aggregate_id};
+    if (p->deadline)
+        event_del(p->deadline);
+    if (pgconn_query(p->g->pg, sql, 6, v, on_recorded, p) == 0)
+        p->recording = true;
+    else
+        send_accepted(p);
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     pending *p = arg;
-    if (!p->req)
+    if (!p->req || p->recording)
         return;
     if (!p->dr_done) {
         /* Kafka has not confirmed: the client must not take it as accepted. A retry with the
@@ -197,7 +242,7 @@ void commands_on_delivery(void *opaque, int err, const char *errstr, int partiti
     else
         metrics_add(g->m_produced, 1);
     if (!p->req) { /* answered from its reply already, timed out, or the client left */
-        pending_free(p);
+        pending_maybe_free(p);
         return;
     }
     if (err) {
@@ -302,7 +347,7 @@ void commands_release_parked(gateway *g)
     strmap_each(g->parked, collect, &cur);
     for (size_t i = 0; i < n; i++) {
         if (all[i]->req && all[i]->dr_done)
-            answer_accepted(all[i]);
+            send_accepted(all[i]); /* shutting down: no time to record them */
     }
     free(all);
 }

@@ -210,10 +210,11 @@ void gateway_free(gateway *g)
                  kafka_producer_outq_len(g->producer));
     /* Delivery reports served by the flush may still reference parked requests: answer them. */
     commands_release_parked(g);
+    /* Before the server: queries still queued call back into requests it owns. */
+    pgconn_free(g->pg);
     httpd_free(g->http);
     kafka_consumer_free(g->replies);
     kafka_producer_free(g->producer);
-    pgconn_free(g->pg);
     domain_registry_free(g->domains);
     strmap_free(g->parked);
     metrics_free(g->metrics);

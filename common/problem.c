@@ -13,6 +13,8 @@ static const struct {
     [PROBLEM_NOT_FOUND] = {404, "not-found", "Not found"},
     [PROBLEM_METHOD_NOT_ALLOWED] = {405, "method-not-allowed", "Method not allowed"},
     [PROBLEM_ALREADY_EXISTS] = {409, "already-exists", "Aggregate already exists"},
+    [PROBLEM_IN_FLIGHT] = {409, "in-flight",
+                           "A request with this Idempotency-Key is still being processed"},
     [PROBLEM_VERSION_MISMATCH] = {412, "version-mismatch", "Aggregate is at another version"},
     [PROBLEM_TOO_LARGE] = {413, "too-large", "Request body too large"},
     [PROBLEM_AGGREGATE_NOT_FOUND] = {422, "aggregate-not-found", "Aggregate does not exist"},

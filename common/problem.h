@@ -17,6 +17,7 @@ typedef enum {
     PROBLEM_NOT_FOUND,           /* 404: no such resource */
     PROBLEM_METHOD_NOT_ALLOWED,  /* 405 */
     PROBLEM_ALREADY_EXISTS,      /* 409: the aggregate exists and the command creates it */
+    PROBLEM_IN_FLIGHT,           /* 409: the first request with this Idempotency-Key is pending */
     PROBLEM_VERSION_MISMATCH,    /* 412: expected_version / If-Match differs */
     PROBLEM_TOO_LARGE,           /* 413 */
     PROBLEM_AGGREGATE_NOT_FOUND, /* 422: the command needs an aggregate that does not exist */

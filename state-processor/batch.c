@@ -427,6 +427,14 @@ void batch_apply(batch *b)
             continue;
         }
         const known_cmd *k = earlier(b, it);
+        if (k && strcmp(k->status, "accepted") == 0) {
+            /* Its key belongs to a command taken but not decided yet (another partition). */
+            it->state = ITEM_DUPLICATE;
+            it->http_status = problem_status(PROBLEM_IN_FLIGHT);
+            it->body = problem_new(PROBLEM_IN_FLIGHT, NULL, NULL);
+            json_object_set_new(it->body, "command_id", json_string(k->id));
+            continue;
+        }
         if (k) {
             it->state = ITEM_DUPLICATE;
             it->http_status = k->http_status;

@@ -7,6 +7,7 @@
 #include "envelope.h"
 #include "ids.h"
 #include "kafka.h"
+#include "log.h"
 #include "pgmigrate.h"
 #include "processor.h"
 
@@ -96,6 +97,7 @@ static processor *start_processor(const char *group)
 
 static void setup(void)
 {
+    log_init("test_processor", LOG_WARN); /* the processor's info lines would drown the output */
     const char *base_ci = getenv("CQRS_TEST_PG_CONNINFO");
     ck_assert_msg(base_ci && *base_ci, "CQRS_TEST_PG_CONNINFO is not set (make test sets it)");
     char dbname[64];

@@ -617,6 +617,17 @@ static const scase scases[] = {
      .outbox_rows = "[]",
      .offset_rows = "[" OFFROW(0, 1) "]"},
 
+    {"stored accepted command under the same key, another id: 409 in flight, nothing written",
+     .cmds = {{"t1", "k1", U9, "accepted", 0, NULL}},
+     .msgs = {OPEN(U1, .key = "k1")},
+     .want = {DUP_STORED(409, "{'type':'/problems/in-flight','title':'A request with this "
+                              "Idempotency-Key is still being processed','status':409,"
+                              "'command_id':'" U9 "'}")},
+     .agg_rows = "[]",
+     .command_rows = "[]",
+     .outbox_rows = "[]",
+     .offset_rows = "[" OFFROW(0, 1) "]"},
+
     {"stored accepted command with the same id: applied normally",
      .cmds = {{"t1", "k1", U1, "accepted", 202, NULL}},
      .msgs = {OPEN(U1, .key = "k1")},

@@ -20,6 +20,7 @@ static const struct {
     {PROBLEM_NOT_FOUND, 404, "not-found"},
     {PROBLEM_METHOD_NOT_ALLOWED, 405, "method-not-allowed"},
     {PROBLEM_ALREADY_EXISTS, 409, "already-exists"},
+    {PROBLEM_IN_FLIGHT, 409, "in-flight"},
     {PROBLEM_VERSION_MISMATCH, 412, "version-mismatch"},
     {PROBLEM_TOO_LARGE, 413, "too-large"},
     {PROBLEM_AGGREGATE_NOT_FOUND, 422, "aggregate-not-found"},
