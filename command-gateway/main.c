@@ -1,6 +1,7 @@
 /* main.c: command-gateway: configuration, event loop, signals, teardown. */
 #include "gateway.h"
 #include "log.h"
+#include "service.h"
 
 #include <event2/event.h>
 #include <signal.h>
@@ -25,32 +26,12 @@ int main(int argc, char **argv)
     char err[512];
     int rc = EXIT_FAILURE;
 
-    switch (config_load(gateway_config_table, &cfg, &kafka, argc, argv, err, sizeof(err))) {
-    case CONFIG_HELP:
-        config_usage(stdout, argv[0],
-                     "Accepts commands over HTTP, publishes them to Kafka and answers with their "
-                     "result; serves reads from PostgreSQL.",
-                     gateway_config_table);
-        rc = EXIT_SUCCESS;
+    if (!service_setup("command-gateway",
+                       "Accepts commands over HTTP, publishes them to Kafka and answers with their "
+                       "result; serves reads from PostgreSQL.",
+                       gateway_config_table, &cfg, &kafka, argc, argv, &rc))
         goto out;
-    case CONFIG_FAILED:
-        log_init("command-gateway", LOG_INFO);
-        log_kv(LOG_FATAL, "bad configuration", LOG_FIELDS("error", err));
-        goto out;
-    case CONFIG_LOADED:
-        break;
-    }
-    log_level level;
-    if (!log_level_parse(cfg.log_level, &level)) {
-        log_init("command-gateway", LOG_INFO);
-        log_kv(LOG_FATAL, "bad configuration",
-               LOG_FIELDS("error", "log.level: expected debug, info, warn or error"));
-        goto out;
-    }
-    log_init("command-gateway", level);
-    if (!config_props_get(&kafka, "bootstrap.servers"))
-        config_props_set(&kafka, "bootstrap.servers", "127.0.0.1:9092");
-    signal(SIGPIPE, SIG_IGN);
+    rc = EXIT_FAILURE;
 
     struct event_base *base = event_base_new();
     gateway *g = gateway_new(base, &cfg, &kafka, err, sizeof(err));

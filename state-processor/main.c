@@ -2,6 +2,7 @@
 #include "log.h"
 #include "pgmigrate.h"
 #include "processor.h"
+#include "service.h"
 
 #include <event2/event.h>
 #include <signal.h>
@@ -38,32 +39,12 @@ int main(int argc, char **argv)
     char err[512];
     int rc = EXIT_FAILURE;
 
-    switch (config_load(processor_config_table, &cfg, &kafka, argc, argv, err, sizeof(err))) {
-    case CONFIG_HELP:
-        config_usage(stdout, argv[0],
-                     "Consumes commands as a consumer group and applies each exactly once in "
-                     "PostgreSQL; emits replies and domain events.",
-                     processor_config_table);
-        rc = EXIT_SUCCESS;
+    if (!service_setup("state-processor",
+                       "Consumes commands as a consumer group and applies each exactly once in "
+                       "PostgreSQL; emits replies and domain events.",
+                       processor_config_table, &cfg, &kafka, argc, argv, &rc))
         goto out;
-    case CONFIG_FAILED:
-        log_init("state-processor", LOG_INFO);
-        log_kv(LOG_FATAL, "bad configuration", LOG_FIELDS("error", err));
-        goto out;
-    case CONFIG_LOADED:
-        break;
-    }
-    log_level level;
-    if (!log_level_parse(cfg.log_level, &level)) {
-        log_init("state-processor", LOG_INFO);
-        log_kv(LOG_FATAL, "bad configuration",
-               LOG_FIELDS("error", "log.level: expected debug, info, warn or error"));
-        goto out;
-    }
-    log_init("state-processor", level);
-    if (!config_props_get(&kafka, "bootstrap.servers"))
-        config_props_set(&kafka, "bootstrap.servers", "127.0.0.1:9092");
-    signal(SIGPIPE, SIG_IGN);
+    rc = EXIT_FAILURE;
 
     if (migrate(&cfg, err, sizeof(err)) != 0) {
         log_kv(LOG_FATAL, "cannot apply migrations", LOG_FIELDS("error", err));
