@@ -36,8 +36,8 @@ const config_row gateway_config_table[] = {
      "requests waiting at once; 503 beyond"},
     {"topics.partitions", CONFIG_INT, CFG(topics_partitions), "4", 1, 10000,
      "partitions of the topics created at start when missing"},
-    {"topics.replication", CONFIG_INT, CFG(topics_replication), "1", 1, 100,
-     "replication factor of the topics created at start when missing"},
+    {"topics.replication", CONFIG_INT, CFG(topics_replication), "-1", -1, 100,
+     "replication factor of topics created at start (-1: the broker's default)"},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 

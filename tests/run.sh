@@ -21,7 +21,10 @@ fi
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$(realpath -m -- "${BUILD:-build}") # relative to the caller's directory (make runs from the repo root)
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
-KAFKA_MODES=${KAFKA_MODES:-mock real} # integration and e2e tests run once per Kafka listed here
+# Integration and e2e tests run once per Kafka listed here; real3 (a 3-node cluster with one node
+# stopped under load) runs only the tests in FAILOVER_TESTS.
+KAFKA_MODES=${KAFKA_MODES:-mock real real3}
+FAILOVER_TESTS="e2e/test_broker_fault"
 PG_SH=$REPO/deploy/local/pg.sh
 cd "$REPO"
 
@@ -63,9 +66,9 @@ cleanup() {
         kill -KILL "$TEST_PID" 2>/dev/null
         wait "$TEST_PID" 2>/dev/null
     fi
-    if [[ -d $TMP/kafka ]]; then
-        "$REPO/deploy/kafka/kafka.sh" stop "$TMP/kafka"
-    fi
+    for k in "$TMP/kafka" "$TMP/kafka3"; do
+        [[ ! -d $k ]] || "$REPO/deploy/kafka/kafka.sh" stop "$k"
+    done
     if [[ -n $KAFKA_PID ]] && kill -0 "$KAFKA_PID" 2>/dev/null; then
         kill -TERM "$KAFKA_PID" 2>/dev/null
         for ((i = 0; i < 100; i++)); do
@@ -148,6 +151,7 @@ fi
 
 # The real Apache Kafka broker, started once for the whole run (fetched on first use).
 REAL_BOOTSTRAP=""
+REAL3_BOOTSTRAP=""
 if [[ $KAFKA_MODES == *real* ]]; then
     for attempt in 1 2 3; do
         port=$(free_port)
@@ -181,7 +185,12 @@ runs=()
 for t in "${tests[@]}"; do
     case $t in
     */tests/unit/* | */tests/integration/test_pgconn) runs+=("$t|none") ;; # no Kafka in these
-    *) for mode in $KAFKA_MODES; do runs+=("$t|$mode"); done ;;
+    *)
+        for mode in $KAFKA_MODES; do
+            [[ $mode != real3 || " $FAILOVER_TESTS " == *" ${t#"$BUILD"/tests/} "* ]] || continue
+            runs+=("$t|$mode")
+        done
+        ;;
     esac
 done
 for run in "${runs[@]}"; do
@@ -192,11 +201,30 @@ for run in "${runs[@]}"; do
     mock) export CQRS_TEST_KAFKA_BOOTSTRAP=$BOOTSTRAP CQRS_TEST_KAFKA_MODE=mock ;;
     real)
         export CQRS_TEST_KAFKA_BOOTSTRAP=$REAL_BOOTSTRAP CQRS_TEST_KAFKA_MODE=real
-        export CQRS_TEST_KAFKA_DIR=$TMP/kafka # fault tests restart the broker through kafka.sh
+        export CQRS_TEST_KAFKA_DIR=$TMP/kafka CQRS_TEST_KAFKA_NODES=1 # fault tests use kafka.sh
+        ;;
+    real3)
+        if [[ -z $REAL3_BOOTSTRAP ]]; then # started on first use, for the failover tests only
+            port=$(free_port)
+            for ((i = 0; i < 20; i++)); do # three nodes use port .. port+5
+                busy=0
+                for ((k = 1; k <= 5; k++)); do port_in_use $((port + k)) && busy=1; done
+                ((busy)) || break
+                port=$(free_port)
+            done
+            REAL3_BOOTSTRAP=$("$REPO/deploy/kafka/kafka.sh" start "$TMP/kafka3" "$port" 3) ||
+                { log "error: could not start the 3-node Apache Kafka cluster"; exit 1; }
+        fi
+        export CQRS_TEST_KAFKA_BOOTSTRAP=$REAL3_BOOTSTRAP CQRS_TEST_KAFKA_MODE=real
+        export CQRS_TEST_KAFKA_DIR=$TMP/kafka3 CQRS_TEST_KAFKA_NODES=3
         ;;
     *) export CQRS_TEST_KAFKA_BOOTSTRAP=$BOOTSTRAP CQRS_TEST_KAFKA_MODE=mock ;;
     esac
-    [[ $mode == none ]] || name="$name [$mode kafka]"
+    case $mode in
+    none) ;;
+    real3) name="$name [3-node kafka, one node stopped]" ;;
+    *) name="$name [$mode kafka]" ;;
+    esac
     echo "=== $name"
     start=$SECONDS
     rc=0

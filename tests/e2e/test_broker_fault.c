@@ -3,7 +3,8 @@
  * While it is away the gateway must answer every request in bounded time (503 with Retry-After
  * when Kafka cannot confirm a command), and afterwards every command answered 2xx must be
  * applied exactly once. Runs on the mock cluster (brokers taken down by signal) and on the real
- * Apache Kafka broker (stopped and started through deploy/kafka/kafka.sh).
+ * Apache Kafka broker (stopped and started through deploy/kafka/kafka.sh); on a 3-node cluster
+ * the same test stops one node, which the cluster must ride out.
  */
 #include "httpc.h"
 #include "stack.h"
@@ -120,7 +121,11 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
     }
     fprintf(stderr, "broker fault: %d requests: %d x 200, %d x 202, %d x 503\n", n, count[200],
             count[202], count[503]);
-    ck_assert_msg(count[503] > 0, "no request saw the outage");
+    /* With one Kafka node there is an outage to see; with three, the cluster should carry on
+       (its 503s, if any, are counted above but not required). */
+    const char *nodes = getenv("CQRS_TEST_KAFKA_NODES");
+    if (!nodes || atoi(nodes) <= 1)
+        ck_assert_msg(count[503] > 0, "no request saw the outage");
     ck_assert_int_gt(count[200] + count[202], THREADS);
 
     /* A 503 is "not known to be taken": retrying with the same key is safe and must succeed. */
