@@ -14,16 +14,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One write request from arrival to answer; lives until both the answer and the delivery report. */
+/* One write request from arrival to answer; lives while anything still refers to it. */
 typedef struct pending {
     gateway *g;
     http_req *req; /* NULL once answered or gone */
     intake in;
+    char fingerprint[IDS_UUID_LEN]; /* of the request, stored with a client's key */
     struct event *deadline;
-    bool dr_done;     /* Kafka's delivery report has been seen */
+    bool claimed;     /* the client's key is recorded as ours (status accepted) */
+    bool dr_pending;  /* a Kafka delivery report is due */
+    bool delivered;   /* Kafka confirmed the command */
+    bool in_query;    /* a PostgreSQL query holds a reference */
     bool wants_reply; /* sync with a reply partition: answer from the reply */
     bool parked;      /* present in g->parked */
-    bool recording;   /* the "accepted" record is being written */
 } pending;
 
 static void pending_free(pending *p)
@@ -34,10 +37,10 @@ static void pending_free(pending *p)
     free(p);
 }
 
-/* Freed once answered (or gone), reported on by Kafka and no longer recorded in PostgreSQL. */
+/* Freed once answered (or gone) and no longer referred to by Kafka or PostgreSQL. */
 static void pending_maybe_free(pending *p)
 {
-    if (!p->req && p->dr_done && !p->recording)
+    if (!p->req && !p->dr_pending && !p->in_query)
         pending_free(p);
 }
 
@@ -62,7 +65,8 @@ static void set_common_headers(pending *p)
 static void answer_problem(pending *p, json_t *problem)
 {
     set_common_headers(p);
-    json_object_set_new(problem, "command_id", json_string(p->in.command_id));
+    if (!json_object_get(problem, "command_id"))
+        json_object_set_new(problem, "command_id", json_string(p->in.command_id));
     gateway_problem(p->g, p->req, problem);
     pending_done(p);
 }
@@ -84,10 +88,40 @@ static void send_accepted(pending *p)
     pending_done(p);
 }
 
+/*
+ * Answers a finished command again: its stored status and body (a result or a problem), with
+ * Idempotent-Replayed: true. Takes ownership of body.
+ */
+static void send_result(pending *p, int status, json_t *body, bool replayed)
+{
+    json_object_set_new(body, "idempotency_key", json_string(p->in.idempotency_key));
+    set_common_headers(p);
+    if (replayed)
+        http_req_set_header(p->req, "Idempotent-Replayed", "true");
+    json_t *version = json_object_get(body, "version");
+    if (status < 300 && json_is_integer(version)) {
+        char etag[32];
+        snprintf(etag, sizeof(etag), "\"%lld\"", (long long)json_integer_value(version));
+        http_req_set_header(p->req, "ETag", etag);
+    }
+    if (status >= 400) {
+        gateway_problem(p->g, p->req, body);
+    } else {
+        if (status == 201) {
+            char *loc = xasprintf("/v1/aggregates/%s/%s", domain_command_aggregate(p->in.cmd),
+                                  p->in.aggregate_id);
+            http_req_set_header(p->req, "Location", loc);
+            free(loc);
+        }
+        http_req_reply_json(p->req, status, body);
+    }
+    pending_done(p);
+}
+
 static void on_recorded(const pgconn_result *r, void *arg)
 {
     pending *p = arg;
-    p->recording = false;
+    p->in_query = false;
     if (pgconn_result_status(r) != PGCONN_OK)
         log_kv(LOG_WARN, "accepted command not recorded; its status appears once applied",
                LOG_FIELDS("command_id", p->in.command_id, "error", pgconn_result_error(r)));
@@ -99,9 +133,10 @@ static void on_recorded(const pgconn_result *r, void *arg)
 
 /*
  * Records the command as accepted before answering 202, so that its Location answers at once
- * instead of 404 until the processor gets to it. The processor's own record replaces this one;
- * if the processor was first, or the key is taken, nothing is written. A database that cannot
- * take the record does not turn the 202 into an error: the command is in Kafka either way.
+ * instead of 404 until the processor gets to it (a claimed key is recorded already). The
+ * processor's own record replaces this one; if the processor was first, nothing is written. A
+ * database that cannot take the record does not turn the 202 into an error: the command is in
+ * Kafka either way.
  */
 static void answer_accepted(pending *p)
 {
@@ -116,8 +151,8 @@ static void answer_accepted(pending *p)
                        p->in.aggregate_id};
     if (p->deadline)
         event_del(p->deadline);
-    if (pgconn_query(p->g->pg, sql, 6, v, on_recorded, p) == 0)
-        p->recording = true;
+    if (!p->claimed && pgconn_query(p->g->pg, sql, 6, v, on_recorded, p) == 0)
+        p->in_query = true;
     else
         send_accepted(p);
 }
@@ -126,14 +161,14 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     pending *p = arg;
-    if (!p->req || p->recording)
+    if (!p->req || (p->in_query && p->delivered))
         return;
-    if (!p->dr_done) {
-        /* Kafka has not confirmed: the client must not take it as accepted. A retry with the
-           same Idempotency-Key is safe either way. */
+    if (!p->delivered) {
+        /* Kafka has not confirmed (or the key could not be claimed yet): the client must not
+           take it as accepted. A retry with the same Idempotency-Key is safe either way. */
         answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
-                                      "Kafka did not confirm the command in time; retry with "
-                                      "the same Idempotency-Key",
+                                      "the command was not confirmed in time; retry with the "
+                                      "same Idempotency-Key",
                                       NULL));
         return;
     }
@@ -151,6 +186,144 @@ static long long wait_ms(const gateway *g, const intake *in)
     if (in->wait_ms < 0)
         return g->cfg->sync_timeout_ms;
     return in->wait_ms < g->cfg->sync_max_wait_ms ? in->wait_ms : g->cfg->sync_max_wait_ms;
+}
+
+/* Publishes the command to Kafka, keyed by aggregate id. */
+static void produce(pending *p)
+{
+    gateway *g = p->g;
+    int reply_partition = -1;
+    if (!p->in.respond_async && g->nowned > 0)
+        reply_partition = g->owned[g->next_owned++ % g->nowned];
+    p->wants_reply = reply_partition >= 0;
+
+    char now[IDS_TIME_LEN];
+    ids_now_rfc3339(now);
+    envelope e = {
+        .id = p->in.command_id,
+        .source = "/command-gateway",
+        .type = (char *)domain_command_type(p->in.cmd),
+        .subject = p->in.aggregate_id,
+        .time = now,
+        .tenant = g->cfg->tenant_default,
+        .idempotency_key = p->in.idempotency_key,
+        .traceparent = p->in.traceparent,
+        .expected_version = p->in.expected_version,
+        .reply_partition = reply_partition,
+    };
+    header hdrs[ENVELOPE_MAX_HEADERS];
+    char scratch[64];
+    size_t nh = envelope_to_headers(&e, hdrs, scratch);
+    char *value = json_dumps(p->in.payload, JSON_COMPACT);
+    kafka_send_result r =
+        kafka_produce(g->producer, g->topic_commands, -1, p->in.aggregate_id,
+                      strlen(p->in.aggregate_id), value, strlen(value), hdrs, nh, p);
+    free(value);
+    if (r != KAFKA_OK) {
+        metrics_add(g->m_produce_failed, 1);
+        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
+                                      r == KAFKA_QUEUE_FULL ? "the Kafka producer queue is full"
+                                                            : "Kafka refused the command",
+                                      NULL));
+        return;
+    }
+    p->dr_pending = true;
+    if (p->wants_reply) {
+        strmap_put(g->parked, p->in.command_id, p);
+        p->parked = true;
+    }
+}
+
+/*
+ * The outcome of claiming a client's Idempotency-Key (IETF httpapi idempotency-key draft):
+ * claimed -> publish; the key's command still in flight -> 409; the key used for another
+ * request -> 422; finished -> the stored answer again. A claim older than
+ * idempotency.inflight_timeout_s whose command never reached Kafka (the gateway died between
+ * claim and publish) is taken over: the same command id is published again, which the processor
+ * applies at most once.
+ */
+static void on_claimed(const pgconn_result *r, void *arg)
+{
+    pending *p = arg;
+    p->in_query = false;
+    if (!p->req) {
+        pending_maybe_free(p);
+        return;
+    }
+    if (pgconn_result_status(r) != PGCONN_OK) {
+        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
+                                      "the Idempotency-Key cannot be checked: PostgreSQL is "
+                                      "not available",
+                                      NULL));
+        return;
+    }
+    if (pgconn_result_ntuples(r) == 0) { /* another replica claimed it this very moment */
+        answer_problem(p, problem_new(PROBLEM_IN_FLIGHT, NULL, NULL));
+        return;
+    }
+    if (strcmp(pgconn_result_value(r, 0, 0), "t") == 0) {
+        p->claimed = true;
+        produce(p);
+        return;
+    }
+    /* claimed, id, status, request_hash, http_status, result, age in seconds */
+    const char *id = pgconn_result_value(r, 0, 1);
+    const char *status = pgconn_result_value(r, 0, 2);
+    const char *hash = pgconn_result_value(r, 0, 3);
+    bool same = !hash || strcmp(hash, p->fingerprint) == 0;
+    if (strcmp(status, "accepted") == 0 &&
+        atof(pgconn_result_value(r, 0, 6)) < (double)p->g->cfg->inflight_timeout_s) {
+        json_t *pb = problem_new(PROBLEM_IN_FLIGHT, NULL, NULL);
+        json_object_set_new(pb, "command_id", json_string(id));
+        answer_problem(p, pb);
+    } else if (!same) {
+        json_t *pb = problem_new(PROBLEM_KEY_REUSED,
+                                 "this Idempotency-Key was used for a different request", NULL);
+        json_object_set_new(pb, "command_id", json_string(id));
+        answer_problem(p, pb);
+    } else if (strcmp(status, "accepted") == 0) {
+        log_kv(LOG_WARN, "taking over a stale claim", LOG_FIELDS("command_id", id));
+        snprintf(p->in.command_id, sizeof(p->in.command_id), "%s", id);
+        p->claimed = true;
+        produce(p);
+    } else {
+        const char *hs = pgconn_result_value(r, 0, 4);
+        const char *result = pgconn_result_value(r, 0, 5);
+        json_t *body = result ? json_loads(result, 0, NULL) : NULL;
+        if (!hs || !json_is_object(body)) {
+            json_decref(body);
+            answer_problem(p, problem_new(PROBLEM_INTERNAL, "stored result unreadable", NULL));
+            return;
+        }
+        metrics_add(p->g->m_replayed, 1);
+        send_result(p, atoi(hs), body, true);
+    }
+}
+
+/* Claims the client's key: inserts it as accepted unless it exists, else returns its record. */
+static void claim(pending *p)
+{
+    static const char sql[] =
+        "WITH ins AS (INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, "
+        "aggregate_id, request_hash, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted') "
+        "ON CONFLICT DO NOTHING RETURNING id) "
+        "SELECT true, NULL::uuid, NULL, NULL, NULL::int, NULL::jsonb, NULL::float8 FROM ins "
+        "UNION ALL "
+        "SELECT false, c.id, c.status, c.request_hash, c.http_status, c.result, "
+        "extract(epoch FROM now() - c.created_at)::float8 FROM commands c "
+        "WHERE c.tenant = $2 AND c.idempotency_key = $3 AND NOT EXISTS (SELECT 1 FROM ins)";
+    const char *v[] = {p->in.command_id,
+                       p->g->cfg->tenant_default,
+                       p->in.idempotency_key,
+                       domain_command_type(p->in.cmd),
+                       domain_command_aggregate(p->in.cmd),
+                       p->in.aggregate_id,
+                       p->fingerprint};
+    if (pgconn_query(p->g->pg, sql, 7, v, on_claimed, p) == 0) {
+        p->in_query = true;
+        return;
+    }
+    answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, "PostgreSQL is busy", NULL));
 }
 
 void commands_post(gateway *g, http_req *req)
@@ -182,52 +355,17 @@ void commands_post(gateway *g, http_req *req)
     }
     p->req = req;
     http_req_on_gone(req, on_gone, p);
-
-    int reply_partition = -1;
-    if (!p->in.respond_async && g->nowned > 0)
-        reply_partition = g->owned[g->next_owned++ % g->nowned];
-    p->wants_reply = reply_partition >= 0;
-
-    char now[IDS_TIME_LEN];
-    ids_now_rfc3339(now);
-    envelope e = {
-        .id = p->in.command_id,
-        .source = "/command-gateway",
-        .type = (char *)domain_command_type(p->in.cmd),
-        .subject = p->in.aggregate_id,
-        .time = now,
-        .tenant = g->cfg->tenant_default,
-        .idempotency_key = p->in.idempotency_key,
-        .traceparent = p->in.traceparent,
-        .expected_version = p->in.expected_version,
-        .reply_partition = reply_partition,
-    };
-    header hdrs[ENVELOPE_MAX_HEADERS];
-    char scratch[64];
-    size_t nh = envelope_to_headers(&e, hdrs, scratch);
-    char *value = json_dumps(p->in.payload, JSON_COMPACT);
-    kafka_send_result r =
-        kafka_produce(g->producer, g->topic_commands, -1, p->in.aggregate_id,
-                      strlen(p->in.aggregate_id), value, strlen(value), hdrs, nh, p);
-    free(value);
-    if (r != KAFKA_OK) {
-        metrics_add(g->m_produce_failed, 1);
-        p->dr_done = true; /* no report will come */
-        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
-                                      r == KAFKA_QUEUE_FULL ? "the Kafka producer queue is full"
-                                                            : "Kafka refused the command",
-                                      NULL));
-        return;
-    }
-    if (p->wants_reply) {
-        strmap_put(g->parked, p->in.command_id, p);
-        p->parked = true;
-    }
-    /* Bounds the wait for the delivery report too, so a dead Kafka never hangs a client. */
+    /* From arrival: bounds the key check and Kafka's confirmation too, so nothing hangs. */
     long long ms = wait_ms(g, &p->in);
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
     p->deadline = evtimer_new(g->base, on_deadline, p);
     evtimer_add(p->deadline, &tv);
+    if (p->in.key_assigned) {
+        produce(p); /* a fresh key: nothing to check */
+    } else {
+        intake_fingerprint(&p->in, p->fingerprint);
+        claim(p);
+    }
 }
 
 void commands_on_delivery(void *opaque, int err, const char *errstr, int partition,
@@ -236,11 +374,9 @@ void commands_on_delivery(void *opaque, int err, const char *errstr, int partiti
     (void)partition, (void)offset;
     gateway *g = arg;
     pending *p = opaque;
-    p->dr_done = true;
-    if (err)
-        metrics_add(g->m_produce_failed, 1);
-    else
-        metrics_add(g->m_produced, 1);
+    p->dr_pending = false;
+    p->delivered = !err;
+    metrics_add(err ? g->m_produce_failed : g->m_produced, 1);
     if (!p->req) { /* answered from its reply already, timed out, or the client left */
         pending_maybe_free(p);
         return;
@@ -264,27 +400,7 @@ static void answer_reply(pending *p, json_t *reply)
         answer_problem(p, problem_new(PROBLEM_INTERNAL, "malformed reply", NULL));
         return;
     }
-    body = json_deep_copy(body);
-    json_object_set_new(body, "idempotency_key", json_string(p->in.idempotency_key));
-    set_common_headers(p);
-    json_t *version = json_object_get(body, "version");
-    if (json_is_integer(version)) {
-        char etag[32];
-        snprintf(etag, sizeof(etag), "\"%lld\"", (long long)json_integer_value(version));
-        http_req_set_header(p->req, "ETag", etag);
-    }
-    if (status >= 400) {
-        gateway_problem(p->g, p->req, body);
-    } else {
-        if (status == 201) {
-            char *loc = xasprintf("/v1/aggregates/%s/%s", domain_command_aggregate(p->in.cmd),
-                                  p->in.aggregate_id);
-            http_req_set_header(p->req, "Location", loc);
-            free(loc);
-        }
-        http_req_reply_json(p->req, status, body);
-    }
-    pending_done(p);
+    send_result(p, status, json_deep_copy(body), json_is_true(json_object_get(reply, "replayed")));
 }
 
 void commands_on_replies(void *arg)
@@ -346,7 +462,7 @@ void commands_release_parked(gateway *g)
     pending **all = xmalloc(n * sizeof(*all)), **cur = all;
     strmap_each(g->parked, collect, &cur);
     for (size_t i = 0; i < n; i++) {
-        if (all[i]->req && all[i]->dr_done)
+        if (all[i]->req && all[i]->delivered)
             send_accepted(all[i]); /* shutting down: no time to record them */
     }
     free(all);

@@ -34,6 +34,8 @@ const config_row gateway_config_table[] = {
      "cap on Prefer: wait=N"},
     {"sync.max_parked", CONFIG_INT, CFG(max_parked), "10000", 1, 1000000,
      "requests waiting at once; 503 beyond"},
+    {"idempotency.inflight_timeout_s", CONFIG_INT, CFG(inflight_timeout_s), "60", 1, 86400,
+     "age after which a claimed key whose command never reached Kafka is taken over"},
     {"topics.partitions", CONFIG_INT, CFG(topics_partitions), "4", 1, 10000,
      "partitions of the topics created at start when missing"},
     {"topics.replication", CONFIG_INT, CFG(topics_replication), "-1", -1, 100,
@@ -146,6 +148,8 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->m_replies_unmatched =
         metrics_counter_get(g->metrics, "gateway_replies_unmatched_total",
                             "replies with no waiting request here (timed out or async)", NULL);
+    g->m_replayed = metrics_counter_get(g->metrics, "gateway_idempotent_replays_total",
+                                        "answers replayed for a repeated Idempotency-Key", NULL);
     g->m_latency = metrics_histogram_get(g->metrics, "gateway_http_request_duration_seconds",
                                          "time from request to answer", bounds,
                                          sizeof(bounds) / sizeof(bounds[0]));

@@ -28,6 +28,7 @@ typedef struct gateway_config {
     long long sync_timeout_ms;
     long long sync_max_wait_ms;
     long long max_parked;
+    long long inflight_timeout_s;
     long long topics_partitions;
     long long topics_replication;
 } gateway_config;
@@ -51,7 +52,7 @@ typedef struct gateway {
     size_t nowned;
     size_t next_owned; /* round-robin cursor over owned */
     bool stopping;
-    metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched;
+    metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
     metrics_histogram *m_latency;
 } gateway;
 

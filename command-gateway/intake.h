@@ -45,6 +45,13 @@ typedef struct intake {
 json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, size_t len,
                      const intake_headers *h);
 
+/*
+ * The request's fingerprint for Idempotency-Key checks: a name-based (SHA-1) UUID of the method,
+ * the path and the canonical command (type, aggregate id, payload and expected version with
+ * sorted keys). Equal requests give equal fingerprints however their JSON was spaced or ordered.
+ */
+void intake_fingerprint(const intake *in, char out[IDS_UUID_LEN]);
+
 /* Frees what intake_parse() stored. */
 void intake_clear(intake *in);
 

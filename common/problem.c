@@ -17,6 +17,8 @@ static const struct {
                            "A request with this Idempotency-Key is still being processed"},
     [PROBLEM_VERSION_MISMATCH] = {412, "version-mismatch", "Aggregate is at another version"},
     [PROBLEM_TOO_LARGE] = {413, "too-large", "Request body too large"},
+    [PROBLEM_KEY_REUSED] = {422, "idempotency-key-reused",
+                            "Idempotency-Key already used for another request"},
     [PROBLEM_AGGREGATE_NOT_FOUND] = {422, "aggregate-not-found", "Aggregate does not exist"},
     [PROBLEM_PRECONDITION] = {422, "precondition-failed", "Command precondition not met"},
     [PROBLEM_INVARIANT] = {422, "invariant-violated", "Command would break an invariant"},

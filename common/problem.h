@@ -20,6 +20,7 @@ typedef enum {
     PROBLEM_IN_FLIGHT,           /* 409: the first request with this Idempotency-Key is pending */
     PROBLEM_VERSION_MISMATCH,    /* 412: expected_version / If-Match differs */
     PROBLEM_TOO_LARGE,           /* 413 */
+    PROBLEM_KEY_REUSED,          /* 422: the Idempotency-Key was used for another request */
     PROBLEM_AGGREGATE_NOT_FOUND, /* 422: the command needs an aggregate that does not exist */
     PROBLEM_PRECONDITION,        /* 422: a rule's precondition does not hold */
     PROBLEM_INVARIANT,           /* 422: the resulting state would break an invariant */

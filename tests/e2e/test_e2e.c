@@ -7,6 +7,7 @@
 #include "stack.h"
 
 #include <check.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -263,6 +264,115 @@ START_TEST(document_lifecycle)
 }
 END_TEST
 
+/* Runs one SQL statement on the stack's database (test set-up only). */
+static void sql(const char *text)
+{
+    PGconn *db = PQconnectdb(st.conninfo);
+    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "%s", PQerrorMessage(db));
+    PGresult *r = PQexec(db, text);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK,
+                  "%s: %s", text, PQerrorMessage(db));
+    PQclear(r);
+    PQfinish(db);
+}
+
+START_TEST(idempotency_key_replays_the_first_answer)
+{
+    httpc_response r = post(NULL, "{\"type\":\"account.open\",\"aggregate_id\":\"acc-idem\","
+                                  "\"payload\":{\"owner\":\"ida\"}}");
+    ck_assert_int_eq(r.status, 201);
+    httpc_free(&r);
+    httpc_response first = post("Idempotency-Key: \"rep-1\"\r\n",
+                                "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-idem\","
+                                "\"payload\":{\"amount\":7}}");
+    ck_assert_int_eq(first.status, 200);
+    ck_assert_int_eq(jint(first.json, "version"), 2);
+    char buf[64];
+    ck_assert_ptr_null(httpc_header(&first, "Idempotent-Replayed", buf, sizeof(buf)));
+    /* The same request, spelled differently: members reordered, a bare-token key. */
+    httpc_response again = post("Idempotency-Key: rep-1\r\n",
+                                "{ \"payload\": {\"amount\": 7}, \"aggregate_id\": \"acc-idem\", "
+                                "\"type\": \"account.deposit\" }");
+    ck_assert_int_eq(again.status, 200);
+    expect_header(&again, "Idempotent-Replayed", "true");
+    expect_header(&again, "ETag", "\"2\"");
+    ck_assert(json_equal(again.json, first.json));
+    httpc_free(&first);
+    httpc_free(&again);
+    r = get("/v1/aggregates/account/acc-idem", NULL);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    ck_assert_int_eq(jint(r.json, "state.balance"), 7);
+    httpc_free(&r);
+    /* A rejection is replayed as it was. */
+    first = post("Idempotency-Key: rep-2\r\n", "{\"type\":\"account.withdraw\",\"aggregate_id\":"
+                                               "\"acc-idem\",\"payload\":{\"amount\":100}}");
+    ck_assert_int_eq(first.status, 422);
+    again = post("Idempotency-Key: rep-2\r\n", "{\"type\":\"account.withdraw\",\"aggregate_id\":"
+                                               "\"acc-idem\",\"payload\":{\"amount\":100}}");
+    ck_assert_int_eq(again.status, 422);
+    expect_header(&again, "Idempotent-Replayed", "true");
+    ck_assert_str_eq(jstr(again.json, "command_id"), jstr(first.json, "command_id"));
+    httpc_free(&first);
+    httpc_free(&again);
+}
+END_TEST
+
+START_TEST(idempotency_key_with_another_body_is_422)
+{
+    httpc_response r = post("Idempotency-Key: rep-1\r\n",
+                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-idem\","
+                            "\"payload\":{\"amount\":8}}");
+    ck_assert_int_eq(r.status, 422);
+    ck_assert_str_eq(jstr(r.json, "type"), "/problems/idempotency-key-reused");
+    httpc_free(&r);
+    r = get("/v1/aggregates/account/acc-idem", NULL);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    httpc_free(&r);
+}
+END_TEST
+
+START_TEST(idempotency_key_in_flight_is_409)
+{
+    /* A first request that holds the key and has not been decided yet. */
+    sql("INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
+        "status) VALUES ('6f1c1a4e-0000-4000-8000-000000000001', 'default', 'busy-1', "
+        "'account.deposit', 'account', 'acc-idem', 'accepted')");
+    httpc_response r = post("Idempotency-Key: busy-1\r\n",
+                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-idem\","
+                            "\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 409);
+    expect_header(&r, "Content-Type", "application/problem+json");
+    ck_assert_str_eq(jstr(r.json, "type"), "/problems/in-flight");
+    ck_assert_str_eq(jstr(r.json, "command_id"), "6f1c1a4e-0000-4000-8000-000000000001");
+    httpc_free(&r);
+}
+END_TEST
+
+START_TEST(stale_claim_is_taken_over_once)
+{
+    /* A gateway claimed the key an hour ago and died before Kafka had the command. */
+    sql("INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
+        "status, created_at) VALUES ('6f1c1a4e-0000-4000-8000-000000000002', 'default', "
+        "'stale-1', 'account.deposit', 'account', 'acc-idem', 'accepted', now() - "
+        "interval '1 hour')");
+    const char *body = "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-idem\","
+                       "\"payload\":{\"amount\":3}}";
+    httpc_response r = post("Idempotency-Key: stale-1\r\n", body);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(jstr(r.json, "command_id"), "6f1c1a4e-0000-4000-8000-000000000002");
+    ck_assert_int_eq(jint(r.json, "version"), 3);
+    httpc_free(&r);
+    r = post("Idempotency-Key: stale-1\r\n", body);
+    ck_assert_int_eq(r.status, 200);
+    expect_header(&r, "Idempotent-Replayed", "true");
+    httpc_free(&r);
+    r = get("/v1/aggregates/account/acc-idem", NULL);
+    ck_assert_int_eq(jint(r.json, "version"), 3);
+    ck_assert_int_eq(jint(r.json, "state.balance"), 10);
+    httpc_free(&r);
+}
+END_TEST
+
 START_TEST(health_metrics_and_routes)
 {
     httpc_response r = get("/healthz", NULL);
@@ -321,6 +431,10 @@ int main(void)
     tcase_add_test(tc, read_aggregate_etag_and_304);
     tcase_add_test(tc, if_match_mismatch_412);
     tcase_add_test(tc, document_lifecycle);
+    tcase_add_test(tc, idempotency_key_replays_the_first_answer);
+    tcase_add_test(tc, idempotency_key_with_another_body_is_422);
+    tcase_add_test(tc, idempotency_key_in_flight_is_409);
+    tcase_add_test(tc, stale_claim_is_taken_over_once);
     tcase_add_test(tc, health_metrics_and_routes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -618,6 +618,46 @@ START_TEST(test_traceparent)
 }
 END_TEST
 
+/* Pairs of requests and whether their Idempotency-Key fingerprints must be equal. */
+static const struct {
+    const char *a, *b, *if_match_b;
+    bool same;
+} fcases[] = {
+    {"{'type':'account.deposit','aggregate_id':'a','payload':{'amount':5}}",
+     "{ 'payload': {'amount': 5}, 'aggregate_id': 'a', 'type': 'account.deposit' }", NULL, true},
+    {"{'type':'account.deposit','aggregate_id':'a','payload':{'amount':5}}",
+     "{'type':'account.deposit','aggregate_id':'a','payload':{'amount':6}}", NULL, false},
+    {"{'type':'account.deposit','aggregate_id':'a','payload':{'amount':5}}",
+     "{'type':'account.deposit','aggregate_id':'b','payload':{'amount':5}}", NULL, false},
+    {"{'type':'account.deposit','aggregate_id':'a','payload':{'amount':5}}",
+     "{'type':'account.withdraw','aggregate_id':'a','payload':{'amount':5}}", NULL, false},
+    {"{'type':'account.deposit','aggregate_id':'a','payload':{'amount':5},'expected_version':3}",
+     "{'type':'account.deposit','aggregate_id':'a','payload':{'amount':5}}", "\"3\"", true},
+    {"{'type':'account.deposit','aggregate_id':'a','payload':{'amount':5},'expected_version':3}",
+     "{'type':'account.deposit','aggregate_id':'a','payload':{'amount':5}}", NULL, false},
+    {"{'type':'account.close','aggregate_id':'a'}",
+     "{'type':'account.close','aggregate_id':'a','payload':{}}", NULL, true},
+};
+
+START_TEST(test_fingerprint)
+{
+    intake a, b;
+    char fa[IDS_UUID_LEN], fb[IDS_UUID_LEN];
+    char *ja = dq(fcases[_i].a), *jb = dq(fcases[_i].b);
+    intake_headers ha = {0}, hb = {.if_match = fcases[_i].if_match_b};
+    ck_assert_ptr_null(intake_parse(&a, reg, ja, strlen(ja), &ha));
+    ck_assert_ptr_null(intake_parse(&b, reg, jb, strlen(jb), &hb));
+    intake_fingerprint(&a, fa);
+    intake_fingerprint(&b, fb);
+    ck_assert(ids_is_uuid(fa));
+    ck_assert_msg((strcmp(fa, fb) == 0) == fcases[_i].same, "case %d: %s vs %s", _i, fa, fb);
+    intake_clear(&a);
+    intake_clear(&b);
+    free(ja);
+    free(jb);
+}
+END_TEST
+
 int main(void)
 {
     load_shipped();
@@ -625,6 +665,7 @@ int main(void)
     TCase *tc = tcase_create("parse");
     tcase_add_loop_test(tc, test_parse, 0, N(pcases));
     tcase_add_test(tc, test_fresh_ids);
+    tcase_add_loop_test(tc, test_fingerprint, 0, N(fcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("headers");
     tcase_add_loop_test(tc, test_parse_key, 0, N(kcases));

@@ -23,6 +23,7 @@ static const struct {
     {PROBLEM_IN_FLIGHT, 409, "in-flight"},
     {PROBLEM_VERSION_MISMATCH, 412, "version-mismatch"},
     {PROBLEM_TOO_LARGE, 413, "too-large"},
+    {PROBLEM_KEY_REUSED, 422, "idempotency-key-reused"},
     {PROBLEM_AGGREGATE_NOT_FOUND, 422, "aggregate-not-found"},
     {PROBLEM_PRECONDITION, 422, "precondition-failed"},
     {PROBLEM_INVARIANT, 422, "invariant-violated"},
