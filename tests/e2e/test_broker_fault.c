@@ -202,6 +202,10 @@ int main(void)
     if (failed)
         stack_show_logs(&st);
     int status = stack_stop(&st);
+    if (!stack_logs_clean(&st)) {
+        fprintf(stderr, "a sanitizer reported an error in a service log\n");
+        failed++;
+    }
     if (!failed && status == 0)
         stack_remove(&st);
     return failed || status != 0 ? EXIT_FAILURE : EXIT_SUCCESS;

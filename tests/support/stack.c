@@ -177,6 +177,15 @@ void stack_remove(stack *s)
         fprintf(stderr, "could not remove %s\n", s->run_dir);
 }
 
+bool stack_logs_clean(const stack *s)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd),
+             "grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' %s/*.log >&2",
+             s->run_dir);
+    return system(cmd) != 0;
+}
+
 int stack_kafka_set(stack *s, bool up)
 {
     if (s->mock_kafka > 0)

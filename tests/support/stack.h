@@ -34,6 +34,11 @@ void stack_show_logs(const stack *s);
 int stack_kafka_set(stack *s, bool up);
 /* True if some process's command line contains needle; who gets a description. */
 bool stack_process_mentions(const char *needle, char *who, size_t wholen);
+/*
+ * False if a sanitizer reported an error in a service log (under `make test-asan` the services
+ * are sanitized too); the reports are printed.
+ */
+bool stack_logs_clean(const stack *s);
 /* A free TCP port on 127.0.0.1. */
 int stack_free_port(void);
 
