@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pgconn.h"
+#include "purge.h"
 #include "relay.h"
 #include "xalloc.h"
 
@@ -49,6 +50,10 @@ const config_row processor_config_table[] = {
      "longest backoff between retries of a failed batch"},
     {"pg.startup_timeout_s", CONFIG_INT, CFG(startup_timeout_s), "30", 0, 3600,
      "how long start-up waits for PostgreSQL to run the migrations"},
+    {"idempotency.retention_s", CONFIG_INT, CFG(retention_s), "86400", 1, 315360000,
+     "how long finished commands are kept: the window in which a key is answered again"},
+    {"idempotency.purge_interval_s", CONFIG_INT, CFG(purge_interval_s), "60", 1, 86400,
+     "how often expired command records are deleted"},
     {"topics.partitions", CONFIG_INT, CFG(topics_partitions), "4", 1, 10000,
      "partitions of the topics created at start when missing"},
     {"topics.replication", CONFIG_INT, CFG(topics_replication), "-1", -1, 100,
@@ -66,6 +71,7 @@ struct processor {
     kafka_consumer *consumer;
     kafka_producer *producer; /* replies and dead letters */
     relay *relay;             /* events */
+    purge *purge;             /* expired idempotency records */
     httpd *http;
     metrics *metrics;
     char *topic_commands, *topic_replies, *topic_dlq;
@@ -632,6 +638,9 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
         p->relay = relay_new(base, cfg->pg_conninfo, kafka_props, topic_events, err, errlen);
     }
     if (p->relay)
+        p->purge =
+            purge_new(base, cfg->pg_conninfo, cfg->retention_s, cfg->purge_interval_s, err, errlen);
+    if (p->purge)
         p->consumer = kafka_consumer_new(base, kafka_props, cfg->group_id, p->topic_commands,
                                          on_wake, on_assign, p, err, errlen);
     free(topic_events);
@@ -671,6 +680,7 @@ void processor_free(processor *p)
         log_warn("shutdown: replies or dead letters unconfirmed");
     kafka_consumer_free(p->consumer);
     relay_free(p->relay);
+    purge_free(p->purge);
     httpd_free(p->http);
     kafka_producer_free(p->producer);
     pgconn_free(p->pg);

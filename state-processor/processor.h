@@ -21,6 +21,8 @@ typedef struct processor_config {
     long long startup_timeout_s;
     long long topics_partitions;
     long long topics_replication;
+    long long retention_s;
+    long long purge_interval_s;
 } processor_config;
 
 /* The configuration table of the processor (ended by a NULL row). */

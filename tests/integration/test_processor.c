@@ -363,6 +363,37 @@ START_TEST(reply_goes_to_the_named_partition)
 }
 END_TEST
 
+static void exec_sql(const char *sql)
+{
+    PGresult *r = PQexec(db, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(db));
+    PQclear(r);
+}
+
+START_TEST(expired_idempotency_records_are_purged)
+{
+    exec_sql("INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, "
+             "aggregate_id, status, http_status, created_at, finished_at) VALUES "
+             "(gen_random_uuid(), 'default', 'old-done', 'account.open', 'account', 'acc-7', "
+             "'applied', 201, now() - interval '3 days', now() - interval '2 days'), "
+             "(gen_random_uuid(), 'default', 'new-done', 'account.open', 'account', 'acc-8', "
+             "'applied', 201, now(), now()), "
+             "(gen_random_uuid(), 'default', 'old-open', 'account.open', 'account', 'acc-9', "
+             "'accepted', NULL, now() - interval '3 days', NULL)");
+    /* The purge runs when a processor starts, then every idempotency.purge_interval_s. */
+    processor_free(proc);
+    proc = start_processor("proc-b");
+    ck_assert(
+        wait_for(0, 10000, "SELECT count(*) FROM commands WHERE idempotency_key = 'old-done'"));
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE idempotency_key IN "
+                           "('new-done', 'old-open')"),
+                     2);
+    /* The expired key starts a new request. */
+    send_cmd("account.open", "acc-7", "{\"owner\":\"gu\"}", "old-done", -1, -1, NULL);
+    ck_assert(wait_for(1, 20000, "SELECT version FROM aggregates WHERE id = 'acc-7'"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("processor");
@@ -375,6 +406,7 @@ int main(void)
     tcase_add_test(tc, poison_goes_to_dead_letters_and_partition_flows);
     tcase_add_test(tc, events_have_stable_ids_and_replay_changes_nothing);
     tcase_add_test(tc, reply_goes_to_the_named_partition);
+    tcase_add_test(tc, expired_idempotency_records_are_purged);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
