@@ -168,6 +168,7 @@ if [[ $KAFKA_MODES == *real* ]]; then
 fi
 
 export CQRS_TEST_PG_CONNINFO=$CONNINFO
+export CQRS_TEST_PG_DIR=$PG_DIR # the chaos test restarts this server once
 export CQRS_SCHEMAS_DIR=schemas/domains
 export CQRS_MIGRATIONS_DIR=schemas/migrations
 export CQRS_BUILD=$BUILD

@@ -1,0 +1,385 @@
+/*
+ * test_chaos.c: two processors and a gateway under a load of deposits and withdrawals to many
+ * accounts (some retried with the same Idempotency-Key, some with If-Match), while processors
+ * are killed with SIGKILL and restarted five times and PostgreSQL is restarted once. Afterwards,
+ * from PostgreSQL and the events topic: every command answered 2xx was decided exactly once,
+ * each balance is the sum of its applied deposits minus its applied withdrawals and never
+ * negative, versions run 1..n without gap, and every version has its event.
+ * CQRS_CHAOS_SECONDS (default 12) sets how long the load runs.
+ */
+#include "httpc.h"
+#include "kafka.h"
+#include "stack.h"
+#include "strmap.h"
+
+#include <check.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define ACCOUNTS          200
+#define THREADS           8
+#define MAX_REQUESTS      200000
+#define CLIENT_TIMEOUT_MS 20000
+
+typedef struct request {
+    char key[24];
+    int account;
+    int amount; /* > 0 deposit, < 0 withdrawal */
+    int status;
+} request;
+
+static request *reqs;
+static atomic_int nreqs;
+static atomic_bool stop_load;
+static int http_port;
+static char dir[256], conninfo[512], bootstrap[512], prefix[32], pg_dir[256];
+static int pg_port;
+static pid_t procs[2], gateway_pid;
+
+static pid_t spawn(const char *bin, const char *log, char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(bin, argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static pid_t start_service(const char *name, int idx)
+{
+    const char *build = getenv("CQRS_BUILD") ? getenv("CQRS_BUILD") : "build";
+    const char *mode = getenv("CQRS_TEST_KAFKA_MODE");
+    bool mock = !mode || strcmp(mode, "real") != 0;
+    char bin[300], log[400], a[7][600];
+    snprintf(bin, sizeof(bin), "%s/%s", build, name);
+    snprintf(log, sizeof(log), "%s/%s-%d.log", dir, name, idx);
+    snprintf(a[0], sizeof(a[0]), "--pg.conninfo=%s", conninfo);
+    snprintf(a[1], sizeof(a[1]), "--kafka.bootstrap.servers=%s", bootstrap);
+    snprintf(a[2], sizeof(a[2]), "--topic.prefix=%s", prefix);
+    snprintf(a[3], sizeof(a[3]), "--kafka.fetch.wait.max.ms=%s", mock ? "5" : "500");
+    if (strcmp(name, "state-processor") == 0) {
+        snprintf(a[4], sizeof(a[4]), "--group.id=%sprocessors", prefix);
+        snprintf(a[5], sizeof(a[5]), "--retry.max_ms=1000");
+        /* A killed member must leave the group in seconds, not after the default 45 s. */
+        snprintf(a[6], sizeof(a[6]), "--kafka.session.timeout.ms=6000");
+    } else {
+        snprintf(a[4], sizeof(a[4]), "--replies.group=%sgateways", prefix);
+        snprintf(a[5], sizeof(a[5]), "--http.port=%d", http_port);
+        snprintf(a[6], sizeof(a[6]), "--log.level=info");
+    }
+    char *argv[] = {(char *)name, a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL};
+    return spawn(bin, log, argv);
+}
+
+static int post(const char *headers, const char *body, httpc_response *out)
+{
+    *out = httpc_request(http_port, "POST", "/v1/commands", headers, body, CLIENT_TIMEOUT_MS);
+    return out->status;
+}
+
+static void *load(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg * 7919u + 1;
+    for (int seq = 0; !atomic_load(&stop_load); seq++) {
+        int i = atomic_fetch_add(&nreqs, 1);
+        if (i >= MAX_REQUESTS)
+            break;
+        request *r = &reqs[i];
+        snprintf(r->key, sizeof(r->key), "c%d-%d", (int)(uintptr_t)arg, seq);
+        r->account = (int)(rand_r(&seed) % ACCOUNTS);
+        int amount = 1 + (int)(rand_r(&seed) % 50);
+        r->amount = rand_r(&seed) % 10 < 6 ? amount : -amount;
+        char headers[200], body[200];
+        int extra = (int)(rand_r(&seed) % 10);
+        char if_match[64] = "";
+        if (extra == 0) { /* If-Match with the version just read */
+            char path[64];
+            snprintf(path, sizeof(path), "/v1/aggregates/account/acc-%d", r->account);
+            httpc_response g = httpc_request(http_port, "GET", path, NULL, NULL, 5000);
+            char etag[32];
+            if (g.status == 200 && httpc_header(&g, "ETag", etag, sizeof(etag)))
+                snprintf(if_match, sizeof(if_match), "If-Match: %s\r\n", etag);
+            httpc_free(&g);
+        }
+        snprintf(headers, sizeof(headers), "Idempotency-Key: %s\r\n%s%s", r->key, if_match,
+                 extra >= 5 ? "Prefer: respond-async\r\n" : "");
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"account.%s\",\"aggregate_id\":\"acc-%d\",\"payload\":"
+                 "{\"amount\":%d}}",
+                 r->amount > 0 ? "deposit" : "withdraw", r->account, abs(r->amount));
+        httpc_response res;
+        r->status = post(headers, body, &res);
+        httpc_free(&res);
+        if (extra == 2) { /* the client retries: same key, same body */
+            post(headers, body, &res);
+            int again = res.status;
+            httpc_free(&res);
+            ck_assert_msg(again != 0, "retry of %s unanswered", r->key);
+        }
+    }
+    return NULL;
+}
+
+static long long q_int(PGconn *db, const char *sql)
+{
+    PGresult *res = PQexec(db, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
+    long long v = PQntuples(res) && !PQgetisnull(res, 0, 0) ? atoll(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    return v;
+}
+
+/* Stops (fast: connections are cut) or starts the test's PostgreSQL server. */
+static void pg(bool start)
+{
+    char cmd[800];
+    if (start)
+        snprintf(cmd, sizeof(cmd), "deploy/local/pg.sh start '%s' %d >/dev/null 2>&1", pg_dir,
+                 pg_port);
+    else
+        snprintf(cmd, sizeof(cmd), "deploy/local/pg.sh stop '%s' >/dev/null 2>&1", pg_dir);
+    ck_assert_msg(system(cmd) == 0, "%s", cmd);
+}
+
+/* Distinct event ids on the events topic, read from the beginning until want are seen. */
+static size_t count_events(size_t want)
+{
+    struct event_base *base = event_base_new();
+    config_props props = {0};
+    config_props_set(&props, "bootstrap.servers", bootstrap);
+    char err[512], group[64], topic[64];
+    snprintf(group, sizeof(group), "%sevent-check", prefix);
+    snprintf(topic, sizeof(topic), "%sevents", prefix);
+    kafka_consumer *c =
+        kafka_consumer_new(base, &props, group, topic, NULL, NULL, NULL, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    strmap *seen = strmap_new();
+    kafka_message msgs[500];
+    for (int waited = 0; waited < 60000 && strmap_size(seen) < want; waited += 50) {
+        size_t n = kafka_consumer_poll(c, msgs, 500);
+        for (size_t i = 0; i < n; i++) {
+            for (size_t h = 0; h < msgs[i].nheaders; h++) {
+                if (strcmp(msgs[i].headers[h].name, "ce_id") == 0) {
+                    char id[300];
+                    snprintf(id, sizeof(id), "%.*s", (int)msgs[i].headers[h].len,
+                             msgs[i].headers[h].value);
+                    strmap_put(seen, id, seen);
+                }
+            }
+        }
+        if (n == 0) {
+            struct timeval tv = {0, 50000};
+            event_base_loopexit(base, &tv);
+            event_base_dispatch(base);
+        }
+    }
+    size_t got = strmap_size(seen);
+    strmap_free(seen);
+    kafka_consumer_free(c);
+    config_props_free(&props);
+    event_base_free(base);
+    return got;
+}
+
+START_TEST(chaos_keeps_every_guarantee)
+{
+    PGconn *db = PQconnectdb(conninfo);
+    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "%s", PQerrorMessage(db));
+    for (int a = 0; a < ACCOUNTS; a++) {
+        char body[200];
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"account.open\",\"aggregate_id\":\"acc-%d\",\"payload\":{\"owner\":"
+                 "\"o\"}}",
+                 a);
+        httpc_response r;
+        ck_assert_int_eq(post(NULL, body, &r), 201);
+        httpc_free(&r);
+    }
+    const char *secs = getenv("CQRS_CHAOS_SECONDS");
+    int seconds = secs && atoi(secs) > 0 ? atoi(secs) : 12;
+    pthread_t th[THREADS];
+    for (int t = 0; t < THREADS; t++)
+        pthread_create(&th[t], NULL, load, (void *)(uintptr_t)t);
+    /* Five SIGKILLs, alternating processors, and one PostgreSQL restart in the middle. */
+    int step_ms = seconds * 1000 / 6;
+    for (int k = 0; k < 5; k++) {
+        usleep((useconds_t)step_ms * 1000);
+        int victim = k % 2;
+        kill(procs[victim], SIGKILL);
+        waitpid(procs[victim], NULL, 0);
+        if (k == 2) {
+            PQfinish(db);
+            pg(false);
+            usleep(500000);
+            pg(true);
+            db = PQconnectdb(conninfo);
+        }
+        usleep(300000);
+        procs[victim] = start_service("state-processor", victim);
+    }
+    usleep((useconds_t)step_ms * 1000);
+    atomic_store(&stop_load, true);
+    for (int t = 0; t < THREADS; t++)
+        pthread_join(th[t], NULL);
+    int n = atomic_load(&nreqs) < MAX_REQUESTS ? atomic_load(&nreqs) : MAX_REQUESTS;
+
+    /* Every request was answered with a status the contract has. */
+    int count[600] = {0};
+    for (int i = 0; i < n; i++) {
+        int s = reqs[i].status;
+        ck_assert_msg(s == 200 || s == 202 || s == 409 || s == 412 || s == 422 || s == 503,
+                      "%s: status %d", reqs[i].key, s);
+        count[s]++;
+    }
+    fprintf(stderr,
+            "chaos: %d commands: %d x 200, %d x 202, %d x 409, %d x 412, %d x 422, %d x 503\n", n,
+            count[200], count[202], count[409], count[412], count[422], count[503]);
+
+    /* Wait until every 2xx'd command is decided. */
+    ck_assert(PQstatus(db) == CONNECTION_OK);
+    PQclear(PQexec(db, "CREATE TEMP TABLE sent (key text PRIMARY KEY, account int, amount int, "
+                       "status int)"));
+    for (int i = 0; i < n; i++) {
+        char sql[200];
+        snprintf(sql, sizeof(sql), "INSERT INTO sent VALUES ('%s', %d, %d, %d)", reqs[i].key,
+                 reqs[i].account, reqs[i].amount, reqs[i].status);
+        PQclear(PQexec(db, sql));
+    }
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM sent"), n);
+    long long undecided = -1;
+    for (int i = 0; i < 900 && undecided != 0; i++) {
+        undecided = q_int(db, "SELECT count(*) FROM sent s WHERE s.status IN (200, 202) AND NOT "
+                              "EXISTS (SELECT 1 FROM commands c WHERE c.idempotency_key = s.key "
+                              "AND c.status IN ('applied', 'rejected'))");
+        if (undecided != 0)
+            usleep(100000);
+    }
+    ck_assert_msg(undecided == 0, "%lld commands answered 2xx were never decided", undecided);
+    /* 200 means applied; nothing applied twice (one record per key, unique by construction). */
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM sent s JOIN commands c ON "
+                               "c.idempotency_key = s.key WHERE s.status = 200 AND "
+                               "c.status <> 'applied'"),
+                     0);
+    /* Balances: the applied deposits minus the applied withdrawals, never below zero. */
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM aggregates a WHERE a.type = 'account' AND "
+                               "(a.state->>'balance')::bigint <> (SELECT coalesce(sum(s.amount), 0)"
+                               " FROM sent s JOIN commands c ON c.idempotency_key = s.key AND "
+                               "c.status = 'applied' WHERE a.id = 'acc-' || s.account)"),
+                     0);
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM aggregates WHERE "
+                               "(state->>'balance')::bigint < 0"),
+                     0);
+    /* Versions 1..n, one event per version, and the version counts the applied commands. */
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM (SELECT aggregate_id FROM outbox GROUP BY "
+                               "aggregate_id HAVING count(*) <> max(version) OR min(version) <> 1)"
+                               " g"),
+                     0);
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM aggregates a WHERE version <> 1 + (SELECT "
+                               "count(*) FROM sent s JOIN commands c ON c.idempotency_key = s.key "
+                               "AND c.status = 'applied' WHERE a.id = 'acc-' || s.account)"),
+                     0);
+    long long events = q_int(db, "SELECT count(*) FROM outbox");
+    size_t published = count_events((size_t)events);
+    ck_assert_msg((long long)published == events,
+                  "%zu distinct events on the topic, %lld in the "
+                  "outbox",
+                  published, events);
+    PQfinish(db);
+}
+END_TEST
+
+int main(void)
+{
+    const char *base_ci = getenv("CQRS_TEST_PG_CONNINFO");
+    const char *bs = getenv("CQRS_TEST_KAFKA_BOOTSTRAP");
+    const char *pgd = getenv("CQRS_TEST_PG_DIR");
+    if (!base_ci || !bs || !pgd) {
+        fprintf(stderr, "CQRS_TEST_PG_CONNINFO, CQRS_TEST_PG_DIR and CQRS_TEST_KAFKA_BOOTSTRAP "
+                        "must be set (make test sets them)\n");
+        return EXIT_FAILURE;
+    }
+    snprintf(pg_dir, sizeof(pg_dir), "%s", pgd);
+    const char *pp = strstr(base_ci, "port=");
+    pg_port = pp ? atoi(pp + 5) : 0;
+    snprintf(bootstrap, sizeof(bootstrap), "%s", bs);
+    snprintf(prefix, sizeof(prefix), "chaos%d-", (int)getpid());
+    snprintf(dir, sizeof(dir), "/tmp/cqrs-chaos-XXXXXX");
+    if (!mkdtemp(dir))
+        return EXIT_FAILURE;
+    char dbname[64], cmd[1200];
+    snprintf(dbname, sizeof(dbname), "chaos_%d", (int)getpid());
+    PGconn *admin = PQconnectdb(base_ci);
+    snprintf(cmd, sizeof(cmd), "CREATE DATABASE %s", dbname);
+    PGresult *res = PQexec(admin, cmd);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        fprintf(stderr, "%s", PQerrorMessage(admin));
+        return EXIT_FAILURE;
+    }
+    PQclear(res);
+    PQfinish(admin);
+    snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, dbname);
+    http_port = stack_free_port();
+    reqs = calloc(MAX_REQUESTS, sizeof(*reqs));
+
+    procs[0] = start_service("state-processor", 0);
+    procs[1] = start_service("state-processor", 1);
+    gateway_pid = start_service("command-gateway", 0);
+    int ready = 0;
+    for (int i = 0; i < 600 && !ready; i++) {
+        httpc_response r = httpc_request(http_port, "GET", "/readyz", NULL, NULL, 1000);
+        ready = r.status == 200;
+        httpc_free(&r);
+        if (!ready)
+            usleep(100000);
+    }
+    int failed = 1;
+    if (ready) {
+        Suite *s = suite_create("chaos");
+        TCase *tc = tcase_create("chaos");
+        tcase_set_timeout(tc, 600);
+        tcase_add_test(tc, chaos_keeps_every_guarantee);
+        suite_add_tcase(s, tc);
+        SRunner *sr = srunner_create(s);
+        srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+    } else {
+        fprintf(stderr, "the services were not ready within 60 s\n");
+    }
+    pid_t all[] = {procs[0], procs[1], gateway_pid};
+    for (int i = 0; i < 3; i++)
+        kill(all[i], SIGTERM);
+    for (int i = 0; i < 3; i++)
+        waitpid(all[i], NULL, 0);
+    snprintf(cmd, sizeof(cmd),
+             failed ? "tail -n 30 %s/*.log >&2"
+                    : "grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' %s/*.log >&2",
+             dir);
+    int grep_rc = system(cmd);
+    if (!failed && grep_rc == 0) {
+        fprintf(stderr, "a sanitizer reported an error in a service log\n");
+        failed = 1;
+    }
+    if (!failed) {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", dir);
+    }
+    free(reqs);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
