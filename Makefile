@@ -44,7 +44,7 @@ GATEWAY_LIB := $(BUILD)/libgateway.a
 PROC_LIB    := $(BUILD)/libprocessor.a
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC))
 
-.PHONY: all deps test test-asan run lint format bench clean
+.PHONY: all deps test test-asan run lint format clean
 all: $(GATEWAY) $(PROCESSOR) $(MOCKKAFKA)
 
 # Tests reach into the services' headers; the services themselves see only common/.
