@@ -36,6 +36,7 @@ struct kafka_consumer {
     void *arg;
     rd_kafka_message_t **held; /* messages of the last poll, destroyed on the next */
     size_t nheld;
+    size_t held_cap;
 };
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -431,7 +432,10 @@ void kafka_consumer_release(kafka_consumer *c)
 size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max)
 {
     kafka_consumer_release(c);
-    c->held = xrealloc(c->held, max * sizeof(*c->held));
+    if (max > c->held_cap) { /* grows once to the caller's batch size */
+        c->held = xrealloc(c->held, max * sizeof(*c->held));
+        c->held_cap = max;
+    }
     ssize_t got = rd_kafka_consume_batch_queue(c->q, 0, c->held, max);
     if (got <= 0)
         return 0;

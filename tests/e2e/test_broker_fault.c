@@ -7,6 +7,7 @@
  * the same test stops one node, which the cluster must ride out.
  */
 #include "httpc.h"
+#include "pgtest.h"
 #include "stack.h"
 
 #include <check.h>
@@ -70,15 +71,6 @@ static void *load(void *arg)
         r->status = status < 0 ? 503 : status;
     }
     return NULL;
-}
-
-static long long q_int(PGconn *db, const char *sql)
-{
-    PGresult *res = PQexec(db, sql);
-    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
-    long long v = PQntuples(res) && !PQgetisnull(res, 0, 0) ? atoll(PQgetvalue(res, 0, 0)) : -1;
-    PQclear(res);
-    return v;
 }
 
 START_TEST(outage_answers_in_time_and_loses_nothing)
@@ -151,22 +143,22 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
     ck_assert_msg(PQstatus(db) == CONNECTION_OK, "%s", PQerrorMessage(db));
     long long applied = -1;
     for (int i = 0; i < 600 && applied != n; i++) {
-        applied = q_int(db, "SELECT count(*) FROM commands WHERE status = 'applied' "
-                            "AND idempotency_key LIKE 't%'");
+        applied = pgtest_int(db, "SELECT count(*) FROM commands WHERE status = 'applied' "
+                                 "AND idempotency_key LIKE 't%'");
         if (applied != n)
             usleep(100000);
     }
     ck_assert_int_eq(applied, n);
-    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM (SELECT idempotency_key FROM commands "
-                               "GROUP BY tenant, idempotency_key HAVING count(*) > 1) d"),
+    ck_assert_int_eq(pgtest_int(db, "SELECT count(*) FROM (SELECT idempotency_key FROM commands "
+                                    "GROUP BY tenant, idempotency_key HAVING count(*) > 1) d"),
                      0);
     /* Versions 1..n per account, one event per version. */
-    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM (SELECT aggregate_id FROM outbox "
-                               "GROUP BY aggregate_id HAVING count(*) <> max(version) "
-                               "OR min(version) <> 1) g"),
+    ck_assert_int_eq(pgtest_int(db, "SELECT count(*) FROM (SELECT aggregate_id FROM outbox "
+                                    "GROUP BY aggregate_id HAVING count(*) <> max(version) "
+                                    "OR min(version) <> 1) g"),
                      0);
-    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM aggregates a WHERE version <> "
-                               "(SELECT count(*) FROM outbox o WHERE o.aggregate_id = a.id)"),
+    ck_assert_int_eq(pgtest_int(db, "SELECT count(*) FROM aggregates a WHERE version <> "
+                                    "(SELECT count(*) FROM outbox o WHERE o.aggregate_id = a.id)"),
                      0);
     /* Balances: the sum of the deposits this client made, each counted once. */
     for (int t = 0; t < THREADS; t++) {
@@ -177,7 +169,7 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
             want += strcmp(reqs[i].account, acc) == 0 ? reqs[i].amount : 0;
         snprintf(sql, sizeof(sql),
                  "SELECT (state->>'balance')::bigint FROM aggregates WHERE id = '%s'", acc);
-        ck_assert_int_eq(q_int(db, sql), want);
+        ck_assert_int_eq(pgtest_int(db, sql), want);
     }
     PQfinish(db);
 }

@@ -1,0 +1,14 @@
+/* pgtest.c: blocking PostgreSQL look-ups for the tests' final checks. */
+#include "pgtest.h"
+
+#include <check.h>
+#include <stdlib.h>
+
+long long pgtest_int(PGconn *db, const char *sql)
+{
+    PGresult *res = PQexec(db, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
+    long long v = PQntuples(res) && !PQgetisnull(res, 0, 0) ? atoll(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    return v;
+}

@@ -1,0 +1,11 @@
+/* pgtest.h: blocking PostgreSQL look-ups for the tests' final checks. */
+#ifndef CQRS_TEST_PGTEST_H
+#define CQRS_TEST_PGTEST_H
+
+#include <libpq-fe.h>
+
+/* First column of the first row as a number; -1 when there is no row or it is NULL. The query
+   must succeed (a Check assertion otherwise). */
+long long pgtest_int(PGconn *db, const char *sql);
+
+#endif
