@@ -424,7 +424,7 @@ void commands_on_replies(void *arg)
     }
 }
 
-void commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg)
+bool commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg)
 {
     gateway *g = arg;
     if (assigned) {
@@ -432,19 +432,12 @@ void commands_on_assign(const int *partitions, size_t n, bool assigned, void *ar
         memcpy(g->owned + g->nowned, partitions, n * sizeof(int));
         g->nowned += n;
     } else {
-        size_t k = 0;
-        for (size_t i = 0; i < g->nowned; i++) {
-            bool revoked = false;
-            for (size_t j = 0; j < n; j++)
-                revoked |= g->owned[i] == partitions[j];
-            if (!revoked)
-                g->owned[k++] = g->owned[i];
-        }
-        g->nowned = k;
+        g->nowned = kafka_partitions_remove(g->owned, g->nowned, partitions, n);
     }
     char count[16];
     snprintf(count, sizeof(count), "%zu", g->nowned);
     log_kv(LOG_INFO, "reply partitions owned", LOG_FIELDS("count", count));
+    return false; /* replies start at the end (auto.offset.reset=latest) */
 }
 
 static void collect(const char *key, void *value, void *arg)

@@ -75,7 +75,7 @@ void commands_on_delivery(void *opaque, int err, const char *errstr, int partiti
 /* Replies topic has messages (commands.c). */
 void commands_on_replies(void *arg);
 /* Reply partitions assigned or revoked (commands.c). */
-void commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg);
+bool commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg);
 /* Answers every parked request with 202 (commands.c). */
 void commands_release_parked(gateway *g);
 

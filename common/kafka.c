@@ -34,7 +34,8 @@ struct kafka_consumer {
     kafka_wake_cb wake;
     kafka_assign_cb on_assign;
     void *arg;
-    rd_kafka_message_t **held; /* messages of the last poll, destroyed on the next */
+    rd_kafka_topic_partition_list_t *stopped; /* assigned, waiting for kafka_consumer_start() */
+    rd_kafka_message_t **held;                /* messages of the last poll, destroyed on the next */
     size_t nheld;
     size_t held_cap;
 };
@@ -313,43 +314,110 @@ void kafka_producer_free(kafka_producer *p)
 
 /* ---- consumer ---- */
 
-static void notify_assign(kafka_consumer *c, const rd_kafka_topic_partition_list_t *parts,
+_Static_assert(KAFKA_OFFSET_BEGINNING == RD_KAFKA_OFFSET_BEGINNING, "offset constant");
+
+size_t kafka_partitions_remove(int *v, size_t n, const int *revoked, size_t nrevoked)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool gone = false;
+        for (size_t j = 0; j < nrevoked && !gone; j++)
+            gone = v[i] == revoked[j];
+        if (!gone)
+            v[k++] = v[i];
+    }
+    return k;
+}
+
+static bool notify_assign(kafka_consumer *c, const rd_kafka_topic_partition_list_t *parts,
                           bool assigned)
 {
     if (!c->on_assign)
-        return;
+        return false;
     int *ids = xcalloc((size_t)parts->cnt + 1, sizeof(int));
     size_t n = 0;
     for (int i = 0; i < parts->cnt; i++) {
         if (strcmp(parts->elems[i].topic, c->topic) == 0)
             ids[n++] = parts->elems[i].partition;
     }
-    c->on_assign(ids, n, assigned, c->arg);
+    bool defer = c->on_assign(ids, n, assigned, c->arg);
     free(ids);
+    return defer;
 }
 
-static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+static void change_assignment(kafka_consumer *c, rd_kafka_topic_partition_list_t *parts,
+                              bool assign)
 {
-    kafka_consumer *c = opaque;
-    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    bool assigned = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
-    log_kv(LOG_INFO, assigned ? "partitions assigned" : "partitions revoked",
-           LOG_FIELDS("topic", c->topic, "group", "consumer"));
-    if (!assigned)
-        notify_assign(c, parts, false);
     rd_kafka_error_t *e = NULL;
-    if (cooperative)
-        e = assigned ? rd_kafka_incremental_assign(rk, parts)
-                     : rd_kafka_incremental_unassign(rk, parts);
-    else if (rd_kafka_assign(rk, assigned ? parts : NULL) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0)
+        e = assign ? rd_kafka_incremental_assign(c->rk, parts)
+                   : rd_kafka_incremental_unassign(c->rk, parts);
+    else if (rd_kafka_assign(c->rk, assign ? parts : NULL) != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_error("rd_kafka_assign failed");
     if (e) {
         log_error("incremental assign failed: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
     }
-    if (assigned)
-        notify_assign(c, parts, true);
+}
+
+/*
+ * Revoked partitions that were never started are only forgotten; the others are unassigned
+ * (the eager protocol unassigns everything).
+ */
+static void revoke_partitions(kafka_consumer *c, rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *started = rd_kafka_topic_partition_list_copy(parts);
+    for (int i = 0; c->stopped && i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        if (rd_kafka_topic_partition_list_del(c->stopped, tp->topic, tp->partition))
+            rd_kafka_topic_partition_list_del(started, tp->topic, tp->partition);
+    }
+    change_assignment(c, started, false);
+    rd_kafka_topic_partition_list_destroy(started);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    (void)rk;
+    kafka_consumer *c = opaque;
+    bool assigned = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    log_kv(LOG_INFO, assigned ? "partitions assigned" : "partitions revoked",
+           LOG_FIELDS("topic", c->topic));
+    if (!assigned) {
+        notify_assign(c, parts, false);
+        revoke_partitions(c, parts);
+        return;
+    }
+    if (!notify_assign(c, parts, true)) {
+        change_assignment(c, parts, true);
+        return;
+    }
+    if (!c->stopped)
+        c->stopped = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++)
+        rd_kafka_topic_partition_list_add(c->stopped, parts->elems[i].topic,
+                                          parts->elems[i].partition);
+}
+
+int kafka_consumer_start(kafka_consumer *c, const int *partitions, const long long *offsets,
+                         size_t n)
+{
+    if (!c->stopped)
+        return -1;
+    for (int i = 0; i < c->stopped->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &c->stopped->elems[i];
+        size_t k = 0;
+        while (k < n && partitions[k] != tp->partition)
+            k++;
+        if (k == n || strcmp(tp->topic, c->topic) != 0)
+            return -1;
+        tp->offset = offsets[k];
+    }
+    change_assignment(c, c->stopped, true);
+    rd_kafka_topic_partition_list_destroy(c->stopped);
+    c->stopped = NULL;
+    return 0;
 }
 
 static void on_consumer_wake(evutil_socket_t fd, short what, void *arg)
@@ -493,6 +561,8 @@ void kafka_consumer_free(kafka_consumer *c)
     if (!c)
         return;
     kafka_consumer_release(c);
+    if (c->stopped)
+        rd_kafka_topic_partition_list_destroy(c->stopped);
     rd_kafka_consumer_close(c->rk);
     rd_kafka_queue_destroy(c->q);
     rd_kafka_destroy(c->rk);

@@ -44,8 +44,20 @@ typedef struct kafka_message {
 /* Messages may be waiting: call kafka_consumer_poll() (now or when the caller is ready).
    May be NULL for a consumer that is polled on its own schedule. */
 typedef void (*kafka_wake_cb)(void *arg);
-/* Partitions of the subscribed topic were assigned (true) or revoked (false). */
-typedef void (*kafka_assign_cb)(const int *partitions, size_t n, bool assigned, void *arg);
+/*
+ * Partitions of the subscribed topic were assigned (true) or revoked (false). Called from
+ * kafka_consumer_poll(). For an assignment, return true to choose where the partitions start:
+ * they stay stopped until kafka_consumer_start() (which may come later, from another callback,
+ * as long as kafka_consumer_poll() is not called in between). Return false to start them from
+ * the group's committed offsets. The return value of a revocation is ignored.
+ */
+typedef bool (*kafka_assign_cb)(const int *partitions, size_t n, bool assigned, void *arg);
+
+/* Removes the revoked partitions from the set v of n; returns the new count. */
+size_t kafka_partitions_remove(int *v, size_t n, const int *revoked, size_t nrevoked);
+
+/* Start offset for kafka_consumer_start(): the first message the partition still holds. */
+#define KAFKA_OFFSET_BEGINNING (-2LL)
 
 /*
  * Creates an idempotent producer (acks=all) with props applied on top of our defaults; props keys
@@ -94,6 +106,13 @@ kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *
  * wake callback only fires when the queue was empty.
  */
 size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max);
+/*
+ * Starts the partitions of the last assignment whose on_assign returned true, each at its offset
+ * (or KAFKA_OFFSET_BEGINNING). partitions must be that assignment's. Returns 0, or -1 when the
+ * partitions were revoked in the meantime or librdkafka refused.
+ */
+int kafka_consumer_start(kafka_consumer *c, const int *partitions, const long long *offsets,
+                         size_t n);
 /* Releases the messages of the last poll (their pointers become invalid). */
 void kafka_consumer_release(kafka_consumer *c);
 /* Commits next_offset for a partition to Kafka, asynchronously (informational: lag tooling). */

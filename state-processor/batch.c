@@ -200,17 +200,21 @@ void batch_clear(batch *b)
     memset(b, 0, sizeof(*b));
 }
 
+char *batch_int_array(const int *v, size_t n)
+{
+    size_t cap = 2 + n * 12, len = 0;
+    char *s = xmalloc(cap + 1);
+    s[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(s + len, cap + 1 - len, "%s%d", i ? "," : "", v[i]);
+    s[len++] = '}';
+    s[len] = '\0';
+    return s;
+}
+
 char *batch_partitions_param(const batch *b)
 {
-    char *s = xstrdup("{");
-    for (size_t i = 0; i < b->npartitions; i++) {
-        char *t = xasprintf("%s%s%d", s, i ? "," : "", b->partitions[i]);
-        free(s);
-        s = t;
-    }
-    char *t = xasprintf("%s}", s);
-    free(s);
-    return t;
+    return batch_int_array(b->partitions, b->npartitions);
 }
 
 static char *dump_free(json_t *j)

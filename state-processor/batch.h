@@ -81,6 +81,8 @@ void batch_clear(batch *b);
 /* Query parameters for the three reads (caller frees each with free()):
    partitions as a PostgreSQL int[] literal, known keys and aggregates as JSON arrays. */
 char *batch_partitions_param(const batch *b);
+/* v as a PostgreSQL int[] literal ("{1,2}"); the caller frees it. */
+char *batch_int_array(const int *v, size_t n);
 char *batch_keys_param(const batch *b);
 char *batch_aggregates_param(const batch *b);
 

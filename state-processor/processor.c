@@ -61,7 +61,15 @@ const config_row processor_config_table[] = {
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 
-typedef enum { P_IDLE, P_DEAD_LETTERS, P_READING, P_WRITING, P_COMMITTING, P_BACKOFF } pstate;
+typedef enum {
+    P_IDLE,
+    P_STARTING, /* reading the stored offsets of newly assigned partitions */
+    P_DEAD_LETTERS,
+    P_READING,
+    P_WRITING,
+    P_COMMITTING,
+    P_BACKOFF
+} pstate;
 
 struct processor {
     const processor_config *cfg;
@@ -87,6 +95,9 @@ struct processor {
     size_t dlq_outstanding;
     bool dlq_failed;
     long long backoff_ms;
+    pstate resume; /* what P_BACKOFF retries */
+    int *starting; /* assigned partitions waiting for their stored offsets */
+    size_t nstarting;
     struct event *kick; /* runs next_batch() from the loop, not from a callback */
     struct event *retry;
     bool stopping;
@@ -112,15 +123,44 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 }
 
 static void dead_letters_phase(processor *p);
+static void read_start_offsets(processor *p);
+
+/* A step succeeded: back to idle, then the next batch (or the end of the loop, when stopping). */
+static void step_done(processor *p)
+{
+    p->backoff_ms = 0;
+    p->state = P_IDLE;
+    if (p->stopping)
+        event_base_loopexit(p->base, NULL);
+    else
+        schedule_next(p);
+}
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     processor *p = arg;
-    if (p->state == P_DEAD_LETTERS)
+    if (p->resume == P_STARTING)
+        read_start_offsets(p);
+    else if (p->resume == P_DEAD_LETTERS)
         dead_letters_phase(p);
     else
         begin_tx(p);
+}
+
+/* Retries the step resume after a capped exponential backoff. */
+static void backoff(processor *p, pstate resume, const char *what)
+{
+    p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : 100;
+    if (p->backoff_ms > p->cfg->retry_max_ms)
+        p->backoff_ms = p->cfg->retry_max_ms;
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%lld", p->backoff_ms);
+    log_kv(LOG_WARN, what, LOG_FIELDS("error", p->phase_error, "retry_ms", ms));
+    p->state = P_BACKOFF;
+    p->resume = resume;
+    struct timeval tv = {.tv_sec = p->backoff_ms / 1000, .tv_usec = (p->backoff_ms % 1000) * 1000};
+    evtimer_add(p->retry, &tv);
 }
 
 /* A query of the current phase failed: remember the first reason. */
@@ -139,23 +179,14 @@ static void on_rollback(const pgconn_result *r, void *arg)
     (void)r, (void)arg;
 }
 
-/* Rolls back and retries the same batch after a capped exponential backoff. */
+/* Rolls back and retries the same batch after a backoff. */
 static void fail_tx(processor *p)
 {
     if (pgconn_query(p->pg, "ROLLBACK", 0, NULL, on_rollback, p) != 0)
         log_warn("rollback could not be queued");
     metrics_add(p->m_retries, 1);
-    p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : 100;
-    if (p->backoff_ms > p->cfg->retry_max_ms)
-        p->backoff_ms = p->cfg->retry_max_ms;
-    char ms[24];
-    snprintf(ms, sizeof(ms), "%lld", p->backoff_ms);
-    log_kv(LOG_WARN, "batch failed, will retry",
-           LOG_FIELDS("error", p->phase_error, "retry_ms", ms));
     batch_reset(&p->b);
-    p->state = P_BACKOFF;
-    struct timeval tv = {.tv_sec = p->backoff_ms / 1000, .tv_usec = (p->backoff_ms % 1000) * 1000};
-    evtimer_add(p->retry, &tv);
+    backoff(p, P_READING, "batch failed, will retry");
 }
 
 static int query(processor *p, const char *sql, int n, const char *const *v, pgconn_cb cb)
@@ -224,12 +255,7 @@ static void committed(processor *p)
     metrics_add(p->m_batches, 1);
     metrics_observe_us(p->m_batch_time, ids_monotonic_us() - p->batch_start_us);
     batch_clear(&p->b);
-    p->backoff_ms = 0;
-    p->state = P_IDLE;
-    if (p->stopping)
-        event_base_loopexit(p->base, NULL);
-    else
-        schedule_next(p);
+    step_done(p);
 }
 
 static void on_commit(const pgconn_result *r, void *arg)
@@ -480,12 +506,7 @@ static void on_produced(void *opaque, int err, const char *errstr, int partition
         return;
     }
     /* Nothing is committed yet, so producing them all again is safe (at-least-once). */
-    p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : 100;
-    if (p->backoff_ms > p->cfg->retry_max_ms)
-        p->backoff_ms = p->cfg->retry_max_ms;
-    log_kv(LOG_WARN, "dead letters failed, will retry", LOG_FIELDS("error", p->phase_error));
-    struct timeval tv = {.tv_sec = p->backoff_ms / 1000, .tv_usec = (p->backoff_ms % 1000) * 1000};
-    evtimer_add(p->retry, &tv);
+    backoff(p, P_DEAD_LETTERS, "dead letters failed, will retry");
 }
 
 /*
@@ -530,13 +551,76 @@ static void dead_letters_phase(processor *p)
     begin_tx(p);
 }
 
+/* ---- partition assignment ---- */
+
+static void on_start_offsets(const pgconn_result *r, void *arg)
+{
+    processor *p = arg;
+    if (pgconn_result_status(r) != PGCONN_OK) {
+        phase_error(p, r, "read stored offsets");
+        backoff(p, P_STARTING, "stored offsets unavailable, will retry");
+        return;
+    }
+    long long *offsets = xcalloc(p->nstarting, sizeof(*offsets));
+    for (size_t i = 0; i < p->nstarting; i++)
+        offsets[i] = KAFKA_OFFSET_BEGINNING; /* nothing stored: the whole partition */
+    for (int row = 0; row < pgconn_result_ntuples(r); row++) {
+        int partition = atoi(pgconn_result_value(r, row, 0));
+        for (size_t i = 0; i < p->nstarting; i++) {
+            if (p->starting[i] == partition)
+                offsets[i] = atoll(pgconn_result_value(r, row, 1));
+        }
+    }
+    for (size_t i = 0; i < p->nstarting; i++) {
+        char part[16], off[24];
+        snprintf(part, sizeof(part), "%d", p->starting[i]);
+        snprintf(off, sizeof(off), "%lld", offsets[i]);
+        log_kv(LOG_INFO, "partition starts at its stored offset",
+               LOG_FIELDS("partition", part, "offset",
+                          offsets[i] == KAFKA_OFFSET_BEGINNING ? "beginning" : off));
+    }
+    if (kafka_consumer_start(p->consumer, p->starting, offsets, p->nstarting) != 0)
+        log_error("assigned partitions could not be started");
+    free(offsets);
+    p->nstarting = 0;
+    step_done(p);
+}
+
+/*
+ * PostgreSQL, not Kafka, knows how far each partition was applied: the offsets commit with the
+ * state. Newly assigned partitions start there.
+ */
+static void read_start_offsets(processor *p)
+{
+    p->state = P_STARTING;
+    p->phase_failed = false;
+    char *parts = batch_int_array(p->starting, p->nstarting);
+    const char *v[] = {p->cfg->group_id, p->topic_commands, parts};
+    int rc = pgconn_query(p->pg,
+                          "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 "
+                          "AND topic = $2 AND partition = ANY($3::int[])",
+                          3, v, on_start_offsets, p);
+    free(parts);
+    if (rc != 0) {
+        snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
+        backoff(p, P_STARTING, "stored offsets unavailable, will retry");
+    }
+}
+
 static void next_batch(processor *p)
 {
     if (p->state != P_IDLE || p->stopping)
         return;
+    if (p->nstarting > 0) {
+        read_start_offsets(p);
+        return;
+    }
     size_t n = kafka_consumer_poll(p->consumer, p->msgs, (size_t)p->cfg->batch_max);
-    if (n == 0)
-        return; /* the consumer's wake-up brings us back */
+    if (n == 0) {
+        if (p->nstarting > 0) /* the poll served an assignment */
+            read_start_offsets(p);
+        return; /* otherwise the consumer's wake-up brings us back */
+    }
     p->batch_start_us = ids_monotonic_us();
     memset(&p->b, 0, sizeof(p->b));
     batch_decode(&p->b, p->domains, p->msgs, n, p->cfg->group_id, p->cfg->tenant_default);
@@ -549,13 +633,21 @@ static void on_wake(void *arg)
     next_batch(arg);
 }
 
-static void on_assign(const int *partitions, size_t n, bool assigned, void *arg)
+static bool on_assign(const int *partitions, size_t n, bool assigned, void *arg)
 {
-    (void)partitions, (void)arg;
+    processor *p = arg;
+    if (assigned) {
+        p->starting = xrealloc(p->starting, (p->nstarting + n) * sizeof(int));
+        memcpy(p->starting + p->nstarting, partitions, n * sizeof(int));
+        p->nstarting += n;
+    } else { /* revoked before they started: forget them */
+        p->nstarting = kafka_partitions_remove(p->starting, p->nstarting, partitions, n);
+    }
     char count[16];
     snprintf(count, sizeof(count), "%zu", n);
     log_kv(LOG_INFO, assigned ? "command partitions assigned" : "command partitions revoked",
            LOG_FIELDS("count", count));
+    return true; /* started by read_start_offsets() */
 }
 
 static void reply_text(http_req *req, int status, const char *text)
@@ -693,6 +785,7 @@ void processor_free(processor *p)
     if (p->retry)
         event_free(p->retry);
     free(p->msgs);
+    free(p->starting);
     free(p->topic_commands);
     free(p->topic_replies);
     free(p->topic_dlq);

@@ -15,6 +15,8 @@ fi
 #   CQRS_KEEP_TEST_DIR  set to 1 to keep the temporary folder (PostgreSQL and mock-kafka logs)
 #   KAFKA_MODES         "mock real" (default): integration and e2e tests run against librdkafka's
 #                       mock cluster and against a real Apache Kafka broker (deploy/kafka/kafka.sh)
+#   TESTS               run only these, named as in the output (e.g. "e2e/test_chaos unit/test_batch")
+#   REPEAT              run each selected test this many times in a row (default: 1)
 # The tests get CQRS_TEST_PG_CONNINFO, CQRS_TEST_KAFKA_BOOTSTRAP, CQRS_SCHEMAS_DIR, CQRS_MIGRATIONS_DIR,
 # CQRS_BUILD and CQRS_REPO, run from the repository root, with CK_DEFAULT_TIMEOUT=60 and CK_FORK=yes.
 
@@ -35,11 +37,12 @@ tests=()
 for kind in unit integration e2e; do
     for t in "$BUILD/tests/$kind"/test_*; do
         [[ -f $t && -x $t ]] || continue # also skips the unmatched pattern of an empty folder
+        [[ -z ${TESTS:-} || " $TESTS " == *" $kind/$(basename "$t") "* ]] || continue
         tests+=("$t")
     done
 done
 if ((${#tests[@]} == 0)); then
-    log "error: no test binaries found under $BUILD/tests/{unit,integration,e2e} (build them with make tests)"
+    log "error: no test binaries${TESTS:+ named $TESTS} found under $BUILD/tests/{unit,integration,e2e} (build them with make tests)"
     echo "0 passed, 0 failed"
     exit 1
 fi
@@ -184,15 +187,17 @@ results=()
 # Unit tests run once; integration and e2e tests once against each Kafka.
 runs=()
 for t in "${tests[@]}"; do
-    case $t in
-    */tests/unit/* | */tests/integration/test_pgconn) runs+=("$t|none") ;; # no Kafka in these
-    *)
-        for mode in $KAFKA_MODES; do
-            [[ $mode != real3 || " $FAILOVER_TESTS " == *" ${t#"$BUILD"/tests/} "* ]] || continue
-            runs+=("$t|$mode")
-        done
-        ;;
-    esac
+    for ((r = 0; r < ${REPEAT:-1}; r++)); do
+        case $t in
+        */tests/unit/* | */tests/integration/test_pgconn) runs+=("$t|none") ;; # no Kafka in these
+        *)
+            for mode in $KAFKA_MODES; do
+                [[ $mode != real3 || " $FAILOVER_TESTS " == *" ${t#"$BUILD"/tests/} "* ]] || continue
+                runs+=("$t|$mode")
+            done
+            ;;
+        esac
+    done
 done
 for run in "${runs[@]}"; do
     t=${run%|*}
