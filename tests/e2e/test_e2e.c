@@ -8,6 +8,7 @@
 
 #include <check.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -237,6 +238,120 @@ START_TEST(if_match_mismatch_412)
 }
 END_TEST
 
+/* ---- 200 clients racing on one aggregate with If-Match ---- */
+
+#define RACERS 200
+#define ROUNDS 3
+
+typedef struct race_result {
+    int status;         /* 200 or 412 once decided; anything else is a failure */
+    long long expected; /* the If-Match version sent */
+    long long version;  /* 200: the version the command made */
+    long long current;  /* 412: the current version in the problem body */
+} race_result;
+
+static race_result race[RACERS][ROUNDS];
+
+/* A 202 (the deadline passed first) is followed until the command is decided. */
+static void race_follow(race_result *out, const char *command_id)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/commands/%s", command_id);
+    for (int i = 0; i < 300; i++) {
+        httpc_response s = get(path, NULL);
+        const char *state = s.status == 200 ? jstr(s.json, "status") : "";
+        if (strcmp(state, "applied") == 0 || strcmp(state, "rejected") == 0) {
+            out->status = (int)jint(s.json, "http_status");
+            out->version = jint(s.json, "version");
+            out->current = -1; /* the command resource does not repeat the problem body */
+            httpc_free(&s);
+            return;
+        }
+        httpc_free(&s);
+        usleep(100000);
+    }
+    out->status = -202;
+}
+
+static void *racer(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int round = 0; round < ROUNDS; round++) {
+        race_result *out = &race[id][round];
+        httpc_response g = get("/v1/aggregates/account/acc-race", NULL);
+        char etag[32] = "";
+        httpc_header(&g, "ETag", etag, sizeof(etag));
+        httpc_free(&g);
+        out->expected = atoll(etag + (etag[0] == '"'));
+        char headers[128];
+        snprintf(headers, sizeof(headers), "If-Match: %s\r\nIdempotency-Key: race-%d-%d\r\n", etag,
+                 id, round);
+        httpc_response r = post(headers, "{\"type\":\"account.deposit\",\"aggregate_id\":"
+                                         "\"acc-race\",\"payload\":{\"amount\":1}}");
+        out->status = r.status;
+        if (r.status == 200)
+            out->version = jint(r.json, "version");
+        else if (r.status == 412)
+            out->current = jint(r.json, "current_version");
+        else if (r.status == 202)
+            race_follow(out, jstr(r.json, "command_id"));
+        httpc_free(&r);
+    }
+    return NULL;
+}
+
+/*
+ * No lost update: each version is made by exactly one command, every other writer that expected
+ * it gets 412, and the final version and balance count the successes.
+ */
+START_TEST(if_match_race_one_success_per_version)
+{
+    httpc_response r = post(NULL, "{\"type\":\"account.open\",\"aggregate_id\":\"acc-race\","
+                                  "\"payload\":{\"owner\":\"race\"}}");
+    ck_assert_int_eq(r.status, 201);
+    long long initial = jint(r.json, "version");
+    httpc_free(&r);
+    pthread_t th[RACERS];
+    for (int i = 0; i < RACERS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, racer, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < RACERS; i++)
+        pthread_join(th[i], NULL);
+
+    static int made[RACERS * ROUNDS + 2];
+    memset(made, 0, sizeof(made));
+    int successes = 0, conflicts = 0;
+    for (int i = 0; i < RACERS; i++) {
+        for (int k = 0; k < ROUNDS; k++) {
+            const race_result *x = &race[i][k];
+            ck_assert_msg(x->status == 200 || x->status == 412, "racer %d round %d: status %d", i,
+                          k, x->status);
+            if (x->status == 200) {
+                /* It applied at exactly the version it expected. */
+                ck_assert_int_eq(x->version, x->expected + 1);
+                ck_assert(x->version > initial && x->version <= initial + RACERS * ROUNDS);
+                made[x->version - initial]++;
+                successes++;
+            } else {
+                conflicts++;
+                if (x->current >= 0) /* the current version it lost to */
+                    ck_assert_int_gt(x->current, x->expected);
+            }
+        }
+    }
+    for (int v = 1; v <= successes; v++)
+        ck_assert_msg(made[v] == 1, "version %lld made by %d commands", initial + v, made[v]);
+    ck_assert_int_eq(successes + conflicts, RACERS * ROUNDS);
+    ck_assert_int_gt(conflicts, 0); /* it was a race */
+    r = get("/v1/aggregates/account/acc-race", NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), initial + successes);
+    ck_assert_int_eq(jint(r.json, "state.balance"), successes);
+    httpc_free(&r);
+    fprintf(stderr, "if-match race: %d clients x %d rounds: %d applied, %d x 412\n", RACERS, ROUNDS,
+            successes, conflicts);
+}
+END_TEST
+
 START_TEST(document_lifecycle)
 {
     httpc_response r = post(NULL, "{\"type\":\"document.create\",\"aggregate_id\":\"doc-1\","
@@ -426,6 +541,7 @@ int main(void)
                         (int)(sizeof(bad_requests) / sizeof(bad_requests[0])));
     tcase_add_test(tc, read_aggregate_etag_and_304);
     tcase_add_test(tc, if_match_mismatch_412);
+    tcase_add_test(tc, if_match_race_one_success_per_version);
     tcase_add_test(tc, document_lifecycle);
     tcase_add_test(tc, idempotency_key_replays_the_first_answer);
     tcase_add_test(tc, idempotency_key_with_another_body_is_422);
