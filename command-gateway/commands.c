@@ -424,20 +424,50 @@ void commands_on_replies(void *arg)
     }
 }
 
+/* The worker can route replies once it owns a partition: the process is ready when all can. */
+static void owned_changed(gateway *g, bool had)
+{
+    if (!had && g->nowned > 0)
+        atomic_fetch_add(&g->shared->workers_ready, 1);
+    else if (had && g->nowned == 0)
+        atomic_fetch_sub(&g->shared->workers_ready, 1);
+    char count[24];
+    snprintf(count, sizeof(count), "%zu", g->nowned);
+    log_kv(LOG_INFO, "reply partitions owned", LOG_FIELDS("count", count));
+}
+
+/*
+ * Assigned reply partitions start at their end (auto.offset.reset=latest), which the consumer
+ * resolves some time after the assignment: a reply written before then would be skipped. So a
+ * partition is named in commands only once the consumer reports reaching its end.
+ */
 bool commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg)
 {
     gateway *g = arg;
+    bool had = g->nowned > 0;
     if (assigned) {
-        g->owned = xrealloc(g->owned, (g->nowned + n) * sizeof(int));
-        memcpy(g->owned + g->nowned, partitions, n * sizeof(int));
-        g->nowned += n;
+        g->warming = xrealloc(g->warming, (g->nwarming + n) * sizeof(int));
+        memcpy(g->warming + g->nwarming, partitions, n * sizeof(int));
+        g->nwarming += n;
     } else {
+        g->nwarming = kafka_partitions_remove(g->warming, g->nwarming, partitions, n);
         g->nowned = kafka_partitions_remove(g->owned, g->nowned, partitions, n);
+        owned_changed(g, had);
     }
-    char count[16];
-    snprintf(count, sizeof(count), "%zu", g->nowned);
-    log_kv(LOG_INFO, "reply partitions owned", LOG_FIELDS("count", count));
-    return false; /* replies start at the end (auto.offset.reset=latest) */
+    return false;
+}
+
+void commands_on_replies_eof(int partition, void *arg)
+{
+    gateway *g = arg;
+    size_t before = g->nwarming;
+    g->nwarming = kafka_partitions_remove(g->warming, g->nwarming, &partition, 1);
+    if (g->nwarming == before)
+        return; /* already routable */
+    bool had = g->nowned > 0;
+    g->owned = xrealloc(g->owned, (g->nowned + 1) * sizeof(int));
+    g->owned[g->nowned++] = partition;
+    owned_changed(g, had);
 }
 
 static void collect(const char *key, void *value, void *arg)

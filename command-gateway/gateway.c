@@ -28,6 +28,8 @@ const config_row gateway_config_table[] = {
     {"tenant.default", CONFIG_STR, CFG(tenant_default), "default", 0, 0,
      "tenant of every request while authentication is off"},
     {"log.level", CONFIG_STR, CFG(log_level), "info", 0, 0, "debug, info, warn or error"},
+    {"workers", CONFIG_INT, CFG(workers), "0", 0, 256,
+     "event loops sharing the port (SO_REUSEPORT), each a replica of its own (0: one per core)"},
     {"sync.timeout_ms", CONFIG_INT, CFG(sync_timeout_ms), "5000", 1, 600000,
      "how long a sync request waits for its reply before 202"},
     {"sync.max_wait_ms", CONFIG_INT, CFG(sync_max_wait_ms), "30000", 1, 600000,
@@ -46,11 +48,16 @@ const config_row gateway_config_table[] = {
 static void on_answer(int status, long long elapsed_us, void *arg)
 {
     gateway *g = arg;
-    char labels[32];
-    snprintf(labels, sizeof(labels), "status=\"%d\"", status);
-    metrics_add(metrics_counter_get(g->metrics, "gateway_http_requests_total",
-                                    "HTTP answers by status", labels),
-                1);
+    if (status < 100 || status > 599)
+        status = 599;
+    metrics_counter **c = &g->m_status[status - 100];
+    if (!*c) { /* registered on first use, then cached: the registry takes a lock */
+        char labels[32];
+        snprintf(labels, sizeof(labels), "status=\"%d\"", status);
+        *c = metrics_counter_get(g->metrics, "gateway_http_requests_total",
+                                 "HTTP answers by status", labels);
+    }
+    metrics_add(*c, 1);
     metrics_observe_us(g->m_latency, elapsed_us);
 }
 
@@ -71,7 +78,8 @@ static void ready(gateway *g, http_req *req)
 {
     bool pg = pgconn_connected(g->pg);
     bool kafka = kafka_producer_healthy(g->producer);
-    bool replies = g->nowned > 0;
+    /* Any worker may take the next request: the process is ready when all of them are. */
+    bool replies = atomic_load(&g->shared->workers_ready) == g->shared->workers;
     json_t *body =
         json_pack("{s:s, s:b, s:b, s:b}", "status", pg && kafka && replies ? "ready" : "not ready",
                   "postgresql", pg, "kafka", kafka, "replies", replies);
@@ -130,7 +138,8 @@ static void route(http_req *req, void *arg)
 }
 
 gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
-                     const config_props *kafka_props, char *err, size_t errlen)
+                     const config_props *kafka_props, gateway_shared *shared, char *err,
+                     size_t errlen)
 {
     static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                     0.1,    0.25,  0.5,    1,     2.5,  5,     10};
@@ -138,7 +147,8 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->cfg = cfg;
     g->base = base;
     g->parked = strmap_new();
-    g->metrics = metrics_new();
+    g->shared = shared;
+    g->metrics = shared->metrics;
     g->m_produced = metrics_counter_get(g->metrics, "gateway_commands_produced_total",
                                         "commands durably written to Kafka", NULL);
     g->m_produce_failed = metrics_counter_get(g->metrics, "gateway_commands_produce_failed_total",
@@ -176,14 +186,21 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
         config_props_set(&rprops, kafka_props->keys[i], kafka_props->values[i]);
     /* Replies are only useful while someone waits: start from the end, never commit. */
     config_props_set(&rprops, "auto.offset.reset", "latest");
+    /* A replica joining or leaving moves only the partitions it must: replies to the others'
+       partitions keep flowing through a rebalance. */
+    if (!config_props_get(&rprops, "partition.assignment.strategy"))
+        config_props_set(&rprops, "partition.assignment.strategy", "cooperative-sticky");
+    config_props_set(&rprops, "enable.partition.eof", "true"); /* see commands_on_assign() */
     g->replies = kafka_consumer_new(base, &rprops, cfg->replies_group, g->topic_replies,
                                     commands_on_replies, commands_on_assign, g, err, errlen);
     config_props_free(&rprops);
     if (!g->replies)
         goto fail;
-    httpd_limits lim = {.max_body = (size_t)cfg->http_max_body,
-                        .max_headers_size = 16384,
-                        .timeout_s = (int)cfg->http_timeout_s};
+    kafka_consumer_set_eof_cb(g->replies, commands_on_replies_eof);
+    httpd_options lim = {.max_body = (size_t)cfg->http_max_body,
+                         .max_headers_size = 16384,
+                         .timeout_s = (int)cfg->http_timeout_s,
+                         .reuse_port = cfg->workers > 1};
     g->http = httpd_new(base, cfg->http_host, (int)cfg->http_port, &lim, route, g, err, errlen);
     if (!g->http)
         goto fail;
@@ -221,8 +238,8 @@ void gateway_free(gateway *g)
     kafka_producer_free(g->producer);
     domain_registry_free(g->domains);
     strmap_free(g->parked);
-    metrics_free(g->metrics);
     free(g->owned);
+    free(g->warming);
     free(g->topic_commands);
     free(g->topic_replies);
     free(g);

@@ -10,6 +10,7 @@
 #include "pgconn.h"
 #include "strmap.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 struct event_base;
@@ -31,37 +32,51 @@ typedef struct gateway_config {
     long long inflight_timeout_s;
     long long topics_partitions;
     long long topics_replication;
+    long long workers;
 } gateway_config;
 
 /* The configuration table of the gateway (ended by a NULL row). */
 extern const config_row gateway_config_table[];
 
+/* What the workers of one process share; owned by main. */
+typedef struct gateway_shared {
+    metrics *metrics;            /* values are atomics */
+    size_t workers;              /* gateways in the process */
+    atomic_size_t workers_ready; /* of which own at least one reply partition */
+} gateway_shared;
+
 typedef struct gateway {
     const gateway_config *cfg; /* borrowed from main */
+    gateway_shared *shared;
     struct event_base *base;
     domain_registry *domains;
     httpd *http;
     kafka_producer *producer;
     kafka_consumer *replies;
     pgconn *pg;
-    metrics *metrics;
+    metrics *metrics; /* shared->metrics */
     char *topic_commands;
     char *topic_replies;
     strmap *parked; /* command id -> struct pending, while the request waits */
-    int *owned;     /* reply partitions this replica owns */
+    int *owned;     /* reply partitions this replica owns and reads from their end */
     size_t nowned;
+    int *warming; /* assigned, end not reached yet: not named in commands */
+    size_t nwarming;
     size_t next_owned; /* round-robin cursor over owned */
     bool stopping;
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
     metrics_histogram *m_latency;
+    metrics_counter *m_status[500]; /* answers by status 100..599, registered on first use */
 } gateway;
 
 /*
- * Builds the gateway on base: loads schemas, connects (asynchronously) to PostgreSQL and Kafka,
- * joins the replies group and listens. Returns NULL with err on a configuration problem.
+ * Builds one gateway (a worker: a replica of its own) on base: loads schemas, connects
+ * (asynchronously) to PostgreSQL and Kafka, joins the replies group and listens. shared is
+ * borrowed. Returns NULL with err on a configuration problem.
  */
 gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
-                     const config_props *kafka_props, char *err, size_t errlen);
+                     const config_props *kafka_props, gateway_shared *shared, char *err,
+                     size_t errlen);
 /* Stops listening and answers every parked request with 202 (its command is in Kafka). */
 void gateway_drain(gateway *g);
 /* Flushes the producer and frees everything. */
@@ -76,6 +91,8 @@ void commands_on_delivery(void *opaque, int err, const char *errstr, int partiti
 void commands_on_replies(void *arg);
 /* Reply partitions assigned or revoked (commands.c). */
 bool commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg);
+/* The replies consumer reached the end of a partition (commands.c). */
+void commands_on_replies_eof(int partition, void *arg);
 /* Answers every parked request with 202 (commands.c). */
 void commands_release_parked(gateway *g);
 

@@ -1,22 +1,92 @@
-/* main.c: command-gateway: configuration, event loop, signals, teardown. */
+/*
+ * main.c: command-gateway: configuration, one event loop per worker, signals, teardown.
+ *
+ * Each worker is a whole replica on a thread of its own: its loop, HTTP listener (the workers
+ * share the port through SO_REUSEPORT), PostgreSQL connection, producer and replies consumer.
+ * Nothing mutable is shared but the metrics registry, whose values are atomics. The main thread
+ * only waits for a signal and tells every worker to drain.
+ */
 #include "gateway.h"
 #include "log.h"
 #include "service.h"
+#include "xalloc.h"
 
 #include <event2/event.h>
+#include <event2/thread.h>
+#include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+typedef struct worker {
+    struct event_base *base;
+    gateway *g;
+    struct event *drain; /* activated from the main thread */
+    pthread_t thread;
+    bool running;
+} worker;
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    worker *w = arg;
+    gateway_drain(w->g);
+    /* Give the answers just written a moment to leave before the connections go. */
+    struct timeval grace = {0, 200000};
+    event_base_loopexit(w->base, &grace);
+}
+
+static void *run_worker(void *arg)
+{
+    worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
-    gateway *g = arg;
+    struct event_base *control = arg;
     log_kv(LOG_INFO, "stopping", LOG_FIELDS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
-    gateway_drain(g);
-    /* Give the answers just written a moment to leave before the connections go. */
-    struct timeval grace = {0, 200000};
-    event_base_loopexit(g->base, &grace);
+    event_base_loopbreak(control);
+}
+
+static void free_workers(worker *ws, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        gateway_free(ws[i].g);
+        if (ws[i].drain)
+            event_free(ws[i].drain);
+        if (ws[i].base)
+            event_base_free(ws[i].base);
+    }
+    free(ws);
+}
+
+/*
+ * Builds n workers on cfg, which they keep. The first binds the port (perhaps chosen by the
+ * system: http.port 0); cfg then names that port for the others.
+ */
+static worker *start_workers(size_t n, gateway_config *cfg, const config_props *kafka,
+                             gateway_shared *shared, char *err, size_t errlen)
+{
+    worker *ws = xcalloc(n, sizeof(*ws));
+    for (size_t i = 0; i < n; i++) {
+        ws[i].base = event_base_new();
+        ws[i].g = ws[i].base ? gateway_new(ws[i].base, cfg, kafka, shared, err, errlen) : NULL;
+        if (!ws[i].g) {
+            if (!ws[i].base)
+                snprintf(err, errlen, "event_base_new failed");
+            free_workers(ws, i + 1);
+            return NULL;
+        }
+        ws[i].drain = event_new(ws[i].base, -1, 0, on_drain, &ws[i]);
+        if (i == 0)
+            cfg->http_port = httpd_port(ws[0].g->http);
+    }
+    return ws;
 }
 
 int main(int argc, char **argv)
@@ -32,27 +102,65 @@ int main(int argc, char **argv)
                        gateway_config_table, &cfg, &kafka, argc, argv, &rc))
         goto out;
     rc = EXIT_FAILURE;
-
-    struct event_base *base = event_base_new();
-    gateway *g = gateway_new(base, &cfg, &kafka, err, sizeof(err));
-    if (!g) {
-        log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", err));
-        event_base_free(base);
+    if (cfg.workers == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg.workers = cores > 0 ? cores : 1;
+    }
+    /* Before any thread: loops woken across threads, and jansson's hash seed. */
+    if (evthread_use_pthreads() != 0) {
+        log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", "evthread_use_pthreads failed"));
         goto out;
     }
-    struct event *sigint = evsignal_new(base, SIGINT, on_signal, g);
-    struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, g);
+    json_object_seed(0);
+
+    size_t n = (size_t)cfg.workers;
+    gateway_shared shared = {.metrics = metrics_new(), .workers = n};
+    worker *ws = start_workers(n, &cfg, &kafka, &shared, err, sizeof(err));
+    if (!ws) {
+        log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", err));
+        metrics_free(shared.metrics);
+        goto out;
+    }
+    char count[24];
+    snprintf(count, sizeof(count), "%zu", n);
+    log_kv(LOG_INFO, "workers started", LOG_FIELDS("workers", count));
+
+    /* Signals go to the main thread only: the workers start with them blocked. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    bool started = true;
+    for (size_t i = 0; i < n && started; i++) {
+        started = pthread_create(&ws[i].thread, NULL, run_worker, &ws[i]) == 0;
+        ws[i].running = started;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    struct event_base *control = event_base_new();
+    struct event *sigint = evsignal_new(control, SIGINT, on_signal, control);
+    struct event *sigterm = evsignal_new(control, SIGTERM, on_signal, control);
     event_add(sigint, NULL);
     event_add(sigterm, NULL);
+    if (started)
+        event_base_dispatch(control);
+    else
+        log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", "pthread_create failed"));
 
-    event_base_dispatch(base);
-
+    for (size_t i = 0; i < n; i++)
+        event_active(ws[i].drain, 0, 0);
+    for (size_t i = 0; i < n; i++) {
+        if (ws[i].running)
+            pthread_join(ws[i].thread, NULL);
+    }
     event_free(sigint);
     event_free(sigterm);
-    gateway_free(g);
-    event_base_free(base);
+    event_base_free(control);
+    free_workers(ws, n);
+    metrics_free(shared.metrics);
     log_kv(LOG_INFO, "stopped", NULL);
-    rc = EXIT_SUCCESS;
+    rc = started ? EXIT_SUCCESS : EXIT_FAILURE;
 out:
     config_free(gateway_config_table, &cfg);
     config_props_free(&kafka);

@@ -9,6 +9,8 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <event2/util.h>
 #include <netinet/in.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -115,7 +117,35 @@ static void on_request(struct evhttp_request *ev, void *arg)
     h->handler(r, h->arg);
 }
 
-httpd *httpd_new(struct event_base *base, const char *host, int port, const httpd_limits *lim,
+/* A listening socket on host:port (numeric host), handed to evhttp. NULL on failure. */
+static struct evhttp_bound_socket *bind_listener(struct evhttp *http, struct event_base *base,
+                                                 const char *host, int port, bool reuse_port)
+{
+    char service[16];
+    snprintf(service, sizeof(service), "%d", port);
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC,
+                                    .ai_socktype = SOCK_STREAM,
+                                    .ai_protocol = IPPROTO_TCP,
+                                    .ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG};
+    struct evutil_addrinfo *ai = NULL;
+    if (evutil_getaddrinfo(host, service, &hints, &ai) != 0 || !ai)
+        return NULL;
+    unsigned flags = LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+    if (reuse_port)
+        flags |= LEV_OPT_REUSEABLE_PORT;
+    /* No callback yet: evhttp sets its own, which also enables the listener. */
+    struct evconnlistener *l =
+        evconnlistener_new_bind(base, NULL, NULL, flags, -1, ai->ai_addr, (int)ai->ai_addrlen);
+    evutil_freeaddrinfo(ai);
+    if (!l)
+        return NULL;
+    struct evhttp_bound_socket *sock = evhttp_bind_listener(http, l);
+    if (!sock)
+        evconnlistener_free(l);
+    return sock;
+}
+
+httpd *httpd_new(struct event_base *base, const char *host, int port, const httpd_options *lim,
                  httpd_handler handler, void *arg, char *err, size_t errlen)
 {
     httpd *h = xcalloc(1, sizeof(*h));
@@ -129,7 +159,7 @@ httpd *httpd_new(struct event_base *base, const char *host, int port, const http
     evhttp_set_timeout(h->http, lim->timeout_s);
     evhttp_set_default_content_type(h->http, "application/json");
     evhttp_set_gencb(h->http, on_request, h);
-    h->sock = evhttp_bind_socket_with_handle(h->http, host, (ev_uint16_t)port);
+    h->sock = bind_listener(h->http, base, host, port, lim->reuse_port);
     if (!h->sock) {
         snprintf(err, errlen, "http: cannot listen on %s:%d", host, port);
         evhttp_free(h->http);

@@ -32,17 +32,19 @@ typedef void (*httpd_handler)(http_req *req, void *arg);
 /* Called when a client goes away before its request was answered; req is still valid. */
 typedef void (*http_req_gone_cb)(http_req *req, void *arg);
 
-typedef struct httpd_limits {
+typedef struct httpd_options {
     size_t max_body;         /* bigger bodies get 413 */
     size_t max_headers_size; /* bigger header blocks get 431-equivalent 400 */
     int timeout_s;           /* read/write timeout for slow clients */
-} httpd_limits;
+    bool reuse_port;         /* SO_REUSEPORT: several loops listen on one port, the kernel
+                                spreads the connections */
+} httpd_options;
 
 /* Called for every answer with its status and the time since the request arrived. */
 typedef void (*httpd_observer)(int status, long long elapsed_us, void *arg);
 
 /* Binds host:port and serves on base. NULL with err on failure (e.g. port in use). */
-httpd *httpd_new(struct event_base *base, const char *host, int port, const httpd_limits *lim,
+httpd *httpd_new(struct event_base *base, const char *host, int port, const httpd_options *lim,
                  httpd_handler handler, void *arg, char *err, size_t errlen);
 /* Sets the observer of every answer (metrics). */
 void httpd_set_observer(httpd *h, httpd_observer cb, void *arg);

@@ -33,6 +33,7 @@ struct kafka_consumer {
     char *topic;
     kafka_wake_cb wake;
     kafka_assign_cb on_assign;
+    kafka_eof_cb on_eof;
     void *arg;
     rd_kafka_topic_partition_list_t *stopped; /* assigned, waiting for kafka_consumer_start() */
     rd_kafka_message_t **held;                /* messages of the last poll, destroyed on the next */
@@ -490,6 +491,11 @@ fail:
     return NULL;
 }
 
+void kafka_consumer_set_eof_cb(kafka_consumer *c, kafka_eof_cb cb)
+{
+    c->on_eof = cb;
+}
+
 void kafka_consumer_release(kafka_consumer *c)
 {
     for (size_t i = 0; i < c->nheld; i++)
@@ -514,6 +520,8 @@ size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max)
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 log_kv(LOG_WARN, "consumer error",
                        LOG_FIELDS("topic", c->topic, "error", rd_kafka_message_errstr(m)));
+            else if (c->on_eof)
+                c->on_eof(m->partition, c->arg);
             rd_kafka_message_destroy(m);
             continue;
         }

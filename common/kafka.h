@@ -113,6 +113,13 @@ size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max);
  */
 int kafka_consumer_start(kafka_consumer *c, const int *partitions, const long long *offsets,
                          size_t n);
+/*
+ * Called from kafka_consumer_poll() when the consumer has reached the end of a partition, i.e.
+ * knows its position there; needs the property enable.partition.eof=true.
+ */
+typedef void (*kafka_eof_cb)(int partition, void *arg);
+/* Sets the end-of-partition callback (arg is the consumer's). */
+void kafka_consumer_set_eof_cb(kafka_consumer *c, kafka_eof_cb cb);
 /* Releases the messages of the last poll (their pointers become invalid). */
 void kafka_consumer_release(kafka_consumer *c);
 /* Commits next_offset for a partition to Kafka, asynchronously (informational: lag tooling). */

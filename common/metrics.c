@@ -3,6 +3,7 @@
 
 #include "xalloc.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,13 +26,16 @@ struct metrics_histogram {
 };
 
 struct metrics {
+    pthread_mutex_t lock; /* registration and rendering; values are atomics */
     metrics_counter *counters;
     metrics_histogram *histograms;
 };
 
 metrics *metrics_new(void)
 {
-    return xcalloc(1, sizeof(metrics));
+    metrics *m = xcalloc(1, sizeof(metrics));
+    pthread_mutex_init(&m->lock, NULL);
+    return m;
 }
 
 void metrics_free(metrics *m)
@@ -46,6 +50,7 @@ void metrics_free(metrics *m)
         n = h->next;
         free(h->name), free(h->help), free(h->bounds), free(h->buckets), free(h);
     }
+    pthread_mutex_destroy(&m->lock);
     free(m);
 }
 
@@ -53,12 +58,15 @@ metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *h
                                      const char *labels)
 {
     const char *l = labels ? labels : "";
+    pthread_mutex_lock(&m->lock);
     /* Insert after the last series of the same name (else at the end): one family, one block. */
     metrics_counter **tail = &m->counters, **after_family = NULL;
     for (metrics_counter *c = m->counters; c; c = c->next) {
         if (strcmp(c->name, name) == 0) {
-            if (strcmp(c->labels, l) == 0)
+            if (strcmp(c->labels, l) == 0) {
+                pthread_mutex_unlock(&m->lock);
                 return c;
+            }
             after_family = &c->next;
         }
         tail = &c->next;
@@ -72,6 +80,7 @@ metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *h
     atomic_init(&c->value, 0);
     c->next = *tail;
     *tail = c;
+    pthread_mutex_unlock(&m->lock);
     return c;
 }
 
@@ -88,9 +97,12 @@ unsigned long long metrics_value(const metrics_counter *c)
 metrics_histogram *metrics_histogram_get(metrics *m, const char *name, const char *help,
                                          const double *bounds, size_t nbounds)
 {
+    pthread_mutex_lock(&m->lock);
     for (metrics_histogram *h = m->histograms; h; h = h->next) {
-        if (strcmp(h->name, name) == 0)
+        if (strcmp(h->name, name) == 0) {
+            pthread_mutex_unlock(&m->lock);
             return h;
+        }
     }
     metrics_histogram *h = xcalloc(1, sizeof(*h));
     h->name = xstrdup(name);
@@ -101,6 +113,7 @@ metrics_histogram *metrics_histogram_get(metrics *m, const char *name, const cha
     h->buckets = xcalloc(nbounds + 1, sizeof(*h->buckets));
     h->next = m->histograms;
     m->histograms = h;
+    pthread_mutex_unlock(&m->lock);
     return h;
 }
 
@@ -116,13 +129,14 @@ void metrics_observe_us(metrics_histogram *h, long long us)
                               memory_order_relaxed);
 }
 
-char *metrics_render(const metrics *m)
+char *metrics_render(metrics *m)
 {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f)
         abort();
+    pthread_mutex_lock(&m->lock);
     const char *last = "";
     for (const metrics_counter *c = m->counters; c; c = c->next) {
         if (strcmp(last, c->name) != 0)
@@ -145,6 +159,7 @@ char *metrics_render(const metrics *m)
                 (double)atomic_load_explicit(&h->sum_us, memory_order_relaxed) / 1e6, h->name,
                 (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
     }
+    pthread_mutex_unlock(&m->lock);
     fclose(f);
     return buf;
 }

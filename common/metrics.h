@@ -14,8 +14,9 @@ void metrics_free(metrics *m);
 
 /*
  * Registers (or finds) the counter name{labels}; labels is the text between the braces, e.g.
- * "status=\"200\"", or NULL. The counter lives as long as the registry. Not thread-safe to
- * register; safe to increment from any thread.
+ * "status=\"200\"", or NULL. The counter lives as long as the registry. Registering takes a
+ * lock; keep the pointer rather than looking it up on a hot path. Safe from any thread, as is
+ * everything here.
  */
 metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *help,
                                      const char *labels);
@@ -31,6 +32,6 @@ metrics_histogram *metrics_histogram_get(metrics *m, const char *name, const cha
 void metrics_observe_us(metrics_histogram *h, long long us);
 
 /* Renders every metric; caller frees the string with free(). */
-char *metrics_render(const metrics *m);
+char *metrics_render(metrics *m);
 
 #endif

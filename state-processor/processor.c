@@ -11,7 +11,7 @@
 
 #include "batch.h"
 #include "domain.h"
-#include "httpd.h"
+#include "health.h"
 #include "ids.h"
 #include "kafka.h"
 #include "log.h"
@@ -24,42 +24,6 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CFG(field) offsetof(processor_config, field)
-const config_row processor_config_table[] = {
-    {"pg.conninfo", CONFIG_STR, CFG(pg_conninfo), "host=127.0.0.1 port=5432 dbname=cqrs", 0, 0,
-     "libpq connection string of the write model"},
-    {"topic.prefix", CONFIG_STR, CFG(topic_prefix), NULL, 0, 0,
-     "prefix of the topic names (commands, events, replies, commands.dlq)"},
-    {"schemas.dir", CONFIG_STR, CFG(schemas_dir), "schemas/domains", 0, 0,
-     "folder of the domain files"},
-    {"migrations.dir", CONFIG_STR, CFG(migrations_dir), "schemas/migrations", 0, 0,
-     "folder of the SQL migrations applied at start"},
-    {"group.id", CONFIG_STR, CFG(group_id), "state-processor", 0, 0,
-     "consumer group of the processors"},
-    {"tenant.default", CONFIG_STR, CFG(tenant_default), "default", 0, 0,
-     "tenant of commands that carry none"},
-    {"log.level", CONFIG_STR, CFG(log_level), "info", 0, 0, "debug, info, warn or error"},
-    {"http.host", CONFIG_STR, CFG(http_host), "127.0.0.1", 0, 0,
-     "address of the health and metrics endpoint"},
-    {"http.port", CONFIG_INT, CFG(http_port), "-1", -1, 65535,
-     "port of /healthz, /readyz, /metrics (-1: off, 0: any)"},
-    {"batch.max", CONFIG_INT, CFG(batch_max), "500", 1, 100000,
-     "most commands applied in one transaction"},
-    {"retry.max_ms", CONFIG_INT, CFG(retry_max_ms), "5000", 10, 600000,
-     "longest backoff between retries of a failed batch"},
-    {"pg.startup_timeout_s", CONFIG_INT, CFG(startup_timeout_s), "30", 0, 3600,
-     "how long start-up waits for PostgreSQL to run the migrations"},
-    {"idempotency.retention_s", CONFIG_INT, CFG(retention_s), "86400", 1, 315360000,
-     "how long finished commands are kept: the window in which a key is answered again"},
-    {"idempotency.purge_interval_s", CONFIG_INT, CFG(purge_interval_s), "60", 1, 86400,
-     "how often expired command records are deleted"},
-    {"topics.partitions", CONFIG_INT, CFG(topics_partitions), "4", 1, 10000,
-     "partitions of the topics created at start when missing"},
-    {"topics.replication", CONFIG_INT, CFG(topics_replication), "-1", -1, 100,
-     "replication factor of topics created at start (-1: the broker's default)"},
-    {NULL, 0, 0, NULL, 0, 0, NULL},
-};
 
 typedef enum {
     P_IDLE,
@@ -80,7 +44,7 @@ struct processor {
     kafka_producer *producer; /* replies and dead letters */
     relay *relay;             /* events */
     purge *purge;             /* expired idempotency records */
-    httpd *http;
+    health *health;
     metrics *metrics;
     char *topic_commands, *topic_replies, *topic_dlq;
 
@@ -650,30 +614,10 @@ static bool on_assign(const int *partitions, size_t n, bool assigned, void *arg)
     return true; /* started by read_start_offsets() */
 }
 
-static void reply_text(http_req *req, int status, const char *text)
-{
-    http_req_reply(req, status, "text/plain; charset=utf-8", text, strlen(text));
-}
-
-static void route(http_req *req, void *arg)
+static bool ready(void *arg)
 {
     processor *p = arg;
-    const char *path = http_req_path(req);
-    if (http_req_method(req) != HTTP_GET && http_req_method(req) != HTTP_HEAD) {
-        http_req_set_header(req, "Allow", "GET, HEAD");
-        reply_text(req, 405, "method not allowed\n");
-    } else if (strcmp(path, "/healthz") == 0) {
-        reply_text(req, 200, "ok\n");
-    } else if (strcmp(path, "/readyz") == 0) {
-        bool ok = pgconn_connected(p->pg) && kafka_producer_healthy(p->producer);
-        reply_text(req, ok ? 200 : 503, ok ? "ready\n" : "not ready\n");
-    } else if (strcmp(path, "/metrics") == 0) {
-        char *text = metrics_render(p->metrics);
-        http_req_reply(req, 200, "text/plain; version=0.0.4", text, strlen(text));
-        free(text);
-    } else {
-        reply_text(req, 404, "not found\n");
-    }
+    return pgconn_connected(p->pg) && kafka_producer_healthy(p->producer);
 }
 
 static void init_metrics(processor *p)
@@ -739,12 +683,12 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
     if (!p->consumer)
         goto fail;
     if (cfg->http_port >= 0) {
-        httpd_limits lim = {.max_body = 1024, .max_headers_size = 8192, .timeout_s = 10};
-        p->http = httpd_new(base, cfg->http_host, (int)cfg->http_port, &lim, route, p, err, errlen);
-        if (!p->http)
+        p->health = health_new(base, cfg->http_host, (int)cfg->http_port, p->metrics, ready, p, err,
+                               errlen);
+        if (!p->health)
             goto fail;
         char port[16];
-        snprintf(port, sizeof(port), "%d", httpd_port(p->http));
+        snprintf(port, sizeof(port), "%d", health_port(p->health));
         log_kv(LOG_INFO, "health and metrics", LOG_FIELDS("host", cfg->http_host, "port", port));
     }
     log_kv(LOG_INFO, "state-processor started",
@@ -773,7 +717,7 @@ void processor_free(processor *p)
     kafka_consumer_free(p->consumer);
     relay_free(p->relay);
     purge_free(p->purge);
-    httpd_free(p->http);
+    health_free(p->health);
     kafka_producer_free(p->producer);
     pgconn_free(p->pg);
     if (p->b.items)

@@ -18,12 +18,16 @@ struct relay {
     kafka_producer *producer;
     char *topic;
     json_t *confirmed; /* outbox keys confirmed by Kafka, not yet marked */
+    json_t *failed;    /* outbox rows Kafka refused or lost, produced again by the retry timer */
     size_t in_flight;  /* events produced, no delivery report yet */
     bool marking;      /* an UPDATE is running */
     bool recovered;    /* the start-up scan has been queued */
     char started_at[IDS_TIME_LEN];
     struct event *flush; /* batches the UPDATEs */
+    struct event *retry; /* produces the failed rows again */
 };
+
+#define RELAY_RETRY_S 1
 
 static const char mark_sql[] =
     "UPDATE outbox o SET published_at = now() FROM jsonb_to_recordset($1::jsonb) AS "
@@ -68,20 +72,35 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     mark(arg);
 }
 
+/* The row is kept and produced again shortly: an event is never left behind while we run. */
+static void retry_later(relay *r, json_t *row)
+{
+    json_array_append_new(r->failed, row);
+    if (!evtimer_pending(r->retry, NULL)) {
+        struct timeval tv = {RELAY_RETRY_S, 0};
+        evtimer_add(r->retry, &tv);
+    }
+}
+
 static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
                         void *arg)
 {
     (void)partition, (void)offset;
     relay *r = arg;
-    json_t *key = opaque;
+    json_t *row = opaque;
     r->in_flight--;
     if (err) {
-        /* Left unpublished in the outbox: the next start republishes it. */
-        log_kv(LOG_ERROR, "event not delivered", LOG_FIELDS("error", errstr));
-        json_decref(key);
+        log_kv(LOG_WARN, "event not delivered, will retry", LOG_FIELDS("error", errstr));
+        retry_later(r, row);
         return;
     }
-    json_array_append_new(r->confirmed, key);
+    /* The outbox key is what marking needs. */
+    json_array_append_new(
+        r->confirmed, json_pack("{s:O, s:O, s:O, s:O}", "tenant", json_object_get(row, "tenant"),
+                                "aggregate_type", json_object_get(row, "aggregate_type"),
+                                "aggregate_id", json_object_get(row, "aggregate_id"), "version",
+                                json_object_get(row, "version")));
+    json_decref(row);
     if (!r->marking)
         event_active(r->flush, 0, 0);
 }
@@ -111,15 +130,13 @@ static void publish_one(relay *r, const json_t *row)
     char scratch[64];
     size_t nh = envelope_to_headers(&e, h, scratch);
     char *value = json_dumps(json_object_get(row, "payload"), JSON_COMPACT);
-    json_t *key = json_pack("{s:s, s:s, s:s, s:I}", "tenant", tenant, "aggregate_type", type,
-                            "aggregate_id", id, "version", version);
+    json_t *held = json_deep_copy(row); /* the delivery report's opaque */
     if (value && kafka_produce(r->producer, r->topic, -1, id, strlen(id), value, strlen(value), h,
-                               nh, key) == KAFKA_OK) {
+                               nh, held) == KAFKA_OK) {
         r->in_flight++;
     } else {
-        log_kv(LOG_ERROR, "event not enqueued; it stays in the outbox",
-               LOG_FIELDS("event_id", event_id));
-        json_decref(key);
+        log_kv(LOG_WARN, "event not enqueued, will retry", LOG_FIELDS("event_id", event_id));
+        retry_later(r, held);
     }
     free(value);
     free(event_id);
@@ -129,6 +146,16 @@ void relay_publish(relay *r, const json_t *rows)
 {
     for (size_t i = 0; i < json_array_size(rows); i++)
         publish_one(r, json_array_get(rows, i));
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    relay *r = arg;
+    json_t *rows = r->failed;
+    r->failed = json_array();
+    relay_publish(r, rows);
+    json_decref(rows);
 }
 
 static void on_recovered(const pgconn_result *res, void *arg)
@@ -172,8 +199,10 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
     r->base = base;
     r->topic = xstrdup(events_topic);
     r->confirmed = json_array();
+    r->failed = json_array();
     ids_now_rfc3339(r->started_at);
     r->flush = event_new(base, -1, 0, on_flush, r);
+    r->retry = evtimer_new(base, on_retry, r);
     r->producer = kafka_producer_new(base, kafka_props, on_delivery, r, err, errlen);
     if (r->producer)
         r->pg = pgconn_new(base, conninfo, on_pg_state, r, err, errlen);
@@ -186,7 +215,7 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
 
 size_t relay_backlog(const relay *r)
 {
-    return r->in_flight + json_array_size(r->confirmed);
+    return r->in_flight + json_array_size(r->confirmed) + json_array_size(r->failed);
 }
 
 void relay_free(relay *r)
@@ -195,6 +224,9 @@ void relay_free(relay *r)
         return;
     if (r->producer && kafka_producer_flush(r->producer, 5000) != 0)
         log_warn("shutdown: %zu events unconfirmed; they stay in the outbox", r->in_flight);
+    if (json_array_size(r->failed))
+        log_warn("shutdown: %zu events undelivered; they stay in the outbox",
+                 json_array_size(r->failed));
     /* Mark what Kafka confirmed; one bounded run of the loop lets the UPDATE finish. */
     if (r->pg && pgconn_connected(r->pg)) {
         mark(r);
@@ -207,7 +239,10 @@ void relay_free(relay *r)
     kafka_producer_free(r->producer);
     if (r->flush)
         event_free(r->flush);
+    if (r->retry)
+        event_free(r->retry);
     json_decref(r->confirmed);
+    json_decref(r->failed);
     free(r->topic);
     free(r);
 }

@@ -7,16 +7,16 @@
  * negative, versions run 1..n without gap, and every version has its event.
  * CQRS_CHAOS_COMMANDS (default 3000) sets the size of the run; the kills are spread over it.
  */
+#include "cluster.h"
 #include "httpc.h"
 #include "ids.h"
-#include "pgtest.h"
 #include "kafka.h"
+#include "pgtest.h"
 #include "stack.h"
 #include "strmap.h"
 
 #include <check.h>
 #include <event2/event.h>
-#include <fcntl.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,54 +43,20 @@ static request *reqs;
 static int target; /* commands to send */
 static atomic_int nreqs;
 static int http_port;
-static char dir[256], conninfo[512], bootstrap[512], prefix[32], pg_dir[256];
-static int pg_port;
+static cluster cl;
 static pid_t procs[2], gateway_pid;
 
-static pid_t spawn(const char *bin, const char *log, char *const argv[])
+static pid_t start_processor(int idx)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(bin, argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static pid_t start_service(const char *name, int idx)
-{
-    const char *build = getenv("CQRS_BUILD") ? getenv("CQRS_BUILD") : "build";
-    const char *mode = getenv("CQRS_TEST_KAFKA_MODE");
-    bool mock = !mode || strcmp(mode, "real") != 0;
-    char bin[300], log[400], a[8][600];
-    snprintf(bin, sizeof(bin), "%s/%s", build, name);
-    snprintf(log, sizeof(log), "%s/%s-%d.log", dir, name, idx);
-    snprintf(a[0], sizeof(a[0]), "--pg.conninfo=%s", conninfo);
-    snprintf(a[1], sizeof(a[1]), "--kafka.bootstrap.servers=%s", bootstrap);
-    snprintf(a[2], sizeof(a[2]), "--topic.prefix=%s", prefix);
-    snprintf(a[3], sizeof(a[3]), "--kafka.fetch.wait.max.ms=%s", mock ? "5" : "500");
-    if (strcmp(name, "state-processor") == 0) {
-        snprintf(a[4], sizeof(a[4]), "--group.id=%sprocessors", prefix);
-        snprintf(a[5], sizeof(a[5]), "--retry.max_ms=1000");
-        /* A killed member must leave the group in seconds, not after the default 45 s. */
-        snprintf(a[6], sizeof(a[6]), "--kafka.session.timeout.ms=6000");
-        /* Static membership: a restarted processor takes its partitions back at once. The mock
-           cluster holds a returning static member back for longer than a new one. */
-        if (mock)
-            snprintf(a[7], sizeof(a[7]), "--log.level=info");
-        else
-            snprintf(a[7], sizeof(a[7]), "--kafka.group.instance.id=%sprocessor-%d", prefix, idx);
-    } else {
-        snprintf(a[4], sizeof(a[4]), "--replies.group=%sgateways", prefix);
-        snprintf(a[5], sizeof(a[5]), "--http.port=%d", http_port);
-        snprintf(a[6], sizeof(a[6]), "--log.level=info");
-        snprintf(a[7], sizeof(a[7]), "--log.level=info");
-    }
-    char *argv[] = {(char *)name, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], NULL};
-    return spawn(bin, log, argv);
+    char instance[80];
+    /* A killed member must leave the group in seconds, not after the default 45 s. Static
+       membership: a restarted processor takes its partitions back at once (the mock cluster
+       holds a returning static member back for longer than a new one, so not there). */
+    snprintf(instance, sizeof(instance), "--kafka.group.instance.id=%sprocessor-%d", cl.prefix,
+             idx);
+    const char *extra[] = {"--retry.max_ms=1000", "--kafka.session.timeout.ms=6000",
+                           cl.mock ? NULL : instance, NULL};
+    return cluster_start(&cl, "state-processor", idx, extra);
 }
 
 static int post(const char *headers, const char *body, httpc_response *out)
@@ -148,10 +113,10 @@ static void pg(bool start)
 {
     char cmd[800];
     if (start)
-        snprintf(cmd, sizeof(cmd), "deploy/local/pg.sh start '%s' %d >/dev/null 2>&1", pg_dir,
-                 pg_port);
+        snprintf(cmd, sizeof(cmd), "deploy/local/pg.sh start '%s' %d >/dev/null 2>&1", cl.pg_dir,
+                 cl.pg_port);
     else
-        snprintf(cmd, sizeof(cmd), "deploy/local/pg.sh stop '%s' >/dev/null 2>&1", pg_dir);
+        snprintf(cmd, sizeof(cmd), "deploy/local/pg.sh stop '%s' >/dev/null 2>&1", cl.pg_dir);
     ck_assert_msg(system(cmd) == 0, "%s", cmd);
 }
 
@@ -160,10 +125,10 @@ static size_t count_events(size_t want)
 {
     struct event_base *base = event_base_new();
     config_props props = {0};
-    config_props_set(&props, "bootstrap.servers", bootstrap);
+    config_props_set(&props, "bootstrap.servers", cl.bootstrap);
     char err[512], group[64], topic[64];
-    snprintf(group, sizeof(group), "%sevent-check", prefix);
-    snprintf(topic, sizeof(topic), "%sevents", prefix);
+    snprintf(group, sizeof(group), "%sevent-check", cl.prefix);
+    snprintf(topic, sizeof(topic), "%sevents", cl.prefix);
     kafka_consumer *c =
         kafka_consumer_new(base, &props, group, topic, NULL, NULL, NULL, err, sizeof(err));
     ck_assert_msg(c != NULL, "%s", err);
@@ -199,7 +164,7 @@ static size_t count_events(size_t want)
 
 START_TEST(chaos_keeps_every_guarantee)
 {
-    PGconn *db = PQconnectdb(conninfo);
+    PGconn *db = PQconnectdb(cl.conninfo);
     ck_assert_msg(PQstatus(db) == CONNECTION_OK, "%s", PQerrorMessage(db));
     for (int a = 0; a < ACCOUNTS; a++) {
         char body[200];
@@ -237,10 +202,10 @@ START_TEST(chaos_keeps_every_guarantee)
             pg(false);
             usleep(500000);
             pg(true);
-            db = PQconnectdb(conninfo);
+            db = PQconnectdb(cl.conninfo);
         }
         usleep(300000);
-        procs[victim] = start_service("state-processor", victim);
+        procs[victim] = start_processor(victim);
     }
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
@@ -328,52 +293,21 @@ END_TEST
 
 int main(void)
 {
-    const char *base_ci = getenv("CQRS_TEST_PG_CONNINFO");
-    const char *bs = getenv("CQRS_TEST_KAFKA_BOOTSTRAP");
-    const char *pgd = getenv("CQRS_TEST_PG_DIR");
-    if (!base_ci || !bs || !pgd) {
-        fprintf(stderr, "CQRS_TEST_PG_CONNINFO, CQRS_TEST_PG_DIR and CQRS_TEST_KAFKA_BOOTSTRAP "
-                        "must be set (make test sets them)\n");
+    if (cluster_init(&cl, "chaos") != 0)
         return EXIT_FAILURE;
-    }
-    snprintf(pg_dir, sizeof(pg_dir), "%s", pgd);
-    const char *pp = strstr(base_ci, "port=");
-    pg_port = pp ? atoi(pp + 5) : 0;
-    snprintf(bootstrap, sizeof(bootstrap), "%s", bs);
-    snprintf(prefix, sizeof(prefix), "chaos%d-", (int)getpid());
-    snprintf(dir, sizeof(dir), "/tmp/cqrs-chaos-XXXXXX");
-    if (!mkdtemp(dir))
-        return EXIT_FAILURE;
-    char dbname[64], cmd[1200];
-    snprintf(dbname, sizeof(dbname), "chaos_%d", (int)getpid());
-    PGconn *admin = PQconnectdb(base_ci);
-    snprintf(cmd, sizeof(cmd), "CREATE DATABASE %s", dbname);
-    PGresult *res = PQexec(admin, cmd);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        fprintf(stderr, "%s", PQerrorMessage(admin));
-        return EXIT_FAILURE;
-    }
-    PQclear(res);
-    PQfinish(admin);
-    snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, dbname);
     http_port = stack_free_port();
     const char *size = getenv("CQRS_CHAOS_COMMANDS");
     target = size && atoi(size) > 0 ? atoi(size) : 3000;
     reqs = calloc((size_t)target, sizeof(*reqs));
 
-    procs[0] = start_service("state-processor", 0);
-    procs[1] = start_service("state-processor", 1);
-    gateway_pid = start_service("command-gateway", 0);
-    int ready = 0;
-    for (int i = 0; i < 600 && !ready; i++) {
-        httpc_response r = httpc_request(http_port, "GET", "/readyz", NULL, NULL, 1000);
-        ready = r.status == 200;
-        httpc_free(&r);
-        if (!ready)
-            usleep(100000);
-    }
+    procs[0] = start_processor(0);
+    procs[1] = start_processor(1);
+    char port[32];
+    snprintf(port, sizeof(port), "--http.port=%d", http_port);
+    const char *gw[] = {port, NULL};
+    gateway_pid = cluster_start(&cl, "command-gateway", 0, gw);
     int failed = 1;
-    if (ready) {
+    if (cluster_wait_ready(http_port, 60000)) {
         Suite *s = suite_create("chaos");
         TCase *tc = tcase_create("chaos");
         tcase_set_timeout(tc, 600 + target / 20);
@@ -388,27 +322,7 @@ int main(void)
         fprintf(stderr, "the services were not ready within 60 s\n");
     }
     pid_t all[] = {procs[0], procs[1], gateway_pid};
-    for (int i = 0; i < 3; i++)
-        kill(all[i], SIGTERM);
-    for (int i = 0; i < 3; i++)
-        waitpid(all[i], NULL, 0);
-    snprintf(cmd, sizeof(cmd),
-             failed ? "tail -n 30 %s/*.log >&2"
-                    : "grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' %s/*.log >&2",
-             dir);
-    int grep_rc = system(cmd);
-    if (!failed && grep_rc == 0) {
-        fprintf(stderr, "a sanitizer reported an error in a service log\n");
-        failed = 1;
-    }
-    const char *keep = getenv("CQRS_KEEP_TEST_DIR");
-    if (failed || (keep && strcmp(keep, "1") == 0)) {
-        fprintf(stderr, "service logs kept in %s\n", dir);
-    } else {
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", dir);
-    }
+    failed = cluster_finish(&cl, all, 3, failed);
     free(reqs);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

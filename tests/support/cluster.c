@@ -1,0 +1,128 @@
+/* cluster.c: service processes for the multi-process end-to-end tests. */
+#include "cluster.h"
+
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "httpc.h"
+
+int cluster_init(cluster *c, const char *name)
+{
+    memset(c, 0, sizeof(*c));
+    const char *base_ci = getenv("CQRS_TEST_PG_CONNINFO");
+    const char *bs = getenv("CQRS_TEST_KAFKA_BOOTSTRAP");
+    const char *pgd = getenv("CQRS_TEST_PG_DIR");
+    if (!base_ci || !bs || !pgd) {
+        fprintf(stderr, "CQRS_TEST_PG_CONNINFO, CQRS_TEST_PG_DIR and CQRS_TEST_KAFKA_BOOTSTRAP "
+                        "must be set (make test sets them)\n");
+        return -1;
+    }
+    const char *mode = getenv("CQRS_TEST_KAFKA_MODE");
+    c->mock = !mode || strcmp(mode, "real") != 0;
+    snprintf(c->pg_dir, sizeof(c->pg_dir), "%s", pgd);
+    const char *pp = strstr(base_ci, "port=");
+    c->pg_port = pp ? atoi(pp + 5) : 0;
+    snprintf(c->bootstrap, sizeof(c->bootstrap), "%s", bs);
+    snprintf(c->prefix, sizeof(c->prefix), "%s%d-", name, (int)getpid());
+    snprintf(c->dir, sizeof(c->dir), "/tmp/cqrs-%s-XXXXXX", name);
+    if (!mkdtemp(c->dir)) {
+        perror("mkdtemp");
+        return -1;
+    }
+    char dbname[64], sql[128];
+    snprintf(dbname, sizeof(dbname), "%s_%d", name, (int)getpid());
+    PGconn *admin = PQconnectdb(base_ci);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
+    PGresult *res = PQexec(admin, sql);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        fprintf(stderr, "%s", PQerrorMessage(admin));
+    PQclear(res);
+    PQfinish(admin);
+    snprintf(c->conninfo, sizeof(c->conninfo), "%s dbname=%s", base_ci, dbname);
+    return ok ? 0 : -1;
+}
+
+pid_t cluster_start(const cluster *c, const char *service, int idx, const char *const *extra)
+{
+    const char *build = getenv("CQRS_BUILD") ? getenv("CQRS_BUILD") : "build";
+    char bin[300], log[400], a[5][600];
+    snprintf(bin, sizeof(bin), "%s/%s", build, service);
+    snprintf(log, sizeof(log), "%s/%s-%d.log", c->dir, service, idx);
+    snprintf(a[0], sizeof(a[0]), "--pg.conninfo=%s", c->conninfo);
+    snprintf(a[1], sizeof(a[1]), "--kafka.bootstrap.servers=%s", c->bootstrap);
+    snprintf(a[2], sizeof(a[2]), "--topic.prefix=%s", c->prefix);
+    /* The mock cluster holds each fetch for the full fetch.wait.max.ms; a broker does not. */
+    snprintf(a[3], sizeof(a[3]), "--kafka.fetch.wait.max.ms=%s", c->mock ? "5" : "500");
+    if (strcmp(service, "state-processor") == 0)
+        snprintf(a[4], sizeof(a[4]), "--group.id=%sprocessors", c->prefix);
+    else
+        snprintf(a[4], sizeof(a[4]), "--replies.group=%sgateways", c->prefix);
+    const char *argv[40] = {service, a[0], a[1], a[2], a[3], a[4]};
+    size_t n = 6;
+    for (size_t i = 0; extra && extra[i] && n < 39; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+bool cluster_wait_ready(int port, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 100) {
+        httpc_response r = httpc_request(port, "GET", "/readyz", NULL, NULL, 1000);
+        bool ready = r.status == 200;
+        httpc_free(&r);
+        if (ready)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
+bool cluster_finish(cluster *c, const pid_t *pids, size_t n, bool failed)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (pids[i] > 0) {
+            kill(pids[i], SIGCONT); /* a test may have left one stopped */
+            kill(pids[i], SIGTERM);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (pids[i] > 0)
+            waitpid(pids[i], NULL, 0);
+    }
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd),
+             failed ? "tail -n 30 %s/*.log >&2"
+                    : "grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' %s/*.log >&2",
+             c->dir);
+    int grep_rc = system(cmd);
+    if (!failed && grep_rc == 0) {
+        fprintf(stderr, "a sanitizer reported an error in a service log\n");
+        failed = true;
+    }
+    const char *keep = getenv("CQRS_KEEP_TEST_DIR");
+    if (failed || (keep && strcmp(keep, "1") == 0)) {
+        fprintf(stderr, "service logs kept in %s\n", c->dir);
+    } else {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", c->dir);
+    }
+    return failed;
+}

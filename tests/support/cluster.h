@@ -1,0 +1,40 @@
+/*
+ * cluster.h: the services as separate child processes (several processors, several gateways)
+ * on the test runner's PostgreSQL, in a database of their own, and its Kafka, under a topic
+ * prefix of their own; for the multi-process end-to-end tests.
+ */
+#ifndef CQRS_TEST_CLUSTER_H
+#define CQRS_TEST_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct cluster {
+    char dir[256];       /* service logs */
+    char conninfo[512];  /* the cluster's database */
+    char bootstrap[512]; /* Kafka */
+    char prefix[40];     /* topic and group prefix */
+    char pg_dir[256];    /* the runner's PostgreSQL, which a test may restart */
+    int pg_port;
+    bool mock; /* Kafka is librdkafka's mock cluster */
+} cluster;
+
+/* Creates the database and the log folder from the runner's environment; -1 after a message. */
+int cluster_init(cluster *c, const char *name);
+/*
+ * Starts build/<service> (state-processor or command-gateway) with the cluster's database,
+ * Kafka, prefix and group, plus the NULL-terminated extra flags; its log is
+ * <dir>/<service>-<idx>.log.
+ */
+pid_t cluster_start(const cluster *c, const char *service, int idx, const char *const *extra);
+/* Polls GET /readyz on port until 200, for up to timeout_ms; true when ready. */
+bool cluster_wait_ready(int port, int timeout_ms);
+/*
+ * Stops the n processes (SIGTERM, then reaps), prints the logs of a failed run, fails a run whose
+ * logs hold a sanitizer report, keeps the folder of a failed run (or with CQRS_KEEP_TEST_DIR=1)
+ * and removes it otherwise. Returns whether the run failed.
+ */
+bool cluster_finish(cluster *c, const pid_t *pids, size_t n, bool failed);
+
+#endif
