@@ -1,0 +1,443 @@
+/*
+ * test_replicas.c: two gateway replicas (two workers each) and two processors, as separate
+ * processes. Every sync client gets its own answer whichever replica it reaches; a stalled
+ * processor turns sync requests into 202 at their deadline; more waiting requests than the bound
+ * get 503 with Retry-After; oversized bodies and slow clients are cut off; and a replica killed
+ * with SIGKILL loses nothing: its clients retry on the other replica with the same key and get
+ * the original outcome.
+ */
+#include "cluster.h"
+#include "httpc.h"
+#include "ids.h"
+#include "pgtest.h"
+#include "stack.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_PARKED 50 /* per worker; two workers per replica */
+#define TIMEOUT_MS 20000
+
+static cluster cl;
+static pid_t procs[2], gateways[2];
+static int ports[2];
+static PGconn *db;
+
+static httpc_response post(int port, const char *headers, const char *body)
+{
+    return httpc_request(port, "POST", "/v1/commands", headers, body, TIMEOUT_MS);
+}
+
+static const char *jstr(const json_t *j, const char *key)
+{
+    const char *s = json_string_value(json_object_get(j, key));
+    return s ? s : "";
+}
+
+static void open_account(const char *id)
+{
+    char body[160];
+    snprintf(body, sizeof(body),
+             "{\"type\":\"account.open\",\"aggregate_id\":\"%s\",\"payload\":{\"owner\":\"o\"}}",
+             id);
+    httpc_response r = post(ports[0], NULL, body);
+    ck_assert_msg(r.status == 201, "open %s: %d", id, r.status);
+    httpc_free(&r);
+}
+
+/* Follows a command resource until it is decided; returns its http_status, or 0. */
+static int decided_status(int port, const char *command_id)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/commands/%s", command_id);
+    for (int i = 0; i < 300; i++) {
+        httpc_response s = httpc_request(port, "GET", path, NULL, NULL, TIMEOUT_MS);
+        const char *st = s.status == 200 ? jstr(s.json, "status") : "";
+        int code = strcmp(st, "applied") == 0 || strcmp(st, "rejected") == 0
+                       ? (int)json_integer_value(json_object_get(s.json, "http_status"))
+                       : 0;
+        httpc_free(&s);
+        if (code)
+            return code;
+        usleep(100000);
+    }
+    return 0;
+}
+
+/* ---- every client gets its own answer ---- */
+
+#define ROUTE_THREADS 16
+#define ROUTE_EACH    25
+
+typedef struct answer {
+    int status;
+    char key[32];
+    char account[16];
+    char command_id[40];
+    char answered_account[16];
+    char answered_key[32];
+} answer;
+
+static answer answers[ROUTE_THREADS][ROUTE_EACH];
+
+static void *route_client(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int i = 0; i < ROUTE_EACH; i++) {
+        answer *a = &answers[t][i];
+        snprintf(a->key, sizeof(a->key), "route-%d-%d", t, i);
+        snprintf(a->account, sizeof(a->account), "route-%d", (t + i) % 8);
+        char headers[96], body[160];
+        snprintf(headers, sizeof(headers), "Idempotency-Key: %s\r\n", a->key);
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"account.deposit\",\"aggregate_id\":\"%s\",\"payload\":"
+                 "{\"amount\":1}}",
+                 a->account);
+        httpc_response r = post(ports[(t + i) % 2], headers, body);
+        a->status = r.status;
+        snprintf(a->command_id, sizeof(a->command_id), "%s", jstr(r.json, "command_id"));
+        snprintf(a->answered_account, sizeof(a->answered_account), "%s",
+                 jstr(r.json, "aggregate_id"));
+        snprintf(a->answered_key, sizeof(a->answered_key), "%s", jstr(r.json, "idempotency_key"));
+        httpc_free(&r);
+    }
+    return NULL;
+}
+
+START_TEST(every_client_gets_its_own_answer)
+{
+    for (int a = 0; a < 8; a++) {
+        char id[16];
+        snprintf(id, sizeof(id), "route-%d", a);
+        open_account(id);
+    }
+    pthread_t th[ROUTE_THREADS];
+    for (int t = 0; t < ROUTE_THREADS; t++)
+        ck_assert_int_eq(pthread_create(&th[t], NULL, route_client, (void *)(intptr_t)t), 0);
+    for (int t = 0; t < ROUTE_THREADS; t++)
+        pthread_join(th[t], NULL);
+    int ok = 0;
+    for (int t = 0; t < ROUTE_THREADS; t++) {
+        for (int i = 0; i < ROUTE_EACH; i++) {
+            const answer *a = &answers[t][i];
+            /* A reply reaches the replica and the request that sent the command, or none. */
+            ck_assert_msg(a->status == 200, "%s: status %d", a->key, a->status);
+            ck_assert_str_eq(a->answered_key, a->key);
+            ck_assert_str_eq(a->answered_account, a->account);
+            char sql[256];
+            snprintf(sql, sizeof(sql),
+                     "SELECT count(*) FROM commands WHERE id = '%s' AND idempotency_key = '%s' "
+                     "AND aggregate_id = '%s' AND status = 'applied'",
+                     a->command_id, a->key, a->account);
+            ck_assert_int_eq(pgtest_int(db, sql), 1);
+            ok++;
+        }
+    }
+    ck_assert_int_eq(pgtest_int(db, "SELECT sum((state->>'balance')::int) FROM aggregates WHERE "
+                                    "id LIKE 'route-%'"),
+                     ok);
+    fprintf(stderr, "routing: %d sync answers across 2 replicas x 2 workers, all their own\n", ok);
+}
+END_TEST
+
+/* ---- a stalled processor: 202 at the deadline, applied later ---- */
+
+static void processors_signal(int sig)
+{
+    kill(procs[0], sig);
+    kill(procs[1], sig);
+}
+
+START_TEST(deadline_gives_202_then_applied)
+{
+    open_account("late");
+    processors_signal(SIGSTOP);
+    httpc_response r = post(ports[1], "Prefer: wait=1\r\n",
+                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"late\","
+                            "\"payload\":{\"amount\":7}}");
+    processors_signal(SIGCONT);
+    ck_assert_int_eq(r.status, 202);
+    char loc[128];
+    ck_assert_ptr_nonnull(httpc_header(&r, "Location", loc, sizeof(loc)));
+    char id[40];
+    snprintf(id, sizeof(id), "%s", jstr(r.json, "command_id"));
+    ck_assert_str_eq(loc + strlen("/v1/commands/"), id);
+    httpc_free(&r);
+    ck_assert_int_eq(decided_status(ports[0], id), 200);
+}
+END_TEST
+
+/* ---- overload: beyond the parked bound, 503 with Retry-After ---- */
+
+#define OVERLOAD 160
+
+static int overload_status[OVERLOAD];
+static char overload_retry_after[OVERLOAD][8];
+static char overload_id[OVERLOAD][40];
+
+static void *overload_client(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    char body[160];
+    snprintf(body, sizeof(body),
+             "{\"type\":\"account.deposit\",\"aggregate_id\":\"busy\",\"payload\":{\"amount\":1}}");
+    httpc_response r = post(ports[0], "Prefer: wait=4\r\n", body);
+    overload_status[i] = r.status;
+    httpc_header(&r, "Retry-After", overload_retry_after[i], sizeof(overload_retry_after[i]));
+    snprintf(overload_id[i], sizeof(overload_id[i]), "%s", jstr(r.json, "command_id"));
+    httpc_free(&r);
+    return NULL;
+}
+
+START_TEST(overload_gets_503_and_loses_nothing)
+{
+    open_account("busy");
+    processors_signal(SIGSTOP); /* nothing is answered: every sync request stays parked */
+    pthread_t th[OVERLOAD];
+    for (int i = 0; i < OVERLOAD; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, overload_client, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < OVERLOAD; i++)
+        pthread_join(th[i], NULL);
+    processors_signal(SIGCONT);
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < OVERLOAD; i++) {
+        if (overload_status[i] == 503) {
+            ck_assert_str_eq(overload_retry_after[i], "1");
+            refused++;
+        } else {
+            ck_assert_msg(overload_status[i] == 202, "client %d: %d", i, overload_status[i]);
+            accepted++;
+        }
+    }
+    /* Two workers park at most MAX_PARKED each; the rest is refused at once. */
+    ck_assert_int_le(accepted, 2 * MAX_PARKED);
+    ck_assert_int_ge(refused, OVERLOAD - 2 * MAX_PARKED);
+    for (int i = 0; i < OVERLOAD; i++) {
+        if (overload_status[i] == 202)
+            ck_assert_int_eq(decided_status(ports[0], overload_id[i]), 200);
+    }
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SELECT (state->>'balance')::int FROM aggregates WHERE id = 'busy'");
+    ck_assert_int_eq(pgtest_int(db, sql), accepted);
+    httpc_response h = httpc_request(ports[0], "GET", "/healthz", NULL, NULL, TIMEOUT_MS);
+    ck_assert_int_eq(h.status, 200);
+    httpc_free(&h);
+    fprintf(stderr, "overload: %d requests, %d parked then 202, %d x 503\n", OVERLOAD, accepted,
+            refused);
+}
+END_TEST
+
+/* ---- hostile clients ---- */
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+START_TEST(oversize_body_is_413)
+{
+    size_t n = 2 * 1024 * 1024; /* http.max_body is 1 MiB */
+    char *body = malloc(n + 1);
+    memset(body, ' ', n);
+    body[n] = '\0';
+    body[0] = '{';
+    body[n - 1] = '}';
+    httpc_response r = post(ports[0], NULL, body);
+    free(body);
+    ck_assert_int_eq(r.status, 413);
+    httpc_free(&r);
+}
+END_TEST
+
+START_TEST(slow_client_is_cut_off)
+{
+    /* Half a request line, then silence: the 1 s timeout closes the connection. */
+    int fd = connect_to(ports[1]);
+    const char *part = "POST /v1/commands HTTP/1.1\r\nHost: x\r\n";
+    ck_assert_int_eq(write(fd, part, strlen(part)), (ssize_t)strlen(part));
+    char buf[512];
+    long long start = ids_monotonic_us() / 1000;
+    ssize_t got;
+    while ((got = read(fd, buf, sizeof(buf))) > 0)
+        ;
+    long long waited = ids_monotonic_us() / 1000 - start;
+    close(fd);
+    ck_assert_int_eq(got, 0); /* closed by the server, not our receive timeout */
+    ck_assert_int_lt(waited, 5000);
+    /* The replica still serves. */
+    httpc_response h = httpc_request(ports[1], "GET", "/healthz", NULL, NULL, TIMEOUT_MS);
+    ck_assert_int_eq(h.status, 200);
+    httpc_free(&h);
+}
+END_TEST
+
+/* ---- a replica killed under load ---- */
+
+#define KILL_THREADS 12
+
+typedef struct kill_req {
+    char key[32];
+    int account;
+    int first_status; /* answer of the replica first asked; 0 when the connection broke */
+    int first_port;
+    int final_status; /* the outcome the client ends with */
+    char command_id[40];
+} kill_req;
+
+static kill_req kill_reqs[KILL_THREADS][400];
+static int kill_count[KILL_THREADS];
+static atomic_bool kill_stop;
+static atomic_bool replica0_dead;
+
+static void *kill_client(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int i = 0; i < 400 && !atomic_load(&kill_stop); i++) {
+        kill_req *k = &kill_reqs[t][i];
+        snprintf(k->key, sizeof(k->key), "kill-%d-%d", t, i);
+        k->account = t;
+        char headers[96], body[160];
+        snprintf(headers, sizeof(headers), "Idempotency-Key: %s\r\n", k->key);
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"account.deposit\",\"aggregate_id\":\"kill-%d\",\"payload\":"
+                 "{\"amount\":1}}",
+                 t);
+        /* Replica 0 first while it lives; after a broken connection, replica 1, same key. */
+        k->first_port = atomic_load(&replica0_dead) ? ports[1] : ports[i % 2];
+        httpc_response r = post(k->first_port, headers, body);
+        k->first_status = r.status;
+        int status = r.status;
+        snprintf(k->command_id, sizeof(k->command_id), "%s", jstr(r.json, "command_id"));
+        httpc_free(&r);
+        for (int tries = 0; (status == 0 || status == 409) && tries < 200; tries++) {
+            if (status == 409)
+                usleep(100000);
+            r = post(ports[1], headers, body);
+            status = r.status;
+            if (*jstr(r.json, "command_id"))
+                snprintf(k->command_id, sizeof(k->command_id), "%s", jstr(r.json, "command_id"));
+            httpc_free(&r);
+        }
+        if (status == 202)
+            status = decided_status(ports[1], k->command_id);
+        k->final_status = status;
+        kill_count[t] = i + 1;
+    }
+    return NULL;
+}
+
+START_TEST(killed_replica_loses_nothing)
+{
+    for (int t = 0; t < KILL_THREADS; t++) {
+        char id[16];
+        snprintf(id, sizeof(id), "kill-%d", t);
+        open_account(id);
+    }
+    pthread_t th[KILL_THREADS];
+    for (int t = 0; t < KILL_THREADS; t++)
+        ck_assert_int_eq(pthread_create(&th[t], NULL, kill_client, (void *)(intptr_t)t), 0);
+    sleep(2);
+    kill(gateways[0], SIGKILL);
+    waitpid(gateways[0], NULL, 0);
+    gateways[0] = 0;
+    atomic_store(&replica0_dead, true);
+    sleep(3);
+    atomic_store(&kill_stop, true);
+    for (int t = 0; t < KILL_THREADS; t++)
+        pthread_join(th[t], NULL);
+
+    int total = 0, first_2xx = 0, broken = 0;
+    for (int t = 0; t < KILL_THREADS; t++) {
+        for (int i = 0; i < kill_count[t]; i++) {
+            const kill_req *k = &kill_reqs[t][i];
+            total++;
+            broken += k->first_status == 0;
+            first_2xx += k->first_status == 200 || k->first_status == 202;
+            /* Every client ends with the outcome of its one command. */
+            ck_assert_msg(k->final_status == 200, "%s: first %d, final %d", k->key, k->first_status,
+                          k->final_status);
+            char sql[320];
+            snprintf(sql, sizeof(sql),
+                     "SELECT count(*) FROM commands WHERE idempotency_key = '%.31s' AND id = '%.39s' "
+                     "AND status = 'applied'",
+                     k->key, k->command_id);
+            ck_assert_int_eq(pgtest_int(db, sql), 1);
+        }
+        /* Applied exactly once each: the balance counts the requests. */
+        char sql[160];
+        snprintf(sql, sizeof(sql),
+                 "SELECT (state->>'balance')::int FROM aggregates WHERE id = 'kill-%d'", t);
+        ck_assert_int_eq(pgtest_int(db, sql), kill_count[t]);
+    }
+    ck_assert_int_gt(broken + first_2xx, 0);
+    fprintf(stderr,
+            "replica killed: %d commands, %d answered 2xx first, %d connections broken and "
+            "retried on the other replica; all applied once\n",
+            total, first_2xx, broken);
+}
+END_TEST
+
+int main(void)
+{
+    if (cluster_init(&cl, "replicas") != 0)
+        return EXIT_FAILURE;
+    for (int i = 0; i < 2; i++) {
+        procs[i] = cluster_start(&cl, "state-processor", i, NULL);
+        ports[i] = stack_free_port();
+    }
+    for (int i = 0; i < 2; i++) {
+        char port[32], parked[48];
+        snprintf(port, sizeof(port), "--http.port=%d", ports[i]);
+        snprintf(parked, sizeof(parked), "--sync.max_parked=%d", MAX_PARKED);
+        /* A claim left by the killed replica is taken over after 2 s. */
+        const char *extra[] = {port,
+                               parked,
+                               "--workers=2",
+                               "--http.timeout_s=1",
+                               "--topics.partitions=8",
+                               "--idempotency.inflight_timeout_s=2",
+                               NULL};
+        gateways[i] = cluster_start(&cl, "command-gateway", i, extra);
+    }
+    int failed = 1;
+    if (cluster_wait_ready(ports[0], 60000) && cluster_wait_ready(ports[1], 60000)) {
+        db = PQconnectdb(cl.conninfo);
+        Suite *s = suite_create("replicas");
+        TCase *tc = tcase_create("replicas");
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, every_client_gets_its_own_answer);
+        tcase_add_test(tc, deadline_gives_202_then_applied);
+        tcase_add_test(tc, overload_gets_503_and_loses_nothing);
+        tcase_add_test(tc, oversize_body_is_413);
+        tcase_add_test(tc, slow_client_is_cut_off);
+        tcase_add_test(tc, killed_replica_loses_nothing);
+        suite_add_tcase(s, tc);
+        SRunner *sr = srunner_create(s);
+        srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        PQfinish(db);
+    } else {
+        fprintf(stderr, "the services were not ready within 60 s\n");
+    }
+    pid_t all[] = {procs[0], procs[1], gateways[0], gateways[1]};
+    return cluster_finish(&cl, all, 4, failed) ? EXIT_FAILURE : EXIT_SUCCESS;
+}
