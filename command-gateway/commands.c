@@ -50,6 +50,7 @@ static void pending_done(pending *p)
     p->req = NULL;
     if (p->parked) {
         strmap_remove(p->g->parked, p->in.command_id);
+        metrics_gauge_add(p->g->m_parked, -1);
         p->parked = false;
     }
     if (p->deadline)
@@ -230,6 +231,7 @@ static void produce(pending *p)
     p->dr_pending = true;
     if (p->wants_reply) {
         strmap_put(g->parked, p->in.command_id, p);
+        metrics_gauge_add(g->m_parked, 1);
         p->parked = true;
     }
 }

@@ -160,6 +160,8 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                             "replies with no waiting request here (timed out or async)", NULL);
     g->m_replayed = metrics_counter_get(g->metrics, "gateway_idempotent_replays_total",
                                         "answers replayed for a repeated Idempotency-Key", NULL);
+    g->m_parked = metrics_gauge_get(g->metrics, "gateway_parked_requests",
+                                    "sync requests waiting for their reply", NULL);
     g->m_latency = metrics_histogram_get(g->metrics, "gateway_http_request_duration_seconds",
                                          "time from request to answer", bounds,
                                          sizeof(bounds) / sizeof(bounds[0]));

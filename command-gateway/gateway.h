@@ -66,6 +66,7 @@ typedef struct gateway {
     bool stopping;
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
     metrics_histogram *m_latency;
+    metrics_gauge *m_parked;
     metrics_counter *m_status[500]; /* answers by status 100..599, registered on first use */
 } gateway;
 

@@ -124,6 +124,14 @@ int main(int argc, char **argv)
     char count[24];
     snprintf(count, sizeof(count), "%zu", n);
     log_kv(LOG_INFO, "workers started", LOG_FIELDS("workers", count));
+    /* Each worker needs a reply partition of its own to answer sync requests. */
+    int parts = kafka_partition_count(ws[0].g->producer, ws[0].g->topic_replies, 5000);
+    if (parts >= 0 && (size_t)parts < n) {
+        char have[16];
+        snprintf(have, sizeof(have), "%d", parts);
+        log_kv(LOG_WARN, "fewer reply partitions than workers: some will not become ready",
+               LOG_FIELDS("topic", ws[0].g->topic_replies, "partitions", have, "workers", count));
+    }
 
     /* Signals go to the main thread only: the workers start with them blocked. */
     sigset_t block, old;

@@ -503,18 +503,12 @@ void kafka_consumer_release(kafka_consumer *c)
     c->nheld = 0;
 }
 
-size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max)
+/* Moves the messages among the got events of c->held to its front and fills out; returns how
+   many. Events are logged or reported and destroyed. */
+static size_t keep_messages(kafka_consumer *c, kafka_message *out, size_t got)
 {
-    kafka_consumer_release(c);
-    if (max > c->held_cap) { /* grows once to the caller's batch size */
-        c->held = xrealloc(c->held, max * sizeof(*c->held));
-        c->held_cap = max;
-    }
-    ssize_t got = rd_kafka_consume_batch_queue(c->q, 0, c->held, max);
-    if (got <= 0)
-        return 0;
     size_t n = 0;
-    for (ssize_t i = 0; i < got; i++) {
+    for (size_t i = 0; i < got; i++) {
         rd_kafka_message_t *m = c->held[i];
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -551,6 +545,22 @@ size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max)
         }
     }
     c->nheld = n;
+    return n;
+}
+
+size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max)
+{
+    kafka_consumer_release(c);
+    if (max > c->held_cap) { /* grows once to the caller's batch size */
+        c->held = xrealloc(c->held, max * sizeof(*c->held));
+        c->held_cap = max;
+    }
+    /* A batch of events only (errors, ends of partitions) yields no message but does not mean
+       the queue is empty: keep going, since the wake-up fires only on empty -> non-empty. */
+    size_t n = 0;
+    ssize_t got;
+    while (n == 0 && (got = rd_kafka_consume_batch_queue(c->q, 0, c->held, max)) > 0)
+        n = keep_messages(c, out, (size_t)got);
     return n;
 }
 

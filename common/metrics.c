@@ -4,14 +4,17 @@
 #include "xalloc.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* A gauge is a counter that renders as signed and is typed gauge; the handle is cast. */
 struct metrics_counter {
     char *name, *help, *labels;
-    atomic_ullong value;
+    bool gauge;
+    atomic_ullong value; /* a gauge's value in two's complement */
     struct metrics_counter *next;
 };
 
@@ -54,8 +57,8 @@ void metrics_free(metrics *m)
     free(m);
 }
 
-metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *help,
-                                     const char *labels)
+static metrics_counter *series_get(metrics *m, const char *name, const char *help,
+                                   const char *labels, bool gauge)
 {
     const char *l = labels ? labels : "";
     pthread_mutex_lock(&m->lock);
@@ -77,11 +80,36 @@ metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *h
     c->name = xstrdup(name);
     c->help = xstrdup(help);
     c->labels = xstrdup(l);
+    c->gauge = gauge;
     atomic_init(&c->value, 0);
     c->next = *tail;
     *tail = c;
     pthread_mutex_unlock(&m->lock);
     return c;
+}
+
+metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *help,
+                                     const char *labels)
+{
+    return series_get(m, name, help, labels, false);
+}
+
+metrics_gauge *metrics_gauge_get(metrics *m, const char *name, const char *help,
+                                 const char *labels)
+{
+    return (metrics_gauge *)series_get(m, name, help, labels, true);
+}
+
+void metrics_gauge_add(metrics_gauge *g, long long delta)
+{
+    atomic_fetch_add_explicit(&((metrics_counter *)g)->value, (unsigned long long)delta,
+                              memory_order_relaxed);
+}
+
+long long metrics_gauge_value(const metrics_gauge *g)
+{
+    return (long long)atomic_load_explicit(&((const metrics_counter *)g)->value,
+                                           memory_order_relaxed);
 }
 
 void metrics_add(metrics_counter *c, unsigned long long n)
@@ -140,10 +168,15 @@ char *metrics_render(metrics *m)
     const char *last = "";
     for (const metrics_counter *c = m->counters; c; c = c->next) {
         if (strcmp(last, c->name) != 0)
-            fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", c->name, c->help, c->name);
+            fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", c->name, c->help, c->name,
+                    c->gauge ? "gauge" : "counter");
         last = c->name;
-        fprintf(f, *c->labels ? "%s{%s} %llu\n" : "%s%s %llu\n", c->name, c->labels,
-                metrics_value(c));
+        if (c->gauge)
+            fprintf(f, *c->labels ? "%s{%s} %lld\n" : "%s%s %lld\n", c->name, c->labels,
+                    metrics_gauge_value((const metrics_gauge *)c));
+        else
+            fprintf(f, *c->labels ? "%s{%s} %llu\n" : "%s%s %llu\n", c->name, c->labels,
+                    metrics_value(c));
     }
     for (const metrics_histogram *h = m->histograms; h; h = h->next) {
         fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", h->name, h->help, h->name);

@@ -7,6 +7,7 @@
 typedef struct metrics metrics;
 typedef struct metrics_counter metrics_counter;
 typedef struct metrics_histogram metrics_histogram;
+typedef struct metrics_gauge metrics_gauge;
 
 /* Creates an empty registry; caller frees with metrics_free(). */
 metrics *metrics_new(void);
@@ -24,6 +25,14 @@ metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *h
 void metrics_add(metrics_counter *c, unsigned long long n);
 /* Current value of a counter (for tests and health reports). */
 unsigned long long metrics_value(const metrics_counter *c);
+
+/* Registers (or finds) the gauge name{labels}, a value that goes up and down. */
+metrics_gauge *metrics_gauge_get(metrics *m, const char *name, const char *help,
+                                 const char *labels);
+/* Adds delta (may be negative) to a gauge. */
+void metrics_gauge_add(metrics_gauge *g, long long delta);
+/* Current value of a gauge. */
+long long metrics_gauge_value(const metrics_gauge *g);
 
 /* Registers a histogram with upper bounds in seconds, ascending (copied). */
 metrics_histogram *metrics_histogram_get(metrics *m, const char *name, const char *help,

@@ -226,7 +226,7 @@ start_mock_kafka() {
 
 if [[ -n $KAFKA_BOOTSTRAP ]]; then
     BOOTSTRAP=$KAFKA_BOOTSTRAP
-    ((KAFKA_IS_MOCK == 0)) || MOCK_ARGS=(--kafka.fetch.wait.max.ms=5)
+    ((KAFKA_IS_MOCK == 0)) || MOCK_ARGS=(--kafka.fetch.wait.max.ms=5 --kafka.session.timeout.ms=6000)
     KAFKA_DESC="kafka            external  bootstrap $BOOTSTRAP"
 elif [[ $KAFKA == real ]]; then
     REAL_KAFKA_STARTED=1
@@ -235,8 +235,10 @@ elif [[ $KAFKA == real ]]; then
 elif [[ $KAFKA == mock ]]; then
     start_mock_kafka
     # The mock cluster holds every fetch for the full fetch.wait.max.ms (a broker answers as soon
-    # as data arrives), so keep that short here; it costs only idle fetches on loopback.
-    MOCK_ARGS=(--kafka.fetch.wait.max.ms=5)
+    # as data arrives), so keep that short here; it costs only idle fetches on loopback. And it
+    # ends a rebalance only when the session timeout expires: keep that short too, so that a
+    # member joining later (a second replica) gets its partitions in seconds.
+    MOCK_ARGS=(--kafka.fetch.wait.max.ms=5 --kafka.session.timeout.ms=6000)
     KAFKA_DESC="mock-kafka       pid $KAFKA_PID  bootstrap $BOOTSTRAP  log $KAFKA_LOG"
 else
     fail "KAFKA must be mock or real, not '$KAFKA'"

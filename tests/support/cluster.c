@@ -53,20 +53,22 @@ int cluster_init(cluster *c, const char *name)
 pid_t cluster_start(const cluster *c, const char *service, int idx, const char *const *extra)
 {
     const char *build = getenv("CQRS_BUILD") ? getenv("CQRS_BUILD") : "build";
-    char bin[300], log[400], a[5][600];
+    char bin[300], log[400], a[6][600];
     snprintf(bin, sizeof(bin), "%s/%s", build, service);
     snprintf(log, sizeof(log), "%s/%s-%d.log", c->dir, service, idx);
     snprintf(a[0], sizeof(a[0]), "--pg.conninfo=%s", c->conninfo);
     snprintf(a[1], sizeof(a[1]), "--kafka.bootstrap.servers=%s", c->bootstrap);
     snprintf(a[2], sizeof(a[2]), "--topic.prefix=%s", c->prefix);
-    /* The mock cluster holds each fetch for the full fetch.wait.max.ms; a broker does not. */
+    /* The mock cluster holds each fetch for the full fetch.wait.max.ms, and ends a rebalance
+       only when the session timeout expires; a broker does neither. */
     snprintf(a[3], sizeof(a[3]), "--kafka.fetch.wait.max.ms=%s", c->mock ? "5" : "500");
+    snprintf(a[5], sizeof(a[5]), "--kafka.session.timeout.ms=%s", c->mock ? "6000" : "45000");
     if (strcmp(service, "state-processor") == 0)
         snprintf(a[4], sizeof(a[4]), "--group.id=%sprocessors", c->prefix);
     else
         snprintf(a[4], sizeof(a[4]), "--replies.group=%sgateways", c->prefix);
-    const char *argv[40] = {service, a[0], a[1], a[2], a[3], a[4]};
-    size_t n = 6;
+    const char *argv[40] = {service, a[0], a[1], a[2], a[3], a[4], a[5]};
+    size_t n = 7;
     for (size_t i = 0; extra && extra[i] && n < 39; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;

@@ -323,6 +323,26 @@ START_TEST(test_threads)
 }
 END_TEST
 
+START_TEST(test_gauge)
+{
+    metrics *m = metrics_new();
+    metrics_gauge *g = metrics_gauge_get(m, "parked", "requests waiting", "worker=\"0\"");
+    ck_assert_ptr_eq(metrics_gauge_get(m, "parked", "requests waiting", "worker=\"0\""), g);
+    metrics_gauge_add(g, 3);
+    metrics_gauge_add(g, -5);
+    ck_assert_int_eq(metrics_gauge_value(g), -2);
+    char *text = metrics_render(m);
+    ck_assert_int_eq(count_lines(text, "# TYPE parked gauge"), 1);
+    ck_assert_int_eq(count_lines(text, "parked{worker=\"0\"} -2"), 1);
+    free(text);
+    metrics_gauge_add(g, 2);
+    text = metrics_render(m);
+    ck_assert_int_eq(count_lines(text, "parked{worker=\"0\"} 0"), 1);
+    free(text);
+    metrics_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("metrics");
@@ -330,6 +350,7 @@ int main(void)
     tcase_add_loop_test(tc, test_counter, 0, N(ccases));
     tcase_add_test(tc, test_counter_identity);
     tcase_add_test(tc, test_family_not_split);
+    tcase_add_test(tc, test_gauge);
     suite_add_tcase(s, tc);
     tc = tcase_create("histograms");
     tcase_add_loop_test(tc, test_histogram, 0, N(hcases));
