@@ -6,6 +6,7 @@
 #include "xalloc.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 
 struct httpd {
+    struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *sock;
     httpd_handler handler;
@@ -39,6 +41,7 @@ struct http_req {
     size_t body_len;
     http_req_gone_cb gone;
     void *gone_arg;
+    struct event *hangup; /* the client closing its side while we hold the request */
 };
 
 /* Reason phrases evhttp does not know (it says "Client Error" for 422, for example). */
@@ -80,6 +83,8 @@ static const char *reason(int status)
 
 static void req_free(http_req *r)
 {
+    if (r->hangup)
+        event_free(r->hangup);
     if (r->query_parsed)
         evhttp_clear_headers(&r->query);
     free(r->path);
@@ -87,15 +92,35 @@ static void req_free(http_req *r)
     free(r);
 }
 
-/* The connection closed while we still held its request: libevent frees the request itself. */
+/*
+ * The connection closed while we still held its request: libevent frees the request itself.
+ * With a gone callback the owner lets go of the request there, and it is freed here; without
+ * one, the owner's later reply frees it.
+ */
 static void on_conn_close(struct evhttp_connection *conn, void *arg)
 {
     http_req *r = arg;
     (void)conn;
     r->ev = NULL;
     r->conn = NULL;
-    if (r->gone)
+    if (r->gone) {
         r->gone(r, r->gone_arg);
+        req_free(r);
+    }
+}
+
+/*
+ * evhttp stops reading a connection while its request is being handled, so it would notice a
+ * client that left only when the answer is written. EV_CLOSED (EPOLLRDHUP) reports the peer's
+ * end of stream without reading; closing the connection then runs on_conn_close(). A client
+ * that half-closes after its request is treated as gone, as nginx does.
+ */
+static void on_hangup(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    http_req *r = arg;
+    if (r->conn)
+        evhttp_connection_free(r->conn);
 }
 
 static void on_request(struct evhttp_request *ev, void *arg)
@@ -112,8 +137,15 @@ static void on_request(struct evhttp_request *ev, void *arg)
     r->path = decoded ? xstrdup(decoded) : xstrdup("/");
     free(decoded);
     /* evhttp allows one request in progress per connection, so one close callback suffices. */
-    if (r->conn)
+    if (r->conn) {
         evhttp_connection_set_closecb(r->conn, on_conn_close, r);
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(r->conn);
+        evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+        if (fd >= 0) {
+            r->hangup = event_new(h->base, fd, EV_CLOSED, on_hangup, r);
+            event_add(r->hangup, NULL);
+        }
+    }
     h->handler(r, h->arg);
 }
 
@@ -149,6 +181,7 @@ httpd *httpd_new(struct event_base *base, const char *host, int port, const http
                  httpd_handler handler, void *arg, char *err, size_t errlen)
 {
     httpd *h = xcalloc(1, sizeof(*h));
+    h->base = base;
     h->http = evhttp_new(base);
     h->handler = handler;
     h->arg = arg;
@@ -280,6 +313,10 @@ void http_req_on_gone(http_req *r, http_req_gone_cb cb, void *arg)
 
 void http_req_reply(http_req *r, int status, const char *content_type, const char *body, size_t len)
 {
+    if (r->hangup) { /* from here on evhttp owns the connection again */
+        event_free(r->hangup);
+        r->hangup = NULL;
+    }
     if (r->ev) {
         if (r->conn)
             evhttp_connection_set_closecb(r->conn, NULL, NULL);

@@ -29,7 +29,8 @@ typedef enum {
  * call, which must come exactly once, now or later.
  */
 typedef void (*httpd_handler)(http_req *req, void *arg);
-/* Called when a client goes away before its request was answered; req is still valid. */
+/* Called when a client goes away before its request was answered; req is valid during the call
+   and freed after it: the owner must let go of it and never answer it. */
 typedef void (*http_req_gone_cb)(http_req *req, void *arg);
 
 typedef struct httpd_options {

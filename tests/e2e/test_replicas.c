@@ -118,7 +118,7 @@ static void *route_client(void *arg)
 START_TEST(every_client_gets_its_own_answer)
 {
     for (int a = 0; a < 8; a++) {
-        char id[16];
+        char id[32];
         snprintf(id, sizeof(id), "route-%d", a);
         open_account(id);
     }
@@ -366,7 +366,7 @@ START_TEST(parked_requests_memory_is_bounded)
     pid_t gw = gateways[2] = cluster_start(&cl, "command-gateway", 2, extra);
     ck_assert(cluster_wait_ready(port, 60000));
     for (int a = 0; a < 100; a++) {
-        char id[16];
+        char id[32];
         snprintf(id, sizeof(id), "mem-%d", a);
         open_account(id);
     }
@@ -409,7 +409,32 @@ START_TEST(parked_requests_memory_is_bounded)
     ck_assert_int_eq(parked, PARKED);
     ck_assert_int_eq(refused, EXTRA);
     ck_assert_int_eq(answered, PARKED);
-    ck_assert_int_lt(during - before, PARKED * 16); /* under 16 KiB per parked request */
+    /* Under 32 KiB per parked request: about 5 in a normal build, 14 under AddressSanitizer. */
+    ck_assert_int_lt(during - before, PARKED * 32);
+}
+END_TEST
+
+/* A client that leaves while its request is parked frees the slot at once. */
+START_TEST(disconnected_client_frees_its_slot)
+{
+    processors_signal(SIGSTOP);
+    int fd = send_parked(ports[0], 0);
+    long long parked = 0;
+    for (int i = 0; i < 100 && parked != 1; i++) {
+        parked = metric_value(ports[0], "gateway_parked_requests");
+        if (parked != 1)
+            usleep(50000);
+    }
+    close(fd);
+    long long after = -1;
+    for (int i = 0; i < 100 && after != 0; i++) {
+        after = metric_value(ports[0], "gateway_parked_requests");
+        if (after != 0)
+            usleep(50000);
+    }
+    processors_signal(SIGCONT);
+    ck_assert_int_eq(parked, 1);
+    ck_assert_int_eq(after, 0);
 }
 END_TEST
 
@@ -471,7 +496,7 @@ static void *kill_client(void *arg)
 START_TEST(killed_replica_loses_nothing)
 {
     for (int t = 0; t < KILL_THREADS; t++) {
-        char id[16];
+        char id[32];
         snprintf(id, sizeof(id), "kill-%d", t);
         open_account(id);
     }
@@ -554,6 +579,7 @@ int main(void)
         tcase_add_test(tc, oversize_body_is_413);
         tcase_add_test(tc, slow_client_is_cut_off);
         tcase_add_test(tc, parked_requests_memory_is_bounded);
+        tcase_add_test(tc, disconnected_client_frees_its_slot);
         tcase_add_test(tc, killed_replica_loses_nothing);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
