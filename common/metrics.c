@@ -94,8 +94,7 @@ metrics_counter *metrics_counter_get(metrics *m, const char *name, const char *h
     return series_get(m, name, help, labels, false);
 }
 
-metrics_gauge *metrics_gauge_get(metrics *m, const char *name, const char *help,
-                                 const char *labels)
+metrics_gauge *metrics_gauge_get(metrics *m, const char *name, const char *help, const char *labels)
 {
     return (metrics_gauge *)series_get(m, name, help, labels, true);
 }
