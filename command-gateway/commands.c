@@ -47,6 +47,8 @@ static void pending_maybe_free(pending *p)
 /* The request got its answer (or its client left): drop every reference to it. */
 static void pending_done(pending *p)
 {
+    if (p->req)
+        p->g->live--;
     p->req = NULL;
     if (p->parked) {
         strmap_remove(p->g->parked, p->in.command_id);
@@ -356,6 +358,7 @@ void commands_post(gateway *g, http_req *req)
         return;
     }
     p->req = req;
+    g->live++;
     http_req_on_gone(req, on_gone, p);
     /* From arrival: bounds the key check and Kafka's confirmation too, so nothing hangs. */
     long long ms = wait_ms(g, &p->in);
@@ -387,8 +390,8 @@ void commands_on_delivery(void *opaque, int err, const char *errstr, int partiti
         log_kv(LOG_WARN, "command not delivered",
                LOG_FIELDS("command_id", p->in.command_id, "error", errstr));
         answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, errstr, NULL));
-    } else if (!p->wants_reply) {
-        answer_accepted(p);
+    } else if (!p->wants_reply || g->stopping) {
+        answer_accepted(p); /* shutting down: no reply will be awaited */
     }
     /* otherwise the request stays parked until its reply or its deadline */
 }

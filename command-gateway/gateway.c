@@ -1,6 +1,7 @@
 /* gateway.c: the command-gateway's wiring: configuration, start-up, routes, health, metrics. */
 #include "gateway.h"
 
+#include "ids.h"
 #include "log.h"
 #include "problem.h"
 #include "xalloc.h"
@@ -28,6 +29,8 @@ const config_row gateway_config_table[] = {
     {"tenant.default", CONFIG_STR, CFG(tenant_default), "default", 0, 0,
      "tenant of every request while authentication is off"},
     {"log.level", CONFIG_STR, CFG(log_level), "info", 0, 0, "debug, info, warn or error"},
+    {"drain.timeout_ms", CONFIG_INT, CFG(drain_timeout_ms), "5000", 0, 600000,
+     "on SIGTERM, how long requests still waiting for Kafka may hold up the exit"},
     {"workers", CONFIG_INT, CFG(workers), "0", 0, 256,
      "event loops sharing the port (SO_REUSEPORT), each a replica of its own (0: one per core)"},
     {"sync.timeout_ms", CONFIG_INT, CFG(sync_timeout_ms), "5000", 1, 600000,
@@ -216,12 +219,34 @@ fail:
     return NULL;
 }
 
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    gateway *g = arg;
+    if (g->live > 0 && ids_monotonic_us() < g->drain_until_us) {
+        struct timeval tick = {0, 20000};
+        evtimer_add(g->drain, &tick);
+        return;
+    }
+    if (g->live > 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", g->live);
+        log_kv(LOG_WARN, "drain timed out; requests left unanswered", LOG_FIELDS("count", n));
+    }
+    /* Give the answers just written a moment to leave before the connections go. */
+    struct timeval grace = {0, 200000};
+    event_base_loopexit(g->base, &grace);
+}
+
 void gateway_drain(gateway *g)
 {
     g->stopping = true;
     if (g->http)
         httpd_stop_listening(g->http);
     commands_release_parked(g);
+    g->drain_until_us = ids_monotonic_us() + g->cfg->drain_timeout_ms * 1000;
+    g->drain = evtimer_new(g->base, on_drain_tick, g);
+    event_active(g->drain, 0, 0);
 }
 
 void gateway_free(gateway *g)
@@ -240,6 +265,8 @@ void gateway_free(gateway *g)
     kafka_producer_free(g->producer);
     domain_registry_free(g->domains);
     strmap_free(g->parked);
+    if (g->drain)
+        event_free(g->drain);
     free(g->owned);
     free(g->warming);
     free(g->topic_commands);

@@ -33,6 +33,7 @@ typedef struct gateway_config {
     long long topics_partitions;
     long long topics_replication;
     long long workers;
+    long long drain_timeout_ms;
 } gateway_config;
 
 /* The configuration table of the gateway (ended by a NULL row). */
@@ -64,6 +65,9 @@ typedef struct gateway {
     size_t nwarming;
     size_t next_owned; /* round-robin cursor over owned */
     bool stopping;
+    size_t live;         /* POST requests held, not answered yet */
+    struct event *drain; /* while stopping: ends the loop once nothing is held */
+    long long drain_until_us;
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
     metrics_histogram *m_latency;
     metrics_gauge *m_parked;
@@ -78,7 +82,11 @@ typedef struct gateway {
 gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                      const config_props *kafka_props, gateway_shared *shared, char *err,
                      size_t errlen);
-/* Stops listening and answers every parked request with 202 (its command is in Kafka). */
+/*
+ * Stops listening, answers every parked request whose command is in Kafka with 202, and ends
+ * the loop once every request held is answered (the rest get 202 as their delivery reports
+ * come) or after drain.timeout_ms.
+ */
 void gateway_drain(gateway *g);
 /* Flushes the producer and frees everything. */
 void gateway_free(gateway *g);

@@ -32,10 +32,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     worker *w = arg;
-    gateway_drain(w->g);
-    /* Give the answers just written a moment to leave before the connections go. */
-    struct timeval grace = {0, 200000};
-    event_base_loopexit(w->base, &grace);
+    gateway_drain(w->g); /* ends the worker's loop once its requests are answered */
 }
 
 static void *run_worker(void *arg)

@@ -310,7 +310,7 @@ int main(void)
     if (cluster_wait_ready(http_port, 60000)) {
         Suite *s = suite_create("chaos");
         TCase *tc = tcase_create("chaos");
-        tcase_set_timeout(tc, 600 + target / 20);
+        tcase_set_timeout(tc, 600.0 + target / 20.0);
         tcase_add_test(tc, chaos_keeps_every_guarantee);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);

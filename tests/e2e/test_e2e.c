@@ -328,7 +328,8 @@ START_TEST(if_match_race_one_success_per_version)
             if (x->status == 200) {
                 /* It applied at exactly the version it expected. */
                 ck_assert_int_eq(x->version, x->expected + 1);
-                ck_assert(x->version > initial && x->version <= initial + RACERS * ROUNDS);
+                ck_assert(x->version > initial &&
+                          x->version <= initial + (long long)RACERS * ROUNDS);
                 made[x->version - initial]++;
                 successes++;
             } else {
@@ -340,7 +341,7 @@ START_TEST(if_match_race_one_success_per_version)
     }
     for (int v = 1; v <= successes; v++)
         ck_assert_msg(made[v] == 1, "version %lld made by %d commands", initial + v, made[v]);
-    ck_assert_int_eq(successes + conflicts, RACERS * ROUNDS);
+    ck_assert_int_eq(successes + conflicts, (long long)RACERS * ROUNDS);
     ck_assert_int_gt(conflicts, 0); /* it was a race */
     r = get("/v1/aggregates/account/acc-race", NULL);
     ck_assert_int_eq(r.status, 200);
