@@ -196,7 +196,9 @@ static void produce(pending *p)
 {
     gateway *g = p->g;
     int reply_partition = -1;
-    if (!p->in.respond_async && g->nowned > 0)
+    /* One waiter per command id: a takeover of a stale claim republishes an id that an earlier
+       request here may still wait for; the later one is answered 202 once Kafka has it. */
+    if (!p->in.respond_async && g->nowned > 0 && !strmap_get(g->parked, p->in.command_id))
         reply_partition = g->owned[g->next_owned++ % g->nowned];
     p->wants_reply = reply_partition >= 0;
 
