@@ -7,6 +7,7 @@
 #include "../../state-processor/batch.c"
 
 #include <check.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1059,6 +1060,26 @@ START_TEST(test_params)
 }
 END_TEST
 
+/* The int[] literal at the edges of int: empty, one, negative, the extremes. */
+static const struct {
+    int v[4];
+    size_t n;
+    const char *want;
+} icases[] = {
+    {{0}, 0, "{}"},
+    {{7}, 1, "{7}"},
+    {{0, -1, 12}, 3, "{0,-1,12}"},
+    {{INT_MIN, INT_MAX, INT_MIN, INT_MAX}, 4, "{-2147483648,2147483647,-2147483648,2147483647}"},
+};
+
+START_TEST(test_int_array)
+{
+    char *s = batch_int_array(icases[_i].v, icases[_i].n);
+    ck_assert_str_eq(s, icases[_i].want);
+    free(s);
+}
+END_TEST
+
 int main(void)
 {
     const char *dir = getenv("CQRS_SCHEMAS_DIR");
@@ -1080,6 +1101,7 @@ int main(void)
     tc = tcase_create("io");
     tcase_add_loop_test(tc, test_reply, 0, N(rcases));
     tcase_add_loop_test(tc, test_params, 0, N(pcases));
+    tcase_add_loop_test(tc, test_int_array, 0, N(icases));
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
