@@ -5,7 +5,7 @@
  * from PostgreSQL and the events topic: every command answered 2xx was decided exactly once,
  * each balance is the sum of its applied deposits minus its applied withdrawals and never
  * negative, versions run 1..n without gap, and every version has its event.
- * CQRS_CHAOS_COMMANDS (default 3000) sets the size of the run; the kills are spread over it.
+ * CQRS_TEST_CHAOS_COMMANDS (default 3000) sets the size of the run; the kills are spread over it.
  */
 #include "cluster.h"
 #include "httpc.h"
@@ -296,7 +296,7 @@ int main(void)
     if (cluster_init(&cl, "chaos") != 0)
         return EXIT_FAILURE;
     http_port = stack_free_port();
-    const char *size = getenv("CQRS_CHAOS_COMMANDS");
+    const char *size = getenv("CQRS_TEST_CHAOS_COMMANDS");
     target = size && atoi(size) > 0 ? atoi(size) : 3000;
     reqs = calloc((size_t)target, sizeof(*reqs));
 
