@@ -327,6 +327,75 @@ START_TEST(slow_client_is_cut_off)
 }
 END_TEST
 
+/* ---- Kafka unreachable: a bounded producer queue, then 503 at once ---- */
+
+#define QUEUE_REQS 6
+
+static int queue_status[QUEUE_REQS];
+static char queue_detail[QUEUE_REQS][80];
+static char queue_retry_after[QUEUE_REQS][8];
+static int queue_port;
+
+static void *queue_client(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    httpc_response r = post(queue_port, "Prefer: respond-async, wait=3\r\n",
+                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"q\","
+                            "\"payload\":{\"amount\":1}}");
+    queue_status[i] = r.status;
+    snprintf(queue_detail[i], sizeof(queue_detail[i]), "%s", jstr(r.json, "detail"));
+    httpc_header(&r, "Retry-After", queue_retry_after[i], sizeof(queue_retry_after[i]));
+    httpc_free(&r);
+    return NULL;
+}
+
+/*
+ * A gateway whose Kafka cannot be reached, with room for 2 messages in its producer queue: the
+ * first 2 requests wait for a confirmation that does not come and get 503 at their deadline; the
+ * others find the queue full and get 503 at once. None hangs, and the process lives.
+ */
+START_TEST(full_producer_queue_gets_503)
+{
+    queue_port = stack_free_port();
+    char flag_port[32];
+    snprintf(flag_port, sizeof(flag_port), "--http.port=%d", queue_port);
+    const char *extra[] = {flag_port,
+                           "--workers=1",
+                           "--kafka.bootstrap.servers=127.0.0.1:1",
+                           "--kafka.queue.buffering.max.messages=2",
+                           "--log.level=error",
+                           NULL};
+    pid_t gw = gateways[2] = cluster_start(&cl, "command-gateway", 3, extra);
+    bool up = false;
+    for (int i = 0; i < 600 && !up; i++) { /* start-up waits for Kafka's metadata, then gives up */
+        httpc_response h = httpc_request(queue_port, "GET", "/healthz", NULL, NULL, 1000);
+        up = h.status == 200;
+        httpc_free(&h);
+        if (!up)
+            usleep(100000);
+    }
+    ck_assert(up);
+    pthread_t th[QUEUE_REQS];
+    for (int i = 0; i < QUEUE_REQS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, queue_client, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < QUEUE_REQS; i++)
+        pthread_join(th[i], NULL);
+    int full = 0;
+    for (int i = 0; i < QUEUE_REQS; i++) {
+        ck_assert_msg(queue_status[i] == 503, "request %d: %d", i, queue_status[i]);
+        ck_assert_str_eq(queue_retry_after[i], "1");
+        full += strstr(queue_detail[i], "queue is full") != NULL;
+    }
+    ck_assert_int_eq(full, QUEUE_REQS - 2);
+    httpc_response h = httpc_request(queue_port, "GET", "/healthz", NULL, NULL, TIMEOUT_MS);
+    ck_assert_int_eq(h.status, 200);
+    httpc_free(&h);
+    kill(gw, SIGTERM);
+    waitpid(gw, NULL, 0);
+    gateways[2] = 0;
+}
+END_TEST
+
 /* ---- memory with many parked requests ---- */
 
 #define PARKED 10000
@@ -634,6 +703,7 @@ int main(void)
         tcase_add_test(tc, oversize_body_is_413);
         tcase_add_test(tc, oversize_headers_are_refused);
         tcase_add_test(tc, slow_client_is_cut_off);
+        tcase_add_test(tc, full_producer_queue_gets_503);
         tcase_add_test(tc, parked_requests_memory_is_bounded);
         tcase_add_test(tc, disconnected_client_frees_its_slot);
         tcase_add_test(tc, killed_replica_loses_nothing);
