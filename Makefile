@@ -12,7 +12,7 @@ BUILD    ?= build
 ifeq ($(origin CC),default)
 CC       := gcc
 endif
-PKGS     := rdkafka libevent jansson libpq uuid
+PKGS     := rdkafka libevent jansson libpq uuid libpcre2-8
 OPT      ?= -O2
 SAN      ?=
 CPPFLAGS += -D_GNU_SOURCE -Icommon

@@ -1,4 +1,4 @@
-/* jskeyword.c: the JSON Schema keywords the validator supports, as one table of rows. */
+/* jskeyword.c: the keyword table, and the assertion keywords (applicators are in jskw_apply.c). */
 #include "jskeyword.h"
 
 #include "xalloc.h"
@@ -178,6 +178,36 @@ static bool v_bound(const jkw *kw, const json_t *inst, jskw_check *v)
     return ok ? true : jschema_fail(v, kw->def->name, kw->message);
 }
 
+static bool c_multiple(jkw *kw, const json_t *value, jskw_compile *c)
+{
+    if (!json_is_number(value) || !(json_number_value(value) > 0) ||
+        !isfinite(json_number_value(value)))
+        return jschema_compile_fail(c, "must be a number greater than 0");
+    char *text = dump(value);
+    kw->message = xasprintf("must be a multiple of %s", text);
+    free(text);
+    return true;
+}
+
+/*
+ * Exact for two integers. Otherwise the quotient must be integral: within 1e-9 of a whole
+ * number, as binary floating point cannot hold most decimal divisors (0.0075 / 0.0001 is
+ * 75.00000000000001). Where the quotient overflows (1e308 / 0.5), fmod() decides: it is exact.
+ */
+static bool v_multiple(const jkw *kw, const json_t *inst, jskw_check *v)
+{
+    if (!json_is_number(inst))
+        return true;
+    bool ok;
+    if (json_is_integer(inst) && json_is_integer(kw->value)) {
+        ok = json_integer_value(inst) % json_integer_value(kw->value) == 0;
+    } else {
+        double x = json_number_value(inst), m = json_number_value(kw->value), q = x / m;
+        ok = isfinite(q) ? fabs(q - nearbyint(q)) < 1e-9 : fmod(x, m) == 0;
+    }
+    return ok ? true : jschema_fail(v, "multipleOf", kw->message);
+}
+
 /* ---- strings ---- */
 
 /* minLength, maxLength, minItems, maxItems: a non-negative integer. */
@@ -187,9 +217,12 @@ static bool c_count(jkw *kw, const json_t *value, jskw_compile *c)
     if (!(type_of(value) & T_INTEGER) || d < 0 || d > 1e15)
         return jschema_compile_fail(c, "must be a non-negative integer");
     kw->limit = json_is_integer(value) ? json_integer_value(value) : (json_int_t)d;
-    bool chars = strstr(kw->def->name, "Length") != NULL;
+    const char *unit = strstr(kw->def->name, "Length")       ? "characters"
+                       : strstr(kw->def->name, "Properties") ? "members"
+                                                             : "items";
     kw->message = xasprintf("must have %s %lld %s", is_min(kw) ? "at least" : "at most",
-                            (long long)kw->limit, chars ? "characters" : "items");
+                            (long long)kw->limit, unit);
+    kw->types = strstr(kw->def->name, "Items") ? T_ARRAY : T_OBJECT; /* what v_count() counts */
     return true;
 }
 
@@ -206,62 +239,88 @@ static bool c_pattern(jkw *kw, const json_t *value, jskw_compile *c)
 {
     if (!json_is_string(value))
         return jschema_compile_fail(c, "must be a string");
-    kw->re = xmalloc(sizeof *kw->re);
-    int rc = regcomp(kw->re, json_string_value(value), REG_EXTENDED | REG_NOSUB);
-    if (rc != 0) {
-        char why[128];
-        regerror(rc, kw->re, why, sizeof why);
-        free(kw->re);
-        kw->re = NULL;
-        return jschema_compile_fail(c, "not a POSIX extended regex: %s", why);
-    }
+    char why[200];
+    kw->re = xcalloc(1, sizeof *kw->re);
+    kw->re[0] = jsregex_compile(json_string_value(value), why, sizeof why);
+    if (!kw->re[0])
+        return jschema_compile_fail(c, "not a valid regular expression: %s", why);
+    kw->nre = 1;
     kw->message = xasprintf("must match the pattern %s", json_string_value(value));
     return true;
 }
 
 static bool v_pattern(const jkw *kw, const json_t *inst, jskw_check *v)
 {
-    if (!json_is_string(inst) || regexec(kw->re, json_string_value(inst), 0, NULL, 0) == 0)
+    if (!json_is_string(inst) || jsregex_search(kw->re[0], json_string_value(inst),
+                                                json_string_length(inst)) == JSREGEX_MATCH)
         return true;
     return jschema_fail(v, "pattern", kw->message);
 }
 
+static bool c_format(jkw *kw, const json_t *value, jskw_compile *c)
+{
+    const char *name = json_string_value(value);
+    if (!name)
+        return jschema_compile_fail(c, "must be a string");
+    kw->format = jsformat_find(name);
+    if (!kw->format)
+        return jschema_compile_fail(c,
+                                    "format '%s' is not supported (supported: date-time, "
+                                    "date, time, uuid, email)",
+                                    name);
+    kw->message = xasprintf("must be a valid %s", name);
+    return true;
+}
+
+static bool v_format(const jkw *kw, const json_t *inst, jskw_check *v)
+{
+    if (!json_is_string(inst) || kw->format(json_string_value(inst), json_string_length(inst)))
+        return true;
+    return jschema_fail(v, "format", kw->message);
+}
+
 /* ---- arrays ---- */
 
-/* items, not, additionalProperties: one subschema. */
-static bool c_schema(jkw *kw, const json_t *value, jskw_compile *c)
+/* minItems, maxItems, minProperties, maxProperties: c_count() set the instance type counted. */
+static bool v_count(const jkw *kw, const json_t *inst, jskw_check *v)
 {
-    kw->sub = xcalloc(1, sizeof *kw->sub);
-    kw->sub[0] = jschema_compile_at(c, NULL, value);
-    kw->nsub = kw->sub[0] != NULL;
-    return kw->nsub == 1;
-}
-
-static bool v_items(const jkw *kw, const json_t *inst, jskw_check *v)
-{
-    bool ok = true;
-    for (size_t i = 0; i < json_array_size(inst) && (ok || jschema_collecting(v)); i++) {
-        char index[32];
-        snprintf(index, sizeof index, "%zu", i);
-        ok &= jschema_check_at(v, index, kw->sub[0], json_array_get(inst, i));
-    }
-    return ok;
-}
-
-static bool v_count_items(const jkw *kw, const json_t *inst, jskw_check *v)
-{
-    if (!json_is_array(inst))
+    if (!(type_of(inst) & kw->types))
         return true;
-    json_int_t n = (json_int_t)json_array_size(inst);
+    json_int_t n =
+        (json_int_t)(json_is_array(inst) ? json_array_size(inst) : json_object_size(inst));
     bool ok = is_min(kw) ? n >= kw->limit : n <= kw->limit;
     return ok ? true : jschema_fail(v, kw->def->name, kw->message);
 }
 
-/* ---- objects ---- */
-
-static bool c_required(jkw *kw, const json_t *value, jskw_compile *c)
+static bool c_unique(jkw *kw, const json_t *value, jskw_compile *c)
 {
     (void)kw;
+    return json_is_boolean(value) ? true : jschema_compile_fail(c, "must be a boolean");
+}
+
+/* Quadratic, like the definition: arrays in commands are short, and equality is deep. */
+static bool v_unique(const jkw *kw, const json_t *inst, jskw_check *v)
+{
+    if (!json_is_true(kw->value) || !json_is_array(inst))
+        return true;
+    for (size_t i = 1; i < json_array_size(inst); i++) {
+        for (size_t k = 0; k < i; k++) {
+            if (jschema_equal(json_array_get(inst, i), json_array_get(inst, k))) {
+                char msg[96];
+                snprintf(msg, sizeof msg,
+                         "must not contain duplicates: items %zu and %zu are equal", k, i);
+                return jschema_fail(v, "uniqueItems", msg);
+            }
+        }
+    }
+    return true;
+}
+
+/* ---- objects ---- */
+
+/* An array of distinct strings (required, and each list of dependentRequired). */
+static bool string_set(const json_t *value, jskw_compile *c)
+{
     if (!json_is_array(value))
         return jschema_compile_fail(c, "must be an array of strings");
     for (size_t i = 0; i < json_array_size(value); i++) {
@@ -275,14 +334,22 @@ static bool c_required(jkw *kw, const json_t *value, jskw_compile *c)
     return true;
 }
 
-/* A missing member is reported at its own pointer, so a client can show it by the field. */
-static bool v_required(const jkw *kw, const json_t *inst, jskw_check *v)
+static bool c_required(jkw *kw, const json_t *value, jskw_compile *c)
+{
+    (void)kw;
+    return string_set(value, c);
+}
+
+/* Members of names that inst lacks, each reported at its own pointer so a client can show it by
+ * the field; message says why. */
+static bool check_present(const json_t *names, const json_t *inst, const char *keyword,
+                          const char *message, jskw_check *v)
 {
     bool ok = true;
-    for (size_t i = 0; json_is_object(inst) && i < json_array_size(kw->value); i++) {
-        const char *name = json_string_value(json_array_get(kw->value, i));
+    for (size_t i = 0; i < json_array_size(names); i++) {
+        const char *name = json_string_value(json_array_get(names, i));
         if (!json_object_get(inst, name)) {
-            ok = jschema_fail_at(v, name, "required", "is required");
+            ok = jschema_fail_at(v, name, keyword, message);
             if (!jschema_collecting(v))
                 break;
         }
@@ -290,116 +357,86 @@ static bool v_required(const jkw *kw, const json_t *inst, jskw_check *v)
     return ok;
 }
 
-static bool c_properties(jkw *kw, const json_t *value, jskw_compile *c)
+static bool v_required(const jkw *kw, const json_t *inst, jskw_check *v)
 {
+    return !json_is_object(inst) || check_present(kw->value, inst, "required", "is required", v);
+}
+
+static bool c_dependent_required(jkw *kw, const json_t *value, jskw_compile *c)
+{
+    (void)kw;
     if (!json_is_object(value))
-        return jschema_compile_fail(c, "must be an object of schemas");
-    kw->sub = xcalloc(json_object_size(value), sizeof *kw->sub);
-    kw->names = xcalloc(json_object_size(value), sizeof *kw->names);
+        return jschema_compile_fail(c, "must be an object of string arrays");
     const char *name;
-    const json_t *sub;
-    json_object_foreach((json_t *)value, name, sub)
+    const json_t *list;
+    json_object_foreach((json_t *)value, name, list)
     {
-        jschema *s = jschema_compile_at(c, name, sub);
-        if (!s)
+        if (!string_set(list, c))
             return false;
-        kw->names[kw->nsub] = name;
-        kw->sub[kw->nsub++] = s;
     }
     return true;
 }
 
-static bool v_properties(const jkw *kw, const json_t *inst, jskw_check *v)
+static bool v_dependent_required(const jkw *kw, const json_t *inst, jskw_check *v)
 {
-    bool ok = true;
-    for (size_t i = 0; i < kw->nsub && (ok || jschema_collecting(v)); i++) {
-        const json_t *member = json_object_get(inst, kw->names[i]);
-        if (member)
-            ok &= jschema_check_at(v, kw->names[i], kw->sub[i], member);
-    }
-    return ok;
-}
-
-static bool v_additional(const jkw *kw, const json_t *inst, jskw_check *v)
-{
-    const json_t *declared = json_object_get(kw->schema, "properties");
+    if (!json_is_object(inst))
+        return true;
     bool ok = true;
     const char *name;
-    const json_t *member;
-    json_object_foreach((json_t *)inst, name, member)
+    const json_t *list;
+    json_object_foreach((json_t *)kw->value, name, list)
     {
-        if (json_object_get(declared, name))
+        if (!json_object_get(inst, name))
             continue;
-        /* A false subschema reads better as "is not allowed" under this keyword. */
-        if (jschema_is_false(kw->sub[0]))
-            ok = jschema_fail_at(v, name, "additionalProperties", "is not allowed");
-        else
-            ok &= jschema_check_at(v, name, kw->sub[0], member);
+        char msg[160];
+        snprintf(msg, sizeof msg, "is required when '%.100s' is present", name);
+        ok &= check_present(list, inst, "dependentRequired", msg, v);
         if (!ok && !jschema_collecting(v))
             break;
     }
     return ok;
 }
 
-/* ---- combinators ---- */
+/* ---- identification ---- */
 
-/* allOf, anyOf, oneOf: a non-empty array of subschemas. */
-static bool c_schema_array(jkw *kw, const json_t *value, jskw_compile *c)
+/* $schema: only this draft's meta-schema, whose semantics the validator implements. */
+static bool c_dialect(jkw *kw, const json_t *value, jskw_compile *c)
 {
-    if (!json_is_array(value) || json_array_size(value) == 0)
-        return jschema_compile_fail(c, "must be a non-empty array of schemas");
-    kw->sub = xcalloc(json_array_size(value), sizeof *kw->sub);
-    for (size_t i = 0; i < json_array_size(value); i++) {
-        char index[32];
-        snprintf(index, sizeof index, "%zu", i);
-        kw->sub[i] = jschema_compile_at(c, index, json_array_get(value, i));
-        if (!kw->sub[i])
-            return false;
-        kw->nsub++;
-    }
-    kw->message = strcmp(kw->def->name, "anyOf") == 0
-                      ? xstrdup("must match at least one schema in anyOf")
-                      : xstrdup("must match exactly one schema in oneOf");
+    (void)kw;
+    const char *uri = json_string_value(value);
+    if (uri && (strcmp(uri, "https://json-schema.org/draft/2020-12/schema") == 0 ||
+                strcmp(uri, "https://json-schema.org/draft/2020-12/schema#") == 0))
+        return true;
+    return jschema_compile_fail(c, "only draft 2020-12 "
+                                   "(https://json-schema.org/draft/2020-12/schema) is supported");
+}
+
+/* $id names the document; below the root it would start an embedded resource with a base URI
+ * of its own, which references here do not resolve against. */
+static bool c_id(jkw *kw, const json_t *value, jskw_compile *c)
+{
+    if (!json_is_string(value))
+        return jschema_compile_fail(c, "must be a string");
+    if (!jschema_is_root(c, kw))
+        return jschema_compile_fail(c, "$id below the root (an embedded schema resource) is not "
+                                       "supported");
     return true;
 }
 
-static bool v_all_of(const jkw *kw, const json_t *inst, jskw_check *v)
+/* Keywords whose work is done by a sibling (then, else, minContains...) or only at compile time
+ * ($defs, $id, $schema). */
+bool jskw_pass(const jkw *kw, const json_t *inst, jskw_check *v)
 {
-    bool ok = true;
-    for (size_t i = 0; i < kw->nsub && (ok || jschema_collecting(v)); i++)
-        ok &= jschema_check_at(v, NULL, kw->sub[i], inst);
-    return ok;
-}
-
-/* Number of subschemas inst satisfies, stopping once it exceeds stop. */
-static size_t count_matches(const jkw *kw, const json_t *inst, jskw_check *v, size_t stop)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < kw->nsub && n <= stop; i++)
-        n += jschema_matches(v, kw->sub[i], inst);
-    return n;
-}
-
-static bool v_any_of(const jkw *kw, const json_t *inst, jskw_check *v)
-{
-    return count_matches(kw, inst, v, 0) >= 1 ? true : jschema_fail(v, "anyOf", kw->message);
-}
-
-static bool v_one_of(const jkw *kw, const json_t *inst, jskw_check *v)
-{
-    return count_matches(kw, inst, v, 1) == 1 ? true : jschema_fail(v, "oneOf", kw->message);
-}
-
-static bool v_not(const jkw *kw, const json_t *inst, jskw_check *v)
-{
-    if (!jschema_matches(v, kw->sub[0], inst))
-        return true;
-    return jschema_fail(v, "not", "must not match the schema in not");
+    (void)kw;
+    (void)inst;
+    (void)v;
+    return true;
 }
 
 /*
- * The table. Keywords are evaluated in this order, whatever their order in the schema, so error
- * lists are stable. Rows with a NULL compile are annotations: accepted, never evaluated.
+ * The assertions, in evaluation order, then the applicators of jskw_apply.c. Keywords are
+ * evaluated in table order whatever their order in the schema, so error lists are stable. Rows
+ * with a NULL compile are annotations: accepted, never evaluated.
  */
 static const jskeyword keywords[] = {
     {"type", c_type, v_type},
@@ -409,37 +446,43 @@ static const jskeyword keywords[] = {
     {"maximum", c_bound, v_bound},
     {"exclusiveMinimum", c_bound, v_bound},
     {"exclusiveMaximum", c_bound, v_bound},
+    {"multipleOf", c_multiple, v_multiple},
     {"minLength", c_count, v_length},
     {"maxLength", c_count, v_length},
     {"pattern", c_pattern, v_pattern},
-    {"items", c_schema, v_items},
-    {"minItems", c_count, v_count_items},
-    {"maxItems", c_count, v_count_items},
+    {"format", c_format, v_format},
+    {"minItems", c_count, v_count},
+    {"maxItems", c_count, v_count},
+    {"uniqueItems", c_unique, v_unique},
     {"required", c_required, v_required},
-    {"properties", c_properties, v_properties},
-    {"additionalProperties", c_schema, v_additional},
-    {"allOf", c_schema_array, v_all_of},
-    {"anyOf", c_schema_array, v_any_of},
-    {"oneOf", c_schema_array, v_one_of},
-    {"not", c_schema, v_not},
-    {"$schema", NULL, NULL},
-    {"$id", NULL, NULL},
+    {"dependentRequired", c_dependent_required, v_dependent_required},
+    {"minProperties", c_count, v_count},
+    {"maxProperties", c_count, v_count},
+    {"$schema", c_dialect, jskw_pass},
+    {"$id", c_id, jskw_pass},
     {"title", NULL, NULL},
     {"description", NULL, NULL},
     {"$comment", NULL, NULL},
     {"examples", NULL, NULL},
     {"default", NULL, NULL},
+    {"deprecated", NULL, NULL},
+    {"readOnly", NULL, NULL},
+    {"writeOnly", NULL, NULL},
 };
+#define NKEYWORDS (sizeof keywords / sizeof keywords[0])
 
 const jskeyword *jskeyword_find(const char *name)
 {
-    for (size_t i = 0; i < sizeof keywords / sizeof keywords[0]; i++)
-        if (strcmp(keywords[i].name, name) == 0)
-            return &keywords[i];
+    const jskeyword *k;
+    for (size_t i = 0; (k = jskeyword_at(i)) != NULL; i++)
+        if (strcmp(k->name, name) == 0)
+            return k;
     return NULL;
 }
 
 const jskeyword *jskeyword_at(size_t i)
 {
-    return i < sizeof keywords / sizeof keywords[0] ? &keywords[i] : NULL;
+    if (i < NKEYWORDS)
+        return &keywords[i];
+    return i - NKEYWORDS < jskw_apply_count ? &jskw_apply_keywords[i - NKEYWORDS] : NULL;
 }

@@ -8,7 +8,8 @@
  */
 #include "jsonschema.h"
 
-#include <regex.h>
+#include "jsformat.h"
+#include "jsregex.h"
 
 /* Compile-time context, owned by the core: the current schema pointer and the error buffer. */
 typedef struct jskw_compile jskw_compile;
@@ -31,14 +32,24 @@ struct jkw {
     const jskeyword *def;
     const json_t *value;  /* the keyword's value, borrowed from the schema copy the root owns */
     const json_t *schema; /* the schema object holding the keyword, to see sibling keywords */
+    const jschema *node;  /* the compiled schema the keyword belongs to */
     unsigned types;       /* type: accepted type bits (see jskeyword.c) */
     json_int_t limit;     /* length and count bounds */
     size_t nsub;
-    jschema **sub;      /* subschemas: items, not, additionalProperties, allOf... */
-    const char **names; /* properties: member names parallel to sub, borrowed from value */
-    regex_t *re;        /* pattern */
+    jschema **sub;      /* subschemas (borrowed from the root): items, not, allOf, $ref... */
+    const char **names; /* properties and the like: member names parallel to sub */
+    size_t nre;
+    jsregex **re;       /* pattern: one; patternProperties: parallel to sub */
+    jsformat_fn format; /* format */
     char *message;      /* failure message, built once at compile time */
 };
+
+/* The applicator keywords (jskw_apply.c), evaluated after the assertions of jskeyword.c. */
+extern const jskeyword jskw_apply_keywords[];
+extern const size_t jskw_apply_count;
+
+/* A validate function that accepts everything: for keywords a sibling evaluates. */
+bool jskw_pass(const jkw *kw, const json_t *inst, jskw_check *v);
 
 /* The keyword named name; NULL when it is unsupported. */
 const jskeyword *jskeyword_find(const char *name);
@@ -52,6 +63,15 @@ bool jschema_compile_fail(jskw_compile *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Compiles the subschema at the current pointer plus token (NULL: the current pointer). */
 jschema *jschema_compile_at(jskw_compile *c, const char *token, const json_t *schema);
+/*
+ * The node a local reference ("#" or "#/json/pointer", percent-encoded as a URI fragment) names
+ * in the document being compiled, compiling it if needed; NULL after a compile error.
+ */
+jschema *jschema_resolve_ref(jskw_compile *c, const char *ref);
+/* True when kw belongs to the root schema of the document being compiled. */
+bool jschema_is_root(const jskw_compile *c, const jkw *kw);
+/* The compiled keyword name beside kw in the same schema object; NULL when absent. */
+const jkw *jschema_sibling(const jkw *kw, const char *name);
 /* Records a validation failure at the current instance pointer; returns false. */
 bool jschema_fail(jskw_check *v, const char *keyword, const char *message);
 /* Records a failure at the current instance pointer plus token (a member name); returns false. */

@@ -2,6 +2,7 @@
 #include "jsonschema.h"
 
 #include "jskeyword.h"
+#include "jsregex.h"
 #include "xalloc.h"
 
 #include <stdarg.h>
@@ -18,20 +19,37 @@ typedef struct {
 struct jskw_compile {
     char *err;
     size_t errlen;
-    pathbuf path; /* pointer into the schema */
+    pathbuf path;       /* pointer into the schema */
+    const json_t *root; /* the schema document, for resolving $ref */
+    jschema *owner;     /* the root node: owns every node of the tree */
 };
 
 struct jskw_check {
     json_t *errors; /* NULL when only the verdict matters: stop at the first failure */
     pathbuf *path;  /* pointer into the instance */
+    unsigned depth; /* schema nodes entered, against JSCHEMA_MAX_DEPTH */
 };
 
+/*
+ * $ref may make the tree a graph, cycles included, so nodes are not owned by their parents: the
+ * root holds every node in one list and frees them all at once.
+ */
 struct jschema {
-    json_t *doc; /* root only: the copy of the schema every keyword value points into */
-    int boolean; /* 0 or 1 for a boolean schema, -1 for an object schema */
+    const json_t *json; /* the schema value compiled, borrowed from the root's doc */
+    int boolean;        /* 0 or 1 for a boolean schema, -1 for an object schema */
     size_t nkw;
     jkw *kw;
+    json_t *doc;     /* root only: the copy of the schema every keyword value points into */
+    jschema **nodes; /* root only: every node, this one included */
+    size_t nnodes, capnodes;
 };
+
+/*
+ * How deep one validation may nest schema nodes. It bounds recursion through $ref cycles (a
+ * schema that refers to itself without descending into the instance) and through deep instances,
+ * so validation ends with an error instead of exhausting the stack.
+ */
+#define JSCHEMA_MAX_DEPTH 512
 
 /* ---- JSON pointers (RFC 6901) ---- */
 
@@ -137,23 +155,33 @@ bool jschema_compile_fail(jskw_compile *c, const char *fmt, ...)
 
 static void free_node(jschema *s)
 {
-    if (!s)
-        return;
     for (size_t i = 0; i < s->nkw; i++) {
         jkw *kw = &s->kw[i];
-        for (size_t k = 0; k < kw->nsub; k++)
-            free_node(kw->sub[k]);
         free(kw->sub);
         free(kw->names);
-        if (kw->re) {
-            regfree(kw->re);
-            free(kw->re);
-        }
+        for (size_t k = 0; k < kw->nre; k++)
+            jsregex_free(kw->re[k]);
+        free(kw->re);
         free(kw->message);
     }
     free(s->kw);
-    json_decref(s->doc);
     free(s);
+}
+
+/* A new node, listed in the root's nodes before its keywords compile, so $ref can find it. */
+static jschema *node_new(jskw_compile *c, const json_t *schema)
+{
+    jschema *s = xcalloc(1, sizeof *s);
+    s->json = schema;
+    jschema *root = c->owner ? c->owner : s;
+    if (root->nnodes == root->capnodes) {
+        root->capnodes = root->capnodes ? root->capnodes * 2 : 16;
+        root->nodes = xrealloc(root->nodes, root->capnodes * sizeof *root->nodes);
+    }
+    root->nodes[root->nnodes++] = s;
+    if (!c->owner)
+        c->owner = s;
+    return s;
 }
 
 static jschema *compile_node(const json_t *schema, jskw_compile *c)
@@ -162,10 +190,6 @@ static jschema *compile_node(const json_t *schema, jskw_compile *c)
         jschema_compile_fail(c, "a schema must be an object or a boolean");
         return NULL;
     }
-    jschema *s = xcalloc(1, sizeof *s);
-    s->boolean = json_is_boolean(schema) ? json_is_true(schema) : -1;
-    if (s->boolean >= 0)
-        return s;
     /* Refuse unknown keywords first: a misspelt keyword must never be silently ignored. */
     const char *name;
     const json_t *value;
@@ -175,10 +199,13 @@ static jschema *compile_node(const json_t *schema, jskw_compile *c)
             size_t mark = path_push(&c->path, name);
             snprintf(c->err, c->errlen, "unsupported keyword '%s' at %s", name, c->path.s);
             path_pop(&c->path, mark);
-            free(s);
             return NULL;
         }
     }
+    jschema *s = node_new(c, schema);
+    s->boolean = json_is_boolean(schema) ? json_is_true(schema) : -1;
+    if (s->boolean >= 0)
+        return s;
     s->kw = xcalloc(json_object_size(schema), sizeof *s->kw);
     const jskeyword *def;
     for (size_t i = 0; (def = jskeyword_at(i)) != NULL; i++) {
@@ -189,13 +216,12 @@ static jschema *compile_node(const json_t *schema, jskw_compile *c)
         kw->def = def;
         kw->value = value;
         kw->schema = schema;
+        kw->node = s;
         size_t mark = path_push(&c->path, def->name);
         bool ok = def->compile(kw, value, c);
         path_pop(&c->path, mark);
-        if (!ok) {
-            free_node(s);
-            return NULL;
-        }
+        if (!ok)
+            return NULL; /* the node stays listed: the root frees it */
     }
     return s;
 }
@@ -208,6 +234,86 @@ jschema *jschema_compile_at(jskw_compile *c, const char *token, const json_t *sc
     return s;
 }
 
+bool jschema_is_root(const jskw_compile *c, const jkw *kw)
+{
+    return kw->node == c->owner;
+}
+
+/* Decodes %XX escapes of a URI fragment in place; false on a malformed escape. */
+static bool percent_decode(char *s)
+{
+    char *out = s;
+    for (const char *p = s; *p; p++) {
+        if (*p != '%') {
+            *out++ = *p;
+            continue;
+        }
+        unsigned v;
+        if (!p[1] || !p[2] || sscanf(p + 1, "%2x", &v) != 1 || v == 0)
+            return false;
+        *out++ = (char)v;
+        p += 2;
+    }
+    *out = '\0';
+    return true;
+}
+
+/* Follows an RFC 6901 pointer (already percent-decoded) from root; NULL where it leads nowhere.
+ * Empty tokens are real member names ("/a//b" has three), so the pointer is split by hand. */
+static const json_t *pointer_get(const json_t *root, char *pointer)
+{
+    const json_t *at = root;
+    for (char *tok = pointer; at && *tok == '/';) {
+        tok++;
+        char *next = strchr(tok, '/');
+        size_t len = next ? (size_t)(next - tok) : strlen(tok);
+        char *name = xmalloc(len + 1), *out = name; /* ~1 is '/', ~0 is '~' */
+        for (size_t i = 0; i < len; i++) {
+            if (tok[i] == '~' && i + 1 < len && (tok[i + 1] == '0' || tok[i + 1] == '1'))
+                *out++ = tok[++i] == '0' ? '~' : '/';
+            else
+                *out++ = tok[i];
+        }
+        *out = '\0';
+        if (json_is_object(at)) {
+            at = json_object_get(at, name);
+        } else if (json_is_array(at)) {
+            char *end;
+            unsigned long i = strtoul(name, &end, 10);
+            at = *end || !*name ? NULL : json_array_get(at, i);
+        } else {
+            at = NULL;
+        }
+        free(name);
+        tok += len;
+    }
+    return at;
+}
+
+jschema *jschema_resolve_ref(jskw_compile *c, const char *ref)
+{
+    if (ref[0] != '#' || (ref[1] && ref[1] != '/')) {
+        jschema_compile_fail(c,
+                             "'%s' is not a local JSON pointer reference ('#' or '#/...'): "
+                             "only references inside the same document are supported",
+                             ref);
+        return NULL;
+    }
+    char *pointer = xstrdup(ref + 1);
+    const json_t *target = percent_decode(pointer) ? pointer_get(c->root, pointer) : NULL;
+    free(pointer);
+    if (!target) {
+        jschema_compile_fail(c, "'%s' points to nothing in this schema", ref);
+        return NULL;
+    }
+    jschema *root = c->owner;
+    for (size_t i = 0; i < root->nnodes; i++)
+        if (root->nodes[i]->json == target)
+            return root->nodes[i];
+    /* Not compiled yet (a forward reference): compile it now, reporting errors at the ref. */
+    return compile_node(target, c);
+}
+
 jschema *jschema_compile(const json_t *schema, char *err, size_t errlen)
 {
     char scratch[1];
@@ -218,11 +324,17 @@ jschema *jschema_compile(const json_t *schema, char *err, size_t errlen)
     }
     /* Compile a private copy so the tree may borrow keyword values for its whole life. */
     json_t *doc = json_deep_copy(schema);
+    c.root = doc;
     path_init(&c.path);
     jschema *s = compile_node(doc, &c);
     free(c.path.s);
     if (!s) {
-        json_decref(doc);
+        if (c.owner) {
+            c.owner->doc = doc;
+            jschema_free(c.owner);
+        } else {
+            json_decref(doc);
+        }
         return NULL;
     }
     s->doc = doc;
@@ -231,7 +343,23 @@ jschema *jschema_compile(const json_t *schema, char *err, size_t errlen)
 
 void jschema_free(jschema *s)
 {
+    if (!s)
+        return;
+    /* Only a root is ever handed out; it owns every node, itself last. */
+    for (size_t i = s->nnodes; i-- > 1;)
+        free_node(s->nodes[i]);
+    free(s->nodes);
+    json_decref(s->doc);
     free_node(s);
+}
+
+const jkw *jschema_sibling(const jkw *kw, const char *name)
+{
+    const jschema *s = kw->node;
+    for (size_t i = 0; i < s->nkw; i++)
+        if (strcmp(s->kw[i].def->name, name) == 0)
+            return &s->kw[i];
+    return NULL;
 }
 
 /* ---- validating ---- */
@@ -273,9 +401,13 @@ static bool validate_node(const jschema *s, const json_t *inst, jskw_check *v)
 {
     if (s->boolean >= 0)
         return s->boolean ? true : jschema_fail(v, "false", "no value is allowed here");
+    if (v->depth >= JSCHEMA_MAX_DEPTH)
+        return jschema_fail(v, "depth", "nests deeper than the validator's limit");
+    v->depth++;
     bool ok = true;
     for (size_t i = 0; i < s->nkw && (ok || v->errors); i++)
         ok &= s->kw[i].def->validate(&s->kw[i], inst, v);
+    v->depth--;
     return ok;
 }
 
@@ -289,7 +421,7 @@ bool jschema_check_at(jskw_check *v, const char *token, const jschema *s, const 
 
 bool jschema_matches(jskw_check *v, const jschema *s, const json_t *inst)
 {
-    jskw_check quiet = {.errors = NULL, .path = v->path};
+    jskw_check quiet = {.errors = NULL, .path = v->path, .depth = v->depth};
     return validate_node(s, inst, &quiet);
 }
 

@@ -7,12 +7,16 @@
 #include <stddef.h>
 
 /*
- * Supported keywords: type, enum, const, properties, required, additionalProperties, minimum,
- * maximum, exclusiveMinimum, exclusiveMaximum, minLength, maxLength (Unicode code points),
- * pattern (POSIX ERE, unanchored search), items (one schema), minItems, maxItems, allOf, anyOf,
- * oneOf, not. Accepted and ignored: $schema, $id, title, description, $comment, examples,
- * default. Any other keyword is a compile error. Boolean schemas true and false are valid.
- * A compiled schema is immutable, so one may be shared by threads.
+ * Supported keywords (docs/domains.md has the list with their semantics): type, enum, const,
+ * multipleOf, minimum, maximum, exclusiveMinimum, exclusiveMaximum, minLength, maxLength (Unicode
+ * code points), pattern (ECMA-262 via PCRE2, unanchored), format (date-time, date, time, uuid,
+ * email; asserted), minItems, maxItems, uniqueItems, prefixItems, items, contains, minContains,
+ * maxContains, properties, patternProperties, additionalProperties, propertyNames, required,
+ * dependentRequired, dependentSchemas, minProperties, maxProperties, allOf, anyOf, oneOf, not,
+ * if/then/else, $ref (local: "#" and "#/json/pointer"), $defs, $id (root only), $schema (draft
+ * 2020-12 only). Annotations accepted and ignored: title, description, $comment, examples,
+ * default, deprecated, readOnly, writeOnly. Any other keyword is a compile error. Boolean schemas
+ * true and false are valid. A compiled schema is immutable, so one may be shared by threads.
  */
 typedef struct jschema jschema;
 

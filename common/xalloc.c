@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void oom(size_t size)
+_Noreturn void xoom(size_t size)
 {
     /* The logger may itself need memory: write the bare minimum directly. */
     fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"out of memory\",\"size\":%zu}\n", size);
@@ -17,7 +17,7 @@ void *xmalloc(size_t size)
 {
     void *p = malloc(size ? size : 1);
     if (!p)
-        oom(size);
+        xoom(size);
     return p;
 }
 
@@ -25,7 +25,7 @@ void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p)
-        oom(n * size);
+        xoom(n * size);
     return p;
 }
 
@@ -33,7 +33,7 @@ void *xrealloc(void *ptr, size_t size)
 {
     void *p = realloc(ptr, size ? size : 1);
     if (!p)
-        oom(size);
+        xoom(size);
     return p;
 }
 
@@ -58,6 +58,6 @@ char *xasprintf(const char *fmt, ...)
     int n = vasprintf(&s, fmt, ap);
     va_end(ap);
     if (n < 0)
-        oom(0);
+        xoom(0);
     return s;
 }

@@ -16,5 +16,8 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 /* asprintf() that never fails; returns the new string, caller frees with free(). */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Logs out-of-memory for an allocation of size bytes and aborts; for allocators of other libraries.
+ */
+_Noreturn void xoom(size_t size);
 
 #endif

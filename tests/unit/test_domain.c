@@ -348,13 +348,15 @@ static const bcase bcases[] = {
     {"x.json", X_RULE("{'requires':'any','op':'frobnicate'}"), NULL, NULL, "x.json",
      "x.json: commands.x.y.rule.op: unknown op 'frobnicate'"},
     {"x.json",
-     X_WITH("'x.y':{'event':'x.yed','payload':{'type':'object','format':'email'},"
+     X_WITH("'x.y':{'event':'x.yed','payload':{'type':'object','$anchor':'p'},"
             "'rule':{'requires':'any','op':'merge'}}"),
-     NULL, NULL, "x.json", "x.json: commands.x.y.payload: unsupported keyword 'format' at /format"},
+     NULL, NULL, "x.json",
+     "x.json: commands.x.y.payload: unsupported keyword '$anchor' at /$anchor"},
     {"x.json",
-     "{'aggregate':'x','state':{'type':'object','properties':{'n':{'multipleOf':2}}},"
+     "{'aggregate':'x','state':{'type':'object','properties':{'n':{'unevaluatedItems':false}}},"
      "'commands':{'x.y':{'event':'x.yed','payload':{},'rule':{'requires':'any','op':'merge'}}}}",
-     NULL, NULL, "x.json", "x.json: state: unsupported keyword 'multipleOf' at /properties/n"},
+     NULL, NULL, "x.json",
+     "x.json: state: unsupported keyword 'unevaluatedItems' at /properties/n"},
     {"x.json",
      X_WITH("'y.z':{'event':'x.yed','payload':{},'rule':{'requires':'any','op':'merge'}}"), NULL,
      NULL, "x.json", "x.json: commands.y.z: command type must be 'x.<name>'"},
