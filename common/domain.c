@@ -13,7 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OP_CREATE, OP_MERGE, OP_INCREMENT, OP_DECREMENT, OP_SET, OP_DELETE } rule_op;
+typedef enum {
+    OP_CREATE,
+    OP_MERGE,
+    OP_INCREMENT,
+    OP_DECREMENT,
+    OP_SET,
+    OP_REMOVE,
+    OP_DELETE
+} rule_op;
 typedef enum { REQ_ABSENT, REQ_PRESENT, REQ_ANY } rule_requires;
 
 /* The ops and the rule keys each accepts besides "op", "requires" and "where". */
@@ -23,10 +31,11 @@ static const struct {
     const char *keys[3];
 } ops[] = {
     {"create", OP_CREATE, {"defaults"}},
-    {"merge", OP_MERGE, {0}},
+    {"merge", OP_MERGE, {"at"}},
     {"increment", OP_INCREMENT, {"field", "by"}},
     {"decrement", OP_DECREMENT, {"field", "by"}},
     {"set", OP_SET, {"values"}},
+    {"remove", OP_REMOVE, {"at"}},
     {"delete", OP_DELETE, {0}},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
@@ -36,6 +45,7 @@ static const char *const requires_names[] = {"absent", "present", "any"};
 typedef struct {
     char *name;
     jschema *state;
+    json_t *source; /* the domain file as loaded, for documentation (openapi.c) */
 } aggregate;
 
 struct domain_command {
@@ -50,6 +60,10 @@ struct domain_command {
     json_t *values;   /* set: object */
     char *field;      /* increment, decrement: the state field */
     char *by;         /* increment, decrement: the payload field holding the amount */
+    size_t nat;       /* merge, remove: the path "at", as tokens (0 for merge: the root) */
+    char **at;        /* member names; for a "{name}" token, the payload member's name */
+    bool *at_var;     /* at[i] names a payload member whose value is the token */
+    json_t *source;   /* the command's definition as written, for documentation */
 };
 
 struct domain_registry {
@@ -115,6 +129,11 @@ static void command_free(domain_command *c)
     json_decref(c->values);
     free(c->field);
     free(c->by);
+    for (size_t i = 0; i < c->nat; i++)
+        free(c->at[i]);
+    free(c->at);
+    free(c->at_var);
+    json_decref(c->source);
     free(c);
 }
 
@@ -146,7 +165,62 @@ static bool load_object(loadctx *l, const char *path, const json_t *obj, const c
     return true;
 }
 
-static bool load_rule(loadctx *l, const char *path, const json_t *rule, domain_command *c)
+/*
+ * Parses "at": "/items/{sku}", a path of object members from the root of the state. A token
+ * "{name}" is replaced by the payload's member name when the command applies, so that member must
+ * be required by the payload schema. A literal token is an RFC 6901 token (~0, ~1 escapes).
+ */
+static bool load_at(loadctx *l, const char *path, const json_t *rule, const json_t *payload_schema,
+                    domain_command *c)
+{
+    const json_t *v = json_object_get(rule, "at");
+    if (!v)
+        return true;
+    const char *at = json_string_value(v);
+    if (!at || at[0] != '/')
+        return lfail(l, path, "at", "must be a path such as \"/items/{sku}\"");
+    const json_t *required = json_object_get(payload_schema, "required");
+    for (const char *tok = at; *tok == '/';) {
+        tok++;
+        size_t len = strcspn(tok, "/");
+        char *name = xstrndup(tok, len);
+        bool var = len > 2 && name[0] == '{' && name[len - 1] == '}';
+        if (var) {
+            memmove(name, name + 1, len - 2);
+            name[len - 2] = '\0';
+            bool listed = false;
+            for (size_t i = 0; i < json_array_size(required); i++) {
+                const char *r = json_string_value(json_array_get(required, i));
+                listed |= r && strcmp(r, name) == 0;
+            }
+            if (!listed) {
+                lfail(l, path, "at", "'{%s}' needs '%s' in the payload schema's \"required\"", name,
+                      name);
+                free(name);
+                return false;
+            }
+        } else if (len == 0 || strchr(name, '{') || strchr(name, '}')) {
+            lfail(l, path, "at", "'%s': each token is a member name or a whole {name}", at);
+            free(name);
+            return false;
+        } else {
+            char *out = name; /* ~1 is '/', ~0 is '~' */
+            for (const char *p = name; *p; p++)
+                *out++ =
+                    (*p == '~' && (p[1] == '0' || p[1] == '1')) ? (*++p == '0' ? '~' : '/') : *p;
+            *out = '\0';
+        }
+        c->at = xrealloc(c->at, (c->nat + 1) * sizeof *c->at);
+        c->at_var = xrealloc(c->at_var, (c->nat + 1) * sizeof *c->at_var);
+        c->at[c->nat] = name;
+        c->at_var[c->nat++] = var;
+        tok += len;
+    }
+    return true;
+}
+
+static bool load_rule(loadctx *l, const char *path, const json_t *rule,
+                      const json_t *payload_schema, domain_command *c)
 {
     if (!json_is_object(rule))
         return lfail(l, path, NULL, "must be an object");
@@ -199,7 +273,9 @@ static bool load_rule(loadctx *l, const char *path, const json_t *rule, domain_c
         c->field = xstrdup(field);
         c->by = xstrdup(by);
     }
-    return true;
+    if (c->op == OP_REMOVE && !json_object_get(rule, "at"))
+        return lfail(l, path, "at", "missing (op 'remove' needs the path of the member to remove)");
+    return load_at(l, path, rule, payload_schema, c);
 }
 
 static bool load_command(loadctx *l, domain_registry *reg, const aggregate *agg, const char *type,
@@ -243,11 +319,12 @@ static bool load_command(loadctx *l, domain_registry *reg, const aggregate *agg,
     c->type = xstrdup(type);
     c->event = xstrdup(event);
     c->agg = agg;
+    c->source = json_deep_copy(def);
     c->payload = load_schema(l, path, def, "payload");
     if (!c->payload)
         goto done;
     char *rule_path = xasprintf("%s.rule", path);
-    ok = load_rule(l, rule_path, json_object_get(def, "rule"), c);
+    ok = load_rule(l, rule_path, json_object_get(def, "rule"), json_object_get(def, "payload"), c);
     free(rule_path);
     if (ok) {
         reg->cmds = xrealloc(reg->cmds, (reg->ncmds + 1) * sizeof *reg->cmds);
@@ -297,6 +374,7 @@ static bool load_file(domain_registry *reg, const char *dir, const char *name, c
     }
     aggregate *agg = xcalloc(1, sizeof *agg);
     agg->name = xstrdup(agg_name);
+    agg->source = json_incref(root);
     reg->aggs = xrealloc(reg->aggs, (reg->naggs + 1) * sizeof *reg->aggs);
     reg->aggs[reg->naggs++] = agg;
     agg->state = load_schema(&l, NULL, root, "state");
@@ -390,6 +468,7 @@ void domain_registry_free(domain_registry *r)
     for (size_t i = 0; i < r->naggs; i++) {
         free(r->aggs[i]->name);
         jschema_free(r->aggs[i]->state);
+        json_decref(r->aggs[i]->source);
         free(r->aggs[i]);
     }
     free(r->aggs);
@@ -531,12 +610,81 @@ static domain_outcome add(const domain_command *c, json_t *next, const json_t *p
     return DOMAIN_OK;
 }
 
+/*
+ * The member names of the rule's "at" path for this payload (borrowed from c and payload; caller
+ * frees the array), or NULL with an error when a {name} member is not a string.
+ */
+static const char **at_names(const domain_command *c, const json_t *payload, json_t *errors)
+{
+    const char **names = xcalloc(c->nat, sizeof *names);
+    for (size_t i = 0; i < c->nat; i++) {
+        names[i] = c->at_var[i] ? json_string_value(json_object_get(payload, c->at[i])) : c->at[i];
+        if (!names[i]) {
+            report(errors, c->at[i], "at", "must be a string: it names a member of the state");
+            free(names);
+            return NULL;
+        }
+    }
+    return names;
+}
+
+/* RFC 6901 pointer of the first n names; caller frees. */
+static char *names_pointer(const char **names, size_t n)
+{
+    char *p = NULL;
+    for (size_t i = 0; i < n; i++)
+        p = jschema_pointer_append(p, names[i]);
+    return p ? p : xstrdup("");
+}
+
+/*
+ * merge with "at": the payload, less the members that name the path, is the merge patch of the
+ * member at the path; wrapping it in one object per token makes that a merge patch of the root,
+ * so RFC 7396 alone decides (missing objects on the way are created).
+ */
+static json_t *merge_at(const domain_command *c, const json_t *state, const json_t *payload,
+                        const char **names)
+{
+    json_t *patch = json_deep_copy(payload);
+    for (size_t i = 0; i < c->nat; i++)
+        if (c->at_var[i])
+            json_object_del(patch, c->at[i]);
+    for (size_t i = c->nat; i-- > 0;) {
+        json_t *wrap = json_object();
+        json_object_set_new(wrap, names[i], patch);
+        patch = wrap;
+    }
+    json_t *next = jsonpatch_merge(state, patch);
+    json_decref(patch);
+    return next;
+}
+
+/* remove: deletes the member at the path, which must exist. */
+static domain_outcome remove_at(const domain_command *c, json_t *next, const char **names,
+                                json_t *errors)
+{
+    json_t *parent = next;
+    for (size_t i = 0; i + 1 < c->nat && json_is_object(parent); i++)
+        parent = json_object_get(parent, names[i]);
+    if (!json_is_object(parent) || !json_object_get(parent, names[c->nat - 1])) {
+        char *pointer = names_pointer(names, c->nat);
+        jschema_error_append(errors, pointer, "remove", "does not exist");
+        free(pointer);
+        return DOMAIN_PRECONDITION;
+    }
+    json_object_del(parent, names[c->nat - 1]);
+    return DOMAIN_OK;
+}
+
 /* Computes the new state from the current one (NULL when absent) by the command's op. */
 static domain_outcome compute(const domain_command *c, const json_t *state, const json_t *payload,
                               json_t **out, json_t *errors)
 {
     json_t *next = NULL, *copy;
     domain_outcome o = DOMAIN_OK;
+    const char **names = NULL;
+    if (c->nat && !(names = at_names(c, payload, errors)))
+        return DOMAIN_INVALID_PAYLOAD;
     switch (c->op) {
     case OP_CREATE:
         if (!json_is_object(payload)) {
@@ -550,7 +698,11 @@ static domain_outcome compute(const domain_command *c, const json_t *state, cons
         json_decref(copy);
         break;
     case OP_MERGE:
-        next = jsonpatch_merge(state, payload);
+        next = names ? merge_at(c, state, payload, names) : jsonpatch_merge(state, payload);
+        break;
+    case OP_REMOVE:
+        next = json_is_object(state) ? json_deep_copy(state) : json_object();
+        o = remove_at(c, next, names, errors);
         break;
     case OP_INCREMENT:
     case OP_DECREMENT:
@@ -567,6 +719,7 @@ static domain_outcome compute(const domain_command *c, const json_t *state, cons
         next = json_null();
         break;
     }
+    free(names);
     if (o != DOMAIN_OK) {
         json_decref(next);
         return o;
@@ -611,4 +764,37 @@ const char *domain_outcome_name(domain_outcome o)
     static const char *const names[] = {
         "ok", "invalid_payload", "not_found", "already_exists", "precondition", "invariant"};
     return (unsigned)o < sizeof names / sizeof names[0] ? names[o] : "unknown";
+}
+
+/* ---- the definitions as written, for documentation ---- */
+
+const json_t *domain_command_payload_schema(const domain_command *c)
+{
+    return json_object_get(c->source, "payload");
+}
+
+const char *domain_command_description(const domain_command *c)
+{
+    return json_string_value(json_object_get(c->source, "description"));
+}
+
+size_t domain_registry_aggregate_count(const domain_registry *r)
+{
+    return r->naggs;
+}
+
+const char *domain_registry_aggregate_name(const domain_registry *r, size_t i)
+{
+    return i < r->naggs ? r->aggs[i]->name : NULL;
+}
+
+const json_t *domain_registry_aggregate_state_schema(const domain_registry *r, size_t i)
+{
+    return i < r->naggs ? json_object_get(r->aggs[i]->source, "state") : NULL;
+}
+
+const char *domain_registry_aggregate_description(const domain_registry *r, size_t i)
+{
+    return i < r->naggs ? json_string_value(json_object_get(r->aggs[i]->source, "description"))
+                        : NULL;
 }

@@ -71,4 +71,25 @@ domain_outcome domain_command_apply(const domain_command *c, const json_t *state
 /* Stable lower-case name of an outcome, e.g. "invariant"; "unknown" for other values. */
 const char *domain_outcome_name(domain_outcome o);
 
+/*
+ * The command's payload schema as written in its domain file (before compilation), for
+ * documentation; borrowed from the registry, never NULL for a loaded command.
+ */
+const json_t *domain_command_payload_schema(const domain_command *c);
+
+/* The command's "description" in its domain file; NULL when it has none. Borrowed. */
+const char *domain_command_description(const domain_command *c);
+
+/* Number of aggregate types in the registry, for listing them. */
+size_t domain_registry_aggregate_count(const domain_registry *r);
+
+/* The i-th aggregate type's name, in domain file name order; NULL when i is out of range. */
+const char *domain_registry_aggregate_name(const domain_registry *r, size_t i);
+
+/* The i-th aggregate's state schema as written; borrowed, NULL when i is out of range. */
+const json_t *domain_registry_aggregate_state_schema(const domain_registry *r, size_t i);
+
+/* The i-th aggregate's "description" in its domain file; NULL when it has none. Borrowed. */
+const char *domain_registry_aggregate_description(const domain_registry *r, size_t i);
+
 #endif

@@ -18,7 +18,7 @@ fi
 #   TESTS               run only these, named as in the output (e.g. "e2e/test_chaos unit/test_batch")
 #   REPEAT              run each selected test this many times in a row (default: 1)
 # The tests get CQRS_TEST_PG_CONNINFO, CQRS_TEST_KAFKA_BOOTSTRAP, CQRS_SCHEMAS_DIR, CQRS_MIGRATIONS_DIR,
-# CQRS_BUILD, CQRS_REPO and CQRS_JSON_SCHEMA_SUITE, run from the repository root, with CK_DEFAULT_TIMEOUT=60 and CK_FORK=yes.
+# CQRS_BUILD, CQRS_REPO and CQRS_TEST_JSON_SCHEMA_SUITE, run from the repository root, with CK_DEFAULT_TIMEOUT=60 and CK_FORK=yes.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$(realpath -m -- "${BUILD:-build}") # relative to the caller's directory (make runs from the repo root)
@@ -171,11 +171,11 @@ if [[ $KAFKA_MODES == *real* ]]; then
 fi
 
 # The official JSON Schema test suite, for unit/test_jsonschema_suite (fetched once per build folder).
-if ! CQRS_JSON_SCHEMA_SUITE=$("$REPO/tests/support/json-schema-suite.sh" "$BUILD/json-schema-test-suite"); then
+if ! CQRS_TEST_JSON_SCHEMA_SUITE=$("$REPO/tests/support/json-schema-suite.sh" "$BUILD/json-schema-test-suite"); then
     log "error: could not fetch the JSON Schema test suite; unit/test_jsonschema_suite will fail"
-    CQRS_JSON_SCHEMA_SUITE=""
+    CQRS_TEST_JSON_SCHEMA_SUITE=""
 fi
-export CQRS_JSON_SCHEMA_SUITE
+export CQRS_TEST_JSON_SCHEMA_SUITE
 export CQRS_TEST_PG_CONNINFO=$CONNINFO
 export CQRS_TEST_PG_DIR=$PG_DIR # the chaos test restarts this server once
 export CQRS_SCHEMAS_DIR=schemas/domains

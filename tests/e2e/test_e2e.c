@@ -380,6 +380,82 @@ START_TEST(document_lifecycle)
 }
 END_TEST
 
+/* Sends one cart command for aggregate id; returns the answer (caller frees). */
+static httpc_response cart(const char *id, const char *type, const char *payload)
+{
+    char body[512];
+    snprintf(body, sizeof body, "{\"type\":\"cart.%s\",\"aggregate_id\":\"%s\",\"payload\":%s}",
+             type, id, payload);
+    return post(NULL, body);
+}
+
+/* The answer's first error is at pointer, for keyword. */
+static void expect_error(const httpc_response *r, const char *pointer, const char *keyword)
+{
+    const json_t *e = json_array_get(json_object_get(r->json, "errors"), 0);
+    ck_assert_msg(e != NULL, "no errors in %s", r->body);
+    ck_assert_str_eq(jstr(e, "pointer"), pointer);
+    ck_assert_str_eq(jstr(e, "keyword"), keyword);
+}
+
+/* The cart domain is only a file in schemas/domains: every rule and invariant of it over HTTP. */
+START_TEST(cart_lifecycle_from_a_domain_file)
+{
+    httpc_response r = cart("cart-1", "create", "{\"customer\":\"ada\",\"currency\":\"EUR\"}");
+    ck_assert_int_eq(r.status, 201);
+    ck_assert_str_eq(jstr(json_object_get(r.json, "state"), "status"), "open");
+    httpc_free(&r);
+    r = cart("cart-1", "add_item", "{\"sku\":\"A1\",\"quantity\":2,\"unit_price\":300}");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    httpc_free(&r);
+    r = cart("cart-1", "add_item", "{\"sku\":\"B2\",\"quantity\":1,\"unit_price\":50}");
+    ck_assert_int_eq(r.status, 200);
+    httpc_free(&r);
+    r = cart("cart-1", "remove_item", "{\"sku\":\"A1\"}");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 4);
+    httpc_free(&r);
+    r = cart("cart-1", "remove_item", "{\"sku\":\"A1\"}"); /* gone already */
+    ck_assert_int_eq(r.status, 422);
+    ck_assert_str_eq(jstr(r.json, "type"), "/problems/precondition-failed");
+    expect_error(&r, "/items/A1", "remove");
+    httpc_free(&r);
+    r = cart("cart-1", "add_item", "{\"sku\":\"C3\",\"quantity\":0,\"unit_price\":1}");
+    ck_assert_int_eq(r.status, 400);
+    expect_error(&r, "/quantity", "minimum");
+    httpc_free(&r);
+    r = cart("cart-1", "check_out", "{}");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), 5);
+    httpc_free(&r);
+    /* A checked-out cart never changes. */
+    r = cart("cart-1", "add_item", "{\"sku\":\"D4\",\"quantity\":1,\"unit_price\":1}");
+    ck_assert_int_eq(r.status, 422);
+    expect_error(&r, "/status", "where");
+    httpc_free(&r);
+    r = get("/v1/aggregates/cart/cart-1", NULL);
+    ck_assert_int_eq(r.status, 200);
+    expect_header(&r, "ETag", "\"5\"");
+    json_t *want =
+        json_loads("{\"customer\":\"ada\",\"currency\":\"EUR\",\"status\":\"checked_out\","
+                   "\"items\":{\"B2\":{\"quantity\":1,\"unit_price\":50}}}",
+                   0, NULL);
+    ck_assert_msg(json_equal(json_object_get(r.json, "state"), want), "state is %s", r.body);
+    json_decref(want);
+    httpc_free(&r);
+    /* The invariant lives in the state schema: an empty cart cannot be checked out. */
+    r = cart("cart-2", "create", "{\"customer\":\"bob\",\"currency\":\"USD\"}");
+    ck_assert_int_eq(r.status, 201);
+    httpc_free(&r);
+    r = cart("cart-2", "check_out", "{}");
+    ck_assert_int_eq(r.status, 422);
+    ck_assert_str_eq(jstr(r.json, "type"), "/problems/invariant-violated");
+    expect_error(&r, "/items", "minProperties");
+    httpc_free(&r);
+}
+END_TEST
+
 /* Runs one SQL statement on the stack's database (test set-up only). */
 static void sql(const char *text)
 {
@@ -544,6 +620,7 @@ int main(void)
     tcase_add_test(tc, if_match_mismatch_412);
     tcase_add_test(tc, if_match_race_one_success_per_version);
     tcase_add_test(tc, document_lifecycle);
+    tcase_add_test(tc, cart_lifecycle_from_a_domain_file);
     tcase_add_test(tc, idempotency_key_replays_the_first_answer);
     tcase_add_test(tc, idempotency_key_with_another_body_is_422);
     tcase_add_test(tc, idempotency_key_in_flight_is_409);

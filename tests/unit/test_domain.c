@@ -64,6 +64,10 @@ static const fcase fcases[] = {
     {"document.create", "document", "document.created"},
     {"document.patch", "document", "document.patched"},
     {"document.delete", "document", "document.deleted"},
+    {"cart.create", "cart", "cart.created"},
+    {"cart.add_item", "cart", "cart.item_added"},
+    {"cart.remove_item", "cart", "cart.item_removed"},
+    {"cart.check_out", "cart", "cart.checked_out"},
     {"account.frobnicate", NULL, NULL},
     {"account", NULL, NULL},
     {"", NULL, NULL},
@@ -135,6 +139,14 @@ typedef struct {
 #define OPEN0   "{'owner':'ann','balance':0,'status':'open'}"
 #define OPEN100 "{'owner':'ann','balance':100,'status':'open'}"
 #define CLOSED  "{'owner':'ann','balance':0,'status':'closed'}"
+
+#define CART0 "{'customer':'ann','currency':'EUR','status':'open','items':{}}"
+#define CART_A1                                                                                    \
+    "{'customer':'ann','currency':'EUR','status':'open','items':{'A1':{'quantity':2,'unit_price':" \
+    "300}}}"
+#define CART_DONE                                                                                  \
+    "{'customer':'ann','currency':'EUR','status':'checked_out','items':{'A1':{'quantity':2,'unit_" \
+    "price':300}}}"
 
 static const acase acases[] = {
     /* account.open */
@@ -208,6 +220,33 @@ static const acase acases[] = {
     {"document.patch", "{'a':'foo'}", "'bar'", DOMAIN_INVALID_PAYLOAD, "[['','type']]"},
     {"document.patch", NULL, "{'a':1}", DOMAIN_NOT_FOUND, "[['','requires']]"},
     {"document.patch", "null", "{'a':1}", DOMAIN_NOT_FOUND, "[['','requires']]"},
+    /* cart.create: defaults give an open, empty cart */
+    {"cart.create", NULL, "{'customer':'ann','currency':'EUR'}", DOMAIN_OK, CART0},
+    {"cart.create", NULL, "{'customer':'ann','currency':'eur'}", DOMAIN_INVALID_PAYLOAD,
+     "[['/currency','pattern']]"},
+    {"cart.create", CART0, "{'customer':'ann','currency':'EUR'}", DOMAIN_ALREADY_EXISTS,
+     "[['','requires']]"},
+    /* cart.add_item: merge at /items/{sku}; the SKU names the line and is not stored in it */
+    {"cart.add_item", CART0, "{'sku':'A1','quantity':2,'unit_price':300}", DOMAIN_OK, CART_A1},
+    {"cart.add_item", CART_A1, "{'sku':'A1','quantity':5,'unit_price':300}", DOMAIN_OK,
+     "{'customer':'ann','currency':'EUR','status':'open','items':{'A1':{'quantity':5,"
+     "'unit_price':300}}}"},
+    {"cart.add_item", CART_A1, "{'sku':'b/2~','quantity':1,'unit_price':0}", DOMAIN_INVALID_PAYLOAD,
+     "[['/sku','pattern']]"},
+    {"cart.add_item", CART_A1, "{'sku':'B2','quantity':0,'unit_price':1}", DOMAIN_INVALID_PAYLOAD,
+     "[['/quantity','minimum']]"},
+    {"cart.add_item", CART_DONE, "{'sku':'B2','quantity':1,'unit_price':1}", DOMAIN_PRECONDITION,
+     "[['/status','where']]"},
+    {"cart.add_item", NULL, "{'sku':'B2','quantity':1,'unit_price':1}", DOMAIN_NOT_FOUND,
+     "[['','requires']]"},
+    /* cart.remove_item: the line must be there */
+    {"cart.remove_item", CART_A1, "{'sku':'A1'}", DOMAIN_OK, CART0},
+    {"cart.remove_item", CART_A1, "{'sku':'B2'}", DOMAIN_PRECONDITION, "[['/items/B2','remove']]"},
+    {"cart.remove_item", CART_DONE, "{'sku':'A1'}", DOMAIN_PRECONDITION, "[['/status','where']]"},
+    /* cart.check_out: only an open cart with items; the state schema's if/then is the invariant */
+    {"cart.check_out", CART_A1, "{}", DOMAIN_OK, CART_DONE},
+    {"cart.check_out", CART0, "{}", DOMAIN_INVARIANT, "[['/items','minProperties']]"},
+    {"cart.check_out", CART_DONE, "{}", DOMAIN_PRECONDITION, "[['/status','where']]"},
     /* document.delete */
     {"document.delete", "{'a':1}", "{}", DOMAIN_OK, "null"},
     {"document.delete", "{}", "{}", DOMAIN_OK, "null"},
@@ -345,6 +384,16 @@ typedef struct {
 #define X_RULE(rule) X_WITH("'x.y':{'event':'x.yed','payload':{},'rule':" rule "}")
 
 static const bcase bcases[] = {
+    {"x.json", X_RULE("{'requires':'any','op':'remove'}"), NULL, NULL, "x.json",
+     "x.json: commands.x.y.rule.at: missing (op 'remove' needs the path"},
+    {"x.json", X_RULE("{'requires':'any','op':'merge','at':'items'}"), NULL, NULL, "x.json",
+     "x.json: commands.x.y.rule.at: must be a path"},
+    {"x.json", X_RULE("{'requires':'any','op':'merge','at':'/items/{sku}'}"), NULL, NULL, "x.json",
+     "x.json: commands.x.y.rule.at: '{sku}' needs 'sku' in the payload schema's \"required\""},
+    {"x.json", X_RULE("{'requires':'any','op':'remove','at':'/items/x{sku}'}"), NULL, NULL,
+     "x.json", "x.json: commands.x.y.rule.at: '/items/x{sku}': each token is a member name"},
+    {"x.json", X_RULE("{'requires':'any','op':'set','values':{},'at':'/a'}"), NULL, NULL, "x.json",
+     "x.json: commands.x.y.rule: unknown key 'at' for op 'set'"},
     {"x.json", X_RULE("{'requires':'any','op':'frobnicate'}"), NULL, NULL, "x.json",
      "x.json: commands.x.y.rule.op: unknown op 'frobnicate'"},
     {"x.json",

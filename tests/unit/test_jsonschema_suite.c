@@ -2,7 +2,7 @@
  * test_jsonschema_suite.c: the official JSON-Schema-Test-Suite (draft 2020-12) run through the
  * validator: every case of every file of a supported keyword must give the suite's verdict.
  * tests/run.sh fetches the suite (tests/support/json-schema-suite.sh) and names its folder in
- * CQRS_JSON_SCHEMA_SUITE; without it the test fails, it is never skipped.
+ * CQRS_TEST_JSON_SCHEMA_SUITE; without it the test fails, it is never skipped.
  */
 #include "jsonschema.h"
 
@@ -91,8 +91,8 @@ static bool is_excluded(const suite_file *f, const char *group)
 START_TEST(suite_file_passes)
 {
     const suite_file *f = &files[_i];
-    const char *dir = getenv("CQRS_JSON_SCHEMA_SUITE");
-    ck_assert_msg(dir && *dir, "CQRS_JSON_SCHEMA_SUITE is not set: run this test through "
+    const char *dir = getenv("CQRS_TEST_JSON_SCHEMA_SUITE");
+    ck_assert_msg(dir && *dir, "CQRS_TEST_JSON_SCHEMA_SUITE is not set: run this test through "
                                "tests/run.sh, which fetches the suite");
     char path[1024];
     snprintf(path, sizeof path, "%s/tests/draft2020-12/%s", dir, f->file);
