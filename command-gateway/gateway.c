@@ -3,6 +3,7 @@
 
 #include "ids.h"
 #include "log.h"
+#include "openapi.h"
 #include "problem.h"
 #include "xalloc.h"
 
@@ -77,8 +78,15 @@ static void reply_text(http_req *req, int status, const char *text)
     http_req_reply(req, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
-static void ready(gateway *g, http_req *req)
+static void healthz(gateway *g, http_req *req, char *const *params)
 {
+    (void)g, (void)params;
+    reply_text(req, 200, "ok\n");
+}
+
+static void ready(gateway *g, http_req *req, char *const *params)
+{
+    (void)params;
     bool pg = pgconn_connected(g->pg);
     bool kafka = kafka_producer_healthy(g->producer);
     /* Any worker may take the next request: the process is ready when all of them are. */
@@ -89,11 +97,52 @@ static void ready(gateway *g, http_req *req)
     http_req_reply_json(req, pg && kafka && replies ? 200 : 503, body);
 }
 
-static void metrics_page(gateway *g, http_req *req)
+static void metrics_page(gateway *g, http_req *req, char *const *params)
 {
+    (void)params;
     char *text = metrics_render(g->metrics);
     http_req_reply(req, 200, "text/plain; version=0.0.4", text, strlen(text));
     free(text);
+}
+
+static void openapi_page(gateway *g, http_req *req, char *const *params)
+{
+    (void)params;
+    http_req_reply(req, 200, "application/json", g->openapi, g->openapi_len);
+}
+
+static void post_command(gateway *g, http_req *req, char *const *params)
+{
+    (void)params;
+    commands_post(g, req);
+}
+
+static void get_command(gateway *g, http_req *req, char *const *params)
+{
+    reads_command(g, req, params[0]);
+}
+
+static void get_aggregate(gateway *g, http_req *req, char *const *params)
+{
+    reads_aggregate(g, req, params[0], params[1]);
+}
+
+/* The route table: the only place that knows which path goes where. */
+static const gateway_route routes[] = {
+    {"/healthz", GATEWAY_GET, healthz},
+    {"/readyz", GATEWAY_GET, ready},
+    {"/metrics", GATEWAY_GET, metrics_page},
+    {"/openapi.json", GATEWAY_GET, openapi_page},
+    {"/v1/commands", GATEWAY_POST, post_command},
+    {"/v1/commands/{id}", GATEWAY_GET, get_command},
+    {"/v1/aggregates/{type}/{id}", GATEWAY_GET, get_aggregate},
+};
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+const gateway_route *gateway_routes(size_t *n)
+{
+    *n = NROUTES;
+    return routes;
 }
 
 /* Splits "/v1/aggregates/account/acc-1" style paths; returns segments borrowed from buf. */
@@ -106,37 +155,66 @@ static size_t split_path(char *buf, char **seg, size_t max)
     return n;
 }
 
-static void not_allowed(gateway *g, http_req *req, const char *allow)
+/* A path is split into at most this many segments: one more than the longest template has, so
+   that a longer path matches none. */
+#define MAX_SEGMENTS 8
+
+/* True when the n segments match the template; params then gets its {name} segments. */
+static bool match(const char *tmpl, char *const *seg, size_t n, char **params)
 {
+    size_t i = 0, np = 0;
+    for (const char *t = tmpl; *t; i++) {
+        t += *t == '/';
+        const char *end = strchrnul(t, '/');
+        size_t len = (size_t)(end - t);
+        if (i == n)
+            return false;
+        if (*t == '{') {
+            if (np == GATEWAY_MAX_PARAMS)
+                return false;
+            params[np++] = seg[i];
+        } else if (strlen(seg[i]) != len || strncmp(seg[i], t, len) != 0)
+            return false;
+        t = end;
+    }
+    return i == n;
+}
+
+static void not_allowed(gateway *g, http_req *req, unsigned methods)
+{
+    /* In http_method order, so GET routes say "GET, HEAD". */
+    static const char *const names[] = {
+        [HTTP_GET] = "GET", [HTTP_HEAD] = "HEAD",   [HTTP_POST] = "POST",
+        [HTTP_PUT] = "PUT", [HTTP_PATCH] = "PATCH", [HTTP_DELETE] = "DELETE",
+    };
+    char allow[64] = "";
+    for (size_t m = 0; m < sizeof(names) / sizeof(names[0]); m++) {
+        if (methods & GATEWAY_METHOD(m))
+            snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+                     *allow ? ", " : "", names[m]);
+    }
     http_req_set_header(req, "Allow", allow);
     gateway_problem(g, req, problem_new(PROBLEM_METHOD_NOT_ALLOWED, NULL, NULL));
 }
 
-/* The route table: the only place that knows which path goes where. */
+/* Walks the route table: 404 when no path matches, 405 when the method does not. */
 static void route(http_req *req, void *arg)
 {
     gateway *g = arg;
-    http_method m = http_req_method(req);
-    bool get = m == HTTP_GET || m == HTTP_HEAD;
     char *path = xstrdup(http_req_path(req));
-    char *seg[5];
-    size_t n = split_path(path, seg, 5);
-
-    if (n == 1 && strcmp(seg[0], "healthz") == 0) {
-        get ? reply_text(req, 200, "ok\n") : not_allowed(g, req, "GET, HEAD");
-    } else if (n == 1 && strcmp(seg[0], "readyz") == 0) {
-        get ? ready(g, req) : not_allowed(g, req, "GET, HEAD");
-    } else if (n == 1 && strcmp(seg[0], "metrics") == 0) {
-        get ? metrics_page(g, req) : not_allowed(g, req, "GET, HEAD");
-    } else if (n == 2 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "commands") == 0) {
-        m == HTTP_POST ? commands_post(g, req) : not_allowed(g, req, "POST");
-    } else if (n == 3 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "commands") == 0) {
-        get ? reads_command(g, req, seg[2]) : not_allowed(g, req, "GET, HEAD");
-    } else if (n == 4 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "aggregates") == 0) {
-        get ? reads_aggregate(g, req, seg[2], seg[3]) : not_allowed(g, req, "GET, HEAD");
-    } else {
-        gateway_problem(g, req, problem_new(PROBLEM_NOT_FOUND, "no such route", NULL));
+    char *seg[MAX_SEGMENTS], *params[GATEWAY_MAX_PARAMS];
+    size_t n = split_path(path, seg, MAX_SEGMENTS);
+    const gateway_route *r = NULL;
+    for (size_t i = 0; i < NROUTES && !r; i++) {
+        if (match(routes[i].path, seg, n, params))
+            r = &routes[i];
     }
+    if (!r)
+        gateway_problem(g, req, problem_new(PROBLEM_NOT_FOUND, "no such route", NULL));
+    else if (!(r->methods & GATEWAY_METHOD(http_req_method(req))))
+        not_allowed(g, req, r->methods);
+    else
+        r->handler(g, req, params);
     free(path);
 }
 
@@ -174,6 +252,15 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
     if (!g->domains)
         goto fail;
+    /* Built once here, from the domains just loaded: the request path only copies it out. */
+    json_t *doc = openapi_build(g->domains);
+    g->openapi = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (!g->openapi) {
+        snprintf(err, errlen, "cannot build the OpenAPI document");
+        goto fail;
+    }
+    g->openapi_len = strlen(g->openapi);
     g->pg = pgconn_new(base, cfg->pg_conninfo, NULL, NULL, err, errlen);
     if (!g->pg)
         goto fail;
@@ -271,5 +358,6 @@ void gateway_free(gateway *g)
     free(g->warming);
     free(g->topic_commands);
     free(g->topic_replies);
+    free(g->openapi);
     free(g);
 }

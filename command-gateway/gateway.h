@@ -72,7 +72,33 @@ typedef struct gateway {
     metrics_histogram *m_latency;
     metrics_gauge *m_parked;
     metrics_counter *m_status[500]; /* answers by status 100..599, registered on first use */
+    char *openapi;                  /* GET /openapi.json: the document, built at start-up */
+    size_t openapi_len;
 } gateway;
+
+/* A route's handler; params holds the path's {name} segments in template order, borrowed. */
+typedef void (*gateway_handler)(gateway *g, http_req *req, char *const *params);
+
+/* The bit of one method in gateway_route.methods. */
+#define GATEWAY_METHOD(m) (1u << (m))
+/* GET routes answer HEAD as well (http_req_reply() leaves the body out). */
+#define GATEWAY_GET  (GATEWAY_METHOD(HTTP_GET) | GATEWAY_METHOD(HTTP_HEAD))
+#define GATEWAY_POST GATEWAY_METHOD(HTTP_POST)
+/* Most {name} segments in a path template. */
+#define GATEWAY_MAX_PARAMS 4
+
+/* One row of the route table. */
+typedef struct gateway_route {
+    const char *path; /* template: "/v1/aggregates/{type}/{id}"; {name} matches one segment */
+    unsigned methods; /* GATEWAY_METHOD() bits; any other method gets 405 with Allow */
+    gateway_handler handler;
+} gateway_route;
+
+/*
+ * The route table every request is matched against, in order; *n gets its length. Static data:
+ * never freed. A path no row matches gets 404. openapi.c documents exactly these routes.
+ */
+const gateway_route *gateway_routes(size_t *n);
 
 /*
  * Builds one gateway (a worker: a replica of its own) on base: loads schemas, connects

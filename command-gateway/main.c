@@ -8,6 +8,7 @@
  */
 #include "gateway.h"
 #include "log.h"
+#include "openapi.h"
 #include "service.h"
 #include "xalloc.h"
 
@@ -18,6 +19,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 typedef struct worker {
@@ -86,18 +88,59 @@ static worker *start_workers(size_t n, gateway_config *cfg, const config_props *
     return ws;
 }
 
+/* Removes flag from argv if present (it is not a --key=value setting); true if it was. */
+static bool take_flag(int *argc, char **argv, const char *flag)
+{
+    bool found = false;
+    int kept = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], flag) == 0)
+            found = true;
+        else
+            argv[kept++] = argv[i];
+    }
+    argv[kept] = NULL;
+    *argc = kept;
+    return found;
+}
+
+/* --print-openapi: writes the OpenAPI document of schemas.dir's domains to stdout. */
+static int print_openapi(const gateway_config *cfg)
+{
+    char err[512];
+    domain_registry *reg = domain_registry_load(cfg->schemas_dir, err, sizeof(err));
+    if (!reg) {
+        log_kv(LOG_FATAL, "cannot load the domains", LOG_FIELDS("error", err));
+        return EXIT_FAILURE;
+    }
+    json_t *doc = openapi_build(reg);
+    bool ok = doc && json_dumpf(doc, stdout, JSON_INDENT(2)) == 0 && fputc('\n', stdout) != EOF &&
+              fflush(stdout) == 0;
+    json_decref(doc);
+    domain_registry_free(reg);
+    if (!ok)
+        log_kv(LOG_FATAL, "cannot write the OpenAPI document", NULL);
+    return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
 int main(int argc, char **argv)
 {
     gateway_config cfg = {0};
     config_props kafka = {0};
     char err[512];
     int rc = EXIT_FAILURE;
+    bool openapi_only = take_flag(&argc, argv, "--print-openapi");
 
     if (!service_setup("command-gateway",
                        "Accepts commands over HTTP, publishes them to Kafka and answers with their "
-                       "result; serves reads from PostgreSQL.",
+                       "result; serves reads from PostgreSQL.\n--print-openapi writes the OpenAPI "
+                       "document of the domains in schemas.dir to stdout and exits.",
                        gateway_config_table, &cfg, &kafka, argc, argv, &rc))
         goto out;
+    if (openapi_only) {
+        rc = print_openapi(&cfg);
+        goto out;
+    }
     rc = EXIT_FAILURE;
     if (cfg.workers == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);

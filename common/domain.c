@@ -205,9 +205,14 @@ static bool load_at(loadctx *l, const char *path, const json_t *rule, const json
             return false;
         } else {
             char *out = name; /* ~1 is '/', ~0 is '~' */
-            for (const char *p = name; *p; p++)
-                *out++ =
-                    (*p == '~' && (p[1] == '0' || p[1] == '1')) ? (*++p == '0' ? '~' : '/') : *p;
+            for (const char *p = name; *p; p++) {
+                if (*p == '~' && (p[1] == '0' || p[1] == '1')) {
+                    p++;
+                    *out++ = *p == '0' ? '~' : '/';
+                } else {
+                    *out++ = *p;
+                }
+            }
             *out = '\0';
         }
         c->at = xrealloc(c->at, (c->nat + 1) * sizeof *c->at);
@@ -663,6 +668,8 @@ static json_t *merge_at(const domain_command *c, const json_t *state, const json
 static domain_outcome remove_at(const domain_command *c, json_t *next, const char **names,
                                 json_t *errors)
 {
+    if (c->nat == 0 || !names) /* never: loading makes "at" required for remove */
+        return DOMAIN_PRECONDITION;
     json_t *parent = next;
     for (size_t i = 0; i + 1 < c->nat && json_is_object(parent); i++)
         parent = json_object_get(parent, names[i]);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every built test binary (unit, then integration, then e2e) against a throwaway PostgreSQL and mock Kafka.
+# Runs every built test binary (unit, then integration, then e2e) against a throwaway PostgreSQL and mock Kafka,
+# then checks the OpenAPI document (tests/api/validate-openapi.sh).
 set -euo pipefail
 
 # bash cannot trap a signal that was ignored when it started (SIGINT, when launched with `&` from a script);
@@ -15,7 +16,8 @@ fi
 #   CQRS_KEEP_TEST_DIR  set to 1 to keep the temporary folder (PostgreSQL and mock-kafka logs)
 #   KAFKA_MODES         "mock real" (default): integration and e2e tests run against librdkafka's
 #                       mock cluster and against a real Apache Kafka broker (deploy/kafka/kafka.sh)
-#   TESTS               run only these, named as in the output (e.g. "e2e/test_chaos unit/test_batch")
+#   TESTS               run only these, named as in the output (e.g. "e2e/test_chaos unit/test_batch
+#                       api/validate-openapi")
 #   REPEAT              run each selected test this many times in a row (default: 1)
 # The tests get CQRS_TEST_PG_CONNINFO, CQRS_TEST_KAFKA_BOOTSTRAP, CQRS_SCHEMAS_DIR, CQRS_MIGRATIONS_DIR,
 # CQRS_BUILD, CQRS_REPO and CQRS_TEST_JSON_SCHEMA_SUITE, run from the repository root, with CK_DEFAULT_TIMEOUT=60 and CK_FORK=yes.
@@ -41,7 +43,10 @@ for kind in unit integration e2e; do
         tests+=("$t")
     done
 done
-if ((${#tests[@]} == 0)); then
+# The OpenAPI check is a script, not a test binary: it runs unless TESTS leaves it out.
+openapi_check=0
+[[ -n ${TESTS:-} && " $TESTS " != *" api/validate-openapi "* ]] || openapi_check=1
+if ((${#tests[@]} == 0 && openapi_check == 0)); then
     log "error: no test binaries${TESTS:+ named $TESTS} found under $BUILD/tests/{unit,integration,e2e} (build them with make tests)"
     echo "0 passed, 0 failed"
     exit 1
@@ -195,7 +200,8 @@ runs=()
 for t in "${tests[@]}"; do
     for ((r = 0; r < ${REPEAT:-1}; r++)); do
         case $t in
-        */tests/unit/* | */tests/integration/test_pgconn) runs+=("$t|none") ;; # no Kafka in these
+        # no Kafka in these
+        */tests/unit/* | */tests/integration/test_pgconn | */tests/integration/test_openapi) runs+=("$t|none") ;;
         *)
             for mode in $KAFKA_MODES; do
                 [[ $mode != real3 || " $FAILOVER_TESTS " == *" ${t#"$BUILD"/tests/} "* ]] || continue
@@ -205,6 +211,9 @@ for t in "${tests[@]}"; do
         esac
     done
 done
+# docs/openapi.json and the document this build's gateway generates are valid OpenAPI 3.1
+# (openapi-spec-validator from PyPI, pinned, in a virtualenv under the build folder).
+((openapi_check == 0)) || runs+=("$REPO/tests/api/validate-openapi.sh|api")
 for run in "${runs[@]}"; do
     t=${run%|*}
     mode=${run##*|}
@@ -234,14 +243,21 @@ for run in "${runs[@]}"; do
     esac
     case $mode in
     none) ;;
+    api) name=api/$(basename "$t" .sh) ;;
     real3) name="$name [3-node kafka, one node stopped]" ;;
     *) name="$name [$mode kafka]" ;;
     esac
     echo "=== $name"
     start=$SECONDS
     rc=0
+    args=()
+    if [[ $mode == api ]]; then # an empty document fails the check, so a failure here counts
+        args=("$REPO/docs/openapi.json" "$TMP/openapi.json")
+        "$BUILD/command-gateway" --print-openapi >"$TMP/openapi.json" 2>"$TMP/print-openapi.log" ||
+            { log "command-gateway --print-openapi failed:"; cat "$TMP/print-openapi.log" >&2; }
+    fi
     # In the background so that a signal to this script is handled at once, not after the test ends.
-    timeout -k 10 "$TEST_TIMEOUT" "$t" </dev/null &
+    BUILD=$BUILD timeout -k 10 "$TEST_TIMEOUT" "$t" "${args[@]}" </dev/null &
     TEST_PID=$!
     wait "$TEST_PID" || rc=$?
     TEST_PID=""

@@ -3,7 +3,9 @@
  * PostgreSQL, mock Kafka, state-processor, command-gateway) and drives it over HTTP. Ends by
  * stopping it with SIGINT and checking that no process is left behind.
  */
+#include "domain.h"
 #include "httpc.h"
+#include "openapi.h"
 #include "stack.h"
 
 #include <check.h>
@@ -586,6 +588,67 @@ START_TEST(health_metrics_and_routes)
 }
 END_TEST
 
+/* How the route table answers paths and methods it does not serve (Allow NULL: not a 405). */
+static const struct {
+    const char *method, *path;
+    int status;
+    const char *allow;
+} route_probes[] = {
+    {"GET", "/healthz/", 200, NULL}, /* empty segments do not count */
+    {"HEAD", "/healthz", 200, NULL},
+    {"POST", "/healthz", 405, "GET, HEAD"},
+    {"GET", "/v1/commands", 405, "POST"},
+    {"PUT", "/v1/aggregates/account/x", 405, "GET, HEAD"},
+    {"GET", "//v1//commands/not-a-uuid", 404, NULL},
+    {"GET", "/v1/aggregates/account", 404, NULL},
+    {"GET", "/v1/aggregates/account/a/b", 404, NULL},
+    {"GET", "/v1/a/b/c/d/e/f/g/h/i", 404, NULL},
+    {"GET", "/openapi.json/x", 404, NULL},
+};
+
+START_TEST(route_table_answers)
+{
+    httpc_response r = httpc_request(st.http_port, route_probes[_i].method, route_probes[_i].path,
+                                     NULL, NULL, TIMEOUT_MS);
+    ck_assert_msg(r.status == route_probes[_i].status, "%s %s: %d", route_probes[_i].method,
+                  route_probes[_i].path, r.status);
+    if (route_probes[_i].allow)
+        expect_header(&r, "Allow", route_probes[_i].allow);
+    if (r.status == 404)
+        expect_header(&r, "Content-Type", "application/problem+json");
+    httpc_free(&r);
+}
+END_TEST
+
+/* GET /openapi.json is the document of the domains the gateway loaded; HEAD too; nothing else. */
+START_TEST(openapi_document_served)
+{
+    const char *dir = getenv("CQRS_SCHEMAS_DIR");
+    char err[512] = "";
+    domain_registry *reg =
+        domain_registry_load(dir && *dir ? dir : "schemas/domains", err, sizeof(err));
+    ck_assert_msg(reg != NULL, "%s", err);
+    json_t *want = openapi_build(reg);
+    httpc_response r = get("/openapi.json", NULL);
+    ck_assert_int_eq(r.status, 200);
+    expect_header(&r, "Content-Type", "application/json");
+    ck_assert_msg(json_equal(r.json, want),
+                  "GET /openapi.json is not the shipped domains' document");
+    httpc_free(&r);
+    r = httpc_request(st.http_port, "HEAD", "/openapi.json", NULL, NULL, TIMEOUT_MS);
+    ck_assert_int_eq(r.status, 200);
+    expect_header(&r, "Content-Type", "application/json");
+    ck_assert_uint_eq(r.body_len, 0);
+    httpc_free(&r);
+    r = httpc_request(st.http_port, "POST", "/openapi.json", NULL, "{}", TIMEOUT_MS);
+    ck_assert_int_eq(r.status, 405);
+    expect_header(&r, "Allow", "GET, HEAD");
+    httpc_free(&r);
+    json_decref(want);
+    domain_registry_free(reg);
+}
+END_TEST
+
 START_TEST(sigint_leaves_no_process)
 {
     int status = stack_stop(&st);
@@ -626,6 +689,9 @@ int main(void)
     tcase_add_test(tc, idempotency_key_in_flight_is_409);
     tcase_add_test(tc, stale_claim_is_taken_over_once);
     tcase_add_test(tc, health_metrics_and_routes);
+    tcase_add_test(tc, openapi_document_served);
+    tcase_add_loop_test(tc, route_table_answers, 0,
+                        (int)(sizeof(route_probes) / sizeof(route_probes[0])));
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
