@@ -3,6 +3,7 @@
 
 #include "jsonpatch.h"
 #include "jsonschema.h"
+#include "projection.h"
 #include "xalloc.h"
 
 #include <dirent.h>
@@ -46,6 +47,7 @@ typedef struct {
     char *name;
     jschema *state;
     json_t *source; /* the domain file as loaded, for documentation (openapi.c) */
+    projection *proj;
 } aggregate;
 
 struct domain_command {
@@ -363,7 +365,7 @@ static bool load_file(domain_registry *reg, const char *dir, const char *name, c
     json_object_foreach(root, key, v)
     {
         if (strcmp(key, "aggregate") && strcmp(key, "state") && strcmp(key, "commands") &&
-            strcmp(key, "description")) {
+            strcmp(key, "description") && strcmp(key, "projection")) {
             lfail(&l, NULL, NULL, "unknown key '%s'", key);
             goto done;
         }
@@ -389,6 +391,12 @@ static bool load_file(domain_registry *reg, const char *dir, const char *name, c
     if (jschema_validate(agg->state, json_null(), NULL)) {
         lfail(&l, "state", NULL,
               "must reject null, which means deleted (add \"type\": \"object\")");
+        goto done;
+    }
+    char why[384];
+    agg->proj = projection_parse(agg->name, json_object_get(root, "projection"), why, sizeof why);
+    if (!agg->proj) {
+        lfail(&l, NULL, NULL, "%s", why);
         goto done;
     }
     const json_t *cmds = json_object_get(root, "commands");
@@ -474,6 +482,7 @@ void domain_registry_free(domain_registry *r)
         free(r->aggs[i]->name);
         jschema_free(r->aggs[i]->state);
         json_decref(r->aggs[i]->source);
+        projection_free(r->aggs[i]->proj);
         free(r->aggs[i]);
     }
     free(r->aggs);
@@ -804,4 +813,12 @@ const char *domain_registry_aggregate_description(const domain_registry *r, size
 {
     return i < r->naggs ? json_string_value(json_object_get(r->aggs[i]->source, "description"))
                         : NULL;
+}
+
+const projection *domain_registry_projection(const domain_registry *r, const char *aggregate_type)
+{
+    for (size_t i = 0; i < r->naggs; i++)
+        if (strcmp(r->aggs[i]->name, aggregate_type) == 0)
+            return r->aggs[i]->proj;
+    return NULL;
 }

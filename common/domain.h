@@ -92,4 +92,9 @@ const json_t *domain_registry_aggregate_state_schema(const domain_registry *r, s
 /* The i-th aggregate's "description" in its domain file; NULL when it has none. Borrowed. */
 const char *domain_registry_aggregate_description(const domain_registry *r, size_t i);
 
+struct projection;
+/* The projection (read model table) of an aggregate type; NULL if the type is unknown. Borrowed. */
+const struct projection *domain_registry_projection(const domain_registry *r,
+                                                    const char *aggregate_type);
+
 #endif
