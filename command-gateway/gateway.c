@@ -4,6 +4,7 @@
 #include "ids.h"
 #include "log.h"
 #include "openapi.h"
+#include "readwait.h"
 #include "problem.h"
 #include "xalloc.h"
 
@@ -20,7 +21,16 @@ const config_row gateway_config_table[] = {
     {"http.timeout_s", CONFIG_INT, CFG(http_timeout_s), "30", 1, 3600,
      "read/write timeout for slow clients, seconds"},
     {"pg.conninfo", CONFIG_STR, CFG(pg_conninfo), "host=127.0.0.1 port=5432 dbname=cqrs", 0, 0,
-     "libpq connection string of the read side"},
+     "libpq connection string (idempotency claims, command status)"},
+    {"pg.read_conninfo", CONFIG_STR, CFG(pg_read_conninfo), "", 0, 0,
+     "libpq connection string of the projection reads, in read-only sessions (empty: "
+     "pg.conninfo)"},
+    {"reads.max_wait_ms", CONFIG_INT, CFG(reads_max_wait_ms), "5000", 0, 600000,
+     "longest a read with min_version waits for the projection to reach it"},
+    {"reads.default_limit", CONFIG_INT, CFG(reads_default_limit), "50", 1, 10000,
+     "page size of a list without limit="},
+    {"reads.max_limit", CONFIG_INT, CFG(reads_max_limit), "500", 1, 10000,
+     "largest limit= of a list"},
     {"topic.prefix", CONFIG_STR, CFG(topic_prefix), NULL, 0, 0,
      "prefix of the topic names (commands, replies)"},
     {"schemas.dir", CONFIG_STR, CFG(schemas_dir), "schemas/domains", 0, 0,
@@ -122,6 +132,11 @@ static void get_command(gateway *g, http_req *req, char *const *params)
     reads_command(g, req, params[0]);
 }
 
+static void list_aggregates(gateway *g, http_req *req, char *const *params)
+{
+    queries_list(g, req, params[0]);
+}
+
 static void get_aggregate(gateway *g, http_req *req, char *const *params)
 {
     reads_aggregate(g, req, params[0], params[1]);
@@ -135,6 +150,7 @@ static const gateway_route routes[] = {
     {"/openapi.json", GATEWAY_GET, openapi_page},
     {"/v1/commands", GATEWAY_POST, post_command},
     {"/v1/commands/{id}", GATEWAY_GET, get_command},
+    {"/v1/aggregates/{type}", GATEWAY_GET, list_aggregates},
     {"/v1/aggregates/{type}/{id}", GATEWAY_GET, get_aggregate},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -264,6 +280,14 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->pg = pgconn_new(base, cfg->pg_conninfo, NULL, NULL, err, errlen);
     if (!g->pg)
         goto fail;
+    const char *read_conninfo = *cfg->pg_read_conninfo ? cfg->pg_read_conninfo : cfg->pg_conninfo;
+    g->pg_read = pgconn_new(base, read_conninfo, NULL, NULL, err, errlen);
+    if (!g->pg_read)
+        goto fail;
+    pgconn_set_read_only(g->pg_read);
+    g->readwait = readwait_new(base, read_conninfo, err, errlen);
+    if (!g->readwait)
+        goto fail;
     g->producer = kafka_producer_new(base, kafka_props, commands_on_delivery, g, err, errlen);
     if (!g->producer)
         goto fail;
@@ -347,6 +371,8 @@ void gateway_free(gateway *g)
     commands_release_parked(g);
     /* Before the server: queries still queued call back into requests it owns. */
     pgconn_free(g->pg);
+    pgconn_free(g->pg_read);
+    readwait_free(g->readwait);
     httpd_free(g->http);
     kafka_consumer_free(g->replies);
     kafka_producer_free(g->producer);

@@ -21,6 +21,10 @@ typedef struct gateway_config {
     long long http_max_body;
     long long http_timeout_s;
     char *pg_conninfo;
+    char *pg_read_conninfo;
+    long long reads_max_wait_ms;
+    long long reads_default_limit;
+    long long reads_max_limit;
     char *topic_prefix;
     char *schemas_dir;
     char *replies_group;
@@ -54,7 +58,9 @@ typedef struct gateway {
     httpd *http;
     kafka_producer *producer;
     kafka_consumer *replies;
-    pgconn *pg;
+    pgconn *pg;      /* read-write: idempotency claims, command records */
+    pgconn *pg_read; /* read-only sessions: projection reads */
+    struct readwait *readwait;
     metrics *metrics; /* shared->metrics */
     char *topic_commands;
     char *topic_replies;
@@ -133,8 +139,10 @@ void commands_release_parked(gateway *g);
 
 /* GET /v1/commands/{id} (reads.c). */
 void reads_command(gateway *g, http_req *req, const char *id);
-/* GET /v1/aggregates/{type}/{id} (reads.c). */
+/* GET /v1/aggregates/{type}/{id} from the projection, ?min_version=N (reads.c). */
 void reads_aggregate(gateway *g, http_req *req, const char *type, const char *id);
+/* GET /v1/aggregates/{type}?filters&sort&limit&cursor from the projection (queries.c). */
+void queries_list(gateway *g, http_req *req, const char *type);
 
 /* Writes the standard answer for a failure and counts it. */
 void gateway_problem(gateway *g, http_req *req, json_t *problem);

@@ -3,6 +3,7 @@
 
 #include "openapi_schemas.h"
 #include "problem.h"
+#include "projection.h"
 #include "xalloc.h"
 
 #include <stdbool.h>
@@ -188,7 +189,19 @@ static const problem_use command_read_problems[] = {
 };
 
 static const problem_use aggregate_read_problems[] = {
-    {PROBLEM_NOT_FOUND, "an unknown aggregate type, an unknown id, or a deleted aggregate."},
+    {PROBLEM_INVALID_QUERY, "min_version is not a positive integer."},
+    {PROBLEM_NOT_FOUND,
+     "an unknown aggregate type, an unknown id, or a deleted aggregate (with min_version: not "
+     "projected yet when the wait ended)."},
+    {PROBLEM_UNAVAILABLE, "PostgreSQL is busy or not available."},
+};
+
+static const problem_use aggregate_list_problems[] = {
+    {PROBLEM_INVALID_QUERY,
+     "a parameter that is not a filter on a declared column, sort, limit or cursor; a value "
+     "of the wrong type; a limit out of range; a cursor made for another sort. errors names "
+     "the parameter."},
+    {PROBLEM_NOT_FOUND, "an unknown aggregate type."},
     {PROBLEM_UNAVAILABLE, "PostgreSQL is busy or not available."},
 };
 
@@ -277,25 +290,92 @@ static json_t *get_command(void)
     return op;
 }
 
+static json_t *consistency_header(void)
+{
+    return response_header(
+        "With min_version: fresh when the projection had reached it, stale "
+        "when the wait ended first (the answer is what the projection has).",
+        false, json_pack("{s:s, s:[s, s]}", "type", "string", "enum", "fresh", "stale"));
+}
+
 static json_t *get_aggregate(void)
 {
-    json_t *op =
-        operation("reads", "getAggregate", "An aggregate's state",
-                  "The aggregate's current state and version, as the processor last committed it.");
+    json_t *op = operation(
+        "reads", "getAggregate", "An aggregate's state",
+        "The aggregate's state and version from its projection (the read model, which the "
+        "projector keeps from the events topic). min_version=N, the version a write answered, "
+        "waits at most reads.max_wait_ms until the projection has reached it: read-your-writes.");
     json_object_set_new(
         op, "parameters",
-        json_pack("[o]", param("header", "If-None-Match", false,
-                               "The ETag of a copy the client holds, or *: 304 while it is "
-                               "current.",
-                               openapi_schemas_string(NULL))));
+        json_pack("[o, o]",
+                  param("header", "If-None-Match", false,
+                        "The ETag of a copy the client holds, or *: 304 while it is current.",
+                        openapi_schemas_string(NULL)),
+                  param("query", "min_version", false,
+                        "Wait until the projection holds at least this version of the aggregate.",
+                        json_pack("{s:s, s:i}", "type", "integer", "minimum", 1))));
     const char *etag = "The aggregate's version.";
     add_response(op, 200,
-                 json_response("The aggregate.", json_pack("{s:o}", "ETag", etag_header(etag)),
+                 json_response("The aggregate.",
+                               json_pack("{s:o, s:o}", "ETag", etag_header(etag),
+                                         "Read-Consistency", consistency_header()),
                                openapi_schemas_ref("", "AggregateView")));
     add_response(op, 304,
                  response("Not modified: If-None-Match names the current version.",
                           json_pack("{s:o}", "ETag", etag_header(etag)), NULL, NULL));
     add_problems(op, aggregate_read_problems, N(aggregate_read_problems), read_problem_headers);
+    return op;
+}
+
+static json_t *list_aggregates(const domain_registry *reg)
+{
+    /* The filters differ by aggregate type: the description lists each type's columns. */
+    char *columns = xstrdup("");
+    for (size_t i = 0; i < domain_registry_aggregate_count(reg); i++) {
+        const projection *p =
+            domain_registry_projection(reg, domain_registry_aggregate_name(reg, i));
+        char *cols = xstrdup("");
+        for (size_t k = 0; k < p->ncols; k++) {
+            char *next = xasprintf("%s%s%s (%s)", cols, k ? ", " : "", p->cols[k].name,
+                                   projection_type_sql(p->cols[k].type));
+            free(cols);
+            cols = next;
+        }
+        char *next = xasprintf("%s %s: %s.", columns, p->aggregate, p->ncols ? cols : "none");
+        free(cols);
+        free(columns);
+        columns = next;
+    }
+    char *desc = xasprintf(
+        "Projection rows of one type (deleted ones left out), in keyset pages. Filters: for a "
+        "declared column c, c=v, c_gt=v, c_gte=v, c_lt=v, c_lte=v (v of the column's type). "
+        "Declared columns by type:%s Rows whose sort column is NULL come last. Pages never "
+        "repeat or skip a row while writes continue, if the filters stay the same.",
+        columns);
+    json_t *op = operation("reads", "listAggregates", "Query aggregates", desc);
+    free(columns);
+    free(desc);
+    json_object_set_new(
+        op, "parameters",
+        json_pack(
+            "[o, o, o, o]",
+            param("query", "sort", false,
+                  "id (the default) or a declared column; a leading - sorts descending.",
+                  json_pack("{s:s, s:s}", "type", "string", "pattern", "^-?[a-z][a-z0-9_]*$")),
+            param("query", "limit", false,
+                  "Rows per page (reads.default_limit; at most "
+                  "reads.max_limit).",
+                  json_pack("{s:s, s:i}", "type", "integer", "minimum", 1)),
+            param("query", "cursor", false, "next_cursor of the previous page.",
+                  json_pack("{s:s, s:s}", "type", "string", "pattern", "^([0-9a-f]{2})+$")),
+            json_pack("{s:s, s:s, s:b, s:s, s:s, s:b, s:{s:s, s:{s:s}}}", "in", "query", "name",
+                      "filters", "required", 0, "description",
+                      "Filters on declared columns, as c=v, c_gt=v, c_gte=v, c_lt=v, c_lte=v.",
+                      "style", "form", "explode", 1, "schema", "type", "object",
+                      "additionalProperties", "type", "string")));
+    add_response(op, 200,
+                 json_response("A page of rows.", NULL, openapi_schemas_ref("", "AggregatePage")));
+    add_problems(op, aggregate_list_problems, N(aggregate_list_problems), read_problem_headers);
     return op;
 }
 
@@ -393,6 +473,12 @@ static json_t *paths(const domain_registry *reg)
                   param("path", "id", true, "The command id (the Location of a 202).",
                         openapi_schemas_string("uuid")),
                   "get", get_command()));
+    json_object_set_new(p, "/v1/aggregates/{type}",
+                        json_pack("{s:[o], s:o}", "parameters",
+                                  param("path", "type", true, "The aggregate type.",
+                                        json_pack("{s:s, s:o}", "type", "string", "enum",
+                                                  openapi_schemas_aggregate_names(reg))),
+                                  "get", list_aggregates(reg)));
     json_object_set_new(
         p, "/v1/aggregates/{type}/{id}",
         json_pack("{s:[o, o], s:o}", "parameters",

@@ -101,11 +101,13 @@ static json_t *problem_schema(void)
         "title", openapi_schemas_string(NULL), "status", json_pack("{s:s}", "type", "integer"),
         "detail", openapi_schemas_string(NULL), "errors", "type", "array", "description",
         "one entry per failure: the payload's schema, a rule's precondition or the state's "
-        "invariants",
-        "items", openapi_schemas_ref("", "ValidationError"), "command_id",
-        openapi_schemas_string("uuid"), "current_version", "type", "integer", "minimum", 0,
-        "description", "the aggregate's version when the command was rejected", "idempotency_key",
-        openapi_schemas_string(NULL), "required", "type", "title", "status");
+        "invariants (ValidationError), or a query parameter (ParameterError)",
+        "items",
+        json_pack("{s:[o, o]}", "oneOf", openapi_schemas_ref("", "ValidationError"),
+                  openapi_schemas_ref("", "ParameterError")),
+        "command_id", openapi_schemas_string("uuid"), "current_version", "type", "integer",
+        "minimum", 0, "description", "the aggregate's version when the command was rejected",
+        "idempotency_key", openapi_schemas_string(NULL), "required", "type", "title", "status");
 }
 
 static json_t *validation_error_schema(void)
@@ -118,6 +120,25 @@ static json_t *validation_error_schema(void)
         json_pack("{s:s, s:s}", "type", "string", "description",
                   "the schema keyword, or requires / where for a rule"),
         "message", openapi_schemas_string(NULL), "required", "pointer", "keyword", "message");
+}
+
+static json_t *parameter_error_schema(void)
+{
+    return json_pack(
+        "{s:s, s:{s:o, s:o}, s:[s, s], s:b}", "type", "object", "properties", "parameter",
+        json_pack("{s:s, s:s}", "type", "string", "description", "the query parameter at fault"),
+        "message", openapi_schemas_string(NULL), "required", "parameter", "message",
+        "additionalProperties", 0);
+}
+
+static json_t *page_schema(void)
+{
+    return json_pack("{s:s, s:{s:{s:s, s:o}, s:{s:[s, s], s:s}}, s:[s, s]}", "type", "object",
+                     "properties", "items", "type", "array", "items",
+                     openapi_schemas_ref("", "AggregateView"), "next_cursor", "type", "string",
+                     "null", "description",
+                     "pass as cursor= for the next page; null on the last page", "required",
+                     "items", "next_cursor");
 }
 
 /* The names of the aggregate types, as a JSON array. */
@@ -315,5 +336,7 @@ json_t *openapi_schemas_build(const domain_registry *reg)
     json_object_set_new(s, "Readiness", readiness_schema());
     json_object_set_new(s, "Problem", problem_schema());
     json_object_set_new(s, "ValidationError", validation_error_schema());
+    json_object_set_new(s, "ParameterError", parameter_error_schema());
+    json_object_set_new(s, "AggregatePage", page_schema());
     return s;
 }

@@ -1,8 +1,10 @@
-/* reads.c: the read side of the gateway: command status and aggregate state from PostgreSQL. */
+/* reads.c: the read side of the gateway: command status, and one aggregate from its projection. */
 #include "gateway.h"
 
 #include "ids.h"
 #include "problem.h"
+#include "projection.h"
+#include "readwait.h"
 #include "xalloc.h"
 
 #include <stdlib.h>
@@ -37,14 +39,18 @@ static read_ctx *start(gateway *g, http_req *req, const char *sql, int n, const 
     return c;
 }
 
-/* Answers a failed query; true when it did. */
-static bool failed(read_ctx *c, const pgconn_result *r)
+/* Answers a failed query with 503; true when it did. */
+static bool failed_read(gateway *g, http_req *req, const pgconn_result *r)
 {
     if (pgconn_result_status(r) == PGCONN_OK)
         return false;
-    gateway_problem(c->g, c->req,
-                    problem_new(PROBLEM_UNAVAILABLE, "PostgreSQL is not available", NULL));
+    gateway_problem(g, req, problem_new(PROBLEM_UNAVAILABLE, "PostgreSQL is not available", NULL));
     return true;
+}
+
+static bool failed(read_ctx *c, const pgconn_result *r)
+{
+    return failed_read(c->g, c->req, r);
 }
 
 static json_t *json_column(const pgconn_result *r, int col)
@@ -100,49 +106,160 @@ void reads_command(gateway *g, http_req *req, const char *id)
     start(g, req, sql, 2, v, on_command);
 }
 
-static void on_aggregate(const pgconn_result *r, void *arg)
+/*
+ * GET /v1/aggregates/{type}/{id}: one projection row. With min_version=N the read waits (at most
+ * reads.max_wait_ms) until the projector has reached version N of the row: it registers with
+ * the readwait before its first query, so a commit after that query wakes it, and reads again on
+ * every notification for the row. Past the bound it answers with what the projection has and
+ * says so (Read-Consistency: stale).
+ */
+typedef struct agg_read {
+    gateway *g;
+    http_req *req; /* NULL once the client is gone */
+    const projection *proj;
+    char *id;
+    long long min_version; /* 0: no wait */
+    readwait_entry *wait;  /* while waiting */
+    bool querying;         /* a query is in flight */
+    bool requery;          /* woken while querying: read again when it returns */
+} agg_read;
+
+static void agg_query(agg_read *a);
+
+static void agg_free(agg_read *a)
 {
-    read_ctx *c = arg;
-    if (!c->req || failed(c, r)) {
-        free(c);
+    readwait_cancel(a->wait);
+    free(a->id);
+    free(a);
+}
+
+static void agg_gone(http_req *req, void *arg)
+{
+    (void)req;
+    agg_read *a = arg;
+    a->req = NULL;
+    if (!a->querying)
+        agg_free(a);
+}
+
+/* Answers from the row (res row 0, or none) and frees a. */
+static void agg_answer(agg_read *a, const pgconn_result *r, bool found, long long version)
+{
+    http_req *req = a->req;
+    bool stale = a->min_version > 0 && version < a->min_version;
+    if (a->min_version > 0)
+        http_req_set_header(req, "Read-Consistency", stale ? "stale" : "fresh");
+    if (!found) {
+        gateway_problem(a->g, req,
+                        problem_new(PROBLEM_NOT_FOUND,
+                                    stale ? "the projection has not reached min_version yet"
+                                          : "no such aggregate",
+                                    NULL));
+        agg_free(a);
         return;
     }
-    /* type, id, version, state, deleted, updated_at */
-    if (pgconn_result_ntuples(r) == 0 || strcmp(pgconn_result_value(r, 0, 4), "t") == 0) {
-        gateway_problem(c->g, c->req, problem_new(PROBLEM_NOT_FOUND, "no such aggregate", NULL));
-        free(c);
-        return;
-    }
-    const char *version = pgconn_result_value(r, 0, 2);
     char etag[32];
-    snprintf(etag, sizeof(etag), "\"%s\"", version);
-    http_req_set_header(c->req, "ETag", etag);
-    const char *inm = http_req_header(c->req, "If-None-Match");
+    snprintf(etag, sizeof(etag), "\"%lld\"", version);
+    http_req_set_header(req, "ETag", etag);
+    const char *inm = http_req_header(req, "If-None-Match");
     if (inm && (strcmp(inm, etag) == 0 || strcmp(inm, "*") == 0)) {
-        http_req_reply(c->req, 304, NULL, NULL, 0);
-        free(c);
+        http_req_reply(req, 304, NULL, NULL, 0);
+        agg_free(a);
         return;
     }
     json_t *body = json_object();
-    json_object_set_new(body, "aggregate_type", json_string(pgconn_result_value(r, 0, 0)));
-    json_object_set_new(body, "aggregate_id", json_string(pgconn_result_value(r, 0, 1)));
-    json_object_set_new(body, "version", json_integer(atoll(version)));
-    json_object_set_new(body, "state", json_column(r, 3));
-    json_object_set_new(body, "updated_at", json_string(pgconn_result_value(r, 0, 5)));
-    http_req_reply_json(c->req, 200, body);
-    free(c);
+    json_object_set_new(body, "aggregate_type", json_string(a->proj->aggregate));
+    json_object_set_new(body, "aggregate_id", json_string(a->id));
+    json_object_set_new(body, "version", json_integer(version));
+    json_object_set_new(body, "state", json_column(r, 1));
+    json_object_set_new(body, "updated_at", json_string(pgconn_result_value(r, 0, 3)));
+    http_req_reply_json(req, 200, body);
+    agg_free(a);
+}
+
+static void on_agg_row(const pgconn_result *r, void *arg)
+{
+    agg_read *a = arg;
+    a->querying = false;
+    if (!a->req) {
+        agg_free(a);
+        return;
+    }
+    if (failed_read(a->g, a->req, r)) {
+        agg_free(a);
+        return;
+    }
+    /* version, state, deleted, updated_at */
+    bool found = pgconn_result_ntuples(r) == 1 && strcmp(pgconn_result_value(r, 0, 2), "f") == 0;
+    long long version = pgconn_result_ntuples(r) == 1 ? atoll(pgconn_result_value(r, 0, 0)) : 0;
+    if (version >= a->min_version || !a->wait) {
+        agg_answer(a, r, found, version);
+        return;
+    }
+    if (a->requery) { /* a notification came while this query ran: it may have missed it */
+        a->requery = false;
+        agg_query(a);
+    }
+}
+
+static void agg_query(agg_read *a)
+{
+    char *sql = xasprintf("SELECT version, state, deleted, to_char(updated_at AT TIME ZONE 'UTC', "
+                          "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM \"%s\" "
+                          "WHERE tenant = $1 AND id = $2",
+                          a->proj->table);
+    const char *v[] = {a->g->cfg->tenant_default, a->id};
+    int rc = pgconn_query(a->g->pg_read, sql, 2, v, on_agg_row, a);
+    free(sql);
+    if (rc != 0) {
+        gateway_problem(a->g, a->req, problem_new(PROBLEM_UNAVAILABLE, "PostgreSQL is busy", NULL));
+        agg_free(a);
+        return;
+    }
+    a->querying = true;
+}
+
+static void on_agg_wait(readwait_event ev, void *arg)
+{
+    agg_read *a = arg;
+    if (ev == READWAIT_TIMEOUT)
+        a->wait = NULL; /* gone with this call: the next result is the answer */
+    if (!a->req)
+        return; /* freed when its query returns */
+    if (a->querying)
+        a->requery = ev != READWAIT_TIMEOUT;
+    else
+        agg_query(a);
 }
 
 void reads_aggregate(gateway *g, http_req *req, const char *type, const char *id)
 {
-    if (!domain_registry_has_aggregate(g->domains, type)) {
+    const projection *proj = domain_registry_projection(g->domains, type);
+    if (!proj) {
         gateway_problem(g, req, problem_new(PROBLEM_NOT_FOUND, "no such aggregate type", NULL));
         return;
     }
-    static const char sql[] =
-        "SELECT type, id, version, state, deleted, to_char(updated_at AT TIME ZONE 'UTC', "
-        "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM aggregates "
-        "WHERE tenant = $1 AND type = $2 AND id = $3";
-    const char *v[] = {g->cfg->tenant_default, type, id};
-    start(g, req, sql, 3, v, on_aggregate);
+    long long min_version = 0;
+    const char *mv = http_req_query(req, "min_version");
+    if (mv) {
+        char *end;
+        min_version = strtoll(mv, &end, 10);
+        if (*mv < '1' || *mv > '9' || *end || min_version < 1) {
+            gateway_problem(
+                g, req,
+                problem_new(PROBLEM_INVALID_QUERY, "min_version must be a positive integer", NULL));
+            return;
+        }
+    }
+    agg_read *a = xcalloc(1, sizeof(*a));
+    a->g = g;
+    a->req = req;
+    a->proj = proj;
+    a->id = xstrdup(id);
+    a->min_version = min_version;
+    if (min_version > 0 && g->cfg->reads_max_wait_ms > 0)
+        a->wait = readwait_add(g->readwait, g->cfg->tenant_default, type, id, min_version,
+                               g->cfg->reads_max_wait_ms, on_agg_wait, a);
+    http_req_on_gone(req, agg_gone, a);
+    agg_query(a);
 }

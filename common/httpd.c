@@ -37,6 +37,7 @@ struct http_req {
     char *path;
     struct evkeyvalq query;
     bool query_parsed;
+    bool query_bad; /* the query string does not parse */
     char *body;
     size_t body_len;
     http_req_gone_cb gone;
@@ -266,17 +267,35 @@ const char *http_req_path(const http_req *r)
     return r->path;
 }
 
-const char *http_req_query(http_req *r, const char *name)
+/* Parses the query string once, on first use. */
+static struct evkeyvalq *query_of(http_req *r)
 {
     if (!r->query_parsed) {
         TAILQ_INIT(&r->query);
         const struct evhttp_uri *uri = r->ev ? evhttp_request_get_evhttp_uri(r->ev) : NULL;
         const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
         if (q)
-            evhttp_parse_query_str(q, &r->query);
+            r->query_bad = evhttp_parse_query_str(q, &r->query) != 0;
         r->query_parsed = true;
     }
-    return evhttp_find_header(&r->query, name);
+    return &r->query;
+}
+
+const char *http_req_query(http_req *r, const char *name)
+{
+    return evhttp_find_header(query_of(r), name);
+}
+
+bool http_req_query_each(http_req *r, bool (*fn)(const char *name, const char *value, void *arg),
+                         void *arg)
+{
+    struct evkeyvalq *q = query_of(r);
+    if (r->query_bad)
+        return false;
+    for (struct evkeyval *kv = TAILQ_FIRST(q); kv; kv = TAILQ_NEXT(kv, next))
+        if (!fn(kv->key, kv->value, arg))
+            return false;
+    return true;
 }
 
 const char *http_req_header(const http_req *r, const char *name)

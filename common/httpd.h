@@ -61,6 +61,12 @@ http_method http_req_method(const http_req *r);
 const char *http_req_path(const http_req *r);
 /* A query parameter, decoded; NULL when absent. Borrowed from the request. */
 const char *http_req_query(http_req *r, const char *name);
+/*
+ * Calls fn for every query parameter in order (decoded; borrowed during the call) until it
+ * returns false. Returns false when fn did, or when the query string does not parse.
+ */
+bool http_req_query_each(http_req *r, bool (*fn)(const char *name, const char *value, void *arg),
+                         void *arg);
 /* A request header (case-insensitive); NULL when absent. Borrowed from the request. */
 const char *http_req_header(const http_req *r, const char *name);
 /* The body as one NUL-terminated buffer (copied once); *len gets its size. Borrowed. */

@@ -564,6 +564,16 @@ size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max)
     return n;
 }
 
+long long kafka_consumer_high_watermark(kafka_consumer *c, int partition)
+{
+    int64_t low = -1, high = -1;
+    if (rd_kafka_get_watermark_offsets(c->rk, c->topic, partition, &low, &high) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        high < 0)
+        return -1;
+    return (long long)high;
+}
+
 void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offset)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);

@@ -122,6 +122,11 @@ typedef void (*kafka_eof_cb)(int partition, void *arg);
 void kafka_consumer_set_eof_cb(kafka_consumer *c, kafka_eof_cb cb);
 /* Releases the messages of the last poll (their pointers become invalid). */
 void kafka_consumer_release(kafka_consumer *c);
+/*
+ * The partition's high watermark (the offset its next message will get) as the consumer last
+ * learnt it from a fetch, without asking the broker; -1 when not known yet.
+ */
+long long kafka_consumer_high_watermark(kafka_consumer *c, int partition);
 /* Commits next_offset for a partition to Kafka, asynchronously (informational: lag tooling). */
 void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offset);
 /* Leaves the group and destroys the consumer. Blocking: shutdown only. */

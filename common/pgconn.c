@@ -42,6 +42,9 @@ struct pgconn {
     char *conninfo;
     pgconn_state_cb on_state;
     void *state_arg;
+    pgconn_notify_cb on_notify;
+    void *notify_arg;
+    bool read_only; /* sessions start with default_transaction_read_only=on */
 
     pgc_state state;
     PGconn *pg;
@@ -328,6 +331,18 @@ static bool drain_results(pgconn *c)
     return c->state == PGC_READY;
 }
 
+/* Hands every NOTIFY libpq has parsed to on_notify; false when the pgconn went away meanwhile. */
+static bool deliver_notifies(pgconn *c)
+{
+    PGnotify *n;
+    while (c->state == PGC_READY && !c->freeing && (n = PQnotifies(c->pg)) != NULL) {
+        if (c->on_notify)
+            c->on_notify(n->relname, n->extra, c->notify_arg);
+        PQfreemem(n);
+    }
+    return c->state == PGC_READY && !c->freeing;
+}
+
 /* Runs one pass over the connected socket: send, flush, read, deliver. */
 static void pump(pgconn *c, bool readable)
 {
@@ -335,7 +350,7 @@ static void pump(pgconn *c, bool readable)
         c->broken = true;
     }
     /* Deliver what is buffered before looking at errors: those results are real. */
-    if (!drain_results(c)) {
+    if (!drain_results(c) || !deliver_notifies(c)) {
         return;
     }
     if (!c->broken) {
@@ -424,7 +439,14 @@ static void connect_step(pgconn *c)
 static void start_connect(pgconn *c)
 {
     c->state = PGC_CONNECTING;
-    c->pg = PQconnectStart(c->conninfo);
+    if (c->read_only) {
+        /* expand_dbname: conninfo (string or URI) is read first, then options overrides it. */
+        const char *const keys[] = {"dbname", "options", NULL};
+        const char *const values[] = {c->conninfo, "-c default_transaction_read_only=on", NULL};
+        c->pg = PQconnectStartParams(keys, values, 1);
+    } else {
+        c->pg = PQconnectStart(c->conninfo);
+    }
     if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
         log_pg_error("connect failed", c->pg, c->backoff_ms);
         schedule_retry(c);
@@ -667,4 +689,15 @@ long long pgconn_result_affected(const pgconn_result *r)
 {
     const char *n = r->res ? PQcmdTuples(r->res) : "";
     return *n ? strtoll(n, NULL, 10) : 0;
+}
+
+void pgconn_set_notify(pgconn *c, pgconn_notify_cb cb, void *arg)
+{
+    c->on_notify = cb;
+    c->notify_arg = arg;
+}
+
+void pgconn_set_read_only(pgconn *c)
+{
+    c->read_only = true;
 }

@@ -66,6 +66,26 @@ unsigned pgconn_connects(const pgconn *c);
  */
 int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *values, pgconn_cb cb,
                  void *arg) __attribute__((warn_unused_result));
+/*
+ * Called for each notification (NOTIFY) received on a channel the connection LISTENs to; channel
+ * and payload are borrowed until it returns. It may call pgconn_query() and pgconn_free().
+ */
+typedef void (*pgconn_notify_cb)(const char *channel, const char *payload, void *arg);
+
+/*
+ * Sets the notification callback (NULL: notifications are dropped). LISTEN itself is a query
+ * like any other; a LISTEN does not survive a reconnection, so send it from on_state(true).
+ * Notifications sent while the connection was down are lost: re-check what they would have told.
+ */
+void pgconn_set_notify(pgconn *c, pgconn_notify_cb cb, void *arg);
+
+/*
+ * Makes every session of c read-only (default_transaction_read_only=on, replacing any "options"
+ * of the conninfo): PostgreSQL itself then refuses writes. Call right after pgconn_new(): it
+ * applies from the first connection attempt, which starts from the event loop.
+ */
+void pgconn_set_read_only(pgconn *c);
+
 /* Sets the bound on pgconn_pending() enforced by pgconn_query(); default 10000. */
 void pgconn_set_max_pending(pgconn *c, size_t max);
 

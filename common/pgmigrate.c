@@ -217,3 +217,47 @@ out:
     PQfinish(pg);
     return rc;
 }
+
+/* Runs the check; *present tells whether it answered true. */
+static bool check(PGconn *pg, const char *name, const char *check_sql, int nparams,
+                  const char *const *params, bool *present, char *err, size_t errlen)
+{
+    *present = false;
+    if (!check_sql)
+        return true;
+    /* Even without parameters, PQexecParams: one statement, never a script. */
+    PGresult *r = PQexecParams(pg, check_sql, nparams, NULL, params, NULL, NULL, 0);
+    bool ok = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        set_pg_err(err, errlen, name, pg, r, NULL);
+    *present = ok && PQntuples(r) > 0 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return ok;
+}
+
+int pgmigrate_ensure(const char *conninfo, const char *name, const char *check_sql, int nparams,
+                     const char *const *params, const char *script, char *err, size_t errlen)
+{
+    PGconn *pg = PQconnectdb(conninfo);
+    if (!pg || PQstatus(pg) != CONNECTION_OK) {
+        set_pg_err(err, errlen, name, pg, NULL, NULL);
+        PQfinish(pg);
+        return -1;
+    }
+    PQsetNoticeReceiver(pg, notice_to_log, NULL);
+    bool present = false;
+    bool ok = check(pg, name, check_sql, nparams, params, &present, err, errlen);
+    if (ok && !present) {
+        /* Checked again under the lock: a concurrent starter may have just done it. */
+        ok = run(pg, "BEGIN", 0, NULL, NULL, name, err, errlen) &&
+             run(pg, LOCK_SQL, 0, NULL, NULL, name, err, errlen) &&
+             check(pg, name, check_sql, nparams, params, &present, err, errlen) &&
+             (present || run(pg, script, 0, NULL, NULL, name, err, errlen)) &&
+             run(pg, "COMMIT", 0, NULL, NULL, name, err, errlen);
+        if (ok && !present)
+            log_kv(LOG_INFO, "schema updated", LOG_FIELDS("what", name));
+    }
+    /* On failure the open transaction, if any, ends with the connection. */
+    PQfinish(pg);
+    return ok ? 0 : -1;
+}

@@ -15,4 +15,16 @@
 int pgmigrate_apply(const char *conninfo, const char *dir, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/*
+ * Runs script (several statements, no transaction control of its own) in one transaction under
+ * the lock pgmigrate_apply() takes, unless check_sql (may be NULL) answers true in its first
+ * column: the script's effect is already in place, and nothing is locked. check_sql takes the
+ * nparams text parameters params. name labels the errors. For idempotent schema statements that
+ * are not migrations (e.g. tables derived from the domain files). Returns 0, or -1 with err.
+ * Blocking: call before the event loop starts.
+ */
+int pgmigrate_ensure(const char *conninfo, const char *name, const char *check_sql, int nparams,
+                     const char *const *params, const char *script, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -9,6 +9,7 @@ static const struct {
     [PROBLEM_MALFORMED_JSON] = {400, "malformed-json", "Request body is not valid JSON"},
     [PROBLEM_INVALID_REQUEST] = {400, "invalid-request", "Request is invalid"},
     [PROBLEM_UNKNOWN_COMMAND] = {400, "unknown-command", "Unknown command type"},
+    [PROBLEM_INVALID_QUERY] = {400, "invalid-query", "Query parameter is invalid"},
     [PROBLEM_INVALID_PAYLOAD] = {400, "invalid-payload", "Payload fails the command's schema"},
     [PROBLEM_NOT_FOUND] = {404, "not-found", "Not found"},
     [PROBLEM_METHOD_NOT_ALLOWED] = {405, "method-not-allowed", "Method not allowed"},

@@ -13,6 +13,7 @@ typedef enum {
     PROBLEM_MALFORMED_JSON,      /* 400: the body is not JSON */
     PROBLEM_INVALID_REQUEST,     /* 400: the envelope is wrong (missing type, bad id, ...) */
     PROBLEM_UNKNOWN_COMMAND,     /* 400: no such command type */
+    PROBLEM_INVALID_QUERY,       /* 400: a query parameter is unknown or its value is wrong */
     PROBLEM_INVALID_PAYLOAD,     /* 400: the payload fails the command's schema */
     PROBLEM_NOT_FOUND,           /* 404: no such resource */
     PROBLEM_METHOD_NOT_ALLOWED,  /* 405 */

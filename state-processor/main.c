@@ -1,14 +1,18 @@
-/* main.c: state-processor: configuration, migrations, event loop, signals, teardown. */
+/*
+ * main.c: state-processor: configuration, database set-up, event loop, signals, teardown.
+ * `state-processor project ...` runs the projector instead (projectcmd.c).
+ */
+#include "dbsetup.h"
 #include "log.h"
-#include "pgmigrate.h"
 #include "processor.h"
+#include "projectcmd.h"
 #include "service.h"
 
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
+#include <string.h>
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -18,20 +22,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     processor_stop(arg);
 }
 
-/* Runs the migrations, waiting for PostgreSQL to come up for at most timeout_s. */
-static int migrate(const processor_config *cfg, char *err, size_t errlen)
-{
-    for (long long waited = 0;; waited++) {
-        if (pgmigrate_apply(cfg->pg_conninfo, cfg->migrations_dir, err, errlen) == 0)
-            return 0;
-        if (waited >= cfg->startup_timeout_s)
-            return -1;
-        if (waited == 0)
-            log_kv(LOG_WARN, "migrations failed, retrying each second", LOG_FIELDS("error", err));
-        sleep(1); /* before the event loop exists: nothing else to serve */
-    }
-}
-
 int main(int argc, char **argv)
 {
     processor_config cfg = {0};
@@ -39,15 +29,18 @@ int main(int argc, char **argv)
     char err[512];
     int rc = EXIT_FAILURE;
 
+    if (argc > 1 && strcmp(argv[1], "project") == 0)
+        return projectcmd_main(argc - 1, argv + 1);
     if (!service_setup("state-processor",
                        "Consumes commands as a consumer group and applies each exactly once in "
-                       "PostgreSQL; emits replies and domain events.",
+                       "PostgreSQL; emits replies and domain events. The projector: "
+                       "state-processor project --help.",
                        processor_config_table, &cfg, &kafka, argc, argv, &rc))
         goto out;
     rc = EXIT_FAILURE;
 
-    if (migrate(&cfg, err, sizeof(err)) != 0) {
-        log_kv(LOG_FATAL, "cannot apply migrations", LOG_FIELDS("error", err));
+    if (dbsetup_apply(&cfg, err, sizeof(err)) != 0) {
+        log_kv(LOG_FATAL, "cannot set up the database", LOG_FIELDS("error", err));
         goto out;
     }
     struct event_base *base = event_base_new();

@@ -6,12 +6,14 @@
 
 struct event_base;
 
+/* The configuration of both modes of state-processor (the projector reads a subset). */
 typedef struct processor_config {
     char *pg_conninfo;
     char *topic_prefix;
     char *schemas_dir;
     char *migrations_dir;
     char *group_id;
+    char *projector_group; /* the projector's group ("project" mode only) */
     char *tenant_default;
     char *log_level;
     char *http_host;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole system locally (private PostgreSQL, mock Kafka, state-processor, command-gateway) until signalled.
+# Runs the whole system locally (private PostgreSQL, mock Kafka, state-processor, its projector, command-gateway)
+# until signalled.
 set -euo pipefail
 
 # bash cannot trap a signal that was ignored when it started (as SIGINT is for anything launched with `&`
@@ -14,6 +15,8 @@ fi
 #   PG_DIR     the PostgreSQL cluster folder        (default: $RUN_DIR/pg)
 #   HTTP_PORT  command-gateway port on 127.0.0.1    (default: 8080)
 #   PROCESSOR_HTTP_PORT  state-processor /healthz, /readyz, /metrics (default: 8081; 0: any free port)
+#   PROJECTOR_HTTP_PORT  the projector's (state-processor project) /healthz, /readyz, /metrics
+#                        (default: 8082; 0: any free port)
 #   KAFKA      mock (default): librdkafka's mock cluster; real: Apache Kafka from Maven Central,
 #              data kept in $RUN_DIR/kafka, on KAFKA_PORT (default 9092) and the port after it
 #   KAFKA_BOOTSTRAP  use this Kafka cluster and start none
@@ -29,6 +32,7 @@ RUN_DIR=$(realpath -m -- "${RUN_DIR:-$REPO/run}")
 BUILD=$(realpath -m -- "${BUILD:-build}")
 HTTP_PORT=${HTTP_PORT:-8080}
 PROCESSOR_HTTP_PORT=${PROCESSOR_HTTP_PORT:-8081}
+PROJECTOR_HTTP_PORT=${PROJECTOR_HTTP_PORT:-8082}
 KAFKA=${KAFKA:-mock}               # mock: librdkafka's mock cluster; real: Apache Kafka (kafka.sh)
 KAFKA_PORT=${KAFKA_PORT:-9092}     # the real broker's port (its controller uses the next one)
 KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-} # set: use this cluster, start none
@@ -47,10 +51,12 @@ KAFKA_BIN=$BUILD/mock-kafka
 BOOTSTRAP_FILE=$RUN_DIR/kafka.bootstrap
 GATEWAY_LOG=$RUN_DIR/command-gateway.log
 PROCESSOR_LOG=$RUN_DIR/state-processor.log
+PROJECTOR_LOG=$RUN_DIR/projector.log
 KAFKA_LOG=$RUN_DIR/mock-kafka.log
 
 GATEWAY_PID=""
 PROCESSOR_PID=""
+PROJECTOR_PID=""
 KAFKA_PID=""
 PG_STARTED=0
 CLEANED=0
@@ -59,7 +65,7 @@ log() { echo "run.sh: $*" >&2; }
 
 show_logs() {
     local f n
-    for f in "$KAFKA_LOG" "$PROCESSOR_LOG" "$GATEWAY_LOG" "${PG_DIR:-$RUN_DIR/pg}/postgres.log"; do
+    for f in "$KAFKA_LOG" "$PROCESSOR_LOG" "$PROJECTOR_LOG" "$GATEWAY_LOG" "${PG_DIR:-$RUN_DIR/pg}/postgres.log"; do
         [[ -s $f ]] || continue
         n=25
         [[ $f != */postgres.log ]] || n=10
@@ -100,6 +106,7 @@ cleanup() {
     set +e
     [[ -n $KAFKA_PID ]] || ((PG_STARTED || REAL_KAFKA_STARTED)) || return 0 # nothing started
     stop_pid command-gateway "$GATEWAY_PID"
+    stop_pid projector "$PROJECTOR_PID"
     stop_pid state-processor "$PROCESSOR_PID"
     if [[ -n $KAFKA_PID ]]; then
         stop_pid mock-kafka "$KAFKA_PID"
@@ -144,6 +151,7 @@ name_of() {
     case $1 in
     "$KAFKA_PID") echo mock-kafka ;;
     "$PROCESSOR_PID") echo state-processor ;;
+    "$PROJECTOR_PID") echo projector ;;
     "$GATEWAY_PID") echo command-gateway ;;
     *) echo "pid $1" ;;
     esac
@@ -152,7 +160,7 @@ name_of() {
 # Fails when one of the started services has exited.
 check_alive() {
     local pid rc
-    for pid in "$KAFKA_PID" "$PROCESSOR_PID" "$GATEWAY_PID"; do
+    for pid in "$KAFKA_PID" "$PROCESSOR_PID" "$PROJECTOR_PID" "$GATEWAY_PID"; do
         if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
             rc=0
             wait "$pid" 2>/dev/null || rc=$?
@@ -249,6 +257,10 @@ spawn "$PROCESSOR_LOG" "$PROCESSOR_BIN" --pg.conninfo="$CONNINFO" --kafka.bootst
     --http.port="$PROCESSOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --group.id="${TOPIC_PREFIX}state-processor" \
     "${MOCK_ARGS[@]}"
 PROCESSOR_PID=$!
+spawn "$PROJECTOR_LOG" "$PROCESSOR_BIN" project --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
+    --http.port="$PROJECTOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --projector.group="${TOPIC_PREFIX}projector" \
+    "${MOCK_ARGS[@]}"
+PROJECTOR_PID=$!
 spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
     --kafka.bootstrap.servers="$BOOTSTRAP" --topic.prefix="$TOPIC_PREFIX" \
     --replies.group="${TOPIC_PREFIX}command-gateway" "${MOCK_ARGS[@]}"
@@ -265,6 +277,7 @@ cat <<EOF
 run.sh: the system is up (run folder $RUN_DIR)
   command-gateway  pid $GATEWAY_PID  http://127.0.0.1:$HTTP_PORT  log $GATEWAY_LOG
   state-processor  pid $PROCESSOR_PID  http://127.0.0.1:$PROCESSOR_HTTP_PORT/metrics  log $PROCESSOR_LOG
+  projector        pid $PROJECTOR_PID  http://127.0.0.1:$PROJECTOR_HTTP_PORT/metrics  log $PROJECTOR_LOG
   $KAFKA_DESC
   postgresql       pid $PG_PID  127.0.0.1:$PG_PORT  data $PG_DIR/pgdata  log $PG_DIR/postgres.log
   conninfo         $CONNINFO
@@ -278,7 +291,7 @@ EOF
 while true; do
     dead="" rc=0
     # shellcheck disable=SC2086 # KAFKA_PID is empty when Kafka is not ours: leave it out
-    wait -n -p dead "$GATEWAY_PID" "$PROCESSOR_PID" $KAFKA_PID || rc=$?
+    wait -n -p dead "$GATEWAY_PID" "$PROCESSOR_PID" "$PROJECTOR_PID" $KAFKA_PID || rc=$?
     if [[ -n $dead ]]; then
         fail "$(name_of "$dead") (pid $dead) exited unexpectedly with status $rc"
     fi

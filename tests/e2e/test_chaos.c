@@ -44,7 +44,7 @@ static int target; /* commands to send */
 static atomic_int nreqs;
 static int http_port;
 static cluster cl;
-static pid_t procs[2], gateway_pid;
+static pid_t procs[2], gateway_pid, projector_pid;
 
 static pid_t start_processor(int idx)
 {
@@ -281,6 +281,21 @@ START_TEST(chaos_keeps_every_guarantee)
                                 "count(*) FROM sent s JOIN commands c ON c.idempotency_key = s.key "
                                 "AND c.status = 'applied' WHERE a.id = 'acc-' || s.account)"),
                      0);
+    /* The read side: once the projector has caught up, each projection row is its aggregate. */
+    static const char stale_rows[] =
+        "SELECT count(*) FROM aggregates a LEFT JOIN projection_account p ON p.tenant = a.tenant "
+        "AND p.id = a.id WHERE a.type = 'account' AND (p.id IS NULL OR p.version <> a.version OR "
+        "p.state IS DISTINCT FROM a.state OR p.balance IS DISTINCT FROM (a.state->>'balance')::"
+        "bigint OR p.owner IS DISTINCT FROM a.state->>'owner')";
+    long long stale = -1;
+    for (int waited = 0; waited < 600 && stale != 0; waited++) { /* up to 60 s */
+        stale = pgtest_int(db, stale_rows);
+        if (stale != 0)
+            usleep(100 * 1000);
+    }
+    ck_assert_msg(stale == 0, "%lld accounts differ from their projection rows", stale);
+    ck_assert_int_eq(pgtest_int(db, "SELECT count(*) FROM projection_account"),
+                     pgtest_int(db, "SELECT count(*) FROM aggregates WHERE type = 'account'"));
     long long events = pgtest_int(db, "SELECT count(*) FROM outbox");
     size_t published = count_events((size_t)events);
     ck_assert_msg((long long)published == events,
@@ -306,6 +321,7 @@ int main(void)
     snprintf(port, sizeof(port), "--http.port=%d", http_port);
     const char *gw[] = {port, NULL};
     gateway_pid = cluster_start(&cl, "command-gateway", 0, gw);
+    projector_pid = cluster_start(&cl, "projector", 0, NULL);
     int failed = 1;
     if (cluster_wait_ready(http_port, 60000)) {
         Suite *s = suite_create("chaos");
@@ -321,8 +337,8 @@ int main(void)
     } else {
         fprintf(stderr, "the services were not ready within 60 s\n");
     }
-    pid_t all[] = {procs[0], procs[1], gateway_pid};
-    failed = cluster_finish(&cl, all, 3, failed);
+    pid_t all[] = {procs[0], procs[1], gateway_pid, projector_pid};
+    failed = cluster_finish(&cl, all, 4, failed);
     free(reqs);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

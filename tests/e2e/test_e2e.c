@@ -161,7 +161,7 @@ START_TEST(overdraw_rejected_422)
     ck_assert_int_eq(jint(r.json, "current_version"), 3);
     httpc_free(&r);
     /* Nothing changed. */
-    r = get("/v1/aggregates/account/acc-1", NULL);
+    r = get("/v1/aggregates/account/acc-1?min_version=3", NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_int_eq(jint(r.json, "version"), 3);
     ck_assert_int_eq(jint(r.json, "state.balance"), 105);
@@ -206,7 +206,7 @@ END_TEST
 
 START_TEST(read_aggregate_etag_and_304)
 {
-    httpc_response r = get("/v1/aggregates/account/acc-1", NULL);
+    httpc_response r = get("/v1/aggregates/account/acc-1?min_version=3", NULL);
     ck_assert_int_eq(r.status, 200);
     expect_header(&r, "ETag", "\"3\"");
     ck_assert_str_eq(jstr(json_object_get(r.json, "state"), "status"), "open");
@@ -280,7 +280,8 @@ static void *racer(void *arg)
     int id = (int)(intptr_t)arg;
     for (int round = 0; round < ROUNDS; round++) {
         race_result *out = &race[id][round];
-        httpc_response g = get("/v1/aggregates/account/acc-race", NULL);
+        /* From the projection, which may trail: a stale ETag is one more 412. */
+        httpc_response g = get("/v1/aggregates/account/acc-race?min_version=1", NULL);
         char etag[32] = "";
         httpc_header(&g, "ETag", etag, sizeof(etag));
         httpc_free(&g);
@@ -345,7 +346,10 @@ START_TEST(if_match_race_one_success_per_version)
         ck_assert_msg(made[v] == 1, "version %lld made by %d commands", initial + v, made[v]);
     ck_assert_int_eq(successes + conflicts, (long long)RACERS * ROUNDS);
     ck_assert_int_gt(conflicts, 0); /* it was a race */
-    r = get("/v1/aggregates/account/acc-race", NULL);
+    char race_path[96];
+    snprintf(race_path, sizeof race_path, "/v1/aggregates/account/acc-race?min_version=%lld",
+             initial + successes);
+    r = get(race_path, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_int_eq(jint(r.json, "version"), initial + successes);
     ck_assert_int_eq(jint(r.json, "state.balance"), successes);
@@ -372,7 +376,7 @@ START_TEST(document_lifecycle)
     ck_assert_int_eq(r.status, 200);
     ck_assert_int_eq(jint(r.json, "version"), 3);
     httpc_free(&r);
-    r = get("/v1/aggregates/document/doc-1", NULL);
+    r = get("/v1/aggregates/document/doc-1?min_version=3", NULL);
     ck_assert_int_eq(r.status, 404);
     httpc_free(&r);
     r = post(NULL, "{\"type\":\"document.patch\",\"aggregate_id\":\"doc-1\",\"payload\":{}}");
@@ -436,7 +440,7 @@ START_TEST(cart_lifecycle_from_a_domain_file)
     ck_assert_int_eq(r.status, 422);
     expect_error(&r, "/status", "where");
     httpc_free(&r);
-    r = get("/v1/aggregates/cart/cart-1", NULL);
+    r = get("/v1/aggregates/cart/cart-1?min_version=5", NULL);
     ck_assert_int_eq(r.status, 200);
     expect_header(&r, "ETag", "\"5\"");
     json_t *want =
@@ -493,7 +497,7 @@ START_TEST(idempotency_key_replays_the_first_answer)
     ck_assert(json_equal(again.json, first.json));
     httpc_free(&first);
     httpc_free(&again);
-    r = get("/v1/aggregates/account/acc-idem", NULL);
+    r = get("/v1/aggregates/account/acc-idem?min_version=2", NULL);
     ck_assert_int_eq(jint(r.json, "version"), 2);
     ck_assert_int_eq(jint(r.json, "state.balance"), 7);
     httpc_free(&r);
@@ -519,7 +523,7 @@ START_TEST(idempotency_key_with_another_body_is_422)
     ck_assert_int_eq(r.status, 422);
     ck_assert_str_eq(jstr(r.json, "type"), "/problems/idempotency-key-reused");
     httpc_free(&r);
-    r = get("/v1/aggregates/account/acc-idem", NULL);
+    r = get("/v1/aggregates/account/acc-idem?min_version=2", NULL);
     ck_assert_int_eq(jint(r.json, "version"), 2);
     httpc_free(&r);
 }
@@ -560,7 +564,7 @@ START_TEST(stale_claim_is_taken_over_once)
     ck_assert_int_eq(r.status, 200);
     expect_header(&r, "Idempotent-Replayed", "true");
     httpc_free(&r);
-    r = get("/v1/aggregates/account/acc-idem", NULL);
+    r = get("/v1/aggregates/account/acc-idem?min_version=3", NULL);
     ck_assert_int_eq(jint(r.json, "version"), 3);
     ck_assert_int_eq(jint(r.json, "state.balance"), 10);
     httpc_free(&r);
@@ -600,7 +604,6 @@ static const struct {
     {"GET", "/v1/commands", 405, "POST"},
     {"PUT", "/v1/aggregates/account/x", 405, "GET, HEAD"},
     {"GET", "//v1//commands/not-a-uuid", 404, NULL},
-    {"GET", "/v1/aggregates/account", 404, NULL},
     {"GET", "/v1/aggregates/account/a/b", 404, NULL},
     {"GET", "/v1/a/b/c/d/e/f/g/h/i", 404, NULL},
     {"GET", "/openapi.json/x", 404, NULL},

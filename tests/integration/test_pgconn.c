@@ -671,6 +671,74 @@ START_TEST(test_reentrant_query)
 }
 END_TEST
 
+/* What a LISTENing connection was told. */
+typedef struct {
+    int count;
+    char channel[64];
+    char payload[128];
+} heard;
+
+static void notify_cb(const char *channel, const char *payload, void *arg)
+{
+    heard *h = arg;
+    h->count++;
+    snprintf(h->channel, sizeof(h->channel), "%s", channel);
+    snprintf(h->payload, sizeof(h->payload), "%s", payload);
+}
+
+/* A NOTIFY committed on another session reaches the callback of a LISTENing pgconn. */
+START_TEST(test_notify)
+{
+    struct event_base *base = event_base_new();
+    pgconn *listener = connect_or_fail(base, conninfo, NULL);
+    heard h = {0};
+    pgconn_set_notify(listener, notify_cb, &h);
+    int done = 0;
+    rec q = {.done = &done};
+    queue_or_fail(listener, "LISTEN test_channel", 0, NULL, &q);
+    ck_assert(run_until(base, &done, 1, TIMEOUT_MS));
+    ck_assert_int_eq(q.status, PGCONN_OK);
+    admin_exec(conninfo, "SELECT pg_notify('other_channel', 'not for us')");
+    admin_exec(conninfo, "SELECT pg_notify('test_channel', '{\"version\":7}')");
+    ck_assert(run_until(base, &h.count, 1, TIMEOUT_MS));
+    ck_assert_str_eq(h.channel, "test_channel");
+    ck_assert_str_eq(h.payload, "{\"version\":7}");
+    /* Notifications interleave with query results on the same connection. */
+    rec q2 = {.done = &done};
+    queue_or_fail(listener, "SELECT pg_notify('test_channel', 'self'), 42", 0, NULL, &q2);
+    ck_assert(run_until(base, &done, 2, TIMEOUT_MS));
+    ck_assert(run_until(base, &h.count, 2, TIMEOUT_MS));
+    ck_assert_str_eq(h.payload, "self");
+    ck_assert_str_eq(q2.vals[1], "42");
+    rec_clear(&q);
+    rec_clear(&q2);
+    pgconn_free(listener);
+    event_base_free(base);
+}
+END_TEST
+
+/* A read-only pgconn's sessions refuse writes, whatever the statement. */
+START_TEST(test_read_only)
+{
+    struct event_base *base = event_base_new();
+    pgconn *c = connect_or_fail(base, conninfo, NULL);
+    pgconn_set_read_only(c);
+    int done = 0;
+    rec w = {.done = &done}, r = {.done = &done};
+    queue_or_fail(c, "CREATE TABLE read_only_probe (x int)", 0, NULL, &w);
+    queue_or_fail(c, "SELECT current_setting('default_transaction_read_only')", 0, NULL, &r);
+    ck_assert(run_until(base, &done, 2, TIMEOUT_MS));
+    ck_assert_int_eq(w.status, PGCONN_ERROR);
+    ck_assert_str_eq(w.sqlstate, "25006"); /* read_only_sql_transaction */
+    ck_assert_int_eq(r.status, PGCONN_OK);
+    ck_assert_str_eq(r.vals[0], "on");
+    rec_clear(&w);
+    rec_clear(&r);
+    pgconn_free(c);
+    event_base_free(base);
+}
+END_TEST
+
 typedef struct {
     pgconn *c;
     int calls;
@@ -889,6 +957,8 @@ static Suite *pgconn_suite(void)
     tcase_add_loop_test(q, test_many_in_order, 0, sizeof(many_cases) / sizeof(many_cases[0]));
     tcase_add_test(q, test_transaction);
     tcase_add_test(q, test_reentrant_query);
+    tcase_add_test(q, test_notify);
+    tcase_add_test(q, test_read_only);
     tcase_add_test(q, test_free_in_callback);
     suite_add_tcase(s, q);
 

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -54,7 +55,8 @@ pid_t cluster_start(const cluster *c, const char *service, int idx, const char *
 {
     const char *build = getenv("CQRS_BUILD") ? getenv("CQRS_BUILD") : "build";
     char bin[300], log[400], a[6][600];
-    snprintf(bin, sizeof(bin), "%s/%s", build, service);
+    bool projector = strcmp(service, "projector") == 0; /* state-processor project */
+    snprintf(bin, sizeof(bin), "%s/%s", build, projector ? "state-processor" : service);
     snprintf(log, sizeof(log), "%s/%s-%d.log", c->dir, service, idx);
     snprintf(a[0], sizeof(a[0]), "--pg.conninfo=%s", c->conninfo);
     snprintf(a[1], sizeof(a[1]), "--kafka.bootstrap.servers=%s", c->bootstrap);
@@ -63,12 +65,18 @@ pid_t cluster_start(const cluster *c, const char *service, int idx, const char *
        only when the session timeout expires; a broker does neither. */
     snprintf(a[3], sizeof(a[3]), "--kafka.fetch.wait.max.ms=%s", c->mock ? "5" : "500");
     snprintf(a[5], sizeof(a[5]), "--kafka.session.timeout.ms=%s", c->mock ? "6000" : "45000");
-    if (strcmp(service, "state-processor") == 0)
+    if (projector)
+        snprintf(a[4], sizeof(a[4]), "--projector.group=%sprojector", c->prefix);
+    else if (strcmp(service, "state-processor") == 0)
         snprintf(a[4], sizeof(a[4]), "--group.id=%sprocessors", c->prefix);
     else
         snprintf(a[4], sizeof(a[4]), "--replies.group=%sgateways", c->prefix);
-    const char *argv[40] = {service, a[0], a[1], a[2], a[3], a[4], a[5]};
-    size_t n = 7;
+    const char *argv[40] = {projector ? "state-processor" : service};
+    size_t n = 1;
+    if (projector)
+        argv[n++] = "project";
+    for (size_t i = 0; i < 6; i++)
+        argv[n++] = a[i];
     for (size_t i = 0; extra && extra[i] && n < 39; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;

@@ -23,7 +23,8 @@ typedef struct cluster {
 /* Creates the database and the log folder from the runner's environment; -1 after a message. */
 int cluster_init(cluster *c, const char *name);
 /*
- * Starts build/<service> (state-processor or command-gateway) with the cluster's database,
+ * Starts build/<service> (state-processor, command-gateway, or "projector": state-processor
+ * project) with the cluster's database,
  * Kafka, prefix and group, plus the NULL-terminated extra flags; its log is
  * <dir>/<service>-<idx>.log.
  */

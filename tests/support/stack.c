@@ -96,6 +96,7 @@ int stack_start(stack *s, bool own_mock)
         setenv("RUN_DIR", s->run_dir, 1);
         setenv("HTTP_PORT", port, 1);
         setenv("PROCESSOR_HTTP_PORT", "0", 1);
+        setenv("PROJECTOR_HTTP_PORT", "0", 1);
         setenv("PG_PORT", pgp, 1);
         setenv("BUILD", build, 1);
         if (*s->bootstrap)

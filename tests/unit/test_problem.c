@@ -16,6 +16,7 @@ static const struct {
     {PROBLEM_MALFORMED_JSON, 400, "malformed-json"},
     {PROBLEM_INVALID_REQUEST, 400, "invalid-request"},
     {PROBLEM_UNKNOWN_COMMAND, 400, "unknown-command"},
+    {PROBLEM_INVALID_QUERY, 400, "invalid-query"},
     {PROBLEM_INVALID_PAYLOAD, 400, "invalid-payload"},
     {PROBLEM_NOT_FOUND, 404, "not-found"},
     {PROBLEM_METHOD_NOT_ALLOWED, 405, "method-not-allowed"},

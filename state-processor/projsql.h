@@ -1,0 +1,28 @@
+/*
+ * projsql.h: the projector's SQL. Every statement is parameterised; the only identifiers written
+ * into one are the table and column names of the domain files, checked at load ([a-z0-9_]).
+ */
+#ifndef CQRS_PROJSQL_H
+#define CQRS_PROJSQL_H
+
+#include "projection.h"
+
+/* The channel of the NOTIFY sent for every projection row changed. */
+#define PROJECTOR_CHANNEL "cqrs_projection"
+
+/*
+ * The upsert of one table: $1 the rows of projbatch_rows(), $2 the aggregate type. Only a newer
+ * version changes a row (the version guard); each row changed is NOTIFYed on PROJECTOR_CHANNEL
+ * with {"tenant", "aggregate_type", "aggregate_id", "version"} and answered as one result row.
+ * Caller frees.
+ */
+char *projsql_upsert(const projection *p);
+
+/* Records $1, the rows of projbatch_skipped_rows(), in projection_skipped (once per offset). */
+extern const char projsql_skipped[];
+/* Stores $1, the rows of projbatch_offset_rows(), in consumer_offsets. */
+extern const char projsql_offsets[];
+/* The stored (partition, next_offset) of group $1, topic $2, partitions $3 (an int[] literal). */
+extern const char projsql_start_offsets[];
+
+#endif
