@@ -8,10 +8,13 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static stack st;
 
@@ -100,6 +103,87 @@ START_TEST(read_your_writes)
     ck_assert_int_eq(r.status, 400);
     ck_assert_str_eq(jstr(r.json, "type"), "/problems/invalid-query");
     httpc_free(&r);
+}
+END_TEST
+
+/* The pid of this stack's projector (found by its command line), or -1. */
+static pid_t projector_pid(void)
+{
+    char needle[160], who[4096];
+    snprintf(needle, sizeof needle, "state-processor project --pg.conninfo=host=127.0.0.1 port=%d ",
+             st.pg_port);
+    if (!stack_process_mentions(needle, who, sizeof who))
+        return -1;
+    return (pid_t)atoi(who + strlen("pid "));
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+typedef struct {
+    char path[128];
+    httpc_response r;
+    double took_ms;
+} timed_get;
+
+static void *get_in_thread(void *arg)
+{
+    timed_get *g = arg;
+    double t0 = now_ms();
+    g->r = get(g->path, NULL);
+    g->took_ms = now_ms() - t0;
+    return NULL;
+}
+
+/*
+ * The wait is woken by the projector's NOTIFY, not by luck or polling: with the projector
+ * stopped, a read for the new version waits; it is answered fresh once the projector goes on.
+ */
+START_TEST(min_version_waits_for_the_projector)
+{
+    long long v = open_account("ryw-2", "ryw", 0);
+    pid_t proj = projector_pid();
+    ck_assert_msg(proj > 0, "the stack's projector was not found");
+    char path[96];
+    snprintf(path, sizeof path, "/v1/aggregates/account/ryw-2?min_version=%lld", v);
+    httpc_response r = get(path, NULL);
+    ck_assert_int_eq(r.status, 200);
+    httpc_free(&r);
+
+    /* No assertion while the projector is stopped: a failure must not leave it stopped. */
+    ck_assert_int_eq(kill(proj, SIGSTOP), 0);
+    httpc_response w = post("{\"type\":\"account.deposit\",\"aggregate_id\":\"ryw-2\","
+                            "\"payload\":{\"amount\":5}}");
+    long long v2 = jint(w.json, "version");
+    timed_get g = {0};
+    snprintf(g.path, sizeof g.path, "/v1/aggregates/account/ryw-2?min_version=%lld", v2);
+    pthread_t th;
+    int started = pthread_create(&th, NULL, get_in_thread, &g);
+    usleep(800 * 1000);
+    /* Meanwhile a read without min_version answers at once with the older version. */
+    r = get("/v1/aggregates/account/ryw-2", NULL);
+    kill(proj, SIGCONT);
+    ck_assert_int_eq(w.status, 200); /* the processor applied it; nobody projected it */
+    httpc_free(&w);
+    ck_assert_int_eq(started, 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(jint(r.json, "version"), v);
+    httpc_free(&r);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(g.r.status, 200);
+    ck_assert_int_eq(jint(g.r.json, "version"), v2);
+    char consistency[16];
+    ck_assert_ptr_nonnull(httpc_header(&g.r, "Read-Consistency", consistency, sizeof consistency));
+    ck_assert_str_eq(consistency, "fresh");
+    /* fresh: woken when the projector went on, not answered at the bound (that says stale); and it
+       did wait, since the version it asked for did not exist while the projector was stopped. */
+    ck_assert_msg(g.took_ms >= 700, "answered after %.0f ms, before the projector went on",
+                  g.took_ms);
+    httpc_free(&g.r);
 }
 END_TEST
 
@@ -282,6 +366,7 @@ int main(void)
     TCase *tc = tcase_create("reads");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, read_your_writes);
+    tcase_add_test(tc, min_version_waits_for_the_projector);
     tcase_add_loop_test(tc, filters_on_declared_columns, 0,
                         (int)(sizeof filters / sizeof filters[0]));
     tcase_add_test(tc, pages_neither_repeat_nor_skip_under_writes);
