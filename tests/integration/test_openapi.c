@@ -8,6 +8,7 @@
 #include "gateway.h"
 #include "openapi.h"
 #include "openapi_schemas.h"
+#include "jtext.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -33,20 +34,6 @@ static const char *schemas_dir(void)
 {
     const char *dir = getenv("CQRS_SCHEMAS_DIR");
     return dir && *dir ? dir : "schemas/domains";
-}
-
-/* Parses JSON written with single quotes (tables read better without escaped quotes). */
-static json_t *J(const char *text)
-{
-    char *s = strdup(text);
-    for (char *p = s; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t e;
-    json_t *j = json_loads(s, JSON_DECODE_ANY, &e);
-    free(s);
-    ck_assert_msg(j != NULL, "bad test JSON %s: %s", text, e.text);
-    return j;
 }
 
 /*

@@ -1,6 +1,7 @@
 /* test_domain.c: table-driven tests of domain loading, the shipped domains and merge patch. */
 #include "domain.h"
 #include "jsonpatch.h"
+#include "jtext.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -11,20 +12,6 @@
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static domain_registry *reg;
-
-/* Parses JSON written with single quotes (tables read better without escaped quotes). */
-static json_t *J(const char *text)
-{
-    char *s = strdup(text);
-    for (char *p = s; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t e;
-    json_t *j = json_loads(s, JSON_DECODE_ANY, &e);
-    free(s);
-    ck_assert_msg(j != NULL, "bad test JSON %s: %s", text, e.text);
-    return j;
-}
 
 static const char *schemas_dir(void)
 {

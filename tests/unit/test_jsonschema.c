@@ -1,25 +1,12 @@
 /* test_jsonschema.c: table-driven tests of the JSON Schema compiler and validator. */
 #include "jsonschema.h"
+#include "jtext.h"
 
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
-/* Parses JSON written with single quotes (tables read better without escaped quotes). */
-static json_t *J(const char *text)
-{
-    char *s = strdup(text);
-    for (char *p = s; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t e;
-    json_t *j = json_loads(s, JSON_DECODE_ANY, &e);
-    free(s);
-    ck_assert_msg(j != NULL, "bad test JSON %s: %s", text, e.text);
-    return j;
-}
 
 /*
  * One validation case. errors lists the expected failures as [pointer, keyword] pairs, in any

@@ -1,24 +1,12 @@
 /* test_projection.c: projection declarations from domain files: parsing, DDL, column values. */
 #include "projection.h"
+#include "jtext.h"
 
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
-static json_t *J(const char *text)
-{
-    char *s = strdup(text);
-    for (char *p = s; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t e;
-    json_t *j = json_loads(s, JSON_DECODE_ANY, &e);
-    free(s);
-    ck_assert_msg(j != NULL, "bad test JSON %s: %s", text, e.text);
-    return j;
-}
 
 /* A declaration that must be refused, and what the error must say. */
 static const struct {
