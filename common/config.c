@@ -137,12 +137,12 @@ static int load_file(const config_row *table, void *out, config_props *props, co
     return rc;
 }
 
-/* "http.max_body" -> "CQRS_HTTP_MAX_BODY" */
+/* "http.max_body" -> "CQRS_HTTP_MAX_BODY", "dry-run" -> "CQRS_DRY_RUN" */
 static void env_name(const char *key, char *out, size_t len)
 {
     size_t j = snprintf(out, len, "CQRS_");
     for (const char *p = key; *p && j + 1 < len; p++)
-        out[j++] = (char)(*p == '.' ? '_' : toupper((unsigned char)*p));
+        out[j++] = (char)(*p == '.' || *p == '-' ? '_' : toupper((unsigned char)*p));
     out[j] = '\0';
 }
 
@@ -224,6 +224,12 @@ config_result config_load(const config_row *table, void *out, config_props *prop
         if (strncmp(a, "--config=", 9) == 0)
             continue;
         const char *eq = strchr(a, '=');
+        const config_row *flag = strncmp(a, "--", 2) == 0 && !eq ? find_row(table, a + 2) : NULL;
+        if (flag && flag->type == CONFIG_BOOL) { /* "--dry-run" alone means "--dry-run=true" */
+            if (set_value(table, out, props, flag->name, "true", "command line", err, errlen))
+                return CONFIG_FAILED;
+            continue;
+        }
         if (strncmp(a, "--", 2) != 0 || !eq || eq == a + 2) {
             snprintf(err, errlen, "unexpected argument '%s' (expected --key=value; see --help)", a);
             return CONFIG_FAILED;
@@ -241,8 +247,9 @@ void config_usage(FILE *f, const char *prog, const char *summary, const config_r
 {
     fprintf(f, "usage: %s [--config=FILE] [--key=value ...]\n%s\n\n", prog, summary);
     fprintf(f, "Every key may also be set in FILE as 'key = value' or in the environment as\n"
-               "CQRS_<KEY> (upper case, dots as underscores). Precedence: flag > environment >\n"
-               "file > default. Keys under 'kafka.' are passed to librdkafka unchanged.\n\n");
+               "CQRS_<KEY> (upper case, dots and dashes as underscores). A boolean flag alone\n"
+               "(--key) means true. Precedence: flag > environment > file > default. Keys under\n"
+               "'kafka.' are passed to librdkafka unchanged.\n\n");
     for (const config_row *r = table; r->name; r++) {
         char env[128];
         env_name(r->name, env, sizeof(env));

@@ -30,7 +30,8 @@ typedef enum { CONFIG_LOADED = 0, CONFIG_HELP, CONFIG_FAILED } config_result;
 
 /*
  * Fills the struct at out from the table: defaults, then the file named by --config=FILE (or
- * CQRS_CONFIG), then CQRS_* environment variables, then --key=value flags. Keys under "kafka."
+ * CQRS_CONFIG), then CQRS_* environment variables, then --key=value flags (a boolean key may be
+ * given alone, --key, for true). Keys under "kafka."
  * go to props (librdkafka validates them). Unknown keys, malformed or out-of-range values are
  * errors naming the key and where it came from. Returns CONFIG_HELP when --help was given.
  * Strings in out and props are owned by them: free with config_free() and config_props_free().

@@ -14,6 +14,16 @@ void ids_uuid(char out[IDS_UUID_LEN]);
 bool ids_is_uuid(const char *s);
 /* Writes the current UTC time as RFC 3339 with milliseconds, e.g. 2026-11-22T01:02:03.456Z. */
 void ids_now_rfc3339(char out[IDS_TIME_LEN]);
+/*
+ * Parses an RFC 3339 date-time ("2026-11-22T01:02:03.456Z", "...+02:00"; "T" and "Z" in any case)
+ * into milliseconds since the epoch (fractions beyond milliseconds dropped, a leap second counted
+ * as :59.999). Returns false when s is not one.
+ */
+bool ids_parse_rfc3339(const char *s, long long *epoch_ms) __attribute__((warn_unused_result));
+/* Writes epoch_ms (milliseconds since the epoch) as RFC 3339 UTC with milliseconds. */
+void ids_format_rfc3339(long long epoch_ms, char out[IDS_TIME_LEN]);
+/* The current time in milliseconds since the epoch. */
+long long ids_now_ms(void);
 /* Monotonic clock in milliseconds, for deadlines and latency. */
 long long ids_monotonic_ms(void);
 /* Monotonic clock in microseconds. */

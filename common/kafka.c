@@ -216,18 +216,24 @@ bool kafka_producer_healthy(const kafka_producer *p)
     return p->healthy;
 }
 
-int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms)
+/* Any handle can ask for metadata: producers and consumers share this. */
+static int partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms)
 {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
     int n = -1;
-    if (rd_kafka_metadata(p->rk, 0, rkt, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
             n = md->topics[0].partition_cnt;
         rd_kafka_metadata_destroy(md);
     }
     rd_kafka_topic_destroy(rkt);
     return n;
+}
+
+int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms)
+{
+    return partition_count(p->rk, topic, timeout_ms);
 }
 
 int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, int partitions,
@@ -430,9 +436,11 @@ static void on_consumer_wake(evutil_socket_t fd, short what, void *arg)
         c->wake(c->arg);
 }
 
-kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *props,
-                                   const char *group_id, const char *topic, kafka_wake_cb wake,
-                                   kafka_assign_cb on_assign, void *arg, char *err, size_t errlen)
+/* A group member subscribed to topic when subscribe is true, else a reader (no subscription). */
+static kafka_consumer *consumer_new(struct event_base *base, const config_props *props,
+                                    const char *group_id, const char *topic, bool subscribe,
+                                    kafka_wake_cb wake, kafka_assign_cb on_assign, void *arg,
+                                    char *err, size_t errlen)
 {
     const char *const defaults[] = {"enable.auto.commit",
                                     "false",
@@ -471,6 +479,8 @@ kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *
     if (wakeup_init(&c->w, base, on_consumer_wake, c, err, errlen))
         goto fail;
     rd_kafka_queue_io_event_enable(c->q, c->w.fds[1], "1", 1);
+    if (!subscribe)
+        return c;
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, subs);
@@ -489,6 +499,21 @@ fail:
     free(c->topic);
     free(c);
     return NULL;
+}
+
+kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *props,
+                                   const char *group_id, const char *topic, kafka_wake_cb wake,
+                                   kafka_assign_cb on_assign, void *arg, char *err, size_t errlen)
+{
+    return consumer_new(base, props, group_id, topic, true, wake, on_assign, arg, err, errlen);
+}
+
+kafka_consumer *kafka_consumer_new_reader(struct event_base *base, const config_props *props,
+                                          const char *topic, kafka_wake_cb wake, void *arg,
+                                          char *err, size_t errlen)
+{
+    /* librdkafka gives a consumer its queue only with a group.id; assign() alone never joins. */
+    return consumer_new(base, props, "cqrs-reader", topic, false, wake, NULL, arg, err, errlen);
 }
 
 void kafka_consumer_set_eof_cb(kafka_consumer *c, kafka_eof_cb cb)
@@ -528,6 +553,7 @@ static size_t keep_messages(kafka_consumer *c, kafka_message *out, size_t got)
         o->key_len = m->key_len;
         o->value = m->payload;
         o->len = m->len;
+        o->timestamp_ms = (long long)rd_kafka_message_timestamp(m, NULL);
         o->nheaders = 0;
         rd_kafka_headers_t *hdrs = NULL;
         if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -582,6 +608,124 @@ void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offs
     if (e)
         log_kv(LOG_WARN, "offset commit failed", LOG_FIELDS("error", rd_kafka_err2str(e)));
     rd_kafka_topic_partition_list_destroy(l);
+}
+
+int kafka_consumer_assign(kafka_consumer *c, const int *partitions, const long long *offsets,
+                          size_t n)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, c->topic, partitions[i])->offset = offsets[i];
+    rd_kafka_resp_err_t e = rd_kafka_assign(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e)
+        log_kv(LOG_ERROR, "assign failed",
+               LOG_FIELDS("topic", c->topic, "error", rd_kafka_err2str(e)));
+    return e ? -1 : 0;
+}
+
+int kafka_consumer_partition_count(kafka_consumer *c, int timeout_ms)
+{
+    return partition_count(c->rk, c->topic, timeout_ms);
+}
+
+int kafka_consumer_query_watermarks(kafka_consumer *c, int partition, long long *low,
+                                    long long *high, int timeout_ms, char *err, size_t errlen)
+{
+    int64_t lo = -1, hi = -1;
+    rd_kafka_resp_err_t e =
+        rd_kafka_query_watermark_offsets(c->rk, c->topic, partition, &lo, &hi, timeout_ms);
+    if (e) {
+        snprintf(err, errlen, "watermarks of %s [%d]: %s", c->topic, partition,
+                 rd_kafka_err2str(e));
+        return -1;
+    }
+    *low = (long long)lo;
+    *high = (long long)hi;
+    return 0;
+}
+
+/*
+ * The timestamp of the message at offset of partition, read by assigning the reader there for a
+ * moment; -1 when it could not be read within timeout_ms or has none.
+ */
+static long long message_time(kafka_consumer *c, int partition, long long offset, int timeout_ms)
+{
+    if (kafka_consumer_assign(c, &partition, &offset, 1) != 0)
+        return -1;
+    long long ts = -1;
+    long long deadline = timeout_ms;
+    while (deadline > 0) {
+        rd_kafka_message_t *m = rd_kafka_consume_queue(c->q, 100);
+        deadline -= 100;
+        if (!m)
+            continue;
+        bool ours = !m->err && m->partition == partition && m->offset >= offset;
+        if (ours) {
+            rd_kafka_timestamp_type_t type;
+            ts = (long long)rd_kafka_message_timestamp(m, &type);
+        }
+        rd_kafka_message_destroy(m);
+        if (ours)
+            break;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_assign(c->rk, NULL);
+    if (e)
+        log_kv(LOG_WARN, "unassign failed", LOG_FIELDS("error", rd_kafka_err2str(e)));
+    /* What was fetched meanwhile (an end of partition, say) must not reach the reader's user;
+       anything later is of the old assignment, which librdkafka drops by its version. */
+    for (rd_kafka_message_t *m; (m = rd_kafka_consume_queue(c->q, 0));)
+        rd_kafka_message_destroy(m);
+    return ts;
+}
+
+int kafka_consumer_offsets_for_time(kafka_consumer *c, const int *partitions, size_t n,
+                                    long long time_ms, long long *offsets, int timeout_ms,
+                                    char *err, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, c->topic, partitions[i])->offset = time_ms;
+    int rc = -1;
+    rd_kafka_resp_err_t e = n ? rd_kafka_offsets_for_times(c->rk, l, timeout_ms) : 0;
+    if (e) {
+        snprintf(err, errlen, "offsets for time in %s: %s", c->topic, rd_kafka_err2str(e));
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_find(l, c->topic, partitions[i]);
+        if (!tp || tp->err) {
+            snprintf(err, errlen, "offsets for time in %s [%d]: %s", c->topic, partitions[i],
+                     tp ? rd_kafka_err2str(tp->err) : "no answer");
+            goto out;
+        }
+        if (tp->offset >= 0) {
+            offsets[i] = tp->offset;
+            continue;
+        }
+        /* "None at or after the time": believe it only when the last message is older. */
+        long long low, high;
+        if (kafka_consumer_query_watermarks(c, partitions[i], &low, &high, timeout_ms, err,
+                                            errlen) != 0)
+            goto out;
+        long long last = high > low ? message_time(c, partitions[i], high - 1, timeout_ms) : -1;
+        if (high <= low || (last >= 0 && last < time_ms)) {
+            offsets[i] = high;
+            continue;
+        }
+        char part[16];
+        snprintf(part, sizeof(part), "%d", partitions[i]);
+        log_kv(LOG_WARN,
+               "the broker found no offset for the time, but the partition has newer "
+               "messages: reading it from the beginning",
+               LOG_FIELDS("topic", c->topic, "partition", part));
+        offsets[i] = KAFKA_OFFSET_BEGINNING;
+    }
+    rc = 0;
+out:
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
 }
 
 void kafka_consumer_free(kafka_consumer *c)

@@ -39,6 +39,7 @@ typedef struct kafka_message {
     size_t len;
     header headers[KAFKA_MAX_HEADERS];
     size_t nheaders;
+    long long timestamp_ms; /* the message's timestamp (ms since the epoch); -1 when it has none */
 } kafka_message;
 
 /* Messages may be waiting: call kafka_consumer_poll() (now or when the caller is ready).
@@ -131,5 +132,41 @@ long long kafka_consumer_high_watermark(kafka_consumer *c, int partition);
 void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offset);
 /* Leaves the group and destroys the consumer. Blocking: shutdown only. */
 void kafka_consumer_free(kafka_consumer *c);
+
+/*
+ * Operator tools read a topic outside any consumer group: a reader is a kafka_consumer that joins
+ * no group, commits nothing and reads only the partitions kafka_consumer_assign() names. The
+ * group.id librdkafka requires defaults to "cqrs-reader" (kafka.group.id overrides it); it is
+ * never joined. Poll, release and free it like any consumer; wake may be NULL.
+ */
+kafka_consumer *kafka_consumer_new_reader(struct event_base *base, const config_props *props,
+                                          const char *topic, kafka_wake_cb wake, void *arg,
+                                          char *err, size_t errlen);
+/*
+ * Makes a reader read partitions[i] from offsets[i] (or KAFKA_OFFSET_BEGINNING), replacing what
+ * it read before. Returns 0, or -1 when librdkafka refused.
+ */
+int kafka_consumer_assign(kafka_consumer *c, const int *partitions, const long long *offsets,
+                          size_t n) __attribute__((warn_unused_result));
+/* Number of partitions of the consumer's topic, from cluster metadata; -1 on error. Blocking. */
+int kafka_consumer_partition_count(kafka_consumer *c, int timeout_ms);
+/*
+ * Asks the partition's leader for its low watermark (first offset it holds) and high watermark
+ * (the offset of its next message). Returns 0, or -1 with err. Blocking for at most timeout_ms.
+ */
+int kafka_consumer_query_watermarks(kafka_consumer *c, int partition, long long *low,
+                                    long long *high, int timeout_ms, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/*
+ * Fills offsets[i] with the first offset of partitions[i] whose message timestamp is at or after
+ * time_ms (milliseconds since the epoch), through the brokers' offsets-for-times lookup; with the
+ * high watermark when every message is older. A broker that answers "none" for a partition whose
+ * last message is not older (librdkafka's mock cluster cannot look up by time) gets the
+ * partition read from the beginning: too much is read, never too little. Only for a reader, before
+ * kafka_consumer_assign(). Returns 0, or -1 with err. Blocking for a few times timeout_ms at most.
+ */
+int kafka_consumer_offsets_for_time(kafka_consumer *c, const int *partitions, size_t n,
+                                    long long time_ms, long long *offsets, int timeout_ms,
+                                    char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

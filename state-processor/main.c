@@ -3,9 +3,13 @@
  * `state-processor project ...` runs the projector instead (projectcmd.c).
  */
 #include "dbsetup.h"
+#include "lagcmd.h"
 #include "log.h"
 #include "processor.h"
 #include "projectcmd.h"
+#include "rebuildcmd.h"
+#include "redrive.h"
+#include "replay.h"
 #include "service.h"
 
 #include <event2/event.h>
@@ -31,6 +35,14 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "project") == 0)
         return projectcmd_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "replay") == 0)
+        return replay_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "redrive") == 0)
+        return redrive_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "rebuild") == 0)
+        return rebuildcmd_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "lag") == 0)
+        return lagcmd_main(argc - 1, argv + 1);
     if (!service_setup("state-processor",
                        "Consumes commands as a consumer group and applies each exactly once in "
                        "PostgreSQL; emits replies and domain events. The projector: "

@@ -1,10 +1,21 @@
-/* processor_config.c: the configuration keys of the processor and of the projector, with bounds. */
+/*
+ * processor_config.c: the configuration keys of every mode of state-processor (the processor, the
+ * projector, the operator tools), with bounds.
+ */
+#include "lagcmd.h"
 #include "processor.h"
 #include "projector.h"
+#include "rebuild.h"
 
 #include <stddef.h>
 
-#define CFG(field) offsetof(processor_config, field)
+#define CFG(field)  offsetof(processor_config, field)
+#define RCFG(field) offsetof(rebuild_config, field)
+#define LCFG(field) offsetof(lag_config, field)
+
+/* The tools' structs begin with a processor_config, so the shared rows below fit them too. */
+_Static_assert(offsetof(rebuild_config, proc) == 0, "rebuild_config starts with the shared keys");
+_Static_assert(offsetof(lag_config, proc) == 0, "lag_config starts with the shared keys");
 
 /* Keys both modes have, written once so their defaults and help cannot drift apart. */
 #define ROW_PG_CONNINFO                                                                            \
@@ -84,5 +95,45 @@ const config_row projector_config_table[] = {
     {ROW_STARTUP_TIMEOUT},
     {ROW_TOPICS_PARTITIONS},
     {ROW_TOPICS_REPLICATION},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
+};
+
+const config_row rebuild_config_table[] = {
+    {ROW_PG_CONNINFO},
+    {ROW_TOPIC_PREFIX},
+    {ROW_SCHEMAS_DIR},
+    {"type", CONFIG_STR, RCFG(type), NULL, 0, 0,
+     "the aggregate type whose projection table is rebuilt (required)"},
+    {"from-time", CONFIG_STR, RCFG(from_time), NULL, 0, 0,
+     "RFC 3339 time: rows last changed before it are copied from the live table, the events are "
+     "read from the first offset at that time (empty: the whole topic)"},
+    {"from-time.slack_ms", CONFIG_INT, RCFG(from_time_slack_ms), "60000", 0, 86400000,
+     "events are read from this long before from-time, for clocks that differ between the "
+     "processor (event times) and Kafka (message timestamps)"},
+    {"dry-run", CONFIG_BOOL, RCFG(dry_run), "false", 0, 0,
+     "build and compare only: report the rows a swap would change, then drop the shadow table"},
+    {"batch.max", CONFIG_INT, CFG(batch_max), "1000", 1, 100000, "most events per upsert"},
+    {"swap.lock_timeout_ms", CONFIG_INT, RCFG(lock_timeout_ms), "2000", 10, 600000,
+     "how long the swap waits for the live table's lock (reads wait behind it meanwhile)"},
+    {"swap.attempts", CONFIG_INT, RCFG(swap_attempts), "5", 1, 1000,
+     "swap transactions tried when the lock does not come within swap.lock_timeout_ms"},
+    {ROW_TENANT_DEFAULT},
+    {ROW_LOG_LEVEL},
+    {"pg.startup_timeout_s", CONFIG_INT, CFG(startup_timeout_s), "30", 1, 3600,
+     "how long the first connection to PostgreSQL may take"},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
+};
+
+const config_row lag_config_table[] = {
+    {ROW_PG_CONNINFO},
+    {ROW_TOPIC_PREFIX},
+    {"group.id", CONFIG_STR, CFG(group_id), "state-processor", 0, 0,
+     "consumer group of the processors (on the commands topic)"},
+    {"projector.group", CONFIG_STR, CFG(projector_group), NULL, 0, 0,
+     "consumer group of the projectors, on the events topic (empty: <topic.prefix>projector)"},
+    {"json", CONFIG_BOOL, LCFG(json), "false", 0, 0, "print JSON instead of a table"},
+    {"timeout_ms", CONFIG_INT, LCFG(timeout_ms), "10000", 100, 600000,
+     "how long each look-up in Kafka or PostgreSQL may take"},
+    {ROW_LOG_LEVEL},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };

@@ -3,6 +3,7 @@
 
 #include "xalloc.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 
 const char projsql_skipped[] =
@@ -24,7 +25,8 @@ const char projsql_start_offsets[] =
     "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND "
     "partition = ANY($3::int[])";
 
-char *projsql_upsert(const projection *p)
+/* The upsert of projsql_upsert(); notify false answers a row per change without a NOTIFY. */
+static char *upsert(const projection *p, bool notify)
 {
     /* The declared columns three times: in the record type, in the insert, in the update. */
     char *defs = xstrdup(""), *cols = xstrdup(""), *sets = xstrdup("");
@@ -46,10 +48,22 @@ char *projsql_upsert(const projection *p)
         "SELECT tenant, id, version, state, deleted, COALESCE(updated_at, now())%s FROM x "
         "ORDER BY tenant, id ON CONFLICT (tenant, id) DO UPDATE SET version = EXCLUDED.version, "
         "state = EXCLUDED.state, deleted = EXCLUDED.deleted, updated_at = EXCLUDED.updated_at%s "
-        "WHERE t.version < EXCLUDED.version RETURNING t.tenant, t.id, t.version) "
-        "SELECT pg_notify('" PROJECTOR_CHANNEL "', json_build_object('tenant', tenant, "
-        "'aggregate_type', $2::text, 'aggregate_id', id, 'version', version)::text) FROM up",
-        defs, p->table, cols, cols, sets);
+        "WHERE t.version < EXCLUDED.version RETURNING t.tenant, t.id, t.version) %s",
+        defs, p->table, cols, cols, sets,
+        notify ? "SELECT pg_notify('" PROJECTOR_CHANNEL "', json_build_object('tenant', tenant, "
+                 "'aggregate_type', $2::text, 'aggregate_id', id, 'version', version)::text) "
+                 "FROM up"
+               : "SELECT $2::text FROM up"); /* $2 named, so that its type is known */
     free(defs), free(cols), free(sets);
     return sql;
+}
+
+char *projsql_upsert(const projection *p)
+{
+    return upsert(p, true);
+}
+
+char *projsql_upsert_silent(const projection *p)
+{
+    return upsert(p, false);
 }

@@ -17,6 +17,11 @@
  * Caller frees.
  */
 char *projsql_upsert(const projection *p);
+/*
+ * The same upsert without the NOTIFY, for a table nobody reads yet (a rebuild's shadow table,
+ * whose changes no reader waits for): one result row per row changed. Caller frees.
+ */
+char *projsql_upsert_silent(const projection *p);
 
 /* Records $1, the rows of projbatch_skipped_rows(), in projection_skipped (once per offset). */
 extern const char projsql_skipped[];

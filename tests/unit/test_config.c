@@ -16,6 +16,7 @@ typedef struct {
     long long timeout_ms;
     bool verbose;
     char *prefix;
+    bool dry_run;
 } tconf;
 
 static const config_row table[] = {
@@ -24,6 +25,7 @@ static const config_row table[] = {
     {"sync.timeout_ms", CONFIG_INT, offsetof(tconf, timeout_ms), "5000", 1, 600000, "wait"},
     {"log.verbose", CONFIG_BOOL, offsetof(tconf, verbose), "false", 0, 0, "log more"},
     {"topic.prefix", CONFIG_STR, offsetof(tconf, prefix), NULL, 0, 0, "topic name prefix"},
+    {"dry-run", CONFIG_BOOL, offsetof(tconf, dry_run), "false", 0, 0, "change nothing"},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 
@@ -254,6 +256,22 @@ static const lcase lcases[] = {
      .result = CONFIG_LOADED,
      .want = {"log.verbose=false"},
      .props = ""},
+    {.name = "a boolean flag alone is true, over the environment",
+     .env = {"CQRS_LOG_VERBOSE=no"},
+     .argv = {"--log.verbose"},
+     .result = CONFIG_LOADED,
+     .want = {"log.verbose=true"},
+     .props = ""},
+    {.name = "a boolean flag alone, then =false: the last one wins",
+     .argv = {"--log.verbose", "--log.verbose=false"},
+     .result = CONFIG_LOADED,
+     .want = {"log.verbose=false"},
+     .props = ""},
+    {.name = "a dash in a key is an underscore in its variable",
+     .env = {"CQRS_DRY_RUN=yes"},
+     .result = CONFIG_LOADED,
+     .want = {"dry-run=true"},
+     .props = ""},
     {.name = "booleans no",
      .file = "log.verbose = yes\n",
      .argv = {"--config=@FILE@", "--log.verbose=no"},
@@ -370,6 +388,10 @@ static const lcase lcases[] = {
      .argv = {"--verbose"},
      .result = CONFIG_FAILED,
      .err = {"--verbose"}},
+    {.name = "a key that is not boolean needs a value",
+     .argv = {"--http.port"},
+     .result = CONFIG_FAILED,
+     .err = {"--http.port", "--key=value"}},
     {.name = "flag without key", .argv = {"--=x"}, .result = CONFIG_FAILED, .err = {"--=x"}},
     {.name = "single dash", .argv = {"-p=1"}, .result = CONFIG_FAILED, .err = {"-p=1"}},
 };
@@ -453,6 +475,7 @@ static const struct {
     {"--sync.timeout_ms", "CQRS_SYNC_TIMEOUT_MS", "default: 5000"},
     {"--log.verbose", "CQRS_LOG_VERBOSE", "default: false"},
     {"--topic.prefix", "CQRS_TOPIC_PREFIX", "default: (empty)"},
+    {"--dry-run", "CQRS_DRY_RUN", "default: false"},
 };
 
 START_TEST(test_usage)

@@ -1,0 +1,53 @@
+/*
+ * lagcmd.h: `state-processor lag`: per partition, for the processor group on the commands topic
+ * and the projector group on the events topic, the offset stored in PostgreSQL (where each group
+ * resumes: consumer_offsets, ADR 0007), the high watermark in Kafka, and the lag between them.
+ */
+#ifndef CQRS_LAGCMD_H
+#define CQRS_LAGCMD_H
+
+#include "config.h"
+#include "processor.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+/* The lag command's configuration: the keys it shares with the processor, then its own. */
+typedef struct lag_config {
+    processor_config proc; /* first, so that the shared rows' offsets are processor_config's */
+    bool json;
+    long long timeout_ms;
+} lag_config;
+
+/* The configuration table of the lag command (ended by a NULL row), filling a lag_config. */
+extern const config_row lag_config_table[];
+
+/* One partition of one group: stored is -1 when PostgreSQL holds no offset for it. */
+typedef struct lagcmd_row {
+    int partition;
+    long long stored, low, high;
+} lagcmd_row;
+
+/*
+ * What the group still has to consume on the partition: high - stored, or high - low when
+ * nothing is stored (the group starts at the beginning); never below 0.
+ */
+long long lagcmd_lag(const lagcmd_row *row);
+/*
+ * The JSON of one group: {"role", "group", "topic", "lag" (the sum), "partitions": [{"partition",
+ * "stored_offset" (null when none), "low_watermark", "high_watermark", "lag"}]}. Caller decrefs.
+ */
+json_t *lagcmd_group_json(const char *role, const char *group, const char *topic,
+                          const lagcmd_row *rows, size_t n);
+/* Writes a group's rows as table lines (no header), then its total line. */
+void lagcmd_print_table(FILE *f, const char *role, const char *group, const char *topic,
+                        const lagcmd_row *rows, size_t n);
+
+/*
+ * Prints the lag of both groups: argv[0] is "lag", the rest are its --key=value flags (--help
+ * lists them). A table, or JSON with --json, on stdout. Returns the exit status.
+ */
+int lagcmd_main(int argc, char **argv);
+
+#endif
