@@ -33,20 +33,22 @@ int main(int argc, char **argv)
     char err[512];
     int rc = EXIT_FAILURE;
 
-    if (argc > 1 && strcmp(argv[1], "project") == 0)
-        return projectcmd_main(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "replay") == 0)
-        return replay_main(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "redrive") == 0)
-        return redrive_main(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "rebuild") == 0)
-        return rebuildcmd_main(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "lag") == 0)
-        return lagcmd_main(argc - 1, argv + 1);
+    /* The other modes, each with its own configuration and --help. */
+    static const struct {
+        const char *name;
+        int (*main)(int argc, char **argv);
+    } modes[] = {
+        {"project", projectcmd_main}, {"rebuild", rebuildcmd_main}, {"lag", lagcmd_main},
+        {"replay", replay_main},      {"redrive", redrive_main},
+    };
+    for (size_t i = 0; argc > 1 && i < sizeof(modes) / sizeof(modes[0]); i++)
+        if (strcmp(argv[1], modes[i].name) == 0)
+            return modes[i].main(argc - 1, argv + 1);
     if (!service_setup("state-processor",
                        "Consumes commands as a consumer group and applies each exactly once in "
-                       "PostgreSQL; emits replies and domain events. The projector: "
-                       "state-processor project --help.",
+                       "PostgreSQL; emits replies and domain events. Other modes, each with "
+                       "--help: project (the projector), rebuild, lag, replay, redrive "
+                       "(docs/operators.md).",
                        processor_config_table, &cfg, &kafka, argc, argv, &rc))
         goto out;
     rc = EXIT_FAILURE;
