@@ -422,7 +422,7 @@ static bool on_assign(const int *partitions, size_t n, bool assigned, void *arg)
             if (partitions[i] >= 0 && (size_t)partitions[i] < p->nlag)
                 set_gauge(p->m_lag[partitions[i]], 0);
     }
-    char count[16];
+    char count[24];
     snprintf(count, sizeof(count), "%zu", n);
     log_kv(LOG_INFO, assigned ? "events partitions assigned" : "events partitions revoked",
            LOG_FIELDS("count", count));

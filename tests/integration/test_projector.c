@@ -357,33 +357,35 @@ static void expected_value_sql(const projection_column *c, char *out, size_t len
     path[n] = '\0';
     char at[300];
     snprintf(at, sizeof(at), "(a.state #>> '%s')", path);
+    int w = 0;
     switch (c->type) {
     case PROJECTION_TEXT:
-        snprintf(out, len, "CASE WHEN jsonb_typeof(a.state #> '%s') = 'string' THEN %s END", path,
-                 at);
+        w = snprintf(out, len, "CASE WHEN jsonb_typeof(a.state #> '%s') = 'string' THEN %s END",
+                     path, at);
         break;
     case PROJECTION_TIMESTAMPTZ:
-        snprintf(out, len,
-                 "CASE WHEN jsonb_typeof(a.state #> '%s') = 'string' THEN %s::timestamptz END",
-                 path, at);
+        w = snprintf(out, len,
+                     "CASE WHEN jsonb_typeof(a.state #> '%s') = 'string' THEN %s::timestamptz END",
+                     path, at);
         break;
     case PROJECTION_BOOLEAN:
-        snprintf(out, len,
-                 "CASE WHEN jsonb_typeof(a.state #> '%s') = 'boolean' THEN %s::boolean END", path,
-                 at);
+        w = snprintf(out, len,
+                     "CASE WHEN jsonb_typeof(a.state #> '%s') = 'boolean' THEN %s::boolean END",
+                     path, at);
         break;
     case PROJECTION_NUMERIC:
-        snprintf(out, len,
-                 "CASE WHEN jsonb_typeof(a.state #> '%s') = 'number' THEN %s::numeric END", path,
-                 at);
+        w = snprintf(out, len,
+                     "CASE WHEN jsonb_typeof(a.state #> '%s') = 'number' THEN %s::numeric END",
+                     path, at);
         break;
     case PROJECTION_BIGINT:
-        snprintf(out, len,
-                 "CASE WHEN jsonb_typeof(a.state #> '%s') = 'number' AND %s::numeric = "
-                 "trunc(%s::numeric) THEN %s::numeric::bigint END",
-                 path, at, at, at);
+        w = snprintf(out, len,
+                     "CASE WHEN jsonb_typeof(a.state #> '%s') = 'number' AND %s::numeric = "
+                     "trunc(%s::numeric) THEN %s::numeric::bigint END",
+                     path, at, at, at);
         break;
     }
+    ck_assert_msg(w >= 0 && (size_t)w < len, "the SQL of column %s does not fit", c->name);
 }
 
 /*
