@@ -20,6 +20,9 @@ const config_row gateway_config_table[] = {
      "largest request body in bytes (413 beyond)"},
     {"http.timeout_s", CONFIG_INT, CFG(http_timeout_s), "30", 1, 3600,
      "read/write timeout for slow clients, seconds"},
+    {"http.max_connections", CONFIG_INT, CFG(http_max_connections), "0", 0, 1000000,
+     "open connections per worker; at the cap it stops accepting until one closes (0: as many "
+     "as the file-descriptor limit allows)"},
     {"pg.conninfo", CONFIG_STR, CFG(pg_conninfo), "host=127.0.0.1 port=5432 dbname=cqrs", 0, 0,
      "libpq connection string (idempotency claims, command status)"},
     {"pg.read_conninfo", CONFIG_STR, CFG(pg_read_conninfo), "", 0, 0,
@@ -73,6 +76,22 @@ static void on_answer(int status, long long elapsed_us, void *arg)
     }
     metrics_add(*c, 1);
     metrics_observe_us(g->m_latency, elapsed_us);
+}
+
+static void on_conn_event(httpd_conn_event ev, void *arg)
+{
+    gateway *g = arg;
+    switch (ev) {
+    case HTTPD_CONN_OPENED:
+        metrics_gauge_add(g->m_connections, 1);
+        break;
+    case HTTPD_CONN_CLOSED:
+        metrics_gauge_add(g->m_connections, -1);
+        break;
+    case HTTPD_ACCEPT_PAUSED:
+        metrics_add(g->m_accept_paused, 1);
+        break;
+    }
 }
 
 void gateway_problem(gateway *g, http_req *req, json_t *problem)
@@ -259,6 +278,11 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                                         "answers replayed for a repeated Idempotency-Key", NULL);
     g->m_parked = metrics_gauge_get(g->metrics, "gateway_parked_requests",
                                     "sync requests waiting for their reply", NULL);
+    g->m_connections =
+        metrics_gauge_get(g->metrics, "gateway_http_connections", "client connections open", NULL);
+    g->m_accept_paused = metrics_counter_get(
+        g->metrics, "gateway_http_accept_paused_total",
+        "times a worker reached http.max_connections and paused accepting", NULL);
     g->m_latency = metrics_histogram_get(g->metrics, "gateway_http_request_duration_seconds",
                                          "time from request to answer", bounds,
                                          sizeof(bounds) / sizeof(bounds[0]));
@@ -316,11 +340,13 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     httpd_options lim = {.max_body = (size_t)cfg->http_max_body,
                          .max_headers_size = 16384,
                          .timeout_s = (int)cfg->http_timeout_s,
-                         .reuse_port = cfg->workers > 1};
+                         .reuse_port = cfg->workers > 1,
+                         .max_connections = (size_t)cfg->http_max_connections};
     g->http = httpd_new(base, cfg->http_host, (int)cfg->http_port, &lim, route, g, err, errlen);
     if (!g->http)
         goto fail;
     httpd_set_observer(g->http, on_answer, g);
+    httpd_set_conn_observer(g->http, on_conn_event, g);
     char port[16];
     snprintf(port, sizeof(port), "%d", httpd_port(g->http));
     log_kv(LOG_INFO, "command-gateway listening", LOG_FIELDS("host", cfg->http_host, "port", port));

@@ -20,6 +20,7 @@ typedef struct gateway_config {
     long long http_port;
     long long http_max_body;
     long long http_timeout_s;
+    long long http_max_connections; /* per worker; main derives it when 0 */
     char *pg_conninfo;
     char *pg_read_conninfo;
     long long reads_max_wait_ms;
@@ -76,7 +77,8 @@ typedef struct gateway {
     long long drain_until_us;
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
     metrics_histogram *m_latency;
-    metrics_gauge *m_parked;
+    metrics_gauge *m_parked, *m_connections;
+    metrics_counter *m_accept_paused;
     metrics_counter *m_status[500]; /* answers by status 100..599, registered on first use */
     char *openapi;                  /* GET /openapi.json: the document, built at start-up */
     size_t openapi_len;

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 typedef struct worker {
@@ -104,6 +105,44 @@ static bool take_flag(int *argc, char **argv, const char *flag)
     return found;
 }
 
+/* Descriptors a worker holds besides its clients (Kafka brokers, PostgreSQL, its loop), and
+   those of the process. Generous: running out means failed accepts, not a slower gateway. */
+#define FDS_PER_WORKER  64
+#define FDS_PER_PROCESS 64
+
+/*
+ * http.max_connections is per worker. The file-descriptor limit is raised to its hard bound
+ * first; 0 then takes what it leaves, and a value it cannot honour is a start-up error.
+ */
+static bool size_connections(gateway_config *cfg, char *err, size_t errlen)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE) failed");
+        return false;
+    }
+    rlim_t want = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+    if (rl.rlim_cur < want) {
+        struct rlimit up = {.rlim_cur = want, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl.rlim_cur = want;
+    }
+    long long fds = (long long)rl.rlim_cur;
+    long long reserve = FDS_PER_PROCESS + FDS_PER_WORKER * cfg->workers;
+    long long per = (fds - reserve) / cfg->workers;
+    long long asked = cfg->http_max_connections ? cfg->http_max_connections : 1;
+    if (per < asked) {
+        snprintf(err, errlen,
+                 "http.max_connections: %lld per worker with %lld workers needs %lld file "
+                 "descriptors; the limit (ulimit -n) is %lld",
+                 asked, cfg->workers, asked * cfg->workers + reserve, fds);
+        return false;
+    }
+    if (cfg->http_max_connections == 0)
+        cfg->http_max_connections = per;
+    return true;
+}
+
 /* --print-openapi: writes the OpenAPI document of schemas.dir's domains to stdout. */
 static int print_openapi(const gateway_config *cfg)
 {
@@ -146,6 +185,10 @@ int main(int argc, char **argv)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         cfg.workers = cores > 0 ? cores : 1;
     }
+    if (!size_connections(&cfg, err, sizeof(err))) {
+        log_kv(LOG_FATAL, "bad configuration", LOG_FIELDS("error", err));
+        goto out;
+    }
     /* Before any thread: loops woken across threads, and jansson's hash seed. */
     if (evthread_use_pthreads() != 0) {
         log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", "evthread_use_pthreads failed"));
@@ -161,9 +204,11 @@ int main(int argc, char **argv)
         metrics_free(shared.metrics);
         goto out;
     }
-    char count[24];
+    char count[24], conns[24];
     snprintf(count, sizeof(count), "%zu", n);
-    log_kv(LOG_INFO, "workers started", LOG_FIELDS("workers", count));
+    snprintf(conns, sizeof(conns), "%lld", cfg.http_max_connections);
+    log_kv(LOG_INFO, "workers started",
+           LOG_FIELDS("workers", count, "max_connections_per_worker", conns));
     /* Each worker needs a reply partition of its own to answer sync requests. */
     int parts = kafka_partition_count(ws[0].g->producer, ws[0].g->topic_replies, 5000);
     if (parts >= 0 && (size_t)parts < n) {

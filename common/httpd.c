@@ -22,11 +22,21 @@ struct httpd {
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *sock;
+    struct evconnlistener *listener; /* sock's; NULL once it stopped listening */
     httpd_handler handler;
     void *arg;
     httpd_observer observer;
     void *observer_arg;
+    httpd_conn_observer conn_observer;
+    void *conn_observer_arg;
     int port;
+    size_t max_conns; /* 0: no cap */
+    size_t conns;     /* accepted, not closed yet */
+    bool paused;      /* at the cap: the listener is disabled */
+    long long pause_logged_us;
+    struct bufferevent **adopting; /* accepted in this loop pass, see on_accept() */
+    size_t nadopting, adopting_cap;
+    struct event *adopt;
 };
 
 struct http_req {
@@ -98,9 +108,12 @@ static void req_free(http_req *r)
  * With a gone callback the owner lets go of the request there, and it is freed here; without
  * one, the owner's later reply frees it.
  */
+static void conn_closed(httpd *h);
+
 static void on_conn_close(struct evhttp_connection *conn, void *arg)
 {
     http_req *r = arg;
+    httpd *h = r->server;
     (void)conn;
     r->ev = NULL;
     r->conn = NULL;
@@ -108,6 +121,90 @@ static void on_conn_close(struct evhttp_connection *conn, void *arg)
         r->gone(r, r->gone_arg);
         req_free(r);
     }
+    conn_closed(h);
+}
+
+/* The close callback of a connection without a request in our hands. */
+static void on_idle_close(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    conn_closed(arg);
+}
+
+static void notify(httpd *h, httpd_conn_event ev)
+{
+    if (h->conn_observer)
+        h->conn_observer(ev, h->conn_observer_arg);
+}
+
+static void conn_closed(httpd *h)
+{
+    h->conns--;
+    notify(h, HTTPD_CONN_CLOSED);
+    if (h->paused && h->conns < h->max_conns) {
+        h->paused = false;
+        if (h->listener)
+            evconnlistener_enable(h->listener);
+    }
+}
+
+/*
+ * Counting connections. libevent 2.1 has no cap on them and no callback that sees each one
+ * come and go: evhttp asks for a connection's bufferevent here, just after accept() and before
+ * the connection object exists, and the close callback can only be set on that object. So the
+ * connection is counted in here, and on_adopt(), activated for the same loop pass, finds it
+ * through the bufferevent's callback argument (evhttp always passes its connection there) and
+ * sets the close callback that counts it out. The reference taken here keeps the bufferevent
+ * alive should evhttp drop the connection in between; its callbacks are then cleared, which
+ * is how on_adopt() tells.
+ */
+static struct bufferevent *on_accept(struct event_base *base, void *arg)
+{
+    httpd *h = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        xoom(sizeof(void *)); /* evhttp would make one we could not count */
+    bufferevent_incref(bev);
+    if (h->nadopting == h->adopting_cap) {
+        h->adopting_cap = h->adopting_cap ? 2 * h->adopting_cap : 16;
+        h->adopting = xrealloc(h->adopting, h->adopting_cap * sizeof(*h->adopting));
+    }
+    h->adopting[h->nadopting++] = bev;
+    event_active(h->adopt, EV_TIMEOUT, 1);
+    h->conns++;
+    notify(h, HTTPD_CONN_OPENED);
+    if (h->max_conns && h->conns >= h->max_conns && !h->paused) {
+        /* The listener checks after each callback and accepts no more in this pass. */
+        evconnlistener_disable(h->listener);
+        h->paused = true;
+        notify(h, HTTPD_ACCEPT_PAUSED);
+        long long now = ids_monotonic_us();
+        if (now - h->pause_logged_us >= 10 * 1000000LL) {
+            char n[24];
+            snprintf(n, sizeof(n), "%zu", h->max_conns);
+            log_kv(LOG_WARN, "connection cap reached: accepting paused until one closes",
+                   LOG_FIELDS("max_connections", n));
+            h->pause_logged_us = now;
+        }
+    }
+    return bev;
+}
+
+static void on_adopt(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    httpd *h = arg;
+    for (size_t i = 0; i < h->nadopting; i++) {
+        struct bufferevent *bev = h->adopting[i];
+        void *evcon = NULL;
+        bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
+        if (evcon)
+            evhttp_connection_set_closecb(evcon, on_idle_close, h);
+        bufferevent_decref(bev); /* frees it if evhttp let go already */
+        if (!evcon)
+            conn_closed(h);
+    }
+    h->nadopting = 0;
 }
 
 /*
@@ -137,7 +234,8 @@ static void on_request(struct evhttp_request *ev, void *arg)
     char *decoded = raw ? evhttp_uridecode(raw, 0, NULL) : NULL;
     r->path = decoded ? xstrdup(decoded) : xstrdup("/");
     free(decoded);
-    /* evhttp allows one request in progress per connection, so one close callback suffices. */
+    /* evhttp allows one request in progress per connection, so one close callback suffices;
+       it counts the connection out as on_idle_close() would. */
     if (r->conn) {
         evhttp_connection_set_closecb(r->conn, on_conn_close, r);
         struct bufferevent *bev = evhttp_connection_get_bufferevent(r->conn);
@@ -193,13 +291,18 @@ httpd *httpd_new(struct event_base *base, const char *host, int port, const http
     evhttp_set_timeout(h->http, lim->timeout_s);
     evhttp_set_default_content_type(h->http, "application/json");
     evhttp_set_gencb(h->http, on_request, h);
+    evhttp_set_bevcb(h->http, on_accept, h);
+    h->max_conns = lim->max_connections;
+    h->adopt = event_new(base, -1, 0, on_adopt, h);
     h->sock = bind_listener(h->http, base, host, port, lim->reuse_port);
     if (!h->sock) {
         snprintf(err, errlen, "http: cannot listen on %s:%d", host, port);
         evhttp_free(h->http);
+        event_free(h->adopt);
         free(h);
         return NULL;
     }
+    h->listener = evhttp_bound_socket_get_listener(h->sock);
     struct sockaddr_storage ss = {0};
     ev_socklen_t sl = sizeof(ss);
     evutil_socket_t fd = evhttp_bound_socket_get_fd(h->sock);
@@ -219,11 +322,23 @@ void httpd_set_observer(httpd *h, httpd_observer cb, void *arg)
     h->observer_arg = arg;
 }
 
+void httpd_set_conn_observer(httpd *h, httpd_conn_observer cb, void *arg)
+{
+    h->conn_observer = cb;
+    h->conn_observer_arg = arg;
+}
+
+size_t httpd_connections(const httpd *h)
+{
+    return h->conns;
+}
+
 void httpd_stop_listening(httpd *h)
 {
     if (h->sock) {
         evhttp_del_accept_socket(h->http, h->sock);
         h->sock = NULL;
+        h->listener = NULL;
     }
 }
 
@@ -231,7 +346,11 @@ void httpd_free(httpd *h)
 {
     if (!h)
         return;
-    evhttp_free(h->http);
+    httpd_stop_listening(h);
+    evhttp_free(h->http); /* closes every connection, each counted out */
+    on_adopt(-1, 0, h);   /* any accepted in the pass that ends here */
+    event_free(h->adopt);
+    free(h->adopting);
     free(h);
 }
 
@@ -338,7 +457,7 @@ void http_req_reply(http_req *r, int status, const char *content_type, const cha
     }
     if (r->ev) {
         if (r->conn)
-            evhttp_connection_set_closecb(r->conn, NULL, NULL);
+            evhttp_connection_set_closecb(r->conn, on_idle_close, r->server);
         struct evkeyvalq *out = evhttp_request_get_output_headers(r->ev);
         if (content_type)
             evhttp_add_header(out, "Content-Type", content_type);

@@ -39,16 +39,31 @@ typedef struct httpd_options {
     int timeout_s;           /* read/write timeout for slow clients */
     bool reuse_port;         /* SO_REUSEPORT: several loops listen on one port, the kernel
                                 spreads the connections */
+    size_t max_connections;  /* open connections at once; at the cap the server stops
+                                accepting (the kernel's backlog holds the next ones) until
+                                one closes. 0: no cap */
 } httpd_options;
 
 /* Called for every answer with its status and the time since the request arrived. */
 typedef void (*httpd_observer)(int status, long long elapsed_us, void *arg);
+
+typedef enum {
+    HTTPD_CONN_OPENED,  /* a connection was accepted */
+    HTTPD_CONN_CLOSED,  /* one went away, for whatever reason */
+    HTTPD_ACCEPT_PAUSED /* the cap was reached: accepting stops until a connection closes */
+} httpd_conn_event;
+/* Called on each change in the set of connections (metrics). */
+typedef void (*httpd_conn_observer)(httpd_conn_event ev, void *arg);
 
 /* Binds host:port and serves on base. NULL with err on failure (e.g. port in use). */
 httpd *httpd_new(struct event_base *base, const char *host, int port, const httpd_options *lim,
                  httpd_handler handler, void *arg, char *err, size_t errlen);
 /* Sets the observer of every answer (metrics). */
 void httpd_set_observer(httpd *h, httpd_observer cb, void *arg);
+/* Sets the observer of connections coming and going. */
+void httpd_set_conn_observer(httpd *h, httpd_conn_observer cb, void *arg);
+/* Connections open now: accepted and not yet closed. */
+size_t httpd_connections(const httpd *h);
 /* Stops accepting new connections; answers in progress still complete. */
 void httpd_stop_listening(httpd *h);
 /* Stops listening and frees the server; pending requests are dropped with their connections. */

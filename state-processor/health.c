@@ -48,7 +48,9 @@ health *health_new(struct event_base *base, const char *host, int port, metrics 
     h->ready = ready;
     h->arg = arg;
     /* Probes and scrapers send no bodies; small limits keep a stray client cheap. */
-    httpd_options lim = {.max_body = 1024, .max_headers_size = 8192, .timeout_s = 10};
+    /* Probes and scrapes only: a few connections at a time. */
+    httpd_options lim = {
+        .max_body = 1024, .max_headers_size = 8192, .timeout_s = 10, .max_connections = 64};
     h->http = httpd_new(base, host, port, &lim, route, h, err, errlen);
     if (!h->http) {
         free(h);

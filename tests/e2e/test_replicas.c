@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -324,6 +325,108 @@ START_TEST(slow_client_is_cut_off)
     httpc_response h = httpc_request(ports[1], "GET", "/healthz", NULL, NULL, TIMEOUT_MS);
     ck_assert_int_eq(h.status, 200);
     httpc_free(&h);
+}
+END_TEST
+
+/* ---- a cap on connections ---- */
+
+#define CAP 16
+
+static long long metric_value(int port, const char *name);
+
+/* Polls a metric until it equals want, for up to 5 s; returns the last value. */
+static long long metric_becomes(int port, const char *name, long long want)
+{
+    long long v = -1;
+    for (int i = 0; i < 100 && v != want; i++) {
+        v = metric_value(port, name);
+        if (v != want)
+            usleep(50000);
+    }
+    return v;
+}
+
+/*
+ * One worker with http.max_connections=16. With 15 idle connections open, the metrics request
+ * is the 16th. With 16 idle, a 17th connects (the kernel's backlog holds it) but is not
+ * served until one of the 16 closes; then it is. Every connection is counted out at the end.
+ */
+START_TEST(connections_are_capped)
+{
+    int port = stack_free_port();
+    char flag_port[32], flag_cap[48], flag_group[80];
+    snprintf(flag_port, sizeof(flag_port), "--http.port=%d", port);
+    snprintf(flag_cap, sizeof(flag_cap), "--http.max_connections=%d", CAP);
+    snprintf(flag_group, sizeof(flag_group), "--replies.group=%scap", cl.prefix);
+    const char *extra[] = {flag_port, flag_cap, flag_group, "--workers=1", NULL};
+    gateways[2] = cluster_start(&cl, "command-gateway", 3, extra);
+    ck_assert(cluster_wait_ready(port, 60000));
+    ck_assert_int_eq(metric_becomes(port, "gateway_http_connections", 1), 1);
+
+    int idle[CAP];
+    for (int i = 0; i < CAP - 1; i++)
+        idle[i] = connect_to(port, 10);
+    ck_assert_int_eq(metric_becomes(port, "gateway_http_connections", CAP), CAP);
+    idle[CAP - 1] = connect_to(port, 10);
+
+    int waiting = connect_to(port, 1);
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(write(waiting, get, strlen(get)), (ssize_t)strlen(get));
+    char buf[64];
+    ssize_t got = read(waiting, buf, sizeof(buf)); /* gives up after 1 s */
+    ck_assert_msg(got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK),
+                  "served beyond the cap: read %zd", got);
+    close(idle[0]);
+    struct timeval tv = {10, 0};
+    setsockopt(waiting, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ck_assert_int_eq(read_status(waiting), 200);
+    close(waiting);
+
+    ck_assert_int_ge(metric_value(port, "gateway_http_accept_paused_total"), 1);
+    for (int i = 1; i < CAP; i++)
+        close(idle[i]);
+    ck_assert_int_eq(metric_becomes(port, "gateway_http_connections", 1), 1);
+    kill(gateways[2], SIGTERM);
+    int rc = -1;
+    waitpid(gateways[2], &rc, 0);
+    gateways[2] = 0;
+    ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
+}
+END_TEST
+
+/*
+ * A cap the file-descriptor limit cannot honour stops the start, naming the key: as many
+ * connections as the hard limit leaves no room for the worker's own descriptors.
+ */
+START_TEST(impossible_cap_is_a_startup_error)
+{
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max > 1000000) { /* beyond the key's range: lower it (for good, still ample) */
+        rl.rlim_max = 1000000;
+        if (rl.rlim_cur > rl.rlim_max)
+            rl.rlim_cur = rl.rlim_max;
+        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    char flag_cap[48], want[80];
+    snprintf(flag_cap, sizeof(flag_cap), "--http.max_connections=%llu",
+             (unsigned long long)rl.rlim_max);
+    snprintf(want, sizeof(want), "http.max_connections: %llu per worker",
+             (unsigned long long)rl.rlim_max);
+    const char *extra[] = {"--http.port=0", flag_cap, "--workers=1", NULL};
+    pid_t gw = cluster_start(&cl, "command-gateway", 4, extra);
+    int rc = -1;
+    waitpid(gw, &rc, 0);
+    ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) != 0);
+    char path[320], line[1024];
+    snprintf(path, sizeof(path), "%s/command-gateway-4.log", cl.dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    bool named = false;
+    while (fgets(line, sizeof(line), f))
+        named = named || strstr(line, want);
+    fclose(f);
+    ck_assert_msg(named, "no start-up error naming http.max_connections in %s", path);
 }
 END_TEST
 
@@ -703,6 +806,8 @@ int main(void)
         tcase_add_test(tc, oversize_body_is_413);
         tcase_add_test(tc, oversize_headers_are_refused);
         tcase_add_test(tc, slow_client_is_cut_off);
+        tcase_add_test(tc, connections_are_capped);
+        tcase_add_test(tc, impossible_cap_is_a_startup_error);
         tcase_add_test(tc, full_producer_queue_gets_503);
         tcase_add_test(tc, parked_requests_memory_is_bounded);
         tcase_add_test(tc, disconnected_client_frees_its_slot);

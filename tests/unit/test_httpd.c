@@ -1,0 +1,417 @@
+/*
+ * test_httpd.c: the HTTP server's own bookkeeping, in process: every connection counted in and
+ * out whichever way it ends, and the cap on connections (accepting pauses at it and resumes
+ * when one closes). The clients are non-blocking sockets driven from the server's loop.
+ */
+#include "httpd.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_HELD 64
+
+typedef struct server {
+    struct event_base *base;
+    httpd *h;
+    http_req *held[MAX_HELD]; /* requests to /hold, answered by release() */
+    int nheld;
+    int gone;     /* held requests whose client left */
+    int opened;   /* HTTPD_CONN_OPENED seen */
+    int closed;   /* HTTPD_CONN_CLOSED seen */
+    int paused;   /* HTTPD_ACCEPT_PAUSED seen */
+    int requests; /* handler calls */
+} server;
+
+static void on_gone(http_req *r, void *arg)
+{
+    server *s = arg;
+    for (int i = 0; i < s->nheld; i++)
+        if (s->held[i] == r) {
+            s->held[i] = s->held[--s->nheld];
+            s->gone++;
+            return;
+        }
+    ck_abort_msg("gone callback for a request not held");
+}
+
+static void handler(http_req *r, void *arg)
+{
+    server *s = arg;
+    s->requests++;
+    if (strcmp(http_req_path(r), "/hold") == 0 && s->nheld < MAX_HELD) {
+        s->held[s->nheld++] = r;
+        http_req_on_gone(r, on_gone, s);
+        return;
+    }
+    http_req_reply(r, 200, "text/plain", "ok\n", 3);
+}
+
+static void on_conn(httpd_conn_event ev, void *arg)
+{
+    server *s = arg;
+    if (ev == HTTPD_CONN_OPENED)
+        s->opened++;
+    else if (ev == HTTPD_CONN_CLOSED)
+        s->closed++;
+    else
+        s->paused++;
+}
+
+static void server_start(server *s, size_t max_connections)
+{
+    memset(s, 0, sizeof(*s));
+    s->base = event_base_new();
+    ck_assert_ptr_nonnull(s->base);
+    httpd_options lim = {.max_body = 1024,
+                         .max_headers_size = 4096,
+                         .timeout_s = 30,
+                         .max_connections = max_connections};
+    char err[256];
+    s->h = httpd_new(s->base, "127.0.0.1", 0, &lim, handler, s, err, sizeof(err));
+    ck_assert_msg(s->h != NULL, "%s", err);
+    httpd_set_conn_observer(s->h, on_conn, s);
+}
+
+static void server_stop(server *s)
+{
+    httpd_free(s->h);
+    event_base_free(s->base);
+}
+
+static void release(server *s)
+{
+    while (s->nheld > 0)
+        http_req_reply(s->held[--s->nheld], 200, "text/plain", "late\n", 5);
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* Runs the loop until done(s) holds or ms pass; true if it held. */
+static bool pump_until(server *s, bool (*done)(server *), int ms)
+{
+    long long end = now_ms() + ms;
+    while (!done(s)) {
+        if (now_ms() >= end)
+            return false;
+        event_base_loop(s->base, EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+    return true;
+}
+
+static bool none_open(server *s)
+{
+    return httpd_connections(s->h) == 0;
+}
+
+static int client(const server *s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)httpd_port(s->h))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    ck_assert_msg(rc == 0 || errno == EINPROGRESS, "connect: %s", strerror(errno));
+    return fd;
+}
+
+static int opened_before;
+
+static bool one_more_open(server *s)
+{
+    return s->opened > opened_before;
+}
+
+/* A client the server has accepted. */
+static int accepted_client(server *s)
+{
+    opened_before = s->opened;
+    int fd = client(s);
+    ck_assert_msg(pump_until(s, one_more_open, 5000), "not accepted");
+    return fd;
+}
+
+/* Writes all of text; small writes to a fresh loopback socket do not block. */
+static void say(server *s, int fd, const char *text)
+{
+    size_t n = strlen(text), off = 0;
+    long long end = now_ms() + 5000;
+    while (off < n) {
+        ssize_t w = send(fd, text + off, n - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        ck_assert_msg(w < 0 && (errno == EAGAIN || errno == ENOTCONN), "send: %s", strerror(errno));
+        ck_assert_msg(now_ms() < end, "send did not complete");
+        event_base_loop(s->base, EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+}
+
+/*
+ * Pumps the loop for up to ms while reading fd; returns the bytes read (NUL-terminated in buf)
+ * once a whole header block has come, or once the peer closed.
+ */
+static size_t hear(server *s, int fd, char *buf, size_t len, int ms, bool *eof)
+{
+    size_t got = 0;
+    long long end = now_ms() + ms;
+    *eof = false;
+    buf[0] = '\0';
+    while (now_ms() < end && !strstr(buf, "\r\n\r\n")) {
+        event_base_loop(s->base, EVLOOP_NONBLOCK);
+        ssize_t r = recv(fd, buf + got, len - 1 - got, 0);
+        if (r > 0) {
+            got += (size_t)r;
+            buf[got] = '\0';
+        } else if (r == 0 || (errno != EAGAIN && errno != ENOTCONN)) {
+            *eof = true;
+            break;
+        } else {
+            usleep(1000);
+        }
+    }
+    return got;
+}
+
+/* Sends one request and returns the status of its answer (0: none within 5 s). */
+static int ask(server *s, int fd, const char *request)
+{
+    char buf[4096];
+    bool eof;
+    say(s, fd, request);
+    hear(s, fd, buf, sizeof(buf), 5000, &eof);
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        return 0;
+    return status;
+}
+
+/* ---- every way a connection ends is counted out ---- */
+
+typedef struct ending {
+    const char *name;
+    void (*run)(server *s);
+} ending;
+
+static void end_idle(server *s)
+{
+    close(accepted_client(s));
+}
+
+static void end_partial_line(server *s)
+{
+    int fd = accepted_client(s);
+    say(s, fd, "GET /no");
+    close(fd);
+}
+
+static void end_after_answer(server *s)
+{
+    int fd = client(s);
+    ck_assert_int_eq(ask(s, fd, "GET /now HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+    ck_assert_int_eq(ask(s, fd, "GET /now HTTP/1.1\r\nHost: x\r\n\r\n"), 200); /* kept alive */
+    close(fd);
+}
+
+static void end_server_closes(server *s)
+{
+    int fd = client(s);
+    ck_assert_int_eq(ask(s, fd, "GET /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200);
+    close(fd);
+}
+
+static void end_bad_request(server *s)
+{
+    int fd = client(s);
+    ck_assert_int_eq(ask(s, fd, "NONSENSE\r\n\r\n"), 400);
+    close(fd);
+}
+
+static void end_body_too_big(server *s)
+{
+    int fd = client(s);
+    ck_assert_int_eq(ask(s, fd, "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"),
+                     413);
+    close(fd);
+}
+
+static bool one_held(server *s)
+{
+    return s->nheld == 1;
+}
+
+static void end_client_leaves_held(server *s)
+{
+    int fd = client(s);
+    say(s, fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    ck_assert(pump_until(s, one_held, 5000));
+    int gone = s->gone;
+    close(fd);
+    ck_assert(pump_until(s, none_open, 5000));
+    ck_assert_int_eq(s->gone, gone + 1);
+}
+
+static void end_held_then_answered(server *s)
+{
+    int fd = client(s);
+    say(s, fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    ck_assert(pump_until(s, one_held, 5000));
+    release(s);
+    char buf[512];
+    bool eof;
+    hear(s, fd, buf, sizeof(buf), 5000, &eof);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "got: %s", buf);
+    close(fd);
+}
+
+static const ending endings[] = {
+    {"idle", end_idle},
+    {"partial request line", end_partial_line},
+    {"after two answers", end_after_answer},
+    {"Connection: close", end_server_closes},
+    {"bad request", end_bad_request},
+    {"body too big", end_body_too_big},
+    {"client leaves while held", end_client_leaves_held},
+    {"held, then answered", end_held_then_answered},
+};
+
+START_TEST(test_counted_out)
+{
+    const ending *e = &endings[_i];
+    server s;
+    server_start(&s, 0);
+    for (int round = 0; round < 3; round++)
+        e->run(&s);
+    ck_assert_msg(pump_until(&s, none_open, 5000), "%s: %zu connections still counted", e->name,
+                  httpd_connections(s.h));
+    ck_assert_int_eq(s.opened, 3);
+    ck_assert_int_eq(s.closed, 3);
+    ck_assert_int_eq(s.paused, 0);
+    server_stop(&s);
+}
+END_TEST
+
+/* ---- the cap ---- */
+
+#define CAP 4
+
+static bool cap_reached(server *s)
+{
+    return httpd_connections(s->h) == CAP && s->paused == 1;
+}
+
+START_TEST(test_cap_pauses_and_resumes)
+{
+    server s;
+    server_start(&s, CAP);
+    int idle[CAP];
+    for (int i = 0; i < CAP; i++)
+        idle[i] = client(&s);
+    ck_assert(pump_until(&s, cap_reached, 5000));
+
+    /* One more: the kernel completes its handshake, but nothing accepts it. */
+    int extra = client(&s);
+    say(&s, extra, "GET /now HTTP/1.1\r\nHost: x\r\n\r\n");
+    char buf[512];
+    bool eof;
+    size_t got = hear(&s, extra, buf, sizeof(buf), 300, &eof);
+    ck_assert_msg(got == 0 && !eof, "answered beyond the cap: %s", buf);
+    ck_assert_uint_eq(httpd_connections(s.h), CAP);
+    ck_assert_int_eq(s.opened, CAP);
+
+    /* A connection closes: the waiting one is accepted and answered. */
+    close(idle[0]);
+    hear(&s, extra, buf, sizeof(buf), 5000, &eof);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "got: %s", buf);
+    ck_assert_int_eq(s.opened, CAP + 1);
+    ck_assert_uint_eq(httpd_connections(s.h), CAP);
+    ck_assert_int_eq(s.requests, 1);
+
+    close(extra);
+    for (int i = 1; i < CAP; i++)
+        close(idle[i]);
+    ck_assert(pump_until(&s, none_open, 5000));
+    ck_assert_int_eq(s.closed, CAP + 1);
+    server_stop(&s);
+}
+END_TEST
+
+/* At the cap and after, requests keep flowing on the connections already open. */
+START_TEST(test_cap_serves_open_connections)
+{
+    server s;
+    server_start(&s, CAP);
+    int fds[CAP];
+    for (int i = 0; i < CAP; i++)
+        fds[i] = client(&s);
+    ck_assert(pump_until(&s, cap_reached, 5000));
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < CAP; i++)
+            ck_assert_int_eq(ask(&s, fds[i], "GET /now HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+    for (int i = 0; i < CAP; i++)
+        close(fds[i]);
+    ck_assert(pump_until(&s, none_open, 5000));
+    server_stop(&s);
+}
+END_TEST
+
+/* Freeing the server with connections open, some holding requests, counts them all out. */
+static bool three_held_five_open(server *s)
+{
+    return s->nheld == 3 && s->opened == 5;
+}
+
+START_TEST(test_free_with_connections_open)
+{
+    server s;
+    server_start(&s, 0);
+    int fds[5];
+    for (int i = 0; i < 5; i++) {
+        fds[i] = client(&s);
+        if (i < 3)
+            say(&s, fds[i], "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    ck_assert(pump_until(&s, three_held_five_open, 5000));
+    httpd_free(s.h);
+    ck_assert_int_eq(s.closed, 5);
+    ck_assert_int_eq(s.gone, 3);
+    event_base_free(s.base);
+    for (int i = 0; i < 5; i++)
+        close(fds[i]);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *su = suite_create("httpd");
+    TCase *tc = tcase_create("connections");
+    tcase_set_timeout(tc, 30);
+    tcase_add_loop_test(tc, test_counted_out, 0, (int)(sizeof(endings) / sizeof(endings[0])));
+    tcase_add_test(tc, test_cap_pauses_and_resumes);
+    tcase_add_test(tc, test_cap_serves_open_connections);
+    tcase_add_test(tc, test_free_with_connections_open);
+    suite_add_tcase(su, tc);
+
+    SRunner *sr = srunner_create(su);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
