@@ -39,6 +39,7 @@ struct kafka_consumer {
     rd_kafka_message_t **held;                /* messages of the last poll, destroyed on the next */
     size_t nheld;
     size_t held_cap;
+    struct event *keepalive; /* a group member's wake-up while nothing arrives */
 };
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -436,6 +437,19 @@ static void on_consumer_wake(evutil_socket_t fd, short what, void *arg)
         c->wake(c->arg);
 }
 
+/*
+ * A group member that does not poll within max.poll.interval.ms is taken for stuck and leaves
+ * the group, and nothing arrives on an idle topic to make the owner poll: the wake-up wakes it
+ * each second as well. Owners poll only when ready for a batch, so one that is busy is not
+ * woken into doing so.
+ */
+static void on_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    kafka_consumer *c = arg;
+    c->wake(c->arg);
+}
+
 /* A group member subscribed to topic when subscribe is true, else a reader (no subscription). */
 static kafka_consumer *consumer_new(struct event_base *base, const config_props *props,
                                     const char *group_id, const char *topic, bool subscribe,
@@ -488,6 +502,11 @@ static kafka_consumer *consumer_new(struct event_base *base, const config_props 
     if (e) {
         snprintf(err, errlen, "kafka: subscribe %s: %s", topic, rd_kafka_err2str(e));
         goto fail;
+    }
+    if (wake) {
+        struct timeval second = {1, 0};
+        c->keepalive = event_new(base, -1, EV_PERSIST, on_keepalive, c);
+        event_add(c->keepalive, &second);
     }
     return c;
 fail:
@@ -733,6 +752,8 @@ void kafka_consumer_free(kafka_consumer *c)
     if (!c)
         return;
     kafka_consumer_release(c);
+    if (c->keepalive)
+        event_free(c->keepalive);
     if (c->stopped)
         rd_kafka_topic_partition_list_destroy(c->stopped);
     rd_kafka_consumer_close(c->rk);

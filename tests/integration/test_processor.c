@@ -425,6 +425,57 @@ START_TEST(expired_idempotency_records_are_purged)
 }
 END_TEST
 
+/* ---- an idle group member keeps its partitions ---- */
+
+typedef struct member {
+    kafka_consumer *c;
+    int assigned, revoked; /* rebalance callbacks */
+} member;
+
+static void member_wake(void *arg)
+{
+    member *m = arg;
+    kafka_message msgs[16];
+    while (kafka_consumer_poll(m->c, msgs, 16) > 0)
+        ;
+}
+
+static bool member_assign(const int *partitions, size_t n, bool assigned, void *arg)
+{
+    (void)partitions, (void)n;
+    member *m = arg;
+    assigned ? m->assigned++ : m->revoked++;
+    return false;
+}
+
+/*
+ * A member that polls only when woken, on a topic where nothing arrives, for longer than
+ * max.poll.interval.ms: the consumer's own wake-ups keep it polling, so it is never taken for
+ * stuck, dropped from the group and rejoined (one assignment, no revocation).
+ */
+START_TEST(idle_member_keeps_its_partitions)
+{
+    config_props props = {0};
+    make_props(&props);
+    config_props_set(&props, "session.timeout.ms", "6000");
+    config_props_set(&props, "max.poll.interval.ms", "6000");
+    char group[96], err[512];
+    snprintf(group, sizeof(group), "%sidle", prefix);
+    member m = {0};
+    m.c = kafka_consumer_new(base, &props, group, topic("commands"), member_wake, member_assign, &m,
+                             err, sizeof(err));
+    config_props_free(&props);
+    ck_assert_msg(m.c != NULL, "%s", err);
+    for (int i = 0; i < 400 && m.assigned == 0; i++)
+        run_for(50);
+    ck_assert_int_eq(m.assigned, 1);
+    run_for(10000);
+    ck_assert_int_eq(m.revoked, 0);
+    ck_assert_int_eq(m.assigned, 1);
+    kafka_consumer_free(m.c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("processor");
@@ -439,6 +490,7 @@ int main(void)
     tcase_add_test(tc, partitions_start_at_the_offsets_stored_in_postgresql);
     tcase_add_test(tc, reply_goes_to_the_named_partition);
     tcase_add_test(tc, expired_idempotency_records_are_purged);
+    tcase_add_test(tc, idle_member_keeps_its_partitions);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
