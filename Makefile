@@ -5,6 +5,8 @@
 #   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make run        the whole system on the embedded default (private PostgreSQL, mock Kafka);
 #                   make run KAFKA=real runs it on Apache Kafka fetched from Maven Central
+#   make bench      the pipeline against baselines on this machine (tests/bench/bench.sh);
+#                   results in $(BUILD)/bench/results.md
 #   make lint       clang-format (check), cppcheck, clang-tidy
 #   make deps       install the Debian packages the build and the tests need
 
@@ -43,8 +45,9 @@ MOCKKAFKA := $(BUILD)/mock-kafka
 GATEWAY_LIB := $(BUILD)/libgateway.a
 PROC_LIB    := $(BUILD)/libprocessor.a
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC))
+BENCH_BINS := $(BUILD)/bench/bare202 $(BUILD)/bench/fill
 
-.PHONY: all deps test test-asan run lint format clean
+.PHONY: all deps test test-asan run bench lint format clean
 all: $(GATEWAY) $(PROCESSOR) $(MOCKKAFKA)
 
 # Tests reach into the services' headers; the services themselves see only common/.
@@ -68,6 +71,10 @@ $(PROCESSOR): $(call obj,state-processor/main.c) $(PROC_LIB) $(LIBCOMMON)
 $(MOCKKAFKA): $(call obj,deploy/local/mock_kafka.c) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
 
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+
 # Unit tests link only the common modules; integration and e2e tests link the services too.
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
@@ -83,13 +90,17 @@ test: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) tests/run.sh
 
-tests: $(TESTS)
+tests: $(TESTS) $(BENCH_BINS)
 
 test-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all tests
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@BUILD=$(BUILD) tests/bench/bench.sh
 
 KAFKA ?= mock
 run: deps

@@ -9,6 +9,7 @@ PACKAGES=(
     python3 python3-pip python3-venv
     maven openjdk-17-jre-headless
     clang-format cppcheck clang-tidy
+    wrk nginx-light gnuplot-nox # make bench: load generator, HTTP baseline, plots
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
@@ -43,4 +44,10 @@ echo "install-deps: installing ${missing[*]}"
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     "${missing[@]}" </dev/null
+# nginx is only a baseline that make bench runs on a loopback port of its own: where the package
+# started its system service (port 80 on every address), stop and disable it.
+if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null 2>&1 &&
+    [[ -d /run/systemd/system ]]; then
+    "${as_root[@]}" systemctl disable --now nginx.service >/dev/null 2>&1 || true
+fi
 echo "install-deps: done"

@@ -17,7 +17,7 @@ fi
 #   KAFKA_MODES         "mock real" (default): integration and e2e tests run against librdkafka's
 #                       mock cluster and against a real Apache Kafka broker (deploy/kafka/kafka.sh)
 #   TESTS               run only these, named as in the output (e.g. "e2e/test_chaos unit/test_batch
-#                       api/validate-openapi")
+#                       api/validate-openapi bench/smoke")
 #   REPEAT              run each selected test this many times in a row (default: 1)
 # The tests get CQRS_TEST_PG_CONNINFO, CQRS_TEST_KAFKA_BOOTSTRAP, CQRS_SCHEMAS_DIR, CQRS_MIGRATIONS_DIR,
 # CQRS_BUILD, CQRS_REPO and CQRS_TEST_JSON_SCHEMA_SUITE, run from the repository root, with CK_DEFAULT_TIMEOUT=60 and CK_FORK=yes.
@@ -43,10 +43,13 @@ for kind in unit integration e2e; do
         tests+=("$t")
     done
 done
-# The OpenAPI check is a script, not a test binary: it runs unless TESTS leaves it out.
+# The OpenAPI check and the benchmark's smoke are scripts, not test binaries: they run unless
+# TESTS leaves them out.
 openapi_check=0
 [[ -n ${TESTS:-} && " $TESTS " != *" api/validate-openapi "* ]] || openapi_check=1
-if ((${#tests[@]} == 0 && openapi_check == 0)); then
+bench_smoke=0
+[[ -n ${TESTS:-} && " $TESTS " != *" bench/smoke "* ]] || bench_smoke=1
+if ((${#tests[@]} == 0 && openapi_check == 0 && bench_smoke == 0)); then
     log "error: no test binaries${TESTS:+ named $TESTS} found under $BUILD/tests/{unit,integration,e2e} (build them with make tests)"
     echo "0 passed, 0 failed"
     exit 1
@@ -214,6 +217,9 @@ done
 # docs/openapi.json and the document this build's gateway generates are valid OpenAPI 3.1
 # (openapi-spec-validator from PyPI, pinned, in a virtualenv under the build folder).
 ((openapi_check == 0)) || runs+=("$REPO/tests/api/validate-openapi.sh|api")
+# make bench, a few seconds per comparison on the mock cluster, so that it cannot rot: it fails on
+# any error answer, any command not applied, or a contender without a result.
+((bench_smoke == 0)) || runs+=("$REPO/tests/bench/bench.sh|bench")
 for run in "${runs[@]}"; do
     t=${run%|*}
     mode=${run##*|}
@@ -244,6 +250,7 @@ for run in "${runs[@]}"; do
     case $mode in
     none) ;;
     api) name=api/$(basename "$t" .sh) ;;
+    bench) name=bench/smoke ;;
     real3) name="$name [3-node kafka, one node stopped]" ;;
     *) name="$name [$mode kafka]" ;;
     esac
@@ -251,13 +258,16 @@ for run in "${runs[@]}"; do
     start=$SECONDS
     rc=0
     args=()
+    pre=()
+    [[ $mode != bench ]] || pre=(env BENCH_KAFKA=mock BENCH_SECONDS=2 BENCH_PAIRS=1 BENCH_COMMANDS=3000
+        BENCH_ACCOUNTS=200 BENCH_OUT="$TMP/bench")
     if [[ $mode == api ]]; then # an empty document fails the check, so a failure here counts
         args=("$REPO/docs/openapi.json" "$TMP/openapi.json")
         "$BUILD/command-gateway" --print-openapi >"$TMP/openapi.json" 2>"$TMP/print-openapi.log" ||
             { log "command-gateway --print-openapi failed:"; cat "$TMP/print-openapi.log" >&2; }
     fi
     # In the background so that a signal to this script is handled at once, not after the test ends.
-    BUILD=$BUILD timeout -k 10 "$TEST_TIMEOUT" "$t" "${args[@]}" </dev/null &
+    BUILD=$BUILD timeout -k 10 "$TEST_TIMEOUT" "${pre[@]}" "$t" "${args[@]}" </dev/null &
     TEST_PID=$!
     wait "$TEST_PID" || rc=$?
     TEST_PID=""

@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# make bench: the pipeline measured side by side with baselines on the same machine, in one run.
+# Each comparison runs its contenders interleaved (A B C A B C ...) BENCH_PAIRS times and reports
+# the median and range of each, their ratio to the baseline, and the CPU time per request of each
+# process involved (from /proc).
+#
+#   1. HTTP intake: command-gateway in optimistic mode (Prefer: respond-async: validated, claimed
+#      in PostgreSQL, produced to Kafka, answered 202) against bare202 (one libevent thread that
+#      answers 202) and nginx `return 202`, with the same wrk script and connections.
+#   2. Applying commands: state-processor draining a pre-filled commands topic against pgbench
+#      running the processor's statements (tests/bench/pgbench.sh), one command per transaction
+#      on one connection, and batched with pipelining. The processor's peak RSS is recorded.
+#
+# Environment:
+#   BUILD           where the binaries are (default: build)
+#   BENCH_KAFKA     real (default): Apache Kafka from Maven Central; mock: librdkafka's mock cluster
+#   BENCH_SECONDS   length of each HTTP run (default: 15)
+#   BENCH_PAIRS     rounds of each comparison (default: 3)
+#   BENCH_CONNS     HTTP connections (default: 64)
+#   BENCH_COMMANDS  commands in the topic the processor drains (default: 50000)
+#   BENCH_ACCOUNTS  accounts they are spread over (default: 1000)
+#   BENCH_BATCH     the processor's batch.max, and the commands per batched pgbench transaction
+#                   (default: 500, batch.max's default)
+#   BENCH_OUT       results folder (default: $BUILD/bench): results.md, results.jsonl, *.svg
+set -euo pipefail
+
+if [[ ${BENCH_SH_SIGNALS_RESET:-} != "$$" ]]; then
+    export BENCH_SH_SIGNALS_RESET=$$
+    exec env --default-signal=INT,TERM,HUP "$BASH" "${BASH_SOURCE[0]}" "$@"
+fi
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=$(realpath -m -- "${BUILD:-build}")
+BENCH_KAFKA=${BENCH_KAFKA:-real}
+SECONDS_PER_RUN=${BENCH_SECONDS:-15}
+PAIRS=${BENCH_PAIRS:-3}
+CONNS=${BENCH_CONNS:-64}
+COMMANDS=${BENCH_COMMANDS:-50000}
+ACCOUNTS=${BENCH_ACCOUNTS:-1000}
+BATCH=${BENCH_BATCH:-500} # the processor's batch.max (its default) and pgbench's batch
+OUT=$(realpath -m -- "${BENCH_OUT:-$BUILD/bench}")
+PG_SH=$REPO/deploy/local/pg.sh
+KAFKA_SH=$REPO/deploy/kafka/kafka.sh
+cd "$REPO"
+
+log() { echo "bench: $*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+for tool in wrk nginx pgbench psql python3; do
+    command -v "$tool" >/dev/null || die "$tool not found (make bench installs it: deploy/install-deps.sh)"
+done
+for bin in command-gateway state-processor mock-kafka bench/bare202 bench/fill; do
+    [[ -x $BUILD/$bin ]] || die "$BUILD/$bin not found (make bench builds it)"
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cqrs-bench.XXXXXX")
+chmod 711 "$TMP"
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+PIDS=()
+PG_STARTED=0
+
+cleanup() {
+    local rc=$? p
+    trap '' INT TERM HUP
+    set +e
+    for p in "${PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+    done
+    for p in "${PIDS[@]}"; do
+        wait "$p" 2>/dev/null
+    done
+    [[ ! -d $TMP/kafka ]] || "$KAFKA_SH" stop "$TMP/kafka"
+    ((PG_STARTED == 0)) || "$PG_SH" stop "$TMP/pg" 2>/dev/null
+    if ((rc != 0)); then
+        log "failed; logs kept in $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# CPU time (user + system) of the processes, in clock ticks.
+cpu_ticks() {
+    local total=0 p f
+    for p in "$@"; do
+        [[ -r /proc/$p/stat ]] || continue
+        f=$(sed 's/^.*) //' "/proc/$p/stat")
+        read -r -a a <<<"$f"
+        total=$((total + a[11] + a[12])) # fields 14 and 15 (utime, stime), after pid and comm
+    done
+    echo "$total"
+}
+TICK=$(getconf CLK_TCK)
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# CPU time of PostgreSQL in clock ticks: the postmaster's own and that of its children that
+# ended (it reaps them: cutime, cstime), plus the live children's. A backend that ends between
+# two samples moves from the second term to the first, so differences stay right.
+pg_cpu() {
+    local master f total p
+    master=$(head -n 1 "$TMP/pg/pgdata/postmaster.pid")
+    f=$(sed 's/^.*) //' "/proc/$master/stat")
+    read -r -a a <<<"$f"
+    total=$((a[11] + a[12] + a[13] + a[14]))
+    for p in $(ps -o pid= --ppid "$master"); do
+        total=$((total + $(cpu_ticks "$p")))
+    done
+    echo "$total"
+}
+
+wait_http() { # port path
+    local i
+    for ((i = 0; i < 600; i++)); do
+        curl -fs -o /dev/null "http://127.0.0.1:$1$2" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# --- PostgreSQL and Kafka ------------------------------------------------------------------
+PG_STARTED=1
+CONNINFO=$("$PG_SH" start "$TMP/pg" "$(free_port)" | tail -n 1) || die "PostgreSQL did not start"
+if [[ $BENCH_KAFKA == real ]]; then
+    port=$(free_port)
+    BOOTSTRAP=$("$KAFKA_SH" start "$TMP/kafka" "$port") || die "Apache Kafka did not start"
+    KAFKA_PIDS() { cat "$TMP/kafka/node1/pid"; }
+else
+    "$BUILD/mock-kafka" --brokers 1 --partitions 4 --bootstrap-file "$TMP/kafka.bootstrap" \
+        </dev/null >"$TMP/mock-kafka.log" 2>&1 &
+    MOCK_PID=$!
+    PIDS+=("$MOCK_PID")
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $TMP/kafka.bootstrap ]] && break
+        sleep 0.1
+    done
+    sleep 0.1
+    BOOTSTRAP=$(tr -d '[:space:]' <"$TMP/kafka.bootstrap")
+    [[ -n $BOOTSTRAP ]] || die "mock-kafka did not start"
+    KAFKA_PIDS() { echo "$MOCK_PID"; }
+fi
+KAFKA_ARGS=(--kafka.bootstrap.servers="$BOOTSTRAP")
+# The mock cluster holds each fetch for the whole fetch.wait.max.ms, and ends a rebalance only
+# when the session timeout expires.
+[[ $BENCH_KAFKA == real ]] || KAFKA_ARGS+=(--kafka.fetch.wait.max.ms=5 --kafka.session.timeout.ms=6000)
+log "PostgreSQL: $CONNINFO; Kafka ($BENCH_KAFKA): $BOOTSTRAP"
+
+# A fresh database with the schema: the processor applies the migrations at start.
+make_db() { # name
+    psql -q "$CONNINFO" -c "CREATE DATABASE $1" >/dev/null
+    echo "${CONNINFO/dbname=cqrs/dbname=$1}"
+}
+migrate() { # conninfo
+    local port pid
+    port=$(free_port)
+    "$BUILD/state-processor" --pg.conninfo="$1" "${KAFKA_ARGS[@]}" --topic.prefix=migrate- \
+        --group.id=migrate --http.port="$port" >"$TMP/migrate.log" 2>&1 &
+    pid=$!
+    wait_http "$port" /readyz || die "state-processor did not become ready (see $TMP/migrate.log)"
+    kill -TERM "$pid"
+    wait "$pid" || true
+}
+
+record() { # json object
+    echo "$1" >>"$RESULTS"
+}
+
+# --- 1. HTTP intake --------------------------------------------------------------------------
+GW_DB=$(make_db bench_gateway)
+migrate "$GW_DB"
+GW_PORT=$(free_port)
+"$BUILD/command-gateway" --pg.conninfo="$GW_DB" "${KAFKA_ARGS[@]}" --topic.prefix=bench- \
+    --http.port="$GW_PORT" --log.level=warn >"$TMP/gateway.log" 2>&1 &
+GW_PID=$!
+PIDS+=("$GW_PID")
+wait_http "$GW_PORT" /readyz || die "command-gateway did not become ready (see $TMP/gateway.log)"
+
+BARE_PORT=$(free_port)
+"$BUILD/bench/bare202" "$BARE_PORT" >"$TMP/bare202.log" 2>&1 &
+BARE_PID=$!
+PIDS+=("$BARE_PID")
+
+NGINX_PORT=$(free_port)
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes auto;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            client_max_body_size 1m;
+            default_type application/json;
+            return 202 '{"command_id":"00000000-0000-4000-8000-000000000000","status":"accepted","aggregate_type":"account","aggregate_id":"bench-0000","idempotency_key":"00000000-0000-4000-8000-000000000000"}\n';
+        }
+    }
+}
+EOF
+nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" >"$TMP/nginx/stdout.log" 2>&1 &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+sleep 0.5
+for p in "$BARE_PORT" "$NGINX_PORT"; do
+    wait_http "$p" / || die "a baseline server did not start on port $p"
+done
+nginx_pids() { echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"); }
+
+# One wrk run against a server: appends a result line. The gateway's runs also count the CPU of
+# PostgreSQL and Kafka, which it drives.
+http_run() { # name port round
+    local name=$1 port=$2 round=$3 pids=() out t0 t1 k0 k1 g0 g1 pg0 pg1
+    case $name in
+    gateway) pids=("$GW_PID") ;;
+    bare202) pids=("$BARE_PID") ;;
+    nginx) read -r -a pids <<<"$(nginx_pids)" ;;
+    esac
+    read -r -a kp <<<"$(KAFKA_PIDS)"
+    g0=$(cpu_ticks "${pids[@]}")
+    pg0=$(pg_cpu)
+    k0=$(cpu_ticks "${kp[@]}")
+    out=$(wrk -t2 -c"$CONNS" -d"${SECONDS_PER_RUN}s" -s tests/bench/post.lua \
+        "http://127.0.0.1:$port/v1/commands" 2>&1) || die "wrk failed: $out"
+    g1=$(cpu_ticks "${pids[@]}")
+    pg1=$(pg_cpu)
+    k1=$(cpu_ticks "${kp[@]}")
+    local line
+    line=$(grep '^RESULT ' <<<"$out") || die "wrk printed no result: $out"
+    python3 - "$name" "$round" "$line" "$((g1 - g0))" "$((pg1 - pg0))" "$((k1 - k0))" "$TICK" \
+        >>"$RESULTS" <<'EOF'
+import json, sys
+name, rnd, line, cpu, pg, kafka, tick = sys.argv[1:]
+f = dict(kv.split("=") for kv in line.split()[1:])
+n = int(f["requests"])
+secs = int(f["duration_us"]) / 1e6
+per = lambda ticks: int(ticks) / int(tick) * 1e6 / n if n else 0
+print(json.dumps({"bench": "http", "name": name, "round": int(rnd), "requests": n,
+                  "rps": n / secs, "not_202": int(f["not_202"]), "errors": int(f["errors"]),
+                  "p50_ms": int(f["p50_us"]) / 1000, "p99_ms": int(f["p99_us"]) / 1000,
+                  "cpu_us_per_req": per(cpu), "pg_cpu_us_per_req": per(pg),
+                  "kafka_cpu_us_per_req": per(kafka)}))
+EOF
+    tail -n 1 "$RESULTS" >&2
+}
+
+log "1. HTTP intake: ${PAIRS} rounds of ${SECONDS_PER_RUN}s, $CONNS connections"
+for ((r = 1; r <= PAIRS; r++)); do
+    http_run bare202 "$BARE_PORT" "$r"
+    http_run gateway "$GW_PORT" "$r"
+    http_run nginx "$NGINX_PORT" "$r"
+done
+GW_RSS=$(rss_kib "$GW_PID")
+kill -TERM "$GW_PID" "$BARE_PID" "$NGINX_PID"
+wait "$GW_PID" "$BARE_PID" "$NGINX_PID" 2>/dev/null || true
+PIDS=("${PIDS[@]/$GW_PID/}")
+record "{\"bench\": \"rss\", \"name\": \"gateway after the intake runs\", \"kib\": $GW_RSS}"
+
+# --- 2. Applying commands ----------------------------------------------------------------------
+log "2. Applying commands: $ACCOUNTS accounts opened, then $((COMMANDS - ACCOUNTS)) deposits"
+TOTAL=$("$BUILD/bench/fill" "$BOOTSTRAP" procbench-commands 4 "$ACCOUNTS" $((COMMANDS - ACCOUNTS))) ||
+    die "filling the commands topic failed"
+
+proc_run() { # round
+    local round=$1 db port pid t0="" t1="" seen=0 first=0 peak=0 rss c0 c1 pg0 pg1 k0 k1 now n
+    db=$(make_db "bench_proc_$round")
+    port=$(free_port)
+    read -r -a kp <<<"$(KAFKA_PIDS)"
+    "$BUILD/state-processor" --pg.conninfo="$db" "${KAFKA_ARGS[@]}" --topic.prefix=procbench- \
+        --group.id="procbench-$round" --http.port="$port" --log.level=warn --batch.max="$BATCH" \
+        >"$TMP/processor-$round.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    # Timed from the first stored offset to the last: start-up and the group join are left out.
+    for ((i = 0; i < 6000; i++)); do
+        n=$(psql -qAt "$db" -c "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = 'procbench-$round'" 2>/dev/null || echo 0)
+        now=$(date +%s.%N)
+        rss=$(rss_kib "$pid")
+        ((rss > peak)) && peak=$rss
+        if [[ -z $t0 ]] && ((n > 0)); then
+            t0=$now first=$n
+            c0=$(cpu_ticks "$pid")
+            pg0=$(pg_cpu)
+            k0=$(cpu_ticks "${kp[@]}")
+        fi
+        if ((n >= TOTAL)); then
+            t1=$now
+            break
+        fi
+        sleep 0.05
+    done
+    [[ -n $t1 ]] || die "the processor did not drain the topic (see $TMP/processor-$round.log)"
+    c1=$(cpu_ticks "$pid")
+    pg1=$(pg_cpu)
+    k1=$(cpu_ticks "${kp[@]}")
+    kill -TERM "$pid"
+    wait "$pid" || true
+    local applied
+    applied=$(psql -qAt "$db" -c "SELECT count(*) FROM commands WHERE status = 'applied'")
+    python3 - "$round" "$t0" "$t1" "$first" "$TOTAL" "$((c1 - c0))" "$((pg1 - pg0))" \
+        "$((k1 - k0))" "$TICK" "$peak" "$applied" >>"$RESULTS" <<'EOF'
+import json, sys
+rnd, t0, t1, first, total, cpu, pg, kafka, tick, peak, applied = sys.argv[1:]
+n = int(total) - int(first)
+secs = float(t1) - float(t0)
+per = lambda ticks: int(ticks) / int(tick) * 1e6 / n if n else 0
+print(json.dumps({"bench": "apply", "name": "state-processor", "round": int(rnd),
+                  "commands": n, "cps": n / secs if secs > 0 else 0, "applied": int(applied),
+                  "cpu_us_per_cmd": per(cpu), "pg_cpu_us_per_cmd": per(pg),
+                  "kafka_cpu_us_per_cmd": per(kafka), "peak_rss_kib": int(peak)}))
+EOF
+    tail -n 1 "$RESULTS" >&2
+}
+
+PGB_DB=$(make_db bench_pgbench)
+migrate "$PGB_DB"
+psql -q "$PGB_DB" -c "CREATE SEQUENCE pgbench_version" \
+    -c "INSERT INTO aggregates (tenant, type, id, version, state) SELECT 'default', 'account', 'bench-' || g, 1, jsonb_build_object('owner', 'owner ' || g, 'balance', 0) FROM generate_series(0, $ACCOUNTS - 1) g" >/dev/null
+tests/bench/pgbench.sh 1 "$ACCOUNTS" sequential >"$TMP/one.sql"
+tests/bench/pgbench.sh "$BATCH" "$ACCOUNTS" pipelined >"$TMP/batched.sql"
+
+pgbench_run() { # name script transactions commands-per-transaction round
+    local name=$1 script=$2 tx=$3 per=$4 round=$5 out pg0 pg1
+    pg0=$(pg_cpu)
+    out=$(pgbench -n -c 1 -j 1 -M prepared -t "$tx" -f "$script" "$PGB_DB" 2>&1) ||
+        die "pgbench failed: $out"
+    pg1=$(pg_cpu)
+    python3 - "$name" "$round" "$tx" "$per" "$((pg1 - pg0))" "$TICK" "$out" >>"$RESULTS" <<'EOF'
+import json, re, sys
+name, rnd, tx, per_tx, pg, tick, out = sys.argv[1:]
+m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+tps = float(m.group(1))
+n = int(tx) * int(per_tx)
+print(json.dumps({"bench": "apply", "name": name, "round": int(rnd), "commands": n,
+                  "cps": tps * int(per_tx),
+                  "pg_cpu_us_per_cmd": int(pg) / int(tick) * 1e6 / n}))
+EOF
+    tail -n 1 "$RESULTS" >&2
+}
+
+ONE_TX=$(((COMMANDS + 9) / 10)) # a tenth of the commands: one at a time is slow
+BATCHED_TX=$(((COMMANDS + BATCH - 1) / BATCH))
+for ((r = 1; r <= PAIRS; r++)); do
+    pgbench_run "pgbench, one command per transaction" "$TMP/one.sql" "$ONE_TX" 1 "$r"
+    proc_run "$r"
+    pgbench_run "pgbench, $BATCH per transaction, pipelined" "$TMP/batched.sql" "$BATCHED_TX" \
+        "$BATCH" "$r"
+done
+
+# --- the report --------------------------------------------------------------------------------
+python3 tests/bench/report.py "$RESULTS" "$OUT" "$BENCH_KAFKA" "$SECONDS_PER_RUN" "$CONNS" \
+    "$COMMANDS" "$ACCOUNTS" "$BATCH"
+log "results: $OUT/results.md"

@@ -1,0 +1,107 @@
+/*
+ * fill.c: fills a commands topic for the processor benchmark, with the envelope the gateway
+ * writes: ACCOUNTS account.open commands, then DEPOSITS account.deposit commands spread over
+ * those accounts in turn. Exits once Kafka has confirmed every message.
+ *
+ * usage: fill BOOTSTRAP TOPIC PARTITIONS ACCOUNTS DEPOSITS
+ */
+#include "config.h"
+#include "envelope.h"
+#include "ids.h"
+#include "kafka.h"
+#include "log.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static long long confirmed, failed;
+
+static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
+                        void *arg)
+{
+    (void)opaque, (void)partition, (void)offset, (void)arg;
+    if (err && failed++ == 0)
+        fprintf(stderr, "fill: delivery failed: %s\n", errstr);
+    else if (!err)
+        confirmed++;
+}
+
+static void produce(kafka_producer *p, struct event_base *base, const char *topic, const char *type,
+                    const char *account, const char *payload)
+{
+    char id[IDS_UUID_LEN], key[IDS_UUID_LEN];
+    ids_uuid(id);
+    ids_uuid(key);
+    envelope e = {.id = id,
+                  .source = "/bench",
+                  .type = (char *)type,
+                  .subject = (char *)account,
+                  .tenant = "default",
+                  .idempotency_key = key,
+                  .expected_version = -1,
+                  .reply_partition = -1};
+    header h[ENVELOPE_MAX_HEADERS];
+    char scratch[64];
+    size_t nh = envelope_to_headers(&e, h, scratch);
+    for (;;) {
+        kafka_send_result r = kafka_produce(p, topic, -1, account, strlen(account), payload,
+                                            strlen(payload), h, nh, NULL);
+        if (r == KAFKA_OK)
+            return;
+        if (r == KAFKA_ERROR) {
+            fprintf(stderr, "fill: produce failed\n");
+            exit(1);
+        }
+        event_base_loop(base, EVLOOP_ONCE); /* queue full: let deliveries drain it */
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 6) {
+        fprintf(stderr, "usage: fill BOOTSTRAP TOPIC PARTITIONS ACCOUNTS DEPOSITS\n");
+        return 2;
+    }
+    const char *topic = argv[2];
+    int partitions = atoi(argv[3]);
+    long long accounts = atoll(argv[4]), deposits = atoll(argv[5]);
+    log_init("fill", LOG_WARN);
+    struct event_base *base = event_base_new();
+    config_props props = {0};
+    config_props_set(&props, "bootstrap.servers", argv[1]);
+    config_props_set(&props, "linger.ms", "5");
+    char err[512];
+    kafka_producer *p = kafka_producer_new(base, &props, on_delivery, NULL, err, sizeof(err));
+    config_props_free(&props);
+    if (!p) {
+        fprintf(stderr, "fill: %s\n", err);
+        return 1;
+    }
+    const char *topics[] = {topic};
+    if (kafka_ensure_topics(p, topics, 1, partitions, -1, 10000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fill: %s\n", err);
+        return 1;
+    }
+    char account[32], payload[64];
+    for (long long i = 0; i < accounts; i++) {
+        snprintf(account, sizeof(account), "bench-%lld", i);
+        snprintf(payload, sizeof(payload), "{\"owner\":\"owner %lld\"}", i);
+        produce(p, base, topic, "account.open", account, payload);
+    }
+    for (long long i = 0; i < deposits; i++) {
+        snprintf(account, sizeof(account), "bench-%lld", i % accounts);
+        produce(p, base, topic, "account.deposit", account, "{\"amount\":1}");
+    }
+    int rc = kafka_producer_flush(p, 120000); /* serves the delivery reports */
+    kafka_producer_free(p);
+    event_base_free(base);
+    if (rc != 0 || failed || confirmed != accounts + deposits) {
+        fprintf(stderr, "fill: %lld of %lld messages not confirmed\n",
+                accounts + deposits - confirmed, accounts + deposits);
+        return 1;
+    }
+    printf("%lld\n", confirmed);
+    return 0;
+}

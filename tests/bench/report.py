@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Turns tests/bench/bench.sh's results.jsonl into results.md (medians, ranges, ratios to the
+baselines of the same run, CPU per request) and, when gnuplot is installed, one SVG per
+comparison with every round's figure.
+
+usage: report.py RESULTS OUT KAFKA SECONDS CONNS COMMANDS ACCOUNTS BATCH
+"""
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def by_name(rows, bench):
+    out = {}
+    for r in rows:
+        if r["bench"] == bench:
+            out.setdefault(r["name"], []).append(r)
+    return out
+
+
+def med(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def rng(rows, key, fmt="{:.0f}"):
+    vals = [r[key] for r in rows]
+    return (fmt + "–" + fmt).format(min(vals), max(vals))
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            mem = f", {kib / 1048576:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} × {cpu}{mem}, Linux {platform.release()}"
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        text = (out.stdout or out.stderr).strip().splitlines()
+        return text[0] if text else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def plot(out, name, title, ylabel, series):
+    """series: {label: [values by round]}; one SVG bar chart, rounds side by side."""
+    if not shutil.which("gnuplot"):
+        return None
+    data = os.path.join(out, name + ".dat")
+    labels = list(series)
+    rounds = max(len(v) for v in series.values())
+    with open(data, "w") as f:
+        for i, label in enumerate(labels):
+            vals = series[label] + [0] * (rounds - len(series[label]))
+            f.write('"%s" %s\n' % (label, " ".join("%.1f" % v for v in vals)))
+    svg = os.path.join(out, name + ".svg")
+    cols = " , ".join(
+        "'%s' using %d:xtic(1) title 'round %d'" % (data, i + 2, i + 1) for i in range(rounds))
+    script = f"""
+set terminal svg size 720,360 font 'sans,11'
+set output '{svg}'
+set title '{title}'
+set ylabel '{ylabel}'
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set yrange [0:*]
+set grid ytics
+set key top right
+plot {cols}
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    os.remove(data)
+    return os.path.basename(svg)
+
+
+def main():
+    path, out, kafka, secs, conns, commands, accounts, batch = sys.argv[1:]
+    rows = load(path)
+    md = []
+    md.append("# Benchmark results\n")
+    md.append(f"- Machine: {machine()}")
+    md.append(f"- Kafka: {'Apache Kafka, one broker' if kafka == 'real' else 'librdkafka mock cluster'}"
+              f"; {version(['psql', '--version'])}; {version(['wrk', '--version'])}; "
+              f"{version(['nginx', '-v'])}")
+    md.append(f"- HTTP: wrk -t2 -c{conns}, {secs} s per run, tests/bench/post.lua; the gateway "
+              "with its defaults (one worker per core, linger.ms 5, acks all)")
+    md.append(f"- Applying: {commands} commands over {accounts} accounts in a 4-partition topic; "
+              f"batch.max {batch}; PostgreSQL defaults of pg.sh (synchronous_commit on)")
+    md.append("")
+
+    http = by_name(rows, "http")
+    if http:
+        md.append("## 1. HTTP intake (requests per second)\n")
+        md.append("| server | median | range | ratio to bare202 | ratio to nginx | p50 ms | p99 ms "
+                  "| CPU µs/req (server, PostgreSQL, Kafka) | not 202 |")
+        md.append("|---|---|---|---|---|---|---|---|---|")
+        base = med(http["bare202"], "rps") if "bare202" in http else None
+        ngx = med(http["nginx"], "rps") if "nginx" in http else None
+        for name in ("gateway", "bare202", "nginx"):
+            if name not in http:
+                continue
+            rs = http[name]
+            m = med(rs, "rps")
+            cpu = "%.0f, %.0f, %.0f" % (med(rs, "cpu_us_per_req"), med(rs, "pg_cpu_us_per_req"),
+                                        med(rs, "kafka_cpu_us_per_req"))
+            md.append(f"| {name} | {m:.0f} | {rng(rs, 'rps')} | "
+                      f"{m / base:.2f} | {m / ngx:.2f} | {med(rs, 'p50_ms'):.2f} | "
+                      f"{med(rs, 'p99_ms'):.2f} | {cpu} | "
+                      f"{sum(r['not_202'] + r['errors'] for r in rs)} |")
+        svg = plot(out, "http", "HTTP intake", "requests/s",
+                   {n: [r["rps"] for r in sorted(http[n], key=lambda r: r["round"])]
+                    for n in ("gateway", "bare202", "nginx") if n in http})
+        if svg:
+            md.append(f"\n![HTTP intake, every round]({svg})")
+        md.append("")
+
+    apply = by_name(rows, "apply")
+    if apply:
+        md.append("## 2. Applying commands (commands per second)\n")
+        names = list(apply)
+        proc = apply.get("state-processor")
+        md.append("| contender | median | range | processor ÷ this | CPU µs/cmd (process, "
+                  "PostgreSQL, Kafka) | peak RSS |")
+        md.append("|---|---|---|---|---|---|")
+        pm = med(proc, "cps") if proc else None
+        for name in names:
+            rs = apply[name]
+            m = med(rs, "cps")
+            if name == "state-processor":
+                cpu = "%.0f, %.0f, %.0f" % (med(rs, "cpu_us_per_cmd"), med(rs, "pg_cpu_us_per_cmd"),
+                                            med(rs, "kafka_cpu_us_per_cmd"))
+                rss = "%.1f MiB" % (max(r["peak_rss_kib"] for r in rs) / 1024)
+            else:
+                cpu = "–, %.0f, –" % med(rs, "pg_cpu_us_per_cmd")
+                rss = ""
+            ratio = f"{pm / m:.2f}" if pm else ""
+            md.append(f"| {name} | {m:.0f} | {rng(rs, 'cps')} | {ratio} | {cpu} | {rss} |")
+        if proc:
+            md.append("")
+            md.append("Commands applied per processor run (of those in the topic): " +
+                      ", ".join(str(r["applied"]) for r in proc))
+        svg = plot(out, "apply", "Applying commands", "commands/s",
+                   {n: [r["cps"] for r in sorted(apply[n], key=lambda r: r["round"])]
+                    for n in names})
+        if svg:
+            md.append(f"\n![Applying commands, every round]({svg})")
+        md.append("")
+
+    for r in rows:
+        if r["bench"] == "rss":
+            md.append(f"- RSS of the {r['name']}: {r['kib'] / 1024:.1f} MiB")
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+    # A run with errors measured something else: it fails.
+    problems = []
+    for name, rs in http.items():
+        for r in rs:
+            if r["requests"] == 0 or r["not_202"] or r["errors"]:
+                problems.append(f"{name} round {r['round']}: {r['requests']} requests, "
+                                f"{r['not_202']} not 202, {r['errors']} socket errors")
+    for r in apply.get("state-processor", []):
+        if r["applied"] != int(commands):
+            problems.append(f"state-processor round {r['round']}: {r['applied']} of {commands} "
+                            "commands applied")
+    want = {"gateway", "bare202", "nginx"}
+    if not want <= set(http) or len(apply) != 3:
+        problems.append("a contender has no result")
+    for p in problems:
+        print("report: invalid run: " + p, file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
