@@ -40,6 +40,7 @@ struct kafka_consumer {
     size_t nheld;
     size_t held_cap;
     struct event *keepalive; /* a group member's wake-up while nothing arrives */
+    bool closing;            /* in rd_kafka_consumer_close(): the owner is not told */
 };
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -393,8 +394,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     log_kv(LOG_INFO, assigned ? "partitions assigned" : "partitions revoked",
            LOG_FIELDS("topic", c->topic));
     if (!assigned) {
-        notify_assign(c, parts, false);
+        if (!c->closing)
+            notify_assign(c, parts, false);
         revoke_partitions(c, parts);
+        return;
+    }
+    if (c->closing) { /* served by the close: the owner is going, nothing to start */
+        change_assignment(c, parts, true);
         return;
     }
     if (!notify_assign(c, parts, true)) {
@@ -754,9 +760,10 @@ void kafka_consumer_free(kafka_consumer *c)
     kafka_consumer_release(c);
     if (c->keepalive)
         event_free(c->keepalive);
+    c->closing = true;
+    rd_kafka_consumer_close(c->rk);
     if (c->stopped)
         rd_kafka_topic_partition_list_destroy(c->stopped);
-    rd_kafka_consumer_close(c->rk);
     rd_kafka_queue_destroy(c->q);
     rd_kafka_destroy(c->rk);
     wakeup_free(&c->w);
