@@ -45,7 +45,7 @@ MOCKKAFKA := $(BUILD)/mock-kafka
 GATEWAY_LIB := $(BUILD)/libgateway.a
 PROC_LIB    := $(BUILD)/libprocessor.a
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC))
-BENCH_BINS := $(BUILD)/bench/bare202 $(BUILD)/bench/fill
+BENCH_BINS := $(BUILD)/bench/bare202 $(BUILD)/bench/fill $(BUILD)/bench/openloop
 
 .PHONY: all deps test test-asan run bench lint format clean
 all: $(GATEWAY) $(PROCESSOR) $(MOCKKAFKA)

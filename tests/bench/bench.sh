@@ -10,6 +10,9 @@
 #   2. Applying commands: state-processor draining a pre-filled commands topic against pgbench
 #      running the processor's statements (tests/bench/pgbench.sh), one command per transaction
 #      on one connection, and batched with pipelining. The processor's peak RSS is recorded.
+#   3. Sync end to end, open loop (tests/bench/openloop.c, latency from when each request was
+#      due): the highest rate reached with 64 connections, then 25, 50, 75 and 90% of it.
+#   4. The gateway's RSS with BENCH_PARKED sync requests waiting (the processor stopped).
 #
 # Environment:
 #   BUILD           where the binaries are (default: build)
@@ -19,6 +22,7 @@
 #   BENCH_CONNS     HTTP connections (default: 64)
 #   BENCH_COMMANDS  commands in the topic the processor drains (default: 50000)
 #   BENCH_ACCOUNTS  accounts they are spread over (default: 1000)
+#   BENCH_PARKED    sync requests held while the processor is stopped (default: 10000)
 #   BENCH_BATCH     the processor's batch.max, and the commands per batched pgbench transaction
 #                   (default: 500, batch.max's default)
 #   BENCH_OUT       results folder (default: $BUILD/bench): results.md, results.jsonl, *.svg
@@ -36,6 +40,7 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-15}
 PAIRS=${BENCH_PAIRS:-3}
 CONNS=${BENCH_CONNS:-64}
 COMMANDS=${BENCH_COMMANDS:-50000}
+PARKED=${BENCH_PARKED:-10000}
 ACCOUNTS=${BENCH_ACCOUNTS:-1000}
 BATCH=${BENCH_BATCH:-500} # the processor's batch.max (its default) and pgbench's batch
 OUT=$(realpath -m -- "${BENCH_OUT:-$BUILD/bench}")
@@ -52,7 +57,7 @@ die() {
 for tool in wrk nginx pgbench psql python3; do
     command -v "$tool" >/dev/null || die "$tool not found (make bench installs it: deploy/install-deps.sh)"
 done
-for bin in command-gateway state-processor mock-kafka bench/bare202 bench/fill; do
+for bin in command-gateway state-processor mock-kafka bench/bare202 bench/fill bench/openloop; do
     [[ -x $BUILD/$bin ]] || die "$BUILD/$bin not found (make bench builds it)"
 done
 
@@ -362,6 +367,66 @@ for ((r = 1; r <= PAIRS; r++)); do
     pgbench_run "pgbench, $BATCH per transaction, pipelined" "$TMP/batched.sql" "$BATCHED_TX" \
         "$BATCH" "$r"
 done
+
+# --- 3. Sync end to end, open loop; 4. the gateway with 10,000 parked requests -----------------
+log "3. Sync end to end: the highest rate, then 25/50/75/90% of it, open loop"
+SYNC_DB=$(make_db bench_sync)
+SYNC_HTTP=$(free_port)
+"$BUILD/state-processor" --pg.conninfo="$SYNC_DB" "${KAFKA_ARGS[@]}" --topic.prefix=sync- \
+    --group.id=sync --http.port="$SYNC_HTTP" --log.level=warn >"$TMP/sync-processor.log" 2>&1 &
+SYNC_PROC=$!
+PIDS+=("$SYNC_PROC")
+wait_http "$SYNC_HTTP" /readyz || die "state-processor did not become ready (see $TMP/sync-processor.log)"
+SYNC_PORT=$(free_port)
+"$BUILD/command-gateway" --pg.conninfo="$SYNC_DB" "${KAFKA_ARGS[@]}" --topic.prefix=sync- \
+    --http.port="$SYNC_PORT" --log.level=warn >"$TMP/sync-gateway.log" 2>&1 &
+SYNC_GW=$!
+PIDS+=("$SYNC_GW")
+wait_http "$SYNC_PORT" /readyz || die "command-gateway did not become ready (see $TMP/sync-gateway.log)"
+"$BUILD/bench/fill" "$BOOTSTRAP" sync-commands 4 "$ACCOUNTS" 0 >/dev/null || die "opening the accounts failed"
+for ((i = 0; i < 600; i++)); do
+    n=$(psql -qAt "$SYNC_DB" -c "SELECT count(*) FROM aggregates")
+    ((n >= ACCOUNTS)) && break
+    sleep 0.1
+done
+((n >= ACCOUNTS)) || die "the accounts were not opened"
+
+openloop_run() { # rate fraction round conns
+    local out
+    out=$("$BUILD/bench/openloop" "$SYNC_PORT" "$1" "$SECONDS_PER_RUN" "$4" "$ACCOUNTS") ||
+        die "openloop failed: $out"
+    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r.update(bench="sync", fraction=float(sys.argv[2]), round=int(sys.argv[3])); print(json.dumps(r))' \
+        "$out" "$2" "$3" >>"$RESULTS"
+    tail -n 1 "$RESULTS" >&2
+}
+MAX_RATES=()
+for ((r = 1; r <= PAIRS; r++)); do
+    openloop_run 0 1 "$r" 64
+    MAX_RATES+=("$(tail -n 1 "$RESULTS" | python3 -c 'import json, sys; print(json.load(sys.stdin)["reached"])')")
+done
+MAX_RATE=$(printf '%s\n' "${MAX_RATES[@]}" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
+for ((r = 1; r <= PAIRS; r++)); do
+    for f in 0.25 0.5 0.75 0.9; do
+        openloop_run "$(python3 -c "print(round($MAX_RATE * $f))")" "$f" "$r" 256
+    done
+done
+
+log "4. The gateway with $PARKED sync requests parked (the processor stopped)"
+kill -STOP "$SYNC_PROC"
+before=$(rss_kib "$SYNC_GW")
+"$BUILD/bench/openloop" "$SYNC_PORT" "$PARKED" 1 "$PARKED" "$ACCOUNTS" >"$TMP/parked.json" 2>&1 &
+PARK_PID=$!
+parked=0
+for ((i = 0; i < 100; i++)); do
+    sleep 0.1
+    parked=$(curl -fs "http://127.0.0.1:$SYNC_PORT/metrics" | awk '$1 == "gateway_parked_requests" {print $2}')
+    ((${parked:-0} >= PARKED)) && break
+done
+during=$(rss_kib "$SYNC_GW")
+kill -CONT "$SYNC_PROC"
+wait "$PARK_PID" || die "openloop failed with parked requests: $(cat "$TMP/parked.json")"
+record "{\"bench\": \"parked\", \"name\": \"gateway\", \"parked\": ${parked:-0}, \"rss_before_kib\": $before, \"rss_kib\": $during}"
+tail -n 1 "$RESULTS" >&2
 
 # --- the report --------------------------------------------------------------------------------
 python3 tests/bench/report.py "$RESULTS" "$OUT" "$BENCH_KAFKA" "$SECONDS_PER_RUN" "$CONNS" \

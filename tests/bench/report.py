@@ -65,8 +65,9 @@ def version(cmd):
         return "?"
 
 
-def plot(out, name, title, ylabel, series):
-    """series: {label: [values by round]}; one SVG bar chart, rounds side by side."""
+def plot(out, name, title, ylabel, series, columns=None):
+    """series: {label: [values]}; one SVG bar chart, a group of bars per label, one bar per
+    value, titled by columns (default: round 1, round 2, ...)."""
     if not shutil.which("gnuplot"):
         return None
     data = os.path.join(out, name + ".dat")
@@ -77,8 +78,9 @@ def plot(out, name, title, ylabel, series):
             vals = series[label] + [0] * (rounds - len(series[label]))
             f.write('"%s" %s\n' % (label, " ".join("%.1f" % v for v in vals)))
     svg = os.path.join(out, name + ".svg")
+    titles = columns or ["round %d" % (i + 1) for i in range(rounds)]
     cols = " , ".join(
-        "'%s' using %d:xtic(1) title 'round %d'" % (data, i + 2, i + 1) for i in range(rounds))
+        "'%s' using %d:xtic(1) title '%s'" % (data, i + 2, titles[i]) for i in range(rounds))
     script = f"""
 set terminal svg size 720,360 font 'sans,11'
 set output '{svg}'
@@ -171,7 +173,37 @@ def main():
             md.append(f"\n![Applying commands, every round]({svg})")
         md.append("")
 
+    sync = [r for r in rows if r["bench"] == "sync"]
+    if sync:
+        md.append("## 3. Sync end to end, open loop (latency from when each request was due)\n")
+        top = [r for r in sync if r["fraction"] == 1]
+        md.append(f"Highest rate reached (64 connections, closed loop): median "
+                  f"{med(top, 'reached'):.0f}/s, range {rng(top, 'reached')}.\n")
+        md.append("| load | rate asked | reached | p50 ms | p99 ms | p99.9 ms | max ms | not 200 "
+                  "| unanswered |")
+        md.append("|---|---|---|---|---|---|---|---|---|")
+        fracs = sorted({r["fraction"] for r in sync if r["fraction"] < 1})
+        lat = {}
+        for f in fracs:
+            rs = [r for r in sync if r["fraction"] == f]
+            md.append(f"| {f * 100:.0f}% | {med(rs, 'rate'):.0f}/s | {med(rs, 'reached'):.0f}/s | "
+                      f"{med(rs, 'p50_ms'):.2f} | {med(rs, 'p99_ms'):.2f} | "
+                      f"{med(rs, 'p999_ms'):.2f} | {med(rs, 'max_ms'):.1f} | "
+                      f"{sum(r['other'] + r['failed'] for r in rs)} | "
+                      f"{sum(r['unanswered'] for r in rs)} |")
+            lat[f"{f * 100:.0f}%"] = [med(rs, k) for k in ("p50_ms", "p99_ms", "p999_ms")]
+        md.append("\nMedians over the rounds; the rounds interleave the loads.")
+        svg = plot(out, "sync", "Sync latency by load", "ms", lat, ["p50", "p99", "p99.9"])
+        if svg:
+            md.append(f"\n![Sync latency by load]({svg})")
+        md.append("")
+
     for r in rows:
+        if r["bench"] == "parked":
+            grown = r["rss_kib"] - r["rss_before_kib"]
+            md.append(f"- Gateway RSS with {r['parked']} sync requests parked: "
+                      f"{r['rss_kib'] / 1024:.1f} MiB ({r['rss_before_kib'] / 1024:.1f} MiB before, "
+                      f"{grown / max(r['parked'], 1):.1f} KiB per request)")
         if r["bench"] == "rss":
             md.append(f"- RSS of the {r['name']}: {r['kib'] / 1024:.1f} MiB")
     with open(os.path.join(out, "results.md"), "w") as f:
@@ -189,6 +221,10 @@ def main():
         if r["applied"] != int(commands):
             problems.append(f"state-processor round {r['round']}: {r['applied']} of {commands} "
                             "commands applied")
+    for r in sync:
+        if r["fraction"] < 1 and (r["failed"] or r["unanswered"]):
+            problems.append(f"sync at {r['fraction']:.0%}: {r['failed']} failed, "
+                            f"{r['unanswered']} unanswered")
     want = {"gateway", "bare202", "nginx"}
     if not want <= set(http) or len(apply) != 3:
         problems.append("a contender has no result")
