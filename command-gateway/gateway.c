@@ -390,9 +390,11 @@ void gateway_free(gateway *g)
 {
     if (!g)
         return;
-    if (g->producer && kafka_producer_flush(g->producer, 5000) != 0)
+    if (g->producer && kafka_producer_flush(g->producer, 5000) != 0) {
         log_warn("shutdown: %d messages were not confirmed by Kafka",
                  kafka_producer_outq_len(g->producer));
+        kafka_producer_purge(g->producer); /* their requests get their callbacks */
+    }
     /* Delivery reports served by the flush may still reference parked requests: answer them. */
     commands_release_parked(g);
     /* Before the server: queries still queued call back into requests it owns. */

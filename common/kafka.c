@@ -312,6 +312,13 @@ int kafka_producer_flush(kafka_producer *p, int timeout_ms)
     return rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
 }
 
+void kafka_producer_purge(kafka_producer *p)
+{
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    /* The purged messages' reports are queued at once; a final flush serves them. */
+    rd_kafka_flush(p->rk, 1000);
+}
+
 void kafka_producer_free(kafka_producer *p)
 {
     if (!p)

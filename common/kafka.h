@@ -90,6 +90,9 @@ int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, 
                         int replication, int timeout_ms, char *err, size_t errlen);
 /* Waits up to timeout_ms for outstanding deliveries. Blocking: shutdown only. */
 int kafka_producer_flush(kafka_producer *p, int timeout_ms);
+/* Drops the messages not delivered yet; their delivery callbacks run, with an error, before it
+   returns. For shutdown after a flush that timed out: librdkafka would drop them silently. */
+void kafka_producer_purge(kafka_producer *p);
 /* Destroys the producer (flush first to keep undelivered messages). */
 void kafka_producer_free(kafka_producer *p);
 

@@ -43,6 +43,7 @@ typedef struct load {
     long long nlat;
     conn **idle;
     int nidle;
+    conn **all;         /* by index; NULL once broken and freed */
     long long *backlog; /* indexes of due requests waiting for a connection (a ring) */
     long long bhead, btail;
     struct event *tick;
@@ -53,6 +54,7 @@ typedef struct load {
 struct conn {
     load *l;
     struct bufferevent *bev;
+    int idx;         /* in load.all */
     long long req;   /* index of the request in flight; -1 when idle */
     double sent_at;  /* when it went out */
     size_t body_len; /* of the answer being read; 0 while its headers are read */
@@ -163,6 +165,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (c->req >= 0)
         c->l->failed++;
     c->l->open--;
+    c->l->all[c->idx] = NULL;
     bufferevent_free(bev);
     finished(c->l);
     if (c->l->open == 0)
@@ -234,13 +237,15 @@ int main(int argc, char **argv)
     l.lat = malloc((size_t)l.planned * sizeof(double));
     l.backlog = malloc((size_t)l.planned * sizeof(long long));
     l.idle = malloc((size_t)conns * sizeof(conn *));
+    l.all = calloc((size_t)conns, sizeof(conn *));
     l.base = event_base_new();
     l.addr.sin_family = AF_INET;
     l.addr.sin_port = htons((uint16_t)atoi(argv[1]));
     inet_pton(AF_INET, "127.0.0.1", &l.addr.sin_addr);
     for (int i = 0; i < conns; i++) {
-        conn *c = calloc(1, sizeof(*c));
+        conn *c = l.all[i] = calloc(1, sizeof(*c));
         c->l = &l;
+        c->idx = i;
         c->req = -1;
         c->bev = bufferevent_socket_new(l.base, -1, BEV_OPT_CLOSE_ON_FREE);
         bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
@@ -274,5 +279,17 @@ int main(int argc, char **argv)
            l.rate, (double)l.ok / took, took, l.planned, l.sent, l.ok, l.other, l.failed,
            l.planned - l.ok - l.other - l.failed, pct(&l, 50), pct(&l, 99), pct(&l, 99.9),
            l.nlat ? l.lat[l.nlat - 1] : 0.0);
+    for (int i = 0; i < conns; i++) {
+        if (l.all[i]) {
+            bufferevent_free(l.all[i]->bev);
+            free(l.all[i]);
+        }
+    }
+    event_free(l.tick);
+    event_base_free(l.base);
+    free(l.all);
+    free(l.lat);
+    free(l.backlog);
+    free(l.idle);
     return 0;
 }

@@ -359,7 +359,7 @@ START_TEST(connections_are_capped)
     snprintf(flag_cap, sizeof(flag_cap), "--http.max_connections=%d", CAP);
     snprintf(flag_group, sizeof(flag_group), "--replies.group=%scap", cl.prefix);
     const char *extra[] = {flag_port, flag_cap, flag_group, "--workers=1", NULL};
-    gateways[2] = cluster_start(&cl, "command-gateway", 3, extra);
+    gateways[2] = cluster_start(&cl, "command-gateway", 5, extra);
     ck_assert(cluster_wait_ready(port, 60000));
     ck_assert_int_eq(metric_becomes(port, "gateway_http_connections", 1), 1);
 
@@ -414,12 +414,12 @@ START_TEST(impossible_cap_is_a_startup_error)
     snprintf(want, sizeof(want), "http.max_connections: %llu per worker",
              (unsigned long long)rl.rlim_max);
     const char *extra[] = {"--http.port=0", flag_cap, "--workers=1", NULL};
-    pid_t gw = cluster_start(&cl, "command-gateway", 4, extra);
+    pid_t gw = cluster_start(&cl, "command-gateway", 6, extra);
     int rc = -1;
     waitpid(gw, &rc, 0);
     ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) != 0);
     char path[320], line[1024];
-    snprintf(path, sizeof(path), "%s/command-gateway-4.log", cl.dir);
+    snprintf(path, sizeof(path), "%s/command-gateway-6.log", cl.dir);
     FILE *f = fopen(path, "r");
     ck_assert_ptr_nonnull(f);
     bool named = false;
@@ -587,7 +587,10 @@ START_TEST(parked_requests_memory_is_bounded)
         processors_signal(SIGCONT);
         for (int i = 0; i < PARKED; i++)
             close(fds[i]);
-        ck_abort_msg("only %lld of %d requests parked within 60 s", parked, PARKED);
+        ck_abort_msg("only %lld of %d requests parked within 60 s (%lld connections open, %lld "
+                     "commands produced)",
+                     parked, PARKED, metric_value(port, "gateway_http_connections"),
+                     metric_value(port, "gateway_commands_produced_total"));
     }
     long during = rss_kib(gw);
     int refused = 0;
