@@ -121,17 +121,90 @@ static void send_result(pending *p, int status, json_t *body, bool replayed)
     pending_done(p);
 }
 
+/* The accepted records of one INSERT. */
+typedef struct accept_batch {
+    gateway *g;
+    pending **items;
+    size_t n;
+} accept_batch;
+
+static void accept_flush(gateway *g);
+
+/* Answers the batch's requests (whether or not their records were written) and frees it. */
+static void accept_batch_done(accept_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        pending *p = b->items[i];
+        p->in_query = false;
+        if (p->req)
+            send_accepted(p);
+        else
+            pending_maybe_free(p);
+    }
+    free(b->items);
+    free(b);
+}
+
 static void on_recorded(const pgconn_result *r, void *arg)
 {
-    pending *p = arg;
-    p->in_query = false;
-    if (pgconn_result_status(r) != PGCONN_OK)
-        log_kv(LOG_WARN, "accepted command not recorded; its status appears once applied",
-               LOG_FIELDS("command_id", p->in.command_id, "error", pgconn_result_error(r)));
-    if (p->req)
-        send_accepted(p);
-    else
-        pending_maybe_free(p);
+    accept_batch *b = arg;
+    gateway *g = b->g;
+    g->accept_inflight = false;
+    if (pgconn_result_status(r) != PGCONN_OK) {
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", b->n);
+        log_kv(LOG_WARN, "accepted commands not recorded; their status appears once applied",
+               LOG_FIELDS("count", n, "error", pgconn_result_error(r)));
+    }
+    accept_batch_done(b);
+    accept_flush(g); /* what gathered while this one was written */
+}
+
+/*
+ * Writes the accepted records gathered so far in one INSERT, one transaction. One is in flight
+ * at a time, and what arrives meanwhile makes the next: under load each commit carries many
+ * records (a commit per request held the gateway to PostgreSQL's commit rate).
+ */
+static void accept_flush(gateway *g)
+{
+    static const char sql[] =
+        "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
+        "status) SELECT id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
+        "'accepted' FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, tenant text, "
+        "idempotency_key text, type text, aggregate_type text, aggregate_id text) "
+        "ON CONFLICT DO NOTHING";
+    if (g->accept_inflight || g->naccepting == 0)
+        return;
+    accept_batch *b = xcalloc(1, sizeof(*b));
+    b->g = g;
+    b->items = g->accepting;
+    b->n = g->naccepting;
+    g->accepting = NULL;
+    g->naccepting = g->accepting_cap = 0;
+    json_t *rows = json_array();
+    for (size_t i = 0; i < b->n; i++) {
+        const pending *p = b->items[i];
+        json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id",
+                                              p->in.command_id, "tenant", g->cfg->tenant_default,
+                                              "idempotency_key", p->in.idempotency_key, "type",
+                                              domain_command_type(p->in.cmd), "aggregate_type",
+                                              domain_command_aggregate(p->in.cmd), "aggregate_id",
+                                              p->in.aggregate_id));
+    }
+    char *param = json_dumps(rows, JSON_COMPACT);
+    json_decref(rows);
+    const char *v[] = {param};
+    if (param && pgconn_query(g->pg, sql, 1, v, on_recorded, b) == 0)
+        g->accept_inflight = true;
+    else /* not recorded: answered all the same, the command is in Kafka */
+        accept_batch_done(b);
+    free(param);
+}
+
+static void on_accept_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    accept_flush(arg);
 }
 
 /*
@@ -139,25 +212,33 @@ static void on_recorded(const pgconn_result *r, void *arg)
  * instead of 404 until the processor gets to it (a claimed key is recorded already). The
  * processor's own record replaces this one; if the processor was first, nothing is written. A
  * database that cannot take the record does not turn the 202 into an error: the command is in
- * Kafka either way.
+ * Kafka either way. The records of a loop pass (and of the time the last INSERT took) go
+ * together: see accept_flush().
  */
 static void answer_accepted(pending *p)
 {
-    static const char sql[] =
-        "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
-        "status) VALUES ($1, $2, $3, $4, $5, $6, 'accepted') ON CONFLICT DO NOTHING";
-    const char *v[] = {p->in.command_id,
-                       p->g->cfg->tenant_default,
-                       p->in.idempotency_key,
-                       domain_command_type(p->in.cmd),
-                       domain_command_aggregate(p->in.cmd),
-                       p->in.aggregate_id};
+    gateway *g = p->g;
     if (p->deadline)
         event_del(p->deadline);
-    if (!p->claimed && pgconn_query(p->g->pg, sql, 6, v, on_recorded, p) == 0)
-        p->in_query = true;
-    else
+    if (p->claimed) {
         send_accepted(p);
+        return;
+    }
+    if (g->naccepting == g->accepting_cap) {
+        g->accepting_cap = g->accepting_cap ? 2 * g->accepting_cap : 64;
+        g->accepting = xrealloc(g->accepting, g->accepting_cap * sizeof(*g->accepting));
+    }
+    g->accepting[g->naccepting++] = p;
+    p->in_query = true;
+    if (!g->accept_flush_ev)
+        g->accept_flush_ev = event_new(g->base, -1, 0, on_accept_flush, g);
+    if (g->naccepting == 1 && !g->accept_inflight)
+        event_active(g->accept_flush_ev, 0, 0); /* after this pass's other answers */
+}
+
+void commands_flush_accepted(gateway *g)
+{
+    accept_flush(g);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)

@@ -397,6 +397,7 @@ void gateway_free(gateway *g)
     }
     /* Delivery reports served by the flush may still reference parked requests: answer them. */
     commands_release_parked(g);
+    commands_flush_accepted(g);
     /* Before the server: queries still queued call back into requests it owns. */
     pgconn_free(g->pg);
     pgconn_free(g->pg_read);
@@ -408,6 +409,9 @@ void gateway_free(gateway *g)
     strmap_free(g->parked);
     if (g->drain)
         event_free(g->drain);
+    if (g->accept_flush_ev)
+        event_free(g->accept_flush_ev);
+    free(g->accepting);
     free(g->owned);
     free(g->warming);
     free(g->topic_commands);

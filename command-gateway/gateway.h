@@ -72,7 +72,11 @@ typedef struct gateway {
     size_t nwarming;
     size_t next_owned; /* round-robin cursor over owned */
     bool stopping;
-    size_t live;         /* POST requests held, not answered yet */
+    size_t live;                /* POST requests held, not answered yet */
+    struct pending **accepting; /* 202s waiting for their record, see accept_flush() */
+    size_t naccepting, accepting_cap;
+    bool accept_inflight; /* an INSERT of accepted records is out */
+    struct event *accept_flush_ev;
     struct event *drain; /* while stopping: ends the loop once nothing is held */
     long long drain_until_us;
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
@@ -132,6 +136,8 @@ void commands_on_delivery(void *opaque, int err, const char *errstr, int partiti
                           long long offset, void *arg);
 /* Replies topic has messages (commands.c). */
 void commands_on_replies(void *arg);
+/* Writes the accepted records still gathered (shutdown: before the PostgreSQL connection goes). */
+void commands_flush_accepted(gateway *g);
 /* Reply partitions assigned or revoked (commands.c). */
 bool commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg);
 /* The replies consumer reached the end of a partition (commands.c). */

@@ -26,6 +26,7 @@
 #   BENCH_BATCH     the processor's batch.max, and the commands per batched pgbench transaction
 #                   (default: 500, batch.max's default)
 #   BENCH_OUT       results folder (default: $BUILD/bench): results.md, results.jsonl, *.svg
+#   BENCH_ONLY      the comparisons to run, of: http apply sync parked (default: all)
 set -euo pipefail
 
 if [[ ${BENCH_SH_SIGNALS_RESET:-} != "$$" ]]; then
@@ -41,6 +42,8 @@ PAIRS=${BENCH_PAIRS:-3}
 CONNS=${BENCH_CONNS:-64}
 COMMANDS=${BENCH_COMMANDS:-50000}
 PARKED=${BENCH_PARKED:-10000}
+ONLY=${BENCH_ONLY:-http apply sync parked}
+wants() { [[ " $ONLY " == *" $1 "* ]]; }
 ACCOUNTS=${BENCH_ACCOUNTS:-1000}
 BATCH=${BENCH_BATCH:-500} # the processor's batch.max (its default) and pgbench's batch
 OUT=$(realpath -m -- "${BENCH_OUT:-$BUILD/bench}")
@@ -184,6 +187,7 @@ record() { # json object
 }
 
 # --- 1. HTTP intake --------------------------------------------------------------------------
+if wants http; then
 GW_DB=$(make_db bench_gateway)
 migrate "$GW_DB"
 GW_PORT=$(free_port)
@@ -276,8 +280,10 @@ kill -TERM "$GW_PID" "$BARE_PID" "$NGINX_PID"
 wait "$GW_PID" "$BARE_PID" "$NGINX_PID" 2>/dev/null || true
 PIDS=("${PIDS[@]/$GW_PID/}")
 record "{\"bench\": \"rss\", \"name\": \"gateway after the intake runs\", \"kib\": $GW_RSS}"
+fi
 
 # --- 2. Applying commands ----------------------------------------------------------------------
+if wants apply; then
 log "2. Applying commands: $ACCOUNTS accounts opened, then $((COMMANDS - ACCOUNTS)) deposits"
 TOTAL=$("$BUILD/bench/fill" "$BOOTSTRAP" procbench-commands 4 "$ACCOUNTS" $((COMMANDS - ACCOUNTS))) ||
     die "filling the commands topic failed"
@@ -368,7 +374,10 @@ for ((r = 1; r <= PAIRS; r++)); do
         "$BATCH" "$r"
 done
 
+fi
+
 # --- 3. Sync end to end, open loop; 4. the gateway with 10,000 parked requests -----------------
+if wants sync || wants parked; then
 log "3. Sync end to end: the highest rate, then 25/50/75/90% of it, open loop"
 SYNC_DB=$(make_db bench_sync)
 SYNC_HTTP=$(free_port)
@@ -399,6 +408,8 @@ openloop_run() { # rate fraction round conns
         "$out" "$2" "$3" >>"$RESULTS"
     tail -n 1 "$RESULTS" >&2
 }
+fi
+if wants sync; then
 MAX_RATES=()
 for ((r = 1; r <= PAIRS; r++)); do
     openloop_run 0 1 "$r" 64
@@ -411,6 +422,8 @@ for ((r = 1; r <= PAIRS; r++)); do
     done
 done
 
+fi
+if wants parked; then
 log "4. The gateway with $PARKED sync requests parked (the processor stopped)"
 kill -STOP "$SYNC_PROC"
 before=$(rss_kib "$SYNC_GW")
@@ -427,8 +440,9 @@ kill -CONT "$SYNC_PROC"
 wait "$PARK_PID" || die "openloop failed with parked requests: $(cat "$TMP/parked.json")"
 record "{\"bench\": \"parked\", \"name\": \"gateway\", \"parked\": ${parked:-0}, \"rss_before_kib\": $before, \"rss_kib\": $during}"
 tail -n 1 "$RESULTS" >&2
+fi
 
 # --- the report --------------------------------------------------------------------------------
 python3 tests/bench/report.py "$RESULTS" "$OUT" "$BENCH_KAFKA" "$SECONDS_PER_RUN" "$CONNS" \
-    "$COMMANDS" "$ACCOUNTS" "$BATCH"
+    "$COMMANDS" "$ACCOUNTS" "$BATCH" "$ONLY"
 log "results: $OUT/results.md"
