@@ -351,6 +351,7 @@ pgbench_run() { # name script transactions commands-per-transaction round
     pg0=$(pg_cpu)
     out=$(pgbench -n -c 1 -j 1 -M prepared -t "$tx" -f "$script" "$PGB_DB" 2>&1) ||
         die "pgbench failed: $out"
+    sleep 0.5 # its backend has exited: once the postmaster reaps it, its CPU is in cutime
     pg1=$(pg_cpu)
     python3 - "$name" "$round" "$tx" "$per" "$((pg1 - pg0))" "$TICK" "$out" >>"$RESULTS" <<'EOF'
 import json, re, sys

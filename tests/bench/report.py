@@ -109,7 +109,7 @@ def main():
     md.append("# Benchmark results\n")
     md.append(f"- Machine: {machine()}")
     md.append(f"- Kafka: {'Apache Kafka, one broker' if kafka == 'real' else 'librdkafka mock cluster'}"
-              f"; {version(['psql', '--version'])}; {version(['wrk', '--version'])}; "
+              f"; {version(['psql', '--version'])}; {version(['wrk', '--version']).split(' Copyright')[0]}; "
               f"{version(['nginx', '-v'])}")
     md.append(f"- HTTP: wrk -t2 -c{conns}, {secs} s per run, tests/bench/post.lua; the gateway "
               "with its defaults (one worker per core, linger.ms 5, acks all)")
