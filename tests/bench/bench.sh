@@ -27,6 +27,7 @@
 #                   (default: 500, batch.max's default)
 #   BENCH_OUT       results folder (default: $BUILD/bench): results.md, results.jsonl, *.svg
 #   BENCH_ONLY      the comparisons to run, of: http apply sync parked (default: all)
+#   BENCH_FLAGS     extra flags for every gateway and processor (e.g. --kafka.linger.ms=0)
 set -euo pipefail
 
 if [[ ${BENCH_SH_SIGNALS_RESET:-} != "$$" ]]; then
@@ -161,6 +162,8 @@ else
     KAFKA_PIDS() { echo "$MOCK_PID"; }
 fi
 KAFKA_ARGS=(--kafka.bootstrap.servers="$BOOTSTRAP")
+read -r -a EXTRA_FLAGS <<<"${BENCH_FLAGS:-}"
+KAFKA_ARGS+=("${EXTRA_FLAGS[@]}")
 # The mock cluster holds each fetch for the whole fetch.wait.max.ms, and ends a rebalance only
 # when the session timeout expires.
 [[ $BENCH_KAFKA == real ]] || KAFKA_ARGS+=(--kafka.fetch.wait.max.ms=5 --kafka.session.timeout.ms=6000)
