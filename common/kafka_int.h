@@ -1,0 +1,31 @@
+/* kafka_int.h: what kafka.c and kafka_consumer.c share; not part of the library's interface. */
+#ifndef CQRS_KAFKA_INT_H
+#define CQRS_KAFKA_INT_H
+
+#include "config.h"
+
+#include <event2/event.h>
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+/* The wake-up pipe: librdkafka writes one byte when a queue becomes non-empty. */
+typedef struct wakeup {
+    int fds[2];
+    struct event *ev;
+} wakeup;
+
+/* Applies the defaults (NULL-terminated key, value pairs), then props over them; routes
+   librdkafka's log to ours. -1 with err naming the key on a bad one. */
+int kafka_apply_props(rd_kafka_conf_t *conf, const char *const *defaults, const config_props *props,
+                      char *err, size_t errlen);
+/* Opens the pipe and watches its read end on base with fn. -1 with err on failure. */
+int kafka_wakeup_init(wakeup *w, struct event_base *base, event_callback_fn fn, void *arg,
+                      char *err, size_t errlen);
+/* Empties the pipe, so the next write wakes the loop again. */
+void kafka_wakeup_drain(const wakeup *w);
+/* Closes the pipe and frees its event; safe on a wakeup never opened (fds -1). */
+void kafka_wakeup_free(wakeup *w);
+/* The partition count of topic from the cluster's metadata; -1 when unknown in timeout_ms. */
+int kafka_rk_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms);
+
+#endif
