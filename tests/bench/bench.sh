@@ -174,12 +174,21 @@ make_db() { # name
     psql -q "$CONNINFO" -c "CREATE DATABASE $1" >/dev/null
     echo "${CONNINFO/dbname=cqrs/dbname=$1}"
 }
+# Starts build/BINARY on CONNINFO with the Kafka flags and FLAGS, its log in $TMP/LOG.log; sets
+# STARTED to its pid, which is stopped on exit.
+start_service() { # binary log conninfo flags...
+    local bin=$1 name=$2 db=$3
+    shift 3
+    "$BUILD/$bin" --pg.conninfo="$db" "${KAFKA_ARGS[@]}" "$@" >"$TMP/$name.log" 2>&1 &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
 migrate() { # conninfo
     local port pid
     port=$(free_port)
-    "$BUILD/state-processor" --pg.conninfo="$1" "${KAFKA_ARGS[@]}" --topic.prefix=migrate- \
-        --group.id=migrate --http.port="$port" >"$TMP/migrate.log" 2>&1 &
-    pid=$!
+    start_service state-processor migrate "$1" --topic.prefix=migrate- --group.id=migrate \
+        --http.port="$port"
+    pid=$STARTED
     wait_http "$port" /readyz || die "state-processor did not become ready (see $TMP/migrate.log)"
     kill -TERM "$pid"
     wait "$pid" || true
@@ -194,10 +203,9 @@ if wants http; then
 GW_DB=$(make_db bench_gateway)
 migrate "$GW_DB"
 GW_PORT=$(free_port)
-"$BUILD/command-gateway" --pg.conninfo="$GW_DB" "${KAFKA_ARGS[@]}" --topic.prefix=bench- \
-    --http.port="$GW_PORT" --log.level=warn >"$TMP/gateway.log" 2>&1 &
-GW_PID=$!
-PIDS+=("$GW_PID")
+start_service command-gateway gateway "$GW_DB" --topic.prefix=bench- --http.port="$GW_PORT" \
+    --log.level=warn
+GW_PID=$STARTED
 wait_http "$GW_PORT" /readyz || die "command-gateway did not become ready (see $TMP/gateway.log)"
 
 BARE_PORT=$(free_port)
@@ -296,11 +304,9 @@ proc_run() { # round
     db=$(make_db "bench_proc_$round")
     port=$(free_port)
     read -r -a kp <<<"$(KAFKA_PIDS)"
-    "$BUILD/state-processor" --pg.conninfo="$db" "${KAFKA_ARGS[@]}" --topic.prefix=procbench- \
-        --group.id="procbench-$round" --http.port="$port" --log.level=warn --batch.max="$BATCH" \
-        >"$TMP/processor-$round.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
+    start_service state-processor "processor-$round" "$db" --topic.prefix=procbench- \
+        --group.id="procbench-$round" --http.port="$port" --log.level=warn --batch.max="$BATCH"
+    pid=$STARTED
     # Timed from the first stored offset to the last: start-up and the group join are left out.
     for ((i = 0; i < 6000; i++)); do
         n=$(psql -qAt "$db" -c "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = 'procbench-$round'" 2>/dev/null || echo 0)
@@ -385,16 +391,14 @@ if wants sync || wants parked; then
 log "3. Sync end to end: the highest rate, then 25/50/75/90% of it, open loop"
 SYNC_DB=$(make_db bench_sync)
 SYNC_HTTP=$(free_port)
-"$BUILD/state-processor" --pg.conninfo="$SYNC_DB" "${KAFKA_ARGS[@]}" --topic.prefix=sync- \
-    --group.id=sync --http.port="$SYNC_HTTP" --log.level=warn >"$TMP/sync-processor.log" 2>&1 &
-SYNC_PROC=$!
-PIDS+=("$SYNC_PROC")
+start_service state-processor sync-processor "$SYNC_DB" --topic.prefix=sync- --group.id=sync \
+    --http.port="$SYNC_HTTP" --log.level=warn
+SYNC_PROC=$STARTED
 wait_http "$SYNC_HTTP" /readyz || die "state-processor did not become ready (see $TMP/sync-processor.log)"
 SYNC_PORT=$(free_port)
-"$BUILD/command-gateway" --pg.conninfo="$SYNC_DB" "${KAFKA_ARGS[@]}" --topic.prefix=sync- \
-    --http.port="$SYNC_PORT" --log.level=warn >"$TMP/sync-gateway.log" 2>&1 &
-SYNC_GW=$!
-PIDS+=("$SYNC_GW")
+start_service command-gateway sync-gateway "$SYNC_DB" --topic.prefix=sync- \
+    --http.port="$SYNC_PORT" --log.level=warn
+SYNC_GW=$STARTED
 wait_http "$SYNC_PORT" /readyz || die "command-gateway did not become ready (see $TMP/sync-gateway.log)"
 "$BUILD/bench/fill" "$BOOTSTRAP" sync-commands 4 "$ACCOUNTS" 0 >/dev/null || die "opening the accounts failed"
 for ((i = 0; i < 600; i++)); do
