@@ -21,12 +21,13 @@ typedef struct pending {
     intake in;
     char fingerprint[IDS_UUID_LEN]; /* of the request, stored with a client's key */
     struct event *deadline;
-    bool claimed;     /* the client's key is recorded as ours (status accepted) */
-    bool dr_pending;  /* a Kafka delivery report is due */
-    bool delivered;   /* Kafka confirmed the command */
-    bool in_query;    /* a PostgreSQL query holds a reference */
-    bool wants_reply; /* sync with a reply partition: answer from the reply */
-    bool parked;      /* present in g->parked */
+    long long produced_us; /* monotonic, when it was handed to the producer */
+    bool claimed;          /* the client's key is recorded as ours (status accepted) */
+    bool dr_pending;       /* a Kafka delivery report is due */
+    bool delivered;        /* Kafka confirmed the command */
+    bool in_query;         /* a PostgreSQL query holds a reference */
+    bool wants_reply;      /* sync with a reply partition: answer from the reply */
+    bool parked;           /* present in g->parked */
 } pending;
 
 static void pending_free(pending *p)
@@ -194,7 +195,7 @@ static void accept_flush(gateway *g)
     char *param = json_dumps(rows, JSON_COMPACT);
     json_decref(rows);
     const char *v[] = {param};
-    if (param && pgconn_query(g->pg, sql, 1, v, on_recorded, b) == 0)
+    if (param && pgconn_query_prepared(g->pg, sql, 1, v, on_recorded, b) == 0)
         g->accept_inflight = true;
     else /* not recorded: answered all the same, the command is in Kafka */
         accept_batch_done(b);
@@ -314,6 +315,7 @@ static void produce(pending *p)
         return;
     }
     p->dr_pending = true;
+    p->produced_us = ids_monotonic_us();
     if (p->wants_reply) {
         strmap_put(g->parked, p->in.command_id, p);
         metrics_gauge_add(g->m_parked, 1);
@@ -406,7 +408,7 @@ static void claim(pending *p)
                        domain_command_aggregate(p->in.cmd),
                        p->in.aggregate_id,
                        p->fingerprint};
-    if (pgconn_query(p->g->pg, sql, 7, v, on_claimed, p) == 0) {
+    if (pgconn_query_prepared(p->g->pg, sql, 7, v, on_claimed, p) == 0) {
         p->in_query = true;
         return;
     }
@@ -465,6 +467,8 @@ void commands_on_delivery(void *opaque, int err, const char *errstr, int partiti
     p->dr_pending = false;
     p->delivered = !err;
     metrics_add(err ? g->m_produce_failed : g->m_produced, 1);
+    if (!err)
+        metrics_observe_us(g->m_kafka_ack, ids_monotonic_us() - p->produced_us);
     if (!p->req) { /* answered from its reply already, timed out, or the client left */
         pending_maybe_free(p);
         return;
@@ -497,12 +501,16 @@ void commands_on_replies(void *arg)
     kafka_message msgs[256];
     size_t n;
     while ((n = kafka_consumer_poll(g->replies, msgs, 256)) > 0) {
+        long long now_us = ids_now_us(), mono_us = ids_monotonic_us();
         for (size_t i = 0; i < n; i++) {
+            if (msgs[i].timestamp_ms >= 0)
+                metrics_observe_us(g->m_reply_transit, now_us - msgs[i].timestamp_ms * 1000);
             json_t *reply = json_loadb(msgs[i].value, msgs[i].len, 0, NULL);
             const char *id = json_string_value(json_object_get(reply, "command_id"));
             pending *p = id ? strmap_get(g->parked, id) : NULL;
             if (p && p->req) {
                 metrics_add(g->m_replies, 1);
+                metrics_observe_us(g->m_reply_wait, mono_us - p->produced_us);
                 answer_reply(p, reply);
             } else {
                 metrics_add(g->m_replies_unmatched, 1);

@@ -286,6 +286,18 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->m_latency = metrics_histogram_get(g->metrics, "gateway_http_request_duration_seconds",
                                          "time from request to answer", bounds,
                                          sizeof(bounds) / sizeof(bounds[0]));
+    g->m_kafka_ack = metrics_histogram_get(g->metrics, "gateway_kafka_ack_seconds",
+                                           "time from producing a command to Kafka's confirmation",
+                                           bounds, sizeof(bounds) / sizeof(bounds[0]));
+    g->m_reply_wait = metrics_histogram_get(
+        g->metrics, "gateway_reply_wait_seconds",
+        "sync requests: time from producing the command to its reply arriving", bounds,
+        sizeof(bounds) / sizeof(bounds[0]));
+    g->m_reply_transit = metrics_histogram_get(
+        g->metrics, "gateway_reply_transit_seconds",
+        "time from a reply's timestamp (its produce by the processor) to its arrival here; "
+        "the timestamp has millisecond resolution",
+        bounds, sizeof(bounds) / sizeof(bounds[0]));
     g->topic_commands = xasprintf("%scommands", cfg->topic_prefix);
     g->topic_replies = xasprintf("%sreplies", cfg->topic_prefix);
 

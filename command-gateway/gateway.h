@@ -81,6 +81,9 @@ typedef struct gateway {
     long long drain_until_us;
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
     metrics_histogram *m_latency;
+    metrics_histogram *m_kafka_ack;     /* produce -> Kafka's confirmation */
+    metrics_histogram *m_reply_wait;    /* sync: produce -> the reply */
+    metrics_histogram *m_reply_transit; /* the processor's produce of a reply -> here */
     metrics_gauge *m_parked, *m_connections;
     metrics_counter *m_accept_paused;
     metrics_counter *m_status[500]; /* answers by status 100..599, registered on first use */

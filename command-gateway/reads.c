@@ -209,7 +209,7 @@ static void agg_query(agg_read *a)
                           "WHERE tenant = $1 AND id = $2",
                           a->proj->table);
     const char *v[] = {a->g->cfg->tenant_default, a->id};
-    int rc = pgconn_query(a->g->pg_read, sql, 2, v, on_agg_row, a);
+    int rc = pgconn_query_prepared(a->g->pg_read, sql, 2, v, on_agg_row, a);
     free(sql);
     if (rc != 0) {
         gateway_problem(a->g, a->req, problem_new(PROBLEM_UNAVAILABLE, "PostgreSQL is busy", NULL));

@@ -24,6 +24,8 @@ bool ids_parse_rfc3339(const char *s, long long *epoch_ms) __attribute__((warn_u
 void ids_format_rfc3339(long long epoch_ms, char out[IDS_TIME_LEN]);
 /* The current time in milliseconds since the epoch. */
 long long ids_now_ms(void);
+/* The current time in microseconds since the epoch. */
+long long ids_now_us(void);
 /* Monotonic clock in milliseconds, for deadlines and latency. */
 long long ids_monotonic_ms(void);
 /* Monotonic clock in microseconds. */

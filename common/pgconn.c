@@ -2,6 +2,7 @@
 #include "pgconn.h"
 
 #include "log.h"
+#include "strmap.h"
 #include "xalloc.h"
 
 #include <event2/event.h>
@@ -29,7 +30,17 @@ typedef struct pgq {
     char **values;
     pgconn_cb cb;
     void *arg;
+    bool prepare;        /* run as a prepared statement of the session */
+    bool preparing;      /* sent with its Parse: the first result is the Parse's */
+    PGresult *prep_fail; /* the Parse's error, reported instead of the aborted execution */
+    char stmt[24];       /* the statement's name in the session */
 } pgq;
+
+/* A statement prepared in the session, or being prepared. */
+typedef struct {
+    char name[24];
+    bool parsed; /* the server confirmed its Parse */
+} pgstmt;
 
 struct pgconn_result {
     pgconn_status status;
@@ -63,6 +74,9 @@ struct pgconn {
     bool broken;    /* a send failed: treat as connection loss at the next chance */
     int depth;      /* nesting of our libevent callbacks; free is deferred while > 0 */
     bool freeing;   /* pgconn_free() was called; release when depth drops to 0 */
+
+    strmap *prepared; /* sql -> its pgstmt (owned) in this session */
+    unsigned nprepared;
 };
 
 static void on_conn_io(evutil_socket_t fd, short what, void *arg);
@@ -110,6 +124,7 @@ static void pgq_free(pgq *q)
     }
     free(q->values);
     free(q->sql);
+    PQclear(q->prep_fail);
     free(q);
 }
 
@@ -149,6 +164,19 @@ static void set_timer(pgconn *c, int ms)
     evtimer_add(c->ev_timer, &tv);
 }
 
+static void free_stmt(const char *sql, void *stmt, void *arg)
+{
+    (void)sql, (void)arg;
+    free(stmt);
+}
+
+static void free_prepared(pgconn *c)
+{
+    strmap_each(c->prepared, free_stmt, NULL);
+    strmap_free(c->prepared);
+    c->prepared = NULL;
+}
+
 /* Drops the PGconn and its socket events; queries stay queued. */
 static void close_pg(pgconn *c)
 {
@@ -174,6 +202,8 @@ static void close_pg(pgconn *c)
     }
     c->broken = false;
     c->unsent = c->head;
+    free_prepared(c); /* they belonged to the session */
+    c->prepared = strmap_new();
 }
 
 /* Waits for the backoff delay, then tries to connect again. */
@@ -211,18 +241,76 @@ static bool connection_lost(pgconn *c, const char *why)
     return true;
 }
 
-/* Sends every unsent query, each followed by a sync point. Sets c->broken on failure. */
+typedef enum { SEND_OK, SEND_WAIT, SEND_FAILED } send_status;
+
+/*
+ * Sends q as a prepared statement: the session's statement for its text, or a new one parsed in
+ * the same sync segment, so that a Parse that fails aborts only this execution. A text whose
+ * Parse is still unanswered waits for the answer (SEND_WAIT): should that Parse fail, this
+ * execution would fail too, with an error about a missing statement rather than the real one.
+ */
+static send_status send_prepared(pgconn *c, pgq *q)
+{
+    const pgstmt *st = strmap_get(c->prepared, q->sql);
+    if (st && !st->parsed)
+        return SEND_WAIT;
+    if (!st) {
+        pgstmt *ns = xcalloc(1, sizeof(*ns));
+        snprintf(ns->name, sizeof(ns->name), "cqrs_%u", ++c->nprepared);
+        if (!PQsendPrepare(c->pg, ns->name, q->sql, q->nparams, NULL)) {
+            free(ns);
+            return SEND_FAILED;
+        }
+        strmap_put(c->prepared, q->sql, ns);
+        q->preparing = true;
+        st = ns;
+    }
+    snprintf(q->stmt, sizeof(q->stmt), "%s", st->name);
+    return PQsendQueryPrepared(c->pg, q->stmt, q->nparams, (const char *const *)q->values, NULL,
+                               NULL, 0) == 1
+               ? SEND_OK
+               : SEND_FAILED;
+}
+
+/*
+ * Sends the unsent queries in order, each followed by a sync point, up to one that must wait for
+ * a Parse. Sets c->broken on failure.
+ */
 static void send_unsent(pgconn *c)
 {
     for (; c->unsent; c->unsent = c->unsent->next) {
         pgq *q = c->unsent;
-        if (!PQsendQueryParams(c->pg, q->sql, q->nparams, NULL, (const char *const *)q->values,
-                               NULL, NULL, 0) ||
-            !PQpipelineSync(c->pg)) {
+        send_status s = SEND_OK;
+        if (q->prepare)
+            s = send_prepared(c, q);
+        else if (!PQsendQueryParams(c->pg, q->sql, q->nparams, NULL, (const char *const *)q->values,
+                                    NULL, NULL, 0))
+            s = SEND_FAILED;
+        if (s == SEND_WAIT)
+            return; /* sent again once the Parse is answered (drain, then send) */
+        if (s == SEND_FAILED || !PQpipelineSync(c->pg)) {
             c->broken = true;
             return;
         }
     }
+}
+
+/*
+ * The Parse of the head query ended with result r (owned). A failure is what the query reports,
+ * and the text is parsed again on its next use.
+ */
+static void parsed(pgconn *c, pgq *q, PGresult *r)
+{
+    q->preparing = false;
+    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        pgstmt *st = strmap_get(c->prepared, q->sql);
+        if (st)
+            st->parsed = true;
+        PQclear(r);
+        return;
+    }
+    q->prep_fail = r;
+    free(strmap_remove(c->prepared, q->sql));
 }
 
 /* Pushes buffered output; keeps EV_WRITE armed only while some remains. */
@@ -297,6 +385,15 @@ static bool drain_results(pgconn *c)
                 log_warn("postgres: result with no query waiting for it, dropped");
                 PQclear(held);
                 continue;
+            }
+            if (c->head->preparing) {
+                parsed(c, c->head, held);
+                continue;
+            }
+            if (c->head->prep_fail) { /* the execution was aborted by it */
+                PQclear(held);
+                held = c->head->prep_fail;
+                c->head->prep_fail = NULL;
             }
             pgconn_result res = make_result(held);
             bool alive = deliver_head(c, &res);
@@ -467,6 +564,7 @@ static void start_connect(pgconn *c)
 static void destroy(pgconn *c)
 {
     close_pg(c);
+    free_prepared(c);
     event_free(c->ev_timer);
     event_free(c->ev_kick);
     free(c->conninfo);
@@ -551,6 +649,7 @@ pgconn *pgconn_new(struct event_base *base, const char *conninfo, pgconn_state_c
     c->on_state = on_state;
     c->state_arg = arg;
     c->max_pending = PGCONN_DEFAULT_MAX;
+    c->prepared = strmap_new();
     c->backoff_ms = PGCONN_BACKOFF_MIN_MS;
     c->ev_timer = evtimer_new(base, on_timer, c);
     c->ev_kick = event_new(base, -1, 0, on_kick, c);
@@ -605,8 +704,8 @@ void pgconn_set_max_pending(pgconn *c, size_t max)
     c->max_pending = max;
 }
 
-int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *values, pgconn_cb cb,
-                 void *arg)
+static int enqueue(pgconn *c, bool prepare, const char *sql, int nparams, const char *const *values,
+                   pgconn_cb cb, void *arg)
 {
     if (c->freeing || !sql || !cb || nparams < 0 || (nparams > 0 && !values) ||
         c->count >= c->max_pending) {
@@ -621,6 +720,7 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
     }
     q->cb = cb;
     q->arg = arg;
+    q->prepare = prepare;
     if (c->tail) {
         c->tail->next = q;
     } else {
@@ -637,6 +737,18 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
         event_active(c->ev_kick, 0, 0);
     }
     return 0;
+}
+
+int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *values, pgconn_cb cb,
+                 void *arg)
+{
+    return enqueue(c, false, sql, nparams, values, cb, arg);
+}
+
+int pgconn_query_prepared(pgconn *c, const char *sql, int nparams, const char *const *values,
+                          pgconn_cb cb, void *arg)
+{
+    return enqueue(c, true, sql, nparams, values, cb, arg);
 }
 
 pgconn_status pgconn_result_status(const pgconn_result *r)

@@ -67,6 +67,15 @@ unsigned pgconn_connects(const pgconn *c);
 int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *values, pgconn_cb cb,
                  void *arg) __attribute__((warn_unused_result));
 /*
+ * As pgconn_query(), run as a prepared statement of the session: parsed and planned once per
+ * session (the Parse goes out with the first execution), so use it for statements whose text is
+ * fixed and that run often, not for text built per call. Each distinct text stays prepared until
+ * the session ends. A Parse that fails (bad SQL, or an aborted transaction) is the error cb sees,
+ * and the text is parsed again on its next use.
+ */
+int pgconn_query_prepared(pgconn *c, const char *sql, int nparams, const char *const *values,
+                          pgconn_cb cb, void *arg) __attribute__((warn_unused_result));
+/*
  * Called for each notification (NOTIFY) received on a channel the connection LISTENs to; channel
  * and payload are borrowed until it returns. It may call pgconn_query() and pgconn_free().
  */

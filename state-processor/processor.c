@@ -69,7 +69,10 @@ struct processor {
     metrics_counter *m_applied, *m_rejected, *m_duplicates, *m_skipped, *m_dead, *m_batches,
         *m_retries;
     metrics_histogram *m_batch_time;
+    metrics_histogram *m_commit_time;
+    metrics_histogram *m_transit;
     long long batch_start_us;
+    long long commit_start_us;
 };
 
 static void next_batch(processor *p);
@@ -155,7 +158,7 @@ static void fail_tx(processor *p)
 
 static int query(processor *p, const char *sql, int n, const char *const *v, pgconn_cb cb)
 {
-    if (pgconn_query(p->pg, sql, n, v, cb, p) != 0) {
+    if (pgconn_query_prepared(p->pg, sql, n, v, cb, p) != 0) {
         p->phase_failed = true;
         snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
         return -1;
@@ -217,7 +220,9 @@ static void committed(processor *p)
     for (size_t i = 0; i < p->b.npartitions; i++)
         kafka_consumer_commit(p->consumer, p->b.partitions[i], p->b.batch_next[i]);
     metrics_add(p->m_batches, 1);
-    metrics_observe_us(p->m_batch_time, ids_monotonic_us() - p->batch_start_us);
+    long long now_us = ids_monotonic_us();
+    metrics_observe_us(p->m_batch_time, now_us - p->batch_start_us);
+    metrics_observe_us(p->m_commit_time, now_us - p->commit_start_us);
     batch_clear(&p->b);
     step_done(p);
 }
@@ -256,6 +261,7 @@ static void on_write(const pgconn_result *r, void *arg)
     /* COMMIT only once every write is known good: a COMMIT of an aborted transaction would
        report success while rolling back. */
     p->state = P_COMMITTING;
+    p->commit_start_us = ids_monotonic_us();
     if (query(p, "COMMIT", 0, NULL, on_commit) != 0)
         fail_tx(p);
 }
@@ -336,6 +342,7 @@ static void apply_and_write(processor *p)
     }
     if (p->outstanding == 0) { /* a batch of replays only: nothing to write */
         p->state = P_COMMITTING;
+        p->commit_start_us = ids_monotonic_us();
         if (query(p, "COMMIT", 0, NULL, on_commit) != 0)
             fail_tx(p);
     }
@@ -586,6 +593,10 @@ static void next_batch(processor *p)
         return; /* otherwise the consumer's wake-up brings us back */
     }
     p->batch_start_us = ids_monotonic_us();
+    long long now_us = ids_now_us();
+    for (size_t i = 0; i < n; i++)
+        if (p->msgs[i].timestamp_ms >= 0)
+            metrics_observe_us(p->m_transit, now_us - p->msgs[i].timestamp_ms * 1000);
     memset(&p->b, 0, sizeof(p->b));
     batch_decode(&p->b, p->domains, p->msgs, n, p->cfg->group_id, p->cfg->tenant_default);
     kafka_consumer_release(p->consumer); /* the batch holds copies */
@@ -622,8 +633,8 @@ static bool ready(void *arg)
 
 static void init_metrics(processor *p)
 {
-    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                    0.1,   0.25,   0.5,   1,    2.5,   5};
+    static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
     metrics *m = p->metrics = metrics_new();
     const char *name = "processor_commands_total";
     const char *help = "commands consumed, by outcome";
@@ -640,6 +651,14 @@ static void init_metrics(processor *p)
     p->m_batch_time =
         metrics_histogram_get(m, "processor_batch_duration_seconds", "from poll to commit", bounds,
                               sizeof(bounds) / sizeof(bounds[0]));
+    p->m_commit_time =
+        metrics_histogram_get(m, "processor_commit_duration_seconds", "the COMMIT of a batch",
+                              bounds, sizeof(bounds) / sizeof(bounds[0]));
+    p->m_transit = metrics_histogram_get(
+        m, "processor_command_transit_seconds",
+        "time from a command's timestamp (its produce by the gateway) to its poll here; the "
+        "timestamp has millisecond resolution",
+        bounds, sizeof(bounds) / sizeof(bounds[0]));
 }
 
 processor *processor_new(struct event_base *base, const processor_config *cfg,

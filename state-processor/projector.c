@@ -175,7 +175,7 @@ static void fail_tx(projector *p)
 
 static int query(projector *p, const char *sql, int n, const char *const *v, pgconn_cb cb)
 {
-    if (pgconn_query(p->pg, sql, n, v, cb, p) != 0) {
+    if (pgconn_query_prepared(p->pg, sql, n, v, cb, p) != 0) {
         p->phase_failed = true;
         snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
         p->phase_sqlstate[0] = '\0';

@@ -61,7 +61,7 @@ static void mark(relay *r)
     char *rows = json_dumps(r->confirmed, JSON_COMPACT);
     json_array_clear(r->confirmed);
     const char *v[] = {rows};
-    if (pgconn_query(r->pg, mark_sql, 1, v, on_marked, r) == 0)
+    if (pgconn_query_prepared(r->pg, mark_sql, 1, v, on_marked, r) == 0)
         r->marking = true;
     free(rows);
 }

@@ -39,6 +39,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=$(realpath -m -- "${BUILD:-build}")
 BENCH_KAFKA=${BENCH_KAFKA:-real}
 SECONDS_PER_RUN=${BENCH_SECONDS:-15}
+WARMUP_S=$(((SECONDS_PER_RUN + 2) / 3)) # a run before the rounds, not recorded
 PAIRS=${BENCH_PAIRS:-3}
 CONNS=${BENCH_CONNS:-64}
 COMMANDS=${BENCH_COMMANDS:-50000}
@@ -281,6 +282,10 @@ EOF
 }
 
 log "1. HTTP intake: ${PAIRS} rounds of ${SECONDS_PER_RUN}s, $CONNS connections"
+# Not recorded: the broker's JVM compiles its hot paths in the first seconds of load, and the
+# first round would measure that.
+wrk -t2 -c"$CONNS" -d"$WARMUP_S"s -s tests/bench/post.lua "http://127.0.0.1:$GW_PORT/v1/commands" \
+    >/dev/null 2>&1 || die "the warm-up run failed"
 for ((r = 1; r <= PAIRS; r++)); do
     http_run bare202 "$BARE_PORT" "$r"
     http_run gateway "$GW_PORT" "$r"
@@ -408,16 +413,28 @@ for ((i = 0; i < 600; i++)); do
 done
 ((n >= ACCOUNTS)) || die "the accounts were not opened"
 
+scrape() { # suffix: both services' metrics, for the stages of a run
+    curl -fs -o "$TMP/gateway.$1.metrics" "http://127.0.0.1:$SYNC_PORT/metrics" &&
+        curl -fs -o "$TMP/processor.$1.metrics" "http://127.0.0.1:$SYNC_HTTP/metrics" ||
+        die "the services' metrics could not be read"
+}
+# One open-loop run; the result carries the stages of its commands (tests/bench/stages.py).
 openloop_run() { # rate fraction round conns
-    local out
+    local out stages
+    scrape before
     out=$("$BUILD/bench/openloop" "$SYNC_PORT" "$1" "$SECONDS_PER_RUN" "$4" "$ACCOUNTS") ||
         die "openloop failed: $out"
-    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r.update(bench="sync", fraction=float(sys.argv[2]), round=int(sys.argv[3])); print(json.dumps(r))' \
-        "$out" "$2" "$3" >>"$RESULTS"
+    scrape after
+    stages=$(python3 tests/bench/stages.py "$TMP"/gateway.{before,after}.metrics \
+        "$TMP"/processor.{before,after}.metrics) || die "the stages could not be computed"
+    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r.update(bench="sync", fraction=float(sys.argv[2]), round=int(sys.argv[3]), stages=json.loads(sys.argv[4])); print(json.dumps(r))' \
+        "$out" "$2" "$3" "$stages" >>"$RESULTS"
     tail -n 1 "$RESULTS" >&2
 }
 fi
 if wants sync; then
+"$BUILD/bench/openloop" "$SYNC_PORT" 0 "$WARMUP_S" 64 "$ACCOUNTS" >/dev/null ||
+    die "the warm-up run failed"
 MAX_RATES=()
 for ((r = 1; r <= PAIRS; r++)); do
     openloop_run 0 1 "$r" 64

@@ -112,7 +112,7 @@ def main():
               f"; {version(['psql', '--version'])}; {version(['wrk', '--version']).split(' Copyright')[0]}; "
               f"{version(['nginx', '-v'])}")
     md.append(f"- HTTP: wrk -t2 -c{conns}, {secs} s per run, tests/bench/post.lua; the gateway "
-              "with its defaults (one worker per core, linger.ms 1, acks all)")
+              "with its defaults (one worker per core, linger.ms 0, acks all)")
     md.append(f"- Applying: {commands} commands over {accounts} accounts in a 4-partition topic; "
               f"batch.max {batch}; PostgreSQL defaults of pg.sh (synchronous_commit on)")
     md.append("")
@@ -194,7 +194,19 @@ def main():
                       f"{sum(r['other'] + r['failed'] for r in rs)} | "
                       f"{sum(r['unanswered'] for r in rs)} |")
             lat[f"{f * 100:.0f}%"] = [med(rs, k) for k in ("p50_ms", "p99_ms", "p999_ms")]
-        md.append("\nMedians over the rounds; the rounds interleave the loads.")
+        md.append("\nMedians over the rounds; the rounds interleave the loads.\n")
+        md.append("Where the time goes: the mean of each stage in ms, from the services' own "
+                  "histograms (the median over the rounds). The transits are measured from the "
+                  "Kafka timestamps, which have millisecond resolution.\n")
+        md.append("| load | gateway: request | produce → Kafka ack | produce → reply "
+                  "| command transit | processor batch | of it, COMMIT | reply transit |")
+        md.append("|---|---|---|---|---|---|---|---|")
+        for f in [1] + fracs:
+            rs = [r for r in sync if r["fraction"] == f]
+            cell = lambda k: f"{statistics.median(r['stages'][k]['mean_ms'] for r in rs):.2f}"
+            md.append(f"| {'max' if f == 1 else f'{f * 100:.0f}%'} | " + " | ".join(
+                cell(k) for k in ("request", "kafka_ack", "reply_wait", "command_transit",
+                                  "batch", "commit", "reply_transit")) + " |")
         svg = plot(out, "sync", "Sync latency by load", "ms", lat, ["p50", "p99", "p99.9"])
         if svg:
             md.append(f"\n![Sync latency by load]({svg})")

@@ -583,6 +583,14 @@ START_TEST(health_metrics_and_routes)
     ck_assert_int_ge(metric("gateway_replies_received_total"), 3);
     ck_assert_int_ge(metric("gateway_http_requests_total{status=\"201\"}"), 1);
     ck_assert_int_ge(metric("gateway_http_request_duration_seconds_count"), 5);
+    /* The stages of a sync command: Kafka's confirmation, the reply, and the reply's transit. */
+    long long produced = metric("gateway_commands_produced_total");
+    ck_assert_int_ge(produced, 3);
+    ck_assert_int_eq(metric("gateway_kafka_ack_seconds_count"), produced);
+    ck_assert_int_eq(metric("gateway_reply_wait_seconds_count"),
+                     metric("gateway_replies_received_total"));
+    ck_assert_int_ge(metric("gateway_reply_transit_seconds_count"),
+                     metric("gateway_replies_received_total"));
     r = get("/v1/nothing", NULL);
     ck_assert_int_eq(r.status, 404);
     httpc_free(&r);

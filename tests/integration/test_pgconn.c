@@ -432,6 +432,110 @@ START_TEST(test_transaction)
 }
 END_TEST
 
+/* ---- prepared statements --------------------------------------------------------------------- */
+
+/* One step on one session: prepared (or not), its parameter, and what it must answer. */
+typedef struct {
+    bool prepared;
+    const char *sql;
+    const char *param;
+    pgconn_status status;
+    const char *sqlstate; /* "" when OK */
+    const char *value;    /* row 0, column 0, when OK */
+} prep_step;
+
+#define DOUBLE   "SELECT $1::int * 2"
+#define PLUS_ONE "SELECT $1::int + 1"
+#define COUNT    "SELECT count(*)::text FROM pg_prepared_statements"
+
+static const prep_step prep_steps[] = {
+    {true, DOUBLE, "21", PGCONN_OK, "", "42"},
+    {true, DOUBLE, "5", PGCONN_OK, "", "10"},
+    {true, DOUBLE, NULL, PGCONN_OK, "", NULL},
+    {false, COUNT, NULL, PGCONN_OK, "", "1"}, /* three runs, one statement */
+    /* A Parse that fails reports its own error, every time (never "does not exist"). */
+    {true, "SELEC $1", "1", PGCONN_ERROR, "42601", NULL},
+    {true, "SELEC $1", "1", PGCONN_ERROR, "42601", NULL},
+    {true, DOUBLE, "1", PGCONN_OK, "", "2"},
+    {false, COUNT, NULL, PGCONN_OK, "", "1"},
+    /* A Parse in an aborted transaction fails; after the ROLLBACK the text is parsed again. */
+    {false, "BEGIN", NULL, PGCONN_OK, "", NULL},
+    {false, "SELECT 1 / $1::int", "0", PGCONN_ERROR, "22012", NULL},
+    {true, PLUS_ONE, "1", PGCONN_ERROR, "25P02", NULL},
+    {false, "ROLLBACK", NULL, PGCONN_OK, "", NULL},
+    {true, PLUS_ONE, "1", PGCONN_OK, "", "2"},
+    {false, COUNT, NULL, PGCONN_OK, "", "2"},
+};
+
+START_TEST(test_prepared)
+{
+    enum { N = sizeof(prep_steps) / sizeof(prep_steps[0]) };
+    struct event_base *base = event_base_new();
+    pgconn *c = connect_or_fail(base, conninfo, NULL);
+    int done = 0;
+    rec q[N];
+    memset(q, 0, sizeof(q));
+    /* All queued at once: the later ones go out before the first Parse has been answered. */
+    for (int i = 0; i < N; i++) {
+        const prep_step *st = &prep_steps[i];
+        const char *p[] = {st->param};
+        int n = strchr(st->sql, '$') ? 1 : 0;
+        q[i].done = &done;
+        if (st->prepared)
+            ck_assert_int_eq(pgconn_query_prepared(c, st->sql, n, p, rec_cb, &q[i]), 0);
+        else
+            queue_or_fail(c, st->sql, n, p, &q[i]);
+    }
+    ck_assert(run_until(base, &done, N, TIMEOUT_MS));
+    for (int i = 0; i < N; i++) {
+        const prep_step *st = &prep_steps[i];
+        ck_assert_int_eq(q[i].calls, 1);
+        ck_assert_msg(q[i].status == st->status, "step %d (%s): status %d, %s", i, st->sql,
+                      q[i].status, q[i].error);
+        ck_assert_msg(strcmp(q[i].sqlstate, st->sqlstate) == 0, "step %d (%s): sqlstate %s", i,
+                      st->sql, q[i].sqlstate);
+        if (st->status == PGCONN_OK && q[i].nfields > 0)
+            ck_assert_pstr_eq(q[i].vals[0], st->value);
+        rec_clear(&q[i]);
+    }
+    pgconn_free(c);
+    event_base_free(base);
+}
+END_TEST
+
+/* A new session has none of the old one's statements: they are prepared again. */
+START_TEST(test_prepared_after_reconnect)
+{
+    struct event_base *base = event_base_new();
+    states s = {0};
+    pgconn *c = connect_or_fail(base, conninfo, &s);
+    int done = 0;
+    rec first = {.done = &done}, pid = {.done = &done};
+    const char *v[] = {"4"};
+    ck_assert_int_eq(pgconn_query_prepared(c, DOUBLE, 1, v, rec_cb, &first), 0);
+    queue_or_fail(c, "SELECT pg_backend_pid()::text", 0, NULL, &pid);
+    ck_assert(run_until(base, &done, 2, TIMEOUT_MS));
+    ck_assert_pstr_eq(first.vals[0], "8");
+    char *sql = xasprintf("SELECT pg_terminate_backend(%s)", pid.vals[0]);
+    free(admin_value(conninfo, sql));
+    free(sql);
+    ck_assert(run_until(base, &s.ups, 2, TIMEOUT_MS));
+    rec again = {.done = &done}, count = {.done = &done};
+    ck_assert_int_eq(pgconn_query_prepared(c, DOUBLE, 1, v, rec_cb, &again), 0);
+    queue_or_fail(c, COUNT, 0, NULL, &count);
+    ck_assert(run_until(base, &done, 4, TIMEOUT_MS));
+    ck_assert_msg(again.status == PGCONN_OK, "after reconnect: %s", again.error);
+    ck_assert_pstr_eq(again.vals[0], "8");
+    ck_assert_pstr_eq(count.vals[0], "1");
+    pgconn_free(c);
+    rec_clear(&first);
+    rec_clear(&pid);
+    rec_clear(&again);
+    rec_clear(&count);
+    event_base_free(base);
+}
+END_TEST
+
 /* ---- connection loss and reconnect ----------------------------------------------------------- */
 
 typedef struct {
@@ -956,6 +1060,7 @@ static Suite *pgconn_suite(void)
     tcase_add_loop_test(q, test_error_isolated, 0, sizeof(error_cases) / sizeof(error_cases[0]));
     tcase_add_loop_test(q, test_many_in_order, 0, sizeof(many_cases) / sizeof(many_cases[0]));
     tcase_add_test(q, test_transaction);
+    tcase_add_test(q, test_prepared);
     tcase_add_test(q, test_reentrant_query);
     tcase_add_test(q, test_notify);
     tcase_add_test(q, test_read_only);
@@ -968,6 +1073,7 @@ static Suite *pgconn_suite(void)
     tcase_add_loop_test(l, test_notice_logged, 0, sizeof(notice_cases) / sizeof(notice_cases[0]));
     tcase_add_loop_test(l, test_queue_bound, 0, sizeof(bound_cases) / sizeof(bound_cases[0]));
     tcase_add_test(l, test_bad_conninfo);
+    tcase_add_test(l, test_prepared_after_reconnect);
     suite_add_tcase(s, l);
 
     TCase *m = tcase_create("migrate");
