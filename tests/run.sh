@@ -260,7 +260,8 @@ for run in "${runs[@]}"; do
     args=()
     pre=()
     [[ $mode != bench ]] || pre=(env BENCH_KAFKA=mock BENCH_SECONDS=2 BENCH_PAIRS=1 BENCH_COMMANDS=3000
-        BENCH_ACCOUNTS=200 BENCH_PARKED=2000 BENCH_OUT="$TMP/bench")
+        BENCH_ACCOUNTS=200 BENCH_PARKED=2000 BENCH_GROWTH="100 10000" BENCH_GROWN_ROWS=20000
+        BENCH_GROWTH_COMMANDS=2000 BENCH_OUT="$TMP/bench")
     if [[ $mode == api ]]; then # an empty document fails the check, so a failure here counts
         args=("$REPO/docs/openapi.json" "$TMP/openapi.json")
         "$BUILD/command-gateway" --print-openapi >"$TMP/openapi.json" 2>"$TMP/print-openapi.log" ||

@@ -13,6 +13,8 @@
 #   3. Sync end to end, open loop (tests/bench/openloop.c, latency from when each request was
 #      due): the highest rate reached with 64 connections, then 25, 50, 75 and 90% of it.
 #   4. The gateway's RSS with BENCH_PARKED sync requests waiting (the processor stopped).
+#   5. Cost growth: the processor applying deposits spread over 1k, 100k and 1M accounts, and
+#      over 1M with the commands and outbox tables grown to millions of rows.
 #
 # Environment:
 #   BUILD           where the binaries are (default: build)
@@ -26,7 +28,10 @@
 #   BENCH_BATCH     the processor's batch.max, and the commands per batched pgbench transaction
 #                   (default: 500, batch.max's default)
 #   BENCH_OUT       results folder (default: $BUILD/bench): results.md, results.jsonl, *.svg
-#   BENCH_ONLY      the comparisons to run, of: http apply sync parked (default: all)
+#   BENCH_GROWTH    the account counts of comparison 5 (default: "1000 100000 1000000")
+#   BENCH_GROWN_ROWS  rows in commands and outbox for its last contender (default: 2000000)
+#   BENCH_GROWTH_COMMANDS  deposits each of its runs applies (default: 20000)
+#   BENCH_ONLY      the comparisons to run, of: http apply growth sync parked (default: all)
 #   BENCH_FLAGS     extra flags for every gateway and processor (e.g. --kafka.linger.ms=0)
 set -euo pipefail
 
@@ -44,7 +49,7 @@ PAIRS=${BENCH_PAIRS:-3}
 CONNS=${BENCH_CONNS:-64}
 COMMANDS=${BENCH_COMMANDS:-50000}
 PARKED=${BENCH_PARKED:-10000}
-ONLY=${BENCH_ONLY:-http apply sync parked}
+ONLY=${BENCH_ONLY:-http apply growth sync parked}
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
 ACCOUNTS=${BENCH_ACCOUNTS:-1000}
 BATCH=${BENCH_BATCH:-500} # the processor's batch.max (its default) and pgbench's batch
@@ -298,23 +303,20 @@ PIDS=("${PIDS[@]/$GW_PID/}")
 record "{\"bench\": \"rss\", \"name\": \"gateway after the intake runs\", \"kib\": $GW_RSS}"
 fi
 
-# --- 2. Applying commands ----------------------------------------------------------------------
-if wants apply; then
-log "2. Applying commands: $ACCOUNTS accounts opened, then $((COMMANDS - ACCOUNTS)) deposits"
-TOTAL=$("$BUILD/bench/fill" "$BOOTSTRAP" procbench-commands 4 "$ACCOUNTS" $((COMMANDS - ACCOUNTS))) ||
-    die "filling the commands topic failed"
-
-proc_run() { # round
-    local round=$1 db port pid t0="" t1="" seen=0 first=0 peak=0 rss c0 c1 pg0 pg1 k0 k1 now n
-    db=$(make_db "bench_proc_$round")
+# One processor draining the topic PREFIXcommands (TOTAL messages) into DB as group GROUP: appends
+# a result line {"bench": BENCH, "name": NAME, ...} with EXTRA (JSON members) merged in.
+drain_run() { # bench name round db prefix group total extra
+    local bench=$1 name=$2 round=$3 db=$4 prefix=$5 group=$6 total=$7 extra=$8
+    local port pid t0="" t1="" first=0 peak=0 rss c0 c1 pg0 pg1 k0 k1 now n since
     port=$(free_port)
+    since=$(psql -qAt "$db" -c "SELECT now()") # what this run applies finishes after it
     read -r -a kp <<<"$(KAFKA_PIDS)"
-    start_service state-processor "processor-$round" "$db" --topic.prefix=procbench- \
-        --group.id="procbench-$round" --http.port="$port" --log.level=warn --batch.max="$BATCH"
+    start_service state-processor "$group" "$db" --topic.prefix="$prefix" --group.id="$group" \
+        --http.port="$port" --log.level=warn --batch.max="$BATCH"
     pid=$STARTED
     # Timed from the first stored offset to the last: start-up and the group join are left out.
     for ((i = 0; i < 6000; i++)); do
-        n=$(psql -qAt "$db" -c "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = 'procbench-$round'" 2>/dev/null || echo 0)
+        n=$(psql -qAt "$db" -c "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = '$group'" 2>/dev/null || echo 0)
         now=$(date +%s.%N)
         rss=$(rss_kib "$pid")
         ((rss > peak)) && peak=$rss
@@ -324,33 +326,51 @@ proc_run() { # round
             pg0=$(pg_cpu)
             k0=$(cpu_ticks "${kp[@]}")
         fi
-        if ((n >= TOTAL)); then
+        if ((n >= total)); then
             t1=$now
             break
         fi
         sleep 0.05
     done
-    [[ -n $t1 ]] || die "the processor did not drain the topic (see $TMP/processor-$round.log)"
+    [[ -n $t1 ]] || die "the processor did not drain the topic (see $TMP/$group.log)"
     c1=$(cpu_ticks "$pid")
     pg1=$(pg_cpu)
     k1=$(cpu_ticks "${kp[@]}")
+    local batches # transactions, over the whole run: the mean batch is total / batches
+    batches=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '$1 == "processor_batches_total" {print $2}')
     kill -TERM "$pid"
     wait "$pid" || true
     local applied
-    applied=$(psql -qAt "$db" -c "SELECT count(*) FROM commands WHERE status = 'applied'")
-    python3 - "$round" "$t0" "$t1" "$first" "$TOTAL" "$((c1 - c0))" "$((pg1 - pg0))" \
-        "$((k1 - k0))" "$TICK" "$peak" "$applied" >>"$RESULTS" <<'EOF'
+    applied=$(psql -qAt "$db" -c "SELECT count(*) FROM commands WHERE status = 'applied' AND finished_at >= '$since'")
+    python3 - "$bench" "$name" "$round" "$t0" "$t1" "$first" "$total" "$((c1 - c0))" \
+        "$((pg1 - pg0))" "$((k1 - k0))" "$TICK" "$peak" "$applied" "${batches:-0}" "$extra" \
+        >>"$RESULTS" <<'EOF'
 import json, sys
-rnd, t0, t1, first, total, cpu, pg, kafka, tick, peak, applied = sys.argv[1:]
+bench, name, rnd, t0, t1, first, total, cpu, pg, kafka, tick, peak, applied, batches, extra = \
+    sys.argv[1:]
 n = int(total) - int(first)
 secs = float(t1) - float(t0)
 per = lambda ticks: int(ticks) / int(tick) * 1e6 / n if n else 0
-print(json.dumps({"bench": "apply", "name": "state-processor", "round": int(rnd),
-                  "commands": n, "cps": n / secs if secs > 0 else 0, "applied": int(applied),
-                  "cpu_us_per_cmd": per(cpu), "pg_cpu_us_per_cmd": per(pg),
-                  "kafka_cpu_us_per_cmd": per(kafka), "peak_rss_kib": int(peak)}))
+r = {"bench": bench, "name": name, "round": int(rnd), "commands": n, "total": int(total),
+     "cps": n / secs if secs > 0 else 0, "applied": int(applied),
+     "cpu_us_per_cmd": per(cpu), "pg_cpu_us_per_cmd": per(pg),
+     "kafka_cpu_us_per_cmd": per(kafka), "peak_rss_kib": int(peak), "batches": int(batches),
+     "mean_batch": int(total) / int(batches) if int(batches) else 0}
+r.update(json.loads(extra or "{}"))
+print(json.dumps(r))
 EOF
     tail -n 1 "$RESULTS" >&2
+}
+
+# --- 2. Applying commands ----------------------------------------------------------------------
+if wants apply; then
+log "2. Applying commands: $ACCOUNTS accounts opened, then $((COMMANDS - ACCOUNTS)) deposits"
+TOTAL=$("$BUILD/bench/fill" "$BOOTSTRAP" procbench-commands 4 "$ACCOUNTS" $((COMMANDS - ACCOUNTS))) ||
+    die "filling the commands topic failed"
+
+proc_run() { # round
+    drain_run apply state-processor "$1" "$(make_db "bench_proc_$1")" procbench- \
+        "procbench-$1" "$TOTAL" ""
 }
 
 PGB_DB=$(make_db bench_pgbench)
@@ -389,6 +409,53 @@ for ((r = 1; r <= PAIRS; r++)); do
         "$BATCH" "$r"
 done
 
+fi
+
+# --- 5. Cost growth: more aggregates, bigger tables --------------------------------------------
+if wants growth; then
+read -r -a GROWTH <<<"${BENCH_GROWTH:-1000 100000 1000000}"
+GROWN=${BENCH_GROWN_ROWS:-2000000}
+DEPOSITS=${BENCH_GROWTH_COMMANDS:-20000}
+BIGGEST=${GROWTH[${#GROWTH[@]} - 1]}
+log "5. Cost growth: $DEPOSITS deposits over ${GROWTH[*]} accounts; over $BIGGEST with $GROWN rows in commands and outbox"
+
+seed_accounts() { # conninfo count
+    psql -q "$1" -c "INSERT INTO aggregates (tenant, type, id, version, state) SELECT 'default', 'account', 'bench-' || g, 1, jsonb_build_object('owner', 'owner ' || g, 'balance', 0, 'status', 'open') FROM generate_series(0, $2 - 1) g" \
+        -c "VACUUM ANALYZE aggregates" >/dev/null
+}
+# Rows as the processor writes them, for other aggregates: finished now, so that the purge of
+# the commands past their retention leaves them; the outbox rows are published.
+grow_tables() { # conninfo rows
+    psql -q "$1" -c "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, status, http_status, result, version, finished_at) SELECT gen_random_uuid(), 'default', gen_random_uuid()::text, 'account.deposit', 'account', 'old-' || g, 'applied', 200, jsonb_build_object('command_id', gen_random_uuid(), 'status', 'applied', 'aggregate_type', 'account', 'aggregate_id', 'old-' || g, 'version', 2, 'state', jsonb_build_object('owner', 'owner ' || g, 'balance', 1, 'status', 'open')), 2, now() FROM generate_series(1, $2) g" \
+        -c "INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, command_id, payload, published_at) SELECT 'default', 'account', 'old-' || g, 2, 'account.deposited', gen_random_uuid(), jsonb_build_object('amount', 1, 'balance', 1), now() FROM generate_series(1, $2) g" \
+        -c "VACUUM ANALYZE commands" -c "VACUUM ANALYZE outbox" >/dev/null
+}
+
+G_DBS=() G_NAMES=() G_SPREAD=() G_EXTRA=()
+for n in "${GROWTH[@]}"; do
+    db=$(make_db "bench_growth_$n")
+    migrate "$db"
+    seed_accounts "$db" "$n"
+    G_DBS+=("$db") G_NAMES+=("$n aggregates") G_SPREAD+=("$n")
+    G_EXTRA+=("{\"aggregates\": $n, \"grown_rows\": 0}")
+done
+db=$(make_db bench_growth_grown)
+migrate "$db"
+seed_accounts "$db" "$BIGGEST"
+t0=$(date +%s)
+grow_tables "$db" "$GROWN"
+log "commands and outbox grown to $GROWN rows each in $(($(date +%s) - t0)) s"
+G_DBS+=("$db") G_NAMES+=("$BIGGEST aggregates, $GROWN rows in commands and outbox")
+G_SPREAD+=("$BIGGEST") G_EXTRA+=("{\"aggregates\": $BIGGEST, \"grown_rows\": $GROWN}")
+
+for ((r = 1; r <= PAIRS; r++)); do
+    for i in "${!G_DBS[@]}"; do
+        total=$("$BUILD/bench/fill" "$BOOTSTRAP" "growth-$i-$r-commands" 4 0 "$DEPOSITS" \
+            "${G_SPREAD[$i]}") || die "filling the commands topic failed"
+        drain_run growth "${G_NAMES[$i]}" "$r" "${G_DBS[$i]}" "growth-$i-$r-" "growth-$i-$r" \
+            "$total" "${G_EXTRA[$i]}"
+    done
+done
 fi
 
 # --- 3. Sync end to end, open loop; 4. the gateway with 10,000 parked requests -----------------

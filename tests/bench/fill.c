@@ -1,9 +1,12 @@
 /*
  * fill.c: fills a commands topic for the processor benchmark, with the envelope the gateway
- * writes: ACCOUNTS account.open commands, then DEPOSITS account.deposit commands spread over
- * those accounts in turn. Exits once Kafka has confirmed every message.
+ * writes: ACCOUNTS account.open commands (bench-0, bench-1, ...), then DEPOSITS account.deposit
+ * commands over those accounts in turn. With SPREAD, the deposits go to SPREAD accounts (opened
+ * beforehand, by the caller) in a scattered order that reaches each of them once before any
+ * twice: consecutive commands touch rows far apart, as unrelated clients would. Exits once Kafka
+ * has confirmed every message.
  *
- * usage: fill BOOTSTRAP TOPIC PARTITIONS ACCOUNTS DEPOSITS
+ * usage: fill BOOTSTRAP TOPIC PARTITIONS ACCOUNTS DEPOSITS [SPREAD]
  */
 #include "config.h"
 #include "envelope.h"
@@ -60,13 +63,19 @@ static void produce(kafka_producer *p, struct event_base *base, const char *topi
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: fill BOOTSTRAP TOPIC PARTITIONS ACCOUNTS DEPOSITS\n");
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: fill BOOTSTRAP TOPIC PARTITIONS ACCOUNTS DEPOSITS [SPREAD]\n");
         return 2;
     }
     const char *topic = argv[2];
     int partitions = atoi(argv[3]);
     long long accounts = atoll(argv[4]), deposits = atoll(argv[5]);
+    long long spread = argc == 7 ? atoll(argv[6]) : 0;
+    if (partitions < 1 || accounts < 0 || deposits < 0 || spread < 0 ||
+        (deposits > 0 && accounts == 0 && spread == 0)) {
+        fprintf(stderr, "fill: bad arguments\n");
+        return 2;
+    }
     log_init("fill", LOG_WARN);
     struct event_base *base = event_base_new();
     config_props props = {0};
@@ -91,7 +100,11 @@ int main(int argc, char **argv)
         produce(p, base, topic, "account.open", account, payload);
     }
     for (long long i = 0; i < deposits; i++) {
-        snprintf(account, sizeof(account), "bench-%lld", i % accounts);
+        /* A multiplier that is prime (and larger than any spread) permutes 0..spread-1. */
+        long long n =
+            spread ? (long long)((unsigned long long)i * 2654435761ULL % (unsigned long long)spread)
+                   : i % accounts;
+        snprintf(account, sizeof(account), "bench-%lld", n);
         produce(p, base, topic, "account.deposit", account, "{\"amount\":1}");
     }
     int rc = kafka_producer_flush(p, 120000); /* serves the delivery reports */

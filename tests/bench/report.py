@@ -4,7 +4,7 @@ baselines of the same run, CPU per request) and, when gnuplot is installed, one 
 comparison with every round's figure.
 
 usage: report.py RESULTS OUT KAFKA SECONDS CONNS COMMANDS ACCOUNTS BATCH [ONLY]
-ONLY names the comparisons run (http apply sync parked; default: all).
+ONLY names the comparisons run (http apply growth sync parked; default: all).
 """
 import json
 import os
@@ -103,7 +103,7 @@ plot {cols}
 
 def main():
     path, out, kafka, secs, conns, commands, accounts, batch = sys.argv[1:9]
-    only = (sys.argv[9] if len(sys.argv) > 9 else "http apply sync parked").split()
+    only = (sys.argv[9] if len(sys.argv) > 9 else "http apply growth sync parked").split()
     rows = load(path)
     md = []
     md.append("# Benchmark results\n")
@@ -167,12 +167,38 @@ def main():
         if proc:
             md.append("")
             md.append("Commands applied per processor run (of those in the topic): " +
-                      ", ".join(str(r["applied"]) for r in proc))
+                      ", ".join(str(r["applied"]) for r in proc) +
+                      "; commands per transaction, on average: " +
+                      ", ".join(f"{r['mean_batch']:.0f}" for r in proc))
         svg = plot(out, "apply", "Applying commands", "commands/s",
                    {n: [r["cps"] for r in sorted(apply[n], key=lambda r: r["round"])]
                     for n in names})
         if svg:
             md.append(f"\n![Applying commands, every round]({svg})")
+        md.append("")
+
+    growth = by_name(rows, "growth")
+    if growth:
+        md.append("## 5. Cost growth (commands per second)\n")
+        first = next(iter(growth.values()))
+        md.append(f"The processor applying {first[0]['total']} deposits, each to an account "
+                  "chosen so that consecutive ones are far apart, in databases of growing size.\n")
+        md.append("| database | median | range | ÷ the first | CPU µs/cmd (process, PostgreSQL, "
+                  "Kafka) | commands per transaction | peak RSS |")
+        md.append("|---|---|---|---|---|---|---|")
+        base = med(first, "cps")
+        for name, rs in growth.items():
+            m = med(rs, "cps")
+            cpu = "%.0f, %.0f, %.0f" % (med(rs, "cpu_us_per_cmd"), med(rs, "pg_cpu_us_per_cmd"),
+                                        med(rs, "kafka_cpu_us_per_cmd"))
+            md.append(f"| {name} | {m:.0f} | {rng(rs, 'cps')} | {m / base:.2f} | {cpu} | "
+                      f"{med(rs, 'mean_batch'):.0f} | "
+                      f"{max(r['peak_rss_kib'] for r in rs) / 1024:.1f} MiB |")
+        svg = plot(out, "growth", "Cost growth", "commands/s",
+                   {n: [r["cps"] for r in sorted(rs, key=lambda r: r["round"])]
+                    for n, rs in growth.items()})
+        if svg:
+            md.append(f"\n![Cost growth, every round]({svg})")
         md.append("")
 
     sync = [r for r in rows if r["bench"] == "sync"]
@@ -235,6 +261,11 @@ def main():
         if r["applied"] != int(commands):
             problems.append(f"state-processor round {r['round']}: {r['applied']} of {commands} "
                             "commands applied")
+    for name, rs in growth.items():
+        for r in rs:
+            if r["applied"] != r["total"]:
+                problems.append(f"{name} round {r['round']}: {r['applied']} of {r['total']} "
+                                "commands applied")
     for r in sync:
         if r["fraction"] < 1 and (r["failed"] or r["unanswered"]):
             problems.append(f"sync at {r['fraction']:.0%}: {r['failed']} failed, "
@@ -243,6 +274,8 @@ def main():
         problems.append("an HTTP contender has no result")
     if "apply" in only and len(apply) != 3:
         problems.append("an applying contender has no result")
+    if "growth" in only and not growth:
+        problems.append("the cost growth comparison has no result")
     if "sync" in only and not sync:
         problems.append("the sync comparison has no result")
     if "parked" in only and not any(r["bench"] == "parked" for r in rows):
