@@ -500,7 +500,7 @@ char *batch_command_rows(const batch *b, size_t *count)
     return dump_free(a);
 }
 
-char *batch_outbox_rows(const batch *b, size_t *count)
+json_t *batch_outbox_json(const batch *b)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < b->n; i++) {
@@ -514,6 +514,12 @@ char *batch_outbox_rows(const batch *b, size_t *count)
                                         "event_type", domain_command_event(it->cmd), "command_id",
                                         it->env.id, "payload", it->event_data));
     }
+    return a;
+}
+
+char *batch_outbox_rows(const batch *b, size_t *count)
+{
+    json_t *a = batch_outbox_json(b);
     *count = json_array_size(a);
     return dump_free(a);
 }

@@ -103,6 +103,8 @@ void batch_apply(batch *b);
 char *batch_aggregate_rows(const batch *b, size_t *count);
 char *batch_command_rows(const batch *b, size_t *count);
 char *batch_outbox_rows(const batch *b, size_t *count);
+/* The outbox rows as a JSON array (caller owns it): for the write and, after COMMIT, the relay. */
+json_t *batch_outbox_json(const batch *b);
 char *batch_offset_rows(const batch *b, size_t *count);
 
 /* The reply the gateway waits for: {command_id, status, http_status, body}; caller owns it. */

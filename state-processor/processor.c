@@ -71,6 +71,7 @@ struct processor {
     metrics_histogram *m_batch_time;
     metrics_histogram *m_commit_time;
     metrics_histogram *m_transit;
+    json_t *outbox; /* the batch's outbox rows, for the relay once committed */
     long long batch_start_us;
     long long commit_start_us;
 };
@@ -209,12 +210,9 @@ static void count_outcomes(processor *p)
 
 static void committed(processor *p)
 {
-    size_t n;
-    char *rows = batch_outbox_rows(&p->b, &n);
-    json_t *outbox = json_loads(rows, 0, NULL);
-    free(rows);
-    relay_publish(p->relay, outbox);
-    json_decref(outbox);
+    relay_publish(p->relay, p->outbox);
+    json_decref(p->outbox);
+    p->outbox = NULL;
     send_replies(p);
     count_outcomes(p);
     for (size_t i = 0; i < p->b.npartitions; i++)
@@ -331,8 +329,10 @@ static void apply_and_write(processor *p)
     write_rows(p, write_aggregates_sql, rows, n, on_aggregates_written);
     rows = batch_command_rows(&p->b, &n);
     write_rows(p, write_commands_sql, rows, n, on_write);
-    rows = batch_outbox_rows(&p->b, &n);
-    write_rows(p, write_outbox_sql, rows, n, on_write);
+    json_decref(p->outbox); /* of a batch that failed before its COMMIT */
+    p->outbox = batch_outbox_json(&p->b);
+    n = json_array_size(p->outbox);
+    write_rows(p, write_outbox_sql, n ? json_dumps(p->outbox, JSON_COMPACT) : NULL, n, on_write);
     rows = batch_offset_rows(&p->b, &n);
     write_rows(p, write_offsets_sql, rows, n, on_write);
     if (p->phase_failed) {
@@ -735,6 +735,7 @@ void processor_free(processor *p)
         log_warn("shutdown: replies or dead letters unconfirmed");
     kafka_consumer_free(p->consumer);
     relay_free(p->relay);
+    json_decref(p->outbox);
     purge_free(p->purge);
     health_free(p->health);
     kafka_producer_free(p->producer);

@@ -21,7 +21,7 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
  * Publishes committed outbox rows: a JSON array of {tenant, aggregate_type, aggregate_id,
  * version, event_type, command_id, payload} (borrowed).
  */
-void relay_publish(relay *r, const json_t *rows);
+void relay_publish(relay *r, json_t *rows);
 /* Events produced and not yet marked published. */
 size_t relay_backlog(const relay *r);
 /* Flushes the producer, marks what it can and frees. Blocking: shutdown only. */

@@ -178,29 +178,6 @@ def main():
         md.append("")
 
     growth = by_name(rows, "growth")
-    if growth:
-        md.append("## 5. Cost growth (commands per second)\n")
-        first = next(iter(growth.values()))
-        md.append(f"The processor applying {first[0]['total']} deposits, each to an account "
-                  "chosen so that consecutive ones are far apart, in databases of growing size.\n")
-        md.append("| database | median | range | ÷ the first | CPU µs/cmd (process, PostgreSQL, "
-                  "Kafka) | commands per transaction | peak RSS |")
-        md.append("|---|---|---|---|---|---|---|")
-        base = med(first, "cps")
-        for name, rs in growth.items():
-            m = med(rs, "cps")
-            cpu = "%.0f, %.0f, %.0f" % (med(rs, "cpu_us_per_cmd"), med(rs, "pg_cpu_us_per_cmd"),
-                                        med(rs, "kafka_cpu_us_per_cmd"))
-            md.append(f"| {name} | {m:.0f} | {rng(rs, 'cps')} | {m / base:.2f} | {cpu} | "
-                      f"{med(rs, 'mean_batch'):.0f} | "
-                      f"{max(r['peak_rss_kib'] for r in rs) / 1024:.1f} MiB |")
-        svg = plot(out, "growth", "Cost growth", "commands/s",
-                   {n: [r["cps"] for r in sorted(rs, key=lambda r: r["round"])]
-                    for n, rs in growth.items()})
-        if svg:
-            md.append(f"\n![Cost growth, every round]({svg})")
-        md.append("")
-
     sync = [r for r in rows if r["bench"] == "sync"]
     if sync:
         md.append("## 3. Sync end to end, open loop (latency from when each request was due)\n")
@@ -238,6 +215,8 @@ def main():
             md.append(f"\n![Sync latency by load]({svg})")
         md.append("")
 
+    if any(r["bench"] in ("parked", "rss") for r in rows):
+        md.append("## 4. Memory\n")
     for r in rows:
         if r["bench"] == "parked":
             grown = r["rss_kib"] - r["rss_before_kib"]
@@ -246,6 +225,29 @@ def main():
                       f"{grown / max(r['parked'], 1):.1f} KiB per request)")
         if r["bench"] == "rss":
             md.append(f"- RSS of the {r['name']}: {r['kib'] / 1024:.1f} MiB")
+    if growth:
+        md.append("\n## 5. Cost growth (commands per second)\n")
+        first = next(iter(growth.values()))
+        md.append(f"The processor applying {first[0]['total']} deposits, each to an account "
+                  "chosen so that consecutive ones are far apart, in databases of growing size.\n")
+        md.append("| database | median | range | ÷ the first | CPU µs/cmd (process, PostgreSQL, "
+                  "Kafka) | commands per transaction | peak RSS |")
+        md.append("|---|---|---|---|---|---|---|")
+        base = med(first, "cps")
+        for name, rs in growth.items():
+            m = med(rs, "cps")
+            cpu = "%.0f, %.0f, %.0f" % (med(rs, "cpu_us_per_cmd"), med(rs, "pg_cpu_us_per_cmd"),
+                                        med(rs, "kafka_cpu_us_per_cmd"))
+            md.append(f"| {name} | {m:.0f} | {rng(rs, 'cps')} | {m / base:.2f} | {cpu} | "
+                      f"{med(rs, 'mean_batch'):.0f} | "
+                      f"{max(r['peak_rss_kib'] for r in rs) / 1024:.1f} MiB |")
+        svg = plot(out, "growth", "Cost growth", "commands/s",
+                   {n: [r["cps"] for r in sorted(rs, key=lambda r: r["round"])]
+                    for n, rs in growth.items()})
+        if svg:
+            md.append(f"\n![Cost growth, every round]({svg})")
+        md.append("")
+
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
