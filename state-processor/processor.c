@@ -71,7 +71,13 @@ struct processor {
     metrics_histogram *m_batch_time;
     metrics_histogram *m_commit_time;
     metrics_histogram *m_transit;
-    json_t *outbox; /* the batch's outbox rows, for the relay once committed */
+    json_t *outbox;           /* the batch's outbox rows, for the relay once committed */
+    int write_step;           /* the next write queue_write() queues */
+    bool writes_queued;       /* all of them are */
+    struct event *write_next; /* queues the next write from the loop */
+    batch done;               /* committed, its events and replies not yet sent (on_finish) */
+    json_t *done_outbox;      /* its outbox rows */
+    struct event *finish;     /* runs on_finish() from the loop */
     long long batch_start_us;
     long long commit_start_us;
 };
@@ -170,10 +176,10 @@ static int query(processor *p, const char *sql, int n, const char *const *v, pgc
 
 /* ---- after COMMIT ---- */
 
-static void send_replies(processor *p)
+static void send_replies(processor *p, const batch *b)
 {
-    for (size_t i = 0; i < p->b.n; i++) {
-        batch_item *it = &p->b.items[i];
+    for (size_t i = 0; i < b->n; i++) {
+        const batch_item *it = &b->items[i];
         if (it->env.reply_partition < 0 || !it->recordable || it->state == ITEM_SKIPPED)
             continue;
         json_t *reply = batch_reply(it);
@@ -187,10 +193,10 @@ static void send_replies(processor *p)
     }
 }
 
-static void count_outcomes(processor *p)
+static void count_outcomes(processor *p, const batch *b)
 {
-    for (size_t i = 0; i < p->b.n; i++) {
-        switch (p->b.items[i].state) {
+    for (size_t i = 0; i < b->n; i++) {
+        switch (b->items[i].state) {
         case ITEM_APPLIED:
             metrics_add(p->m_applied, 1);
             break;
@@ -208,21 +214,51 @@ static void count_outcomes(processor *p)
     }
 }
 
+/* What a committed batch still owes: its events and its replies. */
+static void finish_committed(processor *p)
+{
+    if (!p->done.items)
+        return;
+    relay_publish(p->relay, p->done_outbox);
+    json_decref(p->done_outbox);
+    p->done_outbox = NULL;
+    send_replies(p, &p->done);
+    count_outcomes(p, &p->done);
+    batch_clear(&p->done);
+    memset(&p->done, 0, sizeof(p->done));
+}
+
+static void on_finish(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    processor *p = arg;
+    finish_committed(p);
+    if (p->stopping && (p->state == P_IDLE || p->state == P_BACKOFF))
+        event_base_loopexit(p->base, NULL);
+}
+
+/*
+ * The next batch's reads are queued first, and what this one still owes is done on the next
+ * pass of the loop, after pgconn has sent them: PostgreSQL reads while we publish.
+ */
 static void committed(processor *p)
 {
-    relay_publish(p->relay, p->outbox);
-    json_decref(p->outbox);
-    p->outbox = NULL;
-    send_replies(p);
-    count_outcomes(p);
-    for (size_t i = 0; i < p->b.npartitions; i++)
-        kafka_consumer_commit(p->consumer, p->b.partitions[i], p->b.batch_next[i]);
     metrics_add(p->m_batches, 1);
     long long now_us = ids_monotonic_us();
     metrics_observe_us(p->m_batch_time, now_us - p->batch_start_us);
     metrics_observe_us(p->m_commit_time, now_us - p->commit_start_us);
-    batch_clear(&p->b);
-    step_done(p);
+    finish_committed(p); /* none is pending: a batch commits a loop pass after the last */
+    /* Before the next poll, which may serve a rebalance that takes these partitions away. */
+    for (size_t i = 0; i < p->b.npartitions; i++)
+        kafka_consumer_commit(p->consumer, p->b.partitions[i], p->b.batch_next[i]);
+    p->done = p->b;
+    p->done_outbox = p->outbox;
+    p->outbox = NULL;
+    memset(&p->b, 0, sizeof(p->b));
+    event_active(p->finish, 0, 0);
+    p->backoff_ms = 0;
+    p->state = P_IDLE;
+    next_batch(p); /* not when stopping: on_finish then ends the loop */
 }
 
 static void on_commit(const pgconn_result *r, void *arg)
@@ -239,13 +275,9 @@ static void on_commit(const pgconn_result *r, void *arg)
 
 /* ---- writes ---- */
 
-static void on_write(const pgconn_result *r, void *arg)
+/* Every write is queued and answered: COMMIT, or roll back. */
+static void writes_done(processor *p)
 {
-    processor *p = arg;
-    if (pgconn_result_status(r) != PGCONN_OK)
-        phase_error(p, r, "write");
-    if (--p->outstanding > 0)
-        return;
     if (!p->phase_failed && p->written_aggregates != (long long)p->expected_aggregates) {
         p->phase_failed = true;
         snprintf(p->phase_error, sizeof(p->phase_error),
@@ -262,6 +294,15 @@ static void on_write(const pgconn_result *r, void *arg)
     p->commit_start_us = ids_monotonic_us();
     if (query(p, "COMMIT", 0, NULL, on_commit) != 0)
         fail_tx(p);
+}
+
+static void on_write(const pgconn_result *r, void *arg)
+{
+    processor *p = arg;
+    if (pgconn_result_status(r) != PGCONN_OK)
+        phase_error(p, r, "write");
+    if (--p->outstanding == 0 && p->writes_queued)
+        writes_done(p);
 }
 
 static void on_aggregates_written(const pgconn_result *r, void *arg)
@@ -318,34 +359,59 @@ static void write_rows(processor *p, const char *sql, char *rows, size_t count, 
     free(rows);
 }
 
+/*
+ * Queues write number p->write_step. The writes go one per loop pass: pgconn sends each on the
+ * pass after it is queued, so PostgreSQL runs one while the next is serialized.
+ */
+static void queue_write(processor *p)
+{
+    size_t n;
+    char *rows;
+    switch (p->write_step++) {
+    case 0:
+        rows = batch_aggregate_rows(&p->b, &n);
+        p->expected_aggregates = n;
+        write_rows(p, write_aggregates_sql, rows, n, on_aggregates_written);
+        break;
+    case 1:
+        rows = batch_command_rows(&p->b, &n);
+        write_rows(p, write_commands_sql, rows, n, on_write);
+        break;
+    case 2:
+        json_decref(p->outbox); /* of a batch that failed before its COMMIT */
+        p->outbox = batch_outbox_json(&p->b);
+        n = json_array_size(p->outbox);
+        write_rows(p, write_outbox_sql, n ? json_dumps(p->outbox, JSON_COMPACT) : NULL, n,
+                   on_write);
+        break;
+    default:
+        rows = batch_offset_rows(&p->b, &n);
+        write_rows(p, write_offsets_sql, rows, n, on_write);
+        p->writes_queued = true;
+        break;
+    }
+    if (p->phase_failed) /* a write failed or could not be queued: queue no more */
+        p->writes_queued = true;
+    if (!p->writes_queued)
+        event_active(p->write_next, 0, 0);
+    else if (p->outstanding == 0) /* all answered already, or nothing to write (replays) */
+        writes_done(p);
+}
+
+static void on_write_next(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    queue_write(arg);
+}
+
 static void apply_and_write(processor *p)
 {
     batch_apply(&p->b);
     p->state = P_WRITING;
     p->written_aggregates = 0;
-    size_t n;
-    char *rows = batch_aggregate_rows(&p->b, &n);
-    p->expected_aggregates = n;
-    write_rows(p, write_aggregates_sql, rows, n, on_aggregates_written);
-    rows = batch_command_rows(&p->b, &n);
-    write_rows(p, write_commands_sql, rows, n, on_write);
-    json_decref(p->outbox); /* of a batch that failed before its COMMIT */
-    p->outbox = batch_outbox_json(&p->b);
-    n = json_array_size(p->outbox);
-    write_rows(p, write_outbox_sql, n ? json_dumps(p->outbox, JSON_COMPACT) : NULL, n, on_write);
-    rows = batch_offset_rows(&p->b, &n);
-    write_rows(p, write_offsets_sql, rows, n, on_write);
-    if (p->phase_failed) {
-        if (p->outstanding == 0)
-            fail_tx(p);
-        return; /* the last outstanding callback fails the batch */
-    }
-    if (p->outstanding == 0) { /* a batch of replays only: nothing to write */
-        p->state = P_COMMITTING;
-        p->commit_start_us = ids_monotonic_us();
-        if (query(p, "COMMIT", 0, NULL, on_commit) != 0)
-            fail_tx(p);
-    }
+    p->write_step = 0;
+    p->writes_queued = false;
+    queue_write(p);
 }
 
 /* ---- reads ---- */
@@ -674,6 +740,8 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
     p->topic_dlq = xasprintf("%scommands.dlq", cfg->topic_prefix);
     char *topic_events = xasprintf("%sevents", cfg->topic_prefix);
     p->kick = event_new(base, -1, 0, on_kick, p);
+    p->write_next = event_new(base, -1, 0, on_write_next, p);
+    p->finish = event_new(base, -1, 0, on_finish, p);
     p->retry = evtimer_new(base, on_retry, p);
     init_metrics(p);
 
@@ -723,29 +791,38 @@ void processor_stop(processor *p)
     p->stopping = true;
     /* Mid-batch the loop ends after COMMIT (committed()); a batch in backoff is dropped
        uncommitted and will be consumed again by whoever owns the partition next. */
-    if (p->state == P_IDLE || p->state == P_BACKOFF)
-        event_base_loopexit(p->base, NULL);
+    if ((p->state == P_IDLE && !p->done.items) || p->state == P_BACKOFF)
+        event_base_loopexit(p->base, NULL); /* else committed() or on_finish() ends it */
 }
 
 void processor_free(processor *p)
 {
     if (!p)
         return;
+    if (p->relay)
+        finish_committed(p); /* a loop ended before on_finish() ran */
     if (p->producer && kafka_producer_flush(p->producer, 5000) != 0)
         log_warn("shutdown: replies or dead letters unconfirmed");
     kafka_consumer_free(p->consumer);
     relay_free(p->relay);
     json_decref(p->outbox);
+    json_decref(p->done_outbox);
     purge_free(p->purge);
     health_free(p->health);
     kafka_producer_free(p->producer);
     pgconn_free(p->pg);
     if (p->b.items)
         batch_clear(&p->b);
+    if (p->done.items)
+        batch_clear(&p->done);
     domain_registry_free(p->domains);
     metrics_free(p->metrics);
     if (p->kick)
         event_free(p->kick);
+    if (p->write_next)
+        event_free(p->write_next);
+    if (p->finish)
+        event_free(p->finish);
     if (p->retry)
         event_free(p->retry);
     free(p->msgs);
