@@ -264,9 +264,12 @@ static struct evhttp_bound_socket *bind_listener(struct evhttp *http, struct eve
     unsigned flags = LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
     if (reuse_port)
         flags |= LEV_OPT_REUSEABLE_PORT;
-    /* No callback yet: evhttp sets its own, which also enables the listener. */
-    struct evconnlistener *l =
-        evconnlistener_new_bind(base, NULL, NULL, flags, -1, ai->ai_addr, (int)ai->ai_addrlen);
+    /* No callback yet: evhttp sets its own, which also enables the listener. The backlog is the
+       kernel's limit (net.core.somaxconn caps SOMAXCONN), not libevent's 128: a burst of
+       connections beyond the backlog is not refused but retried by the clients' kernels after
+       1, 3, 7 ... seconds, which is a stall the clients cannot see the cause of. */
+    struct evconnlistener *l = evconnlistener_new_bind(base, NULL, NULL, flags, SOMAXCONN,
+                                                       ai->ai_addr, (int)ai->ai_addrlen);
     evutil_freeaddrinfo(ai);
     if (!l)
         return NULL;

@@ -584,13 +584,14 @@ START_TEST(parked_requests_memory_is_bounded)
             usleep(100000);
     }
     if (parked < PARKED) { /* the requests beyond would park too, each for its 30 s */
+        long long open = metric_value(port, "gateway_http_connections");
+        long long produced = metric_value(port, "gateway_commands_produced_total");
         processors_signal(SIGCONT);
         for (int i = 0; i < PARKED; i++)
             close(fds[i]);
         ck_abort_msg("only %lld of %d requests parked within 60 s (%lld connections open, %lld "
                      "commands produced)",
-                     parked, PARKED, metric_value(port, "gateway_http_connections"),
-                     metric_value(port, "gateway_commands_produced_total"));
+                     parked, PARKED, open, produced);
     }
     long during = rss_kib(gw);
     int refused = 0;
