@@ -123,11 +123,13 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
     ck_assert_int_gt(count[200] + count[202], THREADS);
 
     /* A 503 is "not known to be taken": retrying with the same key is safe and must succeed.
-       409 means the first attempt is still on its way (in the producer's queue): wait. */
+       409 means the first attempt is still on its way (in the producer's queue): wait. When
+       Kafka lost that attempt, the claim is taken over once it is older than
+       idempotency.inflight_timeout_s (60 s, ADR 0006): the retries cover that too. */
     for (int i = 0; i < n; i++) {
         reqs[i].final_status = reqs[i].status;
         for (int attempt = 0;
-             attempt < 20 && (reqs[i].final_status == 503 || reqs[i].final_status == 409);
+             attempt < 75 && (reqs[i].final_status == 503 || reqs[i].final_status == 409);
              attempt++) {
             if (attempt > 0)
                 sleep(1);
