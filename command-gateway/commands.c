@@ -23,6 +23,7 @@ typedef struct pending {
     struct event *deadline;
     long long produced_us; /* monotonic, when it was handed to the producer */
     bool claimed;          /* the client's key is recorded as ours (status accepted) */
+    bool claim_made;       /* ... by this request's INSERT, not taken over from another */
     bool dr_pending;       /* a Kafka delivery report is due */
     bool delivered;        /* Kafka confirmed the command */
     bool in_query;         /* a PostgreSQL query holds a reference */
@@ -351,7 +352,7 @@ static void on_claimed(const pgconn_result *r, void *arg)
         return;
     }
     if (strcmp(pgconn_result_value(r, 0, 0), "t") == 0) {
-        p->claimed = true;
+        p->claimed = p->claim_made = true;
         produce(p);
         return;
     }
@@ -458,28 +459,69 @@ void commands_post(gateway *g, http_req *req)
     }
 }
 
-void commands_on_delivery(void *opaque, int err, const char *errstr, int partition,
-                          long long offset, void *arg)
+static void on_released(const pgconn_result *r, void *arg)
 {
-    (void)partition, (void)offset;
-    gateway *g = arg;
-    pending *p = opaque;
-    p->dr_pending = false;
-    p->delivered = !err;
-    metrics_add(err ? g->m_produce_failed : g->m_produced, 1);
-    if (!err)
-        metrics_observe_us(g->m_kafka_ack, ids_monotonic_us() - p->produced_us);
-    if (!p->req) { /* answered from its reply already, timed out, or the client left */
+    pending *p = arg;
+    p->in_query = false;
+    if (pgconn_result_status(r) != PGCONN_OK)
+        log_kv(LOG_WARN, "Idempotency-Key not released",
+               LOG_FIELDS("command_id", p->in.command_id, "error", pgconn_result_error(r)));
+    if (!p->req) {
         pending_maybe_free(p);
         return;
     }
-    if (err) {
-        log_kv(LOG_WARN, "command not delivered",
-               LOG_FIELDS("command_id", p->in.command_id, "error", errstr));
-        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, errstr, NULL));
-    } else if (!p->wants_reply || g->stopping) {
-        answer_accepted(p); /* shutting down: no reply will be awaited */
+    answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
+                                  "Kafka did not take the command; retry with the same "
+                                  "Idempotency-Key",
+                                  NULL));
+}
+
+/*
+ * Kafka did not take the command. When it cannot have written it, the key this request claimed
+ * is released, so that the client's retry with the same key is not answered 409 until the claim
+ * goes stale; the request, if still waiting, is answered once that is done. When the broker may
+ * have written it, the claim stays: the command may yet be applied, and a retry must not make a
+ * second command of the same key (it gets 409, then takes over the stale claim, ADR 0006).
+ */
+static void undelivered(pending *p, const kafka_delivery *d)
+{
+    log_kv(LOG_WARN, "command not delivered",
+           LOG_FIELDS("command_id", p->in.command_id, "error", d->errstr, "possibly_written",
+                      d->maybe_persisted ? "true" : "false", "answered",
+                      p->req ? "false" : "true"));
+    if (p->claim_made && !d->maybe_persisted) {
+        static const char sql[] =
+            "DELETE FROM commands WHERE id = $1 AND tenant = $2 AND status = 'accepted'";
+        const char *v[] = {p->in.command_id, p->g->cfg->tenant_default};
+        if (pgconn_query_prepared(p->g->pg, sql, 2, v, on_released, p) == 0) {
+            p->in_query = true;
+            return;
+        }
+        log_kv(LOG_WARN, "Idempotency-Key not released",
+               LOG_FIELDS("command_id", p->in.command_id, "error", "PostgreSQL is busy"));
     }
+    if (p->req)
+        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, d->errstr, NULL));
+    else
+        pending_maybe_free(p);
+}
+
+void commands_on_delivery(void *opaque, const kafka_delivery *d, void *arg)
+{
+    gateway *g = arg;
+    pending *p = opaque;
+    p->dr_pending = false;
+    p->delivered = !d->err;
+    metrics_add(d->err ? g->m_produce_failed : g->m_produced, 1);
+    if (d->err) {
+        undelivered(p, d);
+        return;
+    }
+    metrics_observe_us(g->m_kafka_ack, ids_monotonic_us() - p->produced_us);
+    if (!p->req) /* answered from its reply already, timed out, or the client left */
+        pending_maybe_free(p);
+    else if (!p->wants_reply || g->stopping)
+        answer_accepted(p); /* shutting down: no reply will be awaited */
     /* otherwise the request stays parked until its reply or its deadline */
 }
 

@@ -135,8 +135,7 @@ void gateway_free(gateway *g);
 /* POST /v1/commands (commands.c). */
 void commands_post(gateway *g, http_req *req);
 /* Delivery report for a produced command (commands.c). */
-void commands_on_delivery(void *opaque, int err, const char *errstr, int partition,
-                          long long offset, void *arg);
+void commands_on_delivery(void *opaque, const kafka_delivery *d, void *arg);
 /* Replies topic has messages (commands.c). */
 void commands_on_replies(void *arg);
 /* Writes the accepted records still gathered (shutdown: before the PostgreSQL connection goes). */

@@ -38,6 +38,12 @@ int kafka_apply_props(rd_kafka_conf_t *conf, const char *const *defaults, const 
                       char *err, size_t errlen)
 {
     char errstr[512];
+    /* Every client: our requests are small, and Nagle's algorithm would hold them (ADR 0015). */
+    if (rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof(errstr)) !=
+        RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "kafka.socket.nagle.disable: %s", errstr);
+        return -1;
+    }
     for (const char *const *d = defaults; d && d[0]; d += 2) {
         if (rd_kafka_conf_set(conf, d[0], d[1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
             snprintf(err, errlen, "kafka.%s: %s", d[0], errstr);
@@ -94,8 +100,15 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     kafka_producer *p = opaque;
     if (!m->err)
         p->healthy = true;
-    p->cb(m->_private, m->err, m->err ? rd_kafka_err2str(m->err) : "", m->partition, m->offset,
-          p->arg);
+    kafka_delivery d = {
+        .err = m->err,
+        .errstr = m->err ? rd_kafka_err2str(m->err) : "",
+        .maybe_persisted =
+            m->err && rd_kafka_message_status(m) != RD_KAFKA_MSG_STATUS_NOT_PERSISTED,
+        .partition = m->partition,
+        .offset = m->offset,
+    };
+    p->cb(m->_private, &d, p->arg);
 }
 
 static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -121,21 +134,11 @@ static void on_producer_wake(evutil_socket_t fd, short what, void *arg)
 kafka_producer *kafka_producer_new(struct event_base *base, const config_props *props,
                                    kafka_delivery_cb cb, void *arg, char *err, size_t errlen)
 {
-    /* Latency first (ADR 0015): a message leaves at once, and Nagle's algorithm does not hold
-       it; under load, messages still share requests, as they queue behind those in flight. */
-    static const char *const defaults[] = {"enable.idempotence",
-                                           "true",
-                                           "acks",
-                                           "all",
-                                           "linger.ms",
-                                           "0",
-                                           "socket.nagle.disable",
-                                           "true",
-                                           "message.timeout.ms",
-                                           "30000",
-                                           "client.id",
-                                           "cqrs",
-                                           NULL};
+    /* Latency first (ADR 0015): a message leaves at once; under load, messages still share
+       requests, as they queue behind those in flight. */
+    static const char *const defaults[] = {
+        "enable.idempotence", "true",  "acks",      "all",  "linger.ms", "0",
+        "message.timeout.ms", "30000", "client.id", "cqrs", NULL};
     kafka_producer *p = xcalloc(1, sizeof(*p));
     p->w.fds[0] = p->w.fds[1] = -1;
     p->cb = cb;

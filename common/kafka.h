@@ -18,13 +18,17 @@ struct event_base;
 typedef struct kafka_producer kafka_producer;
 typedef struct kafka_consumer kafka_consumer;
 
-/*
- * Delivery report for one produced message, on the loop thread. err is 0 on success (the message
- * is durable with acks=all), otherwise librdkafka's error code and errstr its text. opaque is the
- * pointer given to kafka_produce().
- */
-typedef void (*kafka_delivery_cb)(void *opaque, int err, const char *errstr, int partition,
-                                  long long offset, void *arg);
+/* The outcome of one produced message, as its delivery report gives it. */
+typedef struct kafka_delivery {
+    int err;              /* 0: durable (acks=all); else librdkafka's error code */
+    const char *errstr;   /* the error's text, "" on success */
+    bool maybe_persisted; /* on failure: the broker may have written it all the same */
+    int partition;
+    long long offset;
+} kafka_delivery;
+
+/* Delivery report, on the loop thread; opaque is the pointer given to kafka_produce(). */
+typedef void (*kafka_delivery_cb)(void *opaque, const kafka_delivery *d, void *arg);
 
 typedef enum { KAFKA_OK = 0, KAFKA_QUEUE_FULL, KAFKA_ERROR } kafka_send_result;
 

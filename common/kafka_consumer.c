@@ -172,8 +172,6 @@ static kafka_consumer *consumer_new(struct event_base *base, const config_props 
                                     "false",
                                     "auto.offset.reset",
                                     "earliest",
-                                    "socket.nagle.disable",
-                                    "true",
                                     "client.id",
                                     "cqrs",
                                     "group.id",

@@ -46,18 +46,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what, (void)arg; /* only ends event_base_loop(EVLOOP_ONCE) */
 }
 
-static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
-                        void *arg)
+static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
 {
     (void)opaque;
     opsrun *r = arg;
     r->outstanding--;
-    if (err && !r->refused) {
+    if (d->err && !r->refused) {
         r->refused = true;
-        snprintf(r->refusal, sizeof(r->refusal), "Kafka refused a message: %s", errstr);
+        snprintf(r->refusal, sizeof(r->refusal), "Kafka refused a message: %s", d->errstr);
     }
-    if (!err && r->delivered)
-        r->delivered(partition, offset, r->arg);
+    if (!d->err && r->delivered)
+        r->delivered(d->partition, d->offset, r->arg);
 }
 
 opsrun *opsrun_new(const char *conninfo, const config_props *kafka, long long timeout_ms,

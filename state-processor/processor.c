@@ -21,6 +21,7 @@
 #include "relay.h"
 #include "xalloc.h"
 
+#include <assert.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,7 +248,8 @@ static void committed(processor *p)
     long long now_us = ids_monotonic_us();
     metrics_observe_us(p->m_batch_time, now_us - p->batch_start_us);
     metrics_observe_us(p->m_commit_time, now_us - p->commit_start_us);
-    finish_committed(p); /* none is pending: a batch commits a loop pass after the last */
+    /* A batch commits at least one loop pass after the previous one's on_finish(). */
+    assert(!p->done.items);
     /* Before the next poll, which may serve a rebalance that takes these partitions away. */
     for (size_t i = 0; i < p->b.npartitions; i++)
         kafka_consumer_commit(p->consumer, p->b.partitions[i], p->b.batch_next[i]);
@@ -525,16 +527,15 @@ static void begin_tx(processor *p)
 /* ---- dead letters ---- */
 
 /* Delivery reports of replies (opaque NULL, best effort) and dead letters. */
-static void on_produced(void *opaque, int err, const char *errstr, int partition, long long offset,
-                        void *arg)
+static void on_produced(void *opaque, const kafka_delivery *d, void *arg)
 {
-    (void)partition, (void)offset;
     processor *p = arg;
     if (opaque != &p->dlq_outstanding)
         return;
-    if (err) {
+    if (d->err) {
         p->dlq_failed = true;
-        snprintf(p->phase_error, sizeof(p->phase_error), "dead letter not delivered: %s", errstr);
+        snprintf(p->phase_error, sizeof(p->phase_error), "dead letter not delivered: %s",
+                 d->errstr);
     }
     if (--p->dlq_outstanding > 0)
         return;
@@ -582,7 +583,8 @@ static void dead_letters_phase(processor *p)
         return; /* on_produced() continues */
     if (p->dlq_failed) {
         p->dlq_outstanding = 1; /* reuse the failure path */
-        on_produced(&p->dlq_outstanding, 1, "enqueue failed", -1, -1, p);
+        kafka_delivery failed = {.err = 1, .errstr = "enqueue failed", .partition = -1};
+        on_produced(&p->dlq_outstanding, &failed, p);
         return;
     }
     begin_tx(p);

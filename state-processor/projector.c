@@ -459,10 +459,9 @@ static void init_metrics(projector *p)
                               sizeof(bounds) / sizeof(bounds[0]));
 }
 
-static void on_admin_delivery(void *opaque, int err, const char *errstr, int partition,
-                              long long offset, void *arg)
+static void on_admin_delivery(void *opaque, const kafka_delivery *d, void *arg)
 {
-    (void)opaque, (void)err, (void)errstr, (void)partition, (void)offset, (void)arg;
+    (void)opaque, (void)d, (void)arg;
 }
 
 /* Creates the events topic when missing, so that subscribing to it finds it. */

@@ -82,15 +82,13 @@ static void retry_later(relay *r, json_t *row)
     }
 }
 
-static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
-                        void *arg)
+static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
 {
-    (void)partition, (void)offset;
     relay *r = arg;
     json_t *row = opaque;
     r->in_flight--;
-    if (err) {
-        log_kv(LOG_WARN, "event not delivered, will retry", LOG_FIELDS("error", errstr));
+    if (d->err) {
+        log_kv(LOG_WARN, "event not delivered, will retry", LOG_FIELDS("error", d->errstr));
         retry_later(r, row);
         return;
     }

@@ -164,9 +164,8 @@ fi
 REAL_BOOTSTRAP=""
 REAL3_BOOTSTRAP=""
 if [[ $KAFKA_MODES == *real* ]]; then
-    for attempt in 1 2 3; do
-        port=$(free_port)
-        port_in_use $((port + 1)) && continue # the controller listens on port + 1
+    for attempt in 1 2 3; do # a port may be taken between free-port and the broker's bind
+        port=$("$REPO/deploy/kafka/kafka.sh" free-port) || exit 1
         if REAL_BOOTSTRAP=$("$REPO/deploy/kafka/kafka.sh" start "$TMP/kafka" "$port"); then
             break
         fi
@@ -232,13 +231,7 @@ for run in "${runs[@]}"; do
         ;;
     real3)
         if [[ -z $REAL3_BOOTSTRAP ]]; then # started on first use, for the failover tests only
-            port=$(free_port)
-            for ((i = 0; i < 20; i++)); do # three nodes use port .. port+5
-                busy=0
-                for ((k = 1; k <= 5; k++)); do port_in_use $((port + k)) && busy=1; done
-                ((busy)) || break
-                port=$(free_port)
-            done
+            port=$("$REPO/deploy/kafka/kafka.sh" free-port 3) || exit 1
             REAL3_BOOTSTRAP=$("$REPO/deploy/kafka/kafka.sh" start "$TMP/kafka3" "$port" 3) ||
                 { log "error: could not start the 3-node Apache Kafka cluster"; exit 1; }
         fi

@@ -11,6 +11,8 @@ usage: kafka.sh fetch                      download the broker jars into $KAFKA_
        kafka.sh stop DIR                    stop every node started in DIR (SIGTERM, then SIGKILL)
        kafka.sh restart-node DIR N          stop node N (1-based) and start it again on its data
        kafka.sh stop-node DIR N | start-node DIR N
+       kafka.sh free-port [NODES]           print a PORT for start whose ports (2 per node) are
+                                            all free on 127.0.0.1 now
 
 KAFKA_HOME (default <repo>/.kafka, git-ignored) holds the jars; the version is pinned in
 deploy/kafka/pom.xml. Node i listens on PORT+2(i-1) (clients) and PORT+2(i-1)+1 (controller).
@@ -134,6 +136,32 @@ stop_node() {
 
 nodes_in() { find "$1" -maxdepth 1 -name 'node*' -type d 2>/dev/null | wc -l; }
 
+# A base port in 20000-60000 whose count ports can all be bound on 127.0.0.1: a bind sees the
+# local ends of connections too, which a look at the listeners misses. A port can still be taken
+# between this check and the broker's bind, so callers retry the start.
+free_port() {
+    python3 - "$1" <<'PY'
+import random, socket, sys
+count = int(sys.argv[1])
+for _ in range(500):
+    base = random.randrange(20000, 60000 - count)
+    held = []
+    try:
+        for p in range(base, base + count):
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", p))
+        print(base)
+        sys.exit(0)
+    except OSError:
+        pass
+    finally:
+        for s in held:
+            s.close()
+sys.exit("kafka.sh: found no free ports")
+PY
+}
+
 cmd=${1:-}
 case $cmd in
 fetch)
@@ -174,6 +202,11 @@ start)
     done
     log "Apache Kafka $VERSION up: $count node(s), bootstrap $bootstrap, logs in $dir/node*/broker.log"
     echo "$bootstrap"
+    ;;
+free-port)
+    count=${2:-1}
+    [[ $count == 1 || $count == 3 ]] || die "NODES must be 1 or 3"
+    free_port $((2 * count))
     ;;
 stop)
     [[ $# -ge 2 ]] || usage

@@ -149,27 +149,11 @@ wait_http() { # port path
 # --- PostgreSQL and Kafka ------------------------------------------------------------------
 PG_STARTED=1
 CONNINFO=$("$PG_SH" start "$TMP/pg" "$(free_port)" | tail -n 1) || die "PostgreSQL did not start"
-# Two free ports in a row: the broker's and its controller's. A port can be taken between this
-# check and the broker's bind (by any connection's local end), so the start is tried 3 times.
-free_port_pair() {
-    python3 -c '
-import socket
-while True:
-    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
-    b = socket.socket()
-    try:
-        b.bind(("127.0.0.1", p + 1))
-        print(p)
-        break
-    except OSError:
-        pass
-    finally:
-        a.close(); b.close()'
-}
 if [[ $BENCH_KAFKA == real ]]; then
     BOOTSTRAP=""
     for attempt in 1 2 3; do
-        BOOTSTRAP=$("$KAFKA_SH" start "$TMP/kafka" "$(free_port_pair)") && break
+        # A port can be taken between kafka.sh free-port and the broker's bind: 3 tries.
+        BOOTSTRAP=$("$KAFKA_SH" start "$TMP/kafka" "$("$KAFKA_SH" free-port)") && break
         BOOTSTRAP=""
         "$KAFKA_SH" stop "$TMP/kafka" 2>/dev/null || true
         rm -rf "$TMP/kafka"

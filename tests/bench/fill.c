@@ -21,13 +21,12 @@
 
 static long long confirmed, failed;
 
-static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
-                        void *arg)
+static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
 {
-    (void)opaque, (void)partition, (void)offset, (void)arg;
-    if (err && failed++ == 0)
-        fprintf(stderr, "fill: delivery failed: %s\n", errstr);
-    else if (!err)
+    (void)opaque, (void)arg;
+    if (d->err && failed++ == 0)
+        fprintf(stderr, "fill: delivery failed: %s\n", d->errstr);
+    else if (!d->err)
         confirmed++;
 }
 

@@ -430,6 +430,23 @@ START_TEST(impossible_cap_is_a_startup_error)
 }
 END_TEST
 
+/*
+ * Polls GET /healthz until 200, for up to 60 s: a gateway whose Kafka cannot be reached is alive
+ * (though not ready) once its start-up has waited for Kafka's metadata and given up.
+ */
+static bool wait_alive(int port)
+{
+    for (int i = 0; i < 600; i++) {
+        httpc_response h = httpc_request(port, "GET", "/healthz", NULL, NULL, 1000);
+        bool up = h.status == 200;
+        httpc_free(&h);
+        if (up)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
 /* ---- Kafka unreachable: a bounded producer queue, then 503 at once ---- */
 
 #define QUEUE_REQS 6
@@ -469,15 +486,7 @@ START_TEST(full_producer_queue_gets_503)
                            "--log.level=error",
                            NULL};
     pid_t gw = gateways[2] = cluster_start(&cl, "command-gateway", 3, extra);
-    bool up = false;
-    for (int i = 0; i < 600 && !up; i++) { /* start-up waits for Kafka's metadata, then gives up */
-        httpc_response h = httpc_request(queue_port, "GET", "/healthz", NULL, NULL, 1000);
-        up = h.status == 200;
-        httpc_free(&h);
-        if (!up)
-            usleep(100000);
-    }
-    ck_assert(up);
+    ck_assert(wait_alive(queue_port));
     pthread_t th[QUEUE_REQS];
     for (int i = 0; i < QUEUE_REQS; i++)
         ck_assert_int_eq(pthread_create(&th[i], NULL, queue_client, (void *)(intptr_t)i), 0);
@@ -496,6 +505,83 @@ START_TEST(full_producer_queue_gets_503)
     kill(gw, SIGTERM);
     waitpid(gw, NULL, 0);
     gateways[2] = 0;
+}
+END_TEST
+
+/* ---- a command Kafka did not take releases its key ---- */
+
+static int count_key(const char *key)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM commands WHERE idempotency_key = '%s'", key);
+    return (int)pgtest_int(db, sql);
+}
+
+static int open_with_key(int port, const char *key, const char *prefer, const char *account,
+                         char *detail, size_t detail_len)
+{
+    char headers[160], body[160];
+    snprintf(headers, sizeof(headers), "Idempotency-Key: %s\r\nPrefer: %s\r\n", key, prefer);
+    snprintf(body, sizeof(body),
+             "{\"type\":\"account.open\",\"aggregate_id\":\"%s\",\"payload\":{\"owner\":\"o\"}}",
+             account);
+    httpc_response r = post(port, headers, body);
+    int status = r.status;
+    if (detail)
+        snprintf(detail, detail_len, "%s", jstr(r.json, "detail"));
+    httpc_free(&r);
+    return status;
+}
+
+/*
+ * A gateway whose Kafka cannot be reached, with a 1.5 s message timeout: the delivery report
+ * says the command was never written, so the key's claim is released, whether the request is
+ * still waiting (answered 503 once released) or was answered 503 at its deadline before. A
+ * retry with the same key is then a new attempt, not 409 (the claim would otherwise stand for
+ * idempotency.inflight_timeout_s, 60 s here), and on a healthy replica it is applied once.
+ */
+START_TEST(an_undelivered_command_releases_its_key)
+{
+    int port = stack_free_port();
+    char flag_port[32], detail[160];
+    snprintf(flag_port, sizeof(flag_port), "--http.port=%d", port);
+    const char *extra[] = {flag_port,
+                           "--workers=1",
+                           "--kafka.bootstrap.servers=127.0.0.1:1",
+                           "--kafka.message.timeout.ms=1500",
+                           "--idempotency.inflight_timeout_s=60",
+                           "--log.level=error",
+                           NULL};
+    pid_t gw = gateways[2] = cluster_start(&cl, "command-gateway", 4, extra);
+    ck_assert(wait_alive(port));
+    /* Still waiting when the report comes: released, then answered. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int st =
+            open_with_key(port, "undelivered-1", "wait=5", "undelivered-1", detail, sizeof(detail));
+        ck_assert_msg(st == 503, "attempt %d: %d", attempt, st);
+        ck_assert_msg(strstr(detail, "did not take the command"), "attempt %d: %s", attempt,
+                      detail);
+        ck_assert_int_eq(count_key("undelivered-1"), 0);
+    }
+    /* Answered at its 1 s deadline, before the report: released when the report comes. */
+    ck_assert_int_eq(
+        open_with_key(port, "undelivered-2", "wait=1", "undelivered-2", detail, sizeof(detail)),
+        503);
+    ck_assert_msg(strstr(detail, "not confirmed in time"), "%s", detail);
+    for (int i = 0; i < 100 && count_key("undelivered-2") != 0; i++)
+        usleep(100000);
+    ck_assert_int_eq(count_key("undelivered-2"), 0);
+    kill(gw, SIGTERM);
+    waitpid(gw, NULL, 0);
+    gateways[2] = 0;
+    /* The retries, on a healthy replica: each key applied once. */
+    ck_assert_int_eq(open_with_key(ports[0], "undelivered-1", "wait=10", "undelivered-1", NULL, 0),
+                     201);
+    ck_assert_int_eq(open_with_key(ports[1], "undelivered-2", "wait=10", "undelivered-2", NULL, 0),
+                     201);
+    ck_assert_int_eq(pgtest_int(db, "SELECT count(*) FROM commands WHERE idempotency_key LIKE "
+                                    "'undelivered-%' AND status = 'applied'"),
+                     2);
 }
 END_TEST
 
@@ -819,6 +905,7 @@ int main(void)
         tcase_add_test(tc, connections_are_capped);
         tcase_add_test(tc, impossible_cap_is_a_startup_error);
         tcase_add_test(tc, full_producer_queue_gets_503);
+        tcase_add_test(tc, an_undelivered_command_releases_its_key);
         tcase_add_test(tc, parked_requests_memory_is_bounded);
         tcase_add_test(tc, disconnected_client_frees_its_slot);
         tcase_add_test(tc, killed_replica_loses_nothing);

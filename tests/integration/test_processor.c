@@ -31,11 +31,10 @@ static processor *proc;
 static kafka_producer *prod;
 static int delivered, delivery_errors;
 
-static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
-                        void *arg)
+static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
 {
-    (void)opaque, (void)errstr, (void)partition, (void)offset, (void)arg;
-    err ? delivery_errors++ : delivered++;
+    (void)opaque, (void)arg;
+    d->err ? delivery_errors++ : delivered++;
 }
 
 static void run_for(int ms)
@@ -425,6 +424,44 @@ START_TEST(expired_idempotency_records_are_purged)
 }
 END_TEST
 
+/*
+ * A write the database refuses (here a trigger on the batch's first write, the aggregates) rolls
+ * the whole batch back: nothing of it is stored, not even its offsets, and the same batch is
+ * retried after a backoff until the database takes it, then applied once.
+ */
+START_TEST(a_refused_write_rolls_back_the_batch_and_is_retried)
+{
+    send_cmd("account.open", "acc-10", "{\"owner\":\"ha\"}", NULL, -1, -1, NULL);
+    send_cmd("account.open", "acc-11", "{\"owner\":\"io\"}", NULL, -1, -1, NULL);
+    ck_assert(
+        wait_for(2, 20000, "SELECT count(*) FROM aggregates WHERE id IN ('acc-10', 'acc-11')"));
+    long long offsets = q_int("SELECT sum(next_offset) FROM consumer_offsets");
+    /* A sequence counts the refusals: nextval() is not undone by the rollback. */
+    exec_sql("CREATE SEQUENCE refusals");
+    exec_sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+             "IF (NEW.state->>'balance')::numeric >= 1000 THEN PERFORM nextval('refusals'); "
+             "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$");
+    exec_sql("CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON aggregates "
+             "FOR EACH ROW EXECUTE FUNCTION refuse()");
+    send_cmd("account.deposit", "acc-10", "{\"amount\":5000}", NULL, -1, -1, NULL);
+    ck_assert(wait_for(1, 20000, "SELECT sign(last_value - 1) FROM refusals")); /* 2 or more */
+    /* The processor does not skip the batch it cannot store: what comes after it waits. */
+    send_cmd("account.deposit", "acc-11", "{\"amount\":1}", NULL, -1, -1, NULL);
+    run_for(1500);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE type = 'account.deposit'"), 0);
+    ck_assert_int_eq(q_int("SELECT max(version) FROM aggregates"), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox"), 2);
+    ck_assert_int_eq(q_int("SELECT sum(next_offset) FROM consumer_offsets"), offsets);
+    exec_sql("DROP TRIGGER refuse ON aggregates");
+    ck_assert(wait_for(2, 20000, "SELECT count(*) FROM commands WHERE type = 'account.deposit'"));
+    ck_assert_int_eq(q_int("SELECT (state->>'balance')::int FROM aggregates WHERE id = 'acc-10'"),
+                     5000);
+    ck_assert_int_eq(q_int("SELECT sum(version) FROM aggregates"), 4);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox"), 4);
+    ck_assert_int_eq(q_int("SELECT sum(next_offset) FROM consumer_offsets"), offsets + 2);
+}
+END_TEST
+
 /* ---- an idle group member keeps its partitions ---- */
 
 typedef struct member {
@@ -490,6 +527,7 @@ int main(void)
     tcase_add_test(tc, partitions_start_at_the_offsets_stored_in_postgresql);
     tcase_add_test(tc, reply_goes_to_the_named_partition);
     tcase_add_test(tc, expired_idempotency_records_are_purged);
+    tcase_add_test(tc, a_refused_write_rolls_back_the_batch_and_is_retried);
     tcase_add_test(tc, idle_member_keeps_its_partitions);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -45,17 +45,16 @@ static int delivered, delivery_errors;
 static int last_partition;
 static long long last_offset;
 
-static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
-                        void *arg)
+static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
 {
-    (void)opaque, (void)errstr, (void)arg;
-    if (err) {
+    (void)opaque, (void)arg;
+    if (d->err) {
         delivery_errors++;
         return;
     }
     delivered++;
-    last_partition = partition;
-    last_offset = offset;
+    last_partition = d->partition;
+    last_offset = d->offset;
 }
 
 static void run_for(int ms)

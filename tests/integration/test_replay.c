@@ -160,11 +160,10 @@ static void wait_settled(const char *like, long long commands)
 
 static int delivered;
 
-static void on_delivery(void *opaque, int err, const char *errstr, int partition, long long offset,
-                        void *arg)
+static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
 {
-    (void)opaque, (void)errstr, (void)partition, (void)offset, (void)arg;
-    ck_assert_int_eq(err, 0);
+    (void)opaque, (void)arg;
+    ck_assert_msg(d->err == 0, "delivery failed: %s", d->errstr);
     delivered++;
 }
 
