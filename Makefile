@@ -14,7 +14,7 @@ BUILD    ?= build
 ifeq ($(origin CC),default)
 CC       := gcc
 endif
-PKGS     := rdkafka libevent jansson libpq uuid libpcre2-8
+PKGS     := rdkafka libevent jansson libpq uuid libpcre2-8 libjwt libcrypto
 OPT      ?= -O2
 SAN      ?=
 CPPFLAGS += -D_GNU_SOURCE -Icommon

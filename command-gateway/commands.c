@@ -18,6 +18,7 @@
 typedef struct pending {
     gateway *g;
     http_req *req; /* NULL once answered or gone */
+    char tenant[AUTH_TENANT_MAX + 1];
     intake in;
     char fingerprint[IDS_UUID_LEN]; /* of the request, stored with a client's key */
     struct event *deadline;
@@ -187,7 +188,7 @@ static void accept_flush(gateway *g)
     for (size_t i = 0; i < b->n; i++) {
         const pending *p = b->items[i];
         json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id",
-                                              p->in.command_id, "tenant", g->cfg->tenant_default,
+                                              p->in.command_id, "tenant", p->tenant,
                                               "idempotency_key", p->in.idempotency_key, "type",
                                               domain_command_type(p->in.cmd), "aggregate_type",
                                               domain_command_aggregate(p->in.cmd), "aggregate_id",
@@ -293,7 +294,7 @@ static void produce(pending *p)
         .type = (char *)domain_command_type(p->in.cmd),
         .subject = p->in.aggregate_id,
         .time = now,
-        .tenant = g->cfg->tenant_default,
+        .tenant = p->tenant,
         .idempotency_key = p->in.idempotency_key,
         .traceparent = p->in.traceparent,
         .expected_version = p->in.expected_version,
@@ -403,7 +404,7 @@ static void claim(pending *p)
         "extract(epoch FROM now() - c.created_at)::float8 FROM commands c "
         "WHERE c.tenant = $2 AND c.idempotency_key = $3 AND NOT EXISTS (SELECT 1 FROM ins)";
     const char *v[] = {p->in.command_id,
-                       p->g->cfg->tenant_default,
+                       p->tenant,
                        p->in.idempotency_key,
                        domain_command_type(p->in.cmd),
                        domain_command_aggregate(p->in.cmd),
@@ -416,7 +417,7 @@ static void claim(pending *p)
     answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, "PostgreSQL is busy", NULL));
 }
 
-void commands_post(gateway *g, http_req *req)
+void commands_post(gateway *g, http_req *req, const char *tenant)
 {
     if (g->stopping) {
         gateway_problem(g, req, problem_new(PROBLEM_UNAVAILABLE, "shutting down", NULL));
@@ -429,6 +430,7 @@ void commands_post(gateway *g, http_req *req)
     }
     pending *p = xcalloc(1, sizeof(*p));
     p->g = g;
+    snprintf(p->tenant, sizeof(p->tenant), "%s", tenant);
     size_t len;
     const char *body = http_req_body(req, &len);
     intake_headers h = {
@@ -492,7 +494,7 @@ static void undelivered(pending *p, const kafka_delivery *d)
     if (p->claim_made && !d->maybe_persisted) {
         static const char sql[] =
             "DELETE FROM commands WHERE id = $1 AND tenant = $2 AND status = 'accepted'";
-        const char *v[] = {p->in.command_id, p->g->cfg->tenant_default};
+        const char *v[] = {p->in.command_id, p->tenant};
         if (pgconn_query_prepared(p->g->pg, sql, 2, v, on_released, p) == 0) {
             p->in_query = true;
             return;

@@ -42,6 +42,28 @@ const config_row gateway_config_table[] = {
      "consumer group the replicas share the replies topic in"},
     {"tenant.default", CONFIG_STR, CFG(tenant_default), "default", 0, 0,
      "tenant of every request while authentication is off"},
+    {"auth.mode", CONFIG_STR, CFG(auth_mode), "jwt", 0, 0,
+     "jwt: every API request needs a bearer token (RFC 6750); off: none does, and every "
+     "request is tenant.default"},
+    {"auth.algorithm", CONFIG_STR, CFG(auth_algorithm), "RS256", 0, 0,
+     "the one algorithm tokens are signed with: HS256, RS256 or ES256"},
+    {"auth.key_file", CONFIG_STR, CFG(auth_key_file), "", 0, 0,
+     "file of the HS256 secret (32 bytes or more), or of the PEM public key (RSA of 2048 bits "
+     "or more; EC on P-256)"},
+    {"auth.issuer", CONFIG_STR, CFG(auth_issuer), "", 0, 0,
+     "the iss every token must carry (empty: not checked)"},
+    {"auth.audience", CONFIG_STR, CFG(auth_audience), "", 0, 0,
+     "a value every token's aud must hold (empty: not checked)"},
+    {"auth.tenant_claim", CONFIG_STR, CFG(auth_tenant_claim), "tenant", 0, 0,
+     "the claim that names the request's tenant"},
+    {"auth.leeway_s", CONFIG_INT, CFG(auth_leeway_s), "30", 0, 3600,
+     "clock skew allowed on exp and nbf, seconds"},
+    {"auth.scopes", CONFIG_BOOL, CFG(auth_scopes), "false", 0, 0,
+     "require each route's scope in the token (commands:write, commands:read, aggregates:read)"},
+    {"ratelimit.rate", CONFIG_INT, CFG(ratelimit_rate), "0", 0, 10000000,
+     "requests a second each tenant may make to this process, 429 beyond (0: no limit)"},
+    {"ratelimit.burst", CONFIG_INT, CFG(ratelimit_burst), "0", 0, 10000000,
+     "requests a tenant may make at once after a quiet time (0: one second's worth)"},
     {"log.level", CONFIG_STR, CFG(log_level), "info", 0, 0, "debug, info, warn or error"},
     {"drain.timeout_ms", CONFIG_INT, CFG(drain_timeout_ms), "5000", 0, 600000,
      "on SIGTERM, how long requests still waiting for Kafka may hold up the exit"},
@@ -107,15 +129,15 @@ static void reply_text(http_req *req, int status, const char *text)
     http_req_reply(req, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
-static void healthz(gateway *g, http_req *req, char *const *params)
+static void healthz(gateway *g, http_req *req, const gateway_call *call)
 {
-    (void)g, (void)params;
+    (void)g, (void)call;
     reply_text(req, 200, "ok\n");
 }
 
-static void ready(gateway *g, http_req *req, char *const *params)
+static void ready(gateway *g, http_req *req, const gateway_call *call)
 {
-    (void)params;
+    (void)call;
     bool pg = pgconn_connected(g->pg);
     bool kafka = kafka_producer_healthy(g->producer);
     /* Any worker may take the next request: the process is ready when all of them are. */
@@ -126,51 +148,50 @@ static void ready(gateway *g, http_req *req, char *const *params)
     http_req_reply_json(req, pg && kafka && replies ? 200 : 503, body);
 }
 
-static void metrics_page(gateway *g, http_req *req, char *const *params)
+static void metrics_page(gateway *g, http_req *req, const gateway_call *call)
 {
-    (void)params;
+    (void)call;
     char *text = metrics_render(g->metrics);
     http_req_reply(req, 200, "text/plain; version=0.0.4", text, strlen(text));
     free(text);
 }
 
-static void openapi_page(gateway *g, http_req *req, char *const *params)
+static void openapi_page(gateway *g, http_req *req, const gateway_call *call)
 {
-    (void)params;
+    (void)call;
     http_req_reply(req, 200, "application/json", g->openapi, g->openapi_len);
 }
 
-static void post_command(gateway *g, http_req *req, char *const *params)
+static void post_command(gateway *g, http_req *req, const gateway_call *call)
 {
-    (void)params;
-    commands_post(g, req);
+    commands_post(g, req, call->tenant);
 }
 
-static void get_command(gateway *g, http_req *req, char *const *params)
+static void get_command(gateway *g, http_req *req, const gateway_call *call)
 {
-    reads_command(g, req, params[0]);
+    reads_command(g, req, call->tenant, call->params[0]);
 }
 
-static void list_aggregates(gateway *g, http_req *req, char *const *params)
+static void list_aggregates(gateway *g, http_req *req, const gateway_call *call)
 {
-    queries_list(g, req, params[0]);
+    queries_list(g, req, call->tenant, call->params[0]);
 }
 
-static void get_aggregate(gateway *g, http_req *req, char *const *params)
+static void get_aggregate(gateway *g, http_req *req, const gateway_call *call)
 {
-    reads_aggregate(g, req, params[0], params[1]);
+    reads_aggregate(g, req, call->tenant, call->params[0], call->params[1]);
 }
 
-/* The route table: the only place that knows which path goes where. */
+/* The route table: the only place that knows which path goes where, and who may use it. */
 static const gateway_route routes[] = {
-    {"/healthz", GATEWAY_GET, healthz},
-    {"/readyz", GATEWAY_GET, ready},
-    {"/metrics", GATEWAY_GET, metrics_page},
-    {"/openapi.json", GATEWAY_GET, openapi_page},
-    {"/v1/commands", GATEWAY_POST, post_command},
-    {"/v1/commands/{id}", GATEWAY_GET, get_command},
-    {"/v1/aggregates/{type}", GATEWAY_GET, list_aggregates},
-    {"/v1/aggregates/{type}/{id}", GATEWAY_GET, get_aggregate},
+    {"/healthz", GATEWAY_GET, healthz, NULL},
+    {"/readyz", GATEWAY_GET, ready, NULL},
+    {"/metrics", GATEWAY_GET, metrics_page, NULL},
+    {"/openapi.json", GATEWAY_GET, openapi_page, NULL},
+    {"/v1/commands", GATEWAY_POST, post_command, "commands:write"},
+    {"/v1/commands/{id}", GATEWAY_GET, get_command, "commands:read"},
+    {"/v1/aggregates/{type}", GATEWAY_GET, list_aggregates, "aggregates:read"},
+    {"/v1/aggregates/{type}/{id}", GATEWAY_GET, get_aggregate, "aggregates:read"},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -232,6 +253,61 @@ static void not_allowed(gateway *g, http_req *req, unsigned methods)
     gateway_problem(g, req, problem_new(PROBLEM_METHOD_NOT_ALLOWED, NULL, NULL));
 }
 
+/*
+ * The credentials and the rate limit of a request to an API route: 401 or 403 with
+ * WWW-Authenticate, or 429 with Retry-After. True when it may go on; *tenant then names its
+ * tenant (in who, when authentication is on).
+ */
+static bool admit(gateway *g, http_req *req, const char *scope, auth_result *who,
+                  const char **tenant)
+{
+    if (g->auth) {
+        if (!auth_check(g->auth, http_req_header(req, "Authorization"),
+                        g->cfg->auth_scopes ? scope : NULL, ids_now_us() / 1000000, who)) {
+            metrics_add(g->m_auth_refused, 1);
+            http_req_set_header(req, "WWW-Authenticate", who->challenge);
+            gateway_problem(
+                g, req,
+                problem_new(who->status == 403 ? PROBLEM_FORBIDDEN : PROBLEM_UNAUTHORIZED,
+                            who->detail, NULL));
+            return false;
+        }
+        *tenant = who->tenant;
+    }
+    long long wait_us =
+        g->shared->limit ? ratelimit_take(g->shared->limit, *tenant, ids_monotonic_us()) : 0;
+    if (wait_us > 0) {
+        metrics_add(g->m_rate_limited, 1);
+        char retry[24];
+        snprintf(retry, sizeof(retry), "%lld", (wait_us + 999999) / 1000000);
+        http_req_set_header(req, "Retry-After", retry);
+        gateway_problem(g, req,
+                        problem_new(PROBLEM_RATE_LIMITED,
+                                    "this tenant's request rate is above ratelimit.rate", NULL));
+        return false;
+    }
+    return true;
+}
+
+int gateway_auth_new(const gateway_config *cfg, auth **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (strcmp(cfg->auth_mode, "off") == 0)
+        return 0;
+    if (strcmp(cfg->auth_mode, "jwt") != 0) {
+        snprintf(err, errlen, "auth.mode: '%s' is not jwt or off", cfg->auth_mode);
+        return -1;
+    }
+    auth_config ac = {.algorithm = cfg->auth_algorithm,
+                      .key_file = cfg->auth_key_file,
+                      .issuer = cfg->auth_issuer,
+                      .audience = cfg->auth_audience,
+                      .tenant_claim = cfg->auth_tenant_claim,
+                      .leeway_s = cfg->auth_leeway_s};
+    *out = auth_new(&ac, err, errlen);
+    return *out ? 0 : -1;
+}
+
 /* Walks the route table: 404 when no path matches, 405 when the method does not. */
 static void route(http_req *req, void *arg)
 {
@@ -244,12 +320,14 @@ static void route(http_req *req, void *arg)
         if (match(routes[i].path, seg, n, params))
             r = &routes[i];
     }
+    gateway_call call = {.params = params, .tenant = g->cfg->tenant_default};
+    auth_result who;
     if (!r)
         gateway_problem(g, req, problem_new(PROBLEM_NOT_FOUND, "no such route", NULL));
     else if (!(r->methods & GATEWAY_METHOD(http_req_method(req))))
         not_allowed(g, req, r->methods);
-    else
-        r->handler(g, req, params);
+    else if (!r->scope || admit(g, req, r->scope, &who, &call.tenant))
+        r->handler(g, req, &call);
     free(path);
 }
 
@@ -298,6 +376,13 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
         "time from a reply's timestamp (its produce by the processor) to its arrival here; "
         "the timestamp has millisecond resolution",
         bounds, sizeof(bounds) / sizeof(bounds[0]));
+    g->m_auth_refused =
+        metrics_counter_get(g->metrics, "gateway_auth_refused_total",
+                            "API requests refused for their credentials (401, 403)", NULL);
+    g->m_rate_limited = metrics_counter_get(g->metrics, "gateway_rate_limited_total",
+                                            "API requests refused by ratelimit.rate (429)", NULL);
+    if (gateway_auth_new(cfg, &g->auth, err, errlen) != 0)
+        goto fail;
     g->topic_commands = xasprintf("%scommands", cfg->topic_prefix);
     g->topic_replies = xasprintf("%sreplies", cfg->topic_prefix);
 
@@ -418,6 +503,7 @@ void gateway_free(gateway *g)
     kafka_consumer_free(g->replies);
     kafka_producer_free(g->producer);
     domain_registry_free(g->domains);
+    auth_free(g->auth);
     strmap_free(g->parked);
     if (g->drain)
         event_free(g->drain);

@@ -2,12 +2,14 @@
 #ifndef CQRS_GATEWAY_H
 #define CQRS_GATEWAY_H
 
+#include "auth.h"
 #include "config.h"
 #include "domain.h"
 #include "httpd.h"
 #include "kafka.h"
 #include "metrics.h"
 #include "pgconn.h"
+#include "ratelimit.h"
 #include "strmap.h"
 
 #include <stdatomic.h>
@@ -39,6 +41,16 @@ typedef struct gateway_config {
     long long topics_replication;
     long long workers;
     long long drain_timeout_ms;
+    char *auth_mode; /* "jwt" or "off" */
+    char *auth_algorithm;
+    char *auth_key_file;
+    char *auth_issuer;
+    char *auth_audience;
+    char *auth_tenant_claim;
+    long long auth_leeway_s;
+    bool auth_scopes;
+    long long ratelimit_rate; /* requests a second per tenant and process; 0: no limit */
+    long long ratelimit_burst;
 } gateway_config;
 
 /* The configuration table of the gateway (ended by a NULL row). */
@@ -49,6 +61,7 @@ typedef struct gateway_shared {
     metrics *metrics;            /* values are atomics */
     size_t workers;              /* gateways in the process */
     atomic_size_t workers_ready; /* of which own at least one reply partition */
+    ratelimit *limit;            /* NULL: no rate limit */
 } gateway_shared;
 
 typedef struct gateway {
@@ -56,6 +69,7 @@ typedef struct gateway {
     gateway_shared *shared;
     struct event_base *base;
     domain_registry *domains;
+    auth *auth; /* NULL: authentication is off */
     httpd *http;
     kafka_producer *producer;
     kafka_consumer *replies;
@@ -86,13 +100,19 @@ typedef struct gateway {
     metrics_histogram *m_reply_transit; /* the processor's produce of a reply -> here */
     metrics_gauge *m_parked, *m_connections;
     metrics_counter *m_accept_paused;
+    metrics_counter *m_auth_refused, *m_rate_limited;
     metrics_counter *m_status[500]; /* answers by status 100..599, registered on first use */
     char *openapi;                  /* GET /openapi.json: the document, built at start-up */
     size_t openapi_len;
 } gateway;
 
-/* A route's handler; params holds the path's {name} segments in template order, borrowed. */
-typedef void (*gateway_handler)(gateway *g, http_req *req, char *const *params);
+/* What a route's handler gets besides the request; everything is borrowed for the call. */
+typedef struct gateway_call {
+    char *const *params; /* the path's {name} segments, in template order */
+    const char *tenant;  /* the token's tenant, or tenant.default while authentication is off */
+} gateway_call;
+
+typedef void (*gateway_handler)(gateway *g, http_req *req, const gateway_call *call);
 
 /* The bit of one method in gateway_route.methods. */
 #define GATEWAY_METHOD(m) (1u << (m))
@@ -107,6 +127,7 @@ typedef struct gateway_route {
     const char *path; /* template: "/v1/aggregates/{type}/{id}"; {name} matches one segment */
     unsigned methods; /* GATEWAY_METHOD() bits; any other method gets 405 with Allow */
     gateway_handler handler;
+    const char *scope; /* the token scope it needs ("commands:write"), or NULL: public */
 } gateway_route;
 
 /*
@@ -124,6 +145,11 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                      const config_props *kafka_props, gateway_shared *shared, char *err,
                      size_t errlen);
 /*
+ * The authenticator cfg asks for: *out is NULL when auth.mode is off. -1 with err naming the bad
+ * key.
+ */
+int gateway_auth_new(const gateway_config *cfg, auth **out, char *err, size_t errlen);
+/*
  * Stops listening, answers every parked request whose command is in Kafka with 202, and ends
  * the loop once every request held is answered (the rest get 202 as their delivery reports
  * come) or after drain.timeout_ms.
@@ -133,7 +159,7 @@ void gateway_drain(gateway *g);
 void gateway_free(gateway *g);
 
 /* POST /v1/commands (commands.c). */
-void commands_post(gateway *g, http_req *req);
+void commands_post(gateway *g, http_req *req, const char *tenant);
 /* Delivery report for a produced command (commands.c). */
 void commands_on_delivery(void *opaque, const kafka_delivery *d, void *arg);
 /* Replies topic has messages (commands.c). */
@@ -148,11 +174,12 @@ void commands_on_replies_eof(int partition, void *arg);
 void commands_release_parked(gateway *g);
 
 /* GET /v1/commands/{id} (reads.c). */
-void reads_command(gateway *g, http_req *req, const char *id);
+void reads_command(gateway *g, http_req *req, const char *tenant, const char *id);
 /* GET /v1/aggregates/{type}/{id} from the projection, ?min_version=N (reads.c). */
-void reads_aggregate(gateway *g, http_req *req, const char *type, const char *id);
+void reads_aggregate(gateway *g, http_req *req, const char *tenant, const char *type,
+                     const char *id);
 /* GET /v1/aggregates/{type}?filters&sort&limit&cursor from the projection (queries.c). */
-void queries_list(gateway *g, http_req *req, const char *type);
+void queries_list(gateway *g, http_req *req, const char *tenant, const char *type);
 
 /* Writes the standard answer for a failure and counts it. */
 void gateway_problem(gateway *g, http_req *req, json_t *problem);

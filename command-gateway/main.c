@@ -196,12 +196,27 @@ int main(int argc, char **argv)
     }
     json_object_seed(0);
 
+    auth *check = NULL;
+    if (gateway_auth_new(&cfg, &check, err, sizeof(err)) != 0) {
+        log_kv(LOG_FATAL, "bad configuration", LOG_FIELDS("error", err));
+        goto out;
+    }
+    if (!check)
+        log_kv(LOG_WARN, "AUTHENTICATION IS OFF: any client may read and write, all as one tenant",
+               LOG_FIELDS("auth.mode", cfg.auth_mode, "tenant", cfg.tenant_default));
+    auth_free(check);
+
     size_t n = (size_t)cfg.workers;
     gateway_shared shared = {.metrics = metrics_new(), .workers = n};
+    if (cfg.ratelimit_rate > 0)
+        shared.limit =
+            ratelimit_new((double)cfg.ratelimit_rate,
+                          (double)(cfg.ratelimit_burst ? cfg.ratelimit_burst : cfg.ratelimit_rate));
     worker *ws = start_workers(n, &cfg, &kafka, &shared, err, sizeof(err));
     if (!ws) {
         log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", err));
         metrics_free(shared.metrics);
+        ratelimit_free(shared.limit);
         goto out;
     }
     char count[24], conns[24];
@@ -252,6 +267,7 @@ int main(int argc, char **argv)
     event_base_free(control);
     free_workers(ws, n);
     metrics_free(shared.metrics);
+    ratelimit_free(shared.limit);
     log_kv(LOG_INFO, "stopped", NULL);
     rc = started ? EXIT_SUCCESS : EXIT_FAILURE;
 out:

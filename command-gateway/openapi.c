@@ -1,6 +1,7 @@
 /* openapi.c: builds the OpenAPI 3.1 document of the gateway's routes from the domain registry. */
 #include "openapi.h"
 
+#include "gateway.h"
 #include "openapi_schemas.h"
 #include "problem.h"
 #include "projection.h"
@@ -397,6 +398,46 @@ static json_t *get_readyz(void)
     return op;
 }
 
+static const problem_use auth_problems[] = {
+    {PROBLEM_UNAUTHORIZED,
+     "with auth.mode=jwt: no bearer token, or one that is malformed, does not verify, is signed "
+     "with another algorithm, has expired or is not valid yet, names another issuer or audience, "
+     "or names no valid tenant. WWW-Authenticate says which (RFC 6750)."},
+    {PROBLEM_FORBIDDEN, "with auth.scopes=true: the token lacks this route's scope."},
+    {PROBLEM_RATE_LIMITED,
+     "the tenant's requests to this gateway are above ratelimit.rate; nothing was done."},
+};
+
+static json_t *auth_problem_headers(int status)
+{
+    if (status == 429)
+        return json_pack("{s:o}", "Retry-After", retry_after());
+    return json_pack("{s:o}", "WWW-Authenticate",
+                     response_header("The bearer challenge (RFC 6750 section 3).", true,
+                                     openapi_schemas_string(NULL)));
+}
+
+/* Every route that needs a token says so, with its scope, and how it refuses. */
+static void add_security(json_t *paths)
+{
+    size_t n;
+    const gateway_route *routes = gateway_routes(&n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_object_get(paths, routes[i].path);
+        const char *method;
+        json_t *op;
+        if (!routes[i].scope || !item)
+            continue;
+        json_object_foreach(item, method, op)
+        {
+            if (strcmp(method, "parameters") == 0)
+                continue;
+            json_object_set_new(op, "security", json_pack("[{s:[s]}]", "bearer", routes[i].scope));
+            add_problems(op, auth_problems, N(auth_problems), auth_problem_headers);
+        }
+    }
+}
+
 /* Every GET also answers HEAD: the same status and headers, without the body. */
 static void add_heads(json_t *paths)
 {
@@ -487,6 +528,7 @@ static json_t *paths(const domain_registry *reg)
                                   openapi_schemas_aggregate_names(reg))),
                   param("path", "id", true, "The aggregate id.", openapi_schemas_string(NULL)),
                   "get", get_aggregate()));
+    add_security(p);
     add_heads(p);
     const char *path, *method;
     json_t *item, *op;
@@ -515,5 +557,11 @@ json_t *openapi_build(const domain_registry *reg)
         "tags", "name", "commands", "description", "The write side.", "name", "reads",
         "description", "Command status and aggregate state.", "name", "operations", "description",
         "Health, readiness, metrics and this document.", "paths", paths(reg), "components",
-        json_pack("{s:o}", "schemas", openapi_schemas_build(reg)));
+        json_pack("{s:o, s:{s:{s:s, s:s, s:s, s:s}}}", "schemas", openapi_schemas_build(reg),
+                  "securitySchemes", "bearer", "type", "http", "scheme", "bearer", "bearerFormat",
+                  "JWT", "description",
+                  "A JWT signed with the gateway's auth.algorithm; its auth.tenant_claim names "
+                  "the tenant whose data the request sees. Its scopes (the scope or scp claim) "
+                  "are checked when auth.scopes is true. With auth.mode=off no token is needed "
+                  "and every request is tenant.default."));
 }

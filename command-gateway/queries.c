@@ -231,7 +231,7 @@ static void on_rows(const pgconn_result *r, void *arg)
     free(c);
 }
 
-void queries_list(gateway *g, http_req *req, const char *type)
+void queries_list(gateway *g, http_req *req, const char *tenant, const char *type)
 {
     list_query q = {.g = g, .proj = domain_registry_projection(g->domains, type)};
     if (!q.proj) {
@@ -263,7 +263,7 @@ void queries_list(gateway *g, http_req *req, const char *type)
     /* Parameters: $1 tenant, then filter values, then the cursor's, then the limit. */
     const char *values[MAX_FILTERS + 4];
     int nv = 0;
-    values[nv++] = g->cfg->tenant_default;
+    values[nv++] = tenant;
     const char *col = q.sort ? q.sort->name : "id";
     char *sql = xasprintf("SELECT id, version, state, to_char(updated_at AT TIME ZONE 'UTC', "
                           "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \"%s\"::text FROM \"%s\" "

@@ -91,7 +91,7 @@ static void on_command(const pgconn_result *r, void *arg)
     free(c);
 }
 
-void reads_command(gateway *g, http_req *req, const char *id)
+void reads_command(gateway *g, http_req *req, const char *tenant, const char *id)
 {
     if (!ids_is_uuid(id)) {
         gateway_problem(g, req, problem_new(PROBLEM_NOT_FOUND, "command ids are UUIDs", NULL));
@@ -102,7 +102,7 @@ void reads_command(gateway *g, http_req *req, const char *id)
         "version, result, to_char(created_at AT TIME ZONE 'UTC', "
         "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), to_char(finished_at AT TIME ZONE 'UTC', "
         "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM commands WHERE id = $1 AND tenant = $2";
-    const char *v[] = {id, g->cfg->tenant_default};
+    const char *v[] = {id, tenant};
     start(g, req, sql, 2, v, on_command);
 }
 
@@ -117,6 +117,7 @@ typedef struct agg_read {
     gateway *g;
     http_req *req; /* NULL once the client is gone */
     const projection *proj;
+    char tenant[AUTH_TENANT_MAX + 1];
     char *id;
     long long min_version; /* 0: no wait */
     readwait_entry *wait;  /* while waiting */
@@ -208,7 +209,7 @@ static void agg_query(agg_read *a)
                           "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM \"%s\" "
                           "WHERE tenant = $1 AND id = $2",
                           a->proj->table);
-    const char *v[] = {a->g->cfg->tenant_default, a->id};
+    const char *v[] = {a->tenant, a->id};
     int rc = pgconn_query_prepared(a->g->pg_read, sql, 2, v, on_agg_row, a);
     free(sql);
     if (rc != 0) {
@@ -232,7 +233,8 @@ static void on_agg_wait(readwait_event ev, void *arg)
         agg_query(a);
 }
 
-void reads_aggregate(gateway *g, http_req *req, const char *type, const char *id)
+void reads_aggregate(gateway *g, http_req *req, const char *tenant, const char *type,
+                     const char *id)
 {
     const projection *proj = domain_registry_projection(g->domains, type);
     if (!proj) {
@@ -255,10 +257,11 @@ void reads_aggregate(gateway *g, http_req *req, const char *type, const char *id
     a->g = g;
     a->req = req;
     a->proj = proj;
+    snprintf(a->tenant, sizeof(a->tenant), "%s", tenant);
     a->id = xstrdup(id);
     a->min_version = min_version;
     if (min_version > 0 && g->cfg->reads_max_wait_ms > 0)
-        a->wait = readwait_add(g->readwait, g->cfg->tenant_default, type, id, min_version,
+        a->wait = readwait_add(g->readwait, tenant, type, id, min_version,
                                g->cfg->reads_max_wait_ms, on_agg_wait, a);
     http_req_on_gone(req, agg_gone, a);
     agg_query(a);

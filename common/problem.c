@@ -25,6 +25,9 @@ static const struct {
     [PROBLEM_INVARIANT] = {422, "invariant-violated", "Command would break an invariant"},
     [PROBLEM_INTERNAL] = {500, "internal", "Internal error"},
     [PROBLEM_UNAVAILABLE] = {503, "unavailable", "Service temporarily unavailable"},
+    [PROBLEM_UNAUTHORIZED] = {401, "unauthorized", "A valid bearer token is required"},
+    [PROBLEM_FORBIDDEN] = {403, "forbidden", "The token does not allow this"},
+    [PROBLEM_RATE_LIMITED] = {429, "rate-limited", "Too many requests"},
 };
 
 int problem_status(problem_kind kind)

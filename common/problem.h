@@ -27,6 +27,9 @@ typedef enum {
     PROBLEM_INVARIANT,           /* 422: the resulting state would break an invariant */
     PROBLEM_INTERNAL,            /* 500 */
     PROBLEM_UNAVAILABLE,         /* 503: Kafka or PostgreSQL cannot take it now */
+    PROBLEM_UNAUTHORIZED,        /* 401: no valid bearer token */
+    PROBLEM_FORBIDDEN,           /* 403: the token lacks the route's scope */
+    PROBLEM_RATE_LIMITED,        /* 429: the tenant's request rate is above its limit */
 } problem_kind;
 
 /* The HTTP status of a kind. */

@@ -5,6 +5,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config
     librdkafka-dev libevent-dev libjansson-dev libpq-dev uuid-dev libpcre2-dev check
+    libjwt-dev libssl-dev
     postgresql curl procps
     python3 python3-pip python3-venv
     maven openjdk-17-jre-headless

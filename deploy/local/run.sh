@@ -261,9 +261,11 @@ spawn "$PROJECTOR_LOG" "$PROCESSOR_BIN" project --pg.conninfo="$CONNINFO" --kafk
     --http.port="$PROJECTOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --projector.group="${TOPIC_PREFIX}projector" \
     "${MOCK_ARGS[@]}"
 PROJECTOR_PID=$!
+# The embedded default runs without authentication (the gateway says so loudly in its log);
+# deploy/ runs it with auth.mode=jwt.
 spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
     --kafka.bootstrap.servers="$BOOTSTRAP" --topic.prefix="$TOPIC_PREFIX" \
-    --replies.group="${TOPIC_PREFIX}command-gateway" "${MOCK_ARGS[@]}"
+    --replies.group="${TOPIC_PREFIX}command-gateway" --auth.mode=off "${MOCK_ARGS[@]}"
 GATEWAY_PID=$!
 
 deadline=$((SECONDS + 20))

@@ -218,7 +218,7 @@ GW_DB=$(make_db bench_gateway)
 migrate "$GW_DB"
 GW_PORT=$(free_port)
 start_service command-gateway gateway "$GW_DB" --topic.prefix=bench- --http.port="$GW_PORT" \
-    --log.level=warn
+    --log.level=warn --auth.mode=off
 GW_PID=$STARTED
 wait_http "$GW_PORT" /readyz || die "command-gateway did not become ready (see $TMP/gateway.log)"
 
@@ -477,7 +477,7 @@ SYNC_PROC=$STARTED
 wait_http "$SYNC_HTTP" /readyz || die "state-processor did not become ready (see $TMP/sync-processor.log)"
 SYNC_PORT=$(free_port)
 start_service command-gateway sync-gateway "$SYNC_DB" --topic.prefix=sync- \
-    --http.port="$SYNC_PORT" --log.level=warn
+    --http.port="$SYNC_PORT" --log.level=warn --auth.mode=off
 SYNC_GW=$STARTED
 wait_http "$SYNC_PORT" /readyz || die "command-gateway did not become ready (see $TMP/sync-gateway.log)"
 "$BUILD/bench/fill" "$BOOTSTRAP" sync-commands 4 "$ACCOUNTS" 0 >/dev/null || die "opening the accounts failed"

@@ -30,11 +30,14 @@ static const struct {
     {PROBLEM_INVARIANT, 422, "invariant-violated"},
     {PROBLEM_INTERNAL, 500, "internal"},
     {PROBLEM_UNAVAILABLE, 503, "unavailable"},
+    {PROBLEM_UNAUTHORIZED, 401, "unauthorized"},
+    {PROBLEM_FORBIDDEN, 403, "forbidden"},
+    {PROBLEM_RATE_LIMITED, 429, "rate-limited"},
 };
 
 START_TEST(test_table_complete)
 {
-    ck_assert_int_eq(N(kcases), PROBLEM_UNAVAILABLE + 1);
+    ck_assert_int_eq(N(kcases), PROBLEM_RATE_LIMITED + 1);
     for (int i = 0; i < N(kcases); i++)
         ck_assert_int_eq(kcases[i].kind, i);
 }
