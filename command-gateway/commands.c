@@ -8,6 +8,7 @@
 #include "intake.h"
 #include "log.h"
 #include "problem.h"
+#include "trace.h"
 #include "xalloc.h"
 
 #include <event2/event.h>
@@ -19,6 +20,8 @@ typedef struct pending {
     gateway *g;
     http_req *req; /* NULL once answered or gone */
     char tenant[AUTH_TENANT_MAX + 1];
+    char traceparent[TRACE_PARENT_LEN]; /* this gateway's span in the request's trace */
+    char trace_id[TRACE_ID_LEN];        /* for log lines */
     intake in;
     char fingerprint[IDS_UUID_LEN]; /* of the request, stored with a client's key */
     struct event *deadline;
@@ -296,7 +299,8 @@ static void produce(pending *p)
         .time = now,
         .tenant = p->tenant,
         .idempotency_key = p->in.idempotency_key,
-        .traceparent = p->in.traceparent,
+        .traceparent = p->traceparent,
+        .tracestate = p->in.tracestate,
         .expected_version = p->in.expected_version,
         .reply_partition = reply_partition,
     };
@@ -373,7 +377,8 @@ static void on_claimed(const pgconn_result *r, void *arg)
         json_object_set_new(pb, "command_id", json_string(id));
         answer_problem(p, pb);
     } else if (strcmp(status, "accepted") == 0) {
-        log_kv(LOG_WARN, "taking over a stale claim", LOG_FIELDS("command_id", id));
+        log_kv(LOG_WARN, "taking over a stale claim",
+               LOG_FIELDS("command_id", id, "trace_id", p->trace_id));
         snprintf(p->in.command_id, sizeof(p->in.command_id), "%s", id);
         p->claimed = true;
         produce(p);
@@ -438,6 +443,7 @@ void commands_post(gateway *g, http_req *req, const char *tenant)
         .if_match = http_req_header(req, "If-Match"),
         .prefer = http_req_header(req, "Prefer"),
         .traceparent = http_req_header(req, "traceparent"),
+        .tracestate = http_req_header(req, "tracestate"),
     };
     json_t *problem = intake_parse(&p->in, g->domains, body, len, &h);
     if (problem) {
@@ -448,6 +454,13 @@ void commands_post(gateway *g, http_req *req, const char *tenant)
     p->req = req;
     g->live++;
     http_req_on_gone(req, on_gone, p);
+    trace_child(p->in.traceparent, p->traceparent);
+    trace_id_of(p->traceparent, p->trace_id);
+    if (log_enabled(LOG_DEBUG))
+        log_kv(LOG_DEBUG, "command received",
+               LOG_FIELDS("command_id", p->in.command_id, "type", domain_command_type(p->in.cmd),
+                          "aggregate_id", p->in.aggregate_id, "tenant", p->tenant, "trace_id",
+                          p->trace_id));
     /* From arrival: bounds the key check and Kafka's confirmation too, so nothing hangs. */
     long long ms = wait_ms(g, &p->in);
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
@@ -488,8 +501,8 @@ static void on_released(const pgconn_result *r, void *arg)
 static void undelivered(pending *p, const kafka_delivery *d)
 {
     log_kv(LOG_WARN, "command not delivered",
-           LOG_FIELDS("command_id", p->in.command_id, "error", d->errstr, "possibly_written",
-                      d->maybe_persisted ? "true" : "false", "answered",
+           LOG_FIELDS("command_id", p->in.command_id, "trace_id", p->trace_id, "error", d->errstr,
+                      "possibly_written", d->maybe_persisted ? "true" : "false", "answered",
                       p->req ? "false" : "true"));
     if (p->claim_made && !d->maybe_persisted) {
         static const char sql[] =

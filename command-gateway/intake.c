@@ -3,6 +3,7 @@
 
 #include "envelope.h"
 #include "problem.h"
+#include "trace.h"
 #include "xalloc.h"
 
 #include <ctype.h>
@@ -35,6 +36,7 @@ void intake_clear(intake *in)
     free(in->idempotency_key);
     free(in->aggregate_id);
     free(in->traceparent);
+    free(in->tracestate);
     json_decref(in->payload);
     memset(in, 0, sizeof(*in));
 }
@@ -122,23 +124,6 @@ void intake_parse_prefer(const char *value, bool *respond_async, long long *wait
         }
     }
     free(copy);
-}
-
-static bool all_hex(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
-            return false;
-    }
-    return true;
-}
-
-bool intake_valid_traceparent(const char *s)
-{
-    /* 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> */
-    return strlen(s) == 55 && strncmp(s, "00-", 3) == 0 && all_hex(s + 3, 32) && s[35] == '-' &&
-           all_hex(s + 36, 16) && s[52] == '-' && all_hex(s + 53, 2) && strspn(s + 3, "0") < 32 &&
-           strspn(s + 36, "0") < 16;
 }
 
 static json_t *fail(intake *out, problem_kind kind, const char *detail, json_t *errors)
@@ -248,8 +233,12 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
             goto done;
         }
     }
-    if (h->traceparent && intake_valid_traceparent(h->traceparent))
+    /* Trace context that does not parse is dropped, tracestate with it (W3C Trace Context). */
+    if (trace_parent_valid(h->traceparent)) {
         out->traceparent = xstrdup(h->traceparent);
+        if (h->tracestate && trace_state_valid(h->tracestate))
+            out->tracestate = xstrdup(h->tracestate);
+    }
     intake_parse_prefer(h->prefer, &out->respond_async, &out->wait_ms);
     ids_uuid(out->command_id);
     if (!out->idempotency_key) {

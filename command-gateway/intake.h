@@ -21,6 +21,7 @@ typedef struct intake_headers {
     const char *if_match;
     const char *prefer;
     const char *traceparent;
+    const char *tracestate;
 } intake_headers;
 
 /* A validated command. Strings are owned; free with intake_clear(). */
@@ -34,7 +35,8 @@ typedef struct intake {
     json_t *payload;            /* owned reference */
     bool respond_async;         /* Prefer: respond-async */
     long long wait_ms;          /* Prefer: wait=N in ms, -1 when absent */
-    char *traceparent;          /* validated W3C traceparent or NULL */
+    char *traceparent;          /* the client's W3C traceparent, validated, or NULL */
+    char *tracestate;           /* its tracestate, validated, or NULL */
 } intake;
 
 /*
@@ -66,8 +68,5 @@ long long intake_parse_if_match(const char *value);
 
 /* Parses Prefer (RFC 7240): respond-async and wait=N (seconds). */
 void intake_parse_prefer(const char *value, bool *respond_async, long long *wait_ms);
-
-/* True if s is a valid W3C traceparent (version 00). */
-bool intake_valid_traceparent(const char *s);
 
 #endif

@@ -22,6 +22,7 @@ static const struct {
     {"ce_tenant", offsetof(envelope, tenant), false},
     {"ce_idempotencykey", offsetof(envelope, idempotency_key), false},
     {"ce_traceparent", offsetof(envelope, traceparent), false},
+    {"ce_tracestate", offsetof(envelope, tracestate), false},
 };
 #define NATTRS (sizeof(string_attrs) / sizeof(string_attrs[0]))
 

@@ -27,6 +27,7 @@ typedef struct envelope {
     char *tenant;               /* ce_tenant */
     char *idempotency_key;      /* ce_idempotencykey */
     char *traceparent;          /* ce_traceparent (W3C trace context) */
+    char *tracestate;           /* ce_tracestate */
     long long expected_version; /* ce_expectedversion; -1 when absent */
     int reply_partition;        /* ce_replypartition; -1 when absent */
 } envelope;

@@ -63,6 +63,17 @@ static void decode_one(batch_item *it, const domain_registry *reg, const kafka_m
         dead(it, "bad-envelope", err);
         return;
     }
+    /* Trace context that does not parse is dropped, tracestate with it (W3C Trace Context). */
+    if (!trace_parent_valid(it->env.traceparent)) {
+        free(it->env.traceparent);
+        it->env.traceparent = NULL;
+    }
+    if (!it->env.traceparent || !trace_state_valid(it->env.tracestate)) {
+        free(it->env.tracestate);
+        it->env.tracestate = NULL;
+    }
+    trace_child(it->env.traceparent, it->traceparent);
+    trace_id_of(it->traceparent, it->trace_id);
     if (!ids_is_uuid(it->env.id)) {
         dead(it, "bad-envelope", "ce_id is not a UUID");
         return;
@@ -493,6 +504,8 @@ char *batch_command_rows(const batch *b, size_t *count)
             it->state == ITEM_APPLIED ? "applied" : "rejected", "http_status", it->http_status,
             "result", it->body, "partition", it->partition, "offset", it->offset);
         json_object_set_new(row, "version", it->version ? json_integer(it->version) : json_null());
+        json_object_set_new(row, "traceparent",
+                            it->env.traceparent ? json_string(it->env.traceparent) : json_null());
         json_array_append_new(a, row);
         free(agg_type);
     }
@@ -507,12 +520,14 @@ json_t *batch_outbox_json(const batch *b)
         const batch_item *it = &b->items[i];
         if (it->state != ITEM_APPLIED)
             continue;
-        json_array_append_new(a,
-                              json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:O}", "tenant", it->tenant,
-                                        "aggregate_type", domain_command_aggregate(it->cmd),
-                                        "aggregate_id", it->env.subject, "version", it->version,
-                                        "event_type", domain_command_event(it->cmd), "command_id",
-                                        it->env.id, "payload", it->event_data));
+        json_t *row = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:O, s:s}", "tenant", it->tenant,
+                                "aggregate_type", domain_command_aggregate(it->cmd), "aggregate_id",
+                                it->env.subject, "version", it->version, "event_type",
+                                domain_command_event(it->cmd), "command_id", it->env.id, "payload",
+                                it->event_data, "traceparent", it->traceparent);
+        if (it->env.tracestate)
+            json_object_set_new(row, "tracestate", json_string(it->env.tracestate));
+        json_array_append_new(a, row);
     }
     return a;
 }

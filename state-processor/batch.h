@@ -11,6 +11,7 @@
 #include "envelope.h"
 #include "kafka.h"
 #include "strmap.h"
+#include "trace.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -44,12 +45,14 @@ typedef struct batch_item {
 
     item_state state;
     int http_status;
-    json_t *body;         /* reply body: applied result or problem */
-    long long version;    /* version produced (applied) or current (rejected) */
-    char *event_id;       /* applied: "<tenant>/<type>/<id>/<version>" */
-    json_t *event_data;   /* applied: the event's data */
-    const char *tenant;   /* borrowed from env or the default */
-    const char *idem_key; /* borrowed from env or the command id */
+    json_t *body;                       /* reply body: applied result or problem */
+    long long version;                  /* version produced (applied) or current (rejected) */
+    char *event_id;                     /* applied: "<tenant>/<type>/<id>/<version>" */
+    json_t *event_data;                 /* applied: the event's data */
+    const char *tenant;                 /* borrowed from env or the default */
+    const char *idem_key;               /* borrowed from env or the command id */
+    char trace_id[TRACE_ID_LEN];        /* of the command's trace, for log lines */
+    char traceparent[TRACE_PARENT_LEN]; /* this processor's span in it: its events' parent */
 } batch_item;
 
 typedef struct batch {

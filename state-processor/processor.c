@@ -189,15 +189,27 @@ static void send_replies(processor *p, const batch *b)
         /* Best effort: a lost reply only turns the gateway's answer into a 202. */
         if (kafka_produce(p->producer, p->topic_replies, it->env.reply_partition, it->env.id,
                           strlen(it->env.id), value, strlen(value), NULL, 0, NULL) != KAFKA_OK)
-            log_kv(LOG_WARN, "reply not sent", LOG_FIELDS("command_id", it->env.id));
+            log_kv(LOG_WARN, "reply not sent",
+                   LOG_FIELDS("command_id", it->env.id, "trace_id", it->trace_id));
         free(value);
     }
 }
 
+static const char *const outcome_names[] = {[ITEM_NEW] = "skipped",
+                                            [ITEM_APPLIED] = "applied",
+                                            [ITEM_REJECTED] = "rejected",
+                                            [ITEM_DUPLICATE] = "duplicate",
+                                            [ITEM_SKIPPED] = "skipped"};
+
 static void count_outcomes(processor *p, const batch *b)
 {
     for (size_t i = 0; i < b->n; i++) {
-        switch (b->items[i].state) {
+        const batch_item *it = &b->items[i];
+        if (log_enabled(LOG_DEBUG) && it->recordable)
+            log_kv(LOG_DEBUG, "command decided",
+                   LOG_FIELDS("command_id", it->env.id, "outcome", outcome_names[it->state],
+                              "tenant", it->tenant, "trace_id", it->trace_id));
+        switch (it->state) {
         case ITEM_APPLIED:
             metrics_add(p->m_applied, 1);
             break;
@@ -329,22 +341,24 @@ static const char write_aggregates_sql[] =
 
 static const char write_commands_sql[] =
     "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
-    "status, http_status, result, version, kafka_partition, kafka_offset, finished_at) "
+    "status, http_status, result, version, kafka_partition, kafka_offset, finished_at, "
+    "traceparent) "
     "SELECT id, tenant, idempotency_key, type, aggregate_type, aggregate_id, status, "
-    "http_status, result, version, partition, \"offset\", now() "
+    "http_status, result, version, partition, \"offset\", now(), traceparent "
     "FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, tenant text, idempotency_key text, "
     "type text, aggregate_type text, aggregate_id text, status text, http_status int, "
-    "result jsonb, version bigint, partition int, \"offset\" bigint) "
+    "result jsonb, version bigint, partition int, \"offset\" bigint, traceparent text) "
     "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, "
     "http_status = EXCLUDED.http_status, result = EXCLUDED.result, version = EXCLUDED.version, "
     "kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset, "
-    "finished_at = EXCLUDED.finished_at";
+    "finished_at = EXCLUDED.finished_at, traceparent = EXCLUDED.traceparent";
 
 static const char write_outbox_sql[] =
     "INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, command_id, "
-    "payload) SELECT tenant, aggregate_type, aggregate_id, version, event_type, command_id, "
-    "payload FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, aggregate_type text, "
-    "aggregate_id text, version bigint, event_type text, command_id uuid, payload jsonb)";
+    "payload, traceparent, tracestate) SELECT tenant, aggregate_type, aggregate_id, version, "
+    "event_type, command_id, payload, traceparent, tracestate FROM jsonb_to_recordset($1::jsonb) "
+    "AS x(tenant text, aggregate_type text, aggregate_id text, version bigint, event_type text, "
+    "command_id uuid, payload jsonb, traceparent text, tracestate text)";
 
 static const char write_offsets_sql[] =
     "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
@@ -569,7 +583,8 @@ static void dead_letters_phase(processor *p)
         h[nh++] = (header){"dlq_detail", it->dead_detail, strlen(it->dead_detail)};
         h[nh++] = (header){"dlq_source", where, strlen(where)};
         log_kv(LOG_WARN, "dead letter",
-               LOG_FIELDS("reason", it->dead_reason, "detail", it->dead_detail, "source", where));
+               LOG_FIELDS("reason", it->dead_reason, "detail", it->dead_detail, "source", where,
+                          "trace_id", it->trace_id));
         if (kafka_produce(p->producer, p->topic_dlq, -1, it->key, it->key_len, it->value, it->len,
                           h, nh, &p->dlq_outstanding) == KAFKA_OK) {
             p->dlq_outstanding++;

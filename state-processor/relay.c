@@ -38,7 +38,8 @@ static const char mark_sql[] =
 static const char recover_sql[] =
     "SELECT json_build_object('tenant', tenant, 'aggregate_type', aggregate_type, "
     "'aggregate_id', aggregate_id, 'version', version, 'event_type', event_type, "
-    "'command_id', command_id, 'payload', payload) FROM outbox "
+    "'command_id', command_id, 'payload', payload, 'traceparent', traceparent, "
+    "'tracestate', tracestate) FROM outbox "
     "WHERE published_at IS NULL AND created_at < $1::timestamptz ORDER BY created_at";
 
 static void mark(relay *r);
@@ -121,6 +122,8 @@ static void publish_one(relay *r, json_t *row)
         .subject = (char *)id,
         .time = now,
         .tenant = (char *)tenant,
+        .traceparent = (char *)json_string_value(json_object_get(row, "traceparent")),
+        .tracestate = (char *)json_string_value(json_object_get(row, "tracestate")),
         .expected_version = -1,
         .reply_partition = -1,
     };

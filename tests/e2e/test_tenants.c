@@ -5,7 +5,8 @@
  * scope gets 403; tenants see only their own commands, aggregates and lists, even under the
  * same aggregate id and the same Idempotency-Key; a tenant over its rate gets 429 with
  * Retry-After while another is served; ids and payloads shaped like SQL injection are stored
- * verbatim; a configuration that cannot authenticate stops the gateway at start, naming the key.
+ * verbatim; a configuration that cannot authenticate stops the gateway at start, naming the key;
+ * W3C trace context reaches the command record, the domain event and both services' logs.
  */
 #include "cluster.h"
 #include "httpc.h"
@@ -15,6 +16,7 @@
 #include <check.h>
 #include <jwt.h>
 #include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -405,6 +407,124 @@ START_TEST(bad_auth_configuration_is_a_startup_error)
 }
 END_TEST
 
+/* ---- trace context ---- */
+
+#define TRACEPARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+#define TRACE_ID    "4bf92f3577b34da6a3ce929d0e0e4736"
+
+/* One text column of the first row of sql (parameter $1 = arg); "" when NULL or no row. */
+static void query_text(const char *sql, const char *arg, char *out, size_t len)
+{
+    const char *v[] = {arg};
+    PGresult *r = PQexecParams(db, sql, 1, NULL, v, NULL, NULL, 0);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    snprintf(out, len, "%s", PQntuples(r) && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+}
+
+/* The value of header name of the first event on the events topic whose ce_subject is subject. */
+static bool event_header(const char *subject, const char *name, char *out, size_t len)
+{
+    char errstr[256], topic[80], group[80];
+    snprintf(topic, sizeof(topic), "%sevents", cl.prefix);
+    static int readers;
+    snprintf(group, sizeof(group), "%strace-reader-%d", cl.prefix, readers++);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", cl.bootstrap, errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(rk != NULL, "%s", errstr);
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(t, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, t);
+    rd_kafka_topic_partition_list_destroy(t);
+    bool found = false;
+    for (int waited = 0; waited < 30000 && !found; waited += 200) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        rd_kafka_headers_t *h = NULL;
+        const void *v;
+        size_t vlen;
+        if (!m->err && rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(h, "ce_subject", &v, &vlen) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            vlen == strlen(subject) && memcmp(v, subject, vlen) == 0) {
+            found = true;
+            if (rd_kafka_header_get_last(h, name, &v, &vlen) == RD_KAFKA_RESP_ERR_NO_ERROR)
+                snprintf(out, len, "%.*s", (int)vlen, (const char *)v);
+            else
+                out[0] = 0;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return found;
+}
+
+static bool log_mentions(const char *service, const char *needle)
+{
+    char path[320], line[4096];
+    snprintf(path, sizeof(path), "%s/%s-0.log", cl.dir, service);
+    FILE *f = fopen(path, "r");
+    bool seen = false;
+    while (f && !seen && fgets(line, sizeof(line), f))
+        seen = strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return seen;
+}
+
+/*
+ * A client's traceparent and tracestate: the gateway takes part (same trace, a span of its own,
+ * carried in the command's Kafka headers and kept in the command record), the processor too (its
+ * span is the parent of the domain event, which carries the tracestate on), and both services'
+ * log lines about the command name the trace. Without a traceparent the gateway starts a trace.
+ */
+START_TEST(trace_context_reaches_the_record_the_event_and_both_logs)
+{
+    char id[40];
+    httpc_response r =
+        call("acme", "POST", "/v1/commands",
+             "Prefer: wait=10\r\ntraceparent: " TRACEPARENT "\r\ntracestate: congo=t61rcWkgMzE\r\n",
+             "{\"type\":\"account.open\",\"aggregate_id\":\"traced-1\","
+             "\"payload\":{\"owner\":\"t\"}}");
+    ck_assert_int_eq(r.status, 201);
+    snprintf(id, sizeof(id), "%s", jstr(r.json, "command_id"));
+    httpc_free(&r);
+    char record[64], event[64], state[600], on_topic[64], state_on_topic[600];
+    query_text("SELECT traceparent FROM commands WHERE id = $1", id, record, sizeof(record));
+    ck_assert_msg(strncmp(record, "00-" TRACE_ID "-", 36) == 0, "record: %s", record);
+    ck_assert_str_eq(record + 52, "-01");
+    ck_assert_str_ne(record, TRACEPARENT); /* the gateway's own span */
+    query_text("SELECT traceparent FROM outbox WHERE command_id = $1", id, event, sizeof(event));
+    ck_assert_msg(strncmp(event, "00-" TRACE_ID "-", 36) == 0, "event: %s", event);
+    ck_assert_str_ne(event, record); /* the processor's own span */
+    query_text("SELECT tracestate FROM outbox WHERE command_id = $1", id, state, sizeof(state));
+    ck_assert_str_eq(state, "congo=t61rcWkgMzE");
+    ck_assert(event_header("traced-1", "ce_traceparent", on_topic, sizeof(on_topic)));
+    ck_assert_str_eq(on_topic, event);
+    ck_assert(event_header("traced-1", "ce_tracestate", state_on_topic, sizeof(state_on_topic)));
+    ck_assert_str_eq(state_on_topic, "congo=t61rcWkgMzE");
+    ck_assert(log_mentions("command-gateway", TRACE_ID));
+    ck_assert(log_mentions("state-processor", TRACE_ID));
+
+    r = call("acme", "POST", "/v1/commands", "Prefer: wait=10\r\ntraceparent: 00-zz\r\n",
+             "{\"type\":\"account.open\",\"aggregate_id\":\"traced-2\","
+             "\"payload\":{\"owner\":\"t\"}}");
+    ck_assert_int_eq(r.status, 201);
+    snprintf(id, sizeof(id), "%s", jstr(r.json, "command_id"));
+    httpc_free(&r);
+    query_text("SELECT traceparent FROM commands WHERE id = $1", id, record, sizeof(record));
+    ck_assert_int_eq(strlen(record), 55);
+    ck_assert_int_ne(strncmp(record + 3, TRACE_ID, 32), 0);
+    ck_assert_str_eq(record + 52, "-00");
+}
+END_TEST
+
 int main(void)
 {
     if (cluster_init(&cl, "tenants") != 0)
@@ -425,9 +545,11 @@ int main(void)
                         "--auth.issuer=test-idp",
                         "--auth.audience=cqrs",
                         "--auth.scopes=true",
+                        "--log.level=debug", /* a line per command, with its trace id */
                         NULL};
+    const char *proc[] = {"--log.level=debug", NULL};
     pid_t pids[3];
-    pids[0] = cluster_start(&cl, "state-processor", 0, NULL);
+    pids[0] = cluster_start(&cl, "state-processor", 0, proc);
     pids[1] = cluster_start(&cl, "projector", 0, NULL);
     pids[2] = cluster_start(&cl, "command-gateway", 0, gw);
     int failed = 1;
@@ -443,6 +565,7 @@ int main(void)
         tcase_add_test(tc, injection_shaped_input_is_stored_verbatim);
         tcase_add_test(tc, a_tenant_over_its_rate_gets_429_and_others_are_served);
         tcase_add_test(tc, bad_auth_configuration_is_a_startup_error);
+        tcase_add_test(tc, trace_context_reaches_the_record_the_event_and_both_logs);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
         srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */

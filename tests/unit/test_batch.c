@@ -116,6 +116,7 @@ typedef struct {
     const char *drop;  /* a header to leave out */
     const char *hname; /* a header to set, replacing one of the same name */
     const char *hvalue;
+    const char *traceparent, *tracestate; /* NULL: header left out */
 } mspec;
 
 /* One line per macro reads better than the layout clang-format would pick. */
@@ -148,6 +149,8 @@ static void build_one(msgs *mb, size_t i, const mspec *s)
     e->idempotency_key = (char *)(uintptr_t)s->key;
     e->expected_version = s->has_ev ? s->ev : -1;
     e->reply_partition = REPLY_PART;
+    e->traceparent = (char *)(uintptr_t)s->traceparent;
+    e->tracestate = (char *)(uintptr_t)s->tracestate;
 
     kafka_message *m = &mb->m[i];
     m->topic = "commands";
@@ -992,6 +995,61 @@ static const rcase rcases[] = {
     {4, U5, "applied", 200, true, -1},
 };
 
+/* ---- trace context: kept when valid, the processor's span as the event's parent ---- */
+
+#define TP "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+typedef struct {
+    const char *name;
+    const char *traceparent, *tracestate;
+    bool kept;               /* the command's traceparent is kept (same trace for the event) */
+    const char *event_state; /* the event's tracestate, NULL: none */
+} tcase_t;
+
+static const tcase_t tcases[] = {
+    {"both", TP, "congo=t61rcWkgMzE", true, "congo=t61rcWkgMzE"},
+    {"traceparent only", TP, NULL, true, NULL},
+    {"tracestate only: dropped", NULL, "congo=t61rcWkgMzE", false, NULL},
+    {"invalid traceparent: both dropped", "00-xyz", "congo=1", false, NULL},
+    {"invalid tracestate: dropped", TP, "a=1\r\nb", true, NULL},
+    {"neither", NULL, NULL, false, NULL},
+};
+
+START_TEST(test_trace_context)
+{
+    const tcase_t *tc = &tcases[_i];
+    mspec m[] = {OPEN(U1, .traceparent = tc->traceparent, .tracestate = tc->tracestate)};
+    batch b;
+    decode(&b, m, 1);
+    const batch_item *it = &b.items[0];
+    ck_assert_msg(!it->dead_reason, "%s: dead %s", tc->name, it->dead_reason);
+    ck_assert(trace_parent_valid(it->traceparent));
+    ck_assert_int_eq(strncmp(it->traceparent, TP, 36) == 0, tc->kept);
+    ck_assert_int_eq(strlen(it->trace_id), 32);
+    ck_assert_int_eq(strncmp(it->traceparent + 3, it->trace_id, 32), 0);
+    batch_apply(&b);
+    json_t *rows = batch_outbox_json(&b);
+    json_t *row = json_array_get(rows, 0);
+    ck_assert_str_eq(jstr(row, "traceparent"), it->traceparent);
+    if (tc->event_state)
+        ck_assert_str_eq(jstr(row, "tracestate"), tc->event_state);
+    else
+        ck_assert_ptr_null(json_object_get(row, "tracestate"));
+    json_decref(rows);
+    size_t n;
+    char *cmd_rows = batch_command_rows(&b, &n);
+    json_t *cr = json_loads(cmd_rows, 0, NULL);
+    free(cmd_rows);
+    const json_t *recorded = json_object_get(json_array_get(cr, 0), "traceparent");
+    if (tc->kept)
+        ck_assert_str_eq(json_string_value(recorded), TP);
+    else
+        ck_assert(json_is_null(recorded));
+    json_decref(cr);
+    batch_clear(&b);
+}
+END_TEST
+
 START_TEST(test_reply)
 {
     const rcase *tc = &rcases[_i];
@@ -1100,6 +1158,7 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("io");
     tcase_add_loop_test(tc, test_reply, 0, N(rcases));
+    tcase_add_loop_test(tc, test_trace_context, 0, N(tcases));
     tcase_add_loop_test(tc, test_params, 0, N(pcases));
     tcase_add_loop_test(tc, test_int_array, 0, N(icases));
     suite_add_tcase(s, tc);
