@@ -7,6 +7,7 @@
 #                   make run KAFKA=real runs it on Apache Kafka fetched from Maven Central
 #   make bench      the pipeline against baselines on this machine (tests/bench/bench.sh);
 #                   results in $(BUILD)/bench/results.md
+#   make fuzz       the libFuzzer harnesses of tests/fuzz, FUZZ_SECONDS each (default 60)
 #   make lint       clang-format (check), cppcheck, clang-tidy
 #   make deps       install the Debian packages the build and the tests need
 
@@ -46,8 +47,13 @@ GATEWAY_LIB := $(BUILD)/libgateway.a
 PROC_LIB    := $(BUILD)/libprocessor.a
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC))
 BENCH_BINS := $(BUILD)/bench/bare202 $(BUILD)/bench/fill $(BUILD)/bench/openloop
+# libFuzzer harnesses: clang (Debian's clang-14), each with the sources it reaches.
+FUZZ_CC    ?= clang-14
+FUZZ_FLAGS := -std=c11 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZERS    := $(BUILD)/fuzz/fuzz_intake $(BUILD)/fuzz/fuzz_decode
 
-.PHONY: all deps test test-asan run bench lint format clean
+.PHONY: all deps test test-asan run bench fuzz lint format clean
 all: $(GATEWAY) $(PROCESSOR) $(MOCKKAFKA)
 
 # Tests reach into the services' headers; the services themselves see only common/.
@@ -90,7 +96,19 @@ test: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) tests/run.sh
 
-tests: $(TESTS) $(BENCH_BINS)
+tests: $(TESTS) $(BENCH_BINS) $(FUZZERS)
+
+$(BUILD)/fuzz/fuzz_intake: tests/fuzz/fuzz_intake.c command-gateway/intake.c $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) -Icommand-gateway $(PKG_CFLAGS) $(FUZZ_FLAGS) $^ $(PKG_LIBS) -o $@
+$(BUILD)/fuzz/fuzz_decode: tests/fuzz/fuzz_decode.c state-processor/batch.c $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) -Istate-processor $(PKG_CFLAGS) $(FUZZ_FLAGS) $^ $(PKG_LIBS) -o $@
+
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZERS)
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 test-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \

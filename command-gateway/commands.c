@@ -33,6 +33,8 @@ typedef struct pending {
     bool in_query;         /* a PostgreSQL query holds a reference */
     bool wants_reply;      /* sync with a reply partition: answer from the reply */
     bool parked;           /* present in g->parked */
+    bool wait_over;        /* the client's wait ended before Kafka confirmed: 202 once it does */
+    long long arrived_us;  /* monotonic */
 } pending;
 
 static void pending_free(pending *p)
@@ -117,8 +119,9 @@ static void send_result(pending *p, int status, json_t *body, bool replayed)
         gateway_problem(p->g, p->req, body);
     } else {
         if (status == 201) {
-            char *loc = xasprintf("/v1/aggregates/%s/%s", domain_command_aggregate(p->in.cmd),
-                                  p->in.aggregate_id);
+            char *id = http_uri_escape(p->in.aggregate_id);
+            char *loc = xasprintf("/v1/aggregates/%s/%s", domain_command_aggregate(p->in.cmd), id);
+            free(id);
             http_req_set_header(p->req, "Location", loc);
             free(loc);
         }
@@ -253,6 +256,16 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     pending *p = arg;
     if (!p->req || (p->in_query && p->delivered))
         return;
+    /* A wait shorter than sync.timeout_ms (Prefer: wait=0, say) ends the wait for the result,
+       not for Kafka's confirmation, without which no 2xx can be given: that gets
+       sync.timeout_ms from arrival, and the answer is 202 as soon as it comes. */
+    long long left_us = p->g->cfg->sync_timeout_ms * 1000 - (ids_monotonic_us() - p->arrived_us);
+    if (!p->delivered && !p->wait_over && left_us > 0) {
+        p->wait_over = true;
+        struct timeval tv = {.tv_sec = left_us / 1000000, .tv_usec = (long)(left_us % 1000000)};
+        evtimer_add(p->deadline, &tv);
+        return;
+    }
     if (!p->delivered) {
         /* Kafka has not confirmed (or the key could not be claimed yet): the client must not
            take it as accepted. A retry with the same Idempotency-Key is safe either way. */
@@ -462,6 +475,7 @@ void commands_post(gateway *g, http_req *req, const char *tenant)
                           "aggregate_id", p->in.aggregate_id, "tenant", p->tenant, "trace_id",
                           p->trace_id));
     /* From arrival: bounds the key check and Kafka's confirmation too, so nothing hangs. */
+    p->arrived_us = ids_monotonic_us();
     long long ms = wait_ms(g, &p->in);
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
     p->deadline = evtimer_new(g->base, on_deadline, p);
@@ -535,8 +549,8 @@ void commands_on_delivery(void *opaque, const kafka_delivery *d, void *arg)
     metrics_observe_us(g->m_kafka_ack, ids_monotonic_us() - p->produced_us);
     if (!p->req) /* answered from its reply already, timed out, or the client left */
         pending_maybe_free(p);
-    else if (!p->wants_reply || g->stopping)
-        answer_accepted(p); /* shutting down: no reply will be awaited */
+    else if (!p->wants_reply || g->stopping || p->wait_over)
+        answer_accepted(p); /* shutting down, or the wait is over: no reply will be awaited */
     /* otherwise the request stays parked until its reply or its deadline */
 }
 

@@ -217,12 +217,14 @@ static json_t *post_command(void)
     json_object_set_new(
         op, "parameters",
         json_pack(
-            "[o, o, o, o]",
+            "[o, o, o, o, o]",
             param("header", "Idempotency-Key", false,
                   "A token or RFC 8941 quoted string of 1 to 255 visible ASCII characters. A "
                   "retry with the same key and body gets the first answer again; without a key "
                   "the gateway assigns one (the command id).",
-                  json_pack("{s:s, s:i}", "type", "string", "minLength", 1)),
+                  json_pack("{s:s, s:s}", "type", "string", "pattern",
+                            "^([\\x21\\x23-\\x2b\\x2d-\\x3a\\x3c-\\x7e]{1,255}|"
+                            "\"([\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]|\\\\[\"\\\\]){1,255}\")$")),
             param("header", "If-Match", false,
                   "\"<n>\": apply only at version n, as expected_version (both given and "
                   "different: 400).",
@@ -233,10 +235,14 @@ static json_t *post_command(void)
                   json_pack("{s:s, s:[s, s]}", "type", "string", "examples", "respond-async",
                             "wait=10")),
             param("header", "traceparent", false,
-                  "W3C trace context, carried into the Kafka headers; an invalid value is "
-                  "ignored.",
-                  json_pack("{s:s, s:s}", "type", "string", "pattern",
-                            "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"))));
+                  "W3C Trace Context, 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>: the "
+                  "command joins the trace (see docs/api.md, Tracing). A value that does not "
+                  "parse is ignored, as the specification asks, and a trace is started.",
+                  json_pack("{s:s}", "type", "string")),
+            param("header", "tracestate", false,
+                  "W3C Trace Context vendor state, passed on with a valid traceparent (at most 512 "
+                  "bytes and 32 members; otherwise dropped).",
+                  json_pack("{s:s}", "type", "string"))));
     json_object_set_new(op, "requestBody",
                         json_pack("{s:b, s:{s:{s:o}}}", "required", 1, "content",
                                   "application/json", "schema",

@@ -287,8 +287,12 @@ httpd *httpd_new(struct event_base *base, const char *host, int port, const http
     h->http = evhttp_new(base);
     h->handler = handler;
     h->arg = arg;
+    /* Every method libevent parses reaches the router, which answers 405 with Allow for those a
+       route does not take (evhttp would answer 501 for the ones not allowed here). */
     evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE);
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT);
     evhttp_set_max_body_size(h->http, (ev_ssize_t)lim->max_body);
     evhttp_set_max_headers_size(h->http, (ev_ssize_t)lim->max_headers_size);
     evhttp_set_timeout(h->http, lim->timeout_s);
@@ -387,6 +391,14 @@ http_method http_req_method(const http_req *r)
 const char *http_req_path(const http_req *r)
 {
     return r->path;
+}
+
+char *http_uri_escape(const char *s)
+{
+    char *e = evhttp_uriencode(s, -1, 0);
+    char *out = xstrdup(e ? e : "");
+    free(e);
+    return out;
 }
 
 /* Parses the query string once, on first use. */

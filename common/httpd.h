@@ -74,6 +74,8 @@ int httpd_port(const httpd *h);
 http_method http_req_method(const http_req *r);
 /* The decoded path without the query string; borrowed from the request. */
 const char *http_req_path(const http_req *r);
+/* s percent-encoded for a URI path segment (all but RFC 3986's unreserved); free() it. */
+char *http_uri_escape(const char *s);
 /* A query parameter, decoded; NULL when absent. Borrowed from the request. */
 const char *http_req_query(http_req *r, const char *name);
 /*

@@ -10,7 +10,9 @@ PACKAGES=(
     python3 python3-pip python3-venv
     maven openjdk-17-jre-headless
     clang-format cppcheck clang-tidy
+    clang-14 libclang-rt-14-dev libfuzzer-14-dev # make fuzz: libFuzzer with ASan + UBSan
     wrk nginx-light gnuplot-nox # make bench: load generator, HTTP baseline, plots
+    docker-compose # make test: checks deploy/docker-compose.yml (config only; no engine runs)
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

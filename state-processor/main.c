@@ -26,6 +26,32 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     processor_stop(arg);
 }
 
+/*
+ * `state-processor migrate`: applies the migrations and creates the projection tables, then
+ * exits (0 when the database is up to date). For a deployment's migration job, so that the
+ * services can start without schema rights; every service still checks at start.
+ */
+static int migrate_main(int argc, char **argv)
+{
+    processor_config cfg = {0};
+    config_props kafka = {0};
+    char err[512];
+    int rc = EXIT_FAILURE;
+    if (service_setup("state-processor migrate",
+                      "Applies the SQL migrations in migrations.dir and creates the projection "
+                      "tables of the domains in schemas.dir, then exits.",
+                      processor_config_table, &cfg, &kafka, argc, argv, &rc)) {
+        rc = EXIT_SUCCESS;
+        if (dbsetup_apply(&cfg, err, sizeof(err)) != 0) {
+            log_kv(LOG_FATAL, "cannot set up the database", LOG_FIELDS("error", err));
+            rc = EXIT_FAILURE;
+        }
+    }
+    config_free(processor_config_table, &cfg);
+    config_props_free(&kafka);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     processor_config cfg = {0};
@@ -39,7 +65,7 @@ int main(int argc, char **argv)
         int (*main)(int argc, char **argv);
     } modes[] = {
         {"project", projectcmd_main}, {"rebuild", rebuildcmd_main}, {"lag", lagcmd_main},
-        {"replay", replay_main},      {"redrive", redrive_main},
+        {"replay", replay_main},      {"redrive", redrive_main},    {"migrate", migrate_main},
     };
     for (size_t i = 0; argc > 1 && i < sizeof(modes) / sizeof(modes[0]); i++)
         if (strcmp(argv[1], modes[i].name) == 0)
@@ -47,7 +73,7 @@ int main(int argc, char **argv)
     if (!service_setup("state-processor",
                        "Consumes commands as a consumer group and applies each exactly once in "
                        "PostgreSQL; emits replies and domain events. Other modes, each with "
-                       "--help: project (the projector), rebuild, lag, replay, redrive "
+                       "--help: project (the projector), rebuild, lag, replay, redrive, migrate "
                        "(docs/operators.md).",
                        processor_config_table, &cfg, &kafka, argc, argv, &rc))
         goto out;

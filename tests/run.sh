@@ -49,7 +49,14 @@ openapi_check=0
 [[ -n ${TESTS:-} && " $TESTS " != *" api/validate-openapi "* ]] || openapi_check=1
 bench_smoke=0
 [[ -n ${TESTS:-} && " $TESTS " != *" bench/smoke "* ]] || bench_smoke=1
-if ((${#tests[@]} == 0 && openapi_check == 0 && bench_smoke == 0)); then
+fuzz_smoke=0
+[[ -n ${TESTS:-} && " $TESTS " != *" fuzz/smoke "* ]] || fuzz_smoke=1
+schemathesis=0
+[[ -n ${TESTS:-} && " $TESTS " != *" api/schemathesis "* ]] || schemathesis=1
+deploy_check=0
+[[ -n ${TESTS:-} && " $TESTS " != *" deploy/validate "* ]] || deploy_check=1
+if ((${#tests[@]} == 0 && openapi_check == 0 && bench_smoke == 0 && fuzz_smoke == 0 &&
+    schemathesis == 0 && deploy_check == 0)); then
     log "error: no test binaries${TESTS:+ named $TESTS} found under $BUILD/tests/{unit,integration,e2e} (build them with make tests)"
     echo "0 passed, 0 failed"
     exit 1
@@ -219,6 +226,14 @@ done
 # make bench, a few seconds per comparison on the mock cluster, so that it cannot rot: it fails on
 # any error answer, any command not applied, or a contender without a result.
 ((bench_smoke == 0)) || runs+=("$REPO/tests/bench/bench.sh|bench")
+# The libFuzzer harnesses, 20 s each on their seed corpus, so that they cannot rot; the long runs
+# are `make fuzz` (docs/fuzzing.md).
+((fuzz_smoke == 0)) || runs+=("$REPO/tests/fuzz/run.sh|fuzz")
+# schemathesis against the running system (its own stack, authentication on): no 5xx, every
+# answer as the served OpenAPI document says.
+((schemathesis == 0)) || runs+=("$REPO/tests/api/schemathesis.sh|schemathesis")
+# deploy/: the compose file, the Kubernetes manifests, the systemd units and the Dockerfile.
+((deploy_check == 0)) || runs+=("$REPO/tests/deploy/validate.sh|deploy")
 for run in "${runs[@]}"; do
     t=${run%|*}
     mode=${run##*|}
@@ -244,6 +259,9 @@ for run in "${runs[@]}"; do
     none) ;;
     api) name=api/$(basename "$t" .sh) ;;
     bench) name=bench/smoke ;;
+    fuzz) name=fuzz/smoke ;;
+    schemathesis) name=api/schemathesis ;;
+    deploy) name=deploy/validate ;;
     real3) name="$name [3-node kafka, one node stopped]" ;;
     *) name="$name [$mode kafka]" ;;
     esac
@@ -255,6 +273,8 @@ for run in "${runs[@]}"; do
     [[ $mode != bench ]] || pre=(env BENCH_KAFKA=mock BENCH_SECONDS=2 BENCH_PAIRS=1 BENCH_COMMANDS=3000
         BENCH_ACCOUNTS=200 BENCH_PARKED=2000 BENCH_GROWTH="100 10000" BENCH_GROWN_ROWS=20000
         BENCH_GROWTH_COMMANDS=2000 BENCH_OUT="$TMP/bench")
+    [[ $mode != fuzz ]] || pre=(env FUZZ_SECONDS=20)
+    [[ $mode != schemathesis ]] || pre=(env SCHEMATHESIS_EXAMPLES=20 SCHEMATHESIS_SEED=${SCHEMATHESIS_SEED:-1})
     if [[ $mode == api ]]; then # an empty document fails the check, so a failure here counts
         args=("$REPO/docs/openapi.json" "$TMP/openapi.json")
         "$BUILD/command-gateway" --print-openapi >"$TMP/openapi.json" 2>"$TMP/print-openapi.log" ||

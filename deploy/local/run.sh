@@ -24,6 +24,8 @@ fi
 #   PG_PORT    PostgreSQL port on 127.0.0.1         (default: 54329)
 #   BUILD      where the binaries are               (default: build)
 #   STOP_TIMEOUT seconds each service gets to exit after SIGTERM before SIGKILL (default: 10)
+#   GATEWAY_ARGS extra command-gateway flags, space-separated, after the defaults (which they
+#              override), e.g. "--auth.mode=jwt --auth.algorithm=HS256 --auth.key_file=secret"
 # SIGINT, SIGTERM or SIGHUP stops everything (PostgreSQL too) and exits 0; if a service dies on its own,
 # everything is stopped and the exit status is 1.
 
@@ -265,7 +267,8 @@ PROJECTOR_PID=$!
 # deploy/ runs it with auth.mode=jwt.
 spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
     --kafka.bootstrap.servers="$BOOTSTRAP" --topic.prefix="$TOPIC_PREFIX" \
-    --replies.group="${TOPIC_PREFIX}command-gateway" --auth.mode=off "${MOCK_ARGS[@]}"
+    --replies.group="${TOPIC_PREFIX}command-gateway" --auth.mode=off "${MOCK_ARGS[@]}" \
+    ${GATEWAY_ARGS:-}
 GATEWAY_PID=$!
 
 deadline=$((SECONDS + 20))

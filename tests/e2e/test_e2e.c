@@ -611,6 +611,9 @@ static const struct {
     {"POST", "/healthz", 405, "GET, HEAD"},
     {"GET", "/v1/commands", 405, "POST"},
     {"PUT", "/v1/aggregates/account/x", 405, "GET, HEAD"},
+    {"TRACE", "/healthz", 405, "GET, HEAD"}, /* every method libevent parses reaches the router */
+    {"OPTIONS", "/v1/commands", 405, "POST"},
+    {"DELETE", "/v1/commands/x", 405, "GET, HEAD"},
     {"GET", "//v1//commands/not-a-uuid", 404, NULL},
     {"GET", "/v1/aggregates/account/a/b", 404, NULL},
     {"GET", "/v1/a/b/c/d/e/f/g/h/i", 404, NULL},

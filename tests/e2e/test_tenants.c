@@ -14,6 +14,7 @@
 #include "stack.h"
 
 #include <check.h>
+#include <glob.h>
 #include <jwt.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
@@ -98,10 +99,23 @@ START_TEST(no_valid_token_is_401_with_a_challenge_and_changes_nothing)
         free(t);
         jwt_free(j);
     }
+    /* Attacks on a valid token: "alg": "none" with its signature dropped, and its payload swapped
+       for one naming another tenant (the signature is acme's). */
+    char *acme = bearer("acme", all_scopes, 300), *globex = bearer("globex", all_scopes, 300);
+    char *a_dot1 = strchr(acme, '.'), *a_dot2 = strchr(a_dot1 + 1, '.');
+    char *g_dot1 = strchr(globex, '.'), *g_dot2 = strchr(g_dot1 + 1, '.');
+    char alg_none[1024], swapped[1024];
+    snprintf(alg_none, sizeof(alg_none),
+             "Authorization: Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.%.*s.\r\n",
+             (int)(a_dot2 - a_dot1 - 1), a_dot1 + 1);
+    snprintf(swapped, sizeof(swapped), "%.*s.%.*s%s", (int)(a_dot1 - acme), acme,
+             (int)(g_dot2 - g_dot1 - 1), g_dot1 + 1, a_dot2);
     struct {
         const char *headers;
         const char *challenge;
     } cases[] = {
+        {alg_none, "error=\"invalid_token\""},
+        {swapped, "error=\"invalid_token\""},
         {"", "Bearer realm=\"cqrs\""},
         {"Authorization: Basic YWRtaW46YWRtaW4=\r\n", "Bearer realm=\"cqrs\""},
         {"Authorization: Bearer not.a.token\r\n", "error=\"invalid_token\""},
@@ -125,6 +139,8 @@ START_TEST(no_valid_token_is_401_with_a_challenge_and_changes_nothing)
         httpc_free(&r);
     }
     free(expired);
+    free(acme);
+    free(globex);
     ck_assert_int_eq(count_commands(), before);
     /* The operations routes need no token. */
     const char *open_paths[] = {"/healthz", "/readyz", "/metrics", "/openapi.json"};
@@ -282,6 +298,17 @@ START_TEST(injection_shaped_input_is_stored_verbatim)
         httpc_response r = call("acme", "POST", "/v1/commands", headers, text);
         free(text);
         ck_assert_msg(r.status == 201, "%s: %d %s", ids[i], r.status, r.body);
+        /* Location is a URI: the id percent-encoded, and it leads back to the aggregate. */
+        char location[400], path[440];
+        ck_assert_ptr_nonnull(httpc_header(&r, "Location", location, sizeof(location)));
+        ck_assert_msg(strspn(location, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                       "0123456789-._~/%") == strlen(location),
+                      "Location not encoded: %s", location);
+        httpc_free(&r);
+        snprintf(path, sizeof(path), "%s?min_version=1", location);
+        r = call("acme", "GET", path, NULL, NULL);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_str_eq(jstr(r.json, "aggregate_id"), ids[i]);
         httpc_free(&r);
         const char *v[] = {ids[i]};
         PGresult *res = PQexecParams(db,
@@ -525,6 +552,69 @@ START_TEST(trace_context_reaches_the_record_the_event_and_both_logs)
 }
 END_TEST
 
+/* `state-processor migrate` (the deployment's migration job) sets a database up and exits. */
+START_TEST(migrate_mode_sets_up_a_database_and_exits)
+{
+    char dbname[64], sql[160], flag[700];
+    snprintf(dbname, sizeof(dbname), "tenants_migrate_%d", (int)getpid());
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
+    PQclear(PQexec(db, sql));
+    const char *base = getenv("CQRS_TEST_PG_CONNINFO");
+    ck_assert_ptr_nonnull(base);
+    snprintf(flag, sizeof(flag), "--pg.conninfo=%s dbname=%s", base, dbname);
+    const char *build = getenv("CQRS_BUILD") ? getenv("CQRS_BUILD") : "build";
+    char bin[300];
+    snprintf(bin, sizeof(bin), "%s/state-processor", build);
+    for (int run = 0; run < 2; run++) { /* the second finds it up to date */
+        pid_t pid = fork();
+        if (pid == 0) {
+            execl(bin, "state-processor", "migrate", flag, "--log.level=error", (char *)NULL);
+            _exit(127);
+        }
+        int rc = -1;
+        ck_assert_int_eq(waitpid(pid, &rc, 0), pid);
+        ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "run %d: status %d", run, rc);
+    }
+    char ci[600];
+    snprintf(ci, sizeof(ci), "%s dbname=%s", base, dbname);
+    PGconn *m = PQconnectdb(ci);
+    ck_assert_int_eq(PQstatus(m), CONNECTION_OK);
+    glob_t files;
+    ck_assert_int_eq(glob("schemas/migrations/*.sql", 0, NULL, &files), 0);
+    ck_assert_int_eq(pgtest_int(m, "SELECT count(*) FROM schema_migrations"),
+                     (long long)files.gl_pathc);
+    globfree(&files);
+    ck_assert_int_eq(pgtest_int(m, "SELECT count(*) FROM pg_tables WHERE tablename IN "
+                                   "('commands', 'outbox', 'projection_account')"),
+                     3);
+    PQfinish(m);
+    snprintf(sql, sizeof(sql), "DROP DATABASE %s", dbname);
+    PQclear(PQexec(db, sql));
+}
+END_TEST
+
+/* Prefer: wait=0 ends the wait for the result, not for Kafka: 202 once Kafka has the command. */
+START_TEST(prefer_wait_0_is_202_once_kafka_has_the_command)
+{
+    httpc_response r = call("acme", "POST", "/v1/commands", "Prefer: wait=0\r\n",
+                            "{\"type\":\"account.open\",\"aggregate_id\":\"wait-0\","
+                            "\"payload\":{\"owner\":\"w\"}}");
+    ck_assert_msg(r.status == 202, "%d %s", r.status, r.body);
+    char location[128];
+    ck_assert_ptr_nonnull(httpc_header(&r, "Location", location, sizeof(location)));
+    httpc_free(&r);
+    bool applied = false;
+    for (int i = 0; i < 100 && !applied; i++) {
+        r = call("acme", "GET", location, NULL, NULL);
+        applied = r.status == 200 && strcmp(jstr(r.json, "status"), "applied") == 0;
+        httpc_free(&r);
+        if (!applied)
+            usleep(100000);
+    }
+    ck_assert(applied);
+}
+END_TEST
+
 int main(void)
 {
     if (cluster_init(&cl, "tenants") != 0)
@@ -566,6 +656,8 @@ int main(void)
         tcase_add_test(tc, a_tenant_over_its_rate_gets_429_and_others_are_served);
         tcase_add_test(tc, bad_auth_configuration_is_a_startup_error);
         tcase_add_test(tc, trace_context_reaches_the_record_the_event_and_both_logs);
+        tcase_add_test(tc, migrate_mode_sets_up_a_database_and_exits);
+        tcase_add_test(tc, prefer_wait_0_is_202_once_kafka_has_the_command);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
         srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */

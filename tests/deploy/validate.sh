@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Validates deploy/ statically (no container engine or cluster runs here):
+#   - deploy/docker-compose.yml with `docker-compose config` (Debian's docker-compose), with
+#     placeholder secret files;
+#   - deploy/k8s/*.yaml against the Kubernetes API schemas, strictly (unknown fields fail), with
+#     kubernetes-validate (PyPI, pinned, in a virtualenv under the build folder);
+#   - deploy/systemd/*.service with `systemd-analyze verify`, their ExecStart pointed at this
+#     build's binaries; any message fails;
+#   - deploy/Dockerfile: multi-stage, the final stage on debian:12-slim as a non-root numeric
+#     user, every COPY source present in the repository, nothing fetched with ADD.
+# Exit status: 0 when all pass, 1 otherwise (each failure is printed), 2 when a tool is missing.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=$(realpath -m -- "${BUILD:-build}")
+KUBE_PIN=kubernetes-validate==1.37.0
+KUBE_VERSION=1.30.0
+VENV=$BUILD/venv-kubernetes-validate
+log() { echo "validate.sh: $*" >&2; }
+TMP=$(mktemp -d /tmp/cqrs-deploy.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+failed=0
+
+command -v docker-compose >/dev/null || { log "docker-compose not found (make deps)"; exit 2; }
+command -v systemd-analyze >/dev/null || { log "systemd-analyze not found"; exit 2; }
+
+# --- docker compose ---
+mkdir -p "$TMP/deploy/secrets"
+cp "$REPO/deploy/docker-compose.yml" "$REPO/deploy/nginx.conf" "$REPO/deploy/Dockerfile" "$TMP/deploy/"
+touch "$TMP/deploy/secrets/pg-password" "$TMP/deploy/secrets/jwt-public.pem" "$TMP/deploy/secrets/postgres.env"
+if out=$(cd "$TMP/deploy" && docker-compose -f docker-compose.yml config 2>&1); then
+    log "deploy/docker-compose.yml: valid"
+else
+    log "deploy/docker-compose.yml: INVALID"
+    echo "$out" >&2
+    failed=1
+fi
+
+# --- Kubernetes ---
+if [[ ! -x $VENV/bin/kubernetes-validate || $(cat "$VENV/.installed" 2>/dev/null) != "$KUBE_PIN" ]]; then
+    log "installing $KUBE_PIN into $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$BUILD"
+    if ! python3 -m venv "$VENV" >&2 ||
+        ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$KUBE_PIN" >&2; then
+        log "error: could not install $KUBE_PIN"
+        rm -rf "$VENV"
+        exit 2
+    fi
+    echo "$KUBE_PIN" >"$VENV/.installed"
+fi
+if out=$("$VENV/bin/kubernetes-validate" --strict -k "$KUBE_VERSION" "$REPO"/deploy/k8s/*.yaml 2>&1); then
+    log "deploy/k8s: $(grep -c ' passed ' <<<"$out") resources valid against Kubernetes $KUBE_VERSION (strict)"
+else
+    log "deploy/k8s: INVALID"
+    grep -v ' passed ' <<<"$out" >&2 || true
+    failed=1
+fi
+
+# --- systemd ---
+for f in "$REPO"/deploy/systemd/*.service; do
+    sed "s|/usr/local/bin/|$BUILD/|g" "$f" >"$TMP/$(basename "$f")"
+done
+out=$(systemd-analyze verify "$TMP"/*.service 2>&1) || true
+if [[ -z $out ]]; then
+    log "deploy/systemd: $(find "$REPO/deploy/systemd" -name '*.service' | wc -l) units verified"
+else
+    log "deploy/systemd: systemd-analyze verify reported:"
+    echo "$out" >&2
+    failed=1
+fi
+
+# --- Dockerfile ---
+if ! python3 - "$REPO" <<'PY'
+import os, re, sys
+repo = sys.argv[1]
+lines, cont = [], ""
+for raw in open(os.path.join(repo, "deploy/Dockerfile")):
+    line = raw.rstrip("\n")
+    if not cont and (not line.strip() or line.lstrip().startswith("#")):
+        continue
+    cont += line.rstrip("\\") + " "
+    if not line.endswith("\\"):
+        lines.append(cont.strip())
+        cont = ""
+errors = []
+stages = [l for l in lines if l.upper().startswith("FROM ")]
+if len(stages) < 2:
+    errors.append("not a multi-stage build")
+if stages and not re.match(r"FROM debian:12-slim\b", stages[-1]):
+    errors.append("final stage is not debian:12-slim: " + stages[-1])
+last = lines[lines.index(stages[-1]):] if stages else []
+users = [l.split(None, 1)[1] for l in last if l.upper().startswith("USER ")]
+if not users or not re.fullmatch(r"[1-9][0-9]*(:[1-9][0-9]*)?", users[-1]):
+    errors.append("final stage does not end as a numeric non-root USER")
+for l in lines:
+    word = l.split(None, 1)[0].upper()
+    if word == "ADD" and re.search(r"https?://", l):
+        errors.append("ADD fetches a URL: " + l)
+    if word == "COPY" and "--from=" not in l:
+        for src in l.split()[1:-1]:
+            if not os.path.exists(os.path.join(repo, src)):
+                errors.append("COPY source missing from the repository: " + src)
+for e in errors:
+    print("validate.sh: deploy/Dockerfile: " + e, file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+then
+    failed=1
+else
+    log "deploy/Dockerfile: multi-stage, non-root, sources present"
+fi
+exit "$failed"
