@@ -98,12 +98,17 @@ test: deps
 
 tests: $(TESTS) $(BENCH_BINS) $(FUZZERS)
 
-$(BUILD)/fuzz/fuzz_intake: tests/fuzz/fuzz_intake.c command-gateway/intake.c $(COMMON_SRC)
+FUZZ_DEPS := tests/fuzz/fuzz_domains.h $(wildcard common/*.h)
+$(BUILD)/fuzz/fuzz_intake: tests/fuzz/fuzz_intake.c command-gateway/intake.c $(COMMON_SRC) \
+                           $(FUZZ_DEPS) command-gateway/intake.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(CPPFLAGS) -Icommand-gateway $(PKG_CFLAGS) $(FUZZ_FLAGS) $^ $(PKG_LIBS) -o $@
-$(BUILD)/fuzz/fuzz_decode: tests/fuzz/fuzz_decode.c state-processor/batch.c $(COMMON_SRC)
+	$(FUZZ_CC) $(CPPFLAGS) -Icommand-gateway $(PKG_CFLAGS) $(FUZZ_FLAGS) $(filter %.c,$^) \
+	    $(PKG_LIBS) -o $@
+$(BUILD)/fuzz/fuzz_decode: tests/fuzz/fuzz_decode.c state-processor/batch.c $(COMMON_SRC) \
+                           $(FUZZ_DEPS) state-processor/batch.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(CPPFLAGS) -Istate-processor $(PKG_CFLAGS) $(FUZZ_FLAGS) $^ $(PKG_LIBS) -o $@
+	$(FUZZ_CC) $(CPPFLAGS) -Istate-processor $(PKG_CFLAGS) $(FUZZ_FLAGS) $(filter %.c,$^) \
+	    $(PKG_LIBS) -o $@
 
 FUZZ_SECONDS ?= 60
 fuzz: deps

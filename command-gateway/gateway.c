@@ -261,8 +261,9 @@ static void not_allowed(gateway *g, http_req *req, unsigned methods)
 static bool admit(gateway *g, http_req *req, const char *scope, auth_result *who,
                   const char **tenant)
 {
-    if (g->auth) {
-        if (!auth_check(g->auth, http_req_header(req, "Authorization"),
+    const auth *a = g->shared->auth;
+    if (a) {
+        if (!auth_check(a, http_req_header(req, "Authorization"),
                         g->cfg->auth_scopes ? scope : NULL, ids_now_us() / 1000000, who)) {
             metrics_add(g->m_auth_refused, 1);
             http_req_set_header(req, "WWW-Authenticate", who->challenge);
@@ -381,8 +382,6 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                             "API requests refused for their credentials (401, 403)", NULL);
     g->m_rate_limited = metrics_counter_get(g->metrics, "gateway_rate_limited_total",
                                             "API requests refused by ratelimit.rate (429)", NULL);
-    if (gateway_auth_new(cfg, &g->auth, err, errlen) != 0)
-        goto fail;
     g->topic_commands = xasprintf("%scommands", cfg->topic_prefix);
     g->topic_replies = xasprintf("%sreplies", cfg->topic_prefix);
 
@@ -503,7 +502,6 @@ void gateway_free(gateway *g)
     kafka_consumer_free(g->replies);
     kafka_producer_free(g->producer);
     domain_registry_free(g->domains);
-    auth_free(g->auth);
     strmap_free(g->parked);
     if (g->drain)
         event_free(g->drain);

@@ -61,6 +61,7 @@ typedef struct gateway_shared {
     metrics *metrics;            /* values are atomics */
     size_t workers;              /* gateways in the process */
     atomic_size_t workers_ready; /* of which own at least one reply partition */
+    const auth *auth;            /* read-only once built; NULL: authentication is off */
     ratelimit *limit;            /* NULL: no rate limit */
 } gateway_shared;
 
@@ -69,7 +70,6 @@ typedef struct gateway {
     gateway_shared *shared;
     struct event_base *base;
     domain_registry *domains;
-    auth *auth; /* NULL: authentication is off */
     httpd *http;
     kafka_producer *producer;
     kafka_consumer *replies;

@@ -196,18 +196,18 @@ int main(int argc, char **argv)
     }
     json_object_seed(0);
 
-    auth *check = NULL;
-    if (gateway_auth_new(&cfg, &check, err, sizeof(err)) != 0) {
+    /* One authenticator for every worker: the key is read once, and checks only read it. */
+    auth *authn = NULL;
+    if (gateway_auth_new(&cfg, &authn, err, sizeof(err)) != 0) {
         log_kv(LOG_FATAL, "bad configuration", LOG_FIELDS("error", err));
         goto out;
     }
-    if (!check)
+    if (!authn)
         log_kv(LOG_WARN, "AUTHENTICATION IS OFF: any client may read and write, all as one tenant",
                LOG_FIELDS("auth.mode", cfg.auth_mode, "tenant", cfg.tenant_default));
-    auth_free(check);
 
     size_t n = (size_t)cfg.workers;
-    gateway_shared shared = {.metrics = metrics_new(), .workers = n};
+    gateway_shared shared = {.metrics = metrics_new(), .workers = n, .auth = authn};
     if (cfg.ratelimit_rate > 0)
         shared.limit =
             ratelimit_new((double)cfg.ratelimit_rate,
@@ -217,6 +217,7 @@ int main(int argc, char **argv)
         log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", err));
         metrics_free(shared.metrics);
         ratelimit_free(shared.limit);
+        auth_free(authn);
         goto out;
     }
     char count[24], conns[24];
@@ -268,6 +269,7 @@ int main(int argc, char **argv)
     free_workers(ws, n);
     metrics_free(shared.metrics);
     ratelimit_free(shared.limit);
+    auth_free(authn);
     log_kv(LOG_INFO, "stopped", NULL);
     rc = started ? EXIT_SUCCESS : EXIT_FAILURE;
 out:

@@ -9,6 +9,7 @@
  */
 #include "batch.h"
 #include "domain.h"
+#include "fuzz_domains.h"
 #include "log.h"
 
 #include <stdint.h>
@@ -25,14 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    log_init("fuzz_decode", LOG_FATAL);
-    const char *dir = getenv("CQRS_SCHEMAS_DIR");
-    char err[512];
-    reg = domain_registry_load(dir ? dir : "schemas/domains", err, sizeof(err));
-    if (!reg) {
-        log_kv(LOG_FATAL, "cannot load the domains", LOG_FIELDS("error", err));
-        abort();
-    }
+    reg = fuzz_load_domains("fuzz_decode");
     return 0;
 }
 

@@ -7,6 +7,7 @@
  * "--" line the whole input is the body.
  */
 #include "domain.h"
+#include "fuzz_domains.h"
 #include "intake.h"
 #include "log.h"
 
@@ -22,14 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    log_init("fuzz_intake", LOG_FATAL);
-    const char *dir = getenv("CQRS_SCHEMAS_DIR");
-    char err[512];
-    reg = domain_registry_load(dir ? dir : "schemas/domains", err, sizeof(err));
-    if (!reg) {
-        log_kv(LOG_FATAL, "cannot load the domains", LOG_FIELDS("error", err));
-        abort();
-    }
+    reg = fuzz_load_domains("fuzz_intake");
     return 0;
 }
 
