@@ -135,6 +135,12 @@ void kafka_consumer_release(kafka_consumer *c);
  * learnt it from a fetch, without asking the broker; -1 when not known yet.
  */
 long long kafka_consumer_high_watermark(kafka_consumer *c, int partition);
+/*
+ * The id of the Kafka cluster the consumer talks to, as its last metadata gave it, or NULL while
+ * no metadata has arrived (or the broker is too old to name its cluster). Never blocks. The
+ * caller frees the string.
+ */
+char *kafka_consumer_cluster_id(kafka_consumer *c);
 /* Commits next_offset for a partition to Kafka, asynchronously (informational: lag tooling). */
 void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offset);
 /* Leaves the group and destroys the consumer. Blocking: shutdown only. */

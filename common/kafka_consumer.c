@@ -319,6 +319,17 @@ size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max)
     return n;
 }
 
+char *kafka_consumer_cluster_id(kafka_consumer *c)
+{
+    /* With a timeout of 0 librdkafka answers from its metadata cache and never waits. */
+    char *id = rd_kafka_clusterid(c->rk, 0);
+    if (!id)
+        return NULL;
+    char *copy = xstrdup(id);
+    rd_kafka_mem_free(c->rk, id);
+    return copy;
+}
+
 long long kafka_consumer_high_watermark(kafka_consumer *c, int partition)
 {
     int64_t low = -1, high = -1;

@@ -99,10 +99,11 @@ int main(int argc, char **argv)
 
     event_free(sigint);
     event_free(sigterm);
+    bool failed = processor_failed(p);
     processor_free(p);
     event_base_free(base);
-    log_kv(LOG_INFO, "stopped", NULL);
-    rc = EXIT_SUCCESS;
+    log_kv(failed ? LOG_ERROR : LOG_INFO, "stopped", NULL);
+    rc = failed ? EXIT_FAILURE : EXIT_SUCCESS;
 out:
     config_free(processor_config_table, &cfg);
     config_props_free(&kafka);

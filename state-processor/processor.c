@@ -16,6 +16,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "offsetlog.h"
 #include "pgconn.h"
 #include "purge.h"
 #include "relay.h"
@@ -48,6 +49,8 @@ struct processor {
     health *health;
     metrics *metrics;
     char *topic_commands, *topic_replies, *topic_dlq;
+    offsetlog *olog; /* which stored offsets count the log being read */
+    bool failed;     /* stopped for an operator (offsets.on_mismatch=fail) */
 
     pstate state;
     batch b;
@@ -136,6 +139,16 @@ static void backoff(processor *p, pstate resume, const char *what)
     p->resume = resume;
     struct timeval tv = {.tv_sec = p->backoff_ms / 1000, .tv_usec = (p->backoff_ms % 1000) * 1000};
     evtimer_add(p->retry, &tv);
+}
+
+/* Stops the processor for an operator: the loop ends and processor_failed() says so. */
+static void stop_failed(processor *p, const char *why)
+{
+    log_kv(LOG_FATAL, "stopping: an operator must decide", LOG_FIELDS("error", why));
+    p->failed = true;
+    p->stopping = true;
+    p->state = P_IDLE;
+    event_base_loopexit(p->base, NULL);
 }
 
 /* A query of the current phase failed: remember the first reason. */
@@ -263,8 +276,10 @@ static void committed(processor *p)
     /* A batch commits at least one loop pass after the previous one's on_finish(). */
     assert(!p->done.items);
     /* Before the next poll, which may serve a rebalance that takes these partitions away. */
-    for (size_t i = 0; i < p->b.npartitions; i++)
+    for (size_t i = 0; i < p->b.npartitions; i++) {
         kafka_consumer_commit(p->consumer, p->b.partitions[i], p->b.batch_next[i]);
+        offsetlog_committed(p->olog, p->b.partitions[i]);
+    }
     p->done = p->b;
     p->done_outbox = p->outbox;
     p->outbox = NULL;
@@ -360,18 +375,21 @@ static const char write_outbox_sql[] =
     "AS x(tenant text, aggregate_type text, aggregate_id text, version bigint, event_type text, "
     "command_id uuid, payload jsonb, traceparent text, tracestate text)";
 
+/* $2: the cluster whose log the offsets count (ADR 0022). */
 static const char write_offsets_sql[] =
-    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
-    "SELECT group_id, topic, partition, next_offset FROM jsonb_to_recordset($1::jsonb) AS "
+    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, cluster_id) "
+    "SELECT group_id, topic, partition, next_offset, $2 FROM jsonb_to_recordset($1::jsonb) AS "
     "x(group_id text, topic text, partition int, next_offset bigint) "
     "ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
-    "next_offset = EXCLUDED.next_offset, updated_at = now()";
+    "next_offset = EXCLUDED.next_offset, cluster_id = EXCLUDED.cluster_id, updated_at = now()";
 
-static void write_rows(processor *p, const char *sql, char *rows, size_t count, pgconn_cb cb)
+/* Queues sql with rows as $1 (freed here) and p2, unless NULL, as $2; nothing for no rows. */
+static void write_rows(processor *p, const char *sql, char *rows, size_t count, const char *p2,
+                       pgconn_cb cb)
 {
-    const char *v[] = {rows};
+    const char *v[] = {rows, p2};
     if (count > 0)
-        query(p, sql, 1, v, cb);
+        query(p, sql, p2 ? 2 : 1, v, cb);
     free(rows);
 }
 
@@ -387,22 +405,22 @@ static void queue_write(processor *p)
     case 0:
         rows = batch_aggregate_rows(&p->b, &n);
         p->expected_aggregates = n;
-        write_rows(p, write_aggregates_sql, rows, n, on_aggregates_written);
+        write_rows(p, write_aggregates_sql, rows, n, NULL, on_aggregates_written);
         break;
     case 1:
         rows = batch_command_rows(&p->b, &n);
-        write_rows(p, write_commands_sql, rows, n, on_write);
+        write_rows(p, write_commands_sql, rows, n, NULL, on_write);
         break;
     case 2:
         json_decref(p->outbox); /* of a batch that failed before its COMMIT */
         p->outbox = batch_outbox_json(&p->b);
         n = json_array_size(p->outbox);
-        write_rows(p, write_outbox_sql, n ? json_dumps(p->outbox, JSON_COMPACT) : NULL, n,
+        write_rows(p, write_outbox_sql, n ? json_dumps(p->outbox, JSON_COMPACT) : NULL, n, NULL,
                    on_write);
         break;
     default:
         rows = batch_offset_rows(&p->b, &n);
-        write_rows(p, write_offsets_sql, rows, n, on_write);
+        write_rows(p, write_offsets_sql, rows, n, offsetlog_cluster(p->olog), on_write);
         p->writes_queued = true;
         break;
     }
@@ -456,9 +474,12 @@ static void on_offsets(const pgconn_result *r, void *arg)
     if (pgconn_result_status(r) != PGCONN_OK) {
         phase_error(p, r, "read offsets");
     } else {
-        for (int i = 0; i < pgconn_result_ntuples(r); i++)
-            batch_load_offset(&p->b, atoi(pgconn_result_value(r, i, 0)),
-                              atoll(pgconn_result_value(r, i, 1)));
+        for (int i = 0; i < pgconn_result_ntuples(r); i++) {
+            int partition = atoi(pgconn_result_value(r, i, 0));
+            /* An offset of another log must not make this one's messages look processed. */
+            if (!offsetlog_distrusted(p->olog, partition, pgconn_result_value(r, i, 2)))
+                batch_load_offset(&p->b, partition, atoll(pgconn_result_value(r, i, 1)));
+        }
     }
     read_done(p);
 }
@@ -500,8 +521,8 @@ static void on_aggregates(const pgconn_result *r, void *arg)
 }
 
 static const char read_offsets_sql[] =
-    "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 "
-    "AND partition = ANY($3::int[]) ORDER BY partition FOR UPDATE";
+    "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE group_id = $1 AND "
+    "topic = $2 AND partition = ANY($3::int[]) ORDER BY partition FOR UPDATE";
 
 static const char read_known_sql[] =
     "SELECT c.tenant, c.idempotency_key, c.id, c.status, c.http_status, c.result "
@@ -616,14 +637,11 @@ static void on_start_offsets(const pgconn_result *r, void *arg)
         return;
     }
     long long *offsets = xcalloc(p->nstarting, sizeof(*offsets));
-    for (size_t i = 0; i < p->nstarting; i++)
-        offsets[i] = KAFKA_OFFSET_BEGINNING; /* nothing stored: the whole partition */
-    for (int row = 0; row < pgconn_result_ntuples(r); row++) {
-        int partition = atoi(pgconn_result_value(r, row, 0));
-        for (size_t i = 0; i < p->nstarting; i++) {
-            if (p->starting[i] == partition)
-                offsets[i] = atoll(pgconn_result_value(r, row, 1));
-        }
+    char why[512];
+    if (offsetlog_choose(p->olog, p->starting, p->nstarting, r, offsets, why, sizeof(why)) != 0) {
+        free(offsets);
+        stop_failed(p, why);
+        return;
     }
     for (size_t i = 0; i < p->nstarting; i++) {
         char part[16], off[24];
@@ -648,11 +666,17 @@ static void read_start_offsets(processor *p)
 {
     p->state = P_STARTING;
     p->phase_failed = false;
+    /* The stored offsets are trusted only for the log they count: that cluster's. */
+    if (offsetlog_learn_cluster(p->olog, p->consumer) != 0) {
+        snprintf(p->phase_error, sizeof(p->phase_error), "no metadata from Kafka yet");
+        backoff(p, P_STARTING, "Kafka cluster id unknown, will retry");
+        return;
+    }
     char *parts = batch_int_array(p->starting, p->nstarting);
     const char *v[] = {p->cfg->group_id, p->topic_commands, parts};
     int rc = pgconn_query(p->pg,
-                          "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 "
-                          "AND topic = $2 AND partition = ANY($3::int[])",
+                          "SELECT partition, next_offset, cluster_id FROM consumer_offsets "
+                          "WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
                           3, v, on_start_offsets, p);
     free(parts);
     if (rc != 0) {
@@ -674,6 +698,14 @@ static void next_batch(processor *p)
         if (p->nstarting > 0) /* the poll served an assignment */
             read_start_offsets(p);
         return; /* otherwise the consumer's wake-up brings us back */
+    }
+    char why[512];
+    for (size_t i = 0; i < n; i++) {
+        if (!offsetlog_check(p->olog, p->msgs[i].partition, p->msgs[i].offset, why, sizeof(why))) {
+            kafka_consumer_release(p->consumer);
+            stop_failed(p, why);
+            return;
+        }
     }
     p->batch_start_us = ids_monotonic_us();
     long long now_us = ids_now_us();
@@ -700,6 +732,7 @@ static bool on_assign(const int *partitions, size_t n, bool assigned, void *arg)
         p->nstarting += n;
     } else { /* revoked before they started: forget them */
         p->nstarting = kafka_partitions_remove(p->starting, p->nstarting, partitions, n);
+        offsetlog_revoked(p->olog, partitions, n);
     }
     char count[16];
     snprintf(count, sizeof(count), "%zu", n);
@@ -761,6 +794,14 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
     p->finish = event_new(base, -1, 0, on_finish, p);
     p->retry = evtimer_new(base, on_retry, p);
     init_metrics(p);
+    offsetlog_policy policy = OFFSETLOG_RESET;
+    if (cfg->offsets_on_mismatch &&
+        offsetlog_policy_parse(cfg->offsets_on_mismatch, &policy) != 0) {
+        snprintf(err, errlen, "offsets.on_mismatch: '%s' is neither reset nor fail",
+                 cfg->offsets_on_mismatch);
+        goto fail;
+    }
+    p->olog = offsetlog_new("processor", cfg->group_id, p->topic_commands, policy, p->metrics);
 
     p->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
     if (p->domains)
@@ -847,5 +888,11 @@ void processor_free(processor *p)
     free(p->topic_commands);
     free(p->topic_replies);
     free(p->topic_dlq);
+    offsetlog_free(p->olog);
     free(p);
+}
+
+bool processor_failed(const processor *p)
+{
+    return p->failed;
 }

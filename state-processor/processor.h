@@ -4,6 +4,8 @@
 
 #include "config.h"
 
+#include <stdbool.h>
+
 struct event_base;
 
 /* The configuration of both modes of state-processor (the projector reads a subset). */
@@ -25,6 +27,7 @@ typedef struct processor_config {
     long long topics_replication;
     long long retention_s;
     long long purge_interval_s;
+    char *offsets_on_mismatch; /* "reset" or "fail" (ADR 0022) */
 } processor_config;
 
 /* The configuration table of the processor (ended by a NULL row). */
@@ -41,6 +44,11 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
                          const config_props *kafka_props, char *err, size_t errlen);
 /* Asks the processor to stop after the batch in hand; the loop exits once it is committed. */
 void processor_stop(processor *p);
+/*
+ * True when the processor stopped on its own for an operator to decide: a stored offset that
+ * counts another log, under offsets.on_mismatch=fail. The service then exits with a failure.
+ */
+bool processor_failed(const processor *p);
 /* Flushes what is still to be produced, leaves the group and frees everything. */
 void processor_free(processor *p);
 

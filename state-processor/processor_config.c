@@ -50,6 +50,11 @@ _Static_assert(offsetof(lag_config, proc) == 0, "lag_config starts with the shar
 #define ROW_TOPICS_PARTITIONS                                                                      \
     "topics.partitions", CONFIG_INT, CFG(topics_partitions), "4", 1, 10000,                        \
         "partitions of the topics created at start when missing"
+#define ROW_OFFSETS_ON_MISMATCH                                                                    \
+    "offsets.on_mismatch", CONFIG_STR, CFG(offsets_on_mismatch), "reset", 0, 0,                    \
+        "a stored offset that counts another log (another cluster, or beyond the partition's "     \
+        "end): reset (read the partition from its beginning; duplicates are recognised) or fail "  \
+        "(stop for an operator)"
 #define ROW_TOPICS_REPLICATION                                                                     \
     "topics.replication", CONFIG_INT, CFG(topics_replication), "-1", -1, 100,                      \
         "replication factor of topics created at start (-1: the broker's default)"
@@ -75,6 +80,7 @@ const config_row processor_config_table[] = {
      "how often expired command records are deleted"},
     {ROW_TOPICS_PARTITIONS},
     {ROW_TOPICS_REPLICATION},
+    {ROW_OFFSETS_ON_MISMATCH},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 
@@ -95,6 +101,7 @@ const config_row projector_config_table[] = {
     {ROW_STARTUP_TIMEOUT},
     {ROW_TOPICS_PARTITIONS},
     {ROW_TOPICS_REPLICATION},
+    {ROW_OFFSETS_ON_MISMATCH},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 

@@ -60,10 +60,11 @@ int projectcmd_main(int argc, char **argv)
 
     event_free(sigint);
     event_free(sigterm);
+    bool failed = projector_failed(p);
     projector_free(p);
     event_base_free(base);
-    log_kv(LOG_INFO, "stopped", NULL);
-    rc = EXIT_SUCCESS;
+    log_kv(failed ? LOG_ERROR : LOG_INFO, "stopped", NULL);
+    rc = failed ? EXIT_FAILURE : EXIT_SUCCESS;
 out:
     config_free(projector_config_table, &cfg);
     config_props_free(&kafka);

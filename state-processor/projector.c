@@ -16,6 +16,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "offsetlog.h"
 #include "pgconn.h"
 #include "projbatch.h"
 #include "projection.h"
@@ -53,6 +54,8 @@ struct projector {
     metrics *metrics;
     char *topic;
     char *group;
+    offsetlog *olog; /* which stored offsets count the log being read */
+    bool failed;     /* stopped for an operator (offsets.on_mismatch=fail) */
 
     jstate state;
     projbatch b;
@@ -106,6 +109,16 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         read_start_offsets(p);
     else
         write_tx(p);
+}
+
+/* Stops the projector for an operator: the loop ends and projector_failed() says so. */
+static void stop_failed(projector *p, const char *why)
+{
+    log_kv(LOG_FATAL, "stopping: an operator must decide", LOG_FIELDS("error", why));
+    p->failed = true;
+    p->stopping = true;
+    p->state = J_IDLE;
+    event_base_loopexit(p->base, NULL);
 }
 
 /* Retries the step resume after a capped exponential backoff. */
@@ -240,6 +253,7 @@ static void committed(projector *p)
     size_t np = projbatch_positions(b, parts, next);
     for (size_t i = 0; i < np; i++) {
         kafka_consumer_commit(p->consumer, parts[i], next[i]); /* informational: lag tooling */
+        offsetlog_committed(p->olog, parts[i]);
         long long high = kafka_consumer_high_watermark(p->consumer, parts[i]);
         if (high >= 0)
             set_gauge(lag_gauge(p, parts[i]), high > next[i] ? high - next[i] : 0);
@@ -326,7 +340,7 @@ static void write_tx(projector *p)
     char *rows = projbatch_skipped_rows(&p->b, p->group, &n);
     write_rows(p, projsql_skipped, rows, n, NULL, on_write);
     rows = projbatch_offset_rows(&p->b, p->group, &n);
-    write_rows(p, projsql_offsets, rows, n, NULL, on_write);
+    write_rows(p, projsql_offsets, rows, n, offsetlog_cluster(p->olog), on_write);
     if (p->phase_failed && p->outstanding == 0)
         fail_tx(p);
     /* otherwise the last outstanding callback goes on (or fails the batch) */
@@ -344,14 +358,11 @@ static void on_start_offsets(const pgconn_result *r, void *arg)
         return;
     }
     long long *offsets = xcalloc(p->nstarting + 1, sizeof(*offsets));
-    for (size_t i = 0; i < p->nstarting; i++)
-        offsets[i] = KAFKA_OFFSET_BEGINNING; /* nothing stored: the whole partition */
-    for (int row = 0; row < pgconn_result_ntuples(r); row++) {
-        int partition = atoi(pgconn_result_value(r, row, 0));
-        for (size_t i = 0; i < p->nstarting; i++) {
-            if (p->starting[i] == partition)
-                offsets[i] = atoll(pgconn_result_value(r, row, 1));
-        }
+    char why[512];
+    if (offsetlog_choose(p->olog, p->starting, p->nstarting, r, offsets, why, sizeof(why)) != 0) {
+        free(offsets);
+        stop_failed(p, why);
+        return;
     }
     for (size_t i = 0; i < p->nstarting; i++) {
         char part[16], off[24];
@@ -372,6 +383,12 @@ static void on_start_offsets(const pgconn_result *r, void *arg)
 static void read_start_offsets(projector *p)
 {
     p->state = J_STARTING;
+    /* The stored offsets are trusted only for the log they count: that cluster's. */
+    if (offsetlog_learn_cluster(p->olog, p->consumer) != 0) {
+        snprintf(p->phase_error, sizeof(p->phase_error), "no metadata from Kafka yet");
+        backoff(p, J_STARTING, "Kafka cluster id unknown, will retry");
+        return;
+    }
     char *parts = batch_int_array(p->starting, p->nstarting);
     const char *v[] = {p->group, p->topic, parts};
     int rc = pgconn_query(p->pg, projsql_start_offsets, 3, v, on_start_offsets, p);
@@ -396,6 +413,16 @@ static void next_batch(projector *p)
             read_start_offsets(p);
         return; /* otherwise the consumer's wake-up brings us back */
     }
+    char why[512];
+    for (size_t i = 0; i < n; i++) {
+        /* A re-read is harmless here (version-guarded upserts); what is counted and logged is
+           that the stored offset did not belong to this log. */
+        if (!offsetlog_check(p->olog, p->msgs[i].partition, p->msgs[i].offset, why, sizeof(why))) {
+            kafka_consumer_release(p->consumer);
+            stop_failed(p, why);
+            return;
+        }
+    }
     p->batch_start_us = ids_monotonic_us();
     memset(&p->b, 0, sizeof(p->b));
     projbatch_decode(&p->b, p->domains, p->msgs, n, p->cfg->tenant_default);
@@ -418,6 +445,7 @@ static bool on_assign(const int *partitions, size_t n, bool assigned, void *arg)
     } else {
         /* Revoked before they started: forget them. Their lag is now another member's. */
         p->nstarting = kafka_partitions_remove(p->starting, p->nstarting, partitions, n);
+        offsetlog_revoked(p->olog, partitions, n);
         for (size_t i = 0; i < n; i++)
             if (partitions[i] >= 0 && (size_t)partitions[i] < p->nlag)
                 set_gauge(p->m_lag[partitions[i]], 0);
@@ -494,6 +522,14 @@ projector *projector_new(struct event_base *base, const processor_config *cfg,
     p->kick = event_new(base, -1, 0, on_kick, p);
     p->retry = evtimer_new(base, on_retry, p);
     init_metrics(p);
+    offsetlog_policy policy = OFFSETLOG_RESET;
+    if (cfg->offsets_on_mismatch &&
+        offsetlog_policy_parse(cfg->offsets_on_mismatch, &policy) != 0) {
+        snprintf(err, errlen, "offsets.on_mismatch: '%s' is neither reset nor fail",
+                 cfg->offsets_on_mismatch);
+        goto fail;
+    }
+    p->olog = offsetlog_new("projector", p->group, p->topic, policy, p->metrics);
 
     p->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
     if (!p->domains)
@@ -561,5 +597,11 @@ void projector_free(projector *p)
     free(p->starting);
     free(p->topic);
     free(p->group);
+    offsetlog_free(p->olog);
     free(p);
+}
+
+bool projector_failed(const projector *p)
+{
+    return p->failed;
 }

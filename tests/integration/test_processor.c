@@ -469,6 +469,105 @@ typedef struct member {
     int assigned, revoked; /* rebalance callbacks */
 } member;
 
+/*
+ * Stores next_offset for every partition of the commands topic for group (made unique as
+ * start_processor() does), under cluster (NULL: none named), as an earlier run would have.
+ */
+static void store_offsets(const char *group, long long next_offset, const char *cluster)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, cluster_id) "
+             "SELECT '%s%s', '%s', p, %lld, %s%s%s FROM generate_series(0, 63) AS p",
+             prefix, group, topic("commands"), next_offset, cluster ? "'" : "",
+             cluster ? cluster : "NULL", cluster ? "'" : "");
+    exec_sql(sql);
+}
+
+/* Four accounts opened, spread over the partitions by their keys. */
+static void open_four(const char *tag)
+{
+    for (int i = 0; i < 4; i++) {
+        char agg[32];
+        snprintf(agg, sizeof(agg), "%s-%d", tag, i);
+        send_cmd("account.open", agg, "{\"owner\":\"x\"}", NULL, -1, -1, NULL);
+    }
+}
+
+/* A cluster replaced under the same database (make run restarted with its PostgreSQL kept, a
+   restored cluster): its offsets count a log that no longer exists. */
+START_TEST(offsets_of_another_cluster_are_not_trusted)
+{
+    processor_free(proc);
+    proc = NULL;
+    store_offsets("proc-b", 3, "a-cluster-that-is-gone");
+    open_four("oc");
+    proc = start_processor("proc-b");
+    ck_assert_msg(wait_for(4, 30000, "SELECT count(*) FROM aggregates WHERE id LIKE 'oc-%'"),
+                  "commands of the new log were skipped as if processed");
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE status = 'applied'"), 4);
+    /* The offsets now name this cluster and count this log. */
+    ck_assert(wait_for(0, 5000,
+                       "SELECT count(*) FROM consumer_offsets WHERE group_id LIKE '%proc-b' "
+                       "AND cluster_id = 'a-cluster-that-is-gone' AND next_offset > 0 "
+                       "AND partition IN (SELECT kafka_partition FROM commands)"));
+    ck_assert_int_eq(q_int("SELECT count(*) FROM consumer_offsets o JOIN (SELECT kafka_partition, "
+                           "max(kafka_offset) + 1 AS n FROM commands GROUP BY 1) c ON "
+                           "c.kafka_partition = o.partition WHERE o.group_id LIKE '%%proc-b' AND "
+                           "o.next_offset = c.n AND o.cluster_id IS NOT NULL"),
+                     q_int("SELECT count(DISTINCT kafka_partition) FROM commands"));
+}
+END_TEST
+
+/* A topic deleted and created again, or a partition truncated: the stored offset lies beyond the
+   partition's end, and Kafka starts the partition elsewhere. The offsets here name no cluster
+   (as stored before offsets named one), so only the first message read can tell. */
+START_TEST(an_offset_beyond_the_partition_end_is_not_trusted)
+{
+    processor_free(proc);
+    proc = NULL;
+    store_offsets("proc-b", 1000, NULL);
+    open_four("or");
+    proc = start_processor("proc-b");
+    ck_assert_msg(wait_for(4, 30000, "SELECT count(*) FROM aggregates WHERE id LIKE 'or-%'"),
+                  "commands of the new log were skipped as if processed");
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE status = 'applied'"), 4);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM consumer_offsets WHERE group_id LIKE '%%proc-b' "
+                           "AND next_offset >= 1000 AND partition IN "
+                           "(SELECT kafka_partition FROM commands)"),
+                     0);
+}
+END_TEST
+
+/* offsets.on_mismatch=fail: nothing is read, the processor stops and says why. */
+START_TEST(a_foreign_offset_stops_the_processor_under_policy_fail)
+{
+    processor_free(proc);
+    proc = NULL;
+    store_offsets("proc-b", 3, "a-cluster-that-is-gone");
+    open_four("of");
+    free(cfg.offsets_on_mismatch);
+    cfg.offsets_on_mismatch = strdup("fail");
+    proc = start_processor("proc-b");
+    /* The loop ends on its own when the processor stops. */
+    struct timeval limit = {30, 0};
+    event_base_loopexit(base, &limit);
+    event_base_dispatch(base);
+    ck_assert_msg(processor_failed(proc), "the processor did not stop within 30 s");
+    ck_assert_int_eq(q_int("SELECT count(*) FROM aggregates"), 0);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM consumer_offsets WHERE group_id LIKE '%%proc-b' "
+                           "AND cluster_id = 'a-cluster-that-is-gone'"),
+                     64);
+    /* A bad policy is a start-up error naming its key. */
+    free(cfg.offsets_on_mismatch);
+    cfg.offsets_on_mismatch = strdup("skip");
+    char err[512];
+    processor *bad = processor_new(base, &cfg, &kprops, err, sizeof(err));
+    ck_assert_ptr_null(bad);
+    ck_assert_msg(strstr(err, "offsets.on_mismatch") != NULL, "%s", err);
+}
+END_TEST
+
 static void member_wake(void *arg)
 {
     member *m = arg;
@@ -529,6 +628,9 @@ int main(void)
     tcase_add_test(tc, expired_idempotency_records_are_purged);
     tcase_add_test(tc, a_refused_write_rolls_back_the_batch_and_is_retried);
     tcase_add_test(tc, idle_member_keeps_its_partitions);
+    tcase_add_test(tc, offsets_of_another_cluster_are_not_trusted);
+    tcase_add_test(tc, an_offset_beyond_the_partition_end_is_not_trusted);
+    tcase_add_test(tc, a_foreign_offset_stops_the_processor_under_policy_fail);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

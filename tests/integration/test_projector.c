@@ -695,6 +695,34 @@ START_TEST(offsets_commit_with_the_rows)
 }
 END_TEST
 
+/* Offsets stored under a cluster that is gone count another log: the projector reads this one
+   from its beginning rather than from where the old log ended. */
+START_TEST(offsets_of_another_cluster_are_not_trusted)
+{
+    stop_projector();
+    for (int i = 0; i < 4; i++) { /* one key: the four events share a partition, offsets 0-3 */
+        char id[16];
+        snprintf(id, sizeof(id), "oc-%d", i);
+        send_event("oc", "account", id, 1, "{\"owner\":\"x\",\"balance\":0,\"status\":\"open\"}");
+    }
+    ck_assert_int_eq(last_offset, 3);
+    exec_sql("INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, cluster_id) "
+             "SELECT '%sprojector', '%s', p, 3, 'a-cluster-that-is-gone' "
+             "FROM generate_series(0, 63) AS p",
+             prefix, topic("events"));
+    start_projector();
+    ck_assert_msg(
+        wait_for(4, WAIT_MS, "SELECT count(*) FROM projection_account WHERE id LIKE 'oc-%%'"),
+        "events of the new log were skipped");
+    ck_assert(projected_past(last_partition, 3));
+    ck_assert_int_eq(q_int("SELECT count(*) FROM consumer_offsets WHERE group_id = "
+                           "'%sprojector' AND partition = %d AND cluster_id <> "
+                           "'a-cluster-that-is-gone'",
+                           prefix, last_partition),
+                     1);
+}
+END_TEST
+
 /* Runs build/state-processor with args (NULL-terminated), output to log; returns its pid. */
 static pid_t spawn_binary(const char *const *args, const char *log)
 {
@@ -792,6 +820,7 @@ int main(void)
     tcase_add_test(tc, malformed_events_are_recorded_and_the_partition_flows);
     tcase_add_test(tc, an_event_postgresql_refuses_is_isolated_and_recorded);
     tcase_add_test(tc, offsets_commit_with_the_rows);
+    tcase_add_test(tc, offsets_of_another_cluster_are_not_trusted);
     tcase_add_test(tc, the_subcommand_runs_serves_health_and_stops_on_sigterm);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -1,0 +1,7 @@
+-- 005_offsets_log.sql: a stored offset names the log it counts.
+
+-- Kafka's cluster id when the offset was stored. An offset counts messages of one partition of
+-- one cluster's topic: against a replaced cluster (a new mock cluster, a restored or rebuilt one)
+-- it means nothing, and trusting it skips or waits on messages that do not exist. NULL: stored
+-- before this column existed; such an offset is trusted once and rewritten with the id.
+ALTER TABLE consumer_offsets ADD COLUMN cluster_id text;
