@@ -92,6 +92,17 @@ void kafka_wakeup_free(wakeup *w)
     w->fds[0] = w->fds[1] = -1;
 }
 
+char *kafka_cluster_id(rd_kafka_t *rk)
+{
+    /* With a timeout of 0 librdkafka answers from its metadata cache and never waits. */
+    char *id = rd_kafka_clusterid(rk, 0);
+    if (!id)
+        return NULL;
+    char *copy = xstrdup(id);
+    rd_kafka_mem_free(rk, id);
+    return copy;
+}
+
 /* ---- producer ---- */
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -205,6 +216,11 @@ kafka_send_result kafka_produce(kafka_producer *p, const char *topic, int partit
 int kafka_producer_outq_len(const kafka_producer *p)
 {
     return rd_kafka_outq_len(p->rk);
+}
+
+char *kafka_producer_cluster_id(kafka_producer *p)
+{
+    return kafka_cluster_id(p->rk);
 }
 
 bool kafka_producer_healthy(const kafka_producer *p)

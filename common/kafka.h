@@ -83,6 +83,8 @@ kafka_send_result kafka_produce(kafka_producer *p, const char *topic, int partit
 int kafka_producer_outq_len(const kafka_producer *p);
 /* False after librdkafka reported all brokers down, until the next successful delivery. */
 bool kafka_producer_healthy(const kafka_producer *p);
+/* The id of the producer's Kafka cluster, as kafka_consumer_cluster_id() gives it. */
+char *kafka_producer_cluster_id(kafka_producer *p);
 /* Number of partitions of topic, from cluster metadata; -1 on error. Blocking: start-up only. */
 int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms);
 /*

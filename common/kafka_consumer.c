@@ -321,13 +321,7 @@ size_t kafka_consumer_poll(kafka_consumer *c, kafka_message *out, size_t max)
 
 char *kafka_consumer_cluster_id(kafka_consumer *c)
 {
-    /* With a timeout of 0 librdkafka answers from its metadata cache and never waits. */
-    char *id = rd_kafka_clusterid(c->rk, 0);
-    if (!id)
-        return NULL;
-    char *copy = xstrdup(id);
-    rd_kafka_mem_free(c->rk, id);
-    return copy;
+    return kafka_cluster_id(c->rk);
 }
 
 long long kafka_consumer_high_watermark(kafka_consumer *c, int partition)

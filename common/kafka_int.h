@@ -23,6 +23,8 @@ int kafka_wakeup_init(wakeup *w, struct event_base *base, event_callback_fn fn, 
                       char *err, size_t errlen);
 /* Empties the pipe, so the next write wakes the loop again. */
 void kafka_wakeup_drain(const wakeup *w);
+/* The cluster id from rk's metadata cache (never waits), copied; NULL while unknown. */
+char *kafka_cluster_id(rd_kafka_t *rk);
 /* Closes the pipe and frees its event; safe on a wakeup never opened (fds -1). */
 void kafka_wakeup_free(wakeup *w);
 /* The partition count of topic from the cluster's metadata; -1 when unknown in timeout_ms. */

@@ -25,15 +25,37 @@ struct relay {
     char started_at[IDS_TIME_LEN];
     struct event *flush; /* batches the UPDATEs */
     struct event *retry; /* produces the failed rows again */
+    /* Events published to a log that is gone (ADR 0022), produced again a page at a time. */
+    char *cluster;        /* this run's Kafka cluster, once its metadata named it */
+    struct event *learn;  /* asks for the cluster id each second until it is known */
+    bool refill_done;     /* no page left */
+    bool refill_querying; /* a page is being read */
+    size_t refill_left;   /* rows of the page not yet confirmed */
+    bool refill_next;     /* the page is confirmed: read the next once its marks are stored */
 };
 
-#define RELAY_RETRY_S 1
+#define RELAY_RETRY_S     1
+#define RELAY_REFILL_PAGE 500
+#define RELAY_REFILL_TAG  "refill" /* a row's key while it is produced again */
 
+/* $2: the cluster that confirmed them, so that a later run on another cluster can tell. */
 static const char mark_sql[] =
-    "UPDATE outbox o SET published_at = now() FROM jsonb_to_recordset($1::jsonb) AS "
+    "UPDATE outbox o SET published_at = now(), published_cluster = $2 FROM "
+    "jsonb_to_recordset($1::jsonb) AS "
     "x(tenant text, aggregate_type text, aggregate_id text, version bigint) "
     "WHERE o.tenant = x.tenant AND o.aggregate_type = x.aggregate_type AND "
-    "o.aggregate_id = x.aggregate_id AND o.version = x.version AND o.published_at IS NULL";
+    "o.aggregate_id = x.aggregate_id AND o.version = x.version AND "
+    "(o.published_at IS NULL OR o.published_cluster IS DISTINCT FROM $2)";
+
+/* A page of events published to another cluster than $1; the oldest first. */
+static const char refill_sql[] =
+    "SELECT json_build_object('tenant', tenant, 'aggregate_type', aggregate_type, "
+    "'aggregate_id', aggregate_id, 'version', version, 'event_type', event_type, "
+    "'command_id', command_id, 'payload', payload, 'traceparent', traceparent, "
+    "'tracestate', tracestate, '" RELAY_REFILL_TAG "', true) FROM outbox "
+    "WHERE published_at IS NOT NULL AND published_cluster IS NOT NULL AND "
+    "published_cluster <> $1 ORDER BY created_at, tenant, aggregate_type, aggregate_id, version "
+    "LIMIT $2";
 
 static const char recover_sql[] =
     "SELECT json_build_object('tenant', tenant, 'aggregate_type', aggregate_type, "
@@ -43,6 +65,7 @@ static const char recover_sql[] =
     "WHERE published_at IS NULL AND created_at < $1::timestamptz ORDER BY created_at";
 
 static void mark(relay *r);
+static void refill(relay *r);
 
 static void on_marked(const pgconn_result *res, void *arg)
 {
@@ -53,6 +76,8 @@ static void on_marked(const pgconn_result *res, void *arg)
                LOG_FIELDS("error", pgconn_result_error(res)));
     if (json_array_size(r->confirmed))
         event_active(r->flush, 0, 0);
+    else if (r->refill_next) /* the page's marks are stored: the next page is new rows */
+        refill(r);
 }
 
 static void mark(relay *r)
@@ -61,9 +86,11 @@ static void mark(relay *r)
         return;
     char *rows = json_dumps(r->confirmed, JSON_COMPACT);
     json_array_clear(r->confirmed);
-    const char *v[] = {rows};
-    if (pgconn_query_prepared(r->pg, mark_sql, 1, v, on_marked, r) == 0)
+    char *cluster = kafka_producer_cluster_id(r->producer); /* known: Kafka just confirmed */
+    const char *v[] = {rows, cluster};
+    if (pgconn_query_prepared(r->pg, mark_sql, 2, v, on_marked, r) == 0)
         r->marking = true;
+    free(cluster);
     free(rows);
 }
 
@@ -93,6 +120,8 @@ static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
         retry_later(r, row);
         return;
     }
+    if (json_object_get(row, RELAY_REFILL_TAG) && r->refill_left > 0 && --r->refill_left == 0)
+        r->refill_next = true;
     /* The outbox key is what marking needs. */
     json_array_append_new(
         r->confirmed, json_pack("{s:O, s:O, s:O, s:O}", "tenant", json_object_get(row, "tenant"),
@@ -183,6 +212,69 @@ static void on_recovered(const pgconn_result *res, void *arg)
     }
 }
 
+static void on_refill(const pgconn_result *res, void *arg)
+{
+    relay *r = arg;
+    r->refill_querying = false;
+    if (pgconn_result_status(res) != PGCONN_OK) {
+        log_kv(LOG_WARN, "outbox: reading events of another cluster failed, will retry",
+               LOG_FIELDS("error", pgconn_result_error(res)));
+        struct timeval tv = {RELAY_RETRY_S, 0};
+        evtimer_add(r->learn, &tv);
+        return;
+    }
+    int n = pgconn_result_ntuples(res);
+    if (n < RELAY_REFILL_PAGE)
+        r->refill_done = true;
+    r->refill_left = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        json_t *row = json_loads(pgconn_result_value(res, i, 0), 0, NULL);
+        if (row)
+            publish_one(r, row);
+        else
+            r->refill_left--;
+        json_decref(row);
+    }
+    if (n > 0) {
+        char count[16];
+        snprintf(count, sizeof(count), "%d", n);
+        log_kv(LOG_WARN, "outbox: events published to another Kafka cluster produced again",
+               LOG_FIELDS("count", count, "cluster", r->cluster));
+    }
+}
+
+/*
+ * The events topic is the durable domain log: when this run's cluster is not the one the outbox
+ * rows were published to (a replaced cluster, a new mock cluster under kept data), the rows are
+ * produced again into this cluster's log, a page at a time, oldest first.
+ */
+static void refill(relay *r)
+{
+    r->refill_next = false;
+    if (r->refill_done || r->refill_querying || !r->cluster || !pgconn_connected(r->pg))
+        return;
+    char page[16];
+    snprintf(page, sizeof(page), "%d", RELAY_REFILL_PAGE);
+    const char *v[] = {r->cluster, page};
+    if (pgconn_query(r->pg, refill_sql, 2, v, on_refill, r) == 0)
+        r->refill_querying = true;
+}
+
+/* Waits, without blocking, for the producer's first metadata to name the cluster. */
+static void on_learn(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    relay *r = arg;
+    if (!r->cluster)
+        r->cluster = kafka_producer_cluster_id(r->producer);
+    if (r->cluster && pgconn_connected(r->pg) && r->recovered) {
+        refill(r);
+        return;
+    }
+    struct timeval tv = {RELAY_RETRY_S, 0};
+    evtimer_add(r->learn, &tv);
+}
+
 static void on_pg_state(bool connected, void *arg)
 {
     relay *r = arg;
@@ -204,6 +296,9 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
     ids_now_rfc3339(r->started_at);
     r->flush = event_new(base, -1, 0, on_flush, r);
     r->retry = evtimer_new(base, on_retry, r);
+    r->learn = evtimer_new(base, on_learn, r);
+    struct timeval soon = {0, 100000};
+    evtimer_add(r->learn, &soon);
     r->producer = kafka_producer_new(base, kafka_props, on_delivery, r, err, errlen);
     if (r->producer)
         r->pg = pgconn_new(base, conninfo, on_pg_state, r, err, errlen);
@@ -242,6 +337,9 @@ void relay_free(relay *r)
         event_free(r->flush);
     if (r->retry)
         event_free(r->retry);
+    if (r->learn)
+        event_free(r->learn);
+    free(r->cluster);
     json_decref(r->confirmed);
     json_decref(r->failed);
     free(r->topic);

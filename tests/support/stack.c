@@ -66,6 +66,8 @@ static int start_mock(stack *s, const char *build)
     return -1;
 }
 
+static int launch(stack *s, const char *build);
+
 int stack_start(stack *s, bool own_mock)
 {
     memset(s, 0, sizeof(*s));
@@ -85,7 +87,21 @@ int stack_start(stack *s, bool own_mock)
         snprintf(s->bootstrap, sizeof(s->bootstrap), "%s", real_bootstrap);
     else if (own_mock && start_mock(s, build) != 0)
         return -1;
+    return launch(s, build);
+}
 
+int stack_restart(stack *s)
+{
+    const char *build = getenv("CQRS_BUILD");
+    build = build ? build : "build";
+    if (!s->real_kafka && s->mock_kafka == 0)
+        s->bootstrap[0] = '\0'; /* run.sh's own mock cluster died with it: it starts another */
+    return launch(s, build);
+}
+
+/* Runs run.sh in s->run_dir and waits (up to 90 s) until /readyz answers 200. */
+static int launch(stack *s, const char *build)
+{
     char log_path[400];
     snprintf(log_path, sizeof(log_path), "%s/run.sh.log", s->run_dir);
     s->pid = fork();
@@ -108,7 +124,7 @@ int stack_start(stack *s, bool own_mock)
             snprintf(prefix, sizeof(prefix), "t%d-", (int)getpid());
             setenv("TOPIC_PREFIX", prefix, 1);
         }
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
         execl("/bin/bash", "bash", "deploy/local/run.sh", (char *)NULL);

@@ -24,6 +24,12 @@ typedef struct stack {
  * Returns 0, or -1 after printing the logs.
  */
 int stack_start(stack *s, bool own_mock);
+/*
+ * Starts run.sh again in the folder of a stack that stack_stop() stopped, on the same ports, with
+ * the data it kept (PostgreSQL; a real broker keeps its log, run.sh's own mock cluster is a new
+ * one, as for `make run` run twice). Waits as stack_start() does; returns 0 or -1.
+ */
+int stack_restart(stack *s);
 /* Sends SIGINT to run.sh and reaps it; returns its exit status, or -1 after 60 s. */
 int stack_stop(stack *s);
 /* Removes the run folder (after a successful test). */

@@ -1,0 +1,134 @@
+/*
+ * test_lifecycle.c: the whole system across a restart with its data kept, as a user of
+ * `make run` sees it: stopped with SIGINT and started again in the same folder. PostgreSQL keeps
+ * what it holds; run.sh's mock cluster is a new, empty one (on the real broker the log stays).
+ * Every command answered 2xx after the restart must be applied, none left `accepted`.
+ */
+#include "httpc.h"
+#include "stack.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static stack st;
+
+#define TIMEOUT_MS   15000
+#define BEFORE       10  /* sync commands before the restart */
+#define AFTER        40  /* async commands after it */
+#define SETTLE_TRIES 600 /* polls, 100 ms apart, for the async ones to be decided */
+
+static const char *jstr(const json_t *j, const char *key)
+{
+    const char *s = json_string_value(json_object_get(j, key));
+    return s ? s : "";
+}
+
+static httpc_response open_account(const char *id, bool async)
+{
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"type\":\"account.open\",\"aggregate_id\":\"%s\",\"payload\":{\"owner\":\"o\"}}",
+             id);
+    return httpc_request(st.http_port, "POST", "/v1/commands",
+                         async ? "Prefer: respond-async\r\n" : NULL, body, TIMEOUT_MS);
+}
+
+/* The status of command id as GET /v1/commands/{id} gives it, in out. */
+static void command_status(const char *id, char *out, size_t len)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/commands/%s", id);
+    httpc_response r = httpc_request(st.http_port, "GET", path, NULL, NULL, TIMEOUT_MS);
+    snprintf(out, len, "%d %s", r.status, r.status == 200 ? jstr(r.json, "status") : "");
+    httpc_free(&r);
+}
+
+START_TEST(a_restart_with_the_data_kept_loses_nothing)
+{
+    for (int i = 0; i < BEFORE; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "before-%d", i);
+        httpc_response r = open_account(id, false);
+        ck_assert_msg(r.status == 201, "%s: %d %s", id, r.status, r.body ? r.body : "");
+        httpc_free(&r);
+    }
+    int status = stack_stop(&st);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "run.sh status %d", status);
+    ck_assert_msg(stack_restart(&st) == 0, "the stack did not come back");
+
+    char ids[AFTER][64];
+    for (int i = 0; i < AFTER; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "after-%d", i);
+        httpc_response r = open_account(id, true);
+        ck_assert_msg(r.status == 202, "%s: %d %s", id, r.status, r.body ? r.body : "");
+        snprintf(ids[i], sizeof(ids[i]), "%s", jstr(r.json, "command_id"));
+        httpc_free(&r);
+    }
+    /* Each one is decided, and applied: a new account each. */
+    int pending = AFTER;
+    char last[160] = "";
+    for (int tries = 0; tries < SETTLE_TRIES && pending > 0; tries++) {
+        pending = 0;
+        for (int i = 0; i < AFTER; i++) {
+            char s[64];
+            command_status(ids[i], s, sizeof(s));
+            if (strcmp(s, "200 applied") != 0) {
+                pending++;
+                snprintf(last, sizeof(last), "after-%d: %s", i, s);
+            }
+        }
+        if (pending > 0)
+            usleep(100000);
+    }
+    ck_assert_msg(pending == 0, "%d of %d commands not applied after 60 s (e.g. %s)", pending,
+                  AFTER, last);
+    /* What was applied before the restart can still be read: its events reached the new log
+       too (the outbox produces them again), so the projections hold every account. */
+    for (int i = 0; i < BEFORE + AFTER; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/v1/aggregates/account/%s-%d",
+                 i < BEFORE ? "before" : "after", i < BEFORE ? i : i - BEFORE);
+        int got = 0;
+        for (int tries = 0; tries < SETTLE_TRIES && got != 200; tries++) {
+            httpc_response r = httpc_request(st.http_port, "GET", path, NULL, NULL, TIMEOUT_MS);
+            got = r.status;
+            if (got == 200)
+                ck_assert_int_eq(json_integer_value(json_object_get(r.json, "version")), 1);
+            httpc_free(&r);
+            if (got != 200)
+                usleep(100000);
+        }
+        ck_assert_msg(got == 200, "%s: %d after 60 s", path, got);
+    }
+}
+END_TEST
+
+int main(void)
+{
+    if (stack_start(&st, false) != 0) {
+        stack_stop(&st);
+        return EXIT_FAILURE;
+    }
+    Suite *s = suite_create("lifecycle");
+    TCase *tc = tcase_create("restart");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_restart_with_the_data_kept_loses_nothing);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    /* In this process: the test stops and starts run.sh, whose parent it must be. */
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    if (failed)
+        stack_show_logs(&st);
+    stack_stop(&st);
+    if (!failed && stack_logs_clean(&st))
+        stack_remove(&st);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
