@@ -14,12 +14,17 @@
 #include <unistd.h>
 
 static const char stored_sql[] =
-    "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 "
-    "ORDER BY partition";
+    "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE group_id = $1 AND "
+    "topic = $2 ORDER BY partition";
+
+static bool counts_this_log(const lagcmd_row *row)
+{
+    return row->stored >= 0 && !row->other_log && row->stored <= row->high;
+}
 
 long long lagcmd_lag(const lagcmd_row *row)
 {
-    long long from = row->stored >= 0 ? row->stored : row->low;
+    long long from = counts_this_log(row) ? row->stored : row->low;
     return row->high > from ? row->high - from : 0;
 }
 
@@ -33,9 +38,10 @@ json_t *lagcmd_group_json(const char *role, const char *group, const char *topic
         long long lag = lagcmd_lag(r);
         total += lag;
         json_array_append_new(parts,
-                              json_pack("{s:i, s:o, s:I, s:I, s:I}", "partition", r->partition,
+                              json_pack("{s:i, s:o, s:b, s:I, s:I, s:I}", "partition", r->partition,
                                         "stored_offset",
                                         r->stored >= 0 ? json_integer(r->stored) : json_null(),
+                                        "stored_counts_this_log", counts_this_log(r),
                                         "low_watermark", (json_int_t)r->low, "high_watermark",
                                         (json_int_t)r->high, "lag", (json_int_t)lag));
     }
@@ -124,15 +130,20 @@ static int look_up(struct event_base *base, pgconn **pg, const config_props *kaf
         pgwait_clear(&w);
         goto out;
     }
+    char *cluster = kafka_consumer_cluster_id(reader); /* known: the watermarks came back */
     for (size_t i = 0; i < pgwait_rows(&w); i++) {
         int partition = atoi(pgwait_cell(&w, i, 0));
-        if (partition >= 0 && partition < n)
+        const char *stored_cluster = pgwait_cell(&w, i, 2);
+        if (partition >= 0 && partition < n) {
             s->rows[partition].stored = atoll(pgwait_cell(&w, i, 1));
-        else
+            s->rows[partition].other_log =
+                stored_cluster && cluster && strcmp(stored_cluster, cluster) != 0;
+        } else
             log_kv(LOG_WARN, "consumer_offsets holds a partition the topic does not have",
                    LOG_FIELDS("group", s->group, "topic", s->topic, "partition",
                               pgwait_cell(&w, i, 0)));
     }
+    free(cluster);
     pgwait_clear(&w);
     rc = 0;
 out:

@@ -27,16 +27,19 @@ extern const config_row lag_config_table[];
 typedef struct lagcmd_row {
     int partition;
     long long stored, low, high;
+    bool other_log; /* the stored offset counts another log: another cluster's (ADR 0022) */
 } lagcmd_row;
 
 /*
  * What the group still has to consume on the partition: high - stored, or high - low when
- * nothing is stored (the group starts at the beginning); never below 0.
+ * nothing is stored or what is stored counts another log (another cluster's, or beyond the
+ * partition's end: the group then reads the partition from its beginning); never below 0.
  */
 long long lagcmd_lag(const lagcmd_row *row);
 /*
  * The JSON of one group: {"role", "group", "topic", "lag" (the sum), "partitions": [{"partition",
- * "stored_offset" (null when none), "low_watermark", "high_watermark", "lag"}]}. Caller decrefs.
+ * "stored_offset" (null when none), "stored_counts_this_log", "low_watermark", "high_watermark",
+ * "lag"}]}. Caller decrefs.
  */
 json_t *lagcmd_group_json(const char *role, const char *group, const char *topic,
                           const lagcmd_row *rows, size_t n);

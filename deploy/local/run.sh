@@ -24,6 +24,8 @@ fi
 #   PG_PORT    PostgreSQL port on 127.0.0.1         (default: 54329)
 #   BUILD      where the binaries are               (default: build)
 #   STOP_TIMEOUT seconds each service gets to exit after SIGTERM before SIGKILL (default: 10)
+#   DRAIN_TIMEOUT seconds the processor gets, at shutdown on run.sh's own mock cluster, to apply
+#              what the gateway accepted before the cluster (memory only) goes (default: 15)
 #   GATEWAY_ARGS extra command-gateway flags, space-separated, after the defaults (which they
 #              override), e.g. "--auth.mode=jwt --auth.algorithm=HS256 --auth.key_file=secret"
 # SIGINT, SIGTERM or SIGHUP stops everything (PostgreSQL too) and exits 0; if a service dies on its own,
@@ -45,6 +47,7 @@ REAL_KAFKA_STARTED=0
 MOCK_ARGS=()
 PG_PORT=${PG_PORT:-54329}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-15}
 PG_SH=$REPO/deploy/local/pg.sh
 
 GATEWAY_BIN=$BUILD/command-gateway
@@ -101,6 +104,33 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# The processor group's lag on the commands topic, from `state-processor lag`; empty when unknown.
+commands_lag() {
+    "$PROCESSOR_BIN" lag --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
+        --topic.prefix="$TOPIC_PREFIX" --group.id="${TOPIC_PREFIX}state-processor" \
+        --projector.group="${TOPIC_PREFIX}projector" --json --timeout_ms=2000 --log.level=error \
+        2>/dev/null 9>&- |
+        grep -oE '"role":"processor","group":"[^"]*","topic":"[^"]*","lag":-?[0-9]+' |
+        grep -oE -- '-?[0-9]+$'
+}
+
+# The mock cluster keeps its log in memory: a command the gateway accepted and the processor has
+# not applied yet would go with it. With the gateway stopped, give the processor the time to
+# apply what is left (bounded), then stop the rest.
+drain_commands() {
+    local deadline=$((SECONDS + DRAIN_TIMEOUT)) lag=""
+    [[ -n $PROCESSOR_PID && -n ${CONNINFO:-} && -n ${BOOTSTRAP:-} ]] || return 0
+    while kill -0 "$PROCESSOR_PID" 2>/dev/null; do
+        lag=$(commands_lag)
+        [[ $lag != 0 ]] || return 0
+        if ((SECONDS >= deadline)); then
+            log "warning: the processor still had ${lag:-an unknown number of} commands to apply after ${DRAIN_TIMEOUT}s; they go with the mock cluster"
+            return 0
+        fi
+        sleep 0.2
+    done
+}
+
 cleanup() {
     ((CLEANED == 0)) || return 0
     CLEANED=1
@@ -108,6 +138,7 @@ cleanup() {
     set +e
     [[ -n $KAFKA_PID ]] || ((PG_STARTED || REAL_KAFKA_STARTED)) || return 0 # nothing started
     stop_pid command-gateway "$GATEWAY_PID"
+    [[ -z $KAFKA_PID ]] || drain_commands
     stop_pid projector "$PROJECTOR_PID"
     stop_pid state-processor "$PROCESSOR_PID"
     if [[ -n $KAFKA_PID ]]; then

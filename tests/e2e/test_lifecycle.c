@@ -8,6 +8,7 @@
 #include "stack.h"
 
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,8 @@ static stack st;
 
 #define TIMEOUT_MS   15000
 #define BEFORE       10  /* sync commands before the restart */
+#define LAST         200 /* async commands just before it: the stop must not lose them */
+#define CLIENTS      8   /* client threads of the async bursts */
 #define AFTER        40  /* async commands after it */
 #define SETTLE_TRIES 600 /* polls, 100 ms apart, for the async ones to be decided */
 
@@ -35,6 +38,46 @@ static httpc_response open_account(const char *id, bool async)
              id);
     return httpc_request(st.http_port, "POST", "/v1/commands",
                          async ? "Prefer: respond-async\r\n" : NULL, body, TIMEOUT_MS);
+}
+
+/* A share of the async opens, sent by one client thread. */
+typedef struct share {
+    const char *tag;
+    int from, to;
+    char (*ids)[64];
+    int *statuses;
+} share;
+
+static void *send_share(void *arg)
+{
+    const share *sh = arg;
+    for (int i = sh->from; i < sh->to; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%s-%d", sh->tag, i);
+        httpc_response r = open_account(id, true);
+        sh->statuses[i] = r.status;
+        snprintf(sh->ids[i], sizeof(sh->ids[i]), "%s", jstr(r.json, "command_id"));
+        httpc_free(&r);
+    }
+    return NULL;
+}
+
+/* Sends n async account.open for <tag>-<i> from CLIENTS threads at once (faster than one
+   processor applies them); each must be answered 202; their command ids into ids. */
+static void open_async(const char *tag, int n, char (*ids)[64])
+{
+    int *statuses = calloc((size_t)n, sizeof(int));
+    pthread_t th[CLIENTS];
+    share sh[CLIENTS];
+    for (int c = 0; c < CLIENTS; c++) {
+        sh[c] = (share){tag, n * c / CLIENTS, n * (c + 1) / CLIENTS, ids, statuses};
+        pthread_create(&th[c], NULL, send_share, &sh[c]);
+    }
+    for (int c = 0; c < CLIENTS; c++)
+        pthread_join(th[c], NULL);
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(statuses[i] == 202, "%s-%d: %d", tag, i, statuses[i]);
+    free(statuses);
 }
 
 /* The status of command id as GET /v1/commands/{id} gives it, in out. */
@@ -56,19 +99,22 @@ START_TEST(a_restart_with_the_data_kept_loses_nothing)
         ck_assert_msg(r.status == 201, "%s: %d %s", id, r.status, r.body ? r.body : "");
         httpc_free(&r);
     }
-    int status = stack_stop(&st);
+    static char last_ids[LAST][64];
+    open_async("last", LAST, last_ids);
+    int status = stack_stop(&st); /* at once: some are not applied yet */
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "run.sh status %d", status);
     ck_assert_msg(stack_restart(&st) == 0, "the stack did not come back");
 
-    char ids[AFTER][64];
-    for (int i = 0; i < AFTER; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "after-%d", i);
-        httpc_response r = open_account(id, true);
-        ck_assert_msg(r.status == 202, "%s: %d %s", id, r.status, r.body ? r.body : "");
-        snprintf(ids[i], sizeof(ids[i]), "%s", jstr(r.json, "command_id"));
-        httpc_free(&r);
+    /* Those answered 202 before the stop were applied before it: none stays accepted. */
+    for (int i = 0; i < LAST; i++) {
+        char s[64];
+        command_status(last_ids[i], s, sizeof(s));
+        ck_assert_msg(strcmp(s, "200 applied") == 0, "last-%d, answered 202 before the stop: %s", i,
+                      s);
     }
+
+    static char ids[AFTER][64];
+    open_async("after", AFTER, ids);
     /* Each one is decided, and applied: a new account each. */
     int pending = AFTER;
     char last[160] = "";

@@ -7,6 +7,7 @@
 #include "envelope.h"
 #include "ids.h"
 #include "kafka.h"
+#include "lagcmd.h"
 #include "log.h"
 #include "pgmigrate.h"
 #include "processor.h"
@@ -568,6 +569,21 @@ START_TEST(a_foreign_offset_stops_the_processor_under_policy_fail)
 }
 END_TEST
 
+/* `state-processor lag` counts a stored offset of another log as nothing read of this one. */
+START_TEST(lag_counts_an_offset_of_another_log_from_the_beginning)
+{
+    lagcmd_row same = {.partition = 0, .stored = 7, .low = 2, .high = 10};
+    ck_assert_int_eq(lagcmd_lag(&same), 3);
+    lagcmd_row other = same;
+    other.other_log = true; /* stored under another cluster */
+    ck_assert_int_eq(lagcmd_lag(&other), 8);
+    lagcmd_row beyond = {.partition = 0, .stored = 50, .low = 0, .high = 10};
+    ck_assert_int_eq(lagcmd_lag(&beyond), 10);
+    lagcmd_row none = {.partition = 0, .stored = -1, .low = 4, .high = 10};
+    ck_assert_int_eq(lagcmd_lag(&none), 6);
+}
+END_TEST
+
 static void member_wake(void *arg)
 {
     member *m = arg;
@@ -631,6 +647,7 @@ int main(void)
     tcase_add_test(tc, offsets_of_another_cluster_are_not_trusted);
     tcase_add_test(tc, an_offset_beyond_the_partition_end_is_not_trusted);
     tcase_add_test(tc, a_foreign_offset_stops_the_processor_under_policy_fail);
+    tcase_add_test(tc, lag_counts_an_offset_of_another_log_from_the_beginning);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
