@@ -751,6 +751,32 @@ int pgconn_query_prepared(pgconn *c, const char *sql, int nparams, const char *c
     return enqueue(c, true, sql, nparams, values, cb, arg);
 }
 
+bool pgconn_cancel(pgconn *c, pgconn_cb cb, void *arg)
+{
+    if (c->freeing)
+        return false;
+    /* [head, unsent) are on the wire: only what follows may go. */
+    pgq *prev = NULL;
+    bool unsent = false;
+    for (pgq *q = c->head; q; prev = q, q = q->next) {
+        unsent = unsent || q == c->unsent;
+        if (!unsent || q->cb != cb || q->arg != arg)
+            continue;
+        if (c->unsent == q)
+            c->unsent = q->next;
+        if (prev)
+            prev->next = q->next;
+        else
+            c->head = q->next;
+        if (c->tail == q)
+            c->tail = prev;
+        c->count--;
+        pgq_free(q);
+        return true;
+    }
+    return false;
+}
+
 pgconn_status pgconn_result_status(const pgconn_result *r)
 {
     return r->status;
