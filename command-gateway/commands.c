@@ -24,7 +24,7 @@ typedef struct pending {
     char trace_id[TRACE_ID_LEN];        /* for log lines */
     intake in;
     char fingerprint[IDS_UUID_LEN]; /* of the request, stored with its key (assigned ones too) */
-    char *value;                    /* the payload as published */
+    char *value;                    /* the payload as published, until it is */
     struct event *deadline;
     long long produced_us;      /* monotonic, when it was handed to the producer */
     bool claimed;               /* the client's key is recorded as ours (status accepted) */
@@ -272,12 +272,15 @@ static void record(pending *p)
         event_active(g->accept_flush_ev, 0, 0); /* after this pass's other answers */
 }
 
-/* 202: at once, or once the command's record is written. */
+/*
+ * 202: once the command's record is written, or at once while PostgreSQL is down: the command
+ * is in Kafka, and an unkeyed write does not wait for PostgreSQL.
+ */
 static void answer_accepted(pending *p)
 {
     if (p->deadline)
         event_del(p->deadline);
-    if (p->recording)
+    if (p->recording && pgconn_connected(p->g->pg))
         p->accept_due = true;
     else
         send_accepted(p);
@@ -431,6 +434,8 @@ static void produce(pending *p)
     kafka_send_result r =
         kafka_produce(g->producer, g->topic_commands, -1, p->in.aggregate_id,
                       strlen(p->in.aggregate_id), p->value, strlen(p->value), hdrs, nh, p);
+    free(p->value); /* copied by the producer */
+    p->value = NULL;
     if (r != KAFKA_OK) {
         metrics_add(g->m_produce_failed, 1);
         const char *detail = r == KAFKA_QUEUE_FULL ? "the Kafka producer queue is full"
@@ -710,7 +715,7 @@ void commands_on_delivery(void *opaque, const kafka_delivery *d, void *arg)
  */
 static void answer_reply(pending *p, json_t *reply)
 {
-    if (p->recording) {
+    if (p->recording && pgconn_connected(p->g->pg)) {
         if (!p->reply)
             p->reply = json_incref(reply);
         return;

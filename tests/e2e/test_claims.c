@@ -30,10 +30,14 @@ static cluster cl;
 static int port, refusing_port; /* the refusing gateway's producer takes no message over 1 KiB */
 static pid_t pids[3];
 
+/* POSTs body with Idempotency-Key: key, or, when key is "", with none and asking for a 202. */
 static int post(int to, const char *key, const char *body, int timeout_ms, httpc_response *out)
 {
     char headers[128];
-    snprintf(headers, sizeof(headers), "Idempotency-Key: %s\r\n", key);
+    if (*key)
+        snprintf(headers, sizeof(headers), "Idempotency-Key: %s\r\n", key);
+    else
+        snprintf(headers, sizeof(headers), "Prefer: respond-async\r\n");
     *out = httpc_request(to, "POST", "/v1/commands", headers, body, timeout_ms);
     return out->status;
 }
@@ -151,8 +155,14 @@ START_TEST(keys_caught_in_a_postgresql_outage_are_free_once_it_is_back)
         expected += i + 1;
         pthread_create(&th[i], NULL, fire, s);
     }
+    shot unkeyed = {.key = "", .timeout_ms = CLIENT_TIMEOUT_MS};
+    deposit_body(unkeyed.body, sizeof(unkeyed.body), "acc-out", 10000);
+    expected += 10000;
+    pthread_t unkeyed_th;
+    pthread_create(&unkeyed_th, NULL, fire, &unkeyed);
     for (int i = 0; i < ANSWERED + GONE; i++)
         pthread_join(th[i], NULL);
+    pthread_join(unkeyed_th, NULL);
     /* Past the requests' deadlines, so that the gateway has answered every one of them. */
     usleep((SYNC_TIMEOUT_MS + 500) * 1000);
     pg(true);
@@ -164,6 +174,8 @@ START_TEST(keys_caught_in_a_postgresql_outage_are_free_once_it_is_back)
     for (int i = ANSWERED; i < ANSWERED + GONE; i++)
         ck_assert_msg(shots[i].status == 0, "%s: answered %d before its client left", shots[i].key,
                       shots[i].status);
+    /* A write without a key needs no PostgreSQL: it is in Kafka, and the answer says so. */
+    ck_assert_msg(unkeyed.status == 202, "without a key: %d", unkeyed.status);
 
     /* One gateway worker, one connection, queries in order: once a later claim is answered,
        whatever the outage left queued has run. */
