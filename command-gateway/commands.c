@@ -345,7 +345,7 @@ static long long wait_ms(const gateway *g, const intake *in)
     return in->wait_ms < g->cfg->sync_max_wait_ms ? in->wait_ms : g->cfg->sync_max_wait_ms;
 }
 
-static void release_claim(pending *p);
+static bool release_claim(pending *p);
 
 /* The claim's DELETE is done (or could not be sent): the waiting request gets its answer. */
 static void released(pending *p)
@@ -363,10 +363,8 @@ static void on_released(const pgconn_result *r, void *arg)
     p->in_query = false;
     pgconn_status st = pgconn_result_status(r);
     /* The connection dropped before the answer: send it again, to the next connection. */
-    if (st == PGCONN_DISCONNECTED && p->release_tries < 3) {
-        release_claim(p);
+    if (st == PGCONN_DISCONNECTED && p->release_tries < 3 && release_claim(p))
         return;
-    }
     if (st != PGCONN_OK)
         log_kv(LOG_WARN, "Idempotency-Key not released",
                LOG_FIELDS("command_id", p->in.command_id, "trace_id", p->trace_id, "error",
@@ -382,9 +380,10 @@ static void on_released(const pgconn_result *r, void *arg)
  * request's command id only, while it is still accepted and younger than inflight_timeout_s (a
  * claim that old may have been taken over by a retry that published it). Once done, a request
  * still waiting is answered with release_kind and release_detail, or, when release_detail is
- * NULL, by the caller right after this call. May free p when the request is gone.
+ * NULL, by the caller right after this call. Returns false, having logged why, when the DELETE
+ * could not be queued: the caller then answers or lets go of p itself.
  */
-static void release_claim(pending *p)
+static bool release_claim(pending *p)
 {
     static const char sql[] =
         "DELETE FROM commands WHERE id = $1 AND tenant = $2 AND status = 'accepted' AND "
@@ -395,11 +394,11 @@ static void release_claim(pending *p)
     p->release_tries++;
     if (pgconn_query_prepared(p->g->pg, sql, 3, v, on_released, p) == 0) {
         p->in_query = true;
-        return;
+        return true;
     }
     log_kv(LOG_WARN, "Idempotency-Key not released",
            LOG_FIELDS("command_id", p->in.command_id, "error", "PostgreSQL is busy"));
-    released(p);
+    return false;
 }
 
 /* Publishes the command to Kafka, keyed by aggregate id. */
@@ -443,13 +442,11 @@ static void produce(pending *p)
         log_kv(
             LOG_WARN, "command not produced",
             LOG_FIELDS("command_id", p->in.command_id, "trace_id", p->trace_id, "error", detail));
-        if (p->claim_made) { /* never in Kafka: the key is free again, then the answer */
-            p->release_kind = PROBLEM_UNAVAILABLE;
-            p->release_detail = detail;
-            release_claim(p);
-        } else {
+        /* Never in Kafka: the key is free again, then the answer. */
+        p->release_kind = PROBLEM_UNAVAILABLE;
+        p->release_detail = detail;
+        if (!p->claim_made || !release_claim(p))
             answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, detail, NULL));
-        }
         return;
     }
     p->dr_pending = true;
@@ -496,16 +493,14 @@ static void on_claimed(const pgconn_result *r, void *arg)
         /* Answered 503 at its deadline, or its client left: the key must not stay claimed for
            a command that will never be published. */
         p->release_detail = NULL;
-        if (made || maybe_made)
-            release_claim(p);
-        else
+        if (!(made || maybe_made) || !release_claim(p))
             pending_maybe_free(p);
         return;
     }
     if (st != PGCONN_OK) {
         p->release_detail = NULL;
-        if (maybe_made)
-            release_claim(p); /* answered just below; the DELETE waits for PostgreSQL */
+        if (maybe_made) /* answered just below; the DELETE waits for PostgreSQL */
+            (void)release_claim(p);
         answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
                                       "the Idempotency-Key cannot be checked: PostgreSQL is "
                                       "not available; retry with the same Idempotency-Key",
@@ -678,8 +673,8 @@ static void undelivered(pending *p, const kafka_delivery *d)
         p->release_detail = d->too_large ? "the command is larger than the Kafka brokers take"
                                          : "Kafka did not take the command; retry with the same "
                                            "Idempotency-Key";
-        release_claim(p);
-        return;
+        if (release_claim(p))
+            return;
     }
     if (p->req)
         answer_problem(p, problem_new(kind, d->errstr, NULL));
