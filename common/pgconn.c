@@ -152,12 +152,6 @@ static bool deliver_head(pgconn *c, const pgconn_result *res)
     return !c->freeing;
 }
 
-static bool deliver_disconnected(pgconn *c)
-{
-    const pgconn_result r = {.status = PGCONN_DISCONNECTED, .res = NULL, .msg = "connection lost"};
-    return deliver_head(c, &r);
-}
-
 static void set_timer(pgconn *c, int ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
@@ -233,12 +227,22 @@ static bool connection_lost(pgconn *c, const char *why)
             return false;
         }
     }
+    /* The n that were pending are taken out of the queue first: a callback below may cancel a
+       query (pgconn_cancel) or queue one, and neither must change which queries fail here. */
+    pgq *failed = NULL, **end = &failed;
     for (size_t i = 0; i < n && c->head; i++) {
-        if (!deliver_disconnected(c)) {
-            return false;
-        }
+        *end = pop_head(c);
+        end = &(*end)->next;
     }
-    return true;
+    *end = NULL;
+    const pgconn_result r = {.status = PGCONN_DISCONNECTED, .res = NULL, .msg = "connection lost"};
+    while (failed) {
+        pgq *q = failed;
+        failed = q->next;
+        q->cb(&r, q->arg); /* after pgconn_free() too: each query's callback runs once */
+        pgq_free(q);
+    }
+    return !c->freeing;
 }
 
 typedef enum { SEND_OK, SEND_WAIT, SEND_FAILED } send_status;

@@ -780,6 +780,64 @@ START_TEST(test_cancel_unsent)
 }
 END_TEST
 
+/* What the first failed query's callback does on a connection loss: cancel, then queue. */
+typedef struct {
+    rec r;
+    pgconn *c;
+    rec *cancel; /* cancelled from the callback */
+    rec *queue;  /* queued from the callback */
+    bool cancelled;
+} loss_hook;
+
+static void loss_hook_cb(const pgconn_result *res, void *arg)
+{
+    loss_hook *h = arg;
+    rec_cb(res, &h->r);
+    h->cancelled = pgconn_cancel(h->c, rec_cb, h->cancel);
+    ck_assert_int_eq(pgconn_query(h->c, "SELECT 3", 0, NULL, rec_cb, h->queue), 0);
+}
+
+/* The queries pending at a loss fail, all of them and only them, whatever their callbacks do. */
+START_TEST(test_loss_with_callbacks_that_cancel_and_queue)
+{
+    struct event_base *base = event_base_new();
+    states s = {0};
+    pgconn *c = connect_or_fail(base, conninfo, &s);
+    pgconn *admin = connect_or_fail(base, conninfo, NULL);
+    int done = 0;
+    rec pid = {.done = &done};
+    queue_or_fail(c, "SELECT pg_backend_pid()", 0, NULL, &pid);
+    ck_assert(run_until(base, &done, 1, TIMEOUT_MS));
+    int lost = 0, later = 0, killed = 0;
+    rec second = {.done = &lost}, third = {.done = &later}, kill = {.done = &killed};
+    loss_hook first = {.r = {.done = &lost}, .c = c, .cancel = &second, .queue = &third};
+    ck_assert_int_eq(pgconn_query(c, "SELECT pg_sleep(30)", 0, NULL, loss_hook_cb, &first), 0);
+    queue_or_fail(c, "SELECT 2", 0, NULL, &second);
+    int never = 0;
+    (void)run_until(base, &never, 1, 200); /* both on the wire */
+    const char *p[] = {pid.vals[0]};
+    queue_or_fail(admin, "SELECT pg_terminate_backend($1::int)", 1, p, &kill);
+    ck_assert(run_until(base, &lost, 2, TIMEOUT_MS));
+    ck_assert_int_eq(first.r.status, PGCONN_DISCONNECTED);
+    ck_assert(!first.cancelled); /* it was failing already: its callback runs, once */
+    ck_assert_int_eq(second.calls, 1);
+    ck_assert_int_eq(second.status, PGCONN_DISCONNECTED);
+    ck_assert_int_eq(third.calls, 0); /* queued after the loss: waits for the next session */
+    ck_assert(run_until(base, &later, 1, TIMEOUT_MS));
+    ck_assert_int_eq(third.status, PGCONN_OK);
+    ck_assert_str_eq(third.vals[0], "3");
+    ck_assert(run_until(base, &killed, 1, TIMEOUT_MS));
+    pgconn_free(c);
+    pgconn_free(admin);
+    rec_clear(&pid);
+    rec_clear(&first.r);
+    rec_clear(&second);
+    rec_clear(&third);
+    rec_clear(&kill);
+    event_base_free(base);
+}
+END_TEST
+
 /* Invalid conninfo is the only pgconn_new error. */
 START_TEST(test_bad_conninfo)
 {
@@ -1125,6 +1183,7 @@ static Suite *pgconn_suite(void)
     tcase_add_loop_test(l, test_queue_bound, 0, sizeof(bound_cases) / sizeof(bound_cases[0]));
     tcase_add_test(l, test_bad_conninfo);
     tcase_add_test(l, test_cancel_unsent);
+    tcase_add_test(l, test_loss_with_callbacks_that_cancel_and_queue);
     tcase_add_test(l, test_prepared_after_reconnect);
     suite_add_tcase(s, l);
 
