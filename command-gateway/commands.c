@@ -23,25 +23,38 @@ typedef struct pending {
     char traceparent[TRACE_PARENT_LEN]; /* this gateway's span in the request's trace */
     char trace_id[TRACE_ID_LEN];        /* for log lines */
     intake in;
-    char fingerprint[IDS_UUID_LEN]; /* of the request, stored with a client's key */
+    char fingerprint[IDS_UUID_LEN]; /* of the request, stored with its key (assigned ones too) */
+    char *value;                    /* the payload as published, until it is */
     struct event *deadline;
-    long long produced_us; /* monotonic, when it was handed to the producer */
-    bool claimed;          /* the client's key is recorded as ours (status accepted) */
-    bool claim_made;       /* ... by this request's INSERT, not taken over from another */
-    bool dr_pending;       /* a Kafka delivery report is due */
-    bool delivered;        /* Kafka confirmed the command */
-    bool in_query;         /* a PostgreSQL query holds a reference */
-    bool wants_reply;      /* sync with a reply partition: answer from the reply */
-    bool parked;           /* present in g->parked */
-    bool wait_over;        /* the client's wait ended before Kafka confirmed: 202 once it does */
-    long long arrived_us;  /* monotonic */
+    long long produced_us;      /* monotonic, when it was handed to the producer */
+    bool claimed;               /* the client's key is recorded as ours (status accepted) */
+    bool claim_made;            /* ... by this request's INSERT, not taken over from another */
+    bool dr_pending;            /* a Kafka delivery report is due */
+    bool delivered;             /* Kafka confirmed the command */
+    bool in_query;              /* a PostgreSQL query holds a reference */
+    bool claiming;              /* ... the claim of the key: queued or running */
+    bool recording;             /* ... the accepted record, with the fingerprint */
+    bool accept_due;            /* 202 is the answer once the record is written */
+    json_t *reply;              /* the reply, when it came while the record was written */
+    int release_tries;          /* DELETEs of the claim sent (a lost connection gets another) */
+    problem_kind release_kind;  /* once the claim is released: the answer to a waiting request */
+    const char *release_detail; /* ... its detail (static); NULL: the request is answered already */
+    bool wants_reply;           /* sync with a reply partition: answer from the reply */
+    bool parked;                /* present in g->parked */
+    bool wait_over;       /* the client's wait ended before Kafka confirmed: 202 once it does */
+    long long arrived_us; /* monotonic */
 } pending;
+
+static void on_claimed(const pgconn_result *r, void *arg);
+static void answer_reply(pending *p, json_t *reply);
 
 static void pending_free(pending *p)
 {
     if (p->deadline)
         event_free(p->deadline);
     intake_clear(&p->in);
+    free(p->value);
+    json_decref(p->reply);
     free(p);
 }
 
@@ -58,6 +71,11 @@ static void pending_done(pending *p)
     if (p->req)
         p->g->live--;
     p->req = NULL;
+    /* A claim still queued (PostgreSQL down) must not run for a request no longer there: it
+       would hold the key for idempotency.inflight_timeout_s with nothing published. One that
+       has been sent is released when its answer comes (on_claimed). */
+    if (p->claiming && pgconn_cancel(p->g->pg, on_claimed, p))
+        p->claiming = p->in_query = false;
     if (p->parked) {
         strmap_remove(p->g->parked, p->in.command_id);
         metrics_gauge_add(p->g->m_parked, -1);
@@ -139,16 +157,22 @@ typedef struct accept_batch {
 
 static void accept_flush(gateway *g);
 
-/* Answers the batch's requests (whether or not their records were written) and frees it. */
+/*
+ * The batch's records are written (or could not be): each request whose answer waited for its
+ * record gets it, a reply that came meanwhile or 202; the others go on waiting for their reply.
+ * Frees the batch.
+ */
 static void accept_batch_done(accept_batch *b)
 {
     for (size_t i = 0; i < b->n; i++) {
         pending *p = b->items[i];
-        p->in_query = false;
-        if (p->req)
-            send_accepted(p);
-        else
+        p->in_query = p->recording = false;
+        if (!p->req)
             pending_maybe_free(p);
+        else if (p->reply)
+            answer_reply(p, p->reply);
+        else if (p->accept_due || p->g->stopping)
+            send_accepted(p);
     }
     free(b->items);
     free(b);
@@ -172,16 +196,23 @@ static void on_recorded(const pgconn_result *r, void *arg)
 /*
  * Writes the accepted records gathered so far in one INSERT, one transaction. One is in flight
  * at a time, and what arrives meanwhile makes the next: under load each commit carries many
- * records (a commit per request held the gateway to PostgreSQL's commit rate).
+ * records (a commit per request held the gateway to PostgreSQL's commit rate). The processor
+ * may have written its record of a command first: then only the fingerprint is added to it. A
+ * row that holds the key under another id (a client that used this very UUID as its own key)
+ * is left alone rather than failing the batch.
  */
 static void accept_flush(gateway *g)
 {
     static const char sql[] =
         "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
-        "status) SELECT id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
-        "'accepted' FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, tenant text, "
-        "idempotency_key text, type text, aggregate_type text, aggregate_id text) "
-        "ON CONFLICT DO NOTHING";
+        "request_hash, status) SELECT x.id, x.tenant, x.idempotency_key, x.type, "
+        "x.aggregate_type, x.aggregate_id, x.request_hash, 'accepted' "
+        "FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, tenant text, idempotency_key text, "
+        "type text, aggregate_type text, aggregate_id text, request_hash text) "
+        "WHERE NOT EXISTS (SELECT 1 FROM commands c WHERE c.tenant = x.tenant AND "
+        "c.idempotency_key = x.idempotency_key AND c.id <> x.id) "
+        "ON CONFLICT (id) DO UPDATE SET request_hash = EXCLUDED.request_hash "
+        "WHERE commands.request_hash IS NULL";
     if (g->accept_inflight || g->naccepting == 0)
         return;
     accept_batch *b = xcalloc(1, sizeof(*b));
@@ -193,12 +224,12 @@ static void accept_flush(gateway *g)
     json_t *rows = json_array();
     for (size_t i = 0; i < b->n; i++) {
         const pending *p = b->items[i];
-        json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id",
+        json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
                                               p->in.command_id, "tenant", p->tenant,
                                               "idempotency_key", p->in.idempotency_key, "type",
                                               domain_command_type(p->in.cmd), "aggregate_type",
                                               domain_command_aggregate(p->in.cmd), "aggregate_id",
-                                              p->in.aggregate_id));
+                                              p->in.aggregate_id, "request_hash", p->fingerprint));
     }
     char *param = json_dumps(rows, JSON_COMPACT);
     json_decref(rows);
@@ -217,32 +248,42 @@ static void on_accept_flush(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Records the command as accepted before answering 202, so that its Location answers at once
- * instead of 404 until the processor gets to it (a claimed key is recorded already). The
- * processor's own record replaces this one; if the processor was first, nothing is written. A
- * database that cannot take the record does not turn the 202 into an error: the command is in
- * Kafka either way. The records of a loop pass (and of the time the last INSERT took) go
- * together: see accept_flush().
+ * Records a command Kafka has confirmed whose key the gateway made up (a client's key is
+ * recorded by its claim): accepted, with the request's fingerprint. So a 202's Location answers
+ * at once instead of 404 until the processor gets to it, and a client that echoes the key with
+ * another body gets 422, not the first answer. The answer to the request waits for the record
+ * (see accept_batch_done()); the processor's own record updates this one. A database that
+ * cannot take the record does not turn the answer into an error: the command is in Kafka
+ * either way. The records of a loop pass (and of the time the last INSERT took) go together:
+ * see accept_flush().
  */
-static void answer_accepted(pending *p)
+static void record(pending *p)
 {
     gateway *g = p->g;
-    if (p->deadline)
-        event_del(p->deadline);
-    if (p->claimed) {
-        send_accepted(p);
-        return;
-    }
     if (g->naccepting == g->accepting_cap) {
         g->accepting_cap = g->accepting_cap ? 2 * g->accepting_cap : 64;
         g->accepting = xrealloc(g->accepting, g->accepting_cap * sizeof(*g->accepting));
     }
     g->accepting[g->naccepting++] = p;
-    p->in_query = true;
+    p->in_query = p->recording = true;
     if (!g->accept_flush_ev)
         g->accept_flush_ev = event_new(g->base, -1, 0, on_accept_flush, g);
     if (g->naccepting == 1 && !g->accept_inflight)
         event_active(g->accept_flush_ev, 0, 0); /* after this pass's other answers */
+}
+
+/*
+ * 202: once the command's record is written, or at once while PostgreSQL is down: the command
+ * is in Kafka, and an unkeyed write does not wait for PostgreSQL.
+ */
+static void answer_accepted(pending *p)
+{
+    if (p->deadline)
+        event_del(p->deadline);
+    if (p->recording && pgconn_connected(p->g->pg))
+        p->accept_due = true;
+    else
+        send_accepted(p);
 }
 
 void commands_flush_accepted(gateway *g)
@@ -254,7 +295,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     pending *p = arg;
-    if (!p->req || (p->in_query && p->delivered))
+    if (!p->req || p->accept_due)
         return;
     /* A wait shorter than sync.timeout_ms (Prefer: wait=0, say) ends the wait for the result,
        not for Kafka's confirmation, without which no 2xx can be given: that gets
@@ -266,9 +307,22 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         evtimer_add(p->deadline, &tv);
         return;
     }
+    if (p->claiming) {
+        /* The key is not claimed yet: a claim still queued goes with the request
+           (pending_done), one already running is released when it ends (on_claimed). */
+        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
+                                      pgconn_connected(p->g->pg)
+                                          ? "the Idempotency-Key could not be checked in time; "
+                                            "retry with the same Idempotency-Key"
+                                          : "the Idempotency-Key cannot be checked: PostgreSQL "
+                                            "is not available; retry with the same "
+                                            "Idempotency-Key",
+                                      NULL));
+        return;
+    }
     if (!p->delivered) {
-        /* Kafka has not confirmed (or the key could not be claimed yet): the client must not
-           take it as accepted. A retry with the same Idempotency-Key is safe either way. */
+        /* Kafka has not confirmed: the client must not take it as accepted. A retry with the
+           same Idempotency-Key is safe either way. */
         answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
                                       "the command was not confirmed in time; retry with the "
                                       "same Idempotency-Key",
@@ -291,6 +345,62 @@ static long long wait_ms(const gateway *g, const intake *in)
     return in->wait_ms < g->cfg->sync_max_wait_ms ? in->wait_ms : g->cfg->sync_max_wait_ms;
 }
 
+static bool release_claim(pending *p);
+
+/* The claim's DELETE is done (or could not be sent): the waiting request gets its answer. */
+static void released(pending *p)
+{
+    if (!p->req)
+        pending_maybe_free(p);
+    else if (p->release_detail)
+        answer_problem(p, problem_new(p->release_kind, p->release_detail, NULL));
+    /* else the caller answers */
+}
+
+static void on_released(const pgconn_result *r, void *arg)
+{
+    pending *p = arg;
+    p->in_query = false;
+    pgconn_status st = pgconn_result_status(r);
+    /* The connection dropped before the answer: send it again, to the next connection. */
+    if (st == PGCONN_DISCONNECTED && p->release_tries < 3 && release_claim(p))
+        return;
+    if (st != PGCONN_OK)
+        log_kv(LOG_WARN, "Idempotency-Key not released",
+               LOG_FIELDS("command_id", p->in.command_id, "trace_id", p->trace_id, "error",
+                          pgconn_result_error(r)));
+    released(p);
+}
+
+/*
+ * Deletes the claim this request's INSERT made (or may have made: a connection lost before its
+ * answer), so that the key is free at once rather than answering 409 until
+ * idempotency.inflight_timeout_s. Called only for a command that is not in Kafka (never
+ * produced, or never written), and guarded so that it deletes nothing else: the row of this
+ * request's command id only, while it is still accepted and younger than inflight_timeout_s (a
+ * claim that old may have been taken over by a retry that published it). Once done, a request
+ * still waiting is answered with release_kind and release_detail, or, when release_detail is
+ * NULL, by the caller right after this call. Returns false, having logged why, when the DELETE
+ * could not be queued: the caller then answers or lets go of p itself.
+ */
+static bool release_claim(pending *p)
+{
+    static const char sql[] =
+        "DELETE FROM commands WHERE id = $1 AND tenant = $2 AND status = 'accepted' AND "
+        "created_at > now() - make_interval(secs => $3)";
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%lld", p->g->cfg->inflight_timeout_s);
+    const char *v[] = {p->in.command_id, p->tenant, secs};
+    p->release_tries++;
+    if (pgconn_query_prepared(p->g->pg, sql, 3, v, on_released, p) == 0) {
+        p->in_query = true;
+        return true;
+    }
+    log_kv(LOG_WARN, "Idempotency-Key not released",
+           LOG_FIELDS("command_id", p->in.command_id, "error", "PostgreSQL is busy"));
+    return false;
+}
+
 /* Publishes the command to Kafka, keyed by aggregate id. */
 static void produce(pending *p)
 {
@@ -306,7 +416,7 @@ static void produce(pending *p)
     ids_now_rfc3339(now);
     envelope e = {
         .id = p->in.command_id,
-        .source = "/command-gateway",
+        .source = LIMITS_COMMAND_SOURCE,
         .type = (char *)domain_command_type(p->in.cmd),
         .subject = p->in.aggregate_id,
         .time = now,
@@ -320,17 +430,23 @@ static void produce(pending *p)
     header hdrs[ENVELOPE_MAX_HEADERS];
     char scratch[64];
     size_t nh = envelope_to_headers(&e, hdrs, scratch);
-    char *value = json_dumps(p->in.payload, JSON_COMPACT);
     kafka_send_result r =
         kafka_produce(g->producer, g->topic_commands, -1, p->in.aggregate_id,
-                      strlen(p->in.aggregate_id), value, strlen(value), hdrs, nh, p);
-    free(value);
+                      strlen(p->in.aggregate_id), p->value, strlen(p->value), hdrs, nh, p);
+    free(p->value); /* copied by the producer */
+    p->value = NULL;
     if (r != KAFKA_OK) {
         metrics_add(g->m_produce_failed, 1);
-        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
-                                      r == KAFKA_QUEUE_FULL ? "the Kafka producer queue is full"
-                                                            : "Kafka refused the command",
-                                      NULL));
+        const char *detail = r == KAFKA_QUEUE_FULL ? "the Kafka producer queue is full"
+                                                   : "Kafka refused the command";
+        log_kv(
+            LOG_WARN, "command not produced",
+            LOG_FIELDS("command_id", p->in.command_id, "trace_id", p->trace_id, "error", detail));
+        /* Never in Kafka: the key is free again, then the answer. */
+        p->release_kind = PROBLEM_UNAVAILABLE;
+        p->release_detail = detail;
+        if (!p->claim_made || !release_claim(p))
+            answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, detail, NULL));
         return;
     }
     p->dr_pending = true;
@@ -340,6 +456,20 @@ static void produce(pending *p)
         metrics_gauge_add(g->m_parked, 1);
         p->parked = true;
     }
+}
+
+/*
+ * 409: the key's command is in flight. Retry-After: 1, as it is normally decided within a
+ * second; a claim whose command never reached Kafka (its gateway died) frees itself after
+ * idempotency.inflight_timeout_s, so retrying every second finds the key free soon after.
+ */
+static void answer_in_flight(pending *p, const char *command_id)
+{
+    json_t *pb = problem_new(PROBLEM_IN_FLIGHT, NULL, NULL);
+    if (command_id)
+        json_object_set_new(pb, "command_id", json_string(command_id));
+    http_req_set_header(p->req, "Retry-After", "1");
+    answer_problem(p, pb);
 }
 
 /*
@@ -353,23 +483,35 @@ static void produce(pending *p)
 static void on_claimed(const pgconn_result *r, void *arg)
 {
     pending *p = arg;
-    p->in_query = false;
+    p->in_query = p->claiming = false;
+    pgconn_status st = pgconn_result_status(r);
+    bool made = st == PGCONN_OK && pgconn_result_ntuples(r) > 0 &&
+                strcmp(pgconn_result_value(r, 0, 0), "t") == 0;
+    /* The connection dropped before the answer came: the INSERT may have committed anyway. */
+    bool maybe_made = st == PGCONN_DISCONNECTED;
     if (!p->req) {
-        pending_maybe_free(p);
+        /* Answered 503 at its deadline, or its client left: the key must not stay claimed for
+           a command that will never be published. */
+        p->release_detail = NULL;
+        if (!(made || maybe_made) || !release_claim(p))
+            pending_maybe_free(p);
         return;
     }
-    if (pgconn_result_status(r) != PGCONN_OK) {
+    if (st != PGCONN_OK) {
+        p->release_detail = NULL;
+        if (maybe_made) /* answered just below; the DELETE waits for PostgreSQL */
+            (void)release_claim(p);
         answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
                                       "the Idempotency-Key cannot be checked: PostgreSQL is "
-                                      "not available",
+                                      "not available; retry with the same Idempotency-Key",
                                       NULL));
         return;
     }
     if (pgconn_result_ntuples(r) == 0) { /* another replica claimed it this very moment */
-        answer_problem(p, problem_new(PROBLEM_IN_FLIGHT, NULL, NULL));
+        answer_in_flight(p, NULL);
         return;
     }
-    if (strcmp(pgconn_result_value(r, 0, 0), "t") == 0) {
+    if (made) {
         p->claimed = p->claim_made = true;
         produce(p);
         return;
@@ -381,9 +523,7 @@ static void on_claimed(const pgconn_result *r, void *arg)
     bool same = !hash || strcmp(hash, p->fingerprint) == 0;
     if (strcmp(status, "accepted") == 0 &&
         atof(pgconn_result_value(r, 0, 6)) < (double)p->g->cfg->inflight_timeout_s) {
-        json_t *pb = problem_new(PROBLEM_IN_FLIGHT, NULL, NULL);
-        json_object_set_new(pb, "command_id", json_string(id));
-        answer_problem(p, pb);
+        answer_in_flight(p, id);
     } else if (!same) {
         json_t *pb = problem_new(PROBLEM_KEY_REUSED,
                                  "this Idempotency-Key was used for a different request", NULL);
@@ -429,7 +569,7 @@ static void claim(pending *p)
                        p->in.aggregate_id,
                        p->fingerprint};
     if (pgconn_query_prepared(p->g->pg, sql, 7, v, on_claimed, p) == 0) {
-        p->in_query = true;
+        p->in_query = p->claiming = true;
         return;
     }
     answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, "PostgreSQL is busy", NULL));
@@ -451,6 +591,15 @@ void commands_post(gateway *g, http_req *req, const char *tenant)
     snprintf(p->tenant, sizeof(p->tenant), "%s", tenant);
     size_t len;
     const char *body = http_req_body(req, &len);
+    if (len > g->limits.max_body) { /* within COMMANDS_BODY_GRACE of it: evhttp read it */
+        free(p);
+        char detail[160];
+        snprintf(detail, sizeof(detail),
+                 "the body is %zu bytes; the most this gateway takes is %zu", len,
+                 g->limits.max_body);
+        gateway_problem(g, req, problem_new(PROBLEM_TOO_LARGE, detail, NULL));
+        return;
+    }
     intake_headers h = {
         .idempotency_key = http_req_header(req, "Idempotency-Key"),
         .if_match = http_req_header(req, "If-Match"),
@@ -459,6 +608,22 @@ void commands_post(gateway *g, http_req *req, const char *tenant)
         .tracestate = http_req_header(req, "tracestate"),
     };
     json_t *problem = intake_parse(&p->in, g->domains, body, len, &h);
+    if (!problem) {
+        /* Numbers may take more room in Kafka than in the body (0.1 is published as
+           0.10000000000000001): what does not fit in a message is refused before any claim. */
+        p->value = json_dumps(p->in.payload, JSON_COMPACT);
+        size_t size = strlen(p->value) + g->limits.envelope;
+        if (size > g->limits.max_message) {
+            char detail[200];
+            snprintf(detail, sizeof(detail),
+                     "the command takes up to %zu bytes in Kafka; the most a message may take is "
+                     "%zu",
+                     size, g->limits.max_message);
+            problem = problem_new(PROBLEM_TOO_LARGE, detail, NULL);
+            intake_clear(&p->in);
+            free(p->value);
+        }
+    }
     if (problem) {
         free(p);
         gateway_problem(g, req, problem);
@@ -480,29 +645,11 @@ void commands_post(gateway *g, http_req *req, const char *tenant)
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
     p->deadline = evtimer_new(g->base, on_deadline, p);
     evtimer_add(p->deadline, &tv);
-    if (p->in.key_assigned) {
-        produce(p); /* a fresh key: nothing to check */
-    } else {
-        intake_fingerprint(&p->in, p->fingerprint);
+    intake_fingerprint(&p->in, p->fingerprint);
+    if (p->in.key_assigned)
+        produce(p); /* a fresh key: nothing to check; its record keeps the fingerprint */
+    else
         claim(p);
-    }
-}
-
-static void on_released(const pgconn_result *r, void *arg)
-{
-    pending *p = arg;
-    p->in_query = false;
-    if (pgconn_result_status(r) != PGCONN_OK)
-        log_kv(LOG_WARN, "Idempotency-Key not released",
-               LOG_FIELDS("command_id", p->in.command_id, "error", pgconn_result_error(r)));
-    if (!p->req) {
-        pending_maybe_free(p);
-        return;
-    }
-    answer_problem(p, problem_new(PROBLEM_UNAVAILABLE,
-                                  "Kafka did not take the command; retry with the same "
-                                  "Idempotency-Key",
-                                  NULL));
 }
 
 /*
@@ -518,19 +665,19 @@ static void undelivered(pending *p, const kafka_delivery *d)
            LOG_FIELDS("command_id", p->in.command_id, "trace_id", p->trace_id, "error", d->errstr,
                       "possibly_written", d->maybe_persisted ? "true" : "false", "answered",
                       p->req ? "false" : "true"));
+    /* Larger than the broker or the topic takes (its message.max.bytes below ours): retrying
+       cannot help. */
+    problem_kind kind = d->too_large ? PROBLEM_TOO_LARGE : PROBLEM_UNAVAILABLE;
     if (p->claim_made && !d->maybe_persisted) {
-        static const char sql[] =
-            "DELETE FROM commands WHERE id = $1 AND tenant = $2 AND status = 'accepted'";
-        const char *v[] = {p->in.command_id, p->tenant};
-        if (pgconn_query_prepared(p->g->pg, sql, 2, v, on_released, p) == 0) {
-            p->in_query = true;
+        p->release_kind = kind;
+        p->release_detail = d->too_large ? "the command is larger than the Kafka brokers take"
+                                         : "Kafka did not take the command; retry with the same "
+                                           "Idempotency-Key";
+        if (release_claim(p))
             return;
-        }
-        log_kv(LOG_WARN, "Idempotency-Key not released",
-               LOG_FIELDS("command_id", p->in.command_id, "error", "PostgreSQL is busy"));
     }
     if (p->req)
-        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, d->errstr, NULL));
+        answer_problem(p, problem_new(kind, d->errstr, NULL));
     else
         pending_maybe_free(p);
 }
@@ -547,16 +694,27 @@ void commands_on_delivery(void *opaque, const kafka_delivery *d, void *arg)
         return;
     }
     metrics_observe_us(g->m_kafka_ack, ids_monotonic_us() - p->produced_us);
-    if (!p->req) /* answered from its reply already, timed out, or the client left */
+    if (!p->claimed)
+        record(p); /* a client's key has its record already: the claim */
+    if (!p->req)   /* answered from its reply already, timed out, or the client left */
         pending_maybe_free(p);
     else if (!p->wants_reply || g->stopping || p->wait_over)
         answer_accepted(p); /* shutting down, or the wait is over: no reply will be awaited */
     /* otherwise the request stays parked until its reply or its deadline */
 }
 
-/* Answers a parked request from the processor's reply {command_id, http_status, body}. */
+/*
+ * Answers a parked request from the processor's reply {command_id, http_status, body}; while
+ * the command's record is being written, once it is (a retry under the key must find its
+ * fingerprint).
+ */
 static void answer_reply(pending *p, json_t *reply)
 {
+    if (p->recording && pgconn_connected(p->g->pg)) {
+        if (!p->reply)
+            p->reply = json_incref(reply);
+        return;
+    }
     int status = (int)json_integer_value(json_object_get(reply, "http_status"));
     json_t *body = json_object_get(reply, "body");
     if (status < 200 || status > 599 || !json_is_object(body)) {

@@ -16,8 +16,9 @@
 const config_row gateway_config_table[] = {
     {"http.host", CONFIG_STR, CFG(http_host), "127.0.0.1", 0, 0, "address to listen on"},
     {"http.port", CONFIG_INT, CFG(http_port), "8080", 0, 65535, "port to listen on (0: any)"},
-    {"http.max_body", CONFIG_INT, CFG(http_max_body), "1048576", 64, 64 << 20,
-     "largest request body in bytes (413 beyond)"},
+    {"http.max_body", CONFIG_INT, CFG(http_max_body), "0", 0, 64 << 20,
+     "largest command body in bytes, 413 beyond (0: kafka.message.max.bytes less the largest "
+     "envelope a command carries, so that every command taken fits in a Kafka message)"},
     {"http.timeout_s", CONFIG_INT, CFG(http_timeout_s), "30", 1, 3600,
      "read/write timeout for slow clients, seconds"},
     {"http.max_connections", CONFIG_INT, CFG(http_max_connections), "0", 0, 1000000,
@@ -408,7 +409,14 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->readwait = readwait_new(base, read_conninfo, err, errlen);
     if (!g->readwait)
         goto fail;
-    g->producer = kafka_producer_new(base, kafka_props, commands_on_delivery, g, err, errlen);
+    /* Whatever the HTTP layer takes must fit in a Kafka message, envelope and all. */
+    config_props pprops = {0};
+    for (size_t i = 0; kafka_props && i < kafka_props->n; i++)
+        config_props_set(&pprops, kafka_props->keys[i], kafka_props->values[i]);
+    if (limits_settle(cfg->http_max_body, kafka_props, limits_envelope_max(g->domains), &pprops,
+                      &g->limits, err, errlen) == 0)
+        g->producer = kafka_producer_new(base, &pprops, commands_on_delivery, g, err, errlen);
+    config_props_free(&pprops);
     if (!g->producer)
         goto fail;
     /* The replies topic must exist before this replica can own partitions of it. */
@@ -433,7 +441,7 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     if (!g->replies)
         goto fail;
     kafka_consumer_set_eof_cb(g->replies, commands_on_replies_eof);
-    httpd_options lim = {.max_body = (size_t)cfg->http_max_body,
+    httpd_options lim = {.max_body = g->limits.max_body + COMMANDS_BODY_GRACE,
                          .max_headers_size = 16384,
                          .timeout_s = (int)cfg->http_timeout_s,
                          .reuse_port = cfg->workers > 1,

@@ -7,6 +7,7 @@
 #include "domain.h"
 #include "httpd.h"
 #include "kafka.h"
+#include "limits.h"
 #include "metrics.h"
 #include "pgconn.h"
 #include "ratelimit.h"
@@ -20,7 +21,7 @@ struct event_base;
 typedef struct gateway_config {
     char *http_host;
     long long http_port;
-    long long http_max_body;
+    long long http_max_body; /* 0: derived, see limits.h; the gateway's limits hold the value */
     long long http_timeout_s;
     long long http_max_connections; /* per worker; main derives it when 0 */
     char *pg_conninfo;
@@ -77,6 +78,7 @@ typedef struct gateway {
     pgconn *pg_read; /* read-only sessions: projection reads */
     struct readwait *readwait;
     metrics *metrics; /* shared->metrics */
+    limits limits;    /* the body and message bounds, settled at start */
     char *topic_commands;
     char *topic_replies;
     strmap *parked; /* command id -> struct pending, while the request waits */
@@ -158,6 +160,11 @@ void gateway_drain(gateway *g);
 /* Flushes the producer and frees everything. */
 void gateway_free(gateway *g);
 
+/*
+ * Bodies up to this much over http.max_body are read, then refused with a problem+json 413 by
+ * commands_post(); larger ones evhttp refuses unread, with a bare 413.
+ */
+#define COMMANDS_BODY_GRACE 65536
 /* POST /v1/commands (commands.c). */
 void commands_post(gateway *g, http_req *req, const char *tenant);
 /* Delivery report for a produced command (commands.c). */

@@ -142,7 +142,7 @@ static json_t *etag_header(const char *what)
                            json_pack("{s:s, s:s}", "type", "string", "pattern", "^\"[0-9]+\"$"));
 }
 
-/* POST /v1/commands: stored rejections may be replayed; 503 says when to retry. */
+/* POST /v1/commands: stored rejections may be replayed; 503 and in-flight say when to retry. */
 static json_t *command_problem_headers(int status)
 {
     json_t *h = json_pack("{s:o}", "Idempotency-Key", idempotency_key_header(false));
@@ -150,6 +150,11 @@ static json_t *command_problem_headers(int status)
         json_object_set_new(h, "Retry-After", retry_after());
     else if (status != 500)
         json_object_set_new(h, "Idempotent-Replayed", replayed_header());
+    if (status == 409)
+        json_object_set_new(
+            h, "Retry-After",
+            response_header("With in-flight: seconds to wait before retrying (1).", false,
+                            json_pack("{s:s, s:i}", "type", "integer", "minimum", 0)));
     return h;
 }
 
@@ -172,6 +177,11 @@ static const problem_use command_problems[] = {
     {PROBLEM_VERSION_MISMATCH,
      "the aggregate is at another version than expected_version or If-Match; current_version "
      "says which."},
+    {PROBLEM_TOO_LARGE,
+     "the body is larger than http.max_body, or the command would take more room in a Kafka "
+     "message than kafka.message.max.bytes allows. Nothing is claimed or sent to Kafka. A body "
+     "more than 64 KiB over http.max_body is refused unread by the HTTP layer, as text/html, and "
+     "the connection is closed."},
     {PROBLEM_KEY_REUSED, "the Idempotency-Key was used for a different request."},
     {PROBLEM_AGGREGATE_NOT_FOUND, "the command needs an aggregate that does not exist."},
     {PROBLEM_PRECONDITION, "a precondition of the command's rule does not hold; see errors."},
@@ -181,7 +191,7 @@ static const problem_use command_problems[] = {
     {PROBLEM_UNAVAILABLE,
      "Kafka did not take or confirm the command in time, PostgreSQL could not check the "
      "Idempotency-Key, too many requests are waiting, or the gateway is shutting down. "
-     "Retrying with the same Idempotency-Key is safe."},
+     "Retrying with the same Idempotency-Key is safe: such a request leaves no claim on it."},
 };
 
 static const problem_use command_read_problems[] = {
@@ -278,10 +288,10 @@ static json_t *post_command(void)
                           json_pack("{s:s, s:[s]}", "type", "string", "enum", "respond-async"))),
             openapi_schemas_ref("", "CommandAccepted")));
     add_problems(op, command_problems, N(command_problems), command_problem_headers);
-    /* Refused by the HTTP layer before any handler runs, hence its own page. */
-    add_response(op, 413,
-                 response("The body is larger than http.max_body; the connection is closed.", NULL,
-                          "text/html", openapi_schemas_string(NULL)));
+    /* A body far over the limit is refused by the HTTP layer before any handler runs. */
+    json_t *too_large = json_object_get(json_object_get(op, "responses"), "413");
+    json_object_set_new(json_object_get(too_large, "content"), "text/html",
+                        json_pack("{s:o}", "schema", openapi_schemas_string(NULL)));
     return op;
 }
 

@@ -116,6 +116,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         .errstr = m->err ? rd_kafka_err2str(m->err) : "",
         .maybe_persisted =
             m->err && rd_kafka_message_status(m) != RD_KAFKA_MSG_STATUS_NOT_PERSISTED,
+        .too_large = m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
         .partition = m->partition,
         .offset = m->offset,
     };
@@ -211,6 +212,27 @@ kafka_send_result kafka_produce(kafka_producer *p, const char *topic, int partit
         return KAFKA_QUEUE_FULL;
     log_kv(LOG_ERROR, "produce failed", LOG_FIELDS("topic", topic, "error", rd_kafka_err2str(e)));
     return KAFKA_ERROR;
+}
+
+/* A varint's bytes for a value below 2^31 (the protocol's lengths): 7 bits a byte. */
+static size_t varint_size(size_t v)
+{
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7)
+        n++;
+    return n;
+}
+
+size_t kafka_message_size(size_t key_len, size_t len, const header *h, size_t nh)
+{
+    /* librdkafka's bound on a v2 record's framing: length, attributes, timestamp delta,
+       offset delta, key length, value length and header count, each varint at its widest. */
+    size_t n = 5 + 1 + 10 + 5 + 5 + 5 + 5 + key_len + len;
+    for (size_t i = 0; i < nh; i++) {
+        size_t name = strlen(h[i].name);
+        n += varint_size(name) + name + varint_size(h[i].len) + h[i].len;
+    }
+    return n;
 }
 
 int kafka_producer_outq_len(const kafka_producer *p)

@@ -23,6 +23,7 @@ typedef struct kafka_delivery {
     int err;              /* 0: durable (acks=all); else librdkafka's error code */
     const char *errstr;   /* the error's text, "" on success */
     bool maybe_persisted; /* on failure: the broker may have written it all the same */
+    bool too_large;       /* on failure: larger than the broker or the topic takes */
     int partition;
     long long offset;
 } kafka_delivery;
@@ -79,6 +80,14 @@ kafka_send_result kafka_produce(kafka_producer *p, const char *topic, int partit
                                 const char *key, size_t key_len, const void *value, size_t len,
                                 const header *h, size_t nh, void *opaque)
     __attribute__((warn_unused_result));
+/* librdkafka's default message.max.bytes: below the brokers' default (1048588). */
+#define KAFKA_DEFAULT_MAX_MESSAGE 1000000
+/*
+ * The size librdkafka checks against message.max.bytes for a message of key_len, len and
+ * headers h (kafka_produce() refuses a larger one): key, value, the headers serialized, and the
+ * record's framing at its largest.
+ */
+size_t kafka_message_size(size_t key_len, size_t len, const header *h, size_t nh);
 /* Messages waiting for a delivery report. */
 int kafka_producer_outq_len(const kafka_producer *p);
 /* False after librdkafka reported all brokers down, until the next successful delivery. */

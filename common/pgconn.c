@@ -152,12 +152,6 @@ static bool deliver_head(pgconn *c, const pgconn_result *res)
     return !c->freeing;
 }
 
-static bool deliver_disconnected(pgconn *c)
-{
-    const pgconn_result r = {.status = PGCONN_DISCONNECTED, .res = NULL, .msg = "connection lost"};
-    return deliver_head(c, &r);
-}
-
 static void set_timer(pgconn *c, int ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
@@ -233,12 +227,22 @@ static bool connection_lost(pgconn *c, const char *why)
             return false;
         }
     }
+    /* The n that were pending are taken out of the queue first: a callback below may cancel a
+       query (pgconn_cancel) or queue one, and neither must change which queries fail here. */
+    pgq *failed = NULL, **end = &failed;
     for (size_t i = 0; i < n && c->head; i++) {
-        if (!deliver_disconnected(c)) {
-            return false;
-        }
+        *end = pop_head(c);
+        end = &(*end)->next;
     }
-    return true;
+    *end = NULL;
+    const pgconn_result r = {.status = PGCONN_DISCONNECTED, .res = NULL, .msg = "connection lost"};
+    while (failed) {
+        pgq *q = failed;
+        failed = q->next;
+        q->cb(&r, q->arg); /* after pgconn_free() too: each query's callback runs once */
+        pgq_free(q);
+    }
+    return !c->freeing;
 }
 
 typedef enum { SEND_OK, SEND_WAIT, SEND_FAILED } send_status;
@@ -749,6 +753,32 @@ int pgconn_query_prepared(pgconn *c, const char *sql, int nparams, const char *c
                           pgconn_cb cb, void *arg)
 {
     return enqueue(c, true, sql, nparams, values, cb, arg);
+}
+
+bool pgconn_cancel(pgconn *c, pgconn_cb cb, void *arg)
+{
+    if (c->freeing)
+        return false;
+    /* [head, unsent) are on the wire: only what follows may go. */
+    pgq *prev = NULL;
+    bool unsent = false;
+    for (pgq *q = c->head; q; prev = q, q = q->next) {
+        unsent = unsent || q == c->unsent;
+        if (!unsent || q->cb != cb || q->arg != arg)
+            continue;
+        if (c->unsent == q)
+            c->unsent = q->next;
+        if (prev)
+            prev->next = q->next;
+        else
+            c->head = q->next;
+        if (c->tail == q)
+            c->tail = prev;
+        c->count--;
+        pgq_free(q);
+        return true;
+    }
+    return false;
 }
 
 pgconn_status pgconn_result_status(const pgconn_result *r)

@@ -76,6 +76,16 @@ int pgconn_query(pgconn *c, const char *sql, int nparams, const char *const *val
 int pgconn_query_prepared(pgconn *c, const char *sql, int nparams, const char *const *values,
                           pgconn_cb cb, void *arg) __attribute__((warn_unused_result));
 /*
+ * Withdraws the query queued with this cb and arg (the first such one) if it has not been sent
+ * to the server yet: it is dropped and its callback never runs. Returns true when one was
+ * withdrawn; false when none is waiting unsent (it was sent, or its callback already ran): a
+ * sent query's callback still runs exactly once. Queries queued while the server is down stay
+ * unsent until it is back, so this is how a caller gives up on one without it running later.
+ * Not from inside pgconn_free().
+ */
+bool pgconn_cancel(pgconn *c, pgconn_cb cb, void *arg);
+
+/*
  * Called for each notification (NOTIFY) received on a channel the connection LISTENs to; channel
  * and payload are borrowed until it returns. It may call pgconn_query() and pgconn_free().
  */

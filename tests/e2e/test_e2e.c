@@ -542,6 +542,122 @@ START_TEST(idempotency_key_in_flight_is_409)
     expect_header(&r, "Content-Type", "application/problem+json");
     ck_assert_str_eq(jstr(r.json, "type"), "/problems/in-flight");
     ck_assert_str_eq(jstr(r.json, "command_id"), "6f1c1a4e-0000-4000-8000-000000000001");
+    /* When to ask again: the command is normally decided by then. */
+    expect_header(&r, "Retry-After", "1");
+    httpc_free(&r);
+}
+END_TEST
+
+/* Waits (up to 10 s) until the command at loc is no longer accepted; returns its status. */
+static void wait_decided(const char *loc, char *status, size_t len)
+{
+    snprintf(status, len, "accepted");
+    for (int i = 0; i < 100 && strcmp(status, "accepted") == 0; i++) {
+        httpc_response s = get(loc, NULL);
+        if (s.status == 200)
+            snprintf(status, len, "%s", jstr(s.json, "status"));
+        httpc_free(&s);
+        if (strcmp(status, "accepted") == 0)
+            usleep(100000);
+    }
+}
+
+START_TEST(an_assigned_key_echoed_with_another_body_is_422)
+{
+    /* The gateway makes the keys up; the client echoes them, as a retry would. */
+    const char *open = "{\"type\":\"account.open\",\"aggregate_id\":\"acc-echo\","
+                       "\"payload\":{\"owner\":\"eve\"}}";
+    httpc_response sync = post(NULL, open);
+    ck_assert_int_eq(sync.status, 201);
+    char sync_key[128];
+    ck_assert_ptr_nonnull(httpc_header(&sync, "Idempotency-Key", sync_key, sizeof(sync_key)));
+    httpc_free(&sync);
+    const char *deposit = "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-echo\","
+                          "\"payload\":{\"amount\":4}}";
+    httpc_response async = post("Prefer: respond-async\r\n", deposit);
+    ck_assert_int_eq(async.status, 202);
+    char async_key[128], loc[128], status[32];
+    ck_assert_ptr_nonnull(httpc_header(&async, "Idempotency-Key", async_key, sizeof(async_key)));
+    ck_assert_ptr_nonnull(httpc_header(&async, "Location", loc, sizeof(loc)));
+    httpc_free(&async);
+    wait_decided(loc, status, sizeof(status));
+    ck_assert_str_eq(status, "applied");
+
+    const char *other = "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-echo\","
+                        "\"payload\":{\"amount\":9}}";
+    const char *keys[] = {sync_key, async_key};
+    for (size_t i = 0; i < 2; i++) {
+        char h[200];
+        snprintf(h, sizeof(h), "Idempotency-Key: %s\r\n", keys[i]);
+        httpc_response r = post(h, other);
+        ck_assert_msg(r.status == 422, "key %s: %d %s", keys[i], r.status, r.body);
+        ck_assert_str_eq(jstr(r.json, "type"), "/problems/idempotency-key-reused");
+        httpc_free(&r);
+        /* The same body under the same key is a retry: the first answer again. */
+        r = post(h, i == 0 ? open : deposit);
+        ck_assert_int_eq(r.status, i == 0 ? 201 : 200);
+        expect_header(&r, "Idempotent-Replayed", "true");
+        httpc_free(&r);
+    }
+    httpc_response r = get("/v1/aggregates/account/acc-echo?min_version=2", NULL);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    ck_assert_int_eq(jint(r.json, "state.balance"), 4);
+    httpc_free(&r);
+}
+END_TEST
+
+/* A body of about len bytes: an owner that long, or that many 0.1s (each 19 bytes in Kafka). */
+static char *oversize_body(int i, const char *id)
+{
+    size_t n = i == 0 ? 1040000 : 100000;
+    char *fill = malloc(n * 4 + 1), *f = fill;
+    for (size_t k = 0; k < n; k++) {
+        if (i == 0)
+            *f++ = 'x';
+        else
+            f += sprintf(f, "%s0.1", k ? "," : "");
+    }
+    *f = '\0';
+    char *body;
+    if (i == 0)
+        ck_assert_int_gt(asprintf(&body,
+                                  "{\"type\":\"account.open\",\"aggregate_id\":\"%s\","
+                                  "\"payload\":{\"owner\":\"%s\"}}",
+                                  id, fill),
+                         0);
+    else
+        ck_assert_int_gt(asprintf(&body,
+                                  "{\"type\":\"document.create\",\"aggregate_id\":"
+                                  "\"%s\",\"payload\":{\"a\":[%s]}}",
+                                  id, fill),
+                         0);
+    free(fill);
+    ck_assert_int_lt(strlen(body), 1048576); /* under the 1 MiB http.max_body of old */
+    return body;
+}
+
+START_TEST(a_command_too_large_for_kafka_is_413_and_leaves_its_key_free)
+{
+    const char *ids[] = {"acc-huge", "doc-huge"};
+    char *body = oversize_body(_i, ids[_i]);
+    char h[64];
+    snprintf(h, sizeof(h), "Idempotency-Key: huge-%d\r\n", _i);
+    httpc_response r = post(h, body);
+    free(body);
+    ck_assert_msg(r.status == 413, "status %d", r.status);
+    expect_header(&r, "Content-Type", "application/problem+json");
+    ck_assert_str_eq(jstr(r.json, "type"), "/problems/too-large");
+    httpc_free(&r);
+    /* The client sends a smaller one under the same key: nothing holds the key. */
+    char small[160];
+    snprintf(small, sizeof(small),
+             _i == 0 ? "{\"type\":\"account.open\",\"aggregate_id\":\"%s\",\"payload\":"
+                       "{\"owner\":\"o\"}}"
+                     : "{\"type\":\"document.create\",\"aggregate_id\":\"%s\",\"payload\":"
+                       "{\"a\":[0.1]}}",
+             ids[_i]);
+    r = post(h, small);
+    ck_assert_msg(r.status == 201, "status %d: %s", r.status, r.body);
     httpc_free(&r);
 }
 END_TEST
@@ -702,6 +818,8 @@ int main(void)
     tcase_add_test(tc, idempotency_key_with_another_body_is_422);
     tcase_add_test(tc, idempotency_key_in_flight_is_409);
     tcase_add_test(tc, stale_claim_is_taken_over_once);
+    tcase_add_test(tc, an_assigned_key_echoed_with_another_body_is_422);
+    tcase_add_loop_test(tc, a_command_too_large_for_kafka_is_413_and_leaves_its_key_free, 0, 2);
     tcase_add_test(tc, health_metrics_and_routes);
     tcase_add_test(tc, openapi_document_served);
     tcase_add_loop_test(tc, route_table_answers, 0,

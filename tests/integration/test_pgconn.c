@@ -729,6 +729,115 @@ START_TEST(test_queue_bound)
 }
 END_TEST
 
+/* A query not sent yet can be withdrawn; its callback never runs, the others' do, in order. */
+START_TEST(test_cancel_unsent)
+{
+    struct event_base *base = event_base_new();
+    /* Down: nothing is ever sent, every query can go. */
+    pgconn *down = connect_or_fail(base, "host=127.0.0.1 port=1 connect_timeout=2", NULL);
+    int done = 0;
+    rec a = {.done = &done}, b = {.done = &done}, c = {.done = &done};
+    queue_or_fail(down, "SELECT 1", 0, NULL, &a);
+    queue_or_fail(down, "SELECT 2", 0, NULL, &b);
+    queue_or_fail(down, "SELECT 3", 0, NULL, &c);
+    int never = 0;
+    (void)run_until(base, &never, 1, 300); /* a failed connection attempt or two */
+    ck_assert(pgconn_cancel(down, rec_cb, &b));
+    ck_assert(!pgconn_cancel(down, rec_cb, &b));
+    ck_assert(pgconn_cancel(down, rec_cb, &c)); /* the tail */
+    ck_assert_int_eq(pgconn_pending(down), 1);
+    queue_or_fail(down, "SELECT 4", 0, NULL, &c); /* queued behind a, not behind the removed */
+    pgconn_free(down);
+    ck_assert_int_eq(done, 2);
+    ck_assert_int_eq(a.calls, 1);
+    ck_assert_int_eq(b.calls, 0);
+    ck_assert_int_eq(c.calls, 1);
+
+    /* Up: what is on the wire stays and answers; what is not yet sent can go. */
+    done = 0;
+    rec slow = {.done = &done}, next = {.done = &done}, last = {.done = &done};
+    pgconn *up = connect_or_fail(base, conninfo, NULL);
+    queue_or_fail(up, "SELECT pg_sleep(0.3), 'slow'", 0, NULL, &slow);
+    queue_or_fail(up, "SELECT 'next'", 0, NULL, &next);
+    queue_or_fail(up, "SELECT 'last'", 0, NULL, &last);
+    ck_assert(pgconn_cancel(up, rec_cb, &next)); /* nothing left the loop yet */
+    for (int i = 0; i < 200 && pgconn_connects(up) == 0; i++)
+        event_base_loop(base, EVLOOP_ONCE);
+    ck_assert_uint_eq(pgconn_connects(up), 1);
+    ck_assert(!pgconn_cancel(up, rec_cb, &slow)); /* sent on connecting */
+    ck_assert(run_until(base, &done, 2, TIMEOUT_MS));
+    ck_assert_int_eq(slow.calls, 1);
+    ck_assert_int_eq(slow.status, PGCONN_OK);
+    ck_assert_int_eq(next.calls, 0);
+    ck_assert_int_eq(last.calls, 1);
+    ck_assert_str_eq(last.vals[0], "last");
+    ck_assert(!pgconn_cancel(up, rec_cb, &last)); /* already answered */
+    ck_assert_int_eq(pgconn_pending(up), 0);
+    rec_clear(&slow);
+    rec_clear(&last);
+    pgconn_free(up);
+    event_base_free(base);
+}
+END_TEST
+
+/* What the first failed query's callback does on a connection loss: cancel, then queue. */
+typedef struct {
+    rec r;
+    pgconn *c;
+    rec *cancel; /* cancelled from the callback */
+    rec *queue;  /* queued from the callback */
+    bool cancelled;
+} loss_hook;
+
+static void loss_hook_cb(const pgconn_result *res, void *arg)
+{
+    loss_hook *h = arg;
+    rec_cb(res, &h->r);
+    h->cancelled = pgconn_cancel(h->c, rec_cb, h->cancel);
+    ck_assert_int_eq(pgconn_query(h->c, "SELECT 3", 0, NULL, rec_cb, h->queue), 0);
+}
+
+/* The queries pending at a loss fail, all of them and only them, whatever their callbacks do. */
+START_TEST(test_loss_with_callbacks_that_cancel_and_queue)
+{
+    struct event_base *base = event_base_new();
+    states s = {0};
+    pgconn *c = connect_or_fail(base, conninfo, &s);
+    pgconn *admin = connect_or_fail(base, conninfo, NULL);
+    int done = 0;
+    rec pid = {.done = &done};
+    queue_or_fail(c, "SELECT pg_backend_pid()", 0, NULL, &pid);
+    ck_assert(run_until(base, &done, 1, TIMEOUT_MS));
+    int lost = 0, later = 0, killed = 0;
+    rec second = {.done = &lost}, third = {.done = &later}, kill = {.done = &killed};
+    loss_hook first = {.r = {.done = &lost}, .c = c, .cancel = &second, .queue = &third};
+    ck_assert_int_eq(pgconn_query(c, "SELECT pg_sleep(30)", 0, NULL, loss_hook_cb, &first), 0);
+    queue_or_fail(c, "SELECT 2", 0, NULL, &second);
+    int never = 0;
+    (void)run_until(base, &never, 1, 200); /* both on the wire */
+    const char *p[] = {pid.vals[0]};
+    queue_or_fail(admin, "SELECT pg_terminate_backend($1::int)", 1, p, &kill);
+    ck_assert(run_until(base, &lost, 2, TIMEOUT_MS));
+    ck_assert_int_eq(first.r.status, PGCONN_DISCONNECTED);
+    ck_assert(!first.cancelled); /* it was failing already: its callback runs, once */
+    ck_assert_int_eq(second.calls, 1);
+    ck_assert_int_eq(second.status, PGCONN_DISCONNECTED);
+    ck_assert_int_eq(third.calls, 0); /* queued after the loss: waits for the next session */
+    ck_assert(run_until(base, &later, 1, TIMEOUT_MS));
+    ck_assert_int_eq(third.status, PGCONN_OK);
+    ck_assert_str_eq(third.vals[0], "3");
+    ck_assert(run_until(base, &killed, 1, TIMEOUT_MS));
+    pgconn_free(c);
+    pgconn_free(admin);
+    rec_clear(&pid);
+    rec_clear(&first.r);
+    rec_clear(&second);
+    rec_clear(&third);
+    rec_clear(&kill);
+    event_base_free(base);
+}
+END_TEST
+
 /* Invalid conninfo is the only pgconn_new error. */
 START_TEST(test_bad_conninfo)
 {
@@ -1073,6 +1182,8 @@ static Suite *pgconn_suite(void)
     tcase_add_loop_test(l, test_notice_logged, 0, sizeof(notice_cases) / sizeof(notice_cases[0]));
     tcase_add_loop_test(l, test_queue_bound, 0, sizeof(bound_cases) / sizeof(bound_cases[0]));
     tcase_add_test(l, test_bad_conninfo);
+    tcase_add_test(l, test_cancel_unsent);
+    tcase_add_test(l, test_loss_with_callbacks_that_cancel_and_queue);
     tcase_add_test(l, test_prepared_after_reconnect);
     suite_add_tcase(s, l);
 

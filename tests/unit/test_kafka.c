@@ -2,7 +2,9 @@
 #include "kafka.h"
 
 #include <check.h>
+#include <event2/event.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -34,11 +36,61 @@ START_TEST(test_partitions_remove)
 }
 END_TEST
 
+static void no_report(void *opaque, const kafka_delivery *d, void *arg)
+{
+    (void)opaque, (void)d, (void)arg;
+}
+
+/* Header sets of every size class: none, short values, values whose length takes two bytes. */
+static const struct {
+    size_t nh;
+    size_t value_len;
+    size_t key_len;
+} size_cases[] = {{0, 0, 0}, {3, 10, 8}, {12, 200, 255}, {2, 20000, 1}};
+
+/* kafka_message_size() is exactly what librdkafka holds against message.max.bytes. */
+START_TEST(test_message_size_matches_librdkafka)
+{
+    enum { MAX = 60000 };
+    struct event_base *base = event_base_new();
+    config_props props = {0};
+    config_props_set(&props, "message.max.bytes", "60000");
+    char err[256];
+    kafka_producer *p = kafka_producer_new(base, &props, no_report, NULL, err, sizeof(err));
+    ck_assert_msg(p != NULL, "%s", err);
+    static char values[12][20001];
+    header h[12];
+    static const char *const names[] = {"a", "ce_id", "ce_idempotencykey", "content-type"};
+    for (size_t i = 0; i < size_cases[_i].nh; i++) {
+        memset(values[i], 'v', size_cases[_i].value_len);
+        h[i] = (header){names[i % 4], values[i], size_cases[_i].value_len};
+    }
+    static char key[256], value[MAX];
+    memset(key, 'k', sizeof(key));
+    size_t framing = kafka_message_size(size_cases[_i].key_len, 0, h, size_cases[_i].nh);
+    ck_assert_uint_lt(framing, MAX);
+    size_t fits = MAX - framing;
+    ck_assert_uint_eq(kafka_message_size(size_cases[_i].key_len, fits, h, size_cases[_i].nh), MAX);
+    /* No broker: what is not refused at once just waits in the queue. */
+    ck_assert_int_eq(kafka_produce(p, "t", 0, key, size_cases[_i].key_len, value, fits, h,
+                                   size_cases[_i].nh, NULL),
+                     KAFKA_OK);
+    ck_assert_int_eq(kafka_produce(p, "t", 0, key, size_cases[_i].key_len, value, fits + 1, h,
+                                   size_cases[_i].nh, NULL),
+                     KAFKA_ERROR);
+    kafka_producer_purge(p);
+    kafka_producer_free(p);
+    config_props_free(&props);
+    event_base_free(base);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("kafka");
     TCase *tc = tcase_create("partitions");
     tcase_add_loop_test(tc, test_partitions_remove, 0, N(rcases));
+    tcase_add_loop_test(tc, test_message_size_matches_librdkafka, 0, N(size_cases));
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
