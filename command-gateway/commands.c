@@ -211,6 +211,7 @@ static void accept_flush(gateway *g)
         "type text, aggregate_type text, aggregate_id text, request_hash text) "
         "WHERE NOT EXISTS (SELECT 1 FROM commands c WHERE c.tenant = x.tenant AND "
         "c.idempotency_key = x.idempotency_key AND c.id <> x.id) "
+        "ORDER BY x.id " /* rows locked in id order, as the processor's writes lock them */
         "ON CONFLICT (id) DO UPDATE SET request_hash = EXCLUDED.request_hash "
         "WHERE commands.request_hash IS NULL";
     if (g->accept_inflight || g->naccepting == 0)

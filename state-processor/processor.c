@@ -363,6 +363,7 @@ static const char write_commands_sql[] =
     "FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, tenant text, idempotency_key text, "
     "type text, aggregate_type text, aggregate_id text, status text, http_status int, "
     "result jsonb, version bigint, partition int, \"offset\" bigint, traceparent text) "
+    "ORDER BY id " /* rows locked in id order, as the gateway's batched records lock them */
     "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, "
     "http_status = EXCLUDED.http_status, result = EXCLUDED.result, version = EXCLUDED.version, "
     "kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset, "
