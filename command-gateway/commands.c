@@ -417,7 +417,7 @@ static void produce(pending *p)
     ids_now_rfc3339(now);
     envelope e = {
         .id = p->in.command_id,
-        .source = LIMITS_COMMAND_SOURCE,
+        .source = SIZELIMITS_COMMAND_SOURCE,
         .type = (char *)domain_command_type(p->in.cmd),
         .subject = p->in.aggregate_id,
         .time = now,

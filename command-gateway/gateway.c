@@ -413,8 +413,8 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     config_props pprops = {0};
     for (size_t i = 0; kafka_props && i < kafka_props->n; i++)
         config_props_set(&pprops, kafka_props->keys[i], kafka_props->values[i]);
-    if (limits_settle(cfg->http_max_body, kafka_props, limits_envelope_max(g->domains), &pprops,
-                      &g->limits, err, errlen) == 0)
+    if (sizelimits_settle(cfg->http_max_body, kafka_props, sizelimits_envelope_max(g->domains),
+                          &pprops, &g->limits, err, errlen) == 0)
         g->producer = kafka_producer_new(base, &pprops, commands_on_delivery, g, err, errlen);
     config_props_free(&pprops);
     if (!g->producer)

@@ -7,7 +7,7 @@
 #include "domain.h"
 #include "httpd.h"
 #include "kafka.h"
-#include "limits.h"
+#include "sizelimits.h"
 #include "metrics.h"
 #include "pgconn.h"
 #include "ratelimit.h"
@@ -21,7 +21,7 @@ struct event_base;
 typedef struct gateway_config {
     char *http_host;
     long long http_port;
-    long long http_max_body; /* 0: derived, see limits.h; the gateway's limits hold the value */
+    long long http_max_body; /* 0: derived, see sizelimits.h; the gateway's limits hold the value */
     long long http_timeout_s;
     long long http_max_connections; /* per worker; main derives it when 0 */
     char *pg_conninfo;
@@ -77,8 +77,8 @@ typedef struct gateway {
     pgconn *pg;      /* read-write: idempotency claims, command records */
     pgconn *pg_read; /* read-only sessions: projection reads */
     struct readwait *readwait;
-    metrics *metrics; /* shared->metrics */
-    limits limits;    /* the body and message bounds, settled at start */
+    metrics *metrics;  /* shared->metrics */
+    sizelimits limits; /* the body and message bounds, settled at start */
     char *topic_commands;
     char *topic_replies;
     strmap *parked; /* command id -> struct pending, while the request waits */

@@ -1,5 +1,6 @@
-/* limits.c: http.max_body and message.max.bytes, settled from one another (see limits.h). */
-#include "limits.h"
+/* sizelimits.c: http.max_body and message.max.bytes, settled from one another (see sizelimits.h).
+ */
+#include "sizelimits.h"
 
 #include "auth.h"
 #include "envelope.h"
@@ -14,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-size_t limits_envelope_max(const domain_registry *reg)
+size_t sizelimits_envelope_max(const domain_registry *reg)
 {
     size_t type_len = 0;
     for (size_t i = 0; i < domain_registry_command_count(reg); i++) {
@@ -30,7 +31,7 @@ size_t limits_envelope_max(const domain_registry *reg)
 #define PREFIX(n) (fill + longest - (n))
     envelope e = {
         .id = PREFIX(IDS_UUID_LEN - 1),
-        .source = LIMITS_COMMAND_SOURCE,
+        .source = SIZELIMITS_COMMAND_SOURCE,
         .type = PREFIX(type_len),
         .subject = PREFIX(INTAKE_MAX_AGGREGATE_LEN),
         .time = PREFIX(IDS_TIME_LEN - 1),
@@ -51,8 +52,8 @@ size_t limits_envelope_max(const domain_registry *reg)
     return n;
 }
 
-int limits_settle(long long http_max_body, const config_props *kafka, size_t envelope_max,
-                  config_props *producer, limits *out, char *err, size_t errlen)
+int sizelimits_settle(long long http_max_body, const config_props *kafka, size_t envelope_max,
+                      config_props *producer, sizelimits *out, char *err, size_t errlen)
 {
     out->envelope = envelope_max;
     const char *set = kafka ? config_props_get(kafka, "message.max.bytes") : NULL;

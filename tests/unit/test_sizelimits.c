@@ -1,10 +1,11 @@
-/* test_limits.c: http.max_body and message.max.bytes settled from one another (limits.c). */
+/* test_sizelimits.c: http.max_body and message.max.bytes settled from one another (sizelimits.c).
+ */
 
 /*
- * Unit tests link build/libcommon.a only, and limits.c lives in command-gateway/, so the module
+ * Unit tests link build/libcommon.a only, and sizelimits.c lives in command-gateway/, so the module
  * under test is compiled into this test by including its source.
  */
-#include "../../command-gateway/limits.c"
+#include "../../command-gateway/sizelimits.c"
 
 #include <check.h>
 #include <stdio.h>
@@ -42,9 +43,9 @@ START_TEST(test_settle)
     config_props kafka = {0}, producer = {0};
     if (cases[_i].max_message)
         config_props_set(&kafka, "message.max.bytes", cases[_i].max_message);
-    limits l = {0};
+    sizelimits l = {0};
     char err[256] = "";
-    int rc = limits_settle(cases[_i].max_body, &kafka, E, &producer, &l, err, sizeof(err));
+    int rc = sizelimits_settle(cases[_i].max_body, &kafka, E, &producer, &l, err, sizeof(err));
     if (cases[_i].want_body < 0) {
         ck_assert_msg(rc == -1, "%s: accepted", cases[_i].name);
         ck_assert_msg(strstr(err, cases[_i].err_mentions) != NULL, "%s: %s", cases[_i].name, err);
@@ -67,9 +68,9 @@ END_TEST
 START_TEST(test_no_kafka_props)
 {
     config_props producer = {0};
-    limits l;
+    sizelimits l;
     char err[256];
-    ck_assert_int_eq(limits_settle(0, NULL, E, &producer, &l, err, sizeof(err)), 0);
+    ck_assert_int_eq(sizelimits_settle(0, NULL, E, &producer, &l, err, sizeof(err)), 0);
     ck_assert_uint_eq(l.max_message, KAFKA_DEFAULT_MAX_MESSAGE);
     config_props_free(&producer);
 }
@@ -93,7 +94,7 @@ START_TEST(test_envelope_bounds_a_real_command)
     memset(state, 's', sizeof(state) - 1);
     state[sizeof(state) - 1] = '\0';
     envelope e = {.id = id,
-                  .source = LIMITS_COMMAND_SOURCE,
+                  .source = SIZELIMITS_COMMAND_SOURCE,
                   .type = "account.withdraw",
                   .subject = agg,
                   .time = now,
@@ -122,7 +123,7 @@ int main(void)
         fprintf(stderr, "loading the domains: %s\n", err);
         return EXIT_FAILURE;
     }
-    shipped_envelope = limits_envelope_max(reg);
+    shipped_envelope = sizelimits_envelope_max(reg);
     fprintf(stderr, "envelope of the shipped domains: %zu bytes; derived http.max_body: %zu\n",
             shipped_envelope, (size_t)KAFKA_DEFAULT_MAX_MESSAGE - shipped_envelope);
     Suite *s = suite_create("limits");
