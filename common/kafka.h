@@ -81,8 +81,12 @@ kafka_send_result kafka_produce(kafka_producer *p, const char *topic, int partit
     __attribute__((warn_unused_result));
 /* Messages waiting for a delivery report. */
 int kafka_producer_outq_len(const kafka_producer *p);
-/* False after librdkafka reported all brokers down, until the next successful delivery. */
-bool kafka_producer_healthy(const kafka_producer *p);
+/*
+ * False after librdkafka reported all brokers down, until a delivery succeeds or a broker
+ * answers the metadata request a probe thread sends meanwhile (so that readiness comes back
+ * without traffic). Thread-safe.
+ */
+bool kafka_producer_healthy(kafka_producer *p);
 /* Number of partitions of topic, from cluster metadata; -1 on error. Blocking: start-up only. */
 int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms);
 /*
