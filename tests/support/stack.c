@@ -66,7 +66,7 @@ static int start_mock(stack *s, const char *build)
     return -1;
 }
 
-int stack_start(stack *s, bool own_mock)
+int stack_launch(stack *s, bool own_mock)
 {
     memset(s, 0, sizeof(*s));
     const char *build = getenv("CQRS_BUILD");
@@ -114,6 +114,13 @@ int stack_start(stack *s, bool own_mock)
         execl("/bin/bash", "bash", "deploy/local/run.sh", (char *)NULL);
         _exit(127);
     }
+    return s->pid > 0 ? 0 : -1;
+}
+
+int stack_start(stack *s, bool own_mock)
+{
+    if (stack_launch(s, own_mock) != 0)
+        return -1;
     /* Ready: PostgreSQL reachable, Kafka healthy, reply partitions owned. */
     for (int i = 0; i < 900; i++) {
         if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {

@@ -24,6 +24,11 @@ typedef struct stack {
  * Returns 0, or -1 after printing the logs.
  */
 int stack_start(stack *s, bool own_mock);
+/*
+ * Starts run.sh as stack_start() does, without waiting for anything: its output goes to
+ * <run_dir>/run.sh.log. Returns 0, or -1.
+ */
+int stack_launch(stack *s, bool own_mock);
 /* Sends SIGINT to run.sh and reaps it; returns its exit status, or -1 after 60 s. */
 int stack_stop(stack *s);
 /* Removes the run folder (after a successful test). */
