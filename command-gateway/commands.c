@@ -681,8 +681,12 @@ static void collect(const char *key, void *value, void *arg)
 
 void commands_release_parked(gateway *g)
 {
-    while (g->held) /* nothing claimed or published: the client retries elsewhere */
-        answer_problem(g->held, problem_new(PROBLEM_UNAVAILABLE, "shutting down", NULL));
+    /* Held requests: nothing claimed or published, the client may retry elsewhere. */
+    for (pending *p = g->held, *next; p; p = next) {
+        next = p->held_next;
+        unhold(p);
+        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, "shutting down", NULL));
+    }
     size_t n = strmap_size(g->parked);
     if (n == 0)
         return;

@@ -59,11 +59,11 @@ extern const config_row gateway_config_table[];
 
 /* What the workers of one process share; owned by main. */
 typedef struct gateway_shared {
-    metrics *metrics;            /* values are atomics */
-    size_t workers;              /* gateways in the process */
-    replies *replies;            /* the process's replies consumer: thread-safe */
-    const auth *auth;            /* read-only once built; NULL: authentication is off */
-    ratelimit *limit;            /* NULL: no rate limit */
+    metrics *metrics; /* values are atomics */
+    size_t workers;   /* gateways in the process */
+    replies *replies; /* the process's replies consumer: thread-safe */
+    const auth *auth; /* read-only once built; NULL: authentication is off */
+    ratelimit *limit; /* NULL: no rate limit */
 } gateway_shared;
 
 typedef struct gateway {
@@ -74,8 +74,8 @@ typedef struct gateway {
     httpd *http;
     kafka_producer *producer;
     replies_inbox *inbox; /* where the replies to this worker's requests arrive */
-    pgconn *pg;      /* read-write: idempotency claims, command records */
-    pgconn *pg_read; /* read-only sessions: projection reads */
+    pgconn *pg;           /* read-write: idempotency claims, command records */
+    pgconn *pg_read;      /* read-only sessions: projection reads */
     struct readwait *readwait;
     metrics *metrics; /* shared->metrics */
     char *topic_commands;
@@ -93,8 +93,8 @@ typedef struct gateway {
     long long drain_until_us;
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
     metrics_histogram *m_latency;
-    metrics_histogram *m_kafka_ack;     /* produce -> Kafka's confirmation */
-    metrics_histogram *m_reply_wait;    /* sync: produce -> the reply */
+    metrics_histogram *m_kafka_ack;  /* produce -> Kafka's confirmation */
+    metrics_histogram *m_reply_wait; /* sync: produce -> the reply */
     metrics_gauge *m_parked, *m_connections;
     metrics_counter *m_accept_paused;
     metrics_counter *m_auth_refused, *m_rate_limited;

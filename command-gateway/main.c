@@ -218,8 +218,8 @@ int main(int argc, char **argv)
     worker *ws = start_workers(n, &cfg, &kafka, &shared, err, sizeof(err));
     char *topic_replies = xasprintf("%sreplies", cfg.topic_prefix);
     /* After the workers: they are attached, and the first has created the topic if missing. */
-    if (ws && replies_start(shared.replies, control, &kafka, cfg.replies_group, topic_replies,
-                            err, sizeof(err)) != 0) {
+    if (ws && replies_start(shared.replies, control, &kafka, cfg.replies_group, topic_replies, err,
+                            sizeof(err)) != 0) {
         free_workers(ws, n);
         ws = NULL;
     }

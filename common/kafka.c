@@ -140,8 +140,8 @@ static void *probe_main(void *arg)
         pthread_mutex_unlock(&pr->lock);
         /* No topic: any broker's answer will do, and none is created on the way. */
         const struct rd_kafka_metadata *md = NULL;
-        bool answered = rd_kafka_metadata(p->rk, 0, NULL, &md, PROBE_TIMEOUT_MS) ==
-                        RD_KAFKA_RESP_ERR_NO_ERROR;
+        bool answered =
+            rd_kafka_metadata(p->rk, 0, NULL, &md, PROBE_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR;
         if (md)
             rd_kafka_metadata_destroy(md);
         if (answered) {
