@@ -220,6 +220,15 @@ START_TEST(readiness_returns_without_traffic)
                   kafka ? "true" : "false");
     fprintf(stderr, "broker fault: ready again %lld ms after Kafka came back, no traffic\n",
             waited);
+    /* Ready means it: a sync command goes all the way (the processor may take some seconds
+       more to fetch again: the wait covers that), and the next test starts on a whole pipeline. */
+    httpc_response r = httpc_request(
+        st.http_port, "POST", "/v1/commands", "Prefer: wait=30\r\n",
+        "{\"type\":\"account.open\",\"aggregate_id\":\"idle-1\",\"payload\":{\"owner\":\"o\"}}",
+        CLIENT_TIMEOUT_MS * 2);
+    int opened = r.status;
+    httpc_free(&r);
+    ck_assert_int_eq(opened, 201);
 }
 END_TEST
 
