@@ -43,6 +43,10 @@ typedef struct pending {
     bool parked;                /* present in g->parked */
     bool wait_over;       /* the client's wait ended before Kafka confirmed: 202 once it does */
     long long arrived_us; /* monotonic */
+    /* Held: a sync request that came before the process could route replies (see hold()). */
+    struct event *hold;
+    struct pending *held_prev, *held_next; /* in g->held */
+    bool held;
 } pending;
 
 static void on_claimed(const pgconn_result *r, void *arg);
@@ -52,6 +56,8 @@ static void pending_free(pending *p)
 {
     if (p->deadline)
         event_free(p->deadline);
+    if (p->hold)
+        event_free(p->hold);
     intake_clear(&p->in);
     free(p->value);
     json_decref(p->reply);
@@ -65,6 +71,8 @@ static void pending_maybe_free(pending *p)
         pending_free(p);
 }
 
+static void unhold(pending *p);
+
 /* The request got its answer (or its client left): drop every reference to it. */
 static void pending_done(pending *p)
 {
@@ -76,7 +84,9 @@ static void pending_done(pending *p)
        has been sent is released when its answer comes (on_claimed). */
     if (p->claiming && pgconn_cancel(p->g->pg, on_claimed, p))
         p->claiming = p->in_query = false;
+    unhold(p);
     if (p->parked) {
+        replies_forget(p->g->shared->replies, p->g->inbox, p->in.command_id);
         strmap_remove(p->g->parked, p->in.command_id);
         metrics_gauge_add(p->g->m_parked, -1);
         p->parked = false;
@@ -408,10 +418,16 @@ static void produce(pending *p)
     gateway *g = p->g;
     int reply_partition = -1;
     /* One waiter per command id: a takeover of a stale claim republishes an id that an earlier
-       request here may still wait for; the later one is answered 202 once Kafka has it. */
-    if (!p->in.respond_async && g->nowned > 0 && !strmap_get(g->parked, p->in.command_id))
-        reply_partition = g->owned[g->next_owned++ % g->nowned];
+       request of the process may still wait for; the later one is answered 202 once Kafka has
+       it. Registered before the command leaves: its reply may come at once. */
+    if (!p->in.respond_async)
+        reply_partition = replies_expect(g->shared->replies, g->inbox, p->in.command_id);
     p->wants_reply = reply_partition >= 0;
+    if (p->wants_reply) {
+        strmap_put(g->parked, p->in.command_id, p);
+        metrics_gauge_add(g->m_parked, 1);
+        p->parked = true;
+    }
 
     char now[IDS_TIME_LEN];
     ids_now_rfc3339(now);
@@ -452,11 +468,6 @@ static void produce(pending *p)
     }
     p->dr_pending = true;
     p->produced_us = ids_monotonic_us();
-    if (p->wants_reply) {
-        strmap_put(g->parked, p->in.command_id, p);
-        metrics_gauge_add(g->m_parked, 1);
-        p->parked = true;
-    }
 }
 
 /*
@@ -576,13 +587,93 @@ static void claim(pending *p)
     answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, "PostgreSQL is busy", NULL));
 }
 
+/* Arms the request's deadline ms from now, then claims its key or publishes it. */
+static void begin(pending *p, long long ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
+    evtimer_add(p->deadline, &tv);
+    intake_fingerprint(&p->in, p->fingerprint);
+    if (p->in.key_assigned)
+        produce(p); /* a fresh key: nothing to check; its record keeps the fingerprint */
+    else
+        claim(p);
+}
+
+static void unhold(pending *p)
+{
+    if (!p->held)
+        return;
+    gateway *g = p->g;
+    event_del(p->hold);
+    if (p->held_prev)
+        p->held_prev->held_next = p->held_next;
+    else
+        g->held = p->held_next;
+    if (p->held_next)
+        p->held_next->held_prev = p->held_prev;
+    p->held_prev = p->held_next = NULL;
+    p->held = false;
+    g->nheld--;
+}
+
+/*
+ * The request's wait ended before the process could route replies: it goes on as an async one
+ * would, answered 202 once Kafka has the command; Kafka's confirmation gets sync.timeout_ms
+ * from now, as it would from arrival.
+ */
+static void on_hold_over(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    pending *p = arg;
+    unhold(p);
+    p->wait_over = true;
+    p->arrived_us = ids_monotonic_us();
+    begin(p, p->g->cfg->sync_timeout_ms);
+}
+
+/*
+ * A sync request that comes while the process owns no routable reply partition (start-up, a
+ * rebalance) is held, nothing claimed or published, until the process can route its reply or
+ * its wait of ms is over (on_hold_over()): answered at once, it could only get 202.
+ */
+static void hold(pending *p, long long ms)
+{
+    gateway *g = p->g;
+    if (!p->hold)
+        p->hold = evtimer_new(g->base, on_hold_over, p);
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
+    evtimer_add(p->hold, &tv);
+    p->held_next = g->held;
+    if (g->held)
+        g->held->held_prev = p;
+    g->held = p;
+    p->held = true;
+    g->nheld++;
+}
+
+void commands_on_routable(void *arg)
+{
+    gateway *g = arg;
+    pending *p = g->held;
+    while (p && p->held_next) /* oldest first */
+        p = p->held_next;
+    long long now_us = ids_monotonic_us();
+    while (p) {
+        pending *newer = p->held_prev;
+        unhold(p);
+        long long left_ms = wait_ms(g, &p->in) - (now_us - p->arrived_us) / 1000;
+        begin(p, left_ms > 0 ? left_ms : 0);
+        p = newer;
+    }
+}
+
 void commands_post(gateway *g, http_req *req, const char *tenant)
 {
     if (g->stopping) {
         gateway_problem(g, req, problem_new(PROBLEM_UNAVAILABLE, "shutting down", NULL));
         return;
     }
-    if (strmap_size(g->parked) >= (size_t)g->cfg->max_parked) {
+    if (strmap_size(g->parked) + g->nheld >= (size_t)g->cfg->max_parked) {
         gateway_problem(g, req,
                         problem_new(PROBLEM_UNAVAILABLE, "too many waiting requests", NULL));
         return;
@@ -643,14 +734,11 @@ void commands_post(gateway *g, http_req *req, const char *tenant)
     /* From arrival: bounds the key check and Kafka's confirmation too, so nothing hangs. */
     p->arrived_us = ids_monotonic_us();
     long long ms = wait_ms(g, &p->in);
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
     p->deadline = evtimer_new(g->base, on_deadline, p);
-    evtimer_add(p->deadline, &tv);
-    intake_fingerprint(&p->in, p->fingerprint);
-    if (p->in.key_assigned)
-        produce(p); /* a fresh key: nothing to check; its record keeps the fingerprint */
+    if (!p->in.respond_async && ms > 0 && !replies_ready(g->shared->replies))
+        hold(p, ms);
     else
-        claim(p);
+        begin(p, ms);
 }
 
 /*
@@ -725,75 +813,22 @@ static void answer_reply(pending *p, json_t *reply)
     send_result(p, status, json_deep_copy(body), json_is_true(json_object_get(reply, "replayed")));
 }
 
-void commands_on_replies(void *arg)
+void commands_on_replies(const replies_msg *msgs, size_t n, void *arg)
 {
     gateway *g = arg;
-    kafka_message msgs[256];
-    size_t n;
-    while ((n = kafka_consumer_poll(g->replies, msgs, 256)) > 0) {
-        long long now_us = ids_now_us(), mono_us = ids_monotonic_us();
-        for (size_t i = 0; i < n; i++) {
-            if (msgs[i].timestamp_ms >= 0)
-                metrics_observe_us(g->m_reply_transit, now_us - msgs[i].timestamp_ms * 1000);
-            json_t *reply = json_loadb(msgs[i].value, msgs[i].len, 0, NULL);
-            const char *id = json_string_value(json_object_get(reply, "command_id"));
-            pending *p = id ? strmap_get(g->parked, id) : NULL;
-            if (p && p->req) {
-                metrics_add(g->m_replies, 1);
-                metrics_observe_us(g->m_reply_wait, mono_us - p->produced_us);
-                answer_reply(p, reply);
-            } else {
-                metrics_add(g->m_replies_unmatched, 1);
-            }
-            json_decref(reply);
+    long long mono_us = ids_monotonic_us();
+    for (size_t i = 0; i < n; i++) {
+        pending *p = strmap_get(g->parked, msgs[i].command_id);
+        if (!p || !p->req) { /* answered at its deadline while the reply was on its way */
+            metrics_add(g->m_replies_unmatched, 1);
+            continue;
         }
+        metrics_add(g->m_replies, 1);
+        metrics_observe_us(g->m_reply_wait, mono_us - p->produced_us);
+        json_t *reply = json_loadb(msgs[i].value, msgs[i].len, 0, NULL);
+        answer_reply(p, reply);
+        json_decref(reply);
     }
-}
-
-/* The worker can route replies once it owns a partition: the process is ready when all can. */
-static void owned_changed(gateway *g, bool had)
-{
-    if (!had && g->nowned > 0)
-        atomic_fetch_add(&g->shared->workers_ready, 1);
-    else if (had && g->nowned == 0)
-        atomic_fetch_sub(&g->shared->workers_ready, 1);
-    char count[24];
-    snprintf(count, sizeof(count), "%zu", g->nowned);
-    log_kv(LOG_INFO, "reply partitions owned", LOG_FIELDS("count", count));
-}
-
-/*
- * Assigned reply partitions start at their end (auto.offset.reset=latest), which the consumer
- * resolves some time after the assignment: a reply written before then would be skipped. So a
- * partition is named in commands only once the consumer reports reaching its end.
- */
-bool commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg)
-{
-    gateway *g = arg;
-    bool had = g->nowned > 0;
-    if (assigned) {
-        g->warming = xrealloc(g->warming, (g->nwarming + n) * sizeof(int));
-        memcpy(g->warming + g->nwarming, partitions, n * sizeof(int));
-        g->nwarming += n;
-    } else {
-        g->nwarming = kafka_partitions_remove(g->warming, g->nwarming, partitions, n);
-        g->nowned = kafka_partitions_remove(g->owned, g->nowned, partitions, n);
-        owned_changed(g, had);
-    }
-    return false;
-}
-
-void commands_on_replies_eof(int partition, void *arg)
-{
-    gateway *g = arg;
-    size_t before = g->nwarming;
-    g->nwarming = kafka_partitions_remove(g->warming, g->nwarming, &partition, 1);
-    if (g->nwarming == before)
-        return; /* already routable */
-    bool had = g->nowned > 0;
-    g->owned = xrealloc(g->owned, (g->nowned + 1) * sizeof(int));
-    g->owned[g->nowned++] = partition;
-    owned_changed(g, had);
 }
 
 static void collect(const char *key, void *value, void *arg)
@@ -805,6 +840,12 @@ static void collect(const char *key, void *value, void *arg)
 
 void commands_release_parked(gateway *g)
 {
+    /* Held requests: nothing claimed or published, the client may retry elsewhere. */
+    for (pending *p = g->held, *next; p; p = next) {
+        next = p->held_next;
+        unhold(p);
+        answer_problem(p, problem_new(PROBLEM_UNAVAILABLE, "shutting down", NULL));
+    }
     size_t n = strmap_size(g->parked);
     if (n == 0)
         return;

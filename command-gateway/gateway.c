@@ -141,12 +141,12 @@ static void ready(gateway *g, http_req *req, const gateway_call *call)
     (void)call;
     bool pg = pgconn_connected(g->pg);
     bool kafka = kafka_producer_healthy(g->producer);
-    /* Any worker may take the next request: the process is ready when all of them are. */
-    bool replies = atomic_load(&g->shared->workers_ready) == g->shared->workers;
-    json_t *body =
-        json_pack("{s:s, s:b, s:b, s:b}", "status", pg && kafka && replies ? "ready" : "not ready",
-                  "postgresql", pg, "kafka", kafka, "replies", replies);
-    http_req_reply_json(req, pg && kafka && replies ? 200 : 503, body);
+    /* One replies consumer serves every worker (ADR 0019): one routable partition will do. */
+    bool routable = replies_ready(g->shared->replies);
+    bool ok = pg && kafka && routable;
+    json_t *body = json_pack("{s:s, s:b, s:b, s:b}", "status", ok ? "ready" : "not ready",
+                             "postgresql", pg, "kafka", kafka, "replies", routable);
+    http_req_reply_json(req, ok ? 200 : 503, body);
 }
 
 static void metrics_page(gateway *g, http_req *req, const gateway_call *call)
@@ -373,11 +373,6 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
         g->metrics, "gateway_reply_wait_seconds",
         "sync requests: time from producing the command to its reply arriving", bounds,
         sizeof(bounds) / sizeof(bounds[0]));
-    g->m_reply_transit = metrics_histogram_get(
-        g->metrics, "gateway_reply_transit_seconds",
-        "time from a reply's timestamp (its produce by the processor) to its arrival here; "
-        "the timestamp has millisecond resolution",
-        bounds, sizeof(bounds) / sizeof(bounds[0]));
     g->m_auth_refused =
         metrics_counter_get(g->metrics, "gateway_auth_refused_total",
                             "API requests refused for their credentials (401, 403)", NULL);
@@ -419,28 +414,13 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     config_props_free(&pprops);
     if (!g->producer)
         goto fail;
-    /* The replies topic must exist before this replica can own partitions of it. */
+    /* The replies topic must exist before the process's consumer subscribes to it. */
     const char *topics[] = {g->topic_commands, g->topic_replies};
     char terr[512];
     if (kafka_ensure_topics(g->producer, topics, 2, (int)cfg->topics_partitions,
                             (int)cfg->topics_replication, 10000, terr, sizeof(terr)) != 0)
         log_kv(LOG_WARN, "could not create the topics", LOG_FIELDS("error", terr));
-    config_props rprops = {0};
-    for (size_t i = 0; kafka_props && i < kafka_props->n; i++)
-        config_props_set(&rprops, kafka_props->keys[i], kafka_props->values[i]);
-    /* Replies are only useful while someone waits: start from the end, never commit. */
-    config_props_set(&rprops, "auto.offset.reset", "latest");
-    /* A replica joining or leaving moves only the partitions it must: replies to the others'
-       partitions keep flowing through a rebalance. */
-    if (!config_props_get(&rprops, "partition.assignment.strategy"))
-        config_props_set(&rprops, "partition.assignment.strategy", "cooperative-sticky");
-    config_props_set(&rprops, "enable.partition.eof", "true"); /* see commands_on_assign() */
-    g->replies = kafka_consumer_new(base, &rprops, cfg->replies_group, g->topic_replies,
-                                    commands_on_replies, commands_on_assign, g, err, errlen);
-    config_props_free(&rprops);
-    if (!g->replies)
-        goto fail;
-    kafka_consumer_set_eof_cb(g->replies, commands_on_replies_eof);
+    g->inbox = replies_attach(shared->replies, base, commands_on_replies, commands_on_routable, g);
     httpd_options lim = {.max_body = g->limits.max_body + COMMANDS_BODY_GRACE,
                          .max_headers_size = 16384,
                          .timeout_s = (int)cfg->http_timeout_s,
@@ -507,7 +487,7 @@ void gateway_free(gateway *g)
     pgconn_free(g->pg_read);
     readwait_free(g->readwait);
     httpd_free(g->http);
-    kafka_consumer_free(g->replies);
+    replies_detach(g->shared->replies, g->inbox);
     kafka_producer_free(g->producer);
     domain_registry_free(g->domains);
     strmap_free(g->parked);
@@ -516,8 +496,6 @@ void gateway_free(gateway *g)
     if (g->accept_flush_ev)
         event_free(g->accept_flush_ev);
     free(g->accepting);
-    free(g->owned);
-    free(g->warming);
     free(g->topic_commands);
     free(g->topic_replies);
     free(g->openapi);

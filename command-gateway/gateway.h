@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "pgconn.h"
 #include "ratelimit.h"
+#include "replies.h"
 #include "strmap.h"
 
 #include <stdatomic.h>
@@ -59,11 +60,11 @@ extern const config_row gateway_config_table[];
 
 /* What the workers of one process share; owned by main. */
 typedef struct gateway_shared {
-    metrics *metrics;            /* values are atomics */
-    size_t workers;              /* gateways in the process */
-    atomic_size_t workers_ready; /* of which own at least one reply partition */
-    const auth *auth;            /* read-only once built; NULL: authentication is off */
-    ratelimit *limit;            /* NULL: no rate limit */
+    metrics *metrics; /* values are atomics */
+    size_t workers;   /* gateways in the process */
+    replies *replies; /* the process's replies consumer: thread-safe */
+    const auth *auth; /* read-only once built; NULL: authentication is off */
+    ratelimit *limit; /* NULL: no rate limit */
 } gateway_shared;
 
 typedef struct gateway {
@@ -73,20 +74,17 @@ typedef struct gateway {
     domain_registry *domains;
     httpd *http;
     kafka_producer *producer;
-    kafka_consumer *replies;
-    pgconn *pg;      /* read-write: idempotency claims, command records */
-    pgconn *pg_read; /* read-only sessions: projection reads */
+    replies_inbox *inbox; /* where the replies to this worker's requests arrive */
+    pgconn *pg;           /* read-write: idempotency claims, command records */
+    pgconn *pg_read;      /* read-only sessions: projection reads */
     struct readwait *readwait;
     metrics *metrics;  /* shared->metrics */
     sizelimits limits; /* the body and message bounds, settled at start */
     char *topic_commands;
     char *topic_replies;
-    strmap *parked; /* command id -> struct pending, while the request waits */
-    int *owned;     /* reply partitions this replica owns and reads from their end */
-    size_t nowned;
-    int *warming; /* assigned, end not reached yet: not named in commands */
-    size_t nwarming;
-    size_t next_owned; /* round-robin cursor over owned */
+    strmap *parked;       /* command id -> struct pending, while the request waits */
+    struct pending *held; /* sync requests waiting for the process to route replies */
+    size_t nheld;
     bool stopping;
     size_t live;                /* POST requests held, not answered yet */
     struct pending **accepting; /* 202s waiting for their record, see accept_flush() */
@@ -97,9 +95,8 @@ typedef struct gateway {
     long long drain_until_us;
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
     metrics_histogram *m_latency;
-    metrics_histogram *m_kafka_ack;     /* produce -> Kafka's confirmation */
-    metrics_histogram *m_reply_wait;    /* sync: produce -> the reply */
-    metrics_histogram *m_reply_transit; /* the processor's produce of a reply -> here */
+    metrics_histogram *m_kafka_ack;  /* produce -> Kafka's confirmation */
+    metrics_histogram *m_reply_wait; /* sync: produce -> the reply */
     metrics_gauge *m_parked, *m_connections;
     metrics_counter *m_accept_paused;
     metrics_counter *m_auth_refused, *m_rate_limited;
@@ -169,15 +166,13 @@ void gateway_free(gateway *g);
 void commands_post(gateway *g, http_req *req, const char *tenant);
 /* Delivery report for a produced command (commands.c). */
 void commands_on_delivery(void *opaque, const kafka_delivery *d, void *arg);
-/* Replies topic has messages (commands.c). */
-void commands_on_replies(void *arg);
+/* Replies to this worker's requests (commands.c). */
+void commands_on_replies(const replies_msg *msgs, size_t n, void *arg);
+/* The process can route replies again: held sync requests go on (commands.c). */
+void commands_on_routable(void *arg);
 /* Writes the accepted records still gathered (shutdown: before the PostgreSQL connection goes). */
 void commands_flush_accepted(gateway *g);
-/* Reply partitions assigned or revoked (commands.c). */
-bool commands_on_assign(const int *partitions, size_t n, bool assigned, void *arg);
-/* The replies consumer reached the end of a partition (commands.c). */
-void commands_on_replies_eof(int partition, void *arg);
-/* Answers every parked request with 202 (commands.c). */
+/* Answers every parked request with 202, and every held one with 503 (commands.c). */
 void commands_release_parked(gateway *g);
 
 /* GET /v1/commands/{id} (reads.c). */

@@ -1,10 +1,11 @@
 /*
  * main.c: command-gateway: configuration, one event loop per worker, signals, teardown.
  *
- * Each worker is a whole replica on a thread of its own: its loop, HTTP listener (the workers
- * share the port through SO_REUSEPORT), PostgreSQL connection, producer and replies consumer.
- * Nothing mutable is shared but the metrics registry, whose values are atomics. The main thread
- * only waits for a signal and tells every worker to drain.
+ * Each worker is a replica on a thread of its own: its loop, HTTP listener (the workers share
+ * the port through SO_REUSEPORT), PostgreSQL connection and producer. The process has one
+ * replies consumer, on the main thread's loop, which hands each reply to the worker whose
+ * request waits for it (ADR 0019); besides, only the metrics registry is shared. The main
+ * thread also waits for a signal and tells every worker to drain.
  */
 #include "gateway.h"
 #include "log.h"
@@ -208,13 +209,25 @@ int main(int argc, char **argv)
 
     size_t n = (size_t)cfg.workers;
     gateway_shared shared = {.metrics = metrics_new(), .workers = n, .auth = authn};
+    shared.replies = replies_new(shared.metrics);
+    struct event_base *control = event_base_new();
     if (cfg.ratelimit_rate > 0)
         shared.limit =
             ratelimit_new((double)cfg.ratelimit_rate,
                           (double)(cfg.ratelimit_burst ? cfg.ratelimit_burst : cfg.ratelimit_rate));
     worker *ws = start_workers(n, &cfg, &kafka, &shared, err, sizeof(err));
+    char *topic_replies = xasprintf("%sreplies", cfg.topic_prefix);
+    /* After the workers: they are attached, and the first has created the topic if missing. */
+    if (ws && replies_start(shared.replies, control, &kafka, cfg.replies_group, topic_replies, err,
+                            sizeof(err)) != 0) {
+        free_workers(ws, n);
+        ws = NULL;
+    }
+    free(topic_replies);
     if (!ws) {
         log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", err));
+        replies_free(shared.replies);
+        event_base_free(control);
         metrics_free(shared.metrics);
         ratelimit_free(shared.limit);
         auth_free(authn);
@@ -225,14 +238,6 @@ int main(int argc, char **argv)
     snprintf(conns, sizeof(conns), "%lld", cfg.http_max_connections);
     log_kv(LOG_INFO, "workers started",
            LOG_FIELDS("workers", count, "max_connections_per_worker", conns));
-    /* Each worker needs a reply partition of its own to answer sync requests. */
-    int parts = kafka_partition_count(ws[0].g->producer, ws[0].g->topic_replies, 5000);
-    if (parts >= 0 && (size_t)parts < n) {
-        char have[16];
-        snprintf(have, sizeof(have), "%d", parts);
-        log_kv(LOG_WARN, "fewer reply partitions than workers: some will not become ready",
-               LOG_FIELDS("topic", ws[0].g->topic_replies, "partitions", have, "workers", count));
-    }
 
     /* Signals go to the main thread only: the workers start with them blocked. */
     sigset_t block, old;
@@ -247,7 +252,6 @@ int main(int argc, char **argv)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 
-    struct event_base *control = event_base_new();
     struct event *sigint = evsignal_new(control, SIGINT, on_signal, control);
     struct event *sigterm = evsignal_new(control, SIGTERM, on_signal, control);
     event_add(sigint, NULL);
@@ -265,8 +269,9 @@ int main(int argc, char **argv)
     }
     event_free(sigint);
     event_free(sigterm);
-    event_base_free(control);
     free_workers(ws, n);
+    replies_free(shared.replies); /* leaves the group; its events are on control */
+    event_base_free(control);
     metrics_free(shared.metrics);
     ratelimit_free(shared.limit);
     auth_free(authn);

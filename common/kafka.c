@@ -10,17 +10,40 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/*
+ * Health is counted in outages: each "all brokers down" opens one, and the producer is healthy
+ * again once a delivery or a probe (a metadata request a broker answered) closes the latest.
+ * The probe is a thread of its own, started at the first outage, because rd_kafka_metadata()
+ * blocks and librdkafka has no asynchronous metadata request; it sleeps on the condition while
+ * the producer is healthy.
+ */
+typedef struct probe {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t thread;
+    bool started;
+    bool closing;
+    unsigned outages;   /* "all brokers down" reports so far */
+    unsigned recovered; /* the latest outage a delivery or a probe has seen end */
+} probe;
 
 struct kafka_producer {
     rd_kafka_t *rk;
     wakeup w;
     kafka_delivery_cb cb;
     void *arg;
-    bool healthy;
+    probe pr;
 };
+
+/* How long one probe waits for a broker's answer, and between two that got none. */
+#define PROBE_TIMEOUT_MS 2000
+#define PROBE_PAUSE_MS   500
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
@@ -105,12 +128,76 @@ char *kafka_cluster_id(rd_kafka_t *rk)
 
 /* ---- producer ---- */
 
+/* A broker answered after outage `seen` began: that outage is over. */
+static void outage_over(probe *pr, unsigned seen)
+{
+    pthread_mutex_lock(&pr->lock);
+    if (seen > pr->recovered)
+        pr->recovered = seen;
+    pthread_mutex_unlock(&pr->lock);
+}
+
+static void *probe_main(void *arg)
+{
+    kafka_producer *p = arg;
+    probe *pr = &p->pr;
+    pthread_mutex_lock(&pr->lock);
+    while (!pr->closing) {
+        if (pr->recovered == pr->outages) {
+            pthread_cond_wait(&pr->cond, &pr->lock);
+            continue;
+        }
+        unsigned seen = pr->outages;
+        pthread_mutex_unlock(&pr->lock);
+        /* No topic: any broker's answer will do, and none is created on the way. */
+        const struct rd_kafka_metadata *md = NULL;
+        bool answered =
+            rd_kafka_metadata(p->rk, 0, NULL, &md, PROBE_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        if (answered) {
+            outage_over(pr, seen);
+            pthread_mutex_lock(&pr->lock);
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += PROBE_PAUSE_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_mutex_lock(&pr->lock);
+        if (!pr->closing)
+            pthread_cond_timedwait(&pr->cond, &pr->lock, &until);
+    }
+    pthread_mutex_unlock(&pr->lock);
+    return NULL;
+}
+
+/* All brokers are down: open an outage and have the probe watch for its end. */
+static void outage_begins(kafka_producer *p)
+{
+    probe *pr = &p->pr;
+    pthread_mutex_lock(&pr->lock);
+    pr->outages++;
+    if (!pr->started) {
+        pr->started = pthread_create(&pr->thread, NULL, probe_main, p) == 0;
+        if (!pr->started)
+            log_kv(LOG_WARN, "cannot start the broker probe: readiness returns with a delivery",
+                   NULL);
+    }
+    pthread_cond_signal(&pr->cond);
+    pthread_mutex_unlock(&pr->lock);
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
     kafka_producer *p = opaque;
-    if (!m->err)
-        p->healthy = true;
+    if (!m->err) {
+        pthread_mutex_lock(&p->pr.lock);
+        p->pr.recovered = p->pr.outages;
+        pthread_mutex_unlock(&p->pr.lock);
+    }
     kafka_delivery d = {
         .err = m->err,
         .errstr = m->err ? rd_kafka_err2str(m->err) : "",
@@ -128,7 +215,7 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
     (void)rk;
     kafka_producer *p = opaque;
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
-        p->healthy = false;
+        outage_begins(p);
     log_kv(LOG_WARN, reason,
            LOG_FIELDS("component", "librdkafka", "error", rd_kafka_err2name(err)));
 }
@@ -155,7 +242,6 @@ kafka_producer *kafka_producer_new(struct event_base *base, const config_props *
     p->w.fds[0] = p->w.fds[1] = -1;
     p->cb = cb;
     p->arg = arg;
-    p->healthy = true;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (kafka_apply_props(conf, defaults, props, err, errlen)) {
         rd_kafka_conf_destroy(conf);
@@ -182,6 +268,9 @@ kafka_producer *kafka_producer_new(struct event_base *base, const config_props *
     rd_kafka_queue_t *mainq = rd_kafka_queue_get_main(p->rk);
     rd_kafka_queue_io_event_enable(mainq, p->w.fds[1], "1", 1);
     rd_kafka_queue_destroy(mainq);
+    /* Used from the callbacks, which run only when the queue is served: after this returns. */
+    pthread_mutex_init(&p->pr.lock, NULL);
+    pthread_cond_init(&p->pr.cond, NULL);
     return p;
 }
 
@@ -245,9 +334,12 @@ char *kafka_producer_cluster_id(kafka_producer *p)
     return kafka_cluster_id(p->rk);
 }
 
-bool kafka_producer_healthy(const kafka_producer *p)
+bool kafka_producer_healthy(kafka_producer *p)
 {
-    return p->healthy;
+    pthread_mutex_lock(&p->pr.lock);
+    bool healthy = p->pr.recovered == p->pr.outages;
+    pthread_mutex_unlock(&p->pr.lock);
+    return healthy;
 }
 
 /* Any handle can ask for metadata: producers and consumers share this. */
@@ -351,10 +443,25 @@ void kafka_producer_purge(kafka_producer *p)
     rd_kafka_flush(p->rk, 1000);
 }
 
+/* Stops the probe (waiting for its metadata request, PROBE_TIMEOUT_MS at most). */
+static void probe_stop(probe *pr)
+{
+    pthread_mutex_lock(&pr->lock);
+    pr->closing = true;
+    pthread_cond_signal(&pr->cond);
+    bool started = pr->started;
+    pthread_mutex_unlock(&pr->lock);
+    if (started)
+        pthread_join(pr->thread, NULL);
+    pthread_cond_destroy(&pr->cond);
+    pthread_mutex_destroy(&pr->lock);
+}
+
 void kafka_producer_free(kafka_producer *p)
 {
     if (!p)
         return;
+    probe_stop(&p->pr);
     rd_kafka_destroy(p->rk);
     kafka_wakeup_free(&p->w);
     free(p);

@@ -90,8 +90,12 @@ kafka_send_result kafka_produce(kafka_producer *p, const char *topic, int partit
 size_t kafka_message_size(size_t key_len, size_t len, const header *h, size_t nh);
 /* Messages waiting for a delivery report. */
 int kafka_producer_outq_len(const kafka_producer *p);
-/* False after librdkafka reported all brokers down, until the next successful delivery. */
-bool kafka_producer_healthy(const kafka_producer *p);
+/*
+ * False after librdkafka reported all brokers down, until a delivery succeeds or a broker
+ * answers the metadata request a probe thread sends meanwhile (so that readiness comes back
+ * without traffic). Thread-safe.
+ */
+bool kafka_producer_healthy(kafka_producer *p);
 /* The id of the producer's Kafka cluster, as kafka_consumer_cluster_id() gives it. */
 char *kafka_producer_cluster_id(kafka_producer *p);
 /* Number of partitions of topic, from cluster metadata; -1 on error. Blocking: start-up only. */

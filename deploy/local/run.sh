@@ -26,6 +26,7 @@ fi
 #   STOP_TIMEOUT seconds each service gets to exit after SIGTERM before SIGKILL (default: 10)
 #   DRAIN_TIMEOUT seconds the processor gets, at shutdown on run.sh's own mock cluster, to apply
 #              what the gateway accepted before the cluster (memory only) goes (default: 15)
+#   READY_TIMEOUT seconds every service gets to answer /readyz 200 before run.sh gives up (default: 120)
 #   GATEWAY_ARGS extra command-gateway flags, space-separated, after the defaults (which they
 #              override), e.g. "--auth.mode=jwt --auth.algorithm=HS256 --auth.key_file=secret"
 # SIGINT, SIGTERM or SIGHUP stops everything (PostgreSQL too) and exits 0; if a service dies on its own,
@@ -48,6 +49,7 @@ MOCK_ARGS=()
 PG_PORT=${PG_PORT:-54329}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-15}
+READY_TIMEOUT=${READY_TIMEOUT:-120}
 PG_SH=$REPO/deploy/local/pg.sh
 
 GATEWAY_BIN=$BUILD/command-gateway
@@ -212,6 +214,10 @@ for p in "$HTTP_PORT" "$PG_PORT"; do
         exit 1
     fi
 done
+if ! [[ $READY_TIMEOUT =~ ^[1-9][0-9]*$ ]]; then
+    log "error: READY_TIMEOUT must be a positive number of seconds, not '$READY_TIMEOUT'"
+    exit 1
+fi
 command -v curl >/dev/null 2>&1 || { log "error: curl is missing; run deploy/install-deps.sh"; exit 1; }
 
 mkdir -p "$RUN_DIR"
@@ -302,12 +308,52 @@ spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CON
     ${GATEWAY_ARGS:-}
 GATEWAY_PID=$!
 
-deadline=$((SECONDS + 20))
-until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$HTTP_PORT/healthz" 2>/dev/null; do
-    check_alive
-    ((SECONDS < deadline)) || fail "command-gateway did not answer http://127.0.0.1:$HTTP_PORT/healthz within 20s"
-    sleep 0.2
-done
+# The port of a service's /readyz: the one it was given, or (0: any) the one its log names.
+health_port() {
+    local given=$1 logf=$2
+    if [[ $given != 0 ]]; then
+        echo "$given"
+        return
+    fi
+    sed -n 's/.*"msg":"health and metrics".*"port":"\([0-9]*\)".*/\1/p' "$logf" 2>/dev/null | tail -n 1
+}
+
+# Waits until every service answers /readyz 200 (a gateway that cannot route replies would answer
+# the first sync commands 202); says which ones it waits for every 5 s, and fails after
+# READY_TIMEOUT seconds naming them.
+wait_ready() {
+    local deadline=$((SECONDS + READY_TIMEOUT)) note=$((SECONDS + 5)) waiting name port logf why
+    while true; do
+        check_alive
+        waiting=""
+        why=""
+        for name in command-gateway state-processor projector; do
+            case $name in
+            command-gateway) port=$HTTP_PORT logf=$GATEWAY_LOG ;;
+            state-processor) port=$PROCESSOR_HTTP_PORT logf=$PROCESSOR_LOG ;;
+            projector) port=$PROJECTOR_HTTP_PORT logf=$PROJECTOR_LOG ;;
+            esac
+            [[ $port != -1 ]] || continue # its health endpoint is off: nothing to ask
+            port=$(health_port "$port" "$logf")
+            if [[ -z $port ]] || ! curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null; then
+                waiting+=" $name"
+                if [[ $name == command-gateway && -n $port ]]; then
+                    why=$(curl -s --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null || true)
+                fi
+            fi
+        done
+        [[ -n $waiting ]] || return 0
+        if ((SECONDS >= deadline)); then
+            fail "not ready within ${READY_TIMEOUT}s (/readyz):$waiting${why:+; command-gateway says $why}"
+        fi
+        if ((SECONDS >= note)); then
+            log "waiting for$waiting to be ready (/readyz)${why:+; command-gateway says $why}"
+            note=$((SECONDS + 5))
+        fi
+        sleep 0.2
+    done
+}
+wait_ready
 
 cat <<EOF
 run.sh: the system is up (run folder $RUN_DIR)

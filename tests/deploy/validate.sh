@@ -6,6 +6,9 @@
 #     kubernetes-validate (PyPI, pinned, in a virtualenv under the build folder);
 #   - deploy/systemd/*.service with `systemd-analyze verify`, their ExecStart pointed at this
 #     build's binaries; any message fails;
+#   - every gateway replica can own a reply partition (ADR 0019): in deploy/k8s the autoscaler's
+#     maxReplicas plus the rollout's maxSurge, and in the compose file the gateway services, are
+#     at most the topics' CQRS_TOPICS_PARTITIONS;
 #   - deploy/Dockerfile: multi-stage, the final stage on debian:12-slim as a non-root numeric
 #     user, every COPY source present in the repository, nothing fetched with ADD.
 # Exit status: 0 when all pass, 1 otherwise (each failure is printed), 2 when a tool is missing.
@@ -55,6 +58,31 @@ else
     log "deploy/k8s: INVALID"
     grep -v ' passed ' <<<"$out" >&2 || true
     failed=1
+fi
+
+# --- gateway replicas against reply partitions ---
+# A replica with no reply partition never becomes ready: during a rollout at maxReplicas one
+# surge pod more must still find one, or a rollout with maxUnavailable 0 never ends.
+value_of() { sed -n "s/^ *$1: *\"\{0,1\}\([0-9]*\)\"\{0,1\}.*/\1/p" "$2" | head -n 1; }
+k8s_parts=$(value_of CQRS_TOPICS_PARTITIONS "$REPO/deploy/k8s/config.yaml")
+k8s_max=$(value_of maxReplicas "$REPO/deploy/k8s/gateway.yaml")
+k8s_surge=$(sed -n 's/.*maxSurge: *\([0-9]*\).*/\1/p' "$REPO/deploy/k8s/gateway.yaml" | head -n 1)
+if [[ -z $k8s_parts || -z $k8s_max || -z $k8s_surge ]]; then
+    log "deploy/k8s: cannot read CQRS_TOPICS_PARTITIONS, the gateway's maxReplicas or maxSurge"
+    failed=1
+elif ((k8s_max + k8s_surge > k8s_parts)); then
+    log "deploy/k8s: gateway maxReplicas $k8s_max + maxSurge $k8s_surge > $k8s_parts reply partitions (CQRS_TOPICS_PARTITIONS)"
+    failed=1
+else
+    log "deploy/k8s: at most $((k8s_max + k8s_surge)) gateway replicas for $k8s_parts reply partitions"
+fi
+compose_parts=$(value_of CQRS_TOPICS_PARTITIONS "$REPO/deploy/docker-compose.yml")
+compose_gateways=$(grep -cE '^  gateway-[0-9]+:' "$REPO/deploy/docker-compose.yml" || true)
+if [[ -z $compose_parts ]] || ((compose_gateways == 0 || compose_gateways > compose_parts)); then
+    log "deploy/docker-compose.yml: $compose_gateways gateways for ${compose_parts:-?} reply partitions (CQRS_TOPICS_PARTITIONS)"
+    failed=1
+else
+    log "deploy/docker-compose.yml: $compose_gateways gateways for $compose_parts reply partitions"
 fi
 
 # --- systemd ---

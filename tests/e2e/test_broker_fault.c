@@ -4,7 +4,8 @@
  * when Kafka cannot confirm a command), and afterwards every command answered 2xx must be
  * applied exactly once. Runs on the mock cluster (brokers taken down by signal) and on the real
  * Apache Kafka broker (stopped and started through deploy/kafka/kafka.sh); on a 3-node cluster
- * the same test stops one node, which the cluster must ride out.
+ * the same test stops one node, which the cluster must ride out. And readiness comes back by itself
+ * once Kafka is back, without a single request to clear it.
  */
 #include "httpc.h"
 #include "pgtest.h"
@@ -177,6 +178,60 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
 }
 END_TEST
 
+/* GET /readyz on the gateway: its status, and the body's "kafka" in *kafka. */
+static int readyz(bool *kafka)
+{
+    httpc_response r = httpc_request(st.http_port, "GET", "/readyz", NULL, NULL, 2000);
+    int status = r.status;
+    *kafka = json_is_true(json_object_get(r.json, "kafka"));
+    httpc_free(&r);
+    return status;
+}
+
+/*
+ * Kafka goes away and comes back while nobody sends a command: the gateway says it is not ready
+ * while Kafka is away (one node), and ready again within a bounded time after, by itself. An
+ * orchestrator that routes by readiness would otherwise never send the traffic that cleared it.
+ */
+START_TEST(readiness_returns_without_traffic)
+{
+    bool kafka = false;
+    ck_assert_int_eq(readyz(&kafka), 200);
+    ck_assert_int_eq(stack_kafka_set(&st, false), 0);
+    const char *nodes = getenv("CQRS_TEST_KAFKA_NODES");
+    if (!nodes || atoi(nodes) <= 1) { /* one of three nodes down is no outage */
+        int status = 200;
+        for (int i = 0; i < 600 && (status == 200 || kafka); i++) {
+            status = readyz(&kafka);
+            if (status == 200 || kafka)
+                usleep(100000);
+        }
+        ck_assert_msg(status == 503 && !kafka, "still ready 60 s into the outage");
+    }
+    ck_assert_int_eq(stack_kafka_set(&st, true), 0);
+    long long waited = 0;
+    int status = 503;
+    for (; waited < 60000 && status != 200; waited += 100) {
+        status = readyz(&kafka);
+        if (status != 200)
+            usleep(100000);
+    }
+    ck_assert_msg(status == 200, "not ready 60 s after Kafka came back (kafka: %s)",
+                  kafka ? "true" : "false");
+    fprintf(stderr, "broker fault: ready again %lld ms after Kafka came back, no traffic\n",
+            waited);
+    /* Ready means it: a sync command goes all the way (the processor may take some seconds
+       more to fetch again: the wait covers that), and the next test starts on a whole pipeline. */
+    httpc_response r = httpc_request(
+        st.http_port, "POST", "/v1/commands", "Prefer: wait=30\r\n",
+        "{\"type\":\"account.open\",\"aggregate_id\":\"idle-1\",\"payload\":{\"owner\":\"o\"}}",
+        CLIENT_TIMEOUT_MS * 2);
+    int opened = r.status;
+    httpc_free(&r);
+    ck_assert_int_eq(opened, 201);
+}
+END_TEST
+
 int main(void)
 {
     if (stack_start(&st, true) != 0) {
@@ -184,6 +239,10 @@ int main(void)
         return EXIT_FAILURE;
     }
     Suite *s = suite_create("broker-fault");
+    TCase *idle = tcase_create("readiness");
+    tcase_set_timeout(idle, 240);
+    tcase_add_test(idle, readiness_returns_without_traffic);
+    suite_add_tcase(s, idle);
     TCase *tc = tcase_create("outage");
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, outage_answers_in_time_and_loses_nothing);

@@ -66,9 +66,9 @@ static int start_mock(stack *s, const char *build)
     return -1;
 }
 
-static int launch(stack *s, const char *build);
+static int spawn_run_sh(stack *s, const char *build);
 
-int stack_start(stack *s, bool own_mock)
+int stack_launch(stack *s, bool own_mock)
 {
     memset(s, 0, sizeof(*s));
     const char *build = getenv("CQRS_BUILD");
@@ -87,7 +87,47 @@ int stack_start(stack *s, bool own_mock)
         snprintf(s->bootstrap, sizeof(s->bootstrap), "%s", real_bootstrap);
     else if (own_mock && start_mock(s, build) != 0)
         return -1;
-    return launch(s, build);
+    return spawn_run_sh(s, build);
+}
+
+/* Waits (up to 90 s) until /readyz answers 200; learns the bootstrap of run.sh's mock. */
+static int wait_ready(stack *s)
+{
+    /* Ready: PostgreSQL reachable, Kafka healthy, reply partitions owned. */
+    for (int i = 0; i < 900; i++) {
+        if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
+            fprintf(stderr, "run.sh exited during start-up\n");
+            s->pid = 0;
+            stack_show_logs(s);
+            return -1;
+        }
+        httpc_response r = httpc_request(s->http_port, "GET", "/readyz", NULL, NULL, 1000);
+        int st = r.status;
+        httpc_free(&r);
+        if (st == 200) {
+            if (!*s->bootstrap) { /* run.sh's own mock cluster */
+                char path[400];
+                snprintf(path, sizeof(path), "%s/kafka.bootstrap", s->run_dir);
+                FILE *f = fopen(path, "r");
+                if (f && fgets(s->bootstrap, sizeof(s->bootstrap), f))
+                    s->bootstrap[strcspn(s->bootstrap, "\n")] = '\0';
+                if (f)
+                    fclose(f);
+            }
+            return 0;
+        }
+        usleep(100000);
+    }
+    fprintf(stderr, "the stack was not ready within 90 s\n");
+    stack_show_logs(s);
+    return -1;
+}
+
+int stack_start(stack *s, bool own_mock)
+{
+    if (stack_launch(s, own_mock) != 0)
+        return -1;
+    return wait_ready(s);
 }
 
 int stack_restart(stack *s)
@@ -96,11 +136,13 @@ int stack_restart(stack *s)
     build = build ? build : "build";
     if (!s->real_kafka && s->mock_kafka == 0)
         s->bootstrap[0] = '\0'; /* run.sh's own mock cluster died with it: it starts another */
-    return launch(s, build);
+    if (spawn_run_sh(s, build) != 0)
+        return -1;
+    return wait_ready(s);
 }
 
-/* Runs run.sh in s->run_dir and waits (up to 90 s) until /readyz answers 200. */
-static int launch(stack *s, const char *build)
+/* Runs run.sh in s->run_dir, its output appended to run.sh.log there. */
+static int spawn_run_sh(stack *s, const char *build)
 {
     char log_path[400];
     snprintf(log_path, sizeof(log_path), "%s/run.sh.log", s->run_dir);
@@ -130,34 +172,7 @@ static int launch(stack *s, const char *build)
         execl("/bin/bash", "bash", "deploy/local/run.sh", (char *)NULL);
         _exit(127);
     }
-    /* Ready: PostgreSQL reachable, Kafka healthy, reply partitions owned. */
-    for (int i = 0; i < 900; i++) {
-        if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
-            fprintf(stderr, "run.sh exited during start-up\n");
-            s->pid = 0;
-            stack_show_logs(s);
-            return -1;
-        }
-        httpc_response r = httpc_request(s->http_port, "GET", "/readyz", NULL, NULL, 1000);
-        int st = r.status;
-        httpc_free(&r);
-        if (st == 200) {
-            if (!*s->bootstrap) { /* run.sh's own mock cluster */
-                char path[400];
-                snprintf(path, sizeof(path), "%s/kafka.bootstrap", s->run_dir);
-                FILE *f = fopen(path, "r");
-                if (f && fgets(s->bootstrap, sizeof(s->bootstrap), f))
-                    s->bootstrap[strcspn(s->bootstrap, "\n")] = '\0';
-                if (f)
-                    fclose(f);
-            }
-            return 0;
-        }
-        usleep(100000);
-    }
-    fprintf(stderr, "the stack was not ready within 90 s\n");
-    stack_show_logs(s);
-    return -1;
+    return s->pid > 0 ? 0 : -1;
 }
 
 int stack_stop(stack *s)

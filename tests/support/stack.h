@@ -25,6 +25,11 @@ typedef struct stack {
  */
 int stack_start(stack *s, bool own_mock);
 /*
+ * Starts run.sh as stack_start() does, without waiting for anything: its output goes to
+ * <run_dir>/run.sh.log. Returns 0, or -1.
+ */
+int stack_launch(stack *s, bool own_mock);
+/*
  * Starts run.sh again in the folder of a stack that stack_stop() stopped, on the same ports, with
  * the data it kept (PostgreSQL; a real broker keeps its log, run.sh's own mock cluster is a new
  * one, as for `make run` run twice). Waits as stack_start() does; returns 0 or -1.
