@@ -1,12 +1,14 @@
 /*
  * test_checker.c: a seeded fault-injection checker in the spirit of Jepsen. Client threads send
  * keyed account commands (open, deposit, withdraw; sync and Prefer: respond-async) to two
- * gateways, retrying with the same Idempotency-Key after errors, timeouts, 409 in-flight and 202,
- * and record every attempt (time, gateway, key, answer). Meanwhile the nemesis (nemesis.h), at
- * seeded random moments, kills any service with SIGKILL, pauses one past the Kafka session
+ * gateways, retrying with the same Idempotency-Key after errors, timeouts, 409 in-flight and 202
+ * (a quarter of the keys take a 202 on trust and never ask again: the pipeline alone must decide
+ * them), and record every attempt (time, gateway, key, answer). Meanwhile the nemesis (nemesis.h),
+ * at seeded random moments, kills any service with SIGKILL, pauses one past the Kafka session
  * timeout, kills PostgreSQL (-m immediate), kills a Kafka node (real Kafka) or the whole stack,
- * and heals each fault. Then everything is healed, every key not decided yet is retried until it
- * is, the pipeline is drained (bounded waits), and from PostgreSQL and the events topic:
+ * and heals each fault. Then everything is healed, every key not decided yet (and not taken on
+ * trust) is retried until it is, the pipeline is drained (bounded waits), and from PostgreSQL and
+ * the events topic:
  *   - every answer is one the contract has, and one key never names two command ids;
  *   - every key has one command record, decided as its final answer says (2xx: applied);
  *   - no command is left accepted and no outbox row unpublished;
@@ -56,7 +58,9 @@ typedef struct op {
     char key[32];
     int kind, account, amount;
     bool async;
-    int final_status; /* the decided answer (200, 201, 409, 422), 0 while there is none */
+    bool no_retry_after_202; /* a client that trusts a 202 and never asks again */
+    bool taken_on_trust;     /* answered 202 and left to the pipeline: decided in PostgreSQL */
+    int final_status;        /* the decided answer (200, 201, 409, 422), 0 while there is none */
     char final_problem[40];
     char command_id[40]; /* the first command id an answer named */
     bool got_2xx;        /* some answer was 200, 201 or 202 */
@@ -117,7 +121,7 @@ static op *op_at(int owner, size_t idx)
     return &actors[owner].ops[idx];
 }
 
-enum verdict { DECIDED, RETRY, VIOLATION };
+enum verdict { DECIDED, RETRY, TRUSTED, VIOLATION };
 
 /* Sends op (owner, idx) once through a random gateway, records it, and says what comes next. */
 static enum verdict send_once(actor *a, int owner, size_t idx)
@@ -181,9 +185,10 @@ static enum verdict send_once(actor *a, int owner, size_t idx)
         o->got_2xx = true;
         v = DECIDED;
         break;
-    case 202:
+    case 202: /* "in Kafka, will be decided": some clients take that on trust */
         o->got_2xx = true;
-        v = RETRY;
+        v = o->no_retry_after_202 ? TRUSTED : RETRY;
+        o->taken_on_trust = o->no_retry_after_202;
         break;
     case 409: /* in flight: ask again; already-exists: rejected */
         v = strcmp(h->problem, "in-flight") == 0 ? RETRY : DECIDED;
@@ -237,6 +242,7 @@ static void *client(void *arg)
         o->account = (int)(rnd(&a->rng) % ACCOUNTS);
         o->amount = 1 + (int)(rnd(&a->rng) % (o->kind == OP_WITHDRAW ? 60 : 50));
         o->async = rnd(&a->rng) % 2;
+        o->no_retry_after_202 = rnd(&a->rng) % 4 == 0;
         run_op(a, t, idx, nemesis_now_ms(&nem) + OP_BUDGET_MS, &stop_load);
     }
     return NULL;
@@ -312,9 +318,10 @@ static void print_attempt(const attempt *h)
 
 static void print_op(const op *o)
 {
-    fprintf(stderr, "  %-9s %-8s acc-%-3d %3d %-5s: final %d %s after %d attempt(s)%s%s%s\n",
+    fprintf(stderr, "  %-9s %-8s acc-%-3d %3d %-5s: final %d %s after %d attempt(s)%s%s%s%s\n",
             o->key, kind_names[o->kind], o->account, o->amount, o->async ? "async" : "sync",
             o->final_status, o->final_problem, o->attempts, o->got_2xx ? ", some 2xx" : "",
+            o->taken_on_trust ? ", 202 taken on trust (decision from PostgreSQL)" : "",
             *o->violation ? ", VIOLATION: " : "", o->violation);
 }
 
@@ -408,13 +415,23 @@ static void check_records(PGconn *db)
     check_begin();
     for (int a = 0; a < THREADS; a++) {
         for (size_t i = 0; i < actors[a].nops; i++) {
-            const op *o = &actors[a].ops[i];
-            strmap_put(keys, o->key, (void *)o);
+            op *o = &actors[a].ops[i];
+            strmap_put(keys, o->key, o);
             if (*o->violation) {
                 bad(o->key, o->account, "%s: %s", o->key, o->violation);
                 continue;
             }
             int row = (int)(intptr_t)strmap_get(rows, o->key) - 1;
+            if (o->taken_on_trust) {
+                /* Never asked again: PostgreSQL alone says how it was decided. */
+                const char *st = row < 0 ? "none" : PQgetvalue(res, row, 2);
+                if (strcmp(st, "applied") != 0 && strcmp(st, "rejected") != 0) {
+                    bad(o->key, o->account, "%s answered 202 was never decided (record: %s)",
+                        o->key, st);
+                    continue;
+                }
+                o->final_status = atoi(PQgetvalue(res, row, 3));
+            }
             if (o->final_status == 0) {
                 bad(o->key, o->account, "%s never decided (record: %s)%s", o->key,
                     row < 0 ? "none" : PQgetvalue(res, row, 2),
@@ -547,7 +564,8 @@ START_TEST(every_answer_holds_after_the_faults)
     pending.idx = calloc(nops, sizeof(*pending.idx));
     for (int a = 0; a < THREADS; a++) {
         for (size_t i = 0; i < actors[a].nops; i++) {
-            if (actors[a].ops[i].final_status == 0 && !*actors[a].ops[i].violation) {
+            const op *o = &actors[a].ops[i];
+            if (o->final_status == 0 && !*o->violation && !o->taken_on_trust) {
                 pending.owner[pending.n] = a;
                 pending.idx[pending.n++] = i;
             }
@@ -621,7 +639,7 @@ START_TEST(every_answer_holds_after_the_faults)
     check_events(db, &copies, &distinct);
 
     /* What happened, for the record. */
-    int by_status[600] = {0}, finals[600] = {0}, undecided = 0;
+    int by_status[600] = {0}, finals[600] = {0}, undecided = 0, trusted = 0;
     for (int a = 0; a < 2 * THREADS; a++) {
         nattempts += actors[a].nhist;
         for (size_t i = 0; i < actors[a].nhist; i++)
@@ -629,15 +647,17 @@ START_TEST(every_answer_holds_after_the_faults)
         for (size_t i = 0; i < actors[a].nops; i++) {
             finals[actors[a].ops[i].final_status % 600]++;
             undecided += actors[a].ops[i].final_status == 0;
+            trusted += actors[a].ops[i].taken_on_trust;
         }
     }
     fprintf(stderr,
             "checker: seed %llu: %zu keys, %zu requests (%d x 200, %d x 201, %d x 202, %d x 409, "
-            "%d x 422, %d x 503, %d unanswered); decided: %d applied, %d rejected, %d undecided; "
-            "%zu events on the topic (%zu copies read)\n",
+            "%d x 422, %d x 503, %d unanswered); decided: %d applied, %d rejected, %d undecided "
+            "(%d keys took a 202 on trust); %zu events on the topic (%zu copies read)\n",
             (unsigned long long)seed, nops, nattempts, by_status[200], by_status[201],
             by_status[202], by_status[409], by_status[422], by_status[503], by_status[0],
-            finals[200] + finals[201], finals[409] + finals[422], undecided, distinct, copies);
+            finals[200] + finals[201], finals[409] + finals[422], undecided, trusted, distinct,
+            copies);
     if (atomic_load(&foreign_ids))
         fprintf(stderr, "checker: note: %d answers 503 named a command id other than their key's\n",
                 atomic_load(&foreign_ids));
@@ -672,6 +692,9 @@ int main(void)
                    : ((uint64_t)time(NULL) * 2654435761ULL) ^ (uint64_t)getpid();
     s = getenv("CQRS_CHECKER_SECONDS");
     run_s = s && atoi(s) > 0 ? atoi(s) : 60;
+    /* The services take every CQRS_* variable for a configuration key: not these. */
+    unsetenv("CQRS_CHECKER_SEED");
+    unsetenv("CQRS_CHECKER_SECONDS");
     fprintf(stderr, "checker: seed %llu, %d s of faults (replay: CQRS_CHECKER_SEED=%llu)\n",
             (unsigned long long)seed, run_s, (unsigned long long)seed);
     if (cluster_init(&cl, "checker") != 0)
