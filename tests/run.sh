@@ -172,7 +172,7 @@ fi
 # The real Apache Kafka broker, started once for the whole run (fetched on first use).
 REAL_BOOTSTRAP=""
 REAL3_BOOTSTRAP=""
-if [[ $KAFKA_MODES == *real* ]]; then
+if [[ " $KAFKA_MODES " == *" real "* ]]; then # real3 starts its own cluster below
     for attempt in 1 2 3; do # a port may be taken between free-port and the broker's bind
         port=$("$REPO/deploy/kafka/kafka.sh" free-port) || exit 1
         if REAL_BOOTSTRAP=$("$REPO/deploy/kafka/kafka.sh" start "$TMP/kafka" "$port"); then
