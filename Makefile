@@ -7,6 +7,8 @@
 #                   make run KAFKA=real runs it on Apache Kafka fetched from Maven Central
 #   make bench      the pipeline against baselines on this machine (tests/bench/bench.sh);
 #                   results in $(BUILD)/bench/results.md
+#   make soak       the fault-injection checker (tests/e2e/test_checker.c) for SOAK_MINUTES
+#                   (default 30) on a 3-node Apache Kafka cluster; CQRS_CHECKER_SEED replays a seed
 #   make fuzz       the libFuzzer harnesses of tests/fuzz, FUZZ_SECONDS each (default 60)
 #   make lint       clang-format (check), cppcheck, clang-tidy
 #   make deps       install the Debian packages the build and the tests need
@@ -53,7 +55,7 @@ FUZZ_FLAGS := -std=c11 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZERS    := $(BUILD)/fuzz/fuzz_intake $(BUILD)/fuzz/fuzz_decode
 
-.PHONY: all deps test test-asan run bench fuzz lint format clean
+.PHONY: all deps test test-asan soak run bench fuzz lint format clean
 all: $(GATEWAY) $(PROCESSOR) $(MOCKKAFKA)
 
 # Tests reach into the services' headers; the services themselves see only common/.
@@ -124,6 +126,14 @@ test-asan: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@BUILD=$(BUILD) tests/bench/bench.sh
+
+# The checker alone, SOAK_MINUTES of faults, on the 3-node cluster tests/run.sh starts (real3).
+SOAK_MINUTES ?= 30
+soak: deps
+	@$(MAKE) --no-print-directory all tests
+	@BUILD=$(BUILD) TESTS=e2e/test_checker KAFKA_MODES=real3 FAILOVER_TESTS=e2e/test_checker \
+	    CQRS_CHECKER_SECONDS=$$(( $(SOAK_MINUTES) * 60 )) \
+	    TEST_TIMEOUT=$$(( $(SOAK_MINUTES) * 60 + 1200 )) tests/run.sh
 
 KAFKA ?= mock
 run: deps

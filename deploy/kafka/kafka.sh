@@ -83,10 +83,20 @@ log.flush.interval.messages=9223372036854775807
 PROPS
 }
 
+# True while pid runs. A node killed with SIGKILL is reparented to PID 1 once kafka.sh has exited;
+# where PID 1 does not reap (a container's init that is not one), it stays a zombie, which kill -0
+# still finds: look at its state as well.
+alive() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state=$(sed -n 's/^[0-9]* (.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null || true)
+    [[ $state != Z && $state != X ]]
+}
+
 start_node() {
     local dir=$1 n=$2
     [[ -f $dir/node$n/server.properties ]] || die "node $n has no configuration in $dir"
-    if [[ -f $dir/node$n/pid ]] && kill -0 "$(cat "$dir/node$n/pid")" 2>/dev/null; then
+    if [[ -f $dir/node$n/pid ]] && alive "$(cat "$dir/node$n/pid")"; then
         return 0
     fi
     # A modest heap: up to three brokers share this machine with the tests.
@@ -106,7 +116,7 @@ wait_node() {
             port_open "$port"; then
             return 0
         fi
-        if ! kill -0 "$(cat "$dir/node$n/pid")" 2>/dev/null; then
+        if ! alive "$(cat "$dir/node$n/pid")"; then
             tail -n 30 "$dir/node$n/broker.log" >&2
             die "node $n exited during start-up"
         fi
@@ -120,13 +130,13 @@ stop_node() {
     local dir=$1 n=$2 pid i
     [[ -f $dir/node$n/pid ]] || return 0
     pid=$(cat "$dir/node$n/pid")
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill -TERM "$pid" 2>/dev/null || true
         for ((i = 0; i < 300; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pid" || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             log "node $n did not stop within 30 s; killing it"
             kill -KILL "$pid" 2>/dev/null || true
         fi

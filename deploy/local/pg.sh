@@ -6,7 +6,8 @@ usage() {
     cat >&2 <<'EOF'
 usage: pg.sh start DIR PORT     initdb DIR/pgdata if needed, start on 127.0.0.1:PORT, create database cqrs,
                                 print the conninfo on stdout (a no-op when already running on PORT)
-       pg.sh stop DIR           stop the cluster (pg_ctl stop -m fast); a no-op when it is not running
+       pg.sh stop DIR [MODE]    stop the cluster (pg_ctl stop -m MODE: fast, the default, or immediate,
+                                which kills the server like a crash); a no-op when it is not running
        pg.sh status DIR         exit 0 when the cluster is running
        pg.sh conninfo DIR [PORT] print the conninfo (PORT defaults to the running cluster's port)
 
@@ -175,11 +176,17 @@ EOF
 }
 
 cmd_stop() {
+    local mode=${1:-fast}
+    [[ $mode == fast || $mode == immediate ]] || die "bad stop mode '$mode' (fast or immediate)"
     if ! is_running; then
         log "not running ($DIR)"
         return
     fi
-    log "stopping PostgreSQL in $DIR"
+    log "stopping PostgreSQL in $DIR (-m $mode)"
+    if [[ $mode == immediate ]]; then
+        as_owner "$BINDIR/pg_ctl" stop -D "$DATA" -m immediate -w -t 30 >/dev/null
+        return
+    fi
     if ! as_owner "$BINDIR/pg_ctl" stop -D "$DATA" -m fast -w -t 60 >/dev/null; then
         log "fast shutdown timed out; using immediate"
         as_owner "$BINDIR/pg_ctl" stop -D "$DATA" -m immediate -w -t 30 >/dev/null
@@ -202,8 +209,8 @@ start)
     cmd_start "$3"
     ;;
 stop)
-    (($# == 2)) || usage
-    cmd_stop
+    (($# == 2 || $# == 3)) || usage
+    cmd_stop "${3:-}"
     ;;
 status)
     (($# == 2)) || usage

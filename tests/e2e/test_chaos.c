@@ -10,13 +10,10 @@
 #include "cluster.h"
 #include "httpc.h"
 #include "ids.h"
-#include "kafka.h"
 #include "pgtest.h"
 #include "stack.h"
-#include "strmap.h"
 
 #include <check.h>
-#include <event2/event.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
@@ -108,60 +105,6 @@ static void *load(void *arg)
     return NULL;
 }
 
-/* Stops (fast: connections are cut) or starts the test's PostgreSQL server. */
-static void pg(bool start)
-{
-    char cmd[800];
-    if (start)
-        snprintf(cmd, sizeof(cmd), "deploy/local/pg.sh start '%s' %d >/dev/null 2>&1", cl.pg_dir,
-                 cl.pg_port);
-    else
-        snprintf(cmd, sizeof(cmd), "deploy/local/pg.sh stop '%s' >/dev/null 2>&1", cl.pg_dir);
-    ck_assert_msg(system(cmd) == 0, "%s", cmd);
-}
-
-/* Distinct event ids on the events topic, read from the beginning until want are seen. */
-static size_t count_events(size_t want)
-{
-    struct event_base *base = event_base_new();
-    config_props props = {0};
-    config_props_set(&props, "bootstrap.servers", cl.bootstrap);
-    char err[512], group[64], topic[64];
-    snprintf(group, sizeof(group), "%sevent-check", cl.prefix);
-    snprintf(topic, sizeof(topic), "%sevents", cl.prefix);
-    kafka_consumer *c =
-        kafka_consumer_new(base, &props, group, topic, NULL, NULL, NULL, err, sizeof(err));
-    ck_assert_msg(c != NULL, "%s", err);
-    strmap *seen = strmap_new();
-    kafka_message msgs[500];
-    /* Gives up after 60 s without a message. */
-    for (int idle_ms = 0; idle_ms < 60000 && strmap_size(seen) < want;) {
-        size_t n = kafka_consumer_poll(c, msgs, 500);
-        for (size_t i = 0; i < n; i++) {
-            for (size_t h = 0; h < msgs[i].nheaders; h++) {
-                if (strcmp(msgs[i].headers[h].name, "ce_id") == 0) {
-                    char id[300];
-                    snprintf(id, sizeof(id), "%.*s", (int)msgs[i].headers[h].len,
-                             msgs[i].headers[h].value);
-                    strmap_put(seen, id, seen);
-                }
-            }
-        }
-        idle_ms = n ? 0 : idle_ms + 50;
-        if (n == 0) {
-            struct timeval tv = {0, 50000};
-            event_base_loopexit(base, &tv);
-            event_base_dispatch(base);
-        }
-    }
-    size_t got = strmap_size(seen);
-    strmap_free(seen);
-    kafka_consumer_free(c);
-    config_props_free(&props);
-    event_base_free(base);
-    return got;
-}
-
 START_TEST(chaos_keeps_every_guarantee)
 {
     PGconn *db = PQconnectdb(cl.conninfo);
@@ -199,9 +142,9 @@ START_TEST(chaos_keeps_every_guarantee)
         waitpid(procs[victim], NULL, 0);
         if (k == 2) {
             PQfinish(db);
-            pg(false);
+            ck_assert_int_eq(cluster_pg(&cl, "stop"), 0);
             usleep(500000);
-            pg(true);
+            ck_assert_int_eq(cluster_pg(&cl, "start"), 0);
             db = PQconnectdb(cl.conninfo);
         }
         usleep(300000);
@@ -297,7 +240,7 @@ START_TEST(chaos_keeps_every_guarantee)
     ck_assert_int_eq(pgtest_int(db, "SELECT count(*) FROM projection_account"),
                      pgtest_int(db, "SELECT count(*) FROM aggregates WHERE type = 'account'"));
     long long events = pgtest_int(db, "SELECT count(*) FROM outbox");
-    size_t published = count_events((size_t)events);
+    size_t published = cluster_read_events(&cl, NULL, (size_t)events, 60000, NULL);
     ck_assert_msg((long long)published == events,
                   "%zu distinct events on the topic, %lld in the "
                   "outbox",

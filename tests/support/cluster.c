@@ -13,6 +13,10 @@
 #include <unistd.h>
 
 #include "httpc.h"
+#include "kafka.h"
+
+#include <event2/event.h>
+#include <stdint.h>
 
 int cluster_init(cluster *c, const char *name)
 {
@@ -104,6 +108,72 @@ bool cluster_wait_ready(int port, int timeout_ms)
         usleep(100000);
     }
     return false;
+}
+
+int cluster_pg(const cluster *c, const char *how)
+{
+    const char *repo = getenv("CQRS_REPO");
+    char cmd[1200];
+    if (strcmp(how, "start") == 0)
+        snprintf(cmd, sizeof(cmd), "'%s/deploy/local/pg.sh' start '%s' %d >/dev/null 2>&1",
+                 repo ? repo : ".", c->pg_dir, c->pg_port);
+    else
+        snprintf(cmd, sizeof(cmd), "'%s/deploy/local/pg.sh' stop '%s' %s >/dev/null 2>&1",
+                 repo ? repo : ".", c->pg_dir, strcmp(how, "kill") == 0 ? "immediate" : "fast");
+    if (system(cmd) != 0) {
+        fprintf(stderr, "failed: %s\n", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+size_t cluster_read_events(const cluster *c, strmap *ids, size_t want, int idle_ms, size_t *copies)
+{
+    struct event_base *base = event_base_new();
+    config_props props = {0};
+    config_props_set(&props, "bootstrap.servers", c->bootstrap);
+    char err[512], group[80], topic[64];
+    static int reads; /* a fresh group for every read, so each starts at the beginning */
+    snprintf(group, sizeof(group), "%sevent-check-%d", c->prefix, reads++);
+    snprintf(topic, sizeof(topic), "%sevents", c->prefix);
+    kafka_consumer *k =
+        kafka_consumer_new(base, &props, group, topic, NULL, NULL, NULL, err, sizeof(err));
+    size_t distinct = 0, n_read = 0;
+    strmap *seen = ids ? ids : strmap_new();
+    kafka_message msgs[500];
+    for (int idle = 0; k && idle < idle_ms && strmap_size(seen) < want;) {
+        size_t n = kafka_consumer_poll(k, msgs, 500);
+        for (size_t i = 0; i < n; i++) {
+            for (size_t h = 0; h < msgs[i].nheaders; h++) {
+                if (strcmp(msgs[i].headers[h].name, "ce_id") != 0)
+                    continue;
+                char id[300];
+                snprintf(id, sizeof(id), "%.*s", (int)msgs[i].headers[h].len,
+                         msgs[i].headers[h].value);
+                uintptr_t had = (uintptr_t)strmap_get(seen, id);
+                strmap_put(seen, id, (void *)(had + 1));
+            }
+        }
+        n_read += n;
+        idle = n ? 0 : idle + 50;
+        if (n == 0) {
+            struct timeval tv = {0, 50000};
+            event_base_loopexit(base, &tv);
+            event_base_dispatch(base);
+        }
+    }
+    if (!k)
+        fprintf(stderr, "cannot read %s: %s\n", topic, err);
+    distinct = strmap_size(seen);
+    if (!ids)
+        strmap_free(seen);
+    if (k)
+        kafka_consumer_free(k);
+    config_props_free(&props);
+    event_base_free(base);
+    if (copies)
+        *copies = n_read;
+    return distinct;
 }
 
 bool cluster_finish(cluster *c, const pid_t *pids, size_t n, bool failed)

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "strmap.h"
+
 typedef struct cluster {
     char dir[256];       /* service logs */
     char conninfo[512];  /* the cluster's database */
@@ -31,6 +33,19 @@ int cluster_init(cluster *c, const char *name);
 pid_t cluster_start(const cluster *c, const char *service, int idx, const char *const *extra);
 /* Polls GET /readyz on port until 200, for up to timeout_ms; true when ready. */
 bool cluster_wait_ready(int port, int timeout_ms);
+/*
+ * Stops ("stop": pg_ctl -m fast, connections cut), kills ("kill": -m immediate, no shutdown
+ * checkpoint, crash recovery at the next start) or starts ("start") the runner's PostgreSQL
+ * through deploy/local/pg.sh. Returns 0, or -1 after a message.
+ */
+int cluster_pg(const cluster *c, const char *how);
+/*
+ * Reads the cluster's events topic from the beginning, in a group of its own, until want distinct
+ * ce_id values are seen or idle_ms pass without a message. ids (may be NULL) gets each ce_id
+ * with the number of copies read as its value ((void *)(uintptr_t)n); *copies (may be NULL) the
+ * number of messages read. Returns the number of distinct ids.
+ */
+size_t cluster_read_events(const cluster *c, strmap *ids, size_t want, int idle_ms, size_t *copies);
 /*
  * Stops the n processes (SIGTERM, then reaps), prints the logs of a failed run, fails a run whose
  * logs hold a sanitizer report, keeps the folder of a failed run (or with CQRS_KEEP_TEST_DIR=1)

@@ -3,6 +3,7 @@
 
 #include <check.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 long long pgtest_int(PGconn *db, const char *sql)
 {
@@ -10,5 +11,15 @@ long long pgtest_int(PGconn *db, const char *sql)
     ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
     long long v = PQntuples(res) && !PQgetisnull(res, 0, 0) ? atoll(PQgetvalue(res, 0, 0)) : -1;
     PQclear(res);
+    return v;
+}
+
+long long pgtest_wait_int(PGconn *db, const char *sql, long long want, int timeout_ms)
+{
+    long long v = pgtest_int(db, sql);
+    for (int waited = 0; v != want && waited < timeout_ms; waited += 100) {
+        usleep(100 * 1000);
+        v = pgtest_int(db, sql);
+    }
     return v;
 }
