@@ -104,7 +104,9 @@ static void set_common_headers(pending *p)
 static void answer_problem(pending *p, json_t *problem)
 {
     set_common_headers(p);
-    if (!json_object_get(problem, "command_id"))
+    /* The command's id names something only once it was handed to Kafka: before that, a client
+       following it would find nothing (its key's command, if any, has another id). */
+    if (!json_object_get(problem, "command_id") && p->produced_us)
         json_object_set_new(problem, "command_id", json_string(p->in.command_id));
     gateway_problem(p->g, p->req, problem);
     pending_done(p);

@@ -123,6 +123,7 @@ typedef struct shot {
     int timeout_ms;
     int status;
     char retry_after[16];
+    char command_id[48]; /* the answer's, if it names one */
 } shot;
 
 static void *fire(void *arg)
@@ -132,6 +133,8 @@ static void *fire(void *arg)
     s->status = post(port, s->key, s->body, s->timeout_ms, &r);
     if (!httpc_header(&r, "Retry-After", s->retry_after, sizeof(s->retry_after)))
         s->retry_after[0] = '\0';
+    const char *id = json_string_value(json_object_get(r.json, "command_id"));
+    snprintf(s->command_id, sizeof(s->command_id), "%s", id ? id : "");
     httpc_free(&r);
     return NULL;
 }
@@ -170,6 +173,9 @@ START_TEST(keys_caught_in_a_postgresql_outage_are_free_once_it_is_back)
     for (int i = 0; i < ANSWERED; i++) {
         ck_assert_msg(shots[i].status == 503, "%s: %d", shots[i].key, shots[i].status);
         ck_assert_msg(shots[i].retry_after[0], "%s: 503 without Retry-After", shots[i].key);
+        /* Nothing was published: an id would name a command that does not exist. */
+        ck_assert_msg(!shots[i].command_id[0], "%s: 503 names command %s", shots[i].key,
+                      shots[i].command_id);
     }
     for (int i = ANSWERED; i < ANSWERED + GONE; i++)
         ck_assert_msg(shots[i].status == 0, "%s: answered %d before its client left", shots[i].key,
