@@ -39,6 +39,8 @@ typedef struct processor processor;
  */
 processor *processor_new(struct event_base *base, const processor_config *cfg,
                          const config_props *kafka_props, char *err, size_t errlen);
+/* The processor's metrics, as /metrics renders them (borrowed: lives as long as p). */
+struct metrics *processor_metrics(processor *p);
 /* Asks the processor to stop after the batch in hand; the loop exits once it is committed. */
 void processor_stop(processor *p);
 /* Flushes what is still to be produced, leaves the group and frees everything. */

@@ -25,6 +25,7 @@ struct relay {
     char started_at[IDS_TIME_LEN];
     struct event *flush; /* batches the UPDATEs */
     struct event *retry; /* produces the failed rows again */
+    metrics_counter *m_malformed;
 };
 
 #define RELAY_RETRY_S 1
@@ -35,11 +36,13 @@ static const char mark_sql[] =
     "WHERE o.tenant = x.tenant AND o.aggregate_type = x.aggregate_type AND "
     "o.aggregate_id = x.aggregate_id AND o.version = x.version AND o.published_at IS NULL";
 
+/* The row as JSON, then its key as text, to name a row that does not parse. */
 static const char recover_sql[] =
     "SELECT json_build_object('tenant', tenant, 'aggregate_type', aggregate_type, "
     "'aggregate_id', aggregate_id, 'version', version, 'event_type', event_type, "
     "'command_id', command_id, 'payload', payload, 'traceparent', traceparent, "
-    "'tracestate', tracestate) FROM outbox "
+    "'tracestate', tracestate), concat_ws('/', tenant, aggregate_type, aggregate_id, version) "
+    "FROM outbox "
     "WHERE published_at IS NULL AND created_at < $1::timestamptz ORDER BY created_at";
 
 static void mark(relay *r);
@@ -104,21 +107,58 @@ static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
         event_active(r->flush, 0, 0);
 }
 
+/*
+ * A row that cannot make an event would fail the same way every time: it is not produced and not
+ * retried, but said loudly and left unpublished in the outbox, where an operator finds it
+ * (published_at IS NULL) and the next start's recovery scan tries it again.
+ */
+static void malformed(relay *r, const char *row_key, const char *why)
+{
+    metrics_add(r->m_malformed, 1);
+    log_kv(LOG_ERROR, "outbox row cannot be published; it stays in the outbox unpublished",
+           LOG_FIELDS("row", row_key, "error", why));
+}
+
+/* "<tenant>/<aggregate type>/<aggregate id>/<version>" of a row, as far as it has them. */
+static void row_key(const json_t *row, char *out, size_t len)
+{
+    const char *tenant = json_string_value(json_object_get(row, "tenant"));
+    const char *type = json_string_value(json_object_get(row, "aggregate_type"));
+    const char *id = json_string_value(json_object_get(row, "aggregate_id"));
+    snprintf(out, len, "%s/%s/%s/%lld", tenant ? tenant : "?", type ? type : "?", id ? id : "?",
+             (long long)json_integer_value(json_object_get(row, "version")));
+}
+
 static void publish_one(relay *r, json_t *row)
 {
     const char *tenant = json_string_value(json_object_get(row, "tenant"));
     const char *type = json_string_value(json_object_get(row, "aggregate_type"));
     const char *id = json_string_value(json_object_get(row, "aggregate_id"));
     long long version = json_integer_value(json_object_get(row, "version"));
-    if (!tenant || !type || !id || version <= 0)
+    const char *event_type = json_string_value(json_object_get(row, "event_type"));
+    json_t *payload = json_object_get(row, "payload");
+    if (!tenant || !type || !id || version <= 0 || !event_type || !json_is_object(payload)) {
+        char key[512];
+        row_key(row, key, sizeof(key));
+        malformed(r, key,
+                  "tenant, aggregate_type, aggregate_id and event_type must be strings, version "
+                  "a positive integer and payload an object");
         return;
+    }
+    char *value = json_dumps(payload, JSON_COMPACT);
+    if (!value) {
+        char key[512];
+        row_key(row, key, sizeof(key));
+        malformed(r, key, "the payload cannot be encoded as JSON");
+        return;
+    }
     char *event_id = envelope_event_id(tenant, type, id, version);
     char now[IDS_TIME_LEN];
     ids_now_rfc3339(now);
     envelope e = {
         .id = event_id,
         .source = "/state-processor",
-        .type = (char *)json_string_value(json_object_get(row, "event_type")),
+        .type = (char *)event_type,
         .subject = (char *)id,
         .time = now,
         .tenant = (char *)tenant,
@@ -130,10 +170,9 @@ static void publish_one(relay *r, json_t *row)
     header h[ENVELOPE_MAX_HEADERS];
     char scratch[64];
     size_t nh = envelope_to_headers(&e, h, scratch);
-    char *value = json_dumps(json_object_get(row, "payload"), JSON_COMPACT);
     json_t *held = json_incref(row); /* the delivery report's opaque; rows are never changed */
-    if (value && kafka_produce(r->producer, r->topic, -1, id, strlen(id), value, strlen(value), h,
-                               nh, held) == KAFKA_OK) {
+    if (kafka_produce(r->producer, r->topic, -1, id, strlen(id), value, strlen(value), h, nh,
+                      held) == KAFKA_OK) {
         r->in_flight++;
     } else {
         log_kv(LOG_WARN, "event not enqueued, will retry", LOG_FIELDS("event_id", event_id));
@@ -171,8 +210,10 @@ static void on_recovered(const pgconn_result *res, void *arg)
     int n = pgconn_result_ntuples(res);
     for (int i = 0; i < n; i++) {
         json_t *row = json_loads(pgconn_result_value(res, i, 0), 0, NULL);
-        if (row)
+        if (json_is_object(row))
             publish_one(r, row);
+        else
+            malformed(r, pgconn_result_value(res, i, 1), "the row does not read back as JSON");
         json_decref(row);
     }
     if (n > 0) {
@@ -194,9 +235,12 @@ static void on_pg_state(bool connected, void *arg)
 }
 
 relay *relay_new(struct event_base *base, const char *conninfo, const config_props *kafka_props,
-                 const char *events_topic, char *err, size_t errlen)
+                 const char *events_topic, metrics *m, char *err, size_t errlen)
 {
     relay *r = xcalloc(1, sizeof(*r));
+    r->m_malformed = metrics_counter_get(
+        m, "relay_outbox_rows_malformed_total",
+        "outbox rows that cannot make an event: logged, left unpublished for an operator", NULL);
     r->base = base;
     r->topic = xstrdup(events_topic);
     r->confirmed = json_array();
