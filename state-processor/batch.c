@@ -351,9 +351,16 @@ void batch_load_command(batch *b, const char *tenant, const char *key, const cha
     json_decref(r);
 }
 
+/* A record that is not a decision: accepted, or accepted so long ago that it was marked
+   abandoned (its command may still arrive, and is then applied: ADR 0020). */
+static bool undecided(const known_cmd *k)
+{
+    return strcmp(k->status, "accepted") == 0 || strcmp(k->status, "abandoned") == 0;
+}
+
 /*
  * The earlier decision this item repeats, or NULL: the same tenant + idempotency key, or the same
- * command id (a producer retry). A record still "accepted" under this very id is not a decision.
+ * command id (a producer retry). An undecided record under this very id is not a decision.
  */
 static const known_cmd *earlier(const batch *b, const batch_item *it)
 {
@@ -361,7 +368,7 @@ static const known_cmd *earlier(const batch *b, const batch_item *it)
     const known_cmd *found = NULL;
     for (int i = 0; i < 2 && !found; i++) {
         const known_cmd *k = strmap_get(b->known, mks[i]);
-        if (k && (strcmp(k->status, "accepted") != 0 || strcmp(k->id, it->env.id) != 0))
+        if (k && (!undecided(k) || strcmp(k->id, it->env.id) != 0))
             found = k;
     }
     free(mks[0]);
@@ -497,7 +504,7 @@ void batch_apply(batch *b)
             continue;
         }
         const known_cmd *k = earlier(b, it);
-        if (k && strcmp(k->status, "accepted") == 0) {
+        if (k && undecided(k)) {
             /* Its key belongs to a command taken but not decided yet (another partition). */
             it->state = ITEM_DUPLICATE;
             it->http_status = problem_status(PROBLEM_IN_FLIGHT);

@@ -886,9 +886,13 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
         p->relay =
             relay_new(base, cfg->pg_conninfo, kafka_props, topic_events, p->metrics, err, errlen);
     }
-    if (p->relay)
-        p->purge =
-            purge_new(base, cfg->pg_conninfo, cfg->retention_s, cfg->purge_interval_s, err, errlen);
+    if (p->relay) {
+        purge_config pc = {.retention_s = cfg->retention_s,
+                           .outbox_retention_s = cfg->outbox_retention_s,
+                           .abandon_after_s = cfg->abandon_after_s,
+                           .interval_s = cfg->purge_interval_s};
+        p->purge = purge_new(base, cfg->pg_conninfo, &pc, p->metrics, err, errlen);
+    }
     if (p->purge)
         p->consumer = kafka_consumer_new(base, kafka_props, cfg->group_id, p->topic_commands,
                                          on_wake, on_assign, p, err, errlen);

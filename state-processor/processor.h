@@ -25,6 +25,8 @@ typedef struct processor_config {
     long long topics_replication;
     long long retention_s;
     long long purge_interval_s;
+    long long outbox_retention_s;
+    long long abandon_after_s;
 } processor_config;
 
 /* The configuration table of the processor (ended by a NULL row). */

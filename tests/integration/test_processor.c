@@ -538,6 +538,101 @@ START_TEST(a_malformed_outbox_row_is_reported_and_kept)
 }
 END_TEST
 
+/* A gauge of the processor's metrics (0 when not registered yet). */
+static long long gauge(const char *name)
+{
+    return metrics_gauge_value(metrics_gauge_get(processor_metrics(proc), name, "", NULL));
+}
+
+/*
+ * Published outbox rows older than outbox.retention_s are deleted; recent ones and unpublished
+ * ones are kept. Before, the outbox only grew.
+ */
+START_TEST(published_outbox_rows_past_retention_are_purged)
+{
+    exec_sql("INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, "
+             "command_id, payload, created_at, published_at) SELECT 'default', 'account', "
+             "'acc-old', v, 'account.deposited', gen_random_uuid(), '{}', "
+             "now() - interval '3 days', now() - interval '3 days' FROM generate_series(1, 30) v");
+    exec_sql("INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, "
+             "command_id, payload, created_at, published_at) VALUES ('default', 'account', "
+             "'acc-new', 1, 'account.opened', gen_random_uuid(), '{}', now(), now())");
+    /* Never published (the relay cannot: version 0), however old: an event still owed. */
+    exec_sql("INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, "
+             "command_id, payload, created_at) VALUES ('default', 'account', 'acc-owed', 0, "
+             "'account.opened', gen_random_uuid(), '{}', now() - interval '30 days')");
+    processor_free(proc);
+    cfg.outbox_retention_s = 86400;
+    proc = start_processor("proc-outbox");
+    ck_assert(wait_for(0, 10000, "SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-old'"));
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-new'"), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-owed' AND "
+                           "published_at IS NULL"),
+                     1);
+}
+END_TEST
+
+/*
+ * A claim left accepted past idempotency.abandon_after_s is marked abandoned (and measured until
+ * then by processor_oldest_accepted_seconds); its command, arriving late, is still applied, once.
+ * A younger claim is left alone. Before, such claims stayed accepted forever, unmeasured.
+ */
+START_TEST(old_claims_are_abandoned_measured_and_still_applied)
+{
+    char old_id[IDS_UUID_LEN];
+    ids_uuid(old_id);
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, "
+             "aggregate_id, status, created_at) VALUES ('%s', 'default', 'orphan-1', "
+             "'account.open', 'account', 'acc-orphan', 'accepted', now() - interval '2 hours'), "
+             "(gen_random_uuid(), 'default', 'young-1', 'account.open', 'account', 'acc-young', "
+             "'accepted', now() - interval '5 minutes')",
+             old_id);
+    exec_sql(sql);
+    processor_free(proc);
+    cfg.abandon_after_s = 3600;
+    proc = start_processor("proc-reaper");
+    snprintf(sql, sizeof(sql), "SELECT (status = 'abandoned')::int FROM commands WHERE id = '%s'",
+             old_id);
+    ck_assert(wait_for(1, 10000, sql));
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE status = 'abandoned' AND "
+                           "finished_at IS NOT NULL"),
+                     1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE idempotency_key = 'young-1' AND "
+                           "status = 'accepted'"),
+                     1);
+    /* The gauges follow the statement that marks them, in the same run. */
+    for (int i = 0; i < 100 && gauge("processor_abandoned_commands") != 1; i++)
+        run_for(50);
+    ck_assert_int_eq(gauge("processor_abandoned_commands"), 1);
+    ck_assert_int_eq(gauge("processor_accepted_commands"), 1);
+    long long oldest = gauge("processor_oldest_accepted_seconds");
+    ck_assert_msg(oldest >= 300 && oldest < 400, "oldest accepted: %lld s", oldest);
+
+    /* The abandoned command arrives after all: applied, once. */
+    envelope e = {.id = old_id,
+                  .source = "/test",
+                  .type = "account.open",
+                  .subject = "acc-orphan",
+                  .tenant = "default",
+                  .idempotency_key = "orphan-1",
+                  .expected_version = -1,
+                  .reply_partition = -1};
+    header h[ENVELOPE_MAX_HEADERS];
+    char scratch[64];
+    size_t nh = envelope_to_headers(&e, h, scratch);
+    send_raw("acc-orphan", "{\"owner\":\"late\"}", h, nh);
+    send_raw("acc-orphan", "{\"owner\":\"late\"}", h, nh); /* a producer's retry */
+    snprintf(sql, sizeof(sql), "SELECT (status = 'applied')::int FROM commands WHERE id = '%s'",
+             old_id);
+    ck_assert(wait_for(1, 20000, sql));
+    run_for(300);
+    ck_assert_int_eq(q_int("SELECT version FROM aggregates WHERE id = 'acc-orphan'"), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-orphan'"), 1);
+}
+END_TEST
+
 START_TEST(events_have_stable_ids_and_replay_changes_nothing)
 {
     send_cmd("account.open", "acc-5", "{\"owner\":\"ed\"}", NULL, -1, -1, NULL);
@@ -747,6 +842,8 @@ int main(void)
     tcase_add_test(tc, hostile_identities_are_dead_lettered_and_the_partition_flows);
     tcase_add_test(tc, a_command_postgresql_refuses_is_isolated_and_dead_lettered);
     tcase_add_test(tc, a_malformed_outbox_row_is_reported_and_kept);
+    tcase_add_test(tc, published_outbox_rows_past_retention_are_purged);
+    tcase_add_test(tc, old_claims_are_abandoned_measured_and_still_applied);
     tcase_add_test(tc, events_have_stable_ids_and_replay_changes_nothing);
     tcase_add_test(tc, partitions_start_at_the_offsets_stored_in_postgresql);
     tcase_add_test(tc, reply_goes_to_the_named_partition);

@@ -1083,6 +1083,31 @@ START_TEST(test_refusal_isolates_one_command)
 }
 END_TEST
 
+/*
+ * A claim the purge marked abandoned is not a decision (ADR 0020): its own command, arriving
+ * late, is applied; another command under its key is held as in flight, like under an accepted
+ * claim. Before, "abandoned" was taken for a decision and answered with its empty result.
+ */
+START_TEST(test_abandoned_claims_are_undecided)
+{
+    static const mspec m[] = {OPEN(U1, .key = "k1"), DEPOSIT(U2, 5, .key = "k2")};
+    batch b;
+    decode(&b, m, 2);
+    batch_load_command(&b, "t1", "k1", U1, "abandoned", 0, NULL);
+    batch_load_command(&b, "t1", "k2", U9, "abandoned", 0, NULL);
+    batch_apply(&b);
+    ck_assert_int_eq(b.items[0].state, ITEM_APPLIED);
+    ck_assert_int_eq(b.items[0].http_status, 201);
+    ck_assert_int_eq(b.items[1].state, ITEM_DUPLICATE);
+    ck_assert_int_eq(b.items[1].http_status, 409);
+    ck_assert_str_eq(jstr(b.items[1].body, "command_id"), U9);
+    size_t count;
+    check_rows("commands", batch_command_rows(&b, &count), 1,
+               "[{'id':'" U1 "','status':'applied','idempotency_key':'k1'}]", true);
+    batch_clear(&b);
+}
+END_TEST
+
 /* ---- loading aggregate rows ---- */
 
 typedef struct {
@@ -1304,6 +1329,7 @@ int main(void)
     tcase_add_loop_test(tc, test_load_aggregate, 0, N(lcases));
     tcase_add_test(tc, test_unencodable_rows);
     tcase_add_test(tc, test_refusal_isolates_one_command);
+    tcase_add_test(tc, test_abandoned_claims_are_undecided);
     suite_add_tcase(s, tc);
     tc = tcase_create("io");
     tcase_add_loop_test(tc, test_reply, 0, N(rcases));
