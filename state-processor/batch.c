@@ -159,9 +159,11 @@ batch_refusal batch_refused(batch *b, const char *reason, const char *detail)
         set_range(b, b->from, b->from + (b->to - b->from) / 2);
         return BATCH_NARROWED;
     }
+    if (b->from == b->to)
+        return BATCH_STUCK;
     batch_item *it = &b->items[b->from];
     /* Nothing of its own was written: the refusal was not about it. */
-    if (it->state == ITEM_SKIPPED || it->state == ITEM_DUPLICATE || b->from == b->to)
+    if (it->state == ITEM_SKIPPED || it->state == ITEM_DUPLICATE)
         return BATCH_STUCK;
     if (!it->dead_reason && b->refusals++ == 0)
         return BATCH_RETRY_ALONE;
