@@ -1,6 +1,7 @@
 /* auth.c: JWT bearer tokens checked with libjwt; the key is checked at start with OpenSSL. */
 #include "auth.h"
 
+#include "envelope.h"
 #include "xalloc.h"
 
 #include <errno.h>
@@ -26,12 +27,12 @@ struct auth {
     long long leeway_s;
 };
 
+_Static_assert(AUTH_TENANT_MAX == ENVELOPE_MAX_TENANT_LEN,
+               "one tenant rule for the whole pipeline");
+
 bool auth_tenant_valid(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > AUTH_TENANT_MAX)
-        return false;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+    return envelope_tenant_valid(s, strlen(s));
 }
 
 /* The whole file, NUL-terminated; NULL with err. */

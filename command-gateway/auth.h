@@ -11,7 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Longest tenant name; a tenant is 1..AUTH_TENANT_MAX of [A-Za-z0-9._-]. */
+/* Longest tenant name; a tenant is 1..AUTH_TENANT_MAX of [A-Za-z0-9._-]: the wire contract's
+   rule (ENVELOPE_MAX_TENANT_LEN, envelope_tenant_valid()), which the processor checks again. */
 #define AUTH_TENANT_MAX 64
 
 typedef struct auth_config {

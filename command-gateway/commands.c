@@ -535,15 +535,17 @@ static void on_claimed(const pgconn_result *r, void *arg)
     const char *status = pgconn_result_value(r, 0, 2);
     const char *hash = pgconn_result_value(r, 0, 3);
     bool same = !hash || strcmp(hash, p->fingerprint) == 0;
-    if (strcmp(status, "accepted") == 0 &&
-        atof(pgconn_result_value(r, 0, 6)) < (double)p->g->cfg->inflight_timeout_s) {
+    /* A claim the processor marked abandoned (accepted for idempotency.abandon_after_s) is still
+       undecided: taken over like a stale one, never answered as a result (ADR 0020). */
+    bool undecided = strcmp(status, "accepted") == 0 || strcmp(status, "abandoned") == 0;
+    if (undecided && atof(pgconn_result_value(r, 0, 6)) < (double)p->g->cfg->inflight_timeout_s) {
         answer_in_flight(p, id);
     } else if (!same) {
         json_t *pb = problem_new(PROBLEM_KEY_REUSED,
                                  "this Idempotency-Key was used for a different request", NULL);
         json_object_set_new(pb, "command_id", json_string(id));
         answer_problem(p, pb);
-    } else if (strcmp(status, "accepted") == 0) {
+    } else if (undecided) {
         log_kv(LOG_WARN, "taking over a stale claim",
                LOG_FIELDS("command_id", id, "trace_id", p->trace_id));
         snprintf(p->in.command_id, sizeof(p->in.command_id), "%s", id);

@@ -173,9 +173,8 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
             goto done;
         }
     }
-    size_t agg_len = strlen(agg);
-    if (agg_len == 0 || agg_len > INTAKE_MAX_AGGREGATE_LEN ||
-        agg_len != json_string_length(json_object_get(doc, "aggregate_id"))) {
+    if (!envelope_aggregate_id_valid(agg,
+                                     json_string_length(json_object_get(doc, "aggregate_id")))) {
         problem = fail(out, PROBLEM_INVALID_REQUEST,
                        "\"aggregate_id\" must be 1..255 bytes without NUL", NULL);
         goto done;

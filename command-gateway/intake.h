@@ -6,14 +6,16 @@
 #define CQRS_INTAKE_H
 
 #include "domain.h"
+#include "envelope.h"
 #include "ids.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
-#define INTAKE_MAX_KEY_LEN       255 /* Idempotency-Key */
-#define INTAKE_MAX_AGGREGATE_LEN 255
+/* The wire contract's limits (envelope.h), which the processor checks again. */
+#define INTAKE_MAX_KEY_LEN       ENVELOPE_MAX_KEY_LEN /* Idempotency-Key */
+#define INTAKE_MAX_AGGREGATE_LEN ENVELOPE_MAX_AGGREGATE_ID_LEN
 
 /* The request headers intake looks at; any may be NULL. */
 typedef struct intake_headers {

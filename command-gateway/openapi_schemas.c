@@ -183,12 +183,14 @@ static json_t *accepted_schema(const domain_registry *reg)
 static json_t *record_schema(void)
 {
     json_t *props = json_pack(
-        "{s:o, s:{s:s, s:[s, s, s], s:s}, s:o, s:o, s:o, s:o, s:{s:[s, s]}, s:{s:[s, s]},"
+        "{s:o, s:{s:s, s:[s, s, s, s], s:s}, s:o, s:o, s:o, s:o, s:{s:[s, s]}, s:{s:[s, s]},"
         " s:{s:[s, s], s:s}, s:o, s:{s:[s, s], s:s}}",
         "command_id", openapi_schemas_string("uuid"), "status", "type", "string", "enum",
-        "accepted", "applied", "rejected", "description",
-        "accepted: in Kafka, not applied yet (result and finished_at are null)", "type",
-        openapi_schemas_string(NULL), "aggregate_type", openapi_schemas_string(NULL),
+        "accepted", "applied", "rejected", "abandoned", "description",
+        "accepted: in Kafka, not applied yet (result and finished_at are null); abandoned: "
+        "accepted for longer than the processor's idempotency.abandon_after_s, so possibly never "
+        "in Kafka, and still applied if it arrives (result is null)",
+        "type", openapi_schemas_string(NULL), "aggregate_type", openapi_schemas_string(NULL),
         "aggregate_id", openapi_schemas_string(NULL), "idempotency_key",
         openapi_schemas_string(NULL), "http_status", "type", "integer", "null", "version", "type",
         "integer", "null", "result", "type", "object", "null", "description",

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* String attributes in header order; offsets into struct envelope. */
 static const struct {
@@ -104,14 +105,23 @@ static int parse_number(const header *h, long long max, long long *out, char *er
     return 0;
 }
 
+/* True when the message's content-type says structured mode: the whole event in the value. */
+static bool structured_mode(const header *h)
+{
+    static const char prefix[] = "application/cloudevents";
+    return h->len >= sizeof(prefix) - 1 && strncasecmp(h->value, prefix, sizeof(prefix) - 1) == 0;
+}
+
 int envelope_from_headers(envelope *e, const header *h, size_t n, char *err, size_t errlen)
 {
     envelope_clear(e);
-    bool have_version = false;
+    bool have_version = false, structured = false;
     for (size_t i = 0; i < n; i++) {
         if (!h[i].value)
             continue;
-        if (hdr_is(&h[i], "ce_specversion")) {
+        if (hdr_is(&h[i], "content-type")) {
+            structured = structured_mode(&h[i]);
+        } else if (hdr_is(&h[i], "ce_specversion")) {
             if (h[i].len != 3 || memcmp(h[i].value, "1.0", 3) != 0) {
                 snprintf(err, errlen, "header ce_specversion: unsupported version '%.*s'",
                          (int)(h[i].len > 16 ? 16 : h[i].len), h[i].value);
@@ -140,6 +150,13 @@ int envelope_from_headers(envelope *e, const header *h, size_t n, char *err, siz
             }
         }
     }
+    if (!have_version && structured) {
+        snprintf(err, errlen,
+                 "structured-mode CloudEvent (content-type application/cloudevents+json): this "
+                 "topic takes binary mode only, the attributes in ce_* headers and the data as "
+                 "the message value");
+        return -1;
+    }
     if (!have_version) {
         snprintf(err, errlen, "header ce_specversion: missing");
         return -1;
@@ -157,4 +174,113 @@ char *envelope_event_id(const char *tenant, const char *aggregate_type, const ch
                         long long version)
 {
     return xasprintf("%s/%s/%s/%lld", tenant, aggregate_type, aggregate_id, version);
+}
+
+bool envelope_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        unsigned c = *p++;
+        if (c < 0x80)
+            continue;
+        size_t more;
+        unsigned cp, min;
+        if (c >= 0xc2 && c <= 0xdf) {
+            more = 1, cp = c & 0x1f, min = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            more = 2, cp = c & 0x0f, min = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            more = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false; /* a continuation byte first, or a lead byte of an overlong form */
+        }
+        if ((size_t)(end - p) < more)
+            return false;
+        for (size_t k = 0; k < more; k++) {
+            if ((p[k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[k] & 0x3f);
+        }
+        p += more;
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+    }
+    return true;
+}
+
+bool envelope_tenant_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > ENVELOPE_MAX_TENANT_LEN)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (!s[i] ||
+            !strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", s[i]))
+            return false;
+    }
+    return true;
+}
+
+bool envelope_key_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > ENVELOPE_MAX_KEY_LEN)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+bool envelope_aggregate_id_valid(const char *s, size_t len)
+{
+    return len > 0 && len <= ENVELOPE_MAX_AGGREGATE_ID_LEN && !memchr(s, '\0', len) &&
+           envelope_utf8_valid(s, len);
+}
+
+/* Visible ASCII, 1..ENVELOPE_MAX_TYPE_LEN: the command types of the domain files are. */
+static bool type_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > ENVELOPE_MAX_TYPE_LEN)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] <= 0x20 || s[i] > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+int envelope_check_command(const envelope *e, char *err, size_t errlen)
+{
+    size_t len = e->subject ? strlen(e->subject) : 0;
+    if (!envelope_aggregate_id_valid(e->subject ? e->subject : "", len)) {
+        snprintf(err, errlen,
+                 "header ce_subject: an aggregate id is 1..%d bytes of UTF-8 without NUL (%s)",
+                 ENVELOPE_MAX_AGGREGATE_ID_LEN,
+                 len > ENVELOPE_MAX_AGGREGATE_ID_LEN ? "too long"
+                 : len == 0                          ? "empty"
+                                                     : "not valid UTF-8");
+        return -1;
+    }
+    if (!type_valid(e->type, strlen(e->type))) {
+        snprintf(err, errlen, "header ce_type: a command type is 1..%d visible ASCII characters",
+                 ENVELOPE_MAX_TYPE_LEN);
+        return -1;
+    }
+    if (e->tenant && *e->tenant && !envelope_tenant_valid(e->tenant, strlen(e->tenant))) {
+        snprintf(err, errlen, "header ce_tenant: a tenant is 1..%d of A-Z a-z 0-9 . _ - (%s)",
+                 ENVELOPE_MAX_TENANT_LEN,
+                 strlen(e->tenant) > ENVELOPE_MAX_TENANT_LEN ? "too long" : "other characters");
+        return -1;
+    }
+    if (e->idempotency_key && *e->idempotency_key &&
+        !envelope_key_valid(e->idempotency_key, strlen(e->idempotency_key))) {
+        snprintf(err, errlen,
+                 "header ce_idempotencykey: an idempotency key is 1..%d printable ASCII "
+                 "characters (%s)",
+                 ENVELOPE_MAX_KEY_LEN,
+                 strlen(e->idempotency_key) > ENVELOPE_MAX_KEY_LEN ? "too long"
+                                                                   : "other characters");
+        return -1;
+    }
+    return 0;
 }

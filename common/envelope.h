@@ -32,6 +32,17 @@ typedef struct envelope {
     int reply_partition;        /* ce_replypartition; -1 when absent */
 } envelope;
 
+/*
+ * Limits on the identities a command carries, defined once: the gateway answers 400 to a request
+ * beyond them, and the processor dead-letters a message beyond them (another producer may have
+ * written it). Each is far below PostgreSQL's btree index-row limit (about 2,700 bytes), even
+ * combined as in the unique keys (tenant, aggregate type, aggregate id) and (tenant, key).
+ */
+#define ENVELOPE_MAX_TENANT_LEN       64  /* 1..64 of [A-Za-z0-9._-] */
+#define ENVELOPE_MAX_KEY_LEN          255 /* Idempotency-Key: printable ASCII, space included */
+#define ENVELOPE_MAX_AGGREGATE_ID_LEN 255 /* aggregate id: UTF-8, no NUL */
+#define ENVELOPE_MAX_TYPE_LEN         128 /* command type: visible ASCII */
+
 /* Largest version a command may expect: exact in a JSON number (2^53). */
 #define ENVELOPE_MAX_VERSION (1LL << 53)
 
@@ -49,9 +60,30 @@ size_t envelope_to_headers(const envelope *e, header out[ENVELOPE_MAX_HEADERS], 
 
 /*
  * Parses headers into e (which must be zeroed). Requires ce_specversion "1.0", ce_id, ce_source
- * and ce_type; checks numbers. Returns 0, or -1 with err naming the header at fault.
+ * and ce_type; checks numbers. Returns 0, or -1 with err naming the header at fault; a
+ * structured-mode CloudEvent (content-type application/cloudevents+json, no ce_* headers) is
+ * named as such.
  */
 int envelope_from_headers(envelope *e, const header *h, size_t n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* True when s[0..len) is well-formed UTF-8 (no overlong forms, surrogates or code points past
+   U+10FFFF). */
+bool envelope_utf8_valid(const char *s, size_t len);
+/* True for a tenant name: 1..ENVELOPE_MAX_TENANT_LEN of [A-Za-z0-9._-]. */
+bool envelope_tenant_valid(const char *s, size_t len);
+/* True for an idempotency key: 1..ENVELOPE_MAX_KEY_LEN bytes of printable ASCII (0x20..0x7e). */
+bool envelope_key_valid(const char *s, size_t len);
+/* True for an aggregate id: 1..ENVELOPE_MAX_AGGREGATE_ID_LEN bytes of UTF-8 without NUL. */
+bool envelope_aggregate_id_valid(const char *s, size_t len);
+
+/*
+ * Checks the identities of a parsed command against the limits above: ce_subject (required),
+ * ce_type, and ce_tenant and ce_idempotencykey when present and not empty. Returns 0, or -1 with
+ * err naming the header and the rule it breaks (never the bytes themselves, which may not be
+ * text).
+ */
+int envelope_check_command(const envelope *e, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* The stable id of a domain event: "<tenant>/<aggregate type>/<aggregate id>/<version>". */

@@ -82,6 +82,11 @@ static void decode_one(batch_item *it, const domain_registry *reg, const kafka_m
         dead(it, "bad-envelope", "ce_subject (the aggregate id) is missing");
         return;
     }
+    /* Any producer may have written it: what is recorded must fit the tables and their keys. */
+    if (envelope_check_command(&it->env, err, sizeof(err)) != 0) {
+        dead(it, "bad-envelope", err);
+        return;
+    }
     it->tenant = it->env.tenant && *it->env.tenant ? it->env.tenant : default_tenant;
     it->idem_key =
         it->env.idempotency_key && *it->env.idempotency_key ? it->env.idempotency_key : it->env.id;
@@ -114,6 +119,21 @@ static size_t partition_index(const batch *b, int partition)
     return b->npartitions;
 }
 
+/* Sets the range [from, to) and the next offset it reaches on each partition. */
+static void set_range(batch *b, size_t from, size_t to)
+{
+    b->from = from;
+    b->to = to;
+    b->refusals = 0;
+    for (size_t p = 0; p < b->npartitions; p++)
+        b->batch_next[p] = -1;
+    for (size_t i = from; i < to; i++) {
+        size_t p = partition_index(b, b->items[i].partition);
+        if (b->items[i].offset + 1 > b->batch_next[p])
+            b->batch_next[p] = b->items[i].offset + 1;
+    }
+}
+
 void batch_decode(batch *b, const domain_registry *reg, const kafka_message *msgs, size_t n,
                   const char *group, const char *default_tenant)
 {
@@ -126,16 +146,45 @@ void batch_decode(batch *b, const domain_registry *reg, const kafka_message *msg
     b->batch_next = xcalloc(n ? n : 1, sizeof(long long));
     for (size_t i = 0; i < n; i++) {
         decode_one(&b->items[i], reg, &msgs[i], default_tenant);
-        size_t p = partition_index(b, msgs[i].partition);
-        if (p == b->npartitions) {
-            b->partitions[p] = msgs[i].partition;
-            b->batch_next[p] = -1;
-            b->npartitions++;
-        }
-        if (msgs[i].offset + 1 > b->batch_next[p])
-            b->batch_next[p] = msgs[i].offset + 1;
+        if (partition_index(b, msgs[i].partition) == b->npartitions)
+            b->partitions[b->npartitions++] = msgs[i].partition;
     }
+    set_range(b, 0, n);
     batch_reset(b);
+}
+
+batch_refusal batch_refused(batch *b, const char *reason, const char *detail)
+{
+    if (b->to - b->from > 1) {
+        set_range(b, b->from, b->from + (b->to - b->from) / 2);
+        return BATCH_NARROWED;
+    }
+    if (b->from == b->to)
+        return BATCH_STUCK;
+    batch_item *it = &b->items[b->from];
+    /* Nothing of its own was written: the refusal was not about it. */
+    if (it->state == ITEM_SKIPPED || it->state == ITEM_DUPLICATE)
+        return BATCH_STUCK;
+    if (!it->dead_reason && b->refusals++ == 0)
+        return BATCH_RETRY_ALONE;
+    if (!it->dead_reason) {
+        dead(it, reason, detail);
+        it->dead_sent = false;
+        return BATCH_DEAD_LETTERED;
+    }
+    if (it->recordable) {
+        it->recordable = false;
+        return BATCH_UNRECORDED;
+    }
+    return BATCH_STUCK;
+}
+
+bool batch_next_range(batch *b)
+{
+    if (b->to >= b->n)
+        return false;
+    set_range(b, b->to, b->n);
+    return true;
 }
 
 static void free_agg(const char *key, void *value, void *arg)
@@ -228,36 +277,44 @@ char *batch_partitions_param(const batch *b)
     return batch_int_array(b->partitions, b->npartitions);
 }
 
-static char *dump_free(json_t *j)
+/* The array as text; NULL (a is freed) when one of its rows could not be built. */
+static char *dump_free(json_t *a, bool complete)
 {
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
+    char *s = complete ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
     return s;
+}
+
+/* Appends row to a; false when it could not be built (json_pack() failed): never dropped. */
+static bool append(json_t *a, json_t *row)
+{
+    return row && json_array_append_new(a, row) == 0;
 }
 
 char *batch_keys_param(const batch *b)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < b->n; i++) {
+    bool ok = true;
+    for (size_t i = b->from; i < b->to && ok; i++) {
         const batch_item *it = &b->items[i];
         if (it->recordable)
-            json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "tenant", it->tenant, "key",
-                                               it->idem_key, "id", it->env.id));
+            ok = append(a, json_pack("{s:s, s:s, s:s}", "tenant", it->tenant, "key", it->idem_key,
+                                     "id", it->env.id));
     }
-    return dump_free(a);
+    return dump_free(a, ok);
 }
 
 char *batch_aggregates_param(const batch *b)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < b->n; i++) {
+    bool ok = true;
+    for (size_t i = b->from; i < b->to && ok; i++) {
         const batch_item *it = &b->items[i];
         if (it->cmd && !it->dead_reason)
-            json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "tenant", it->tenant, "type",
-                                               domain_command_aggregate(it->cmd), "id",
-                                               it->env.subject));
+            ok = append(a, json_pack("{s:s, s:s, s:s}", "tenant", it->tenant, "type",
+                                     domain_command_aggregate(it->cmd), "id", it->env.subject));
     }
-    return dump_free(a);
+    return dump_free(a, ok);
 }
 
 void batch_load_offset(batch *b, int partition, long long next_offset)
@@ -296,9 +353,16 @@ void batch_load_command(batch *b, const char *tenant, const char *key, const cha
     json_decref(r);
 }
 
+/* A record that is not a decision: accepted, or accepted so long ago that it was marked
+   abandoned (its command may still arrive, and is then applied: ADR 0020). */
+static bool undecided(const known_cmd *k)
+{
+    return strcmp(k->status, "accepted") == 0 || strcmp(k->status, "abandoned") == 0;
+}
+
 /*
  * The earlier decision this item repeats, or NULL: the same tenant + idempotency key, or the same
- * command id (a producer retry). A record still "accepted" under this very id is not a decision.
+ * command id (a producer retry). An undecided record under this very id is not a decision.
  */
 static const known_cmd *earlier(const batch *b, const batch_item *it)
 {
@@ -306,7 +370,7 @@ static const known_cmd *earlier(const batch *b, const batch_item *it)
     const known_cmd *found = NULL;
     for (int i = 0; i < 2 && !found; i++) {
         const known_cmd *k = strmap_get(b->known, mks[i]);
-        if (k && (strcmp(k->status, "accepted") != 0 || strcmp(k->id, it->env.id) != 0))
+        if (k && (!undecided(k) || strcmp(k->id, it->env.id) != 0))
             found = k;
     }
     free(mks[0]);
@@ -430,7 +494,7 @@ static void apply_one(batch *b, batch_item *it)
 
 void batch_apply(batch *b)
 {
-    for (size_t i = 0; i < b->n; i++) {
+    for (size_t i = b->from; i < b->to; i++) {
         batch_item *it = &b->items[i];
         size_t p = partition_index(b, it->partition);
         if (b->stored_next[p] >= 0 && it->offset < b->stored_next[p]) {
@@ -442,7 +506,7 @@ void batch_apply(batch *b)
             continue;
         }
         const known_cmd *k = earlier(b, it);
-        if (k && strcmp(k->status, "accepted") == 0) {
+        if (k && undecided(k)) {
             /* Its key belongs to a command taken but not decided yet (another partition). */
             it->state = ITEM_DUPLICATE;
             it->http_status = problem_status(PROBLEM_IN_FLIGHT);
@@ -466,13 +530,20 @@ void batch_apply(batch *b)
     }
 }
 
+/* The aggregate rows being built, and whether every one could be. */
+typedef struct agg_rows {
+    json_t *a;
+    bool ok;
+} agg_rows;
+
 static void add_agg_row(const char *key, void *value, void *arg)
 {
     (void)key;
     const agg_row *a = value;
-    if (!a->dirty)
+    agg_rows *rows = arg;
+    if (!a->dirty || !rows->ok)
         return;
-    json_array_append_new(arg, json_pack("{s:s, s:s, s:s, s:I, s:I, s:O, s:b}", "tenant", a->tenant,
+    rows->ok = append(rows->a, json_pack("{s:s, s:s, s:s, s:I, s:I, s:O, s:b}", "tenant", a->tenant,
                                          "type", a->type, "id", a->id, "prev_version",
                                          a->loaded_version, "version", a->version, "state",
                                          a->state ? a->state : json_null(), "deleted", a->deleted));
@@ -480,16 +551,17 @@ static void add_agg_row(const char *key, void *value, void *arg)
 
 char *batch_aggregate_rows(const batch *b, size_t *count)
 {
-    json_t *a = json_array();
-    strmap_each(b->aggregates, add_agg_row, a);
-    *count = json_array_size(a);
-    return dump_free(a);
+    agg_rows rows = {json_array(), true};
+    strmap_each(b->aggregates, add_agg_row, &rows);
+    *count = json_array_size(rows.a);
+    return dump_free(rows.a, rows.ok);
 }
 
 char *batch_command_rows(const batch *b, size_t *count)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < b->n; i++) {
+    bool ok = true;
+    for (size_t i = b->from; i < b->to && ok; i++) {
         const batch_item *it = &b->items[i];
         if (!it->recordable || (it->state != ITEM_APPLIED && it->state != ITEM_REJECTED))
             continue;
@@ -503,20 +575,24 @@ char *batch_command_rows(const batch *b, size_t *count)
             "aggregate_id", it->env.subject, "status",
             it->state == ITEM_APPLIED ? "applied" : "rejected", "http_status", it->http_status,
             "result", it->body, "partition", it->partition, "offset", it->offset);
-        json_object_set_new(row, "version", it->version ? json_integer(it->version) : json_null());
-        json_object_set_new(row, "traceparent",
-                            it->env.traceparent ? json_string(it->env.traceparent) : json_null());
-        json_array_append_new(a, row);
+        if (row) {
+            json_object_set_new(row, "version",
+                                it->version ? json_integer(it->version) : json_null());
+            json_object_set_new(row, "traceparent",
+                                it->env.traceparent ? json_string(it->env.traceparent)
+                                                    : json_null());
+        }
+        ok = append(a, row);
         free(agg_type);
     }
     *count = json_array_size(a);
-    return dump_free(a);
+    return dump_free(a, ok);
 }
 
 json_t *batch_outbox_json(const batch *b)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < b->n; i++) {
+    for (size_t i = b->from; i < b->to; i++) {
         const batch_item *it = &b->items[i];
         if (it->state != ITEM_APPLIED)
             continue;
@@ -525,9 +601,12 @@ json_t *batch_outbox_json(const batch *b)
                                 it->env.subject, "version", it->version, "event_type",
                                 domain_command_event(it->cmd), "command_id", it->env.id, "payload",
                                 it->event_data, "traceparent", it->traceparent);
-        if (it->env.tracestate)
+        if (row && it->env.tracestate)
             json_object_set_new(row, "tracestate", json_string(it->env.tracestate));
-        json_array_append_new(a, row);
+        if (!append(a, row)) {
+            json_decref(a);
+            return NULL;
+        }
     }
     return a;
 }
@@ -536,21 +615,21 @@ char *batch_outbox_rows(const batch *b, size_t *count)
 {
     json_t *a = batch_outbox_json(b);
     *count = json_array_size(a);
-    return dump_free(a);
+    return a ? dump_free(a, true) : NULL;
 }
 
 char *batch_offset_rows(const batch *b, size_t *count)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < b->npartitions; i++) {
+    bool ok = true;
+    for (size_t i = 0; i < b->npartitions && ok; i++) {
         if (b->batch_next[i] <= b->stored_next[i])
             continue;
-        json_array_append_new(a, json_pack("{s:s, s:s, s:i, s:I}", "group_id", b->group, "topic",
-                                           b->topic, "partition", b->partitions[i], "next_offset",
-                                           b->batch_next[i]));
+        ok = append(a, json_pack("{s:s, s:s, s:i, s:I}", "group_id", b->group, "topic", b->topic,
+                                 "partition", b->partitions[i], "next_offset", b->batch_next[i]));
     }
     *count = json_array_size(a);
-    return dump_free(a);
+    return dump_free(a, ok);
 }
 
 json_t *batch_reply(const batch_item *it)

@@ -41,6 +41,7 @@ typedef struct batch_item {
     json_t *payload;
     char *dead_reason; /* non-NULL: poison message, goes to the dead-letter topic */
     char *dead_detail;
+    bool dead_sent;  /* its dead letter is confirmed by Kafka (the processor sets it) */
     bool recordable; /* has enough identity (uuid id, type) to be recorded as rejected */
 
     item_state state;
@@ -64,17 +65,43 @@ typedef struct batch {
     strmap *known;          /* by key and by command id -> struct known_cmd (batch.c) */
     int *partitions;        /* distinct partitions of the batch */
     long long *stored_next; /* next offset stored in PostgreSQL per partition, -1 if none */
-    long long *batch_next;  /* next offset after this batch per partition */
+    long long *batch_next;  /* next offset after the range per partition, -1 if none in it */
     size_t npartitions;
+    /* The items the next transaction applies and writes: [from, to). All of them, or a part
+       while the processor isolates a command PostgreSQL refuses (batch_refused()). */
+    size_t from, to;
+    int refusals; /* consecutive refusals of the range as it is */
 } batch;
 
+/* What the processor does after PostgreSQL refused the range's data (batch_refused()). */
+typedef enum {
+    BATCH_NARROWED,      /* the range was halved: write its first half */
+    BATCH_RETRY_ALONE,   /* one command, refused once: write it again on its own */
+    BATCH_DEAD_LETTERED, /* one command, refused twice: it is now dead (dead letter, recorded as
+                            rejected) */
+    BATCH_UNRECORDED,    /* its rejection was refused too: only the offset moves past it */
+    BATCH_STUCK,         /* nothing of the range left to drop: retry after a backoff */
+} batch_refusal;
+
 /*
- * Decodes n messages (copied) into b, which must be zeroed. Messages that cannot be processed are
- * marked dead with a reason; the rest are validated against the registry. default_tenant applies
- * to messages without ce_tenant.
+ * Decodes n messages (copied) into b, which must be zeroed, and sets the range to all of them.
+ * Messages that cannot be processed are marked dead with a reason; the rest are validated against
+ * the registry. default_tenant applies to messages without ce_tenant.
  */
 void batch_decode(batch *b, const domain_registry *reg, const kafka_message *msgs, size_t n,
                   const char *group, const char *default_tenant);
+
+/*
+ * Decides what follows PostgreSQL's refusal of the range's data (an error of SQLSTATE class 22,
+ * 23 or 54) or a row of it that could not be encoded; call it before batch_reset(). A range of
+ * several commands is halved; a command refused on its own is tried once more (the refusal may
+ * have been a race with another processor), then dead-lettered with reason and detail (copied)
+ * and recorded as rejected; if that record is refused too, only the offset moves past it.
+ */
+batch_refusal batch_refused(batch *b, const char *reason, const char *detail);
+/* After the range committed: true, with the range set to the rest of the batch, when any is
+   left. */
+bool batch_next_range(batch *b);
 
 /* Forgets what was loaded and applied, keeping the decoded items, for a retry. */
 void batch_reset(batch *b);
@@ -82,7 +109,8 @@ void batch_reset(batch *b);
 void batch_clear(batch *b);
 
 /* Query parameters for the three reads (caller frees each with free()):
-   partitions as a PostgreSQL int[] literal, known keys and aggregates as JSON arrays. */
+   partitions as a PostgreSQL int[] literal, known keys and aggregates as JSON arrays (NULL when
+   an item's attributes cannot be encoded as JSON: see batch_refused()). */
 char *batch_partitions_param(const batch *b);
 /* v as a PostgreSQL int[] literal ("{1,2}"); the caller frees it. */
 char *batch_int_array(const int *v, size_t n);
@@ -102,11 +130,15 @@ int batch_load_aggregate(batch *b, const char *tenant, const char *type, const c
 /* Applies every item in order through the domain rules and the version checks. */
 void batch_apply(batch *b);
 
-/* Write parameters, JSON arrays for jsonb_to_recordset (caller frees with free()). */
+/*
+ * Write parameters of the range, JSON arrays for jsonb_to_recordset (caller frees with free()).
+ * NULL when a row cannot be encoded (not UTF-8 text, say): never a row left out.
+ */
 char *batch_aggregate_rows(const batch *b, size_t *count);
 char *batch_command_rows(const batch *b, size_t *count);
 char *batch_outbox_rows(const batch *b, size_t *count);
-/* The outbox rows as a JSON array (caller owns it): for the write and, after COMMIT, the relay. */
+/* The outbox rows as a JSON array (caller owns it): for the write and, after COMMIT, the relay;
+   NULL when a row cannot be encoded. */
 json_t *batch_outbox_json(const batch *b);
 char *batch_offset_rows(const batch *b, size_t *count);
 

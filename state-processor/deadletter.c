@@ -9,9 +9,15 @@
 #include <string.h>
 #include <strings.h>
 
-/* Kept in step with the reasons batch.c's decode_one() gives. */
-const char *const deadletter_reasons[] = {"bad-envelope", "unknown-command", "malformed-payload",
-                                          "invalid-payload", NULL};
+/* Kept in step with the reasons batch.c's decode_one() gives, and processor.c's for a command
+   PostgreSQL refused or whose rows could not be encoded (batch_refused()). */
+const char *const deadletter_reasons[] = {"bad-envelope",
+                                          "unknown-command",
+                                          "malformed-payload",
+                                          "invalid-payload",
+                                          "rejected-by-postgresql",
+                                          "unencodable",
+                                          NULL};
 
 static const header *find(const kafka_message *m, const char *name)
 {
@@ -68,7 +74,8 @@ int deadletter_filter_init(deadletter_filter *f, const char *reason, const char 
         if (!known)
             return fail(f, err, errlen, "reason", reason,
                         "is not a dead-letter reason (bad-envelope, unknown-command, "
-                        "malformed-payload, invalid-payload)");
+                        "malformed-payload, invalid-payload, rejected-by-postgresql, "
+                        "unencodable)");
         f->reason = xstrdup(reason);
     }
     if (parse_time(f, "since", since, &f->since_ms, err, errlen) != 0 ||

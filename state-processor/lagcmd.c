@@ -73,6 +73,29 @@ void lagcmd_print_table(FILE *f, const char *role, const char *group, const char
     fprintf(f, TABLE_ROW, role, group, topic, "total", st, hi, lg);
 }
 
+static const char commands_sql[] =
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::bigint, "
+    "(SELECT id FROM commands WHERE status = 'accepted' ORDER BY created_at LIMIT 1), "
+    "(SELECT count(*) FROM commands WHERE status = 'abandoned') FROM commands "
+    "WHERE status = 'accepted'";
+
+json_t *lagcmd_commands_json(const lagcmd_commands *c)
+{
+    return json_pack("{s:I, s:I, s:o, s:I}", "accepted", (json_int_t)c->accepted,
+                     "oldest_accepted_s", (json_int_t)c->oldest_s, "oldest_accepted_id",
+                     *c->oldest_id ? json_string(c->oldest_id) : json_null(), "abandoned",
+                     (json_int_t)c->abandoned);
+}
+
+void lagcmd_print_commands(FILE *f, const lagcmd_commands *c)
+{
+    if (c->accepted > 0)
+        fprintf(f, "commands: %lld accepted, the oldest for %lld s (%s); %lld abandoned\n",
+                c->accepted, c->oldest_s, c->oldest_id, c->abandoned);
+    else
+        fprintf(f, "commands: 0 accepted; %lld abandoned\n", c->abandoned);
+}
+
 /* One group on one topic, as looked up. */
 typedef struct source {
     const char *role;
@@ -86,6 +109,35 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     *(bool *)arg = true;
+}
+
+/* The commands not decided, within timeout_ms. */
+static int look_up_commands(struct event_base *base, pgconn **pg, long long timeout_ms,
+                            lagcmd_commands *c, char *err, size_t errlen)
+{
+    bool expired = false;
+    struct event *deadline = evtimer_new(base, on_timeout, &expired);
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000};
+    evtimer_add(deadline, &tv);
+    pgwait w = {0};
+    int got = pgwait_run(&w, base, *pg, commands_sql, 0, NULL, &expired);
+    event_free(deadline);
+    if (got != 0 || pgwait_rows(&w) != 1) {
+        snprintf(err, errlen, "commands: %s", w.done ? w.error : "PostgreSQL unreachable");
+        if (!w.done) { /* still queued: pgconn_free() answers it, and w must live until then */
+            pgconn_free(*pg);
+            *pg = NULL;
+        }
+        pgwait_clear(&w);
+        return -1;
+    }
+    c->accepted = atoll(pgwait_cell(&w, 0, 0));
+    c->oldest_s = atoll(pgwait_cell(&w, 0, 1));
+    const char *id = pgwait_cell(&w, 0, 2);
+    snprintf(c->oldest_id, sizeof(c->oldest_id), "%s", id ? id : "");
+    c->abandoned = atoll(pgwait_cell(&w, 0, 3));
+    pgwait_clear(&w);
+    return 0;
 }
 
 /* The partitions and watermarks of s->topic, then the offsets PostgreSQL holds for s->group. */
@@ -167,7 +219,9 @@ int lagcmd_main(int argc, char **argv)
 
     if (!service_setup("lag",
                        "Shows, per partition, the offset each group resumes from (stored in "
-                       "PostgreSQL), the high watermark in Kafka, and the lag between them.",
+                       "PostgreSQL), the high watermark in Kafka, and the lag between them; then "
+                       "the commands accepted and not decided (the oldest, its age and id) and "
+                       "the claims marked abandoned.",
                        lag_config_table, &cfg, &kafka, argc, args, &rc))
         goto out;
     rc = EXIT_FAILURE;
@@ -190,12 +244,18 @@ int lagcmd_main(int argc, char **argv)
             goto out;
         }
     }
+    lagcmd_commands cmds = {0};
+    if (look_up_commands(base, &pg, cfg.timeout_ms, &cmds, err, sizeof(err)) != 0) {
+        log_kv(LOG_ERROR, "lag unavailable", LOG_FIELDS("error", err));
+        goto out;
+    }
     if (cfg.json) {
         json_t *groups = json_array();
         for (size_t i = 0; i < 2; i++)
             json_array_append_new(groups, lagcmd_group_json(src[i].role, src[i].group, src[i].topic,
                                                             src[i].rows, src[i].n));
-        json_t *j = json_pack("{s:o}", "groups", groups);
+        json_t *j =
+            json_pack("{s:o, s:o}", "groups", groups, "commands", lagcmd_commands_json(&cmds));
         char *s = json_dumps(j, JSON_COMPACT);
         printf("%s\n", s ? s : "{}");
         free(s);
@@ -205,6 +265,7 @@ int lagcmd_main(int argc, char **argv)
         for (size_t i = 0; i < 2; i++)
             lagcmd_print_table(stdout, src[i].role, src[i].group, src[i].topic, src[i].rows,
                                src[i].n);
+        lagcmd_print_commands(stdout, &cmds);
     }
     rc = EXIT_SUCCESS;
 out:

@@ -1,7 +1,8 @@
 /*
  * lagcmd.h: `state-processor lag`: per partition, for the processor group on the commands topic
  * and the projector group on the events topic, the offset stored in PostgreSQL (where each group
- * resumes: consumer_offsets, ADR 0007), the high watermark in Kafka, and the lag between them.
+ * resumes: consumer_offsets, ADR 0007), the high watermark in Kafka, and the lag between them;
+ * then the commands not decided: how many are accepted, the oldest, and the abandoned claims.
  */
 #ifndef CQRS_LAGCMD_H
 #define CQRS_LAGCMD_H
@@ -47,9 +48,23 @@ json_t *lagcmd_group_json(const char *role, const char *group, const char *topic
 void lagcmd_print_table(FILE *f, const char *role, const char *group, const char *topic,
                         const lagcmd_row *rows, size_t n);
 
+/* Commands not decided: those still accepted, the oldest of them, and the abandoned claims. */
+typedef struct lagcmd_commands {
+    long long accepted;
+    long long oldest_s;  /* age of the oldest accepted command; 0 when none */
+    char oldest_id[40];  /* its id, "" when none */
+    long long abandoned; /* claims marked abandoned (idempotency.abandon_after_s) */
+} lagcmd_commands;
+
+/* {"accepted", "oldest_accepted_s", "oldest_accepted_id" (null when none), "abandoned"}. */
+json_t *lagcmd_commands_json(const lagcmd_commands *c);
+/* One table line: "commands: N accepted, the oldest for S s (ID); M abandoned". */
+void lagcmd_print_commands(FILE *f, const lagcmd_commands *c);
+
 /*
- * Prints the lag of both groups: argv[0] is "lag", the rest are its --key=value flags (--help
- * lists them). A table, or JSON with --json, on stdout. Returns the exit status.
+ * Prints the lag of both groups, then the commands not decided: argv[0] is "lag", the rest are its
+ * --key=value flags (--help lists them). A table, or JSON with --json, on stdout. Returns the exit
+ * status.
  */
 int lagcmd_main(int argc, char **argv);
 

@@ -5,7 +5,9 @@
  *   the rules applied in C; the writes (aggregates, commands, outbox, offsets) pipelined; COMMIT.
  *   Only after COMMIT: replies to the gateways and events through the outbox relay.
  * Any failure rolls the transaction back and retries the same batch after a backoff: nothing is
- * skipped, nothing is applied twice.
+ * skipped, nothing is applied twice. When PostgreSQL refuses the data itself (SQLSTATE class 22,
+ * 23 or 54) or a row cannot be encoded, the batch is split until the command at fault is alone,
+ * and that command is dead-lettered: the partition keeps flowing (batch_refused()).
  */
 #include "processor.h"
 
@@ -58,6 +60,7 @@ struct processor {
     size_t outstanding; /* queries of the current phase still to answer */
     bool phase_failed;
     char phase_error[512];
+    const char *phase_refusal; /* the data was refused: "rejected-by-postgresql", "unencodable" */
     size_t expected_aggregates;
     long long written_aggregates;
     size_t dlq_outstanding;
@@ -71,7 +74,7 @@ struct processor {
     bool stopping;
 
     metrics_counter *m_applied, *m_rejected, *m_duplicates, *m_skipped, *m_dead, *m_batches,
-        *m_retries;
+        *m_retries, *m_isolated;
     metrics_histogram *m_batch_time;
     metrics_histogram *m_commit_time;
     metrics_histogram *m_transit;
@@ -151,14 +154,39 @@ static void stop_failed(processor *p, const char *why)
     event_base_loopexit(p->base, NULL);
 }
 
-/* A query of the current phase failed: remember the first reason. */
+/* Errors about the data rather than the server: retrying the same rows cannot succeed. Not
+   serialization failures or deadlocks (class 40), nor a lost connection (no SQLSTATE). */
+static bool data_error(const char *sqlstate)
+{
+    return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
+           strncmp(sqlstate, "54", 2) == 0;
+}
+
+/* A query of the current phase failed: remember the first reason, and whether it refused the
+   data. */
 static void phase_error(processor *p, const pgconn_result *r, const char *what)
 {
-    if (!p->phase_failed)
+    if (!p->phase_failed) {
         snprintf(p->phase_error, sizeof(p->phase_error), "%s: %s%s%s", what,
                  pgconn_result_status(r) == PGCONN_DISCONNECTED ? "connection lost"
                                                                 : pgconn_result_error(r),
                  *pgconn_result_sqlstate(r) ? " sqlstate " : "", pgconn_result_sqlstate(r));
+        p->phase_refusal =
+            pgconn_result_status(r) != PGCONN_DISCONNECTED && data_error(pgconn_result_sqlstate(r))
+                ? "rejected-by-postgresql"
+                : NULL;
+    }
+    p->phase_failed = true;
+}
+
+/* A parameter of the transaction could not be built: a row of the range cannot be encoded. */
+static void unencodable(processor *p, const char *what)
+{
+    if (!p->phase_failed) {
+        snprintf(p->phase_error, sizeof(p->phase_error),
+                 "%s: a row cannot be encoded as JSON (an attribute is not UTF-8 text)", what);
+        p->phase_refusal = "unencodable";
+    }
     p->phase_failed = true;
 }
 
@@ -167,21 +195,53 @@ static void on_rollback(const pgconn_result *r, void *arg)
     (void)r, (void)arg;
 }
 
-/* Rolls back and retries the same batch after a backoff. */
+/*
+ * Rolls back. Then the same batch is retried after a backoff, unless its data was refused: then
+ * the range is split or its one command retried alone, dead-lettered, or left unrecorded
+ * (batch_refused()), and written again at once.
+ */
 static void fail_tx(processor *p)
 {
     if (pgconn_query(p->pg, "ROLLBACK", 0, NULL, on_rollback, p) != 0)
         log_warn("rollback could not be queued");
     metrics_add(p->m_retries, 1);
+    batch_refusal next =
+        p->phase_refusal ? batch_refused(&p->b, p->phase_refusal, p->phase_error) : BATCH_STUCK;
     batch_reset(&p->b);
-    backoff(p, P_READING, "batch failed, will retry");
+    switch (next) {
+    case BATCH_NARROWED:
+        metrics_add(p->m_isolated, 1);
+        log_kv(LOG_WARN, "a command's data was refused; splitting the batch to find it",
+               LOG_FIELDS("error", p->phase_error));
+        begin_tx(p);
+        break;
+    case BATCH_RETRY_ALONE:
+        begin_tx(p);
+        break;
+    case BATCH_DEAD_LETTERED: /* its dead letter first, confirmed before anything commits */
+        dead_letters_phase(p);
+        break;
+    case BATCH_UNRECORDED:
+        log_kv(LOG_ERROR,
+               "the rejection of a dead-lettered command was refused too; only its "
+               "offset is stored",
+               LOG_FIELDS("error", p->phase_error));
+        begin_tx(p);
+        break;
+    case BATCH_STUCK:
+        backoff(p, P_READING, "batch failed, will retry");
+        break;
+    }
 }
 
 static int query(processor *p, const char *sql, int n, const char *const *v, pgconn_cb cb)
 {
     if (pgconn_query_prepared(p->pg, sql, n, v, cb, p) != 0) {
+        if (!p->phase_failed) {
+            snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
+            p->phase_refusal = NULL;
+        }
         p->phase_failed = true;
-        snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
         return -1;
     }
     p->outstanding++;
@@ -192,15 +252,16 @@ static int query(processor *p, const char *sql, int n, const char *const *v, pgc
 
 static void send_replies(processor *p, const batch *b)
 {
-    for (size_t i = 0; i < b->n; i++) {
+    for (size_t i = b->from; i < b->to; i++) {
         const batch_item *it = &b->items[i];
         if (it->env.reply_partition < 0 || !it->recordable || it->state == ITEM_SKIPPED)
             continue;
         json_t *reply = batch_reply(it);
-        char *value = json_dumps(reply, JSON_COMPACT);
+        char *value = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
         json_decref(reply);
         /* Best effort: a lost reply only turns the gateway's answer into a 202. */
-        if (kafka_produce(p->producer, p->topic_replies, it->env.reply_partition, it->env.id,
+        if (!value ||
+            kafka_produce(p->producer, p->topic_replies, it->env.reply_partition, it->env.id,
                           strlen(it->env.id), value, strlen(value), NULL, 0, NULL) != KAFKA_OK)
             log_kv(LOG_WARN, "reply not sent",
                    LOG_FIELDS("command_id", it->env.id, "trace_id", it->trace_id));
@@ -216,7 +277,7 @@ static const char *const outcome_names[] = {[ITEM_NEW] = "skipped",
 
 static void count_outcomes(processor *p, const batch *b)
 {
-    for (size_t i = 0; i < b->n; i++) {
+    for (size_t i = b->from; i < b->to; i++) {
         const batch_item *it = &b->items[i];
         if (log_enabled(LOG_DEBUG) && it->recordable)
             log_kv(LOG_DEBUG, "command decided",
@@ -264,6 +325,26 @@ static void on_finish(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * A part of a batch split to isolate a refused command committed: its events and replies go at
+ * once, and the rest of the batch is written next. False when the batch is all committed.
+ */
+static bool committed_part(processor *p)
+{
+    if (p->b.to >= p->b.n)
+        return false;
+    relay_publish(p->relay, p->outbox);
+    json_decref(p->outbox);
+    p->outbox = NULL;
+    send_replies(p, &p->b);
+    count_outcomes(p, &p->b);
+    if (!batch_next_range(&p->b))
+        return false;
+    batch_reset(&p->b);
+    begin_tx(p);
+    return true;
+}
+
+/*
  * The next batch's reads are queued first, and what this one still owes is done on the next
  * pass of the loop, after pgconn has sent them: PostgreSQL reads while we publish.
  */
@@ -277,9 +358,13 @@ static void committed(processor *p)
     assert(!p->done.items);
     /* Before the next poll, which may serve a rebalance that takes these partitions away. */
     for (size_t i = 0; i < p->b.npartitions; i++) {
-        kafka_consumer_commit(p->consumer, p->b.partitions[i], p->b.batch_next[i]);
-        offsetlog_committed(p->olog, p->b.partitions[i]);
+        if (p->b.batch_next[i] >= 0) {
+            kafka_consumer_commit(p->consumer, p->b.partitions[i], p->b.batch_next[i]);
+            offsetlog_committed(p->olog, p->b.partitions[i]);
+        }
     }
+    if (committed_part(p))
+        return;
     p->done = p->b;
     p->done_outbox = p->outbox;
     p->outbox = NULL;
@@ -384,12 +469,17 @@ static const char write_offsets_sql[] =
     "ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
     "next_offset = EXCLUDED.next_offset, cluster_id = EXCLUDED.cluster_id, updated_at = now()";
 
-/* Queues sql with rows as $1 (freed here) and p2, unless NULL, as $2; nothing for no rows. */
+/*
+ * Queues one write of rows (freed here) with p2, unless NULL, as $2; none for no rows; NULL rows
+ * could not be encoded.
+ */
 static void write_rows(processor *p, const char *sql, char *rows, size_t count, const char *p2,
                        pgconn_cb cb)
 {
     const char *v[] = {rows, p2};
-    if (count > 0)
+    if (!rows)
+        unencodable(p, "write");
+    else if (count > 0)
         query(p, sql, p2 ? 2 : 1, v, cb);
     free(rows);
 }
@@ -416,8 +506,8 @@ static void queue_write(processor *p)
         json_decref(p->outbox); /* of a batch that failed before its COMMIT */
         p->outbox = batch_outbox_json(&p->b);
         n = json_array_size(p->outbox);
-        write_rows(p, write_outbox_sql, n ? json_dumps(p->outbox, JSON_COMPACT) : NULL, n, NULL,
-                   on_write);
+        write_rows(p, write_outbox_sql, p->outbox ? json_dumps(p->outbox, JSON_COMPACT) : NULL, n,
+                   NULL, on_write);
         break;
     default:
         rows = batch_offset_rows(&p->b, &n);
@@ -541,6 +631,7 @@ static void begin_tx(processor *p)
 {
     p->state = P_READING;
     p->phase_failed = false;
+    p->phase_refusal = NULL;
     p->outstanding = 0;
     char *parts = batch_partitions_param(&p->b);
     char *keys = batch_keys_param(&p->b);
@@ -548,10 +639,12 @@ static void begin_tx(processor *p)
     const char *ov[] = {p->cfg->group_id, p->b.topic, parts};
     const char *kv[] = {keys};
     const char *av[] = {aggs};
+    if (!keys || !aggs)
+        unencodable(p, "read");
     /* Pipelined: one round trip for all four. */
-    if (query(p, "BEGIN", 0, NULL, on_begin) == 0 &&
-        query(p, read_offsets_sql, 3, ov, on_offsets) == 0 &&
-        query(p, read_known_sql, 1, kv, on_known) == 0)
+    else if (query(p, "BEGIN", 0, NULL, on_begin) == 0 &&
+             query(p, read_offsets_sql, 3, ov, on_offsets) == 0 &&
+             query(p, read_known_sql, 1, kv, on_known) == 0)
         query(p, read_aggregates_sql, 1, av, on_aggregates);
     free(parts);
     free(keys);
@@ -561,6 +654,13 @@ static void begin_tx(processor *p)
 }
 
 /* ---- dead letters ---- */
+
+/* Every dead letter produced is confirmed: none is produced again for this batch. */
+static void dead_letters_sent(processor *p)
+{
+    for (size_t i = 0; i < p->b.n; i++)
+        p->b.items[i].dead_sent = p->b.items[i].dead_reason != NULL;
+}
 
 /* Delivery reports of replies (opaque NULL, best effort) and dead letters. */
 static void on_produced(void *opaque, const kafka_delivery *d, void *arg)
@@ -576,6 +676,7 @@ static void on_produced(void *opaque, const kafka_delivery *d, void *arg)
     if (--p->dlq_outstanding > 0)
         return;
     if (!p->dlq_failed) {
+        dead_letters_sent(p);
         begin_tx(p);
         return;
     }
@@ -593,7 +694,7 @@ static void dead_letters_phase(processor *p)
     p->dlq_failed = false;
     for (size_t i = 0; i < p->b.n; i++) {
         batch_item *it = &p->b.items[i];
-        if (!it->dead_reason)
+        if (!it->dead_reason || it->dead_sent)
             continue;
         header h[KAFKA_MAX_HEADERS + 3];
         size_t nh = 0;
@@ -624,6 +725,7 @@ static void dead_letters_phase(processor *p)
         on_produced(&p->dlq_outstanding, &failed, p);
         return;
     }
+    dead_letters_sent(p);
     begin_tx(p);
 }
 
@@ -765,6 +867,9 @@ static void init_metrics(processor *p)
         metrics_counter_get(m, "processor_batches_total", "transactions committed", NULL);
     p->m_retries = metrics_counter_get(m, "processor_batch_retries_total",
                                        "batches rolled back and retried", NULL);
+    p->m_isolated =
+        metrics_counter_get(m, "processor_batches_isolated_total",
+                            "batches split to isolate a command PostgreSQL refused", NULL);
     p->m_batch_time =
         metrics_histogram_get(m, "processor_batch_duration_seconds", "from poll to commit", bounds,
                               sizeof(bounds) / sizeof(bounds[0]));
@@ -781,6 +886,11 @@ static void init_metrics(processor *p)
 processor *processor_new(struct event_base *base, const processor_config *cfg,
                          const config_props *kafka_props, char *err, size_t errlen)
 {
+    if (!envelope_tenant_valid(cfg->tenant_default, strlen(cfg->tenant_default))) {
+        snprintf(err, errlen, "tenant.default: '%s' is not a tenant (1..%d of A-Z a-z 0-9 . _ -)",
+                 cfg->tenant_default, ENVELOPE_MAX_TENANT_LEN);
+        return NULL;
+    }
     processor *p = xcalloc(1, sizeof(*p));
     p->cfg = cfg;
     p->base = base;
@@ -817,11 +927,16 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
         if (kafka_ensure_topics(p->producer, topics, 4, (int)cfg->topics_partitions,
                                 (int)cfg->topics_replication, 10000, terr, sizeof(terr)) != 0)
             log_kv(LOG_WARN, "could not create the topics", LOG_FIELDS("error", terr));
-        p->relay = relay_new(base, cfg->pg_conninfo, kafka_props, topic_events, err, errlen);
+        p->relay =
+            relay_new(base, cfg->pg_conninfo, kafka_props, topic_events, p->metrics, err, errlen);
     }
-    if (p->relay)
-        p->purge =
-            purge_new(base, cfg->pg_conninfo, cfg->retention_s, cfg->purge_interval_s, err, errlen);
+    if (p->relay) {
+        purge_config pc = {.retention_s = cfg->retention_s,
+                           .outbox_retention_s = cfg->outbox_retention_s,
+                           .abandon_after_s = cfg->abandon_after_s,
+                           .interval_s = cfg->purge_interval_s};
+        p->purge = purge_new(base, cfg->pg_conninfo, &pc, p->metrics, err, errlen);
+    }
     if (p->purge)
         p->consumer = kafka_consumer_new(base, kafka_props, cfg->group_id, p->topic_commands,
                                          on_wake, on_assign, p, err, errlen);
@@ -843,6 +958,11 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
 fail:
     processor_free(p);
     return NULL;
+}
+
+metrics *processor_metrics(processor *p)
+{
+    return p->metrics;
 }
 
 void processor_stop(processor *p)

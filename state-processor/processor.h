@@ -27,6 +27,8 @@ typedef struct processor_config {
     long long topics_replication;
     long long retention_s;
     long long purge_interval_s;
+    long long outbox_retention_s;
+    long long abandon_after_s;
     char *offsets_on_mismatch; /* "reset" or "fail" (ADR 0022) */
 } processor_config;
 
@@ -42,6 +44,8 @@ typedef struct processor processor;
  */
 processor *processor_new(struct event_base *base, const processor_config *cfg,
                          const config_props *kafka_props, char *err, size_t errlen);
+/* The processor's metrics, as /metrics renders them (borrowed: lives as long as p). */
+struct metrics *processor_metrics(processor *p);
 /* Asks the processor to stop after the batch in hand; the loop exits once it is committed. */
 void processor_stop(processor *p);
 /*

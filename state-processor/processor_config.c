@@ -77,7 +77,14 @@ const config_row processor_config_table[] = {
     {"idempotency.retention_s", CONFIG_INT, CFG(retention_s), "86400", 1, 315360000,
      "how long finished commands are kept: the window in which a key is answered again"},
     {"idempotency.purge_interval_s", CONFIG_INT, CFG(purge_interval_s), "60", 1, 86400,
-     "how often expired command records are deleted"},
+     "how often expired command records and outbox rows are deleted, claims abandoned and the "
+     "oldest accepted command measured"},
+    {"idempotency.abandon_after_s", CONFIG_INT, CFG(abandon_after_s), "86400", 60, 315360000,
+     "age after which a command still accepted is marked abandoned (it may never have reached "
+     "Kafka; it is still applied if it arrives); keep it well above "
+     "idempotency.inflight_timeout_s and any lag you expect"},
+    {"outbox.retention_s", CONFIG_INT, CFG(outbox_retention_s), "604800", 1, 315360000,
+     "how long published outbox rows are kept (unpublished ones always are)"},
     {ROW_TOPICS_PARTITIONS},
     {ROW_TOPICS_REPLICATION},
     {ROW_OFFSETS_ON_MISMATCH},

@@ -25,6 +25,7 @@ struct relay {
     char started_at[IDS_TIME_LEN];
     struct event *flush; /* batches the UPDATEs */
     struct event *retry; /* produces the failed rows again */
+    metrics_counter *m_malformed;
     /* Events published to a log that is gone (ADR 0022), produced again a page at a time. */
     char *cluster;        /* this run's Kafka cluster, once its metadata named it */
     struct event *learn;  /* asks for the cluster id each second until it is known */
@@ -57,11 +58,13 @@ static const char refill_sql[] =
     "published_cluster <> $1 ORDER BY created_at, tenant, aggregate_type, aggregate_id, version "
     "LIMIT $2";
 
+/* The row as JSON, then its key as text, to name a row that does not parse. */
 static const char recover_sql[] =
     "SELECT json_build_object('tenant', tenant, 'aggregate_type', aggregate_type, "
     "'aggregate_id', aggregate_id, 'version', version, 'event_type', event_type, "
     "'command_id', command_id, 'payload', payload, 'traceparent', traceparent, "
-    "'tracestate', tracestate) FROM outbox "
+    "'tracestate', tracestate), concat_ws('/', tenant, aggregate_type, aggregate_id, version) "
+    "FROM outbox "
     "WHERE published_at IS NULL AND created_at < $1::timestamptz ORDER BY created_at";
 
 static void mark(relay *r);
@@ -133,21 +136,59 @@ static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
         event_active(r->flush, 0, 0);
 }
 
-static void publish_one(relay *r, json_t *row)
+/*
+ * A row that cannot make an event would fail the same way every time: it is not produced and not
+ * retried, but said loudly and left unpublished in the outbox, where an operator finds it
+ * (published_at IS NULL) and the next start's recovery scan tries it again.
+ */
+static void malformed(relay *r, const char *row_key, const char *why)
+{
+    metrics_add(r->m_malformed, 1);
+    log_kv(LOG_ERROR, "outbox row cannot be published; it stays in the outbox unpublished",
+           LOG_FIELDS("row", row_key, "error", why));
+}
+
+/* "<tenant>/<aggregate type>/<aggregate id>/<version>" of a row, as far as it has them. */
+static void row_key(const json_t *row, char *out, size_t len)
+{
+    const char *tenant = json_string_value(json_object_get(row, "tenant"));
+    const char *type = json_string_value(json_object_get(row, "aggregate_type"));
+    const char *id = json_string_value(json_object_get(row, "aggregate_id"));
+    snprintf(out, len, "%s/%s/%s/%lld", tenant ? tenant : "?", type ? type : "?", id ? id : "?",
+             (long long)json_integer_value(json_object_get(row, "version")));
+}
+
+/* Produces one outbox row; false when it is malformed (reported, not produced). */
+static bool publish_one(relay *r, json_t *row)
 {
     const char *tenant = json_string_value(json_object_get(row, "tenant"));
     const char *type = json_string_value(json_object_get(row, "aggregate_type"));
     const char *id = json_string_value(json_object_get(row, "aggregate_id"));
     long long version = json_integer_value(json_object_get(row, "version"));
-    if (!tenant || !type || !id || version <= 0)
-        return;
+    const char *event_type = json_string_value(json_object_get(row, "event_type"));
+    json_t *payload = json_object_get(row, "payload");
+    if (!tenant || !type || !id || version <= 0 || !event_type || !json_is_object(payload)) {
+        char key[512];
+        row_key(row, key, sizeof(key));
+        malformed(r, key,
+                  "tenant, aggregate_type, aggregate_id and event_type must be strings, version "
+                  "a positive integer and payload an object");
+        return false;
+    }
+    char *value = json_dumps(payload, JSON_COMPACT);
+    if (!value) {
+        char key[512];
+        row_key(row, key, sizeof(key));
+        malformed(r, key, "the payload cannot be encoded as JSON");
+        return false;
+    }
     char *event_id = envelope_event_id(tenant, type, id, version);
     char now[IDS_TIME_LEN];
     ids_now_rfc3339(now);
     envelope e = {
         .id = event_id,
         .source = "/state-processor",
-        .type = (char *)json_string_value(json_object_get(row, "event_type")),
+        .type = (char *)event_type,
         .subject = (char *)id,
         .time = now,
         .tenant = (char *)tenant,
@@ -159,10 +200,9 @@ static void publish_one(relay *r, json_t *row)
     header h[ENVELOPE_MAX_HEADERS];
     char scratch[64];
     size_t nh = envelope_to_headers(&e, h, scratch);
-    char *value = json_dumps(json_object_get(row, "payload"), JSON_COMPACT);
     json_t *held = json_incref(row); /* the delivery report's opaque; rows are never changed */
-    if (value && kafka_produce(r->producer, r->topic, -1, id, strlen(id), value, strlen(value), h,
-                               nh, held) == KAFKA_OK) {
+    if (kafka_produce(r->producer, r->topic, -1, id, strlen(id), value, strlen(value), h, nh,
+                      held) == KAFKA_OK) {
         r->in_flight++;
     } else {
         log_kv(LOG_WARN, "event not enqueued, will retry", LOG_FIELDS("event_id", event_id));
@@ -170,6 +210,7 @@ static void publish_one(relay *r, json_t *row)
     }
     free(value);
     free(event_id);
+    return true;
 }
 
 void relay_publish(relay *r, json_t *rows)
@@ -200,8 +241,10 @@ static void on_recovered(const pgconn_result *res, void *arg)
     int n = pgconn_result_ntuples(res);
     for (int i = 0; i < n; i++) {
         json_t *row = json_loads(pgconn_result_value(res, i, 0), 0, NULL);
-        if (row)
+        if (json_is_object(row))
             publish_one(r, row);
+        else
+            malformed(r, pgconn_result_value(res, i, 1), "the row does not read back as JSON");
         json_decref(row);
     }
     if (n > 0) {
@@ -229,12 +272,12 @@ static void on_refill(const pgconn_result *res, void *arg)
     r->refill_left = (size_t)n;
     for (int i = 0; i < n; i++) {
         json_t *row = json_loads(pgconn_result_value(res, i, 0), 0, NULL);
-        if (row)
-            publish_one(r, row);
-        else
-            r->refill_left--;
+        if (!row || !publish_one(r, row))
+            r->refill_left--; /* reported; it stays as it is, for an operator */
         json_decref(row);
     }
+    if (r->refill_left == 0) /* nothing of the page could be produced: no page will do better */
+        r->refill_done = true;
     if (n > 0) {
         char count[16];
         snprintf(count, sizeof(count), "%d", n);
@@ -286,9 +329,12 @@ static void on_pg_state(bool connected, void *arg)
 }
 
 relay *relay_new(struct event_base *base, const char *conninfo, const config_props *kafka_props,
-                 const char *events_topic, char *err, size_t errlen)
+                 const char *events_topic, metrics *m, char *err, size_t errlen)
 {
     relay *r = xcalloc(1, sizeof(*r));
+    r->m_malformed = metrics_counter_get(
+        m, "relay_outbox_rows_malformed_total",
+        "outbox rows that cannot make an event: logged, left unpublished for an operator", NULL);
     r->base = base;
     r->topic = xstrdup(events_topic);
     r->confirmed = json_array();

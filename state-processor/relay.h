@@ -7,6 +7,7 @@
 #define CQRS_RELAY_H
 
 #include "config.h"
+#include "metrics.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -14,12 +15,18 @@
 struct event_base;
 typedef struct relay relay;
 
-/* Creates the relay with its own PostgreSQL connection and producer. NULL with err on failure. */
+/*
+ * Creates the relay with its own PostgreSQL connection and producer; its counters go to m
+ * (borrowed, must outlive the relay). NULL with err on failure.
+ */
 relay *relay_new(struct event_base *base, const char *conninfo, const config_props *kafka_props,
-                 const char *events_topic, char *err, size_t errlen);
+                 const char *events_topic, metrics *m, char *err, size_t errlen);
 /*
  * Publishes committed outbox rows: a JSON array of {tenant, aggregate_type, aggregate_id,
- * version, event_type, command_id, payload} (borrowed).
+ * version, event_type, command_id, payload} (borrowed). A row that cannot make an event (a
+ * member missing or of the wrong type) is logged at error level and counted in
+ * relay_outbox_rows_malformed_total, never produced: it stays unpublished in the outbox for an
+ * operator.
  */
 void relay_publish(relay *r, json_t *rows);
 /* Events produced and not yet marked published. */

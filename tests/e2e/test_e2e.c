@@ -687,6 +687,34 @@ START_TEST(stale_claim_is_taken_over_once)
 }
 END_TEST
 
+/*
+ * A claim the processor marked abandoned (accepted longer than idempotency.abandon_after_s) is
+ * still undecided: a retry of its key takes it over with the same command id, and it is applied
+ * once (ADR 0020).
+ */
+START_TEST(abandoned_claim_is_taken_over_and_applied)
+{
+    httpc_response r = post(NULL, "{\"type\":\"account.open\",\"aggregate_id\":\"acc-ab\","
+                                  "\"payload\":{\"owner\":\"ab\"}}");
+    ck_assert_int_eq(r.status, 201);
+    httpc_free(&r);
+    sql("INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
+        "status, created_at, finished_at) VALUES ('6f1c1a4e-0000-4000-8000-000000000003', "
+        "'default', 'abandoned-1', 'account.deposit', 'account', 'acc-ab', 'abandoned', now() - "
+        "interval '2 days', now() - interval '1 day')");
+    const char *body = "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-ab\","
+                       "\"payload\":{\"amount\":4}}";
+    r = post("Idempotency-Key: abandoned-1\r\n", body);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(jstr(r.json, "command_id"), "6f1c1a4e-0000-4000-8000-000000000003");
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    httpc_free(&r);
+    r = get("/v1/commands/6f1c1a4e-0000-4000-8000-000000000003", NULL);
+    ck_assert_str_eq(jstr(r.json, "status"), "applied");
+    httpc_free(&r);
+}
+END_TEST
+
 START_TEST(health_metrics_and_routes)
 {
     httpc_response r = get("/healthz", NULL);
@@ -820,6 +848,7 @@ int main(void)
     tcase_add_test(tc, stale_claim_is_taken_over_once);
     tcase_add_test(tc, an_assigned_key_echoed_with_another_body_is_422);
     tcase_add_loop_test(tc, a_command_too_large_for_kafka_is_413_and_leaves_its_key_free, 0, 2);
+    tcase_add_test(tc, abandoned_claim_is_taken_over_and_applied);
     tcase_add_test(tc, health_metrics_and_routes);
     tcase_add_test(tc, openapi_document_served);
     tcase_add_loop_test(tc, route_table_answers, 0,

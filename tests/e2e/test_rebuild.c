@@ -630,7 +630,23 @@ START_TEST(e_lag_matches_consumer_offsets_and_what_was_produced)
     snprintf(want, sizeof want, "%-10s %-24s %-24s %9s %12lld %12lld %10d", "projector", jgroup,
              events, "total", e2, e2, 0);
     ck_assert_msg(strstr(text, want), "no line '%s' in:\n%s", want, text);
+    ck_assert_msg(strstr(text, "commands: 0 accepted; 0 abandoned"), "%s", text);
     free(text);
+
+    /* A command accepted 10 minutes ago and not decided: the oldest, with its id. */
+    exec_ok(db, "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, "
+                "aggregate_id, status, created_at) VALUES ('6f1c1a4e-0000-4000-8000-0000000000a1', "
+                "'default', 'lag-orphan', 'account.open', 'account', 'lag-orphan', 'accepted', "
+                "now() - interval '10 minutes')");
+    a = tool_run("lag", json, 0);
+    json_t *cmds = json_object_get(a, "commands");
+    ck_assert_int_eq(json_integer_value(json_object_get(cmds, "accepted")), 1);
+    long long oldest = json_integer_value(json_object_get(cmds, "oldest_accepted_s"));
+    ck_assert_msg(oldest >= 600 && oldest < 700, "oldest_accepted_s %lld", oldest);
+    ck_assert_str_eq(json_string_value(json_object_get(cmds, "oldest_accepted_id")),
+                     "6f1c1a4e-0000-4000-8000-0000000000a1");
+    json_decref(a);
+    exec_ok(db, "DELETE FROM commands WHERE idempotency_key = 'lag-orphan'");
     PQfinish(db);
 }
 END_TEST

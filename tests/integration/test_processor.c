@@ -9,6 +9,7 @@
 #include "kafka.h"
 #include "lagcmd.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgmigrate.h"
 #include "processor.h"
 
@@ -315,6 +316,321 @@ START_TEST(poison_goes_to_dead_letters_and_partition_flows)
     count_messages(topic("commands.dlq"), "dlq_reason", reasons, counts, 3, 3);
     for (int i = 0; i < 3; i++)
         ck_assert_msg(counts[i] == 1, "%d dead letters for %s", counts[i], reasons[i]);
+}
+END_TEST
+
+static void exec_sql(const char *sql);
+
+/* One dead letter as read back from the dead-letter topic. */
+typedef struct dead_letter {
+    char reason[64];
+    char detail[512];
+    char id[IDS_UUID_LEN];
+} dead_letter;
+
+static void copy_header(const header *h, char *out, size_t len)
+{
+    size_t n = h->len < len - 1 ? h->len : len - 1;
+    memcpy(out, h->value, n);
+    out[n] = '\0';
+}
+
+/* Reads the dead-letter topic from the beginning until want dead letters are seen (plus a short
+   grace to catch extras) or 20 s pass; returns how many were read into out. */
+static int read_dead_letters(dead_letter *out, int max, int want)
+{
+    static int readers;
+    char err[512], group[200];
+    snprintf(group, sizeof(group), "%sdlq-reader-%d", prefix, readers++);
+    kafka_consumer *c = kafka_consumer_new(base, &kprops, group, topic("commands.dlq"), NULL, NULL,
+                                           NULL, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    int n = 0, grace = -1;
+    kafka_message msgs[64];
+    for (int waited = 0; waited < 20000 && grace != 0; waited += 100) {
+        size_t got = kafka_consumer_poll(c, msgs, 64);
+        for (size_t i = 0; i < got && n < max; i++, n++) {
+            memset(&out[n], 0, sizeof(out[n]));
+            for (size_t k = 0; k < msgs[i].nheaders; k++) {
+                const header *h = &msgs[i].headers[k];
+                if (strcmp(h->name, "dlq_reason") == 0)
+                    copy_header(h, out[n].reason, sizeof(out[n].reason));
+                else if (strcmp(h->name, "dlq_detail") == 0)
+                    copy_header(h, out[n].detail, sizeof(out[n].detail));
+                else if (strcmp(h->name, "ce_id") == 0)
+                    copy_header(h, out[n].id, sizeof(out[n].id));
+            }
+        }
+        if (grace > 0)
+            grace--;
+        else if (grace < 0 && n >= want)
+            grace = 5;
+        run_for(100);
+    }
+    kafka_consumer_free(c);
+    return n;
+}
+
+/* The dead letter of command id, or NULL. */
+static const dead_letter *dead_letter_of(const dead_letter *d, int n, const char *id)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(d[i].id, id) == 0)
+            return &d[i];
+    }
+    return NULL;
+}
+
+/* Printable bytes that do not repeat, so PostgreSQL cannot compress them under its index limit. */
+static void fill_incompressible(char *buf, size_t len)
+{
+    unsigned x = 12345;
+    for (size_t i = 0; i < len; i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (char)('!' + (x >> 16) % 94);
+    }
+    buf[len] = '\0';
+}
+
+/*
+ * Commands another producer wrote (kcat, a client library) with identities PostgreSQL cannot
+ * store or index: each must end dead-lettered with a reason naming what is wrong, the partition
+ * must keep flowing, and a good command after them on the same partition must be applied.
+ * Before: a non-UTF-8 ce_subject or ce_tenant wrote nothing and sent no dead letter; a non-UTF-8
+ * key was applied without its idempotency record; a 3000-byte key stopped the partition.
+ */
+START_TEST(hostile_identities_are_dead_lettered_and_the_partition_flows)
+{
+    static char long_key[3001], long_subject[3001];
+    fill_incompressible(long_key, 3000);
+    fill_incompressible(long_subject, 3000);
+    static const struct {
+        const char *name, *subject, *tenant, *key, *detail;
+    } cases[] = {
+        {"subject not UTF-8", "acc-h\xff", "default", NULL, "ce_subject"},
+        {"tenant not UTF-8", "acc-h", "t\xff", NULL, "ce_tenant"},
+        {"key not UTF-8", "acc-h", "default", "k\xfe", "ce_idempotencykey"},
+        {"key of 3000 bytes", "acc-h", "default", long_key, "ce_idempotencykey"},
+        {"subject of 3000 bytes", long_subject, "default", NULL, "ce_subject"},
+    };
+    enum { NCASES = sizeof(cases) / sizeof(cases[0]) };
+    char ids[NCASES + 1][IDS_UUID_LEN];
+    for (int i = 0; i < NCASES; i++) {
+        ids_uuid(ids[i]);
+        envelope e = {.id = ids[i],
+                      .source = "/kcat",
+                      .type = "account.open",
+                      .subject = (char *)cases[i].subject,
+                      .tenant = (char *)cases[i].tenant,
+                      .idempotency_key = (char *)cases[i].key,
+                      .expected_version = -1,
+                      .reply_partition = -1};
+        header h[ENVELOPE_MAX_HEADERS];
+        char scratch[64];
+        size_t nh = envelope_to_headers(&e, h, scratch);
+        send_raw("acc-h", "{\"owner\":\"eve\"}", h, nh); /* one partition for all */
+    }
+    /* A structured-mode CloudEvent: the whole event in the value, no ce_* headers. */
+    ids_uuid(ids[NCASES]);
+    char structured[512];
+    snprintf(structured, sizeof(structured),
+             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/lib\",\"type\":"
+             "\"account.open\",\"subject\":\"acc-h\",\"data\":{\"owner\":\"eve\"}}",
+             ids[NCASES]);
+    header sh[] = {{"content-type", "application/cloudevents+json", 28}};
+    send_raw("acc-h", structured, sh, 1);
+    /* The good command after them, on the same partition. */
+    send_cmd("account.open", "acc-h", "{\"owner\":\"ada\"}", NULL, -1, -1, NULL);
+    ck_assert(wait_for(1, 20000, "SELECT version FROM aggregates WHERE id = 'acc-h'"));
+    run_for(300);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM aggregates"), 1);
+    ck_assert_int_eq(q_int("SELECT (state->>'owner' = 'ada')::int FROM aggregates"), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 1);
+
+    dead_letter d[16];
+    int n = read_dead_letters(d, 16, NCASES + 1);
+    ck_assert_msg(n == NCASES + 1, "%d dead letters, want %d", n, NCASES + 1);
+    for (int i = 0; i < NCASES; i++) {
+        const dead_letter *dl = dead_letter_of(d, n, ids[i]);
+        ck_assert_msg(dl != NULL, "%s: no dead letter", cases[i].name);
+        ck_assert_str_eq(dl->reason, "bad-envelope");
+        ck_assert_msg(strstr(dl->detail, cases[i].detail), "%s: detail '%s'", cases[i].name,
+                      dl->detail);
+    }
+    bool structured_seen = false;
+    for (int i = 0; i < n; i++)
+        structured_seen |= strstr(d[i].detail, "structured-mode CloudEvent") != NULL;
+    ck_assert_msg(structured_seen, "no dead letter says the CloudEvent was in structured mode");
+}
+END_TEST
+
+/*
+ * PostgreSQL refuses one command's writes for a reason retrying cannot cure (here a trigger
+ * raising SQLSTATE 22023 for one aggregate, standing for a value out of range or an index row
+ * too large). The batch is split to isolate it, it is dead-lettered with PostgreSQL's message and
+ * recorded as rejected, and the commands around it, and after it, are applied. Before: the batch
+ * was retried forever and the partition stopped.
+ */
+START_TEST(a_command_postgresql_refuses_is_isolated_and_dead_lettered)
+{
+    exec_sql("CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+             "IF NEW.id = 'acc-poison' THEN RAISE EXCEPTION 'value out of range for the test' "
+             "USING ERRCODE = '22023'; END IF; RETURN NEW; END $$");
+    exec_sql("CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON aggregates "
+             "FOR EACH ROW EXECUTE FUNCTION refuse_poison()");
+    /* Stopped while they are produced, so that they make one batch. */
+    processor_free(proc);
+    proc = NULL;
+    char poison[IDS_UUID_LEN];
+    send_cmd("account.open", "acc-p1", "{\"owner\":\"a\"}", NULL, -1, -1, NULL);
+    send_cmd("account.open", "acc-p2", "{\"owner\":\"b\"}", NULL, -1, -1, NULL);
+    send_cmd("account.open", "acc-poison", "{\"owner\":\"c\"}", NULL, -1, -1, poison);
+    send_cmd("account.open", "acc-p3", "{\"owner\":\"d\"}", NULL, -1, -1, NULL);
+    send_cmd("account.open", "acc-p4", "{\"owner\":\"e\"}", NULL, -1, -1, NULL);
+    proc = start_processor("proc-isolate");
+    ck_assert(wait_for(4, 20000, "SELECT count(*) FROM aggregates"));
+    /* A later command on the poison's partition (its aggregate) is decided too. */
+    char later[IDS_UUID_LEN];
+    send_cmd("account.deposit", "acc-poison", "{\"amount\":1}", NULL, -1, -1, later);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM commands WHERE id = '%s'", later);
+    ck_assert(wait_for(1, 20000, sql));
+    /* The account was never opened: the deposit is rejected by the domain, not by PostgreSQL. */
+    ck_assert_int_eq(
+        q_int("SELECT (status = 'rejected')::int FROM commands WHERE id = '%s'", later), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM aggregates WHERE id = 'acc-poison'"), 0);
+    ck_assert_int_eq(q_int("SELECT http_status FROM commands WHERE id = '%s' AND "
+                           "status = 'rejected' AND result->>'detail' LIKE '%%22023%%'",
+                           poison),
+                     400);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE status = 'applied'"), 4);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox"), 4);
+    ck_assert(metrics_value(metrics_counter_get(
+                  processor_metrics(proc), "processor_batches_isolated_total", "", NULL)) >= 1);
+    dead_letter d[8];
+    int n = read_dead_letters(d, 8, 1);
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(d[0].id, poison);
+    ck_assert_str_eq(d[0].reason, "rejected-by-postgresql");
+    ck_assert_msg(strstr(d[0].detail, "value out of range for the test"), "detail '%s'",
+                  d[0].detail);
+}
+END_TEST
+
+/*
+ * An outbox row the relay cannot turn into an event (here version 0) is said at error level and
+ * counted, and stays unpublished for an operator; before, it was dropped without a word.
+ */
+START_TEST(a_malformed_outbox_row_is_reported_and_kept)
+{
+    exec_sql("INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, "
+             "command_id, payload, created_at) VALUES ('default', 'account', 'acc-m', 0, "
+             "'account.opened', gen_random_uuid(), '{}', now() - interval '1 minute')");
+    processor_free(proc);
+    proc = start_processor("proc-relay");
+    metrics_counter *malformed =
+        metrics_counter_get(processor_metrics(proc), "relay_outbox_rows_malformed_total", "", NULL);
+    for (int i = 0; i < 200 && metrics_value(malformed) == 0; i++)
+        run_for(50);
+    ck_assert_uint_eq(metrics_value(malformed), 1);
+    ck_assert_int_eq(
+        q_int("SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-m' AND published_at IS NULL"),
+        1);
+}
+END_TEST
+
+/* A gauge of the processor's metrics (0 when not registered yet). */
+static long long gauge(const char *name)
+{
+    return metrics_gauge_value(metrics_gauge_get(processor_metrics(proc), name, "", NULL));
+}
+
+/*
+ * Published outbox rows older than outbox.retention_s are deleted; recent ones and unpublished
+ * ones are kept. Before, the outbox only grew.
+ */
+START_TEST(published_outbox_rows_past_retention_are_purged)
+{
+    exec_sql("INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, "
+             "command_id, payload, created_at, published_at) SELECT 'default', 'account', "
+             "'acc-old', v, 'account.deposited', gen_random_uuid(), '{}', "
+             "now() - interval '3 days', now() - interval '3 days' FROM generate_series(1, 30) v");
+    exec_sql("INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, "
+             "command_id, payload, created_at, published_at) VALUES ('default', 'account', "
+             "'acc-new', 1, 'account.opened', gen_random_uuid(), '{}', now(), now())");
+    /* Never published (the relay cannot: version 0), however old: an event still owed. */
+    exec_sql("INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, "
+             "command_id, payload, created_at) VALUES ('default', 'account', 'acc-owed', 0, "
+             "'account.opened', gen_random_uuid(), '{}', now() - interval '30 days')");
+    processor_free(proc);
+    cfg.outbox_retention_s = 86400;
+    proc = start_processor("proc-outbox");
+    ck_assert(wait_for(0, 10000, "SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-old'"));
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-new'"), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-owed' AND "
+                           "published_at IS NULL"),
+                     1);
+}
+END_TEST
+
+/*
+ * A claim left accepted past idempotency.abandon_after_s is marked abandoned (and measured until
+ * then by processor_oldest_accepted_seconds); its command, arriving late, is still applied, once.
+ * A younger claim is left alone. Before, such claims stayed accepted forever, unmeasured.
+ */
+START_TEST(old_claims_are_abandoned_measured_and_still_applied)
+{
+    char old_id[IDS_UUID_LEN];
+    ids_uuid(old_id);
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, "
+             "aggregate_id, status, created_at) VALUES ('%s', 'default', 'orphan-1', "
+             "'account.open', 'account', 'acc-orphan', 'accepted', now() - interval '2 hours'), "
+             "(gen_random_uuid(), 'default', 'young-1', 'account.open', 'account', 'acc-young', "
+             "'accepted', now() - interval '5 minutes')",
+             old_id);
+    exec_sql(sql);
+    processor_free(proc);
+    cfg.abandon_after_s = 3600;
+    proc = start_processor("proc-reaper");
+    snprintf(sql, sizeof(sql), "SELECT (status = 'abandoned')::int FROM commands WHERE id = '%s'",
+             old_id);
+    ck_assert(wait_for(1, 10000, sql));
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE status = 'abandoned' AND "
+                           "finished_at IS NOT NULL"),
+                     1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE idempotency_key = 'young-1' AND "
+                           "status = 'accepted'"),
+                     1);
+    /* The gauges follow the statement that marks them, in the same run. */
+    for (int i = 0; i < 100 && gauge("processor_abandoned_commands") != 1; i++)
+        run_for(50);
+    ck_assert_int_eq(gauge("processor_abandoned_commands"), 1);
+    ck_assert_int_eq(gauge("processor_accepted_commands"), 1);
+    long long oldest = gauge("processor_oldest_accepted_seconds");
+    ck_assert_msg(oldest >= 300 && oldest < 400, "oldest accepted: %lld s", oldest);
+
+    /* The abandoned command arrives after all: applied, once. */
+    envelope e = {.id = old_id,
+                  .source = "/test",
+                  .type = "account.open",
+                  .subject = "acc-orphan",
+                  .tenant = "default",
+                  .idempotency_key = "orphan-1",
+                  .expected_version = -1,
+                  .reply_partition = -1};
+    header h[ENVELOPE_MAX_HEADERS];
+    char scratch[64];
+    size_t nh = envelope_to_headers(&e, h, scratch);
+    send_raw("acc-orphan", "{\"owner\":\"late\"}", h, nh);
+    send_raw("acc-orphan", "{\"owner\":\"late\"}", h, nh); /* a producer's retry */
+    snprintf(sql, sizeof(sql), "SELECT (status = 'applied')::int FROM commands WHERE id = '%s'",
+             old_id);
+    ck_assert(wait_for(1, 20000, sql));
+    run_for(300);
+    ck_assert_int_eq(q_int("SELECT version FROM aggregates WHERE id = 'acc-orphan'"), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox WHERE aggregate_id = 'acc-orphan'"), 1);
 }
 END_TEST
 
@@ -638,6 +954,11 @@ int main(void)
     tcase_add_test(tc, rejections_are_recorded_without_version_bump);
     tcase_add_test(tc, same_idempotency_key_applies_once);
     tcase_add_test(tc, poison_goes_to_dead_letters_and_partition_flows);
+    tcase_add_test(tc, hostile_identities_are_dead_lettered_and_the_partition_flows);
+    tcase_add_test(tc, a_command_postgresql_refuses_is_isolated_and_dead_lettered);
+    tcase_add_test(tc, a_malformed_outbox_row_is_reported_and_kept);
+    tcase_add_test(tc, published_outbox_rows_past_retention_are_purged);
+    tcase_add_test(tc, old_claims_are_abandoned_measured_and_still_applied);
     tcase_add_test(tc, events_have_stable_ids_and_replay_changes_nothing);
     tcase_add_test(tc, partitions_start_at_the_offsets_stored_in_postgresql);
     tcase_add_test(tc, reply_goes_to_the_named_partition);

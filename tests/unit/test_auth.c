@@ -99,9 +99,9 @@ static char *mint(jwt_alg_t alg, const char *key, const char *claims)
     char *token = jwt_encode_str(j);
     jwt_free(j);
     ck_assert_ptr_nonnull(token);
-    char *header = xasprintf("Bearer %s", token);
+    char *value = xasprintf("Bearer %s", token);
     free(token);
-    return header;
+    return value;
 }
 
 /* Claims valid now for tenant acme, plus extra members (JSON, may be empty). */
@@ -130,10 +130,10 @@ static auth *hs256(void)
     return make_auth("HS256", write_file("secret", secret), "", "");
 }
 
-/* Checks header with a and scope; returns the status and copies the detail. */
-static int check(const auth *a, const char *header, const char *scope, auth_result *r)
+/* Checks the header value with a and scope; returns the status and copies the detail. */
+static int check(const auth *a, const char *value, const char *scope, auth_result *r)
 {
-    bool ok = auth_check(a, header, scope, now, r);
+    bool ok = auth_check(a, value, scope, now, r);
     ck_assert_int_eq(ok, r->status == 0);
     return r->status;
 }

@@ -221,6 +221,23 @@ static const char *jstr(const json_t *o, const char *k)
 
 /* ---- decode ---- */
 
+/* Identities at and past the limits (envelope.h), filled by main(). */
+static char id_255[ENVELOPE_MAX_AGGREGATE_ID_LEN + 1], id_256[ENVELOPE_MAX_AGGREGATE_ID_LEN + 2];
+static char key_255[ENVELOPE_MAX_KEY_LEN + 1], key_3000[3001];
+static char tenant_65[ENVELOPE_MAX_TENANT_LEN + 2];
+
+static void fill(char *buf, size_t len, char c)
+{
+    memset(buf, c, len);
+    buf[len] = '\0';
+}
+
+/* A dead letter only: no identity that can be recorded. */
+#define HOSTILE(name, spec, detail)                                                                \
+    {                                                                                              \
+        name, spec, "bad-envelope", detail, false, NULL, NULL, 0, NULL                             \
+    }
+
 typedef struct {
     const char *name;
     mspec m;
@@ -334,6 +351,45 @@ static const dcase dcases[] = {
      NULL},
     {"amount -1 fails the schema", DEPOSIT(U1, -1), "invalid-payload", "/amount", true, "t1", U1,
      400, "/problems/invalid-payload"},
+    /* Another producer's command: identities PostgreSQL could not store or index. */
+    HOSTILE("ce_subject not UTF-8", {MSG(U1, "account.open", "acc-\xff", "{'owner':'a'}")},
+            "ce_subject"),
+    HOSTILE("ce_subject an overlong UTF-8 form",
+            {MSG(U1, "account.open", "acc-\xc0\xaf", "{'owner':'a'}")}, "not valid UTF-8"),
+    HOSTILE("ce_subject a UTF-16 surrogate",
+            {MSG(U1, "account.open", "acc-\xed\xa0\x80", "{'owner':'a'}")}, "ce_subject"),
+    HOSTILE("ce_subject 256 bytes", {MSG(U1, "account.open", id_256, "{'owner':'a'}")}, "too long"),
+    HOSTILE("ce_tenant not UTF-8", OPEN(U1, .tenant = "t\xff"), "ce_tenant"),
+    HOSTILE("ce_tenant with a space", OPEN(U1, .tenant = "t 1"), "ce_tenant"),
+    HOSTILE("ce_tenant 65 bytes", OPEN(U1, .tenant = tenant_65), "ce_tenant"),
+    HOSTILE("ce_idempotencykey not UTF-8", OPEN(U1, .key = "k\xfe"), "ce_idempotencykey"),
+    HOSTILE("ce_idempotencykey a control character", OPEN(U1, .key = "k\n1"), "ce_idempotencykey"),
+    HOSTILE("ce_idempotencykey 3000 bytes", OPEN(U1, .key = key_3000), "too long"),
+    HOSTILE("ce_type not ASCII", {MSG(U1, "account.\xc3\xa9", "acc-1", "{}")}, "ce_type"),
+    HOSTILE("structured-mode CloudEvent",
+            OPEN(U1, .drop = "ce_specversion", .hname = "content-type",
+                 .hvalue = "application/cloudevents+json; charset=utf-8"),
+            "structured-mode"),
+    {"ce_subject of 255 bytes, UTF-8",
+     {MSG(U1, "account.open", id_255, "{'owner':'a'}")},
+     NULL,
+     NULL,
+     true,
+     "t1",
+     U1,
+     201,
+     NULL},
+    {"ce_subject UTF-8 of 4 bytes a character",
+     {MSG(U1, "account.open", "acc-\xf0\x9f\x98\x80", "{'owner':'a'}")},
+     NULL,
+     NULL,
+     true,
+     "t1",
+     U1,
+     201,
+     NULL},
+    {"ce_idempotencykey of 255 printable bytes", OPEN(U1, .key = key_255), NULL, NULL, true, "t1",
+     key_255, 201, NULL},
     {"unknown member fails the schema",
      {MSG(U1, "account.deposit", "acc-1", "{'amount':1,'x':1}")},
      "invalid-payload",
@@ -941,6 +997,117 @@ START_TEST(test_reset_retry)
 }
 END_TEST
 
+/*
+ * A row that cannot be encoded as JSON (here an idempotency key made invalid after decoding, as a
+ * bug would) makes its parameter NULL: the processor then isolates the command. Before, the row
+ * was left out and the command applied without its idempotency record.
+ */
+START_TEST(test_unencodable_rows)
+{
+    static const mspec m[] = {OPEN(U1, .key = "k1"), DEPOSIT(U2, 5, .key = "k2")};
+    batch b;
+    decode(&b, m, 2);
+    batch_item *it = &b.items[1];
+    free(it->env.idempotency_key);
+    it->env.idempotency_key = xstrdup("k\xff");
+    it->idem_key = it->env.idempotency_key;
+    ck_assert_ptr_null(batch_keys_param(&b));
+    batch_apply(&b);
+    ck_assert_int_eq(it->state, ITEM_APPLIED);
+    size_t count;
+    ck_assert_ptr_null(batch_command_rows(&b, &count));
+    /* The other rows are whole. */
+    free(batch_aggregate_rows(&b, &count));
+    ck_assert_uint_eq(count, 1);
+    batch_clear(&b);
+}
+END_TEST
+
+/*
+ * After PostgreSQL refuses a batch's data: halve until one command is left, try it alone once
+ * more, dead-letter it (recorded as rejected), then record nothing of it; then nothing is left
+ * to drop. The rest of the batch follows as one range.
+ */
+START_TEST(test_refusal_isolates_one_command)
+{
+    static const mspec m[] = {OPEN(U1), DEPOSIT(U2, 1), DEPOSIT(U3, 2), DEPOSIT(U4, 3)};
+    batch b;
+    decode(&b, m, 4);
+    ck_assert_uint_eq(b.from, 0);
+    ck_assert_uint_eq(b.to, 4);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_NARROWED);
+    ck_assert_uint_eq(b.to, 2);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_NARROWED);
+    ck_assert_uint_eq(b.to, 1);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_RETRY_ALONE);
+    ck_assert_ptr_null(b.items[0].dead_reason);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_DEAD_LETTERED);
+    ck_assert_str_eq(b.items[0].dead_reason, "rejected-by-postgresql");
+    ck_assert_str_eq(b.items[0].dead_detail, "boom");
+    ck_assert(!b.items[0].dead_sent);
+    ck_assert(b.items[0].recordable);
+
+    /* Its next attempt records it as rejected, and stores the offset past it only. */
+    batch_reset(&b);
+    batch_apply(&b);
+    ck_assert_int_eq(b.items[0].state, ITEM_REJECTED);
+    ck_assert_int_eq(b.items[0].http_status, 400);
+    ck_assert_int_eq(b.items[1].state, ITEM_NEW); /* outside the range */
+    size_t count;
+    check_rows("commands", batch_command_rows(&b, &count), 1,
+               "[{'id':'" U1 "','status':'rejected','http_status':400}]", true);
+    check_rows("offsets", batch_offset_rows(&b, &count), 1, "[{'partition':0,'next_offset':1}]",
+               true);
+    char *outbox = batch_outbox_rows(&b, &count);
+    ck_assert_uint_eq(count, 0);
+    free(outbox);
+
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_UNRECORDED);
+    ck_assert(!b.items[0].recordable);
+    batch_reset(&b);
+    batch_apply(&b);
+    free(batch_command_rows(&b, &count));
+    ck_assert_uint_eq(count, 0);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_STUCK);
+
+    /* Committed: the rest of the batch is one range again. */
+    ck_assert(batch_next_range(&b));
+    ck_assert_uint_eq(b.from, 1);
+    ck_assert_uint_eq(b.to, 4);
+    batch_reset(&b);
+    batch_apply(&b);
+    check_rows("offsets", batch_offset_rows(&b, &count), 1, "[{'partition':0,'next_offset':4}]",
+               true);
+    ck_assert(!batch_next_range(&b));
+    batch_clear(&b);
+}
+END_TEST
+
+/*
+ * A claim the purge marked abandoned is not a decision (ADR 0020): its own command, arriving
+ * late, is applied; another command under its key is held as in flight, like under an accepted
+ * claim. Before, "abandoned" was taken for a decision and answered with its empty result.
+ */
+START_TEST(test_abandoned_claims_are_undecided)
+{
+    static const mspec m[] = {OPEN(U1, .key = "k1"), DEPOSIT(U2, 5, .key = "k2")};
+    batch b;
+    decode(&b, m, 2);
+    batch_load_command(&b, "t1", "k1", U1, "abandoned", 0, NULL);
+    batch_load_command(&b, "t1", "k2", U9, "abandoned", 0, NULL);
+    batch_apply(&b);
+    ck_assert_int_eq(b.items[0].state, ITEM_APPLIED);
+    ck_assert_int_eq(b.items[0].http_status, 201);
+    ck_assert_int_eq(b.items[1].state, ITEM_DUPLICATE);
+    ck_assert_int_eq(b.items[1].http_status, 409);
+    ck_assert_str_eq(jstr(b.items[1].body, "command_id"), U9);
+    size_t count;
+    check_rows("commands", batch_command_rows(&b, &count), 1,
+               "[{'id':'" U1 "','status':'applied','idempotency_key':'k1'}]", true);
+    batch_clear(&b);
+}
+END_TEST
+
 /* ---- loading aggregate rows ---- */
 
 typedef struct {
@@ -1147,6 +1314,11 @@ int main(void)
         fprintf(stderr, "loading domains: %s\n", err);
         return EXIT_FAILURE;
     }
+    fill(id_255, sizeof(id_255) - 1, 'a');
+    fill(id_256, sizeof(id_256) - 1, 'a');
+    fill(key_255, sizeof(key_255) - 1, 'k');
+    fill(key_3000, sizeof(key_3000) - 1, 'k');
+    fill(tenant_65, sizeof(tenant_65) - 1, 't');
     Suite *s = suite_create("batch");
     TCase *tc = tcase_create("decode");
     tcase_add_loop_test(tc, test_decode, 0, N(dcases));
@@ -1155,6 +1327,9 @@ int main(void)
     tcase_add_loop_test(tc, test_scenario, 0, N(scases));
     tcase_add_loop_test(tc, test_reset_retry, 0, N(scases));
     tcase_add_loop_test(tc, test_load_aggregate, 0, N(lcases));
+    tcase_add_test(tc, test_unencodable_rows);
+    tcase_add_test(tc, test_refusal_isolates_one_command);
+    tcase_add_test(tc, test_abandoned_claims_are_undecided);
     suite_add_tcase(s, tc);
     tc = tcase_create("io");
     tcase_add_loop_test(tc, test_reply, 0, N(rcases));

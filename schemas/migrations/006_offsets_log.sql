@@ -1,4 +1,4 @@
--- 005_offsets_log.sql: a stored offset names the log it counts.
+-- 006_offsets_log.sql: a stored offset names the log it counts.
 
 -- Kafka's cluster id when the offset was stored. An offset counts messages of one partition of
 -- one cluster's topic: against a replaced cluster (a new mock cluster, a restored or rebuilt one)
