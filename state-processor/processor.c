@@ -910,6 +910,7 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
         offsetlog_policy_parse(cfg->offsets_on_mismatch, &policy) != 0) {
         snprintf(err, errlen, "offsets.on_mismatch: '%s' is neither reset nor fail",
                  cfg->offsets_on_mismatch);
+        free(topic_events);
         goto fail;
     }
     p->olog = offsetlog_new("processor", cfg->group_id, p->topic_commands, policy, p->metrics);
