@@ -754,8 +754,7 @@ int main(void)
         stack_stop(&st);
         return EXIT_FAILURE;
     }
-    if (st.real_kafka) /* run.sh's topics and groups carry its pid */
-        snprintf(prefix, sizeof prefix, "t%d-", (int)st.pid);
+    snprintf(prefix, sizeof prefix, "%s", st.topic_prefix); /* empty but on the shared broker */
     Suite *s = suite_create("rebuild");
     TCase *tc = tcase_create("rebuild");
     tcase_set_timeout(tc, 240);

@@ -83,9 +83,12 @@ int stack_launch(stack *s, bool own_mock)
     s->pg_port = stack_free_port();
     snprintf(s->conninfo, sizeof(s->conninfo), "host=127.0.0.1 port=%d user=postgres dbname=cqrs",
              s->pg_port);
-    if (s->real_kafka)
+    if (s->real_kafka) {
         snprintf(s->bootstrap, sizeof(s->bootstrap), "%s", real_bootstrap);
-    else if (own_mock && start_mock(s, build) != 0)
+        /* Own topics and groups on a cluster other tests share; the same ones after a restart. */
+        static int launched;
+        snprintf(s->topic_prefix, sizeof(s->topic_prefix), "t%d-%d-", (int)getpid(), launched++);
+    } else if (own_mock && start_mock(s, build) != 0)
         return -1;
     return spawn_run_sh(s, build);
 }
@@ -148,7 +151,7 @@ static int spawn_run_sh(stack *s, const char *build)
     snprintf(log_path, sizeof(log_path), "%s/run.sh.log", s->run_dir);
     s->pid = fork();
     if (s->pid == 0) {
-        char port[16], pgp[16], prefix[32];
+        char port[16], pgp[16];
         snprintf(port, sizeof(port), "%d", s->http_port);
         snprintf(pgp, sizeof(pgp), "%d", s->pg_port);
         setenv("RUN_DIR", s->run_dir, 1);
@@ -161,11 +164,8 @@ static int spawn_run_sh(stack *s, const char *build)
             setenv("KAFKA_BOOTSTRAP", s->bootstrap, 1);
         if (s->mock_kafka > 0)
             setenv("KAFKA_IS_MOCK", "1", 1);
-        if (s->real_kafka) {
-            /* Own topics and groups on a cluster other tests share. */
-            snprintf(prefix, sizeof(prefix), "t%d-", (int)getpid());
-            setenv("TOPIC_PREFIX", prefix, 1);
-        }
+        if (*s->topic_prefix)
+            setenv("TOPIC_PREFIX", s->topic_prefix, 1);
         int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1);
         dup2(fd, 2);

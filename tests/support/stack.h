@@ -13,8 +13,10 @@ typedef struct stack {
     int pg_port;
     bool real_kafka; /* on the shared Apache Kafka broker of tests/run.sh */
     char run_dir[256];
-    char conninfo[256];  /* the stack's PostgreSQL */
-    char bootstrap[256]; /* the stack's Kafka */
+    char conninfo[256];    /* the stack's PostgreSQL */
+    char bootstrap[256];   /* the stack's Kafka */
+    char topic_prefix[32]; /* on the shared real broker: its own topics and groups, kept across
+                              stack_restart() */
 } stack;
 
 /*
