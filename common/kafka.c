@@ -84,8 +84,8 @@ int kafka_apply_props(rd_kafka_conf_t *conf, const char *const *defaults, const 
     return 0;
 }
 
-int kafka_wakeup_init(wakeup *w, struct event_base *base, event_callback_fn fn, void *arg,
-                      char *err, size_t errlen)
+int kafka_wakeup_init(wakeup *w, struct event_base *base, rd_kafka_queue_t *q, event_callback_fn fn,
+                      void *arg, char *err, size_t errlen)
 {
     if (pipe2(w->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
@@ -93,6 +93,8 @@ int kafka_wakeup_init(wakeup *w, struct event_base *base, event_callback_fn fn, 
     }
     w->ev = event_new(base, w->fds[0], EV_READ | EV_PERSIST, fn, arg);
     event_add(w->ev, NULL);
+    rd_kafka_queue_io_event_enable(q, w->fds[1], "1", 1);
+    event_active(w->ev, EV_READ, 0); /* what was queued before the line above */
     return 0;
 }
 
@@ -260,14 +262,14 @@ kafka_producer *kafka_producer_new(struct event_base *base, const config_props *
         return NULL;
     }
     /* conf is owned by rk from here on. */
-    if (kafka_wakeup_init(&p->w, base, on_producer_wake, p, err, errlen)) {
+    rd_kafka_queue_t *mainq = rd_kafka_queue_get_main(p->rk);
+    int rc = kafka_wakeup_init(&p->w, base, mainq, on_producer_wake, p, err, errlen);
+    rd_kafka_queue_destroy(mainq);
+    if (rc != 0) {
         rd_kafka_destroy(p->rk);
         free(p);
         return NULL;
     }
-    rd_kafka_queue_t *mainq = rd_kafka_queue_get_main(p->rk);
-    rd_kafka_queue_io_event_enable(mainq, p->w.fds[1], "1", 1);
-    rd_kafka_queue_destroy(mainq);
     /* Used from the callbacks, which run only when the queue is served: after this returns. */
     pthread_mutex_init(&p->pr.lock, NULL);
     pthread_cond_init(&p->pr.cond, NULL);

@@ -200,9 +200,8 @@ static kafka_consumer *consumer_new(struct event_base *base, const config_props 
     /* Serve logs, errors and rebalances from the consumer queue we poll. */
     rd_kafka_poll_set_consumer(c->rk);
     c->q = rd_kafka_queue_get_consumer(c->rk);
-    if (kafka_wakeup_init(&c->w, base, on_consumer_wake, c, err, errlen))
+    if (kafka_wakeup_init(&c->w, base, c->q, on_consumer_wake, c, err, errlen))
         goto fail;
-    rd_kafka_queue_io_event_enable(c->q, c->w.fds[1], "1", 1);
     if (!subscribe)
         return c;
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);

@@ -346,6 +346,25 @@ static long long metric_becomes(int port, const char *name, long long want)
     return v;
 }
 
+/* Stops the extra gateway (gateways[2]); its exit status, or -1 when none runs. */
+static int stop_extra(void)
+{
+    int rc = -1;
+    if (gateways[2] > 0) {
+        kill(gateways[2], SIGTERM);
+        waitpid(gateways[2], &rc, 0);
+    }
+    gateways[2] = 0;
+    return rc;
+}
+
+/* Starts a test's extra gateway; one that a failed test left running is stopped first. */
+static pid_t start_extra(int index, const char *const *extra)
+{
+    stop_extra();
+    return gateways[2] = cluster_start(&cl, "command-gateway", index, extra);
+}
+
 /*
  * One worker with http.max_connections=16. With 15 idle connections open, the metrics request
  * is the 16th. With 16 idle, a 17th connects (the kernel's backlog holds it) but is not
@@ -359,7 +378,7 @@ START_TEST(connections_are_capped)
     snprintf(flag_cap, sizeof(flag_cap), "--http.max_connections=%d", CAP);
     snprintf(flag_group, sizeof(flag_group), "--replies.group=%scap", cl.prefix);
     const char *extra[] = {flag_port, flag_cap, flag_group, "--workers=1", NULL};
-    gateways[2] = cluster_start(&cl, "command-gateway", 5, extra);
+    start_extra(5, extra);
     ck_assert(cluster_wait_ready(port, 60000));
     ck_assert_int_eq(metric_becomes(port, "gateway_http_connections", 1), 1);
 
@@ -386,10 +405,7 @@ START_TEST(connections_are_capped)
     for (int i = 1; i < CAP; i++)
         close(idle[i]);
     ck_assert_int_eq(metric_becomes(port, "gateway_http_connections", 1), 1);
-    kill(gateways[2], SIGTERM);
-    int rc = -1;
-    waitpid(gateways[2], &rc, 0);
-    gateways[2] = 0;
+    int rc = stop_extra();
     ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
 }
 END_TEST
@@ -485,7 +501,7 @@ START_TEST(full_producer_queue_gets_503)
                            "--kafka.queue.buffering.max.messages=2",
                            "--log.level=error",
                            NULL};
-    pid_t gw = gateways[2] = cluster_start(&cl, "command-gateway", 3, extra);
+    start_extra(3, extra);
     ck_assert(wait_alive(queue_port));
     pthread_t th[QUEUE_REQS];
     for (int i = 0; i < QUEUE_REQS; i++)
@@ -502,9 +518,7 @@ START_TEST(full_producer_queue_gets_503)
     httpc_response h = httpc_request(queue_port, "GET", "/healthz", NULL, NULL, TIMEOUT_MS);
     ck_assert_int_eq(h.status, 200);
     httpc_free(&h);
-    kill(gw, SIGTERM);
-    waitpid(gw, NULL, 0);
-    gateways[2] = 0;
+    stop_extra();
 }
 END_TEST
 
@@ -551,9 +565,9 @@ START_TEST(an_undelivered_command_releases_its_key)
                            "--kafka.message.timeout.ms=1500",
                            "--sync.timeout_ms=1000", /* Kafka's confirmation gets 1 s at least */
                            "--idempotency.inflight_timeout_s=60",
-                           "--log.level=warn", 
+                           "--log.level=warn",
                            NULL};
-    pid_t gw = gateways[2] = cluster_start(&cl, "command-gateway", 4, extra);
+    start_extra(4, extra);
     ck_assert(wait_alive(port));
     /* The report comes a variable time after the 1.5 s message timeout (librdkafka scans for
        timed-out messages now and then, later on a loaded machine): a request may still be
@@ -572,9 +586,7 @@ START_TEST(an_undelivered_command_releases_its_key)
         ck_assert_msg(count_key(keys[i]) == 0, "attempt %zu: the claim was not released in 60 s",
                       i);
     }
-    kill(gw, SIGTERM);
-    waitpid(gw, NULL, 0);
-    gateways[2] = 0;
+    stop_extra();
     /* The retries, on a healthy replica: each key applied once. */
     ck_assert_int_eq(open_with_key(ports[0], "undelivered-1", "wait=10", "undelivered-1", NULL, 0),
                      201);
@@ -652,7 +664,7 @@ START_TEST(parked_requests_memory_is_bounded)
     char flag_group[80];
     snprintf(flag_group, sizeof(flag_group), "--replies.group=%smemory", cl.prefix);
     const char *extra[] = {flag_port, flag_parked, flag_group, "--workers=1", NULL};
-    pid_t gw = gateways[2] = cluster_start(&cl, "command-gateway", 2, extra);
+    pid_t gw = start_extra(2, extra);
     ck_assert(cluster_wait_ready(port, 60000));
     for (int a = 0; a < 100; a++) {
         char id[32];
@@ -697,9 +709,7 @@ START_TEST(parked_requests_memory_is_bounded)
         close(fds[i]);
     }
     long after = rss_kib(gw);
-    kill(gw, SIGTERM);
-    waitpid(gw, NULL, 0);
-    gateways[2] = 0;
+    stop_extra();
     fprintf(stderr,
             "parked: %lld requests parked; gateway RSS %ld KiB before, %ld KiB with them parked "
             "(%.1f KiB each), %ld KiB after; %d of %d beyond the bound got 503; %d answered\n",

@@ -1,10 +1,12 @@
 /* test_kafka.c: the parts of the Kafka wrapper that need no cluster. */
 #include "kafka.h"
+#include "kafka_int.h"
 
 #include <check.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -85,12 +87,80 @@ START_TEST(test_message_size_matches_librdkafka)
 }
 END_TEST
 
+typedef struct woken {
+    struct event_base *base;
+    rd_kafka_queue_t *q;
+    wakeup *w;
+    int served;
+} woken;
+
+static void on_woken(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    woken *wk = arg;
+    kafka_wakeup_drain(wk->w);
+    rd_kafka_event_t *ev;
+    while ((ev = rd_kafka_queue_poll(wk->q, 0)) != NULL) {
+        wk->served++;
+        rd_kafka_event_destroy(ev);
+    }
+    if (wk->served > 0)
+        event_base_loopbreak(wk->base);
+}
+
+/*
+ * An op already queued when the wake-up is armed is served: librdkafka writes the pipe only when
+ * the queue goes from empty to non-empty, an edge that op has passed, and with it unserved no
+ * later op would write the pipe either (a producer whose broker refused the connection before
+ * rd_kafka_new() returned never served a delivery report).
+ */
+START_TEST(test_wakeup_serves_what_was_queued_before)
+{
+    struct event_base *base = event_base_new();
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert_int_eq(
+        rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:1", errstr, sizeof(errstr)),
+        RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(rk != NULL, "%s", errstr);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    /* A request no controller answers: its result comes to q after its 100 ms timeout. */
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new("t", 1, 1, errstr, sizeof(errstr));
+    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    ck_assert_int_eq(rd_kafka_AdminOptions_set_request_timeout(opt, 100, errstr, sizeof(errstr)),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_CreateTopics(rk, &nt, 1, opt, q);
+    for (int i = 0; i < 1000 && rd_kafka_queue_length(q) == 0; i++)
+        usleep(10000);
+    ck_assert_uint_eq(rd_kafka_queue_length(q), 1);
+
+    wakeup w = {{-1, -1}, NULL};
+    woken wk = {base, q, &w, 0};
+    char err[128];
+    ck_assert_int_eq(kafka_wakeup_init(&w, base, q, on_woken, &wk, err, sizeof(err)), 0);
+    struct timeval limit = {3, 0}; /* a bound, not a wait: the loop breaks once served */
+    event_base_loopexit(base, &limit);
+    event_base_dispatch(base);
+    ck_assert_int_eq(wk.served, 1);
+
+    rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
+    kafka_wakeup_free(&w);
+    rd_kafka_AdminOptions_destroy(opt);
+    rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    event_base_free(base);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("kafka");
     TCase *tc = tcase_create("partitions");
     tcase_add_loop_test(tc, test_partitions_remove, 0, N(rcases));
     tcase_add_loop_test(tc, test_message_size_matches_librdkafka, 0, N(size_cases));
+    tcase_add_test(tc, test_wakeup_serves_what_was_queued_before);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
