@@ -22,6 +22,7 @@
 #include "pgconn.h"
 #include "purge.h"
 #include "relay.h"
+#include "txloop.h"
 #include "xalloc.h"
 
 #include <assert.h>
@@ -29,49 +30,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum {
-    P_IDLE,
-    P_STARTING, /* reading the stored offsets of newly assigned partitions */
-    P_DEAD_LETTERS,
-    P_READING,
-    P_WRITING,
-    P_COMMITTING,
-    P_BACKOFF
-} pstate;
-
 struct processor {
     const processor_config *cfg;
     struct event_base *base;
     domain_registry *domains;
     pgconn *pg;
-    kafka_consumer *consumer;
+    txloop *loop;             /* the commands consumed, and the steps around each batch */
     kafka_producer *producer; /* replies and dead letters */
     relay *relay;             /* events */
     purge *purge;             /* expired idempotency records */
     health *health;
     metrics *metrics;
     char *topic_commands, *topic_replies, *topic_dlq;
-    offsetlog *olog; /* which stored offsets count the log being read */
-    bool failed;     /* stopped for an operator (offsets.on_mismatch=fail) */
 
-    pstate state;
     batch b;
-    kafka_message *msgs;
-    size_t outstanding; /* queries of the current phase still to answer */
-    bool phase_failed;
-    char phase_error[512];
-    const char *phase_refusal; /* the data was refused: "rejected-by-postgresql", "unencodable" */
+    txphase ph; /* the queries of the transaction's current phase */
     size_t expected_aggregates;
     long long written_aggregates;
     size_t dlq_outstanding;
     bool dlq_failed;
-    long long backoff_ms;
-    pstate resume; /* what P_BACKOFF retries */
-    int *starting; /* assigned partitions waiting for their stored offsets */
-    size_t nstarting;
-    struct event *kick; /* runs next_batch() from the loop, not from a callback */
-    struct event *retry;
-    bool stopping;
+    char dlq_error[256];
 
     metrics_counter *m_applied, *m_rejected, *m_duplicates, *m_skipped, *m_dead, *m_batches,
         *m_retries, *m_isolated;
@@ -89,110 +67,17 @@ struct processor {
     long long commit_start_us;
 };
 
-static void next_batch(processor *p);
 static void begin_tx(processor *p);
-
-static void schedule_next(processor *p)
-{
-    event_active(p->kick, 0, 0);
-}
-
-static void on_kick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    next_batch(arg);
-}
-
 static void dead_letters_phase(processor *p);
-static void read_start_offsets(processor *p);
 
-/* A step succeeded: back to idle, then the next batch (or the end of the loop, when stopping). */
-static void step_done(processor *p)
+static void retry_tx(void *arg)
 {
-    p->backoff_ms = 0;
-    p->state = P_IDLE;
-    if (p->stopping)
-        event_base_loopexit(p->base, NULL);
-    else
-        schedule_next(p);
+    begin_tx(arg);
 }
 
-static void on_retry(evutil_socket_t fd, short what, void *arg)
+static void retry_dead_letters(void *arg)
 {
-    (void)fd, (void)what;
-    processor *p = arg;
-    if (p->resume == P_STARTING)
-        read_start_offsets(p);
-    else if (p->resume == P_DEAD_LETTERS)
-        dead_letters_phase(p);
-    else
-        begin_tx(p);
-}
-
-/* Retries the step resume after a capped exponential backoff. */
-static void backoff(processor *p, pstate resume, const char *what)
-{
-    p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : 100;
-    if (p->backoff_ms > p->cfg->retry_max_ms)
-        p->backoff_ms = p->cfg->retry_max_ms;
-    char ms[24];
-    snprintf(ms, sizeof(ms), "%lld", p->backoff_ms);
-    log_kv(LOG_WARN, what, LOG_FIELDS("error", p->phase_error, "retry_ms", ms));
-    p->state = P_BACKOFF;
-    p->resume = resume;
-    struct timeval tv = {.tv_sec = p->backoff_ms / 1000, .tv_usec = (p->backoff_ms % 1000) * 1000};
-    evtimer_add(p->retry, &tv);
-}
-
-/* Stops the processor for an operator: the loop ends and processor_failed() says so. */
-static void stop_failed(processor *p, const char *why)
-{
-    log_kv(LOG_FATAL, "stopping: an operator must decide", LOG_FIELDS("error", why));
-    p->failed = true;
-    p->stopping = true;
-    p->state = P_IDLE;
-    event_base_loopexit(p->base, NULL);
-}
-
-/* Errors about the data rather than the server: retrying the same rows cannot succeed. Not
-   serialization failures or deadlocks (class 40), nor a lost connection (no SQLSTATE). */
-static bool data_error(const char *sqlstate)
-{
-    return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
-           strncmp(sqlstate, "54", 2) == 0;
-}
-
-/* A query of the current phase failed: remember the first reason, and whether it refused the
-   data. */
-static void phase_error(processor *p, const pgconn_result *r, const char *what)
-{
-    if (!p->phase_failed) {
-        snprintf(p->phase_error, sizeof(p->phase_error), "%s: %s%s%s", what,
-                 pgconn_result_status(r) == PGCONN_DISCONNECTED ? "connection lost"
-                                                                : pgconn_result_error(r),
-                 *pgconn_result_sqlstate(r) ? " sqlstate " : "", pgconn_result_sqlstate(r));
-        p->phase_refusal =
-            pgconn_result_status(r) != PGCONN_DISCONNECTED && data_error(pgconn_result_sqlstate(r))
-                ? "rejected-by-postgresql"
-                : NULL;
-    }
-    p->phase_failed = true;
-}
-
-/* A parameter of the transaction could not be built: a row of the range cannot be encoded. */
-static void unencodable(processor *p, const char *what)
-{
-    if (!p->phase_failed) {
-        snprintf(p->phase_error, sizeof(p->phase_error),
-                 "%s: a row cannot be encoded as JSON (an attribute is not UTF-8 text)", what);
-        p->phase_refusal = "unencodable";
-    }
-    p->phase_failed = true;
-}
-
-static void on_rollback(const pgconn_result *r, void *arg)
-{
-    (void)r, (void)arg;
+    dead_letters_phase(arg);
 }
 
 /*
@@ -202,17 +87,16 @@ static void on_rollback(const pgconn_result *r, void *arg)
  */
 static void fail_tx(processor *p)
 {
-    if (pgconn_query(p->pg, "ROLLBACK", 0, NULL, on_rollback, p) != 0)
-        log_warn("rollback could not be queued");
+    txphase_rollback(p->pg);
     metrics_add(p->m_retries, 1);
     batch_refusal next =
-        p->phase_refusal ? batch_refused(&p->b, p->phase_refusal, p->phase_error) : BATCH_STUCK;
+        p->ph.refusal ? batch_refused(&p->b, p->ph.refusal, p->ph.error) : BATCH_STUCK;
     batch_reset(&p->b);
     switch (next) {
     case BATCH_NARROWED:
         metrics_add(p->m_isolated, 1);
         log_kv(LOG_WARN, "a command's data was refused; splitting the batch to find it",
-               LOG_FIELDS("error", p->phase_error));
+               LOG_FIELDS("error", p->ph.error));
         begin_tx(p);
         break;
     case BATCH_RETRY_ALONE:
@@ -225,27 +109,18 @@ static void fail_tx(processor *p)
         log_kv(LOG_ERROR,
                "the rejection of a dead-lettered command was refused too; only its "
                "offset is stored",
-               LOG_FIELDS("error", p->phase_error));
+               LOG_FIELDS("error", p->ph.error));
         begin_tx(p);
         break;
     case BATCH_STUCK:
-        backoff(p, P_READING, "batch failed, will retry");
+        txloop_backoff(p->loop, retry_tx, "batch failed, will retry", p->ph.error);
         break;
     }
 }
 
 static int query(processor *p, const char *sql, int n, const char *const *v, pgconn_cb cb)
 {
-    if (pgconn_query_prepared(p->pg, sql, n, v, cb, p) != 0) {
-        if (!p->phase_failed) {
-            snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
-            p->phase_refusal = NULL;
-        }
-        p->phase_failed = true;
-        return -1;
-    }
-    p->outstanding++;
-    return 0;
+    return txphase_query(&p->ph, p->pg, sql, n, v, cb, p);
 }
 
 /* ---- after COMMIT ---- */
@@ -320,8 +195,7 @@ static void on_finish(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     processor *p = arg;
     finish_committed(p);
-    if (p->stopping && (p->state == P_IDLE || p->state == P_BACKOFF))
-        event_base_loopexit(p->base, NULL);
+    txloop_quiet(p->loop);
 }
 
 /*
@@ -359,8 +233,8 @@ static void committed(processor *p)
     /* Before the next poll, which may serve a rebalance that takes these partitions away. */
     for (size_t i = 0; i < p->b.npartitions; i++) {
         if (p->b.batch_next[i] >= 0) {
-            kafka_consumer_commit(p->consumer, p->b.partitions[i], p->b.batch_next[i]);
-            offsetlog_committed(p->olog, p->b.partitions[i]);
+            kafka_consumer_commit(txloop_consumer(p->loop), p->b.partitions[i], p->b.batch_next[i]);
+            offsetlog_committed(txloop_offsets(p->loop), p->b.partitions[i]);
         }
     }
     if (committed_part(p))
@@ -370,18 +244,16 @@ static void committed(processor *p)
     p->outbox = NULL;
     memset(&p->b, 0, sizeof(p->b));
     event_active(p->finish, 0, 0);
-    p->backoff_ms = 0;
-    p->state = P_IDLE;
-    next_batch(p); /* not when stopping: on_finish then ends the loop */
+    txloop_next(p->loop); /* not when stopping: on_finish then ends the loop */
 }
 
 static void on_commit(const pgconn_result *r, void *arg)
 {
     processor *p = arg;
-    p->outstanding--;
+    p->ph.outstanding--;
     if (pgconn_result_status(r) != PGCONN_OK)
-        phase_error(p, r, "commit");
-    if (p->phase_failed)
+        txphase_error(&p->ph, r, "commit");
+    if (p->ph.failed)
         fail_tx(p);
     else
         committed(p);
@@ -392,19 +264,15 @@ static void on_commit(const pgconn_result *r, void *arg)
 /* Every write is queued and answered: COMMIT, or roll back. */
 static void writes_done(processor *p)
 {
-    if (!p->phase_failed && p->written_aggregates != (long long)p->expected_aggregates) {
-        p->phase_failed = true;
-        snprintf(p->phase_error, sizeof(p->phase_error),
-                 "version conflict: wrote %lld of %zu aggregate rows", p->written_aggregates,
-                 p->expected_aggregates);
-    }
-    if (p->phase_failed) {
+    if (p->written_aggregates != (long long)p->expected_aggregates)
+        txphase_fail(&p->ph, "version conflict: wrote %lld of %zu aggregate rows",
+                     p->written_aggregates, p->expected_aggregates);
+    if (p->ph.failed) {
         fail_tx(p);
         return;
     }
     /* COMMIT only once every write is known good: a COMMIT of an aborted transaction would
        report success while rolling back. */
-    p->state = P_COMMITTING;
     p->commit_start_us = ids_monotonic_us();
     if (query(p, "COMMIT", 0, NULL, on_commit) != 0)
         fail_tx(p);
@@ -414,8 +282,8 @@ static void on_write(const pgconn_result *r, void *arg)
 {
     processor *p = arg;
     if (pgconn_result_status(r) != PGCONN_OK)
-        phase_error(p, r, "write");
-    if (--p->outstanding == 0 && p->writes_queued)
+        txphase_error(&p->ph, r, "write");
+    if (--p->ph.outstanding == 0 && p->writes_queued)
         writes_done(p);
 }
 
@@ -461,14 +329,6 @@ static const char write_outbox_sql[] =
     "AS x(tenant text, aggregate_type text, aggregate_id text, version bigint, event_type text, "
     "command_id uuid, payload jsonb, traceparent text, tracestate text)";
 
-/* $2: the cluster whose log the offsets count (ADR 0022). */
-static const char write_offsets_sql[] =
-    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, cluster_id) "
-    "SELECT group_id, topic, partition, next_offset, $2 FROM jsonb_to_recordset($1::jsonb) AS "
-    "x(group_id text, topic text, partition int, next_offset bigint) "
-    "ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
-    "next_offset = EXCLUDED.next_offset, cluster_id = EXCLUDED.cluster_id, updated_at = now()";
-
 /*
  * Queues one write of rows (freed here) with p2, unless NULL, as $2; none for no rows; NULL rows
  * could not be encoded.
@@ -478,7 +338,7 @@ static void write_rows(processor *p, const char *sql, char *rows, size_t count, 
 {
     const char *v[] = {rows, p2};
     if (!rows)
-        unencodable(p, "write");
+        txphase_unencodable(&p->ph, "write");
     else if (count > 0)
         query(p, sql, p2 ? 2 : 1, v, cb);
     free(rows);
@@ -511,15 +371,16 @@ static void queue_write(processor *p)
         break;
     default:
         rows = batch_offset_rows(&p->b, &n);
-        write_rows(p, write_offsets_sql, rows, n, offsetlog_cluster(p->olog), on_write);
+        write_rows(p, txloop_offsets_sql, rows, n, offsetlog_cluster(txloop_offsets(p->loop)),
+                   on_write);
         p->writes_queued = true;
         break;
     }
-    if (p->phase_failed) /* a write failed or could not be queued: queue no more */
+    if (p->ph.failed) /* a write failed or could not be queued: queue no more */
         p->writes_queued = true;
     if (!p->writes_queued)
         event_active(p->write_next, 0, 0);
-    else if (p->outstanding == 0) /* all answered already, or nothing to write (replays) */
+    else if (p->ph.outstanding == 0) /* all answered already, or nothing to write (replays) */
         writes_done(p);
 }
 
@@ -532,7 +393,6 @@ static void on_write_next(evutil_socket_t fd, short what, void *arg)
 static void apply_and_write(processor *p)
 {
     batch_apply(&p->b);
-    p->state = P_WRITING;
     p->written_aggregates = 0;
     p->write_step = 0;
     p->writes_queued = false;
@@ -543,9 +403,9 @@ static void apply_and_write(processor *p)
 
 static void read_done(processor *p)
 {
-    if (--p->outstanding > 0)
+    if (--p->ph.outstanding > 0)
         return;
-    if (p->phase_failed)
+    if (p->ph.failed)
         fail_tx(p);
     else
         apply_and_write(p);
@@ -555,7 +415,7 @@ static void on_begin(const pgconn_result *r, void *arg)
 {
     processor *p = arg;
     if (pgconn_result_status(r) != PGCONN_OK)
-        phase_error(p, r, "begin");
+        txphase_error(&p->ph, r, "begin");
     read_done(p);
 }
 
@@ -563,12 +423,13 @@ static void on_offsets(const pgconn_result *r, void *arg)
 {
     processor *p = arg;
     if (pgconn_result_status(r) != PGCONN_OK) {
-        phase_error(p, r, "read offsets");
+        txphase_error(&p->ph, r, "read offsets");
     } else {
         for (int i = 0; i < pgconn_result_ntuples(r); i++) {
             int partition = atoi(pgconn_result_value(r, i, 0));
             /* An offset of another log must not make this one's messages look processed. */
-            if (!offsetlog_distrusted(p->olog, partition, pgconn_result_value(r, i, 2)))
+            if (!offsetlog_distrusted(txloop_offsets(p->loop), partition,
+                                      pgconn_result_value(r, i, 2)))
                 batch_load_offset(&p->b, partition, atoll(pgconn_result_value(r, i, 1)));
         }
     }
@@ -579,7 +440,7 @@ static void on_known(const pgconn_result *r, void *arg)
 {
     processor *p = arg;
     if (pgconn_result_status(r) != PGCONN_OK) {
-        phase_error(p, r, "read idempotency records");
+        txphase_error(&p->ph, r, "read idempotency records");
     } else {
         for (int i = 0; i < pgconn_result_ntuples(r); i++) {
             const char *hs = pgconn_result_value(r, i, 4);
@@ -595,17 +456,15 @@ static void on_aggregates(const pgconn_result *r, void *arg)
 {
     processor *p = arg;
     if (pgconn_result_status(r) != PGCONN_OK) {
-        phase_error(p, r, "read aggregates");
+        txphase_error(&p->ph, r, "read aggregates");
     } else {
         for (int i = 0; i < pgconn_result_ntuples(r); i++) {
             if (batch_load_aggregate(&p->b, pgconn_result_value(r, i, 0),
                                      pgconn_result_value(r, i, 1), pgconn_result_value(r, i, 2),
                                      atoll(pgconn_result_value(r, i, 3)),
                                      pgconn_result_value(r, i, 4),
-                                     strcmp(pgconn_result_value(r, i, 5), "t") == 0) != 0) {
-                p->phase_failed = true;
-                snprintf(p->phase_error, sizeof(p->phase_error), "aggregate state is not JSON");
-            }
+                                     strcmp(pgconn_result_value(r, i, 5), "t") == 0) != 0)
+                txphase_fail(&p->ph, "aggregate state is not JSON");
         }
     }
     read_done(p);
@@ -629,10 +488,7 @@ static const char read_aggregates_sql[] =
 
 static void begin_tx(processor *p)
 {
-    p->state = P_READING;
-    p->phase_failed = false;
-    p->phase_refusal = NULL;
-    p->outstanding = 0;
+    txphase_begin(&p->ph);
     char *parts = batch_partitions_param(&p->b);
     char *keys = batch_keys_param(&p->b);
     char *aggs = batch_aggregates_param(&p->b);
@@ -640,7 +496,7 @@ static void begin_tx(processor *p)
     const char *kv[] = {keys};
     const char *av[] = {aggs};
     if (!keys || !aggs)
-        unencodable(p, "read");
+        txphase_unencodable(&p->ph, "read");
     /* Pipelined: one round trip for all four. */
     else if (query(p, "BEGIN", 0, NULL, on_begin) == 0 &&
              query(p, read_offsets_sql, 3, ov, on_offsets) == 0 &&
@@ -649,7 +505,7 @@ static void begin_tx(processor *p)
     free(parts);
     free(keys);
     free(aggs);
-    if (p->phase_failed && p->outstanding == 0)
+    if (p->ph.failed && p->ph.outstanding == 0)
         fail_tx(p);
 }
 
@@ -670,8 +526,7 @@ static void on_produced(void *opaque, const kafka_delivery *d, void *arg)
         return;
     if (d->err) {
         p->dlq_failed = true;
-        snprintf(p->phase_error, sizeof(p->phase_error), "dead letter not delivered: %s",
-                 d->errstr);
+        snprintf(p->dlq_error, sizeof(p->dlq_error), "dead letter not delivered: %s", d->errstr);
     }
     if (--p->dlq_outstanding > 0)
         return;
@@ -681,7 +536,7 @@ static void on_produced(void *opaque, const kafka_delivery *d, void *arg)
         return;
     }
     /* Nothing is committed yet, so producing them all again is safe (at-least-once). */
-    backoff(p, P_DEAD_LETTERS, "dead letters failed, will retry");
+    txloop_backoff(p->loop, retry_dead_letters, "dead letters failed, will retry", p->dlq_error);
 }
 
 /*
@@ -690,7 +545,6 @@ static void on_produced(void *opaque, const kafka_delivery *d, void *arg)
  */
 static void dead_letters_phase(processor *p)
 {
-    p->state = P_DEAD_LETTERS;
     p->dlq_failed = false;
     for (size_t i = 0; i < p->b.n; i++) {
         batch_item *it = &p->b.items[i];
@@ -714,7 +568,7 @@ static void dead_letters_phase(processor *p)
             metrics_add(p->m_dead, 1);
         } else {
             p->dlq_failed = true;
-            snprintf(p->phase_error, sizeof(p->phase_error), "dead letter not enqueued");
+            snprintf(p->dlq_error, sizeof(p->dlq_error), "dead letter not enqueued");
         }
     }
     if (p->dlq_outstanding > 0)
@@ -729,119 +583,26 @@ static void dead_letters_phase(processor *p)
     begin_tx(p);
 }
 
-/* ---- partition assignment ---- */
+/* ---- a batch ---- */
 
-static void on_start_offsets(const pgconn_result *r, void *arg)
+static void on_batch(void *arg, const kafka_message *msgs, size_t n)
 {
     processor *p = arg;
-    if (pgconn_result_status(r) != PGCONN_OK) {
-        phase_error(p, r, "read stored offsets");
-        backoff(p, P_STARTING, "stored offsets unavailable, will retry");
-        return;
-    }
-    long long *offsets = xcalloc(p->nstarting, sizeof(*offsets));
-    char why[512];
-    if (offsetlog_choose(p->olog, p->starting, p->nstarting, r, offsets, why, sizeof(why)) != 0) {
-        free(offsets);
-        stop_failed(p, why);
-        return;
-    }
-    for (size_t i = 0; i < p->nstarting; i++) {
-        char part[16], off[24];
-        snprintf(part, sizeof(part), "%d", p->starting[i]);
-        snprintf(off, sizeof(off), "%lld", offsets[i]);
-        log_kv(LOG_INFO, "partition starts at its stored offset",
-               LOG_FIELDS("partition", part, "offset",
-                          offsets[i] == KAFKA_OFFSET_BEGINNING ? "beginning" : off));
-    }
-    if (kafka_consumer_start(p->consumer, p->starting, offsets, p->nstarting) != 0)
-        log_error("assigned partitions could not be started");
-    free(offsets);
-    p->nstarting = 0;
-    step_done(p);
-}
-
-/*
- * PostgreSQL, not Kafka, knows how far each partition was applied: the offsets commit with the
- * state. Newly assigned partitions start there.
- */
-static void read_start_offsets(processor *p)
-{
-    p->state = P_STARTING;
-    p->phase_failed = false;
-    /* The stored offsets are trusted only for the log they count: that cluster's. */
-    if (offsetlog_learn_cluster(p->olog, p->consumer) != 0) {
-        snprintf(p->phase_error, sizeof(p->phase_error), "no metadata from Kafka yet");
-        backoff(p, P_STARTING, "Kafka cluster id unknown, will retry");
-        return;
-    }
-    char *parts = batch_int_array(p->starting, p->nstarting);
-    const char *v[] = {p->cfg->group_id, p->topic_commands, parts};
-    int rc = pgconn_query(p->pg,
-                          "SELECT partition, next_offset, cluster_id FROM consumer_offsets "
-                          "WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
-                          3, v, on_start_offsets, p);
-    free(parts);
-    if (rc != 0) {
-        snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
-        backoff(p, P_STARTING, "stored offsets unavailable, will retry");
-    }
-}
-
-static void next_batch(processor *p)
-{
-    if (p->state != P_IDLE || p->stopping)
-        return;
-    if (p->nstarting > 0) {
-        read_start_offsets(p);
-        return;
-    }
-    size_t n = kafka_consumer_poll(p->consumer, p->msgs, (size_t)p->cfg->batch_max);
-    if (n == 0) {
-        if (p->nstarting > 0) /* the poll served an assignment */
-            read_start_offsets(p);
-        return; /* otherwise the consumer's wake-up brings us back */
-    }
-    char why[512];
-    for (size_t i = 0; i < n; i++) {
-        if (!offsetlog_check(p->olog, p->msgs[i].partition, p->msgs[i].offset, why, sizeof(why))) {
-            kafka_consumer_release(p->consumer);
-            stop_failed(p, why);
-            return;
-        }
-    }
     p->batch_start_us = ids_monotonic_us();
     long long now_us = ids_now_us();
     for (size_t i = 0; i < n; i++)
-        if (p->msgs[i].timestamp_ms >= 0)
-            metrics_observe_us(p->m_transit, now_us - p->msgs[i].timestamp_ms * 1000);
+        if (msgs[i].timestamp_ms >= 0)
+            metrics_observe_us(p->m_transit, now_us - msgs[i].timestamp_ms * 1000);
     memset(&p->b, 0, sizeof(p->b));
-    batch_decode(&p->b, p->domains, p->msgs, n, p->cfg->group_id, p->cfg->tenant_default);
-    kafka_consumer_release(p->consumer); /* the batch holds copies */
+    batch_decode(&p->b, p->domains, msgs, n, p->cfg->group_id, p->cfg->tenant_default);
     dead_letters_phase(p);
 }
 
-static void on_wake(void *arg)
+/* No committed batch still owes its events and replies. */
+static bool quiet(void *arg)
 {
-    next_batch(arg);
-}
-
-static bool on_assign(const int *partitions, size_t n, bool assigned, void *arg)
-{
-    processor *p = arg;
-    if (assigned) {
-        p->starting = xrealloc(p->starting, (p->nstarting + n) * sizeof(int));
-        memcpy(p->starting + p->nstarting, partitions, n * sizeof(int));
-        p->nstarting += n;
-    } else { /* revoked before they started: forget them */
-        p->nstarting = kafka_partitions_remove(p->starting, p->nstarting, partitions, n);
-        offsetlog_revoked(p->olog, partitions, n);
-    }
-    char count[16];
-    snprintf(count, sizeof(count), "%zu", n);
-    log_kv(LOG_INFO, assigned ? "command partitions assigned" : "command partitions revoked",
-           LOG_FIELDS("count", count));
-    return true; /* started by read_start_offsets() */
+    const processor *p = arg;
+    return !p->done.items;
 }
 
 static bool ready(void *arg)
@@ -894,26 +655,26 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
     processor *p = xcalloc(1, sizeof(*p));
     p->cfg = cfg;
     p->base = base;
-    p->state = P_IDLE;
-    p->msgs = xcalloc((size_t)cfg->batch_max, sizeof(kafka_message));
     p->topic_commands = xasprintf("%scommands", cfg->topic_prefix);
     p->topic_replies = xasprintf("%sreplies", cfg->topic_prefix);
     p->topic_dlq = xasprintf("%scommands.dlq", cfg->topic_prefix);
     char *topic_events = xasprintf("%sevents", cfg->topic_prefix);
-    p->kick = event_new(base, -1, 0, on_kick, p);
     p->write_next = event_new(base, -1, 0, on_write_next, p);
     p->finish = event_new(base, -1, 0, on_finish, p);
-    p->retry = evtimer_new(base, on_retry, p);
     init_metrics(p);
-    offsetlog_policy policy = OFFSETLOG_RESET;
-    if (cfg->offsets_on_mismatch &&
-        offsetlog_policy_parse(cfg->offsets_on_mismatch, &policy) != 0) {
-        snprintf(err, errlen, "offsets.on_mismatch: '%s' is neither reset nor fail",
-                 cfg->offsets_on_mismatch);
+    txloop_config lc = {.service = "processor",
+                        .noun = "command",
+                        .group = cfg->group_id,
+                        .topic = p->topic_commands,
+                        .on_mismatch = cfg->offsets_on_mismatch,
+                        .batch_max = cfg->batch_max,
+                        .retry_max_ms = cfg->retry_max_ms};
+    txloop_owner owner = {.batch = on_batch, .quiet = quiet, .arg = p};
+    p->loop = txloop_new(base, &lc, p->metrics, &owner, err, errlen);
+    if (!p->loop) {
         free(topic_events);
         goto fail;
     }
-    p->olog = offsetlog_new("processor", cfg->group_id, p->topic_commands, policy, p->metrics);
 
     p->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
     if (p->domains)
@@ -938,11 +699,8 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
                            .interval_s = cfg->purge_interval_s};
         p->purge = purge_new(base, cfg->pg_conninfo, &pc, p->metrics, err, errlen);
     }
-    if (p->purge)
-        p->consumer = kafka_consumer_new(base, kafka_props, cfg->group_id, p->topic_commands,
-                                         on_wake, on_assign, p, err, errlen);
     free(topic_events);
-    if (!p->consumer)
+    if (!p->purge || txloop_start(p->loop, p->pg, kafka_props, err, errlen) != 0)
         goto fail;
     if (cfg->http_port >= 0) {
         p->health = health_new(base, cfg->http_host, (int)cfg->http_port, p->metrics, ready, p, err,
@@ -968,11 +726,7 @@ metrics *processor_metrics(processor *p)
 
 void processor_stop(processor *p)
 {
-    p->stopping = true;
-    /* Mid-batch the loop ends after COMMIT (committed()); a batch in backoff is dropped
-       uncommitted and will be consumed again by whoever owns the partition next. */
-    if ((p->state == P_IDLE && !p->done.items) || p->state == P_BACKOFF)
-        event_base_loopexit(p->base, NULL); /* else committed() or on_finish() ends it */
+    txloop_stop(p->loop); /* mid-batch, after its COMMIT and its on_finish() */
 }
 
 void processor_free(processor *p)
@@ -983,7 +737,7 @@ void processor_free(processor *p)
         finish_committed(p); /* a loop ended before on_finish() ran */
     if (p->producer && kafka_producer_flush(p->producer, 5000) != 0)
         log_warn("shutdown: replies or dead letters unconfirmed");
-    kafka_consumer_free(p->consumer);
+    txloop_free(p->loop);
     relay_free(p->relay);
     json_decref(p->outbox);
     json_decref(p->done_outbox);
@@ -997,24 +751,17 @@ void processor_free(processor *p)
         batch_clear(&p->done);
     domain_registry_free(p->domains);
     metrics_free(p->metrics);
-    if (p->kick)
-        event_free(p->kick);
     if (p->write_next)
         event_free(p->write_next);
     if (p->finish)
         event_free(p->finish);
-    if (p->retry)
-        event_free(p->retry);
-    free(p->msgs);
-    free(p->starting);
     free(p->topic_commands);
     free(p->topic_replies);
     free(p->topic_dlq);
-    offsetlog_free(p->olog);
     free(p);
 }
 
 bool processor_failed(const processor *p)
 {
-    return p->failed;
+    return p->loop && txloop_failed(p->loop);
 }

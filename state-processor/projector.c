@@ -21,20 +21,13 @@
 #include "projbatch.h"
 #include "projection.h"
 #include "projsql.h"
+#include "txloop.h"
 #include "xalloc.h"
 
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef enum {
-    J_IDLE,
-    J_STARTING, /* reading the stored offsets of newly assigned partitions */
-    J_WRITING,
-    J_COMMITTING,
-    J_BACKOFF
-} jstate;
 
 /* One projection table and the statement that upserts a batch of its rows. */
 typedef struct table {
@@ -49,29 +42,15 @@ struct projector {
     table *tables; /* in registry order: every transaction locks them in the same order */
     size_t ntables;
     pgconn *pg;
-    kafka_consumer *consumer;
+    txloop *loop; /* the events consumed, and the steps around each batch */
     health *health;
     metrics *metrics;
     char *topic;
     char *group;
-    offsetlog *olog; /* which stored offsets count the log being read */
-    bool failed;     /* stopped for an operator (offsets.on_mismatch=fail) */
 
-    jstate state;
     projbatch b;
-    kafka_message *msgs;
-    size_t outstanding; /* queries of the transaction still to answer */
-    bool phase_failed;
-    char phase_error[512];
-    char phase_sqlstate[6]; /* of the first failure */
-    long long changed;      /* rows the transaction changed */
-    long long backoff_ms;
-    jstate resume; /* what J_BACKOFF retries */
-    int *starting; /* assigned partitions waiting for their stored offsets */
-    size_t nstarting;
-    struct event *kick; /* runs next_batch() from the loop, not from a callback */
-    struct event *retry;
-    bool stopping;
+    txphase ph;        /* the queries of the transaction */
+    long long changed; /* rows the transaction changed */
     long long batch_start_us;
 
     metrics_counter *m_projected, *m_skipped, *m_changed, *m_batches, *m_retries, *m_isolated;
@@ -80,86 +59,11 @@ struct projector {
     size_t nlag;
 };
 
-static void next_batch(projector *p);
 static void write_tx(projector *p);
-static void read_start_offsets(projector *p);
 
-static void on_kick(evutil_socket_t fd, short what, void *arg)
+static void retry_tx(void *arg)
 {
-    (void)fd, (void)what;
-    next_batch(arg);
-}
-
-/* A step succeeded: back to idle, then the next batch (or the end of the loop, when stopping). */
-static void step_done(projector *p)
-{
-    p->backoff_ms = 0;
-    p->state = J_IDLE;
-    if (p->stopping)
-        event_base_loopexit(p->base, NULL);
-    else
-        event_active(p->kick, 0, 0);
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    projector *p = arg;
-    if (p->resume == J_STARTING)
-        read_start_offsets(p);
-    else
-        write_tx(p);
-}
-
-/* Stops the projector for an operator: the loop ends and projector_failed() says so. */
-static void stop_failed(projector *p, const char *why)
-{
-    log_kv(LOG_FATAL, "stopping: an operator must decide", LOG_FIELDS("error", why));
-    p->failed = true;
-    p->stopping = true;
-    p->state = J_IDLE;
-    event_base_loopexit(p->base, NULL);
-}
-
-/* Retries the step resume after a capped exponential backoff. */
-static void backoff(projector *p, jstate resume, const char *what)
-{
-    p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : 100;
-    if (p->backoff_ms > p->cfg->retry_max_ms)
-        p->backoff_ms = p->cfg->retry_max_ms;
-    char ms[24];
-    snprintf(ms, sizeof(ms), "%lld", p->backoff_ms);
-    log_kv(LOG_WARN, what, LOG_FIELDS("error", p->phase_error, "retry_ms", ms));
-    p->state = J_BACKOFF;
-    p->resume = resume;
-    struct timeval tv = {.tv_sec = p->backoff_ms / 1000, .tv_usec = (p->backoff_ms % 1000) * 1000};
-    evtimer_add(p->retry, &tv);
-}
-
-/* A query of the transaction failed: remember the first reason and its SQLSTATE. */
-static void phase_error(projector *p, const pgconn_result *r, const char *what)
-{
-    if (!p->phase_failed) {
-        const char *state = pgconn_result_sqlstate(r);
-        snprintf(p->phase_error, sizeof(p->phase_error), "%s: %s%s%s", what,
-                 pgconn_result_status(r) == PGCONN_DISCONNECTED ? "connection lost"
-                                                                : pgconn_result_error(r),
-                 *state ? " sqlstate " : "", state);
-        snprintf(p->phase_sqlstate, sizeof(p->phase_sqlstate), "%s", state);
-    }
-    p->phase_failed = true;
-}
-
-/* Errors about the data rather than the server: retrying the same rows cannot succeed. */
-static bool data_error(const char *sqlstate)
-{
-    return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
-           strncmp(sqlstate, "54", 2) == 0;
-}
-
-static void on_rollback(const pgconn_result *r, void *arg)
-{
-    (void)r, (void)arg;
+    write_tx(arg);
 }
 
 /*
@@ -168,34 +72,26 @@ static void on_rollback(const pgconn_result *r, void *arg)
  */
 static void fail_tx(projector *p)
 {
-    if (pgconn_query(p->pg, "ROLLBACK", 0, NULL, on_rollback, p) != 0)
-        log_warn("rollback could not be queued");
+    txphase_rollback(p->pg);
     metrics_add(p->m_retries, 1);
     projbatch *b = &p->b;
-    if (data_error(p->phase_sqlstate) && b->to - b->from > 1) {
+    if (p->ph.refusal && b->to - b->from > 1) {
         log_kv(LOG_WARN, "PostgreSQL refused the batch; projecting its events one at a time",
-               LOG_FIELDS("error", p->phase_error));
+               LOG_FIELDS("error", p->ph.error));
         metrics_add(p->m_isolated, 1);
         b->to = b->from + 1;
         write_tx(p);
-    } else if (data_error(p->phase_sqlstate) && !b->items[b->from].skip_reason) {
-        projbatch_skip(b, b->from, "rejected-by-postgresql", p->phase_error);
+    } else if (p->ph.refusal && !b->items[b->from].skip_reason) {
+        projbatch_skip(b, b->from, p->ph.refusal, p->ph.error);
         write_tx(p);
     } else {
-        backoff(p, J_WRITING, "batch failed, will retry");
+        txloop_backoff(p->loop, retry_tx, "batch failed, will retry", p->ph.error);
     }
 }
 
 static int query(projector *p, const char *sql, int n, const char *const *v, pgconn_cb cb)
 {
-    if (pgconn_query_prepared(p->pg, sql, n, v, cb, p) != 0) {
-        p->phase_failed = true;
-        snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
-        p->phase_sqlstate[0] = '\0';
-        return -1;
-    }
-    p->outstanding++;
-    return 0;
+    return txphase_query(&p->ph, p->pg, sql, n, v, cb, p);
 }
 
 /* ---- after COMMIT ---- */
@@ -251,10 +147,11 @@ static void committed(projector *p)
     int *parts = xcalloc(b->n + 1, sizeof(int));
     long long *next = xcalloc(b->n + 1, sizeof(long long));
     size_t np = projbatch_positions(b, parts, next);
+    kafka_consumer *consumer = txloop_consumer(p->loop);
     for (size_t i = 0; i < np; i++) {
-        kafka_consumer_commit(p->consumer, parts[i], next[i]); /* informational: lag tooling */
-        offsetlog_committed(p->olog, parts[i]);
-        long long high = kafka_consumer_high_watermark(p->consumer, parts[i]);
+        kafka_consumer_commit(consumer, parts[i], next[i]); /* informational: lag tooling */
+        offsetlog_committed(txloop_offsets(p->loop), parts[i]);
+        long long high = kafka_consumer_high_watermark(consumer, parts[i]);
         if (high >= 0)
             set_gauge(lag_gauge(p, parts[i]), high > next[i] ? high - next[i] : 0);
     }
@@ -268,16 +165,16 @@ static void committed(projector *p)
     }
     metrics_observe_us(p->m_batch_time, ids_monotonic_us() - p->batch_start_us);
     projbatch_clear(b);
-    step_done(p);
+    txloop_done(p->loop);
 }
 
 static void on_commit(const pgconn_result *r, void *arg)
 {
     projector *p = arg;
-    p->outstanding--;
+    p->ph.outstanding--;
     if (pgconn_result_status(r) != PGCONN_OK)
-        phase_error(p, r, "commit");
-    if (p->phase_failed)
+        txphase_error(&p->ph, r, "commit");
+    if (p->ph.failed)
         fail_tx(p);
     else
         committed(p);
@@ -289,16 +186,15 @@ static void on_write(const pgconn_result *r, void *arg)
 {
     projector *p = arg;
     if (pgconn_result_status(r) != PGCONN_OK)
-        phase_error(p, r, "write");
-    if (--p->outstanding > 0)
+        txphase_error(&p->ph, r, "write");
+    if (--p->ph.outstanding > 0)
         return;
-    if (p->phase_failed) {
+    if (p->ph.failed) {
         fail_tx(p);
         return;
     }
     /* COMMIT only once every write is known good: a COMMIT of an aborted transaction would
        report success while rolling back. */
-    p->state = J_COMMITTING;
     if (query(p, "COMMIT", 0, NULL, on_commit) != 0)
         fail_tx(p);
 }
@@ -317,7 +213,7 @@ static void write_rows(projector *p, const char *sql, char *rows, size_t count, 
                        pgconn_cb cb)
 {
     const char *v[] = {rows, p2};
-    if (count > 0 && !p->phase_failed)
+    if (count > 0 && !p->ph.failed)
         query(p, sql, p2 ? 2 : 1, v, cb);
     free(rows);
 }
@@ -325,10 +221,7 @@ static void write_rows(projector *p, const char *sql, char *rows, size_t count, 
 /* One transaction for the range of the batch; the statements are pipelined (one round trip). */
 static void write_tx(projector *p)
 {
-    p->state = J_WRITING;
-    p->phase_failed = false;
-    p->phase_sqlstate[0] = '\0';
-    p->outstanding = 0;
+    txphase_begin(&p->ph);
     p->changed = 0;
     size_t n;
     query(p, "BEGIN", 0, NULL, on_write);
@@ -340,127 +233,37 @@ static void write_tx(projector *p)
     char *rows = projbatch_skipped_rows(&p->b, p->group, &n);
     write_rows(p, projsql_skipped, rows, n, NULL, on_write);
     rows = projbatch_offset_rows(&p->b, p->group, &n);
-    write_rows(p, projsql_offsets, rows, n, offsetlog_cluster(p->olog), on_write);
-    if (p->phase_failed && p->outstanding == 0)
+    write_rows(p, txloop_offsets_sql, rows, n, offsetlog_cluster(txloop_offsets(p->loop)),
+               on_write);
+    if (p->ph.failed && p->ph.outstanding == 0)
         fail_tx(p);
     /* otherwise the last outstanding callback goes on (or fails the batch) */
 }
 
-/* ---- partition assignment ---- */
+/* ---- a batch ---- */
 
-static void on_start_offsets(const pgconn_result *r, void *arg)
+static void on_batch(void *arg, const kafka_message *msgs, size_t n)
 {
     projector *p = arg;
-    if (pgconn_result_status(r) != PGCONN_OK) {
-        p->phase_failed = false;
-        phase_error(p, r, "read stored offsets");
-        backoff(p, J_STARTING, "stored offsets unavailable, will retry");
-        return;
-    }
-    long long *offsets = xcalloc(p->nstarting + 1, sizeof(*offsets));
-    char why[512];
-    if (offsetlog_choose(p->olog, p->starting, p->nstarting, r, offsets, why, sizeof(why)) != 0) {
-        free(offsets);
-        stop_failed(p, why);
-        return;
-    }
-    for (size_t i = 0; i < p->nstarting; i++) {
-        char part[16], off[24];
-        snprintf(part, sizeof(part), "%d", p->starting[i]);
-        snprintf(off, sizeof(off), "%lld", offsets[i]);
-        log_kv(LOG_INFO, "events partition starts at its stored offset",
-               LOG_FIELDS("partition", part, "offset",
-                          offsets[i] == KAFKA_OFFSET_BEGINNING ? "beginning" : off));
-    }
-    if (kafka_consumer_start(p->consumer, p->starting, offsets, p->nstarting) != 0)
-        log_error("assigned partitions could not be started");
-    free(offsets);
-    p->nstarting = 0;
-    step_done(p);
-}
-
-/* PostgreSQL, not Kafka, knows how far each partition was projected (ADR 0007). */
-static void read_start_offsets(projector *p)
-{
-    p->state = J_STARTING;
-    /* The stored offsets are trusted only for the log they count: that cluster's. */
-    if (offsetlog_learn_cluster(p->olog, p->consumer) != 0) {
-        snprintf(p->phase_error, sizeof(p->phase_error), "no metadata from Kafka yet");
-        backoff(p, J_STARTING, "Kafka cluster id unknown, will retry");
-        return;
-    }
-    char *parts = batch_int_array(p->starting, p->nstarting);
-    const char *v[] = {p->group, p->topic, parts};
-    int rc = pgconn_query(p->pg, projsql_start_offsets, 3, v, on_start_offsets, p);
-    free(parts);
-    if (rc != 0) {
-        snprintf(p->phase_error, sizeof(p->phase_error), "PostgreSQL queue full");
-        backoff(p, J_STARTING, "stored offsets unavailable, will retry");
-    }
-}
-
-static void next_batch(projector *p)
-{
-    if (p->state != J_IDLE || p->stopping)
-        return;
-    if (p->nstarting > 0) {
-        read_start_offsets(p);
-        return;
-    }
-    size_t n = kafka_consumer_poll(p->consumer, p->msgs, (size_t)p->cfg->batch_max);
-    if (n == 0) {
-        if (p->nstarting > 0) /* the poll served an assignment */
-            read_start_offsets(p);
-        return; /* otherwise the consumer's wake-up brings us back */
-    }
-    char why[512];
-    for (size_t i = 0; i < n; i++) {
-        /* A re-read is harmless here (version-guarded upserts); what is counted and logged is
-           that the stored offset did not belong to this log. */
-        if (!offsetlog_check(p->olog, p->msgs[i].partition, p->msgs[i].offset, why, sizeof(why))) {
-            kafka_consumer_release(p->consumer);
-            stop_failed(p, why);
-            return;
-        }
-    }
     p->batch_start_us = ids_monotonic_us();
     memset(&p->b, 0, sizeof(p->b));
-    projbatch_decode(&p->b, p->domains, p->msgs, n, p->cfg->tenant_default);
-    kafka_consumer_release(p->consumer); /* the batch holds copies */
+    projbatch_decode(&p->b, p->domains, msgs, n, p->cfg->tenant_default);
     write_tx(p);
 }
 
-static void on_wake(void *arg)
-{
-    next_batch(arg);
-}
-
-static bool on_assign(const int *partitions, size_t n, bool assigned, void *arg)
+/* Partitions revoked: their lag is now another member's. */
+static void on_revoked(void *arg, const int *partitions, size_t n)
 {
     projector *p = arg;
-    if (assigned) {
-        p->starting = xrealloc(p->starting, (p->nstarting + n) * sizeof(int));
-        memcpy(p->starting + p->nstarting, partitions, n * sizeof(int));
-        p->nstarting += n;
-    } else {
-        /* Revoked before they started: forget them. Their lag is now another member's. */
-        p->nstarting = kafka_partitions_remove(p->starting, p->nstarting, partitions, n);
-        offsetlog_revoked(p->olog, partitions, n);
-        for (size_t i = 0; i < n; i++)
-            if (partitions[i] >= 0 && (size_t)partitions[i] < p->nlag)
-                set_gauge(p->m_lag[partitions[i]], 0);
-    }
-    char count[24];
-    snprintf(count, sizeof(count), "%zu", n);
-    log_kv(LOG_INFO, assigned ? "events partitions assigned" : "events partitions revoked",
-           LOG_FIELDS("count", count));
-    return true; /* started by read_start_offsets() */
+    for (size_t i = 0; i < n; i++)
+        if (partitions[i] >= 0 && (size_t)partitions[i] < p->nlag)
+            set_gauge(p->m_lag[partitions[i]], 0);
 }
 
 static bool ready(void *arg)
 {
     const projector *p = arg;
-    return pgconn_connected(p->pg) && p->state != J_BACKOFF;
+    return pgconn_connected(p->pg) && !txloop_backing_off(p->loop);
 }
 
 static void init_metrics(projector *p)
@@ -513,23 +316,22 @@ projector *projector_new(struct event_base *base, const processor_config *cfg,
     projector *p = xcalloc(1, sizeof(*p));
     p->cfg = cfg;
     p->base = base;
-    p->state = J_IDLE;
-    p->msgs = xcalloc((size_t)cfg->batch_max, sizeof(kafka_message));
     p->topic = xasprintf("%sevents", cfg->topic_prefix);
     p->group = cfg->projector_group && *cfg->projector_group
                    ? xstrdup(cfg->projector_group)
                    : xasprintf("%sprojector", cfg->topic_prefix);
-    p->kick = event_new(base, -1, 0, on_kick, p);
-    p->retry = evtimer_new(base, on_retry, p);
     init_metrics(p);
-    offsetlog_policy policy = OFFSETLOG_RESET;
-    if (cfg->offsets_on_mismatch &&
-        offsetlog_policy_parse(cfg->offsets_on_mismatch, &policy) != 0) {
-        snprintf(err, errlen, "offsets.on_mismatch: '%s' is neither reset nor fail",
-                 cfg->offsets_on_mismatch);
+    txloop_config lc = {.service = "projector",
+                        .noun = "events",
+                        .group = p->group,
+                        .topic = p->topic,
+                        .on_mismatch = cfg->offsets_on_mismatch,
+                        .batch_max = cfg->batch_max,
+                        .retry_max_ms = cfg->retry_max_ms};
+    txloop_owner owner = {.batch = on_batch, .revoked = on_revoked, .arg = p};
+    p->loop = txloop_new(base, &lc, p->metrics, &owner, err, errlen);
+    if (!p->loop)
         goto fail;
-    }
-    p->olog = offsetlog_new("projector", p->group, p->topic, policy, p->metrics);
 
     p->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
     if (!p->domains)
@@ -545,9 +347,7 @@ projector *projector_new(struct event_base *base, const processor_config *cfg,
     if (!p->pg)
         goto fail;
     ensure_topic(p, kafka_props);
-    p->consumer = kafka_consumer_new(base, kafka_props, p->group, p->topic, on_wake, on_assign, p,
-                                     err, errlen);
-    if (!p->consumer)
+    if (txloop_start(p->loop, p->pg, kafka_props, err, errlen) != 0)
         goto fail;
     if (cfg->http_port >= 0) {
         p->health = health_new(base, cfg->http_host, (int)cfg->http_port, p->metrics, ready, p, err,
@@ -567,18 +367,14 @@ fail:
 
 void projector_stop(projector *p)
 {
-    p->stopping = true;
-    /* Mid-batch the loop ends after COMMIT (committed()); a batch in backoff is dropped
-       uncommitted and will be consumed again by whoever owns the partition next. */
-    if (p->state == J_IDLE || p->state == J_BACKOFF)
-        event_base_loopexit(p->base, NULL);
+    txloop_stop(p->loop); /* mid-batch, after its COMMIT */
 }
 
 void projector_free(projector *p)
 {
     if (!p)
         return;
-    kafka_consumer_free(p->consumer);
+    txloop_free(p->loop);
     health_free(p->health);
     pgconn_free(p->pg);
     if (p->b.items)
@@ -588,20 +384,13 @@ void projector_free(projector *p)
     free(p->tables);
     domain_registry_free(p->domains);
     metrics_free(p->metrics);
-    if (p->kick)
-        event_free(p->kick);
-    if (p->retry)
-        event_free(p->retry);
     free(p->m_lag);
-    free(p->msgs);
-    free(p->starting);
     free(p->topic);
     free(p->group);
-    offsetlog_free(p->olog);
     free(p);
 }
 
 bool projector_failed(const projector *p)
 {
-    return p->failed;
+    return p->loop && txloop_failed(p->loop);
 }

@@ -14,17 +14,6 @@ const char projsql_skipped[] =
     "text, key_hex text, headers jsonb, value_hex text) "
     "ON CONFLICT (group_id, topic, partition, kafka_offset) DO NOTHING";
 
-const char projsql_offsets[] =
-    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, cluster_id) "
-    "SELECT group_id, topic, partition, next_offset, $2 FROM jsonb_to_recordset($1::jsonb) AS "
-    "x(group_id text, topic text, partition int, next_offset bigint) "
-    "ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
-    "next_offset = EXCLUDED.next_offset, cluster_id = EXCLUDED.cluster_id, updated_at = now()";
-
-const char projsql_start_offsets[] =
-    "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE group_id = $1 AND "
-    "topic = $2 AND partition = ANY($3::int[])";
-
 /* The upsert of projsql_upsert(); notify false answers a row per change without a NOTIFY. */
 static char *upsert(const projection *p, bool notify)
 {

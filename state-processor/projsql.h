@@ -25,10 +25,5 @@ char *projsql_upsert_silent(const projection *p);
 
 /* Records $1, the rows of projbatch_skipped_rows(), in projection_skipped (once per offset). */
 extern const char projsql_skipped[];
-/* Stores $1, the rows of projbatch_offset_rows(), in consumer_offsets, under cluster $2. */
-extern const char projsql_offsets[];
-/* The stored (partition, next_offset, cluster_id) of group $1, topic $2, partitions $3 (an int[]
- * literal). */
-extern const char projsql_start_offsets[];
 
 #endif
