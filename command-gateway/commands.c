@@ -76,8 +76,10 @@ static void unhold(pending *p);
 /* The request got its answer (or its client left): drop every reference to it. */
 static void pending_done(pending *p)
 {
-    if (p->req)
+    if (p->req) {
         p->g->live--;
+        metrics_gauge_add(p->g->m_unanswered, -1);
+    }
     p->req = NULL;
     /* A claim still queued (PostgreSQL down) must not run for a request no longer there: it
        would hold the key for idempotency.inflight_timeout_s with nothing published. One that
@@ -727,6 +729,7 @@ void commands_post(gateway *g, http_req *req, const char *tenant)
     }
     p->req = req;
     g->live++;
+    metrics_gauge_add(g->m_unanswered, 1);
     http_req_on_gone(req, on_gone, p);
     trace_child(p->in.traceparent, p->traceparent);
     trace_id_of(p->traceparent, p->trace_id);

@@ -360,6 +360,9 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                                     "sync requests waiting for their reply", NULL);
     g->m_connections =
         metrics_gauge_get(g->metrics, "gateway_http_connections", "client connections open", NULL);
+    g->m_unanswered =
+        metrics_gauge_get(g->metrics, "gateway_commands_unanswered",
+                          "write requests whose client is still waiting for the answer", NULL);
     g->m_accept_paused = metrics_counter_get(
         g->metrics, "gateway_http_accept_paused_total",
         "times a worker reached http.max_connections and paused accepting", NULL);

@@ -97,7 +97,7 @@ typedef struct gateway {
     metrics_histogram *m_latency;
     metrics_histogram *m_kafka_ack;  /* produce -> Kafka's confirmation */
     metrics_histogram *m_reply_wait; /* sync: produce -> the reply */
-    metrics_gauge *m_parked, *m_connections;
+    metrics_gauge *m_parked, *m_connections, *m_unanswered;
     metrics_counter *m_accept_paused;
     metrics_counter *m_auth_refused, *m_rate_limited;
     metrics_counter *m_status[500]; /* answers by status 100..599, registered on first use */

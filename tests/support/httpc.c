@@ -140,3 +140,26 @@ void httpc_free(httpc_response *r)
     json_decref(r->json);
     memset(r, 0, sizeof(*r));
 }
+
+long long httpc_metric(int port, const char *name)
+{
+    httpc_response r = httpc_request(port, "GET", "/metrics", NULL, NULL, 5000);
+    long long v = -1;
+    size_t n = strlen(name);
+    for (const char *l = r.body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (strncmp(l, name, n) == 0 && l[n] == ' ')
+            v = atoll(l + n + 1);
+    }
+    httpc_free(&r);
+    return v;
+}
+
+long long httpc_metric_becomes(int port, const char *name, long long want, int timeout_ms)
+{
+    long long v = httpc_metric(port, name);
+    for (int waited = 0; v != want && waited < timeout_ms; waited += 50) {
+        usleep(50000);
+        v = httpc_metric(port, name);
+    }
+    return v;
+}

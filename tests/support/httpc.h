@@ -21,6 +21,10 @@ httpc_response httpc_request(int port, const char *method, const char *path,
                              const char *extra_headers, const char *body, int timeout_ms);
 /* A response header's value (case-insensitive name), copied into buf; NULL when absent. */
 const char *httpc_header(const httpc_response *r, const char *name, char *buf, size_t len);
+/* The value of an unlabelled sample of /metrics on port, or -1 when absent. */
+long long httpc_metric(int port, const char *name);
+/* Polls that metric until it equals want, for up to timeout_ms; returns the last value read. */
+long long httpc_metric_becomes(int port, const char *name, long long want, int timeout_ms);
 /* Frees what the response holds. */
 void httpc_free(httpc_response *r);
 

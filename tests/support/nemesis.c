@@ -202,7 +202,8 @@ static void kafka_start_down(nemesis *n)
                  (double)(nemesis_now_ms(n) - t) / 1000, rc == 0 ? "" : " (kafka.sh failed)");
 }
 
-/* Starts PostgreSQL, retrying: a start right after an immediate stop may find the port busy. */
+/* Starts PostgreSQL, retrying: a start right after an immediate stop may find the port busy
+   (pg_ctl's failure is the condition; the half second between tries lets the port free). */
 static void pg_start(nemesis *n)
 {
     for (int i = 0; i < 5; i++) {
@@ -233,6 +234,11 @@ static nemesis_fault next_fault(nemesis *n)
     return n->deck[--n->ndeck];
 }
 
+/*
+ * Injects fault f. The sleeps here are not waits for a condition: each is the fault's duration,
+ * drawn from the seed, during which the clients keep writing; what must hold afterwards is
+ * checked by the caller, on conditions.
+ */
 static void step(nemesis *n, nemesis_fault f)
 {
     n->done[f]++;
