@@ -3,6 +3,7 @@
 
 #include "kafka.h"
 #include "log.h"
+#include "offsetlog.h"
 #include "pgconn.h"
 #include "pgwait.h"
 #include "service.h"
@@ -188,8 +189,7 @@ static int look_up(struct event_base *base, pgconn **pg, const config_props *kaf
         const char *stored_cluster = pgwait_cell(&w, i, 2);
         if (partition >= 0 && partition < n) {
             s->rows[partition].stored = atoll(pgwait_cell(&w, i, 1));
-            s->rows[partition].other_log =
-                stored_cluster && cluster && strcmp(stored_cluster, cluster) != 0;
+            s->rows[partition].other_log = offsetlog_other_cluster(stored_cluster, cluster);
         } else
             log_kv(LOG_WARN, "consumer_offsets holds a partition the topic does not have",
                    LOG_FIELDS("group", s->group, "topic", s->topic, "partition",

@@ -95,9 +95,9 @@ static const part *part_peek(const offsetlog *l, int partition)
     return partition >= 0 && (size_t)partition < l->nparts ? &l->parts[partition] : NULL;
 }
 
-static bool other_cluster(const offsetlog *l, const char *stored_cluster)
+bool offsetlog_other_cluster(const char *stored_cluster, const char *cluster)
 {
-    return stored_cluster && l->cluster && strcmp(stored_cluster, l->cluster) != 0;
+    return stored_cluster && cluster && strcmp(stored_cluster, cluster) != 0;
 }
 
 int offsetlog_choose(offsetlog *l, const int *partitions, size_t n, const pgconn_result *r,
@@ -118,7 +118,7 @@ int offsetlog_choose(offsetlog *l, const int *partitions, size_t n, const pgconn
             i++;
         if (i == n)
             continue;
-        if (!other_cluster(l, cluster)) {
+        if (!offsetlog_other_cluster(cluster, l->cluster)) {
             offsets[i] = atoll(next);
             continue;
         }
@@ -188,7 +188,7 @@ bool offsetlog_check(offsetlog *l, int partition, long long offset, char *err, s
 bool offsetlog_distrusted(const offsetlog *l, int partition, const char *stored_cluster)
 {
     const part *pt = part_peek(l, partition);
-    return (pt && pt->distrusted) || other_cluster(l, stored_cluster);
+    return (pt && pt->distrusted) || offsetlog_other_cluster(stored_cluster, l->cluster);
 }
 
 void offsetlog_committed(offsetlog *l, int partition)

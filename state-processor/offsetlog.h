@@ -72,6 +72,10 @@ bool offsetlog_check(offsetlog *l, int partition, long long offset, char *err, s
  */
 bool offsetlog_distrusted(const offsetlog *l, int partition, const char *stored_cluster);
 
+/* An offset stored under stored_cluster counts another log than cluster's: both are named and
+   differ (an offset stored before clusters were recorded counts any). */
+bool offsetlog_other_cluster(const char *stored_cluster, const char *cluster);
+
 /* The partition's offset was committed under the current cluster: trusted again. */
 void offsetlog_committed(offsetlog *l, int partition);
 
