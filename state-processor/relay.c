@@ -48,15 +48,16 @@ static const char mark_sql[] =
     "o.aggregate_id = x.aggregate_id AND o.version = x.version AND "
     "(o.published_at IS NULL OR o.published_cluster IS DISTINCT FROM $2)";
 
-/* A page of events published to another cluster than $1; the oldest first. */
+/* A page of events published to another cluster than $1; the oldest first. Two ranges rather
+   than <>, so that the index of migration 007 answers the usual case (none) without a scan. */
 static const char refill_sql[] =
     "SELECT json_build_object('tenant', tenant, 'aggregate_type', aggregate_type, "
     "'aggregate_id', aggregate_id, 'version', version, 'event_type', event_type, "
     "'command_id', command_id, 'payload', payload, 'traceparent', traceparent, "
     "'tracestate', tracestate, '" RELAY_REFILL_TAG "', true) FROM outbox "
     "WHERE published_at IS NOT NULL AND published_cluster IS NOT NULL AND "
-    "published_cluster <> $1 ORDER BY created_at, tenant, aggregate_type, aggregate_id, version "
-    "LIMIT $2";
+    "(published_cluster < $1 OR published_cluster > $1) "
+    "ORDER BY created_at, tenant, aggregate_type, aggregate_id, version LIMIT $2";
 
 /* The row as JSON, then its key as text, to name a row that does not parse. */
 static const char recover_sql[] =
