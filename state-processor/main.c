@@ -1,10 +1,11 @@
 /*
- * main.c: state-processor: configuration, database set-up, event loop, signals, teardown.
+ * main.c: state-processor: its modes, the processor's configuration, then its life (looprun.c).
  * `state-processor project ...` runs the projector instead (projectcmd.c).
  */
 #include "dbsetup.h"
 #include "lagcmd.h"
 #include "log.h"
+#include "looprun.h"
 #include "processor.h"
 #include "projectcmd.h"
 #include "rebuildcmd.h"
@@ -12,18 +13,24 @@
 #include "replay.h"
 #include "service.h"
 
-#include <event2/event.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
+static void *create(struct event_base *base, const processor_config *cfg, const config_props *kafka,
+                    char *err, size_t errlen)
 {
-    (void)what;
-    log_kv(LOG_INFO, "stopping after the batch in hand",
-           LOG_FIELDS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
-    processor_stop(arg);
+    return processor_new(base, cfg, kafka, err, errlen);
+}
+
+static txloop *loop_of(void *p)
+{
+    return processor_loop(p);
+}
+
+static void destroy(void *p)
+{
+    processor_free(p);
 }
 
 /*
@@ -56,7 +63,6 @@ int main(int argc, char **argv)
 {
     processor_config cfg = {0};
     config_props kafka = {0};
-    char err[512];
     int rc = EXIT_FAILURE;
 
     /* The other modes, each with its own configuration and --help. */
@@ -77,33 +83,8 @@ int main(int argc, char **argv)
                        "(docs/operators.md).",
                        processor_config_table, &cfg, &kafka, argc, argv, &rc))
         goto out;
-    rc = EXIT_FAILURE;
-
-    if (dbsetup_apply(&cfg, err, sizeof(err)) != 0) {
-        log_kv(LOG_FATAL, "cannot set up the database", LOG_FIELDS("error", err));
-        goto out;
-    }
-    struct event_base *base = event_base_new();
-    processor *p = processor_new(base, &cfg, &kafka, err, sizeof(err));
-    if (!p) {
-        log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", err));
-        event_base_free(base);
-        goto out;
-    }
-    struct event *sigint = evsignal_new(base, SIGINT, on_signal, p);
-    struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, p);
-    event_add(sigint, NULL);
-    event_add(sigterm, NULL);
-
-    event_base_dispatch(base);
-
-    event_free(sigint);
-    event_free(sigterm);
-    bool failed = processor_failed(p);
-    processor_free(p);
-    event_base_free(base);
-    log_kv(failed ? LOG_ERROR : LOG_INFO, "stopped", NULL);
-    rc = failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    static const looprun_service svc = {create, loop_of, destroy};
+    rc = looprun(&svc, &cfg, &kafka);
 out:
     config_free(processor_config_table, &cfg);
     config_props_free(&kafka);

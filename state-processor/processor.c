@@ -724,9 +724,9 @@ metrics *processor_metrics(processor *p)
     return p->metrics;
 }
 
-void processor_stop(processor *p)
+txloop *processor_loop(processor *p)
 {
-    txloop_stop(p->loop); /* mid-batch, after its COMMIT and its on_finish() */
+    return p->loop;
 }
 
 void processor_free(processor *p)
@@ -759,9 +759,4 @@ void processor_free(processor *p)
     free(p->topic_replies);
     free(p->topic_dlq);
     free(p);
-}
-
-bool processor_failed(const processor *p)
-{
-    return p->loop && txloop_failed(p->loop);
 }

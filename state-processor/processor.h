@@ -46,13 +46,12 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
                          const config_props *kafka_props, char *err, size_t errlen);
 /* The processor's metrics, as /metrics renders them (borrowed: lives as long as p). */
 struct metrics *processor_metrics(processor *p);
-/* Asks the processor to stop after the batch in hand; the loop exits once it is committed. */
-void processor_stop(processor *p);
 /*
- * True when the processor stopped on its own for an operator to decide: a stored offset that
- * counts another log, under offsets.on_mismatch=fail. The service then exits with a failure.
+ * The processor's loop: txloop_stop() stops it after the batch in hand, once committed;
+ * txloop_failed() says whether it stopped on its own for an operator to decide (a stored offset
+ * that counts another log, under offsets.on_mismatch=fail).
  */
-bool processor_failed(const processor *p);
+struct txloop *processor_loop(processor *p);
 /* Flushes what is still to be produced, leaves the group and frees everything. */
 void processor_free(processor *p);
 

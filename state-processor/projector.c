@@ -365,9 +365,9 @@ fail:
     return NULL;
 }
 
-void projector_stop(projector *p)
+txloop *projector_loop(projector *p)
 {
-    txloop_stop(p->loop); /* mid-batch, after its COMMIT */
+    return p->loop;
 }
 
 void projector_free(projector *p)
@@ -388,9 +388,4 @@ void projector_free(projector *p)
     free(p->topic);
     free(p->group);
     free(p);
-}
-
-bool projector_failed(const projector *p)
-{
-    return p->loop && txloop_failed(p->loop);
 }

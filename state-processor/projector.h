@@ -26,10 +26,8 @@ typedef struct projector projector;
  */
 projector *projector_new(struct event_base *base, const processor_config *cfg,
                          const config_props *kafka_props, char *err, size_t errlen);
-/* Asks the projector to stop after the batch in hand; the loop exits once it is committed. */
-void projector_stop(projector *p);
-/* True when the projector stopped on its own for an operator (see processor_failed()). */
-bool projector_failed(const projector *p);
+/* The projector's loop, to stop it or ask whether it failed (see processor_loop()). */
+struct txloop *projector_loop(projector *p);
 /* Leaves the group and frees everything (blocking: shutdown only). NULL is a no-op. */
 void projector_free(projector *p);
 

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "pgmigrate.h"
 #include "processor.h"
+#include "txloop.h"
 
 #include <check.h>
 #include <event2/event.h>
@@ -871,7 +872,7 @@ START_TEST(a_foreign_offset_stops_the_processor_under_policy_fail)
     struct timeval limit = {30, 0};
     event_base_loopexit(base, &limit);
     event_base_dispatch(base);
-    ck_assert_msg(processor_failed(proc), "the processor did not stop within 30 s");
+    ck_assert_msg(txloop_failed(processor_loop(proc)), "the processor did not stop within 30 s");
     ck_assert_int_eq(q_int("SELECT count(*) FROM aggregates"), 0);
     ck_assert_int_eq(q_int("SELECT count(*) FROM consumer_offsets WHERE group_id LIKE '%%proc-b' "
                            "AND cluster_id = 'a-cluster-that-is-gone'"),
