@@ -202,14 +202,36 @@ const gateway_route *gateway_routes(size_t *n)
     return routes;
 }
 
-/* Splits "/v1/aggregates/account/acc-1" style paths; returns segments borrowed from buf. */
-static size_t split_path(char *buf, char **seg, size_t max)
+static void free_segments(char **seg, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(seg[i]);
+}
+
+/*
+ * Splits a path as sent ("/v1/aggregates/account/a%2Fb") at its slashes, then percent-decodes
+ * each segment on its own: an id holding "/" is one segment, and so round-trips through its
+ * Location. Every segment counts, an empty one too ("acc-1/" is not "acc-1"). Returns the
+ * segments (free_segments() frees them), at most max: a longer path has max. 0 for a path whose
+ * segment decodes to a NUL, which names nothing.
+ */
+static size_t split_path(const char *path, char **seg, size_t max)
 {
     size_t n = 0;
-    for (char *save = NULL, *s = strtok_r(buf, "/", &save); s && n < max;
-         s = strtok_r(NULL, "/", &save))
-        seg[n++] = s;
-    return n;
+    const char *s = path + (*path == '/');
+    for (;;) {
+        const char *end = strchrnul(s, '/');
+        if (n == max)
+            return n;
+        if (!(seg[n] = http_uri_unescape(s, (size_t)(end - s)))) {
+            free_segments(seg, n);
+            return 0;
+        }
+        n++;
+        if (!*end)
+            return n;
+        s = end + 1;
+    }
 }
 
 /* A path is split into at most this many segments: one more than the longest template has, so
@@ -314,9 +336,8 @@ int gateway_auth_new(const gateway_config *cfg, auth **out, char *err, size_t er
 static void route(http_req *req, void *arg)
 {
     gateway *g = arg;
-    char *path = xstrdup(http_req_path(req));
     char *seg[MAX_SEGMENTS], *params[GATEWAY_MAX_PARAMS];
-    size_t n = split_path(path, seg, MAX_SEGMENTS);
+    size_t n = split_path(http_req_path(req), seg, MAX_SEGMENTS);
     const gateway_route *r = NULL;
     for (size_t i = 0; i < NROUTES && !r; i++) {
         if (match(routes[i].path, seg, n, params))
@@ -330,7 +351,7 @@ static void route(http_req *req, void *arg)
         not_allowed(g, req, r->methods);
     else if (!r->scope || admit(g, req, r->scope, &who, &call.tenant))
         r->handler(g, req, &call);
-    free(path);
+    free_segments(seg, n);
 }
 
 gateway *gateway_new(struct event_base *base, const gateway_config *cfg,

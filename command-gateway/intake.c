@@ -175,8 +175,10 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
     }
     if (!envelope_aggregate_id_valid(agg,
                                      json_string_length(json_object_get(doc, "aggregate_id")))) {
-        problem = fail(out, PROBLEM_INVALID_REQUEST,
-                       "\"aggregate_id\" must be 1..255 bytes without NUL", NULL);
+        char detail[200];
+        snprintf(detail, sizeof(detail), "\"aggregate_id\" must be " ENVELOPE_AGGREGATE_ID_RULE,
+                 ENVELOPE_MAX_AGGREGATE_ID_LEN);
+        problem = fail(out, PROBLEM_INVALID_REQUEST, detail, NULL);
         goto done;
     }
     out->cmd = domain_registry_find(reg, type);

@@ -176,13 +176,17 @@ char *envelope_event_id(const char *tenant, const char *aggregate_type, const ch
     return xasprintf("%s/%s/%s/%lld", tenant, aggregate_type, aggregate_id, version);
 }
 
-bool envelope_utf8_valid(const char *s, size_t len)
+/* Well-formed UTF-8; when text, also without the code points a CloudEvents String forbids. */
+static bool utf8_check(const char *s, size_t len, bool text)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
     while (p < end) {
         unsigned c = *p++;
-        if (c < 0x80)
+        if (c < 0x80) {
+            if (text && (c < 0x20 || c == 0x7f))
+                return false;
             continue;
+        }
         size_t more;
         unsigned cp, min;
         if (c >= 0xc2 && c <= 0xdf) {
@@ -204,8 +208,16 @@ bool envelope_utf8_valid(const char *s, size_t len)
         p += more;
         if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
             return false;
+        if (text && ((cp >= 0x80 && cp <= 0x9f) || (cp >= 0xfdd0 && cp <= 0xfdef) ||
+                     (cp & 0xfffe) == 0xfffe))
+            return false;
     }
     return true;
+}
+
+bool envelope_utf8_valid(const char *s, size_t len)
+{
+    return utf8_check(s, len, false);
 }
 
 bool envelope_tenant_valid(const char *s, size_t len)
@@ -233,8 +245,8 @@ bool envelope_key_valid(const char *s, size_t len)
 
 bool envelope_aggregate_id_valid(const char *s, size_t len)
 {
-    return len > 0 && len <= ENVELOPE_MAX_AGGREGATE_ID_LEN && !memchr(s, '\0', len) &&
-           envelope_utf8_valid(s, len);
+    bool dots = (len == 1 || len == 2) && s[0] == '.' && s[len - 1] == '.';
+    return len > 0 && len <= ENVELOPE_MAX_AGGREGATE_ID_LEN && !dots && utf8_check(s, len, true);
 }
 
 /* Visible ASCII, 1..ENVELOPE_MAX_TYPE_LEN: the command types of the domain files are. */
@@ -253,12 +265,15 @@ int envelope_check_command(const envelope *e, char *err, size_t errlen)
 {
     size_t len = e->subject ? strlen(e->subject) : 0;
     if (!envelope_aggregate_id_valid(e->subject ? e->subject : "", len)) {
+        const char *s = e->subject ? e->subject : "";
         snprintf(err, errlen,
-                 "header ce_subject: an aggregate id is 1..%d bytes of UTF-8 without NUL (%s)",
+                 "header ce_subject: an aggregate id is " ENVELOPE_AGGREGATE_ID_RULE " (%s)",
                  ENVELOPE_MAX_AGGREGATE_ID_LEN,
                  len > ENVELOPE_MAX_AGGREGATE_ID_LEN ? "too long"
                  : len == 0                          ? "empty"
-                                                     : "not valid UTF-8");
+                 : !envelope_utf8_valid(s, len)      ? "not valid UTF-8"
+                                                     : "a control character, a noncharacter, "
+                                                       "\".\" or \"..\"");
         return -1;
     }
     if (!type_valid(e->type, strlen(e->type))) {

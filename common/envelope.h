@@ -40,7 +40,7 @@ typedef struct envelope {
  */
 #define ENVELOPE_MAX_TENANT_LEN       64  /* 1..64 of [A-Za-z0-9._-] */
 #define ENVELOPE_MAX_KEY_LEN          255 /* Idempotency-Key: printable ASCII, space included */
-#define ENVELOPE_MAX_AGGREGATE_ID_LEN 255 /* aggregate id: UTF-8, no NUL */
+#define ENVELOPE_MAX_AGGREGATE_ID_LEN 255 /* aggregate id: envelope_aggregate_id_valid() */
 #define ENVELOPE_MAX_TYPE_LEN         128 /* command type: visible ASCII */
 
 /* Largest version a command may expect: exact in a JSON number (2^53). */
@@ -74,8 +74,16 @@ bool envelope_utf8_valid(const char *s, size_t len);
 bool envelope_tenant_valid(const char *s, size_t len);
 /* True for an idempotency key: 1..ENVELOPE_MAX_KEY_LEN bytes of printable ASCII (0x20..0x7e). */
 bool envelope_key_valid(const char *s, size_t len);
-/* True for an aggregate id: 1..ENVELOPE_MAX_AGGREGATE_ID_LEN bytes of UTF-8 without NUL. */
+/*
+ * True for an aggregate id: 1..ENVELOPE_MAX_AGGREGATE_ID_LEN bytes of UTF-8 text as a CloudEvents
+ * String allows it (no control character U+0000..U+001F or U+007F..U+009F, no surrogate, no
+ * noncharacter), and neither "." nor "..", which URL clients remove from a path. Any other
+ * character, "/" included, is allowed: in a URL it is percent-encoded.
+ */
 bool envelope_aggregate_id_valid(const char *s, size_t len);
+/* The rule above in words, for error messages: its %d is ENVELOPE_MAX_AGGREGATE_ID_LEN. */
+#define ENVELOPE_AGGREGATE_ID_RULE                                                                 \
+    "1..%d bytes of UTF-8 without control characters or noncharacters, and not \".\" or \"..\""
 
 /*
  * Checks the identities of a parsed command against the limits above: ce_subject (required),

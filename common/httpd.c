@@ -231,9 +231,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
     r->conn = evhttp_request_get_connection(ev);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
     const char *raw = uri ? evhttp_uri_get_path(uri) : NULL;
-    char *decoded = raw ? evhttp_uridecode(raw, 0, NULL) : NULL;
-    r->path = decoded ? xstrdup(decoded) : xstrdup("/");
-    free(decoded);
+    r->path = xstrdup(raw && *raw ? raw : "/"); /* still encoded: see http_req_path() */
     /* evhttp allows one request in progress per connection, so one close callback suffices;
        it counts the connection out as on_idle_close() would. */
     if (r->conn) {
@@ -398,6 +396,21 @@ char *http_uri_escape(const char *s)
     char *e = evhttp_uriencode(s, -1, 0);
     char *out = xstrdup(e ? e : "");
     free(e);
+    return out;
+}
+
+char *http_uri_unescape(const char *s, size_t len)
+{
+    char *raw = xstrndup(s, len);
+    size_t n = 0;
+    char *d = evhttp_uridecode(raw, 0, &n);
+    free(raw);
+    if (d && strlen(d) != n) { /* %00 */
+        free(d);
+        return NULL;
+    }
+    char *out = d ? xstrdup(d) : NULL;
+    free(d);
     return out;
 }
 

@@ -72,10 +72,16 @@ void httpd_free(httpd *h);
 int httpd_port(const httpd *h);
 
 http_method http_req_method(const http_req *r);
-/* The decoded path without the query string; borrowed from the request. */
+/*
+ * The path without the query string, as sent: still percent-encoded, so that a router splits it
+ * at its slashes before decoding each segment (an id holding "/" is one segment, "a%2Fb").
+ * Borrowed from the request.
+ */
 const char *http_req_path(const http_req *r);
 /* s percent-encoded for a URI path segment (all but RFC 3986's unreserved); free() it. */
 char *http_uri_escape(const char *s);
+/* s[0..len) percent-decoded; NULL when it decodes to a NUL (%00). free() it. */
+char *http_uri_unescape(const char *s, size_t len);
 /* A query parameter, decoded; NULL when absent. Borrowed from the request. */
 const char *http_req_query(http_req *r, const char *name);
 /*

@@ -356,6 +356,85 @@ START_TEST(pages_neither_repeat_nor_skip_under_writes)
 }
 END_TEST
 
+/* Ids that URL clients treat specially, each accepted: its Location must name it. */
+static const char *const odd_ids[] = {"a/b",
+                                      "a%2Fb",
+                                      "50%",
+                                      "a b",
+                                      "a?b=c",
+                                      "a#b",
+                                      "...",
+                                      ".x",
+                                      "x.",
+                                      "a+b",
+                                      "\xc3\xbc-\xc3\x9f",
+                                      "\xe2\x82\xac/..",
+                                      "a\\\\b"};
+
+/* Every accepted id round-trips: its Location (percent-encoded) reads back that very id. */
+START_TEST(every_accepted_id_round_trips)
+{
+    const char *id = odd_ids[_i];
+    json_t *body = json_pack("{s:s, s:s, s:{s:s}}", "type", "account.open", "aggregate_id", id,
+                             "payload", "owner", "o");
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    httpc_response r = post(text);
+    free(text);
+    ck_assert_msg(r.status == 201, "%s: %d %s", id, r.status, r.body);
+    char location[1024], path[1100];
+    ck_assert_msg(httpc_header(&r, "Location", location, sizeof location), "%s: no Location", id);
+    httpc_free(&r);
+    snprintf(path, sizeof path, "%s?min_version=1", location);
+    r = get(path, NULL);
+    ck_assert_msg(r.status == 200, "%s: GET %s: %d %s", id, path, r.status, r.body);
+    ck_assert_str_eq(jstr(r.json, "aggregate_id"), id);
+    httpc_free(&r);
+}
+END_TEST
+
+/* Ids outside the grammar (docs/api.md#identifiers) are refused with 400, before any claim. */
+static const char *const bad_ids[] = {".",        "..",        "a\\u0001b",      "tab\\tin",
+                                      "a\\u007f", "c1\\u0085", "nonchar\\ufffe", "nonchar\\ufdd0"};
+
+START_TEST(ids_outside_the_grammar_are_400)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"type\":\"account.open\",\"aggregate_id\":\"%s\",\"payload\":{\"owner\":\"o\"}}",
+             bad_ids[_i]);
+    httpc_response r = post(body);
+    ck_assert_msg(r.status == 400, "%s: %d %s", bad_ids[_i], r.status, r.body);
+    ck_assert_msg(strstr(jstr(r.json, "detail"), "aggregate_id"), "%s: %s", bad_ids[_i], r.body);
+    httpc_free(&r);
+}
+END_TEST
+
+/* A path names one aggregate or none: no segment is lost, cut at a %00 or merged. */
+START_TEST(paths_that_are_not_the_id_are_404)
+{
+    open_account("acc-path", "o", 0);
+    httpc_response r = get("/v1/aggregates/account/acc-path?min_version=1", NULL);
+    ck_assert_int_eq(r.status, 200);
+    httpc_free(&r);
+    static const char *const paths[] = {
+        "/v1/aggregates/account/acc-path/",   "/v1/aggregates/account/acc-path%00junk",
+        "/v1/aggregates/account//acc-path",   "/v1/aggregates//account/acc-path",
+        "/v1/aggregates/account/acc-path%2F", "/v1/aggregates/account/acc%2Dpath/x",
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        r = get(paths[i], NULL);
+        ck_assert_msg(r.status == 404, "%s: %d %s", paths[i], r.status, r.body);
+        httpc_free(&r);
+    }
+    /* Percent-encoding an unreserved character changes nothing (RFC 3986 section 6.2.2.2). */
+    r = get("/v1/aggregates/account/acc%2Dpath", NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(jstr(r.json, "aggregate_id"), "acc-path");
+    httpc_free(&r);
+}
+END_TEST
+
 int main(void)
 {
     if (stack_start(&st, false) != 0) {
@@ -370,6 +449,11 @@ int main(void)
     tcase_add_loop_test(tc, filters_on_declared_columns, 0,
                         (int)(sizeof filters / sizeof filters[0]));
     tcase_add_test(tc, pages_neither_repeat_nor_skip_under_writes);
+    tcase_add_loop_test(tc, every_accepted_id_round_trips, 0,
+                        (int)(sizeof odd_ids / sizeof odd_ids[0]));
+    tcase_add_loop_test(tc, ids_outside_the_grammar_are_400, 0,
+                        (int)(sizeof bad_ids / sizeof bad_ids[0]));
+    tcase_add_test(tc, paths_that_are_not_the_id_are_404);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -323,6 +323,55 @@ START_TEST(test_event_id)
 }
 END_TEST
 
+/* ---- the aggregate id grammar (docs/api.md#identifiers) ---- */
+
+static const struct {
+    const char *id;
+    size_t len; /* 0: strlen */
+    bool valid;
+} gcases[] = {
+    {"acc-1", 0, true},
+    {"a/b", 0, true},
+    {"a b?c#d%e", 0, true},
+    {"...", 0, true},
+    {".x", 0, true},
+    {"\xc3\xbc\xe2\x82\xac", 0, true}, /* U+00FC U+20AC */
+    {"\xf0\x9f\x98\x80", 0, true},     /* U+1F600 */
+    {"\xef\xbf\xbd", 0, true},         /* U+FFFD, a character */
+    {"", 0, false},
+    {".", 0, false},
+    {"..", 0, false},
+    {"a\0b", 3, false},             /* NUL */
+    {"a\x01", 0, false},            /* C0 */
+    {"a\tb", 0, false},             /* C0, tab */
+    {"a\x7f", 0, false},            /* DEL */
+    {"a\xc2\x85", 0, false},        /* U+0085, C1 */
+    {"a\xc2\x9f", 0, false},        /* U+009F, C1 */
+    {"a\xc2\xa0", 0, true},         /* U+00A0, just past C1 */
+    {"\xef\xb7\x90", 0, false},     /* U+FDD0, noncharacter */
+    {"\xef\xbf\xbe", 0, false},     /* U+FFFE, noncharacter */
+    {"\xf4\x8f\xbf\xbf", 0, false}, /* U+10FFFF, noncharacter */
+    {"\xed\xa0\x80", 0, false},     /* a surrogate */
+    {"\xc0\xaf", 0, false},         /* overlong */
+};
+
+START_TEST(test_aggregate_id_grammar)
+{
+    const char *id = gcases[_i].id;
+    size_t len = gcases[_i].len ? gcases[_i].len : strlen(id);
+    ck_assert_msg(envelope_aggregate_id_valid(id, len) == gcases[_i].valid, "case %d", _i);
+}
+END_TEST
+
+START_TEST(test_aggregate_id_length)
+{
+    char id[ENVELOPE_MAX_AGGREGATE_ID_LEN + 2];
+    memset(id, 'a', sizeof(id));
+    ck_assert(envelope_aggregate_id_valid(id, ENVELOPE_MAX_AGGREGATE_ID_LEN));
+    ck_assert(!envelope_aggregate_id_valid(id, ENVELOPE_MAX_AGGREGATE_ID_LEN + 1));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("envelope");
@@ -334,6 +383,10 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("event_id");
     tcase_add_loop_test(tc, test_event_id, 0, N(icases));
+    suite_add_tcase(s, tc);
+    tc = tcase_create("aggregate_id");
+    tcase_add_loop_test(tc, test_aggregate_id_grammar, 0, N(gcases));
+    tcase_add_test(tc, test_aggregate_id_length);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
