@@ -551,7 +551,7 @@ START_TEST(an_undelivered_command_releases_its_key)
                            "--kafka.message.timeout.ms=1500",
                            "--sync.timeout_ms=1000", /* Kafka's confirmation gets 1 s at least */
                            "--idempotency.inflight_timeout_s=60",
-                           "--log.level=warn", 
+                           "--log.level=warn",
                            NULL};
     pid_t gw = gateways[2] = cluster_start(&cl, "command-gateway", 4, extra);
     ck_assert(wait_alive(port));
