@@ -4,6 +4,7 @@
  */
 #include "gateway.h"
 
+#include "etag.h"
 #include "ids.h"
 #include "intake.h"
 #include "log.h"
@@ -141,8 +142,8 @@ static void send_result(pending *p, int status, json_t *body, bool replayed)
         http_req_set_header(p->req, "Idempotent-Replayed", "true");
     json_t *version = json_object_get(body, "version");
     if (status < 300 && json_is_integer(version)) {
-        char etag[32];
-        snprintf(etag, sizeof(etag), "\"%lld\"", (long long)json_integer_value(version));
+        char etag[ETAG_VERSION_LEN];
+        etag_of_version((long long)json_integer_value(version), etag);
         http_req_set_header(p->req, "ETag", etag);
     }
     if (status >= 400) {

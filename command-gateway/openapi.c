@@ -164,8 +164,8 @@ static const problem_use command_problems[] = {
     {PROBLEM_MALFORMED_JSON, "the body is not JSON. Nothing is sent to Kafka."},
     {PROBLEM_INVALID_REQUEST,
      "not a command: the body is not an object, a member is missing, unknown or of the wrong "
-     "type, a header value is malformed (Idempotency-Key, If-Match), or If-Match and "
-     "expected_version disagree. Nothing is sent to Kafka."},
+     "type, a header value is malformed (Idempotency-Key, If-Match), If-Match names several "
+     "versions, or If-Match and expected_version disagree. Nothing is sent to Kafka."},
     {PROBLEM_UNKNOWN_COMMAND, "no such command type. Nothing is sent to Kafka."},
     {PROBLEM_INVALID_PAYLOAD,
      "the payload fails its command's schema; errors lists every failure. Nothing is sent to "
@@ -175,8 +175,9 @@ static const problem_use command_problems[] = {
      "a request with this Idempotency-Key was taken and is not decided yet; command_id names "
      "it."},
     {PROBLEM_VERSION_MISMATCH,
-     "the aggregate is at another version than expected_version or If-Match; current_version "
-     "says which."},
+     "the aggregate is at another version than expected_version or If-Match (current_version "
+     "says which), does not exist under If-Match: *, or no entity-tag of If-Match can match "
+     "(then without current_version)."},
     {PROBLEM_TOO_LARGE,
      "the body is larger than http.max_body, or the command would take more room in a Kafka "
      "message than kafka.message.max.bytes allows. Nothing is claimed or sent to Kafka. A body "
@@ -236,9 +237,12 @@ static json_t *post_command(void)
                             "^([\\x21\\x23-\\x2b\\x2d-\\x3a\\x3c-\\x7e]{1,255}|"
                             "\"([\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]|\\\\[\"\\\\]){1,255}\")$")),
             param("header", "If-Match", false,
+                  "RFC 9110 section 13.1.1, compared strongly with the aggregate's ETag. "
                   "\"<n>\": apply only at version n, as expected_version (both given and "
-                  "different: 400).",
-                  json_pack("{s:s, s:s}", "type", "string", "pattern", "^\"[0-9]+\"$")),
+                  "different: 400); *: only if the aggregate exists (412 otherwise). A list "
+                  "counts its strong entity-tags that are versions: one is as \"<n>\", several "
+                  "are a 400, none is a 412 at once.",
+                  openapi_schemas_string(NULL)),
             param("header", "Prefer", false,
                   "RFC 7240: respond-async answers 202 as soon as Kafka has the command; wait=N "
                   "waits at most N seconds for the result.",
@@ -326,7 +330,8 @@ static json_t *get_aggregate(void)
         op, "parameters",
         json_pack("[o, o]",
                   param("header", "If-None-Match", false,
-                        "The ETag of a copy the client holds, or *: 304 while it is current.",
+                        "The ETags of copies the client holds (a list; W/ is ignored: weak "
+                        "comparison), or *: 304 while one of them is current.",
                         openapi_schemas_string(NULL)),
                   param("query", "min_version", false,
                         "Wait until the projection holds at least this version of the aggregate.",

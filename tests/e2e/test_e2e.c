@@ -224,6 +224,40 @@ START_TEST(read_aggregate_etag_and_304)
 }
 END_TEST
 
+/* If-None-Match takes a list and compares weakly (RFC 9110 §13.1.2); acc-1 is at "3" here. */
+static const struct {
+    const char *method;
+    const char *value;
+    int status;
+} if_none_match[] = {
+    {"GET", "W/\"3\"", 304},
+    {"GET", "\"1\", \"3\"", 304},
+    {"GET", "\"1\",W/\"3\"", 304},
+    {"GET", "*", 304},
+    {"HEAD", "\"2\", W/\"3\"", 304},
+    {"GET", "\"1\", \"2\"", 200},
+    {"GET", "W/\"2\"", 200},
+    {"GET", "\"33\"", 200},
+    {"GET", "3", 200}, /* not an entity-tag: no condition */
+    {"HEAD", "\"1\"", 200},
+};
+
+START_TEST(if_none_match_weak_lists)
+{
+    char headers[128];
+    snprintf(headers, sizeof(headers), "If-None-Match: %s\r\n", if_none_match[_i].value);
+    httpc_response r = httpc_request(st.http_port, if_none_match[_i].method,
+                                     "/v1/aggregates/account/acc-1", headers, NULL, TIMEOUT_MS);
+    ck_assert_msg(r.status == if_none_match[_i].status, "%s If-None-Match: %s gave %d",
+                  if_none_match[_i].method, if_none_match[_i].value, r.status);
+    expect_header(&r, "ETag", "\"3\"");
+    httpc_free(&r);
+}
+END_TEST
+
+#define DEPOSIT_1(id)                                                                              \
+    "{\"type\":\"account.deposit\",\"aggregate_id\":\"" id "\",\"payload\":{\"amount\":1}}"
+
 START_TEST(if_match_mismatch_412)
 {
     httpc_response r =
@@ -236,6 +270,40 @@ START_TEST(if_match_mismatch_412)
                                     "\"payload\":{\"amount\":1}}");
     ck_assert_int_eq(r.status, 200);
     ck_assert_int_eq(jint(r.json, "version"), 4);
+    httpc_free(&r);
+}
+END_TEST
+
+/* If-Match takes * and lists and compares strongly (RFC 9110 §13.1.1); acc-1 is at "4" here. */
+static const struct {
+    const char *value;
+    const char *body;
+    int status;
+    long long version; /* 200: the version made; 412: current_version, -1 when not given */
+} if_match[] = {
+    {"W/\"4\"", DEPOSIT_1("acc-1"), 412, -1}, /* a weak tag never matches */
+    {"\"04\"", DEPOSIT_1("acc-1"), 412, -1},
+    {"\"x\", W/\"4\", \"4\"", DEPOSIT_1("acc-1"), 200, 5},
+    {"*", DEPOSIT_1("acc-1"), 200, 6},
+    {"*", DEPOSIT_1("acc-if-match"), 412, 0}, /* * needs the aggregate to exist */
+    {"*",
+     "{\"type\":\"account.open\",\"aggregate_id\":\"acc-if-match\",\"payload\":{\"owner\":"
+     "\"x\"}}",
+     412, 0},
+    {"\"5\", \"6\"", DEPOSIT_1("acc-1"), 400, -1}, /* a command expects one version */
+};
+
+START_TEST(if_match_star_and_lists)
+{
+    char headers[128];
+    snprintf(headers, sizeof(headers), "If-Match: %s\r\n", if_match[_i].value);
+    httpc_response r = post(headers, if_match[_i].body);
+    ck_assert_msg(r.status == if_match[_i].status, "If-Match: %s gave %d %s", if_match[_i].value,
+                  r.status, r.body);
+    if (r.status == 200)
+        ck_assert_int_eq(jint(r.json, "version"), if_match[_i].version);
+    if (r.status == 412 && if_match[_i].version >= 0)
+        ck_assert_int_eq(jint(r.json, "current_version"), if_match[_i].version);
     httpc_free(&r);
 }
 END_TEST
@@ -838,7 +906,11 @@ int main(void)
     tcase_add_loop_test(tc, bad_request_400_nothing_produced, 0,
                         (int)(sizeof(bad_requests) / sizeof(bad_requests[0])));
     tcase_add_test(tc, read_aggregate_etag_and_304);
+    tcase_add_loop_test(tc, if_none_match_weak_lists, 0,
+                        (int)(sizeof(if_none_match) / sizeof(if_none_match[0])));
     tcase_add_test(tc, if_match_mismatch_412);
+    tcase_add_loop_test(tc, if_match_star_and_lists, 0,
+                        (int)(sizeof(if_match) / sizeof(if_match[0])));
     tcase_add_test(tc, if_match_race_one_success_per_version);
     tcase_add_test(tc, document_lifecycle);
     tcase_add_test(tc, cart_lifecycle_from_a_domain_file);

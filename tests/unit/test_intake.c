@@ -113,6 +113,12 @@ static const pcase pcases[] = {
      .payload = "{'amount':5}"},
     {.name = "expected_version 5", .body = DEPOSIT_EV("5"), OK_DEPOSIT, .ev = "5"},
     {.name = "If-Match", .body = DEPOSIT("5"), .h.if_match = "\"3\"", OK_DEPOSIT, .ev = "3"},
+    {.name = "If-Match *", .body = DEPOSIT("5"), .h.if_match = "*", OK_DEPOSIT, .ev = "-2"},
+    {.name = "If-Match * and expected_version 3",
+     .body = DEPOSIT_EV("3"),
+     .h.if_match = "*",
+     OK_DEPOSIT,
+     .ev = "3"},
     {.name = "If-Match agrees with expected_version",
      .body = DEPOSIT_EV("3"),
      .h.if_match = "\"3\"",
@@ -277,11 +283,26 @@ static const pcase pcases[] = {
      .h.if_match = "\"3\"",
      BAD_REQUEST,
      .detail = "disagree"},
-    {.name = "If-Match weak",
+    {.name = "If-Match weak: never matches strongly",
      .body = DEPOSIT("5"),
      .h.if_match = "W/\"3\"",
-     BAD_REQUEST,
+     REJECT(412, "version-mismatch"),
      .detail = "If-Match"},
+    {.name = "If-Match list of one version",
+     .body = DEPOSIT("5"),
+     .h.if_match = "W/\"3\", \"3\", \"x\"",
+     OK_DEPOSIT,
+     .ev = "3"},
+    {.name = "If-Match list of several versions",
+     .body = DEPOSIT("5"),
+     .h.if_match = "\"3\", \"4\"",
+     BAD_REQUEST,
+     .detail = "several versions"},
+    {.name = "If-Match * with expected_version 0",
+     .body = DEPOSIT_EV("0"),
+     .h.if_match = "*",
+     BAD_REQUEST,
+     .detail = "disagree"},
     {.name = "If-Match unquoted",
      .body = DEPOSIT("5"),
      .h.if_match = "3",
@@ -290,12 +311,7 @@ static const pcase pcases[] = {
     {.name = "If-Match not a number",
      .body = DEPOSIT("5"),
      .h.if_match = "\"a\"",
-     BAD_REQUEST,
-     .detail = "If-Match"},
-    {.name = "If-Match *",
-     .body = DEPOSIT("5"),
-     .h.if_match = "*",
-     BAD_REQUEST,
+     REJECT(412, "version-mismatch"),
      .detail = "If-Match"},
     /*
      * Regression (command-gateway/intake.c intake_parse), as it was before the fix: versions above
@@ -306,10 +322,10 @@ static const pcase pcases[] = {
      .body = DEPOSIT_EV("9007199254740993"),
      BAD_REQUEST,
      .detail = "expected_version"},
-    {.name = "If-Match above 2^53",
+    {.name = "If-Match above 2^53: no aggregate reaches it",
      .body = DEPOSIT("5"),
      .h.if_match = "\"9007199254740993\"",
-     BAD_REQUEST,
+     REJECT(412, "version-mismatch"),
      .detail = "If-Match"},
 
     /* Idempotency-Key */
@@ -508,34 +524,55 @@ END_TEST
 
 /* ---- intake_parse_if_match ---- */
 
+#define IM_INVALID INTAKE_IF_MATCH_INVALID, -1
+#define IM_NEVER   INTAKE_IF_MATCH_NEVER, -1
+#define IM_EXISTS  INTAKE_IF_MATCH_EXISTS, -1
+#define IM(v)      INTAKE_IF_MATCH_VERSION, (v)
+
 static const struct {
     const char *value;
-    long long want;
+    intake_if_match want;
+    long long version;
 } mcases[] = {
-    {"\"3\"", 3},
-    {"\"0\"", 0},
-    {"\"007\"", 7},
-    {"\"9007199254740992\"", 9007199254740992LL}, /* 2^53, the largest version */
-    {"\"9007199254740993\"", -1},
-    {"\"1234567890123456789\"", -1}, /* longer than any version */
-    {"W/\"3\"", -1},
-    {"3", -1},
-    {"\"a\"", -1},
-    {"\"\"", -1},
-    {"\"", -1},
-    {"\"3", -1},
-    {"3\"", -1},
-    {"\"-1\"", -1},
-    {"\"+1\"", -1},
-    {"\" 3\"", -1},
-    {"\"3\", \"4\"", -1},
-    {"*", -1},
-    {"", -1},
+    {"\"3\"", IM(3)},
+    {"\"0\"", IM(0)},
+    {"\"9007199254740992\"", IM(9007199254740992LL)}, /* 2^53, the largest version */
+    {"*", IM_EXISTS},
+    {" * ", IM_EXISTS},
+    /* lists: the strong tags that are versions count */
+    {"\"3\", \"3\"", IM(3)},
+    {"\"a\", \"3\"", IM(3)},
+    {"W/\"2\", \"3\"", IM(3)},
+    {"\"3\",W/\"3\", ,\"x\"", IM(3)},
+    {"\"3\", \"4\"", INTAKE_IF_MATCH_SEVERAL, 3},
+    {"\"4\", \"3\", \"4\"", INTAKE_IF_MATCH_SEVERAL, 3},
+    /* entity-tags that no aggregate's ETag matches strongly */
+    {"W/\"3\"", IM_NEVER},
+    {"\"007\"", IM_NEVER}, /* the ETag of version 7 is "7" */
+    {"\"a\"", IM_NEVER},
+    {"\"\"", IM_NEVER},
+    {"\"-1\"", IM_NEVER},
+    {"\"+1\"", IM_NEVER},
+    {"\"9007199254740993\"", IM_NEVER},
+    {"\"12345678901234567890123\"", IM_NEVER}, /* longer than any version */
+    {"W/\"1\", \"b\"", IM_NEVER},
+    /* not entity-tags */
+    {"3", IM_INVALID},
+    {"\"", IM_INVALID},
+    {"\"3", IM_INVALID},
+    {"3\"", IM_INVALID},
+    {"\" 3\"", IM_INVALID},
+    {"*, \"3\"", IM_INVALID},
+    {"", IM_INVALID},
 };
 
 START_TEST(test_parse_if_match)
 {
-    ck_assert_int_eq(intake_parse_if_match(mcases[_i].value), mcases[_i].want);
+    long long v = -1;
+    ck_assert_msg(intake_parse_if_match(mcases[_i].value, &v) == mcases[_i].want, "[%s]",
+                  mcases[_i].value);
+    if (mcases[_i].version >= 0)
+        ck_assert_int_eq(v, mcases[_i].version);
 }
 END_TEST
 
