@@ -438,8 +438,11 @@ static json_t *auth_problem_headers(int status)
                                      openapi_schemas_string(NULL)));
 }
 
-/* Every route that needs a token says so, with its scope, and how it refuses. */
-static void add_security(json_t *paths)
+/*
+ * Every route that needs a token says so, with its scope, and how it refuses. With
+ * authentication off (bearer false) no route needs one: only the rate limit can refuse.
+ */
+static void add_security(json_t *paths, bool bearer)
 {
     size_t n;
     const gateway_route *routes = gateway_routes(&n);
@@ -453,8 +456,13 @@ static void add_security(json_t *paths)
         {
             if (strcmp(method, "parameters") == 0)
                 continue;
-            json_object_set_new(op, "security", json_pack("[{s:[s]}]", "bearer", routes[i].scope));
-            add_problems(op, auth_problems, N(auth_problems), auth_problem_headers);
+            if (bearer) {
+                json_object_set_new(op, "security",
+                                    json_pack("[{s:[s]}]", "bearer", routes[i].scope));
+                add_problems(op, auth_problems, N(auth_problems), auth_problem_headers);
+            } else { /* the last of auth_problems: 429 */
+                add_problems(op, &auth_problems[N(auth_problems) - 1], 1, auth_problem_headers);
+            }
         }
     }
 }
@@ -506,7 +514,7 @@ static void sort_members(json_t *obj)
     json_decref(sorted);
 }
 
-static json_t *paths(const domain_registry *reg)
+static json_t *paths(const domain_registry *reg, bool bearer)
 {
     json_t *p = json_object();
     json_object_set_new(
@@ -549,7 +557,7 @@ static json_t *paths(const domain_registry *reg)
                                   openapi_schemas_aggregate_names(reg))),
                   param("path", "id", true, "The aggregate id.", openapi_schemas_string(NULL)),
                   "get", get_aggregate()));
-    add_security(p);
+    add_security(p, bearer);
     add_heads(p);
     const char *path, *method;
     json_t *item, *op;
@@ -564,8 +572,17 @@ static json_t *paths(const domain_registry *reg)
     return p;
 }
 
-json_t *openapi_build(const domain_registry *reg)
+json_t *openapi_build(const domain_registry *reg, bool bearer)
 {
+    json_t *components = json_pack("{s:o}", "schemas", openapi_schemas_build(reg));
+    if (bearer)
+        json_object_set_new(
+            components, "securitySchemes",
+            json_pack("{s:{s:s, s:s, s:s, s:s}}", "bearer", "type", "http", "scheme", "bearer",
+                      "bearerFormat", "JWT", "description",
+                      "A JWT signed with the gateway's auth.algorithm; its auth.tenant_claim names "
+                      "the tenant whose data the request sees. Its scopes (the scope or scp "
+                      "claim) are checked when auth.scopes is true."));
     return json_pack(
         "{s:s, s:{s:s, s:s, s:s}, s:[{s:s, s:s}, {s:s, s:s}, {s:s, s:s}], s:o, s:o}", "openapi",
         "3.1.0", "info", "title", "command-gateway", "version", "1.0.0", "description",
@@ -577,12 +594,6 @@ json_t *openapi_build(const domain_registry *reg)
         "header block over 16 KiB is refused with 400 by the HTTP layer.",
         "tags", "name", "commands", "description", "The write side.", "name", "reads",
         "description", "Command status and aggregate state.", "name", "operations", "description",
-        "Health, readiness, metrics and this document.", "paths", paths(reg), "components",
-        json_pack("{s:o, s:{s:{s:s, s:s, s:s, s:s}}}", "schemas", openapi_schemas_build(reg),
-                  "securitySchemes", "bearer", "type", "http", "scheme", "bearer", "bearerFormat",
-                  "JWT", "description",
-                  "A JWT signed with the gateway's auth.algorithm; its auth.tenant_claim names "
-                  "the tenant whose data the request sees. Its scopes (the scope or scp claim) "
-                  "are checked when auth.scopes is true. With auth.mode=off no token is needed "
-                  "and every request is tenant.default."));
+        "Health, readiness, metrics and this document.", "paths", paths(reg, bearer), "components",
+        components);
 }
