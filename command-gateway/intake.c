@@ -198,6 +198,9 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
         char detail[256];
         snprintf(detail, sizeof(detail), "line %d, column %d: %s", jerr.line, jerr.column,
                  jerr.text);
+        /* Valid JSON all the same: an integer beyond 64 bits, or a real beyond a double. */
+        if (json_error_code(&jerr) == json_error_numeric_overflow)
+            return fail(out, PROBLEM_NUMBER_OUT_OF_RANGE, detail, NULL);
         return fail(out, PROBLEM_MALFORMED_JSON, detail, NULL);
     }
     json_t *problem = NULL;

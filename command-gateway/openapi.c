@@ -162,6 +162,9 @@ static json_t *command_problem_headers(int status)
 
 static const problem_use command_problems[] = {
     {PROBLEM_MALFORMED_JSON, "the body is not JSON. Nothing is sent to Kafka."},
+    {PROBLEM_NUMBER_OUT_OF_RANGE,
+     "the body is JSON, but holds an integer outside [-2^63, 2^63) or a number beyond a double "
+     "(1e400). Nothing is sent to Kafka."},
     {PROBLEM_INVALID_REQUEST,
      "not a command: the body is not an object, a member is missing, unknown or of the wrong "
      "type, a header value is malformed (Idempotency-Key, If-Match), If-Match names several "

@@ -175,6 +175,11 @@ static const struct {
     const char *type;
 } bad_requests[] = {
     {"{bad", "/problems/malformed-json"},
+    {"{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\",\"payload\":{\"amount\":"
+     "18446744073709551616}}",
+     "/problems/number-out-of-range"},
+    {"{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\",\"payload\":{\"amount\":1e400}}",
+     "/problems/number-out-of-range"},
     {"[1,2]", "/problems/invalid-request"},
     {"{\"type\":\"account.deposit\"}", "/problems/invalid-request"},
     {"{\"type\":\"nope.x\",\"aggregate_id\":\"a\"}", "/problems/unknown-command"},
