@@ -78,6 +78,20 @@ char *intake_parse_key(const char *value)
     return xstrdup(value);
 }
 
+char *intake_key_sf_string(const char *key)
+{
+    char *out = xmalloc(2 * strlen(key) + 3), *o = out;
+    *o++ = '"';
+    for (const char *s = key; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            *o++ = '\\';
+        *o++ = *s;
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
 /* The version an opaque-tag names as the gateway writes it ("0", "7", never "07"), or -1. */
 static long long tag_version(const etag_item *t)
 {

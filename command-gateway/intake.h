@@ -65,6 +65,13 @@ void intake_clear(intake *in);
  */
 char *intake_parse_key(const char *value);
 
+/*
+ * The key as an RFC 8941 sf-string, for the Idempotency-Key response header: in quotes, with "
+ * and \ escaped. key is 1..INTAKE_MAX_KEY_LEN of printable ASCII (intake_parse_key()'s
+ * output). Caller frees.
+ */
+char *intake_key_sf_string(const char *key);
+
 /* What an If-Match field value asks of the aggregate, whose ETag is its version: "<n>". */
 typedef enum {
     INTAKE_IF_MATCH_INVALID, /* not "*" or a list of entity-tags */

@@ -121,11 +121,14 @@ static json_t *read_problem_headers(int status)
 
 static json_t *idempotency_key_header(bool required)
 {
-    return response_header(required ? "The request's Idempotency-Key: the client's, or the one the "
+    return response_header(required ? "The request's Idempotency-Key as an RFC 8941 sf-string "
+                                      "(quoted; \" and \\ escaped): the client's, or the one the "
                                       "gateway assigned (the command id)."
-                                    : "The request's Idempotency-Key, once the request passed "
-                                      "validation.",
-                           required, openapi_schemas_string(NULL));
+                                    : "The request's Idempotency-Key as an RFC 8941 sf-string, "
+                                      "once the request passed validation.",
+                           required,
+                           json_pack("{s:s, s:s}", "type", "string", "pattern",
+                                     "^\"([\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]|\\\\[\"\\\\])+\"$"));
 }
 
 static json_t *replayed_header(void)
@@ -140,6 +143,16 @@ static json_t *etag_header(const char *what)
 {
     return response_header(what, true,
                            json_pack("{s:s, s:s}", "type", "string", "pattern", "^\"[0-9]+\"$"));
+}
+
+/* RFC 7240: the preferences applied; each answer to a command varies on them. */
+static json_t *preference_applied_header(void)
+{
+    return response_header(
+        "respond-async, or wait=N, when that preference was honoured (RFC "
+        "7240). Every answer to a validated command also says Vary: Prefer.",
+        false,
+        json_pack("{s:s, s:s}", "type", "string", "pattern", "^(respond-async|wait=[0-9]+)$"));
 }
 
 /* POST /v1/commands: stored rejections may be replayed; 503 and in-flight say when to retry. */
@@ -267,18 +280,20 @@ static json_t *post_command(void)
     const char *etag = "The aggregate's version after the command.";
     add_response(op, 200,
                  json_response("Applied.",
-                               json_pack("{s:o, s:o, s:o}", "Idempotency-Key",
+                               json_pack("{s:o, s:o, s:o, s:o}", "Idempotency-Key",
                                          idempotency_key_header(true), "ETag", etag_header(etag),
-                                         "Idempotent-Replayed", replayed_header()),
+                                         "Idempotent-Replayed", replayed_header(),
+                                         "Preference-Applied", preference_applied_header()),
                                openapi_schemas_ref("", "CommandApplied")));
     add_response(
         op, 201,
         json_response("Applied; the command created the aggregate.",
-                      json_pack("{s:o, s:o, s:o, s:o}", "Idempotency-Key",
+                      json_pack("{s:o, s:o, s:o, s:o, s:o}", "Idempotency-Key",
                                 idempotency_key_header(true), "ETag", etag_header(etag), "Location",
                                 response_header("/v1/aggregates/{type}/{id} of the new aggregate.",
                                                 true, openapi_schemas_string("uri-reference")),
-                                "Idempotent-Replayed", replayed_header()),
+                                "Idempotent-Replayed", replayed_header(), "Preference-Applied",
+                                preference_applied_header()),
                       openapi_schemas_ref("", "CommandApplied")));
     add_response(
         op, 202,
@@ -289,10 +304,7 @@ static json_t *post_command(void)
                       "Location",
                       response_header("/v1/commands/{id} of the command.", true,
                                       openapi_schemas_string("uri-reference")),
-                      "Preference-Applied",
-                      response_header(
-                          "respond-async when that preference was honoured.", false,
-                          json_pack("{s:s, s:[s]}", "type", "string", "enum", "respond-async"))),
+                      "Preference-Applied", preference_applied_header()),
             openapi_schemas_ref("", "CommandAccepted")));
     add_problems(op, command_problems, N(command_problems), command_problem_headers);
     /* A body far over the limit is refused by the HTTP layer before any handler runs. */

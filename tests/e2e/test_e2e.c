@@ -91,9 +91,10 @@ START_TEST(open_account_sync_created)
                      "ada");
     expect_header(&r, "ETag", "\"1\"");
     expect_header(&r, "Location", "/v1/aggregates/account/acc-1");
-    char key[128];
+    char key[128], want[128];
     ck_assert_ptr_nonnull(httpc_header(&r, "Idempotency-Key", key, sizeof(key)));
-    ck_assert_str_eq(key, jstr(r.json, "idempotency_key"));
+    snprintf(want, sizeof(want), "\"%s\"", jstr(r.json, "idempotency_key"));
+    ck_assert_str_eq(key, want); /* an RFC 8941 sf-string */
     httpc_free(&r);
 }
 END_TEST
@@ -107,7 +108,7 @@ START_TEST(deposit_sync_bumps_version)
     ck_assert_int_eq(jint(r.json, "version"), 2);
     ck_assert_int_eq(jint(r.json, "state.balance"), 100);
     expect_header(&r, "ETag", "\"2\"");
-    expect_header(&r, "Idempotency-Key", "dep-1");
+    expect_header(&r, "Idempotency-Key", "\"dep-1\"");
     ck_assert_str_eq(jstr(r.json, "idempotency_key"), "dep-1");
     httpc_free(&r);
 }
@@ -147,6 +148,51 @@ START_TEST(deposit_async_then_applied)
             usleep(100000);
     }
     ck_assert_str_eq(status, "applied");
+}
+END_TEST
+
+/* Prefer: wait=N, honoured, is said in Preference-Applied; answers vary on Prefer. */
+START_TEST(prefer_wait_is_applied_and_answers_vary)
+{
+    httpc_response r = post(NULL, "{\"type\":\"account.open\",\"aggregate_id\":\"acc-prefer\","
+                                  "\"payload\":{\"owner\":\"pat\"}}");
+    ck_assert_int_eq(r.status, 201);
+    httpc_free(&r);
+    r = post("Prefer: wait=10\r\nIdempotency-Key: \"wait \\\"10\\\"\"\r\n",
+             "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-prefer\","
+             "\"payload\":{\"amount\":0}}");
+    ck_assert_int_eq(r.status, 400); /* amount 0 fails the schema: no wait, nothing applied */
+    httpc_free(&r);
+    r = post("Prefer: wait=10\r\nIdempotency-Key: \"wait \\\"10\\\"\"\r\n",
+             "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-prefer\","
+             "\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 200);
+    expect_header(&r, "Preference-Applied", "wait=10");
+    expect_header(&r, "Vary", "Prefer");
+    /* The key holds a space and quotes: echoed as an sf-string, escapes and all. */
+    expect_header(&r, "Idempotency-Key", "\"wait \\\"10\\\"\"");
+    ck_assert_str_eq(jstr(r.json, "idempotency_key"), "wait \"10\"");
+    httpc_free(&r);
+    r = post("Prefer: respond-async\r\n", "{\"type\":\"account.deposit\",\"aggregate_id\":"
+                                          "\"acc-prefer\",\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 202);
+    expect_header(&r, "Preference-Applied", "respond-async");
+    expect_header(&r, "Vary", "Prefer");
+    httpc_free(&r);
+    /* wait=0: 202 once Kafka has it, as asked. */
+    r = post("Prefer: wait=0\r\n", "{\"type\":\"account.deposit\",\"aggregate_id\":"
+                                   "\"acc-prefer\",\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 202);
+    expect_header(&r, "Preference-Applied", "wait=0");
+    httpc_free(&r);
+    /* Without Prefer: no Preference-Applied, but the answer still varies on it. */
+    r = post(NULL, "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-prefer\","
+                   "\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 200);
+    char buf[64];
+    ck_assert_ptr_null(httpc_header(&r, "Preference-Applied", buf, sizeof(buf)));
+    expect_header(&r, "Vary", "Prefer");
+    httpc_free(&r);
 }
 END_TEST
 
@@ -922,6 +968,7 @@ int main(void)
     tcase_add_test(tc, deposit_sync_bumps_version);
     tcase_add_test(tc, deposit_async_then_applied);
     tcase_add_test(tc, overdraw_rejected_422);
+    tcase_add_test(tc, prefer_wait_is_applied_and_answers_vary);
     tcase_add_loop_test(tc, bad_request_400_nothing_produced, 0,
                         (int)(sizeof(bad_requests) / sizeof(bad_requests[0])));
     tcase_add_test(tc, read_aggregate_etag_and_304);

@@ -524,6 +524,26 @@ static const struct {
     {"\"caf\xc3\xa9\"", NULL},
 };
 
+/* The echo is an sf-string that parses back to the key. */
+static const struct {
+    const char *key, *sf;
+} sfcases[] = {
+    {"abc", "\"abc\""}, {"a b", "\"a b\""},     {"a\"b\\c", "\"a\\\"b\\\\c\""},
+    {"\"", "\"\\\"\""}, {X255, "\"" X255 "\""},
+};
+
+START_TEST(test_key_sf_string)
+{
+    char *sf = intake_key_sf_string(sfcases[_i].key);
+    ck_assert_str_eq(sf, sfcases[_i].sf);
+    char *back = intake_parse_key(sf);
+    ck_assert_ptr_nonnull(back);
+    ck_assert_str_eq(back, sfcases[_i].key);
+    free(back);
+    free(sf);
+}
+END_TEST
+
 START_TEST(test_parse_key)
 {
     char *got = intake_parse_key(kcases[_i].value);
@@ -724,6 +744,7 @@ int main(void)
     tc = tcase_create("headers");
     tcase_add_loop_test(tc, test_parse_key, 0, N(kcases));
     tcase_add_loop_test(tc, test_parse_if_match, 0, N(mcases));
+    tcase_add_loop_test(tc, test_key_sf_string, 0, N(sfcases));
     tcase_add_loop_test(tc, test_parse_prefer, 0, N(prcases));
     tcase_add_loop_test(tc, test_traceparent, 0, N(tcases));
     suite_add_tcase(s, tc);
