@@ -436,8 +436,9 @@ static json_t *get_readyz(void)
 
 static const problem_use auth_problems[] = {
     {PROBLEM_UNAUTHORIZED,
-     "with auth.mode=jwt: no bearer token, or one that is malformed, does not verify, is signed "
-     "with another algorithm, has expired or is not valid yet, names another issuer or audience, "
+     "with auth.mode=jwt: no bearer token, or one that is malformed (not three unpadded "
+     "base64url parts), has a crit header, does not verify, is signed with another algorithm, has "
+     "expired or is not valid yet, names another issuer or audience, "
      "or names no valid tenant. WWW-Authenticate says which (RFC 6750)."},
     {PROBLEM_FORBIDDEN, "with auth.scopes=true: the token lacks this route's scope."},
     {PROBLEM_RATE_LIMITED,
