@@ -4,6 +4,7 @@
 #include "envelope.h"
 #include "xalloc.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <jwt.h>
@@ -263,6 +264,29 @@ static bool check_claims(const auth *a, const json_t *claims, const char *scope,
     return true;
 }
 
+/*
+ * True for a JWS compact serialization as RFC 7515 §7.1 writes it: three base64url parts without
+ * padding, two dots. libjwt lets "=" padding, a trailing "." and more parts through.
+ */
+static bool compact_form(const char *token)
+{
+    size_t dots = 0, part = 0;
+    for (const char *s = token;; s++) {
+        if (*s == '.' || *s == '\0') {
+            if (part % 4 == 1) /* no base64 text leaves one character over */
+                return false;
+            if (*s == '\0')
+                return dots == 2;
+            dots++;
+            part = 0;
+        } else if (isalnum((unsigned char)*s) || *s == '-' || *s == '_') {
+            part++;
+        } else {
+            return false;
+        }
+    }
+}
+
 bool auth_check(const auth *a, const char *authorization, const char *scope, long long now_s,
                 auth_result *out)
 {
@@ -273,6 +297,8 @@ bool auth_check(const auth *a, const char *authorization, const char *scope, lon
     token += strspn(token, " ");
     if (!*token)
         return fail(out, 401, NULL, "a bearer token is required", NULL);
+    if (!compact_form(token))
+        return invalid(out, "the token is not three unpadded base64url parts");
     jwt_t *jwt = NULL;
     if (jwt_decode(&jwt, token, a->key, (int)a->key_len) != 0 || !jwt) {
         jwt_free(jwt);
@@ -282,6 +308,13 @@ bool auth_check(const auth *a, const char *authorization, const char *scope, lon
     if (jwt_get_alg(jwt) != a->alg) {
         jwt_free(jwt);
         return invalid(out, "the token is signed with another algorithm");
+    }
+    /* RFC 7515 §4.1.11: crit names extensions the recipient must understand; we know none. */
+    char *crit = jwt_get_headers_json(jwt, "crit");
+    if (crit) {
+        free(crit);
+        jwt_free(jwt);
+        return invalid(out, "the token has a crit header: no extension is understood");
     }
     char *text = jwt_get_grants_json(jwt, NULL);
     jwt_free(jwt);

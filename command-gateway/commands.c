@@ -4,6 +4,7 @@
  */
 #include "gateway.h"
 
+#include "etag.h"
 #include "ids.h"
 #include "intake.h"
 #include "log.h"
@@ -98,9 +99,31 @@ static void pending_done(pending *p)
     pending_maybe_free(p);
 }
 
+/*
+ * Headers of every answer to a validated command: the key, as the RFC 8941 sf-string the
+ * Idempotency-Key field is; Vary: Prefer, since respond-async and wait=N change the answer.
+ */
 static void set_common_headers(pending *p)
 {
-    http_req_set_header(p->req, "Idempotency-Key", p->in.idempotency_key);
+    char *key = intake_key_sf_string(p->in.idempotency_key);
+    http_req_set_header(p->req, "Idempotency-Key", key);
+    free(key);
+    http_req_set_header(p->req, "Vary", "Prefer");
+}
+
+/*
+ * Preference-Applied (RFC 7240): respond-async on the 202 it asked for; wait=N when the request
+ * waited for its result as long as it asked (N within sync.max_wait_ms).
+ */
+static void set_preference_applied(pending *p)
+{
+    if (p->in.respond_async) {
+        http_req_set_header(p->req, "Preference-Applied", "respond-async");
+    } else if (p->in.wait_ms >= 0 && p->in.wait_ms <= p->g->cfg->sync_max_wait_ms) {
+        char applied[32];
+        snprintf(applied, sizeof(applied), "wait=%lld", p->in.wait_ms / 1000);
+        http_req_set_header(p->req, "Preference-Applied", applied);
+    }
 }
 
 static void answer_problem(pending *p, json_t *problem)
@@ -120,9 +143,8 @@ static void send_accepted(pending *p)
     char location[64];
     snprintf(location, sizeof(location), "/v1/commands/%s", p->in.command_id);
     set_common_headers(p);
+    set_preference_applied(p);
     http_req_set_header(p->req, "Location", location);
-    if (p->in.respond_async)
-        http_req_set_header(p->req, "Preference-Applied", "respond-async");
     json_t *body =
         json_pack("{s:s, s:s, s:s, s:s, s:s}", "command_id", p->in.command_id, "status", "accepted",
                   "aggregate_type", domain_command_aggregate(p->in.cmd), "aggregate_id",
@@ -139,12 +161,14 @@ static void send_result(pending *p, int status, json_t *body, bool replayed)
 {
     json_object_set_new(body, "idempotency_key", json_string(p->in.idempotency_key));
     set_common_headers(p);
+    if (!p->in.respond_async) /* a replayed answer to respond-async is not the 202 it asked */
+        set_preference_applied(p);
     if (replayed)
         http_req_set_header(p->req, "Idempotent-Replayed", "true");
     json_t *version = json_object_get(body, "version");
     if (status < 300 && json_is_integer(version)) {
-        char etag[32];
-        snprintf(etag, sizeof(etag), "\"%lld\"", (long long)json_integer_value(version));
+        char etag[ETAG_VERSION_LEN];
+        etag_of_version((long long)json_integer_value(version), etag);
         http_req_set_header(p->req, "ETag", etag);
     }
     if (status >= 400) {

@@ -409,7 +409,7 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     if (!g->domains)
         goto fail;
     /* Built once here, from the domains just loaded: the request path only copies it out. */
-    json_t *doc = openapi_build(g->domains);
+    json_t *doc = openapi_build(g->domains, shared->auth != NULL);
     g->openapi = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     if (!g->openapi) {

@@ -2,6 +2,7 @@
 #include "intake.h"
 
 #include "envelope.h"
+#include "etag.h"
 #include "problem.h"
 #include "trace.h"
 #include "xalloc.h"
@@ -77,20 +78,53 @@ char *intake_parse_key(const char *value)
     return xstrdup(value);
 }
 
-long long intake_parse_if_match(const char *value)
+char *intake_key_sf_string(const char *key)
 {
-    size_t len = strlen(value);
-    if (len < 3 || len > 20 || value[0] != '"' || value[len - 1] != '"')
+    char *out = xmalloc(2 * strlen(key) + 3), *o = out;
+    *o++ = '"';
+    for (const char *s = key; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            *o++ = '\\';
+        *o++ = *s;
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
+/* The version an opaque-tag names as the gateway writes it ("0", "7", never "07"), or -1. */
+static long long tag_version(const etag_item *t)
+{
+    if (t->weak || t->len == 0 || t->len > 16 || (t->len > 1 && t->tag[0] == '0'))
         return -1;
     long long v = 0;
-    for (size_t i = 1; i < len - 1; i++) {
-        if (!isdigit((unsigned char)value[i]))
+    for (size_t i = 0; i < t->len; i++) {
+        if (!isdigit((unsigned char)t->tag[i]))
             return -1;
-        v = v * 10 + (value[i] - '0');
-        if (v > ENVELOPE_MAX_VERSION)
-            return -1;
+        v = v * 10 + (t->tag[i] - '0');
     }
-    return v;
+    return v <= ENVELOPE_MAX_VERSION ? v : -1;
+}
+
+intake_if_match intake_parse_if_match(const char *value, long long *version)
+{
+    etag_list l;
+    if (!etag_list_parse(value, &l))
+        return INTAKE_IF_MATCH_INVALID;
+    if (l.any)
+        return INTAKE_IF_MATCH_EXISTS;
+    size_t named = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        long long v = tag_version(&l.tags[i]);
+        if (v < 0 || (named > 0 && v == *version))
+            continue;
+        if (named == 0 || v < *version)
+            *version = v;
+        named++;
+    }
+    return named == 0   ? INTAKE_IF_MATCH_NEVER
+           : named == 1 ? INTAKE_IF_MATCH_VERSION
+                        : INTAKE_IF_MATCH_SEVERAL;
 }
 
 void intake_parse_prefer(const char *value, bool *respond_async, long long *wait_ms)
@@ -132,6 +166,39 @@ static json_t *fail(intake *out, problem_kind kind, const char *detail, json_t *
     return problem_new(kind, detail, errors);
 }
 
+/* Folds If-Match into out->expected_version; a problem when it cannot be. */
+static json_t *if_match(intake *out, const char *value)
+{
+    long long v = -1;
+    switch (intake_parse_if_match(value, &v)) {
+    case INTAKE_IF_MATCH_INVALID:
+        return fail(out, PROBLEM_INVALID_REQUEST,
+                    "If-Match must be * or a list of entity-tags such as \"3\"", NULL);
+    case INTAKE_IF_MATCH_NEVER: /* the condition is false whatever the aggregate's version */
+        return fail(out, PROBLEM_VERSION_MISMATCH,
+                    "no entity-tag of If-Match can match: an aggregate's ETag is a strong "
+                    "version such as \"3\"",
+                    NULL);
+    case INTAKE_IF_MATCH_SEVERAL:
+        return fail(out, PROBLEM_INVALID_REQUEST,
+                    "If-Match names several versions; a command expects one (or *)", NULL);
+    case INTAKE_IF_MATCH_EXISTS:
+        /* expected_version 0 expects no aggregate; any other implies one. */
+        if (out->expected_version == 0)
+            return fail(out, PROBLEM_INVALID_REQUEST, "If-Match and expected_version disagree",
+                        NULL);
+        if (out->expected_version < 0)
+            out->expected_version = ENVELOPE_VERSION_EXISTS;
+        return NULL;
+    case INTAKE_IF_MATCH_VERSION:
+        break;
+    }
+    if (out->expected_version >= 0 && out->expected_version != v)
+        return fail(out, PROBLEM_INVALID_REQUEST, "If-Match and expected_version disagree", NULL);
+    out->expected_version = v;
+    return NULL;
+}
+
 json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, size_t len,
                      const intake_headers *h)
 {
@@ -145,6 +212,9 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
         char detail[256];
         snprintf(detail, sizeof(detail), "line %d, column %d: %s", jerr.line, jerr.column,
                  jerr.text);
+        /* Valid JSON all the same: an integer beyond 64 bits, or a real beyond a double. */
+        if (json_error_code(&jerr) == json_error_numeric_overflow)
+            return fail(out, PROBLEM_NUMBER_OUT_OF_RANGE, detail, NULL);
         return fail(out, PROBLEM_MALFORMED_JSON, detail, NULL);
     }
     json_t *problem = NULL;
@@ -210,20 +280,8 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
         }
         out->expected_version = json_integer_value(ev);
     }
-    if (h->if_match) {
-        long long v = intake_parse_if_match(h->if_match);
-        if (v < 0) {
-            problem = fail(out, PROBLEM_INVALID_REQUEST,
-                           "If-Match must be one strong ETag such as \"3\"", NULL);
-            goto done;
-        }
-        if (out->expected_version >= 0 && out->expected_version != v) {
-            problem =
-                fail(out, PROBLEM_INVALID_REQUEST, "If-Match and expected_version disagree", NULL);
-            goto done;
-        }
-        out->expected_version = v;
-    }
+    if (h->if_match && (problem = if_match(out, h->if_match)))
+        goto done;
     if (h->idempotency_key) {
         out->idempotency_key = intake_parse_key(h->idempotency_key);
         if (!out->idempotency_key) {

@@ -33,7 +33,7 @@ typedef struct intake {
     bool key_assigned;         /* true when the gateway made the key up */
     const domain_command *cmd; /* borrowed from the registry */
     char *aggregate_id;
-    long long expected_version; /* -1 when the client set none */
+    long long expected_version; /* -1 when the client set none; ENVELOPE_VERSION_EXISTS */
     json_t *payload;            /* owned reference */
     bool respond_async;         /* Prefer: respond-async */
     long long wait_ms;          /* Prefer: wait=N in ms, -1 when absent */
@@ -65,8 +65,28 @@ void intake_clear(intake *in);
  */
 char *intake_parse_key(const char *value);
 
-/* Parses If-Match: "<n>" (a strong ETag holding a version). Returns n, or -1 when invalid. */
-long long intake_parse_if_match(const char *value);
+/*
+ * The key as an RFC 8941 sf-string, for the Idempotency-Key response header: in quotes, with "
+ * and \ escaped. key is 1..INTAKE_MAX_KEY_LEN of printable ASCII (intake_parse_key()'s
+ * output). Caller frees.
+ */
+char *intake_key_sf_string(const char *key);
+
+/* What an If-Match field value asks of the aggregate, whose ETag is its version: "<n>". */
+typedef enum {
+    INTAKE_IF_MATCH_INVALID, /* not "*" or a list of entity-tags */
+    INTAKE_IF_MATCH_EXISTS,  /* "*": the aggregate must exist */
+    INTAKE_IF_MATCH_VERSION, /* its strong entity-tags name one version */
+    INTAKE_IF_MATCH_SEVERAL, /* they name several versions */
+    INTAKE_IF_MATCH_NEVER,   /* none of its entity-tags can match (weak ones, or not a version) */
+} intake_if_match;
+
+/*
+ * Parses If-Match (RFC 9110 §13.1.1): "*" or a list of entity-tags compared strongly with the
+ * aggregate's ETag, so a weak tag or one that is not a version written as the gateway writes it
+ * ("3", not "03") never matches. *version gets the version named (the smallest of several).
+ */
+intake_if_match intake_parse_if_match(const char *value, long long *version);
 
 /* Parses Prefer (RFC 7240): respond-async and wait=N (seconds). */
 void intake_parse_prefer(const char *value, bool *respond_async, long long *wait_ms);

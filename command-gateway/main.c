@@ -153,7 +153,7 @@ static int print_openapi(const gateway_config *cfg)
         log_kv(LOG_FATAL, "cannot load the domains", LOG_FIELDS("error", err));
         return EXIT_FAILURE;
     }
-    json_t *doc = openapi_build(reg);
+    json_t *doc = openapi_build(reg, strcmp(cfg->auth_mode, "off") != 0);
     bool ok = doc && json_dumpf(doc, stdout, JSON_INDENT(2)) == 0 && fputc('\n', stdout) != EOF &&
               fflush(stdout) == 0;
     json_decref(doc);

@@ -121,11 +121,14 @@ static json_t *read_problem_headers(int status)
 
 static json_t *idempotency_key_header(bool required)
 {
-    return response_header(required ? "The request's Idempotency-Key: the client's, or the one the "
+    return response_header(required ? "The request's Idempotency-Key as an RFC 8941 sf-string "
+                                      "(quoted; \" and \\ escaped): the client's, or the one the "
                                       "gateway assigned (the command id)."
-                                    : "The request's Idempotency-Key, once the request passed "
-                                      "validation.",
-                           required, openapi_schemas_string(NULL));
+                                    : "The request's Idempotency-Key as an RFC 8941 sf-string, "
+                                      "once the request passed validation.",
+                           required,
+                           json_pack("{s:s, s:s}", "type", "string", "pattern",
+                                     "^\"([\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]|\\\\[\"\\\\])+\"$"));
 }
 
 static json_t *replayed_header(void)
@@ -140,6 +143,16 @@ static json_t *etag_header(const char *what)
 {
     return response_header(what, true,
                            json_pack("{s:s, s:s}", "type", "string", "pattern", "^\"[0-9]+\"$"));
+}
+
+/* RFC 7240: the preferences applied; each answer to a command varies on them. */
+static json_t *preference_applied_header(void)
+{
+    return response_header(
+        "respond-async, or wait=N, when that preference was honoured (RFC "
+        "7240). Every answer to a validated command also says Vary: Prefer.",
+        false,
+        json_pack("{s:s, s:s}", "type", "string", "pattern", "^(respond-async|wait=[0-9]+)$"));
 }
 
 /* POST /v1/commands: stored rejections may be replayed; 503 and in-flight say when to retry. */
@@ -162,10 +175,13 @@ static json_t *command_problem_headers(int status)
 
 static const problem_use command_problems[] = {
     {PROBLEM_MALFORMED_JSON, "the body is not JSON. Nothing is sent to Kafka."},
+    {PROBLEM_NUMBER_OUT_OF_RANGE,
+     "the body is JSON, but holds an integer outside [-2^63, 2^63) or a number beyond a double "
+     "(1e400). Nothing is sent to Kafka."},
     {PROBLEM_INVALID_REQUEST,
      "not a command: the body is not an object, a member is missing, unknown or of the wrong "
-     "type, a header value is malformed (Idempotency-Key, If-Match), or If-Match and "
-     "expected_version disagree. Nothing is sent to Kafka."},
+     "type, a header value is malformed (Idempotency-Key, If-Match), If-Match names several "
+     "versions, or If-Match and expected_version disagree. Nothing is sent to Kafka."},
     {PROBLEM_UNKNOWN_COMMAND, "no such command type. Nothing is sent to Kafka."},
     {PROBLEM_INVALID_PAYLOAD,
      "the payload fails its command's schema; errors lists every failure. Nothing is sent to "
@@ -175,8 +191,9 @@ static const problem_use command_problems[] = {
      "a request with this Idempotency-Key was taken and is not decided yet; command_id names "
      "it."},
     {PROBLEM_VERSION_MISMATCH,
-     "the aggregate is at another version than expected_version or If-Match; current_version "
-     "says which."},
+     "the aggregate is at another version than expected_version or If-Match (current_version "
+     "says which), does not exist under If-Match: *, or no entity-tag of If-Match can match "
+     "(then without current_version)."},
     {PROBLEM_TOO_LARGE,
      "the body is larger than http.max_body, or the command would take more room in a Kafka "
      "message than kafka.message.max.bytes allows. Nothing is claimed or sent to Kafka. A body "
@@ -236,9 +253,12 @@ static json_t *post_command(void)
                             "^([\\x21\\x23-\\x2b\\x2d-\\x3a\\x3c-\\x7e]{1,255}|"
                             "\"([\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]|\\\\[\"\\\\]){1,255}\")$")),
             param("header", "If-Match", false,
+                  "RFC 9110 section 13.1.1, compared strongly with the aggregate's ETag. "
                   "\"<n>\": apply only at version n, as expected_version (both given and "
-                  "different: 400).",
-                  json_pack("{s:s, s:s}", "type", "string", "pattern", "^\"[0-9]+\"$")),
+                  "different: 400); *: only if the aggregate exists (412 otherwise). A list "
+                  "counts its strong entity-tags that are versions: one is as \"<n>\", several "
+                  "are a 400, none is a 412 at once.",
+                  openapi_schemas_string(NULL)),
             param("header", "Prefer", false,
                   "RFC 7240: respond-async answers 202 as soon as Kafka has the command; wait=N "
                   "waits at most N seconds for the result.",
@@ -260,18 +280,20 @@ static json_t *post_command(void)
     const char *etag = "The aggregate's version after the command.";
     add_response(op, 200,
                  json_response("Applied.",
-                               json_pack("{s:o, s:o, s:o}", "Idempotency-Key",
+                               json_pack("{s:o, s:o, s:o, s:o}", "Idempotency-Key",
                                          idempotency_key_header(true), "ETag", etag_header(etag),
-                                         "Idempotent-Replayed", replayed_header()),
+                                         "Idempotent-Replayed", replayed_header(),
+                                         "Preference-Applied", preference_applied_header()),
                                openapi_schemas_ref("", "CommandApplied")));
     add_response(
         op, 201,
         json_response("Applied; the command created the aggregate.",
-                      json_pack("{s:o, s:o, s:o, s:o}", "Idempotency-Key",
+                      json_pack("{s:o, s:o, s:o, s:o, s:o}", "Idempotency-Key",
                                 idempotency_key_header(true), "ETag", etag_header(etag), "Location",
                                 response_header("/v1/aggregates/{type}/{id} of the new aggregate.",
                                                 true, openapi_schemas_string("uri-reference")),
-                                "Idempotent-Replayed", replayed_header()),
+                                "Idempotent-Replayed", replayed_header(), "Preference-Applied",
+                                preference_applied_header()),
                       openapi_schemas_ref("", "CommandApplied")));
     add_response(
         op, 202,
@@ -282,10 +304,7 @@ static json_t *post_command(void)
                       "Location",
                       response_header("/v1/commands/{id} of the command.", true,
                                       openapi_schemas_string("uri-reference")),
-                      "Preference-Applied",
-                      response_header(
-                          "respond-async when that preference was honoured.", false,
-                          json_pack("{s:s, s:[s]}", "type", "string", "enum", "respond-async"))),
+                      "Preference-Applied", preference_applied_header()),
             openapi_schemas_ref("", "CommandAccepted")));
     add_problems(op, command_problems, N(command_problems), command_problem_headers);
     /* A body far over the limit is refused by the HTTP layer before any handler runs. */
@@ -326,7 +345,8 @@ static json_t *get_aggregate(void)
         op, "parameters",
         json_pack("[o, o]",
                   param("header", "If-None-Match", false,
-                        "The ETag of a copy the client holds, or *: 304 while it is current.",
+                        "The ETags of copies the client holds (a list; W/ is ignored: weak "
+                        "comparison), or *: 304 while one of them is current.",
                         openapi_schemas_string(NULL)),
                   param("query", "min_version", false,
                         "Wait until the projection holds at least this version of the aggregate.",
@@ -416,8 +436,9 @@ static json_t *get_readyz(void)
 
 static const problem_use auth_problems[] = {
     {PROBLEM_UNAUTHORIZED,
-     "with auth.mode=jwt: no bearer token, or one that is malformed, does not verify, is signed "
-     "with another algorithm, has expired or is not valid yet, names another issuer or audience, "
+     "with auth.mode=jwt: no bearer token, or one that is malformed (not three unpadded "
+     "base64url parts), has a crit header, does not verify, is signed with another algorithm, has "
+     "expired or is not valid yet, names another issuer or audience, "
      "or names no valid tenant. WWW-Authenticate says which (RFC 6750)."},
     {PROBLEM_FORBIDDEN, "with auth.scopes=true: the token lacks this route's scope."},
     {PROBLEM_RATE_LIMITED,
@@ -433,8 +454,11 @@ static json_t *auth_problem_headers(int status)
                                      openapi_schemas_string(NULL)));
 }
 
-/* Every route that needs a token says so, with its scope, and how it refuses. */
-static void add_security(json_t *paths)
+/*
+ * Every route that needs a token says so, with its scope, and how it refuses. With
+ * authentication off (bearer false) no route needs one: only the rate limit can refuse.
+ */
+static void add_security(json_t *paths, bool bearer)
 {
     size_t n;
     const gateway_route *routes = gateway_routes(&n);
@@ -448,8 +472,13 @@ static void add_security(json_t *paths)
         {
             if (strcmp(method, "parameters") == 0)
                 continue;
-            json_object_set_new(op, "security", json_pack("[{s:[s]}]", "bearer", routes[i].scope));
-            add_problems(op, auth_problems, N(auth_problems), auth_problem_headers);
+            if (bearer) {
+                json_object_set_new(op, "security",
+                                    json_pack("[{s:[s]}]", "bearer", routes[i].scope));
+                add_problems(op, auth_problems, N(auth_problems), auth_problem_headers);
+            } else { /* the last of auth_problems: 429 */
+                add_problems(op, &auth_problems[N(auth_problems) - 1], 1, auth_problem_headers);
+            }
         }
     }
 }
@@ -501,7 +530,7 @@ static void sort_members(json_t *obj)
     json_decref(sorted);
 }
 
-static json_t *paths(const domain_registry *reg)
+static json_t *paths(const domain_registry *reg, bool bearer)
 {
     json_t *p = json_object();
     json_object_set_new(
@@ -544,7 +573,7 @@ static json_t *paths(const domain_registry *reg)
                                   openapi_schemas_aggregate_names(reg))),
                   param("path", "id", true, "The aggregate id.", openapi_schemas_string(NULL)),
                   "get", get_aggregate()));
-    add_security(p);
+    add_security(p, bearer);
     add_heads(p);
     const char *path, *method;
     json_t *item, *op;
@@ -559,8 +588,17 @@ static json_t *paths(const domain_registry *reg)
     return p;
 }
 
-json_t *openapi_build(const domain_registry *reg)
+json_t *openapi_build(const domain_registry *reg, bool bearer)
 {
+    json_t *components = json_pack("{s:o}", "schemas", openapi_schemas_build(reg));
+    if (bearer)
+        json_object_set_new(
+            components, "securitySchemes",
+            json_pack("{s:{s:s, s:s, s:s, s:s}}", "bearer", "type", "http", "scheme", "bearer",
+                      "bearerFormat", "JWT", "description",
+                      "A JWT signed with the gateway's auth.algorithm; its auth.tenant_claim names "
+                      "the tenant whose data the request sees. Its scopes (the scope or scp "
+                      "claim) are checked when auth.scopes is true."));
     return json_pack(
         "{s:s, s:{s:s, s:s, s:s}, s:[{s:s, s:s}, {s:s, s:s}, {s:s, s:s}], s:o, s:o}", "openapi",
         "3.1.0", "info", "title", "command-gateway", "version", "1.0.0", "description",
@@ -572,12 +610,6 @@ json_t *openapi_build(const domain_registry *reg)
         "header block over 16 KiB is refused with 400 by the HTTP layer.",
         "tags", "name", "commands", "description", "The write side.", "name", "reads",
         "description", "Command status and aggregate state.", "name", "operations", "description",
-        "Health, readiness, metrics and this document.", "paths", paths(reg), "components",
-        json_pack("{s:o, s:{s:{s:s, s:s, s:s, s:s}}}", "schemas", openapi_schemas_build(reg),
-                  "securitySchemes", "bearer", "type", "http", "scheme", "bearer", "bearerFormat",
-                  "JWT", "description",
-                  "A JWT signed with the gateway's auth.algorithm; its auth.tenant_claim names "
-                  "the tenant whose data the request sees. Its scopes (the scope or scp claim) "
-                  "are checked when auth.scopes is true. With auth.mode=off no token is needed "
-                  "and every request is tenant.default."));
+        "Health, readiness, metrics and this document.", "paths", paths(reg, bearer), "components",
+        components);
 }

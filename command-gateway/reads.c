@@ -1,6 +1,7 @@
 /* reads.c: the read side of the gateway: command status, and one aggregate from its projection. */
 #include "gateway.h"
 
+#include "etag.h"
 #include "ids.h"
 #include "problem.h"
 #include "projection.h"
@@ -159,11 +160,15 @@ static void agg_answer(agg_read *a, const pgconn_result *r, bool found, long lon
         agg_free(a);
         return;
     }
-    char etag[32];
-    snprintf(etag, sizeof(etag), "\"%lld\"", version);
+    char etag[ETAG_VERSION_LEN], current[ETAG_VERSION_LEN];
+    etag_of_version(version, etag);
+    snprintf(current, sizeof(current), "%lld", version);
     http_req_set_header(req, "ETag", etag);
+    /* Weak comparison over the list, or * (RFC 9110 §13.1.2); a value that does not parse
+       is no condition at all. */
     const char *inm = http_req_header(req, "If-None-Match");
-    if (inm && (strcmp(inm, etag) == 0 || strcmp(inm, "*") == 0)) {
+    etag_list l;
+    if (inm && etag_list_parse(inm, &l) && etag_list_matches(&l, current, false)) {
         http_req_reply(req, 304, NULL, NULL, 0);
         agg_free(a);
         return;

@@ -67,6 +67,8 @@ size_t envelope_to_headers(const envelope *e, header out[ENVELOPE_MAX_HEADERS], 
     if (e->expected_version >= 0) {
         snprintf(scratch, 32, "%lld", e->expected_version);
         put(out, &n, "ce_expectedversion", scratch);
+    } else if (e->expected_version == ENVELOPE_VERSION_EXISTS) {
+        put(out, &n, "ce_expectedversion", "*");
     }
     if (e->reply_partition >= 0) {
         snprintf(scratch + 32, 32, "%d", e->reply_partition);
@@ -129,7 +131,9 @@ int envelope_from_headers(envelope *e, const header *h, size_t n, char *err, siz
             }
             have_version = true;
         } else if (hdr_is(&h[i], "ce_expectedversion")) {
-            if (parse_number(&h[i], ENVELOPE_MAX_VERSION, &e->expected_version, err, errlen))
+            if (h[i].len == 1 && h[i].value[0] == '*')
+                e->expected_version = ENVELOPE_VERSION_EXISTS;
+            else if (parse_number(&h[i], ENVELOPE_MAX_VERSION, &e->expected_version, err, errlen))
                 return -1;
         } else if (hdr_is(&h[i], "ce_replypartition")) {
             long long p;

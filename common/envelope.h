@@ -28,7 +28,7 @@ typedef struct envelope {
     char *idempotency_key;      /* ce_idempotencykey */
     char *traceparent;          /* ce_traceparent (W3C trace context) */
     char *tracestate;           /* ce_tracestate */
-    long long expected_version; /* ce_expectedversion; -1 when absent */
+    long long expected_version; /* ce_expectedversion; -1 when absent, ENVELOPE_VERSION_EXISTS */
     int reply_partition;        /* ce_replypartition; -1 when absent */
 } envelope;
 
@@ -45,6 +45,9 @@ typedef struct envelope {
 
 /* Largest version a command may expect: exact in a JSON number (2^53). */
 #define ENVELOPE_MAX_VERSION (1LL << 53)
+/* expected_version of a command that expects its aggregate to exist, at any version (If-Match:
+ *); ce_expectedversion "*" on the wire. */
+#define ENVELOPE_VERSION_EXISTS (-2LL)
 
 /* Header names, shared with the tests and the operator tools. */
 #define ENVELOPE_CONTENT_TYPE "application/json"

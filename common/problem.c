@@ -28,6 +28,8 @@ static const struct {
     [PROBLEM_UNAUTHORIZED] = {401, "unauthorized", "A valid bearer token is required"},
     [PROBLEM_FORBIDDEN] = {403, "forbidden", "The token does not allow this"},
     [PROBLEM_RATE_LIMITED] = {429, "rate-limited", "Too many requests"},
+    [PROBLEM_NUMBER_OUT_OF_RANGE] = {400, "number-out-of-range",
+                                     "A number in the body is out of range"},
 };
 
 int problem_status(problem_kind kind)

@@ -30,6 +30,7 @@ typedef enum {
     PROBLEM_UNAUTHORIZED,        /* 401: no valid bearer token */
     PROBLEM_FORBIDDEN,           /* 403: the token lacks the route's scope */
     PROBLEM_RATE_LIMITED,        /* 429: the tenant's request rate is above its limit */
+    PROBLEM_NUMBER_OUT_OF_RANGE, /* 400: JSON, but a number beyond 64-bit integers or doubles */
 } problem_kind;
 
 /* The HTTP status of a kind. */

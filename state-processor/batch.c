@@ -451,6 +451,11 @@ static void apply_one(batch *b, batch_item *it)
         reject(it, PROBLEM_VERSION_MISMATCH, detail, NULL, a->version);
         return;
     }
+    if (it->env.expected_version == ENVELOPE_VERSION_EXISTS && !current) {
+        reject(it, PROBLEM_VERSION_MISMATCH, "expected the aggregate to exist; it does not", NULL,
+               a->version);
+        return;
+    }
     json_t *errors = json_array();
     json_t *next = NULL;
     domain_outcome o = domain_command_apply(it->cmd, current, it->payload, &next, errors);

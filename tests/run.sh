@@ -278,8 +278,11 @@ for run in "${runs[@]}"; do
     [[ $mode != fuzz ]] || pre=(env FUZZ_SECONDS=20)
     [[ $mode != schemathesis ]] || pre=(env SCHEMATHESIS_EXAMPLES=20 SCHEMATHESIS_SEED=${SCHEMATHESIS_SEED:-1})
     if [[ $mode == api ]]; then # an empty document fails the check, so a failure here counts
-        args=("$REPO/docs/openapi.json" "$TMP/openapi.json")
+        args=("$REPO/docs/openapi.json" "$TMP/openapi.json" "$TMP/openapi-auth-off.json")
         "$BUILD/command-gateway" --print-openapi >"$TMP/openapi.json" 2>"$TMP/print-openapi.log" ||
+            { log "command-gateway --print-openapi failed:"; cat "$TMP/print-openapi.log" >&2; }
+        "$BUILD/command-gateway" --auth.mode=off --print-openapi >"$TMP/openapi-auth-off.json" \
+            2>"$TMP/print-openapi.log" ||
             { log "command-gateway --print-openapi failed:"; cat "$TMP/print-openapi.log" >&2; }
     fi
     # In the background so that a signal to this script is handled at once, not after the test ends.

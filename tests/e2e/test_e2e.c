@@ -91,9 +91,10 @@ START_TEST(open_account_sync_created)
                      "ada");
     expect_header(&r, "ETag", "\"1\"");
     expect_header(&r, "Location", "/v1/aggregates/account/acc-1");
-    char key[128];
+    char key[128], want[128];
     ck_assert_ptr_nonnull(httpc_header(&r, "Idempotency-Key", key, sizeof(key)));
-    ck_assert_str_eq(key, jstr(r.json, "idempotency_key"));
+    snprintf(want, sizeof(want), "\"%s\"", jstr(r.json, "idempotency_key"));
+    ck_assert_str_eq(key, want); /* an RFC 8941 sf-string */
     httpc_free(&r);
 }
 END_TEST
@@ -107,7 +108,7 @@ START_TEST(deposit_sync_bumps_version)
     ck_assert_int_eq(jint(r.json, "version"), 2);
     ck_assert_int_eq(jint(r.json, "state.balance"), 100);
     expect_header(&r, "ETag", "\"2\"");
-    expect_header(&r, "Idempotency-Key", "dep-1");
+    expect_header(&r, "Idempotency-Key", "\"dep-1\"");
     ck_assert_str_eq(jstr(r.json, "idempotency_key"), "dep-1");
     httpc_free(&r);
 }
@@ -150,6 +151,51 @@ START_TEST(deposit_async_then_applied)
 }
 END_TEST
 
+/* Prefer: wait=N, honoured, is said in Preference-Applied; answers vary on Prefer. */
+START_TEST(prefer_wait_is_applied_and_answers_vary)
+{
+    httpc_response r = post(NULL, "{\"type\":\"account.open\",\"aggregate_id\":\"acc-prefer\","
+                                  "\"payload\":{\"owner\":\"pat\"}}");
+    ck_assert_int_eq(r.status, 201);
+    httpc_free(&r);
+    r = post("Prefer: wait=10\r\nIdempotency-Key: \"wait \\\"10\\\"\"\r\n",
+             "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-prefer\","
+             "\"payload\":{\"amount\":0}}");
+    ck_assert_int_eq(r.status, 400); /* amount 0 fails the schema: no wait, nothing applied */
+    httpc_free(&r);
+    r = post("Prefer: wait=10\r\nIdempotency-Key: \"wait \\\"10\\\"\"\r\n",
+             "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-prefer\","
+             "\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 200);
+    expect_header(&r, "Preference-Applied", "wait=10");
+    expect_header(&r, "Vary", "Prefer");
+    /* The key holds a space and quotes: echoed as an sf-string, escapes and all. */
+    expect_header(&r, "Idempotency-Key", "\"wait \\\"10\\\"\"");
+    ck_assert_str_eq(jstr(r.json, "idempotency_key"), "wait \"10\"");
+    httpc_free(&r);
+    r = post("Prefer: respond-async\r\n", "{\"type\":\"account.deposit\",\"aggregate_id\":"
+                                          "\"acc-prefer\",\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 202);
+    expect_header(&r, "Preference-Applied", "respond-async");
+    expect_header(&r, "Vary", "Prefer");
+    httpc_free(&r);
+    /* wait=0: 202 once Kafka has it, as asked. */
+    r = post("Prefer: wait=0\r\n", "{\"type\":\"account.deposit\",\"aggregate_id\":"
+                                   "\"acc-prefer\",\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 202);
+    expect_header(&r, "Preference-Applied", "wait=0");
+    httpc_free(&r);
+    /* Without Prefer: no Preference-Applied, but the answer still varies on it. */
+    r = post(NULL, "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-prefer\","
+                   "\"payload\":{\"amount\":1}}");
+    ck_assert_int_eq(r.status, 200);
+    char buf[64];
+    ck_assert_ptr_null(httpc_header(&r, "Preference-Applied", buf, sizeof(buf)));
+    expect_header(&r, "Vary", "Prefer");
+    httpc_free(&r);
+}
+END_TEST
+
 START_TEST(overdraw_rejected_422)
 {
     httpc_response r = post(NULL, "{\"type\":\"account.withdraw\",\"aggregate_id\":\"acc-1\","
@@ -175,6 +221,11 @@ static const struct {
     const char *type;
 } bad_requests[] = {
     {"{bad", "/problems/malformed-json"},
+    {"{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\",\"payload\":{\"amount\":"
+     "18446744073709551616}}",
+     "/problems/number-out-of-range"},
+    {"{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-1\",\"payload\":{\"amount\":1e400}}",
+     "/problems/number-out-of-range"},
     {"[1,2]", "/problems/invalid-request"},
     {"{\"type\":\"account.deposit\"}", "/problems/invalid-request"},
     {"{\"type\":\"nope.x\",\"aggregate_id\":\"a\"}", "/problems/unknown-command"},
@@ -224,6 +275,40 @@ START_TEST(read_aggregate_etag_and_304)
 }
 END_TEST
 
+/* If-None-Match takes a list and compares weakly (RFC 9110 §13.1.2); acc-1 is at "3" here. */
+static const struct {
+    const char *method;
+    const char *value;
+    int status;
+} if_none_match[] = {
+    {"GET", "W/\"3\"", 304},
+    {"GET", "\"1\", \"3\"", 304},
+    {"GET", "\"1\",W/\"3\"", 304},
+    {"GET", "*", 304},
+    {"HEAD", "\"2\", W/\"3\"", 304},
+    {"GET", "\"1\", \"2\"", 200},
+    {"GET", "W/\"2\"", 200},
+    {"GET", "\"33\"", 200},
+    {"GET", "3", 200}, /* not an entity-tag: no condition */
+    {"HEAD", "\"1\"", 200},
+};
+
+START_TEST(if_none_match_weak_lists)
+{
+    char headers[128];
+    snprintf(headers, sizeof(headers), "If-None-Match: %s\r\n", if_none_match[_i].value);
+    httpc_response r = httpc_request(st.http_port, if_none_match[_i].method,
+                                     "/v1/aggregates/account/acc-1", headers, NULL, TIMEOUT_MS);
+    ck_assert_msg(r.status == if_none_match[_i].status, "%s If-None-Match: %s gave %d",
+                  if_none_match[_i].method, if_none_match[_i].value, r.status);
+    expect_header(&r, "ETag", "\"3\"");
+    httpc_free(&r);
+}
+END_TEST
+
+#define DEPOSIT_1(id)                                                                              \
+    "{\"type\":\"account.deposit\",\"aggregate_id\":\"" id "\",\"payload\":{\"amount\":1}}"
+
 START_TEST(if_match_mismatch_412)
 {
     httpc_response r =
@@ -236,6 +321,40 @@ START_TEST(if_match_mismatch_412)
                                     "\"payload\":{\"amount\":1}}");
     ck_assert_int_eq(r.status, 200);
     ck_assert_int_eq(jint(r.json, "version"), 4);
+    httpc_free(&r);
+}
+END_TEST
+
+/* If-Match takes * and lists and compares strongly (RFC 9110 §13.1.1); acc-1 is at "4" here. */
+static const struct {
+    const char *value;
+    const char *body;
+    int status;
+    long long version; /* 200: the version made; 412: current_version, -1 when not given */
+} if_match[] = {
+    {"W/\"4\"", DEPOSIT_1("acc-1"), 412, -1}, /* a weak tag never matches */
+    {"\"04\"", DEPOSIT_1("acc-1"), 412, -1},
+    {"\"x\", W/\"4\", \"4\"", DEPOSIT_1("acc-1"), 200, 5},
+    {"*", DEPOSIT_1("acc-1"), 200, 6},
+    {"*", DEPOSIT_1("acc-if-match"), 412, 0}, /* * needs the aggregate to exist */
+    {"*",
+     "{\"type\":\"account.open\",\"aggregate_id\":\"acc-if-match\",\"payload\":{\"owner\":"
+     "\"x\"}}",
+     412, 0},
+    {"\"5\", \"6\"", DEPOSIT_1("acc-1"), 400, -1}, /* a command expects one version */
+};
+
+START_TEST(if_match_star_and_lists)
+{
+    char headers[128];
+    snprintf(headers, sizeof(headers), "If-Match: %s\r\n", if_match[_i].value);
+    httpc_response r = post(headers, if_match[_i].body);
+    ck_assert_msg(r.status == if_match[_i].status, "If-Match: %s gave %d %s", if_match[_i].value,
+                  r.status, r.body);
+    if (r.status == 200)
+        ck_assert_int_eq(jint(r.json, "version"), if_match[_i].version);
+    if (r.status == 412 && if_match[_i].version >= 0)
+        ck_assert_int_eq(jint(r.json, "current_version"), if_match[_i].version);
     httpc_free(&r);
 }
 END_TEST
@@ -786,10 +905,24 @@ START_TEST(openapi_document_served)
     domain_registry *reg =
         domain_registry_load(dir && *dir ? dir : "schemas/domains", err, sizeof(err));
     ck_assert_msg(reg != NULL, "%s", err);
-    json_t *want = openapi_build(reg);
+    json_t *want = openapi_build(reg, false);
     httpc_response r = get("/openapi.json", NULL);
     ck_assert_int_eq(r.status, 200);
     expect_header(&r, "Content-Type", "application/json");
+    /* make run has auth.mode=off: no token is asked for, so the document declares none. */
+    ck_assert_ptr_null(json_object_get(json_object_get(r.json, "components"), "securitySchemes"));
+    const char *path, *method;
+    json_t *item, *op;
+    json_object_foreach(json_object_get(r.json, "paths"), path, item)
+    {
+        json_object_foreach(item, method, op)
+        {
+            ck_assert_msg(!json_object_get(op, "security"), "%s %s has security", method, path);
+            json_t *responses = json_object_get(op, "responses");
+            ck_assert_msg(!json_object_get(responses, "401") && !json_object_get(responses, "403"),
+                          "%s %s answers 401 or 403", method, path);
+        }
+    }
     ck_assert_msg(json_equal(r.json, want),
                   "GET /openapi.json is not the shipped domains' document");
     httpc_free(&r);
@@ -835,10 +968,15 @@ int main(void)
     tcase_add_test(tc, deposit_sync_bumps_version);
     tcase_add_test(tc, deposit_async_then_applied);
     tcase_add_test(tc, overdraw_rejected_422);
+    tcase_add_test(tc, prefer_wait_is_applied_and_answers_vary);
     tcase_add_loop_test(tc, bad_request_400_nothing_produced, 0,
                         (int)(sizeof(bad_requests) / sizeof(bad_requests[0])));
     tcase_add_test(tc, read_aggregate_etag_and_304);
+    tcase_add_loop_test(tc, if_none_match_weak_lists, 0,
+                        (int)(sizeof(if_none_match) / sizeof(if_none_match[0])));
     tcase_add_test(tc, if_match_mismatch_412);
+    tcase_add_loop_test(tc, if_match_star_and_lists, 0,
+                        (int)(sizeof(if_match) / sizeof(if_match[0])));
     tcase_add_test(tc, if_match_race_one_success_per_version);
     tcase_add_test(tc, document_lifecycle);
     tcase_add_test(tc, cart_lifecycle_from_a_domain_file);

@@ -383,7 +383,7 @@ START_TEST(test_new_domain_appears)
     unlink(file);
     rmdir(dir);
     ck_assert_msg(r != NULL, "%s", err);
-    json_t *d = openapi_build(r);
+    json_t *d = openapi_build(r, true);
     ck_assert_ptr_nonnull(d);
     const json_t *cmd = resolve(d, "#/components/schemas/Command.widget.make");
     ck_assert_ptr_nonnull(cmd);
@@ -422,6 +422,32 @@ static json_t *printed(void)
     return j;
 }
 
+/* With auth.mode=off the document asks for no token: no scheme, no security, no 401 or 403. */
+START_TEST(test_no_security_without_auth)
+{
+    json_t *off = openapi_build(reg, false);
+    ck_assert_ptr_nonnull(off);
+    ck_assert_ptr_null(resolve(off, "#/components/securitySchemes"));
+    ck_assert_ptr_nonnull(resolve(doc, "#/components/securitySchemes/bearer"));
+    for (size_t i = 0; i < nroutes; i++) {
+        const char *method;
+        json_t *op;
+        json_object_foreach(json_object_get(json_object_get(off, "paths"), routes[i].path), method,
+                            op)
+        {
+            if (strcmp(method, "parameters") == 0)
+                continue;
+            json_t *responses = json_object_get(op, "responses");
+            ck_assert_msg(!json_object_get(op, "security"), "%s %s", method, routes[i].path);
+            ck_assert(!json_object_get(responses, "401") && !json_object_get(responses, "403"));
+            /* The rate limit still applies to the routes a token would be needed for. */
+            ck_assert(!json_object_get(responses, "429") == !routes[i].scope);
+        }
+    }
+    json_decref(off);
+}
+END_TEST
+
 START_TEST(test_docs_copy_current)
 {
     const char *repo = getenv("CQRS_REPO") ? getenv("CQRS_REPO") : ".";
@@ -450,7 +476,7 @@ int main(void)
         fprintf(stderr, "loading %s: %s\n", schemas_dir(), err);
         return EXIT_FAILURE;
     }
-    doc = openapi_build(reg);
+    doc = openapi_build(reg, true);
     routes = gateway_routes(&nroutes);
 
     Suite *s = suite_create("openapi");
@@ -465,6 +491,7 @@ int main(void)
     tcase_add_loop_test(tc, test_aggregate_in_view, 0, (int)domain_registry_aggregate_count(reg));
     tcase_add_loop_test(tc, test_rewrite_refs, 0, N(refcases));
     tcase_add_test(tc, test_new_domain_appears);
+    tcase_add_test(tc, test_no_security_without_auth);
     suite_add_tcase(s, tc);
     tc = tcase_create("docs");
     tcase_add_loop_test(tc, test_docs_copy_current, 0, 2);

@@ -271,6 +271,74 @@ START_TEST(tampered_or_foreign_signatures_are_refused)
 }
 END_TEST
 
+/* RFC 7515 §4.1.11: a crit header names extensions we must understand; we understand none. */
+START_TEST(crit_headers_are_refused)
+{
+    const char *crits[] = {"[\"exp\"]", "[\"b64\"]", "[\"http://example.com/x\"]", "[]"};
+    auth *a = hs256();
+    char *c = claims("");
+    for (size_t i = 0; i < sizeof(crits) / sizeof(crits[0]); i++) {
+        jwt_t *j = NULL;
+        ck_assert_int_eq(jwt_new(&j), 0);
+        ck_assert_int_eq(jwt_add_grants_json(j, c), 0);
+        char *hdr = xasprintf("{\"crit\":%s,\"exp\":1}", crits[i]);
+        ck_assert_int_eq(jwt_add_headers_json(j, hdr), 0);
+        ck_assert_int_eq(
+            jwt_set_alg(j, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)), 0);
+        char *token = jwt_encode_str(j);
+        jwt_free(j);
+        char *h = xasprintf("Bearer %s", token);
+        auth_result r;
+        ck_assert_msg(check(a, h, NULL, &r) == 401, "crit %s accepted", crits[i]);
+        ck_assert_ptr_nonnull(strstr(r.detail, "crit"));
+        ck_assert_ptr_nonnull(strstr(r.challenge, "error=\"invalid_token\""));
+        free(h);
+        free(token);
+        free(hdr);
+    }
+    free(c);
+    auth_free(a);
+}
+END_TEST
+
+/* Only the compact form of RFC 7515 §7.1: no "=" padding, exactly three parts. */
+START_TEST(only_the_compact_form_is_accepted)
+{
+    struct {
+        const char *name, *alg, *pub;
+        jwt_alg_t sign_alg;
+        const char *priv;
+    } keys[] = {{"HS256", "HS256", secret, JWT_ALG_HS256, secret},
+                {"RS256", "RS256", rsa_pub, JWT_ALG_RS256, rsa_priv}};
+    for (size_t k = 0; k < 2; k++) {
+        auth *a = make_auth(keys[k].alg, write_file("key", keys[k].pub), "", "");
+        char *c = claims("");
+        char *good = mint(keys[k].sign_alg, keys[k].priv, c);
+        auth_result r;
+        ck_assert_int_eq(check(a, good, NULL, &r), 0);
+        /* The RS256 signature (256 bytes) would be padded with "=="; HS256's (32) with "=". */
+        const char *pad = k == 0 ? "=" : "==";
+        char *padded = xasprintf("%s%s", good, pad);
+        char *trailing = xasprintf("%s.", good);
+        char *extra = xasprintf("%s.AAAA", good);
+        char *space = xasprintf("%s x", good);
+        const char *bad[] = {padded, trailing, extra, space};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            ck_assert_msg(check(a, bad[i], NULL, &r) == 401, "%s: accepted %s", keys[k].name,
+                          bad[i] + strlen(good));
+            ck_assert_ptr_nonnull(strstr(r.challenge, "error=\"invalid_token\""));
+        }
+        free(padded);
+        free(trailing);
+        free(extra);
+        free(space);
+        free(good);
+        free(c);
+        auth_free(a);
+    }
+}
+END_TEST
+
 START_TEST(time_claims_are_checked_with_leeway)
 {
     auth *a = hs256();
@@ -457,6 +525,8 @@ int main(void)
     tcase_add_test(tc, alg_none_is_refused);
     tcase_add_test(tc, algorithm_confusion_is_refused);
     tcase_add_test(tc, tampered_or_foreign_signatures_are_refused);
+    tcase_add_test(tc, crit_headers_are_refused);
+    tcase_add_test(tc, only_the_compact_form_is_accepted);
     tcase_add_test(tc, time_claims_are_checked_with_leeway);
     tcase_add_test(tc, issuer_and_audience_are_checked);
     tcase_add_test(tc, the_tenant_claim_must_name_a_valid_tenant);

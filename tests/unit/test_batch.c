@@ -607,6 +607,15 @@ static const scase scases[] = {
      .outbox_rows = "[" OROW(5, "account.deposited", U1) "]",
      .offset_rows = "[" OFFROW(0, 3) "]"},
 
+    {"expected_version * (If-Match: *): the aggregate must exist",
+     .msgs = {OPEN(U1, EV(ENVELOPE_VERSION_EXISTS)), OPEN(U2), DEPOSIT(U3, 5, EV(ENVELOPE_VERSION_EXISTS))},
+     .want = {REJECTED(412, "version-mismatch", 0), APPLIED(201, 1, 0), APPLIED(200, 2, 5)},
+     .agg_rows = "[" AROW("t1", 0, 2, ACC(5)) "]",
+     .command_rows = "[" CROW(U1, "rejected", 412, null) "," CROW(U2, "applied", 201, 1) ","
+                     CROW(U3, "applied", 200, 2) "]",
+     .outbox_rows = "[" OROW(1, "account.opened", U2) "," OROW(2, "account.deposited", U3) "]",
+     .offset_rows = "[" OFFROW(0, 3) "]"},
+
     {"same key, different command ids: the second repeats the first",
      .msgs = {OPEN(U1, .key = "k1"), DEPOSIT(U2, 5, .key = "k1"), DEPOSIT(U3, 7, .key = "k3")},
      .want = {APPLIED(201, 1, 0), DUP_OF(0, 201), APPLIED(200, 2, 7)},

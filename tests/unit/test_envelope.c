@@ -30,6 +30,8 @@ static const rcase rcases[] = {
      NULL, 7, -1},
     {"id-4", "/command-gateway", "document.create", NULL, NULL, NULL, NULL, NULL, -1, 3},
     {"id-5", "/s", "t", "", NULL, "", "k", NULL, 123456789, 12},
+    {"id-6", "/command-gateway", "account.close", "acc-1", NULL, NULL, NULL, NULL,
+     ENVELOPE_VERSION_EXISTS, -1}, /* If-Match: * */
 };
 
 /* The value of a header in out[], or NULL. */
@@ -96,7 +98,7 @@ START_TEST(test_round_trip)
                          tc->time, tc->tenant, tc->key,  tc->traceparent};
     for (int i = 0; i < N(opt); i++)
         want_n += opt[i] != NULL;
-    want_n += tc->expected_version >= 0;
+    want_n += tc->expected_version >= 0 || tc->expected_version == ENVELOPE_VERSION_EXISTS;
     want_n += tc->reply_partition >= 0;
     ck_assert_uint_eq(n, want_n);
     ck_assert_str_eq(h[0].name, "ce_specversion");
@@ -112,7 +114,10 @@ START_TEST(test_round_trip)
     check_header(h, n, "ce_traceparent", tc->traceparent);
     char num[32];
     snprintf(num, sizeof(num), "%lld", tc->expected_version);
-    check_header(h, n, "ce_expectedversion", tc->expected_version >= 0 ? num : NULL);
+    check_header(h, n, "ce_expectedversion",
+                 tc->expected_version >= 0                         ? num
+                 : tc->expected_version == ENVELOPE_VERSION_EXISTS ? "*"
+                                                                   : NULL);
     char part[32];
     snprintf(part, sizeof(part), "%d", tc->reply_partition);
     check_header(h, n, "ce_replypartition", tc->reply_partition >= 0 ? part : NULL);
@@ -208,6 +213,12 @@ static const dcase dcases[] = {
     {"missing ce_source", {SPEC, ID, TYPE}, ERR("ce_source", "missing")},
     {"empty ce_source", {SPEC, ID, {"ce_source", "", 0}, TYPE}, ERR("ce_source", NULL)},
     {"missing ce_type", {SPEC, ID, SOURCE}, ERR("ce_type", "missing")},
+    {"expected version *: the aggregate must exist",
+     {BASE, {"ce_expectedversion", "*", -1}},
+     OK("id-1", NULL, ENVELOPE_VERSION_EXISTS, -1)},
+    {"ce_expectedversion **",
+     {BASE, {"ce_expectedversion", "**", -1}},
+     ERR("ce_expectedversion", "**")},
     {"ce_expectedversion not a number",
      {BASE, {"ce_expectedversion", "abc", -1}},
      ERR("ce_expectedversion", "abc")},

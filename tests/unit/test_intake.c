@@ -113,6 +113,12 @@ static const pcase pcases[] = {
      .payload = "{'amount':5}"},
     {.name = "expected_version 5", .body = DEPOSIT_EV("5"), OK_DEPOSIT, .ev = "5"},
     {.name = "If-Match", .body = DEPOSIT("5"), .h.if_match = "\"3\"", OK_DEPOSIT, .ev = "3"},
+    {.name = "If-Match *", .body = DEPOSIT("5"), .h.if_match = "*", OK_DEPOSIT, .ev = "-2"},
+    {.name = "If-Match * and expected_version 3",
+     .body = DEPOSIT_EV("3"),
+     .h.if_match = "*",
+     OK_DEPOSIT,
+     .ev = "3"},
     {.name = "If-Match agrees with expected_version",
      .body = DEPOSIT_EV("3"),
      .h.if_match = "\"3\"",
@@ -172,6 +178,21 @@ static const pcase pcases[] = {
      .body = "{'type':'account.close','type':'account.close','aggregate_id':'a'}",
      REJECT(400, "malformed-json")},
     {.name = "bare scalar", .body = "5", REJECT(400, "malformed-json")},
+    /* Valid JSON with numbers jansson cannot hold: not malformed. */
+    {.name = "integer 2^64",
+     .body = DEPOSIT("18446744073709551616"),
+     REJECT(400, "number-out-of-range"),
+     .detail = "line 1"},
+    {.name = "integer 2^63",
+     .body = DEPOSIT("9223372036854775808"),
+     REJECT(400, "number-out-of-range")},
+    {.name = "integer -2^63-1",
+     .body = DEPOSIT("-9223372036854775809"),
+     REJECT(400, "number-out-of-range")},
+    {.name = "real 1e400", .body = DEPOSIT("1e400"), REJECT(400, "number-out-of-range")},
+    {.name = "real -1e400 in expected_version",
+     .body = DEPOSIT_EV("-1e400"),
+     REJECT(400, "number-out-of-range")},
     {.name = "not an object",
      .body = "[{'type':'account.close'}]",
      BAD_REQUEST,
@@ -277,11 +298,26 @@ static const pcase pcases[] = {
      .h.if_match = "\"3\"",
      BAD_REQUEST,
      .detail = "disagree"},
-    {.name = "If-Match weak",
+    {.name = "If-Match weak: never matches strongly",
      .body = DEPOSIT("5"),
      .h.if_match = "W/\"3\"",
-     BAD_REQUEST,
+     REJECT(412, "version-mismatch"),
      .detail = "If-Match"},
+    {.name = "If-Match list of one version",
+     .body = DEPOSIT("5"),
+     .h.if_match = "W/\"3\", \"3\", \"x\"",
+     OK_DEPOSIT,
+     .ev = "3"},
+    {.name = "If-Match list of several versions",
+     .body = DEPOSIT("5"),
+     .h.if_match = "\"3\", \"4\"",
+     BAD_REQUEST,
+     .detail = "several versions"},
+    {.name = "If-Match * with expected_version 0",
+     .body = DEPOSIT_EV("0"),
+     .h.if_match = "*",
+     BAD_REQUEST,
+     .detail = "disagree"},
     {.name = "If-Match unquoted",
      .body = DEPOSIT("5"),
      .h.if_match = "3",
@@ -290,12 +326,7 @@ static const pcase pcases[] = {
     {.name = "If-Match not a number",
      .body = DEPOSIT("5"),
      .h.if_match = "\"a\"",
-     BAD_REQUEST,
-     .detail = "If-Match"},
-    {.name = "If-Match *",
-     .body = DEPOSIT("5"),
-     .h.if_match = "*",
-     BAD_REQUEST,
+     REJECT(412, "version-mismatch"),
      .detail = "If-Match"},
     /*
      * Regression (command-gateway/intake.c intake_parse), as it was before the fix: versions above
@@ -306,10 +337,10 @@ static const pcase pcases[] = {
      .body = DEPOSIT_EV("9007199254740993"),
      BAD_REQUEST,
      .detail = "expected_version"},
-    {.name = "If-Match above 2^53",
+    {.name = "If-Match above 2^53: no aggregate reaches it",
      .body = DEPOSIT("5"),
      .h.if_match = "\"9007199254740993\"",
-     BAD_REQUEST,
+     REJECT(412, "version-mismatch"),
      .detail = "If-Match"},
 
     /* Idempotency-Key */
@@ -493,6 +524,26 @@ static const struct {
     {"\"caf\xc3\xa9\"", NULL},
 };
 
+/* The echo is an sf-string that parses back to the key. */
+static const struct {
+    const char *key, *sf;
+} sfcases[] = {
+    {"abc", "\"abc\""}, {"a b", "\"a b\""},     {"a\"b\\c", "\"a\\\"b\\\\c\""},
+    {"\"", "\"\\\"\""}, {X255, "\"" X255 "\""},
+};
+
+START_TEST(test_key_sf_string)
+{
+    char *sf = intake_key_sf_string(sfcases[_i].key);
+    ck_assert_str_eq(sf, sfcases[_i].sf);
+    char *back = intake_parse_key(sf);
+    ck_assert_ptr_nonnull(back);
+    ck_assert_str_eq(back, sfcases[_i].key);
+    free(back);
+    free(sf);
+}
+END_TEST
+
 START_TEST(test_parse_key)
 {
     char *got = intake_parse_key(kcases[_i].value);
@@ -508,34 +559,55 @@ END_TEST
 
 /* ---- intake_parse_if_match ---- */
 
+#define IM_INVALID INTAKE_IF_MATCH_INVALID, -1
+#define IM_NEVER   INTAKE_IF_MATCH_NEVER, -1
+#define IM_EXISTS  INTAKE_IF_MATCH_EXISTS, -1
+#define IM(v)      INTAKE_IF_MATCH_VERSION, (v)
+
 static const struct {
     const char *value;
-    long long want;
+    intake_if_match want;
+    long long version;
 } mcases[] = {
-    {"\"3\"", 3},
-    {"\"0\"", 0},
-    {"\"007\"", 7},
-    {"\"9007199254740992\"", 9007199254740992LL}, /* 2^53, the largest version */
-    {"\"9007199254740993\"", -1},
-    {"\"1234567890123456789\"", -1}, /* longer than any version */
-    {"W/\"3\"", -1},
-    {"3", -1},
-    {"\"a\"", -1},
-    {"\"\"", -1},
-    {"\"", -1},
-    {"\"3", -1},
-    {"3\"", -1},
-    {"\"-1\"", -1},
-    {"\"+1\"", -1},
-    {"\" 3\"", -1},
-    {"\"3\", \"4\"", -1},
-    {"*", -1},
-    {"", -1},
+    {"\"3\"", IM(3)},
+    {"\"0\"", IM(0)},
+    {"\"9007199254740992\"", IM(9007199254740992LL)}, /* 2^53, the largest version */
+    {"*", IM_EXISTS},
+    {" * ", IM_EXISTS},
+    /* lists: the strong tags that are versions count */
+    {"\"3\", \"3\"", IM(3)},
+    {"\"a\", \"3\"", IM(3)},
+    {"W/\"2\", \"3\"", IM(3)},
+    {"\"3\",W/\"3\", ,\"x\"", IM(3)},
+    {"\"3\", \"4\"", INTAKE_IF_MATCH_SEVERAL, 3},
+    {"\"4\", \"3\", \"4\"", INTAKE_IF_MATCH_SEVERAL, 3},
+    /* entity-tags that no aggregate's ETag matches strongly */
+    {"W/\"3\"", IM_NEVER},
+    {"\"007\"", IM_NEVER}, /* the ETag of version 7 is "7" */
+    {"\"a\"", IM_NEVER},
+    {"\"\"", IM_NEVER},
+    {"\"-1\"", IM_NEVER},
+    {"\"+1\"", IM_NEVER},
+    {"\"9007199254740993\"", IM_NEVER},
+    {"\"12345678901234567890123\"", IM_NEVER}, /* longer than any version */
+    {"W/\"1\", \"b\"", IM_NEVER},
+    /* not entity-tags */
+    {"3", IM_INVALID},
+    {"\"", IM_INVALID},
+    {"\"3", IM_INVALID},
+    {"3\"", IM_INVALID},
+    {"\" 3\"", IM_INVALID},
+    {"*, \"3\"", IM_INVALID},
+    {"", IM_INVALID},
 };
 
 START_TEST(test_parse_if_match)
 {
-    ck_assert_int_eq(intake_parse_if_match(mcases[_i].value), mcases[_i].want);
+    long long v = -1;
+    ck_assert_msg(intake_parse_if_match(mcases[_i].value, &v) == mcases[_i].want, "[%s]",
+                  mcases[_i].value);
+    if (mcases[_i].version >= 0)
+        ck_assert_int_eq(v, mcases[_i].version);
 }
 END_TEST
 
@@ -672,6 +744,7 @@ int main(void)
     tc = tcase_create("headers");
     tcase_add_loop_test(tc, test_parse_key, 0, N(kcases));
     tcase_add_loop_test(tc, test_parse_if_match, 0, N(mcases));
+    tcase_add_loop_test(tc, test_key_sf_string, 0, N(sfcases));
     tcase_add_loop_test(tc, test_parse_prefer, 0, N(prcases));
     tcase_add_loop_test(tc, test_traceparent, 0, N(tcases));
     suite_add_tcase(s, tc);

@@ -33,11 +33,12 @@ static const struct {
     {PROBLEM_UNAUTHORIZED, 401, "unauthorized"},
     {PROBLEM_FORBIDDEN, 403, "forbidden"},
     {PROBLEM_RATE_LIMITED, 429, "rate-limited"},
+    {PROBLEM_NUMBER_OUT_OF_RANGE, 400, "number-out-of-range"},
 };
 
 START_TEST(test_table_complete)
 {
-    ck_assert_int_eq(N(kcases), PROBLEM_RATE_LIMITED + 1);
+    ck_assert_int_eq(N(kcases), PROBLEM_NUMBER_OUT_OF_RANGE + 1);
     for (int i = 0; i < N(kcases); i++)
         ck_assert_int_eq(kcases[i].kind, i);
 }
