@@ -608,7 +608,7 @@ static bool quiet(void *arg)
 static bool ready(void *arg)
 {
     processor *p = arg;
-    return pgconn_connected(p->pg) && kafka_producer_healthy(p->producer);
+    return p->pg && pgconn_connected(p->pg) && kafka_producer_healthy(p->producer);
 }
 
 static void init_metrics(processor *p)
@@ -737,6 +737,11 @@ void processor_free(processor *p)
         finish_committed(p); /* a loop ended before on_finish() ran */
     if (p->producer && kafka_producer_flush(p->producer, 5000) != 0)
         log_warn("shutdown: replies or dead letters unconfirmed");
+    /* The group first; then the connection, whose queued queries are answered to a loop and a
+       processor still whole; then the loop. */
+    txloop_leave(p->loop);
+    pgconn_free(p->pg);
+    p->pg = NULL; /* relay_free() runs the loop: ready() may be asked meanwhile */
     txloop_free(p->loop);
     relay_free(p->relay);
     json_decref(p->outbox);
@@ -744,7 +749,6 @@ void processor_free(processor *p)
     purge_free(p->purge);
     health_free(p->health);
     kafka_producer_free(p->producer);
-    pgconn_free(p->pg);
     if (p->b.items)
         batch_clear(&p->b);
     if (p->done.items)

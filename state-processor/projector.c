@@ -263,7 +263,7 @@ static void on_revoked(void *arg, const int *partitions, size_t n)
 static bool ready(void *arg)
 {
     const projector *p = arg;
-    return pgconn_connected(p->pg) && !txloop_backing_off(p->loop);
+    return p->pg && pgconn_connected(p->pg) && !txloop_backing_off(p->loop);
 }
 
 static void init_metrics(projector *p)
@@ -374,9 +374,10 @@ void projector_free(projector *p)
 {
     if (!p)
         return;
+    txloop_leave(p->loop); /* see processor_free() */
+    pgconn_free(p->pg);
     txloop_free(p->loop);
     health_free(p->health);
-    pgconn_free(p->pg);
     if (p->b.items)
         projbatch_clear(&p->b);
     for (size_t i = 0; i < p->ntables; i++)

@@ -31,6 +31,7 @@ struct txloop {
 
     txstate state;
     bool stopping;
+    bool left;     /* txloop_leave(): no consumer, the loop only waits to be freed */
     bool failed;   /* stopped for an operator */
     int *starting; /* assigned partitions waiting for their stored offsets */
     size_t nstarting;
@@ -86,6 +87,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 /* Retries after a capped exponential backoff: retry(), or the start when NULL. */
 static void backoff(txloop *l, void (*retry)(void *arg), const char *what, const char *error)
 {
+    if (l->left)
+        return; /* a query answered by the connection's free: nothing is retried */
     l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : 100;
     if (l->backoff_ms > l->retry_max_ms)
         l->backoff_ms = l->retry_max_ms;
@@ -271,11 +274,23 @@ int txloop_start(txloop *l, pgconn *pg, const config_props *kafka_props, char *e
     return l->consumer ? 0 : -1;
 }
 
+void txloop_leave(txloop *l)
+{
+    if (!l || l->left)
+        return;
+    l->stopping = true; /* next_batch() polls no more */
+    kafka_consumer_free(l->consumer);
+    l->consumer = NULL;
+    l->left = true; /* after the close: its revocations are the owner's to see */
+    if (l->kick)
+        event_del(l->kick);
+}
+
 void txloop_free(txloop *l)
 {
     if (!l)
         return;
-    kafka_consumer_free(l->consumer);
+    txloop_leave(l); /* an owner that never started */
     if (l->kick)
         event_free(l->kick);
     if (l->retry_ev)
@@ -309,7 +324,8 @@ void txloop_stop(txloop *l)
 
 void txloop_quiet(txloop *l)
 {
-    if (l->stopping && (l->state == TX_IDLE || l->state == TX_BACKOFF) && owner_quiet(l))
+    if (!l->left && l->stopping && (l->state == TX_IDLE || l->state == TX_BACKOFF) &&
+        owner_quiet(l))
         event_base_loopexit(l->base, NULL);
 }
 

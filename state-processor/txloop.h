@@ -59,6 +59,11 @@ txloop *txloop_new(struct event_base *base, const txloop_config *cfg, metrics *m
 /* Joins the group: the stored offsets are read through pg, the owner's connection (steps never
    overlap). -1 with err when the consumer cannot be made. */
 int txloop_start(txloop *l, pgconn *pg, const config_props *kafka_props, char *err, size_t errlen);
+/* Leaves the group for good, first step of the owner's free: the consumer closes (revocations
+   still reach the owner, whose connection is alive), and afterwards the answers that freeing
+   the connection gives to queries still queued, the loop's and the owner's, start nothing. */
+void txloop_leave(txloop *l);
+/* After the owner's connection is freed (see txloop_leave()). */
 void txloop_free(txloop *l);
 
 kafka_consumer *txloop_consumer(txloop *l);

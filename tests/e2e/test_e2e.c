@@ -869,7 +869,7 @@ static const struct {
     int status;
     const char *allow;
 } route_probes[] = {
-    {"GET", "/healthz/", 200, NULL}, /* empty segments do not count */
+    {"GET", "/healthz/", 404, NULL}, /* the path as sent: a trailing slash is another resource */
     {"HEAD", "/healthz", 200, NULL},
     {"POST", "/healthz", 405, "GET, HEAD"},
     {"GET", "/v1/commands", 405, "POST"},

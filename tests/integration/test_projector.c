@@ -723,6 +723,28 @@ START_TEST(offsets_of_another_cluster_are_not_trusted)
 }
 END_TEST
 
+/* A projector freed while its batch is in PostgreSQL: freeing the connection answers the batch's
+   queries, to a projector still whole; nothing commits, and the next projector projects it. */
+START_TEST(a_projector_freed_mid_transaction_commits_nothing_and_resumes)
+{
+    exec_sql("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+             "PERFORM pg_sleep(1); RETURN NEW; END $$");
+    exec_sql("CREATE TRIGGER slow BEFORE INSERT ON projection_account FOR EACH ROW EXECUTE "
+             "FUNCTION slow()");
+    send_cmd("account.open", "fr-1", "{\"owner\":\"kim\"}");
+    ck_assert_msg(wait_for(1, WAIT_MS,
+                           "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                           "AND datname = current_database()"),
+                  "the projector's batch never reached the trigger");
+    stop_projector();
+    exec_sql("DROP TRIGGER slow ON projection_account"); /* waits for the abandoned batch */
+    ck_assert_int_eq(q_int("SELECT count(*) FROM projection_account WHERE id = 'fr-1'"), 0);
+    start_projector();
+    ck_assert(wait_for(1, WAIT_MS, "SELECT version FROM projection_account WHERE id = 'fr-1'"));
+    ck_assert(caught_up());
+}
+END_TEST
+
 /* Runs build/state-processor with args (NULL-terminated), output to log; returns its pid. */
 static pid_t spawn_binary(const char *const *args, const char *log)
 {
@@ -821,6 +843,7 @@ int main(void)
     tcase_add_test(tc, an_event_postgresql_refuses_is_isolated_and_recorded);
     tcase_add_test(tc, offsets_commit_with_the_rows);
     tcase_add_test(tc, offsets_of_another_cluster_are_not_trusted);
+    tcase_add_test(tc, a_projector_freed_mid_transaction_commits_nothing_and_resumes);
     tcase_add_test(tc, the_subcommand_runs_serves_health_and_stops_on_sigterm);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
