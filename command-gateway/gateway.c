@@ -119,9 +119,21 @@ static void on_conn_event(httpd_conn_event ev, void *arg)
 
 void gateway_problem(gateway *g, http_req *req, json_t *problem)
 {
-    (void)g;
-    if (json_integer_value(json_object_get(problem, "status")) == 503)
-        http_req_set_header(req, "Retry-After", "1");
+    if (json_integer_value(json_object_get(problem, "status")) == 503) {
+        /* The outage that began first is the one that has lasted. */
+        long long down = 0, pg = pgconn_down_since_us(g->pg),
+                  kafka = kafka_producer_down_since_us(g->producer);
+        if (pg && (!kafka || pg < kafka))
+            down = pg;
+        else if (kafka)
+            down = kafka;
+        double load = (double)(strmap_size(g->parked) + g->nheld) / (double)g->cfg->max_parked;
+        int drain_s = (int)((g->cfg->sync_timeout_ms + 999) / 1000);
+        char retry[16];
+        snprintf(retry, sizeof(retry), "%d",
+                 retry_after_advise(&g->retry, down, load, drain_s, ids_monotonic_us()));
+        http_req_set_header(req, "Retry-After", retry);
+    }
     http_req_reply_problem(req, problem);
 }
 
@@ -139,7 +151,8 @@ static void healthz(gateway *g, http_req *req, const gateway_call *call)
 static void ready(gateway *g, http_req *req, const gateway_call *call)
 {
     (void)call;
-    bool pg = pgconn_connected(g->pg);
+    /* Reads answer 503 at once while their session is down, so it counts as much as the other. */
+    bool pg = pgconn_connected(g->pg) && pgconn_connected(g->pg_read);
     bool kafka = kafka_producer_healthy(g->producer);
     /* One replies consumer serves every worker (ADR 0019): one routable partition will do. */
     bool routable = replies_ready(g->shared->replies);
@@ -364,6 +377,7 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->cfg = cfg;
     g->base = base;
     g->parked = strmap_new();
+    retry_after_init(&g->retry, (uint64_t)ids_now_us() ^ (uint64_t)(uintptr_t)g);
     g->shared = shared;
     g->metrics = shared->metrics;
     g->m_produced = metrics_counter_get(g->metrics, "gateway_commands_produced_total",

@@ -12,6 +12,7 @@
 #include "pgconn.h"
 #include "ratelimit.h"
 #include "replies.h"
+#include "retryafter.h"
 #include "strmap.h"
 
 #include <stdatomic.h>
@@ -93,6 +94,7 @@ typedef struct gateway {
     struct event *accept_flush_ev;
     struct event *drain; /* while stopping: ends the loop once nothing is held */
     long long drain_until_us;
+    retry_after retry; /* the Retry-After of its 503s */
     metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
     metrics_histogram *m_latency;
     metrics_histogram *m_kafka_ack;  /* produce -> Kafka's confirmation */

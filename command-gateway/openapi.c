@@ -107,16 +107,18 @@ static void add_problems(json_t *op, const problem_use *uses, size_t n, problem_
     }
 }
 
-static json_t *retry_after(void)
+static json_t *retry_after_header(void)
 {
-    return response_header("Seconds to wait before retrying.", true,
-                           json_pack("{s:s, s:i}", "type", "integer", "minimum", 0));
+    return response_header(
+        "Seconds to wait before retrying: on a 503, longer as the gateway's waiting room fills and "
+        "as an outage of PostgreSQL or Kafka lasts, with jitter (docs/api.md).",
+        true, json_pack("{s:s, s:i}", "type", "integer", "minimum", 0));
 }
 
 /* Reads: only 503 carries a header of its own. */
 static json_t *read_problem_headers(int status)
 {
-    return status == 503 ? json_pack("{s:o}", "Retry-After", retry_after()) : NULL;
+    return status == 503 ? json_pack("{s:o}", "Retry-After", retry_after_header()) : NULL;
 }
 
 static json_t *idempotency_key_header(bool required)
@@ -160,7 +162,7 @@ static json_t *command_problem_headers(int status)
 {
     json_t *h = json_pack("{s:o}", "Idempotency-Key", idempotency_key_header(false));
     if (status == 503)
-        json_object_set_new(h, "Retry-After", retry_after());
+        json_object_set_new(h, "Retry-After", retry_after_header());
     else if (status != 500)
         json_object_set_new(h, "Idempotent-Replayed", replayed_header());
     if (status == 409)
@@ -448,7 +450,7 @@ static const problem_use auth_problems[] = {
 static json_t *auth_problem_headers(int status)
 {
     if (status == 429)
-        return json_pack("{s:o}", "Retry-After", retry_after());
+        return json_pack("{s:o}", "Retry-After", retry_after_header());
     return json_pack("{s:o}", "WWW-Authenticate",
                      response_header("The bearer challenge (RFC 6750 section 3).", true,
                                      openapi_schemas_string(NULL)));

@@ -24,10 +24,24 @@ static void on_gone(http_req *req, void *arg)
     c->req = NULL;
 }
 
+/*
+ * Answers 503 at once when the connection a read needs is down: a query queued now would wait for
+ * the server's return, which the client cannot know to expect, so it gets 503 and a Retry-After.
+ */
+static bool unavailable(gateway *g, http_req *req, const pgconn *conn)
+{
+    if (pgconn_connected(conn))
+        return false;
+    gateway_problem(g, req, problem_new(PROBLEM_UNAVAILABLE, "PostgreSQL is not available", NULL));
+    return true;
+}
+
 /* Common start of a read; returns NULL (after answering) when the query cannot be queued. */
 static read_ctx *start(gateway *g, http_req *req, const char *sql, int n, const char *const *v,
                        pgconn_cb cb)
 {
+    if (unavailable(g, req, g->pg))
+        return NULL;
     read_ctx *c = xcalloc(1, sizeof(*c));
     c->g = g;
     c->req = req;
@@ -258,6 +272,8 @@ void reads_aggregate(gateway *g, http_req *req, const char *tenant, const char *
             return;
         }
     }
+    if (unavailable(g, req, g->pg_read))
+        return;
     agg_read *a = xcalloc(1, sizeof(*a));
     a->g = g;
     a->req = req;

@@ -3,6 +3,7 @@
 #include "kafka.h"
 #include "kafka_int.h"
 
+#include "ids.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -29,8 +30,9 @@ typedef struct probe {
     pthread_t thread;
     bool started;
     bool closing;
-    unsigned outages;   /* "all brokers down" reports so far */
-    unsigned recovered; /* the latest outage a delivery or a probe has seen end */
+    unsigned outages;        /* "all brokers down" reports so far */
+    unsigned recovered;      /* the latest outage a delivery or a probe has seen end */
+    long long down_since_us; /* ids_monotonic_us() when the open outage began */
 } probe;
 
 struct kafka_producer {
@@ -180,6 +182,8 @@ static void outage_begins(kafka_producer *p)
 {
     probe *pr = &p->pr;
     pthread_mutex_lock(&pr->lock);
+    if (pr->recovered == pr->outages)
+        pr->down_since_us = ids_monotonic_us();
     pr->outages++;
     if (!pr->started) {
         pr->started = pthread_create(&pr->thread, NULL, probe_main, p) == 0;
@@ -342,6 +346,14 @@ bool kafka_producer_healthy(kafka_producer *p)
     bool healthy = p->pr.recovered == p->pr.outages;
     pthread_mutex_unlock(&p->pr.lock);
     return healthy;
+}
+
+long long kafka_producer_down_since_us(kafka_producer *p)
+{
+    pthread_mutex_lock(&p->pr.lock);
+    long long since = p->pr.recovered == p->pr.outages ? 0 : p->pr.down_since_us;
+    pthread_mutex_unlock(&p->pr.lock);
+    return since;
 }
 
 /* Any handle can ask for metadata: producers and consumers share this. */

@@ -96,6 +96,8 @@ int kafka_producer_outq_len(const kafka_producer *p);
  * without traffic). Thread-safe.
  */
 bool kafka_producer_healthy(kafka_producer *p);
+/* ids_monotonic_us() when the outage that makes the producer unhealthy began; 0 while healthy. */
+long long kafka_producer_down_since_us(kafka_producer *p);
 /* The id of the producer's Kafka cluster, as kafka_consumer_cluster_id() gives it. */
 char *kafka_producer_cluster_id(kafka_producer *p);
 /* Number of partitions of topic, from cluster metadata; -1 on error. Blocking: start-up only. */

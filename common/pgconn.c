@@ -1,6 +1,7 @@
 /* pgconn.c: non-blocking libpq connection in pipeline mode, driven by libevent, with reconnects. */
 #include "pgconn.h"
 
+#include "ids.h"
 #include "log.h"
 #include "strmap.h"
 #include "xalloc.h"
@@ -52,6 +53,7 @@ struct pgconn {
     struct event_base *base;
     char *conninfo;
     pgconn_state_cb on_state;
+    long long down_since_us; /* ids_monotonic_us() when the session was lost (or first sought) */
     void *state_arg;
     pgconn_notify_cb on_notify;
     void *notify_arg;
@@ -219,6 +221,7 @@ static void schedule_retry(pgconn *c)
 static bool connection_lost(pgconn *c, const char *why)
 {
     log_warn("postgres connection lost: %s", why);
+    c->down_since_us = ids_monotonic_us();
     size_t n = c->count;
     schedule_retry(c);
     if (c->on_state) {
@@ -648,6 +651,7 @@ pgconn *pgconn_new(struct event_base *base, const char *conninfo, pgconn_state_c
     PQconninfoFree(opts);
 
     pgconn *c = xcalloc(1, sizeof(*c));
+    c->down_since_us = ids_monotonic_us();
     c->base = base;
     c->conninfo = xstrdup(conninfo);
     c->on_state = on_state;
@@ -691,6 +695,11 @@ void pgconn_free(pgconn *c)
 bool pgconn_connected(const pgconn *c)
 {
     return c->state == PGC_READY && !c->freeing;
+}
+
+long long pgconn_down_since_us(const pgconn *c)
+{
+    return pgconn_connected(c) ? 0 : c->down_since_us;
 }
 
 size_t pgconn_pending(const pgconn *c)

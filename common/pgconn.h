@@ -50,6 +50,8 @@ pgconn *pgconn_new(struct event_base *base, const char *conninfo, pgconn_state_c
 void pgconn_free(pgconn *c);
 /* True while the connection is established and in pipeline mode. */
 bool pgconn_connected(const pgconn *c);
+/* ids_monotonic_us() when the session was lost, or first sought if it never was up; 0 while up. */
+long long pgconn_down_since_us(const pgconn *c);
 /* Number of queries queued or in flight whose callback has not run yet. */
 size_t pgconn_pending(const pgconn *c);
 /* Number of times the connection has been established since pgconn_new(). */

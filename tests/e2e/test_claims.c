@@ -222,6 +222,58 @@ START_TEST(keys_caught_in_a_postgresql_outage_are_free_once_it_is_back)
 }
 END_TEST
 
+/* A read's 503 and its Retry-After, in seconds; status 0 when the read answered something else. */
+static int read_retry_after(int *status)
+{
+    httpc_response r =
+        httpc_request(port, "GET", "/v1/aggregates/account/acc-ra", NULL, NULL, CLIENT_TIMEOUT_MS);
+    char buf[32];
+    const char *ra = httpc_header(&r, "Retry-After", buf, sizeof(buf));
+    *status = r.status;
+    int s = r.status == 503 && ra ? atoi(ra) : 0;
+    httpc_free(&r);
+    return s;
+}
+
+/* Polls (every 100 ms, for up to timeout_ms) until a read's 503 advises at least min seconds. */
+static int retry_after_reaches(int min, int timeout_ms)
+{
+    int best = 0, status;
+    long long until = ids_monotonic_us() + timeout_ms * 1000LL;
+    while (best < min && ids_monotonic_us() < until) {
+        int s = read_retry_after(&status);
+        best = s > best ? s : best;
+        if (best < min)
+            usleep(100000);
+    }
+    return best;
+}
+
+/* Retry-After grows as a PostgreSQL outage lasts, and starts again at 1 s with the next one. */
+START_TEST(retry_after_grows_with_an_outage_and_not_beyond_it)
+{
+    open_account("acc-ra");
+    pg(false);
+    int status;
+    ck_assert_int_eq(retry_after_reaches(1, PROMPT_MS), 1); /* the outage seen: 1 s at first */
+    ck_assert_int_ge(retry_after_reaches(3, PROMPT_MS), 3); /* 1 s more for each 2 s of it */
+    pg(true);
+    bool back = false;
+    long long until = ids_monotonic_us() + PROMPT_MS * 1000LL;
+    while (!back && ids_monotonic_us() < until) {
+        read_retry_after(&status);
+        back = status == 200 || status == 404; /* PostgreSQL answered (no projector runs) */
+        if (!back)
+            usleep(100000);
+    }
+    ck_assert_msg(back, "reads never recovered: %d", status);
+    pg(false);
+    int first = retry_after_reaches(1, PROMPT_MS);
+    pg(true);
+    ck_assert_msg(first >= 1 && first <= 2, "the next outage starts at %d s", first);
+}
+END_TEST
+
 /* The claim of each case blocks behind a row the test holds uncommitted, past the deadline. */
 static const struct {
     const char *key;
@@ -323,6 +375,7 @@ int main(void)
         tcase_add_loop_test(tc, a_claim_made_for_a_request_already_gone_is_released, 0,
                             (int)(sizeof(held_cases) / sizeof(held_cases[0])));
         tcase_add_test(tc, a_produce_refused_at_once_releases_its_claim);
+        tcase_add_test(tc, retry_after_grows_with_an_outage_and_not_beyond_it);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
         srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
