@@ -38,17 +38,20 @@ typedef struct conn {
     const httpconn_limits *lim;
     httpconn_answer_cb cb;
     void *cb_arg;
-    struct bufferevent *under; /* the socket's bufferevent, owned by the filter */
-    struct bufferevent *bev;   /* the filter, owned by evhttp */
-    struct evbuffer_cb_entry *drained;
-    struct event *timer; /* the head, body or linger deadline */
-    struct event *kick;  /* runs the filter again on input that waited for evhttp */
+    struct bufferevent *under;         /* the socket's bufferevent, owned by the filter */
+    struct bufferevent *bev;           /* the filter, owned by evhttp */
+    struct evbuffer_cb_entry *drained; /* on the socket's output */
+    struct evbuffer_cb_entry *written; /* on the filter's output: evhttp answering */
+    struct event *flush;               /* moves evhttp's answer down to the socket */
+    struct event *timer;               /* the head, body or linger deadline */
+    struct event *kick;                /* runs the filter again on input that waited for evhttp */
     conn_state state;
     long long start_us;           /* the current request's first byte */
     unsigned long long remaining; /* of a Content-Length body or of a chunk */
     unsigned long long body_total;
-    size_t dropped; /* bytes dropped while lingering */
-    bool shut;      /* our side is shut down for writing */
+    size_t dropped;      /* bytes dropped while lingering */
+    bool shut;           /* our side is shut down for writing */
+    bool evhttp_writing; /* an answer of evhttp went down to the socket */
 } conn;
 
 static const char *reason(int status)
@@ -157,16 +160,48 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Input that arrived while evhttp handled a request waits in the socket's buffer, and evhttp
-   resuming reads does not look at it: run the filter on it again. */
-static void on_kick(evutil_socket_t fd, short what, void *arg)
+/*
+ * evhttp's answers. A filter runs its user's write callback as soon as it moved bytes down to the
+ * socket's buffer, and evhttp then takes the answer as sent: it frees a connection to close
+ * (shutting down and closing the socket, unsent bytes lost) and reads the next request. So the
+ * filter holds evhttp's output (filter_out moves nothing), on_flush moves it down once evhttp
+ * returned to the loop, and on_kick runs evhttp's write callback only once the socket sent all.
+ */
+static enum bufferevent_filter_result filter_out(struct evbuffer *src, struct evbuffer *dst,
+                                                 ev_ssize_t limit, enum bufferevent_flush_mode mode,
+                                                 void *arg)
+{
+    (void)src, (void)dst, (void)limit, (void)mode, (void)arg;
+    return BEV_NEED_MORE;
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     conn *c = arg;
-    if (evbuffer_get_length(bufferevent_get_input(c->under)))
-        bufferevent_trigger(c->under, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (!evbuffer_get_length(out))
+        return;
+    c->evhttp_writing = true;
+    evbuffer_add_buffer(bufferevent_get_output(c->under), out);
+    bufferevent_enable(c->under, EV_WRITE);
 }
 
+/* evhttp writing: an answer ends the request it answers, so the next may be read. */
+static void on_written(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    conn *c = arg;
+    if (!info->n_added)
+        return;
+    if (c->state == ST_AWAIT) {
+        c->state = ST_HEAD;
+        c->start_us = 0;
+    }
+    event_active(c->flush, EV_TIMEOUT, 1);
+}
+
+/* The socket's output drained: the edge's answer is out, or evhttp's. */
 static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     conn *c = arg;
@@ -175,6 +210,27 @@ static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info,
         if (c->state != ST_ANSWERED)
             event_active(c->kick, EV_TIMEOUT, 1);
     }
+}
+
+/*
+ * evhttp's answer is out: its write callback ends the request (and may free the connection).
+ * Input that arrived while evhttp handled a request waits in the socket's buffer, and evhttp
+ * resuming reads does not look at it: the filter runs on it again.
+ */
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    conn *c = arg;
+    struct bufferevent *bev = c->bev;
+    bufferevent_incref(bev); /* c lives as long as its filter */
+    if (c->evhttp_writing && !evbuffer_get_length(bufferevent_get_output(c->under)) &&
+        !evbuffer_get_length(bufferevent_get_output(bev))) {
+        c->evhttp_writing = false;
+        bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
+    }
+    if (c->state != ST_ANSWERED && evbuffer_get_length(bufferevent_get_input(c->under)))
+        bufferevent_trigger(c->under, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+    bufferevent_decref(bev);
 }
 
 static bool is_tchar(char ch)
@@ -501,25 +557,11 @@ static enum bufferevent_filter_result filter_in(struct evbuffer *src, struct evb
 #undef PASSED
 }
 
-/* evhttp writing an answer: the request it answers is over, the next may be read. */
-static enum bufferevent_filter_result filter_out(struct evbuffer *src, struct evbuffer *dst,
-                                                 ev_ssize_t limit, enum bufferevent_flush_mode mode,
-                                                 void *arg)
-{
-    (void)limit, (void)mode;
-    conn *c = arg;
-    evbuffer_add_buffer(dst, src);
-    if (c->state == ST_AWAIT) {
-        c->state = ST_HEAD;
-        c->start_us = 0;
-    }
-    return BEV_OK;
-}
-
 static void conn_free(void *arg)
 {
     conn *c = arg;
     evbuffer_remove_cb_entry(bufferevent_get_output(c->under), c->drained);
+    event_free(c->flush);
     event_free(c->timer);
     event_free(c->kick);
     free(c);
@@ -537,6 +579,7 @@ struct bufferevent *httpconn_wrap(struct bufferevent *under, const httpconn_limi
     c->state = ST_HEAD;
     c->timer = evtimer_new(base, on_timer, c);
     c->kick = event_new(base, -1, 0, on_kick, c);
+    c->flush = event_new(base, -1, 0, on_flush, c);
     c->drained = evbuffer_add_cb(bufferevent_get_output(under), on_output, c);
     c->bev =
         bufferevent_filter_new(under, filter_in, filter_out, BEV_OPT_CLOSE_ON_FREE, conn_free, c);
@@ -545,5 +588,7 @@ struct bufferevent *httpconn_wrap(struct bufferevent *under, const httpconn_limi
         bufferevent_free(under);
         return NULL;
     }
+    /* Freed with the filter's output buffer. */
+    c->written = evbuffer_add_cb(bufferevent_get_output(c->bev), on_written, c);
     return c->bev;
 }
