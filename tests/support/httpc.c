@@ -34,15 +34,9 @@ httpc_response httpc_request(int port, const char *method, const char *path,
 {
     httpc_response r = {0};
     long long deadline = now_ms() + timeout_ms;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = httpc_connect(port);
     if (fd < 0)
         return r;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return r;
-    }
     char *out = NULL;
     int n = asprintf(&out,
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
@@ -54,61 +48,12 @@ httpc_response httpc_request(int port, const char *method, const char *path,
         close(fd);
         return r;
     }
-    size_t total = (size_t)n;
-    size_t sent = 0;
-    while (sent < total) {
-        if (wait_fd(fd, POLLOUT, deadline) != 0)
-            goto fail;
-        ssize_t w = send(fd, out + sent, total - sent, MSG_NOSIGNAL);
-        if (w <= 0)
-            goto fail;
-        sent += (size_t)w;
-    }
+    size_t sent = httpc_send(fd, out, (size_t)n, timeout_ms);
     free(out);
-    out = NULL;
-
-    size_t cap = 65536, len = 0;
-    char *in = malloc(cap);
-    for (;;) {
-        if (wait_fd(fd, POLLIN, deadline) != 0) {
-            free(in);
-            goto fail;
-        }
-        if (len + 4096 > cap) {
-            char *bigger = realloc(in, cap *= 2);
-            if (!bigger) {
-                free(in);
-                goto fail;
-            }
-            in = bigger;
-        }
-        ssize_t got = recv(fd, in + len, cap - len - 1, 0);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break;
-        len += (size_t)got;
-    }
-    in[len] = '\0';
+    long long left = deadline - now_ms();
+    if (sent == (size_t)n && left > 0)
+        r = httpc_read(fd, (int)left);
     close(fd);
-    char *end = strstr(in, "\r\n\r\n");
-    if (!end || sscanf(in, "HTTP/1.%*d %d", &r.status) != 1) {
-        r.status = 0;
-        free(in);
-        return r;
-    }
-    r.headers = strndup(in, (size_t)(end - in) + 2);
-    r.body_len = len - (size_t)(end + 4 - in);
-    r.body = malloc(r.body_len + 1);
-    memcpy(r.body, end + 4, r.body_len);
-    r.body[r.body_len] = '\0';
-    r.json = r.body_len ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
-    free(in);
-    return r;
-fail:
-    free(out);
-    close(fd);
-    r.status = 0;
     return r;
 }
 
@@ -224,8 +169,10 @@ httpc_response httpc_read(int fd, int timeout_ms)
                 break;
             }
         }
-        if (wait_fd(fd, POLLIN, deadline) != 0)
+        if (wait_fd(fd, POLLIN, deadline) != 0) {
+            len = 0; /* incomplete at the deadline: no answer */
             break;
+        }
         if (len + 4096 > cap) {
             char *bigger = realloc(in, cap *= 2);
             if (!bigger)
