@@ -187,18 +187,13 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     bufferevent_enable(c->under, EV_WRITE);
 }
 
-/* evhttp writing: an answer ends the request it answers, so the next may be read. */
+/* evhttp writing (an answer, or 100 Continue): moved down from the loop. */
 static void on_written(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)buf;
     conn *c = arg;
-    if (!info->n_added)
-        return;
-    if (c->state == ST_AWAIT) {
-        c->state = ST_HEAD;
-        c->start_us = 0;
-    }
-    event_active(c->flush, EV_TIMEOUT, 1);
+    if (info->n_added)
+        event_active(c->flush, EV_TIMEOUT, 1);
 }
 
 /* The socket's output drained: the edge's answer is out, or evhttp's. */
@@ -226,6 +221,12 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     if (c->evhttp_writing && !evbuffer_get_length(bufferevent_get_output(c->under)) &&
         !evbuffer_get_length(bufferevent_get_output(bev))) {
         c->evhttp_writing = false;
+        /* The request is answered: the next may be read. Not before its answer is out, so that
+           an edge answer to the next never goes ahead of it. */
+        if (c->state == ST_AWAIT) {
+            c->state = ST_HEAD;
+            c->start_us = 0;
+        }
         bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
     }
     if (c->state != ST_ANSWERED && evbuffer_get_length(bufferevent_get_input(c->under)))
@@ -483,6 +484,11 @@ static bool chunk_step(conn *c, struct evbuffer *src, struct evbuffer *dst)
         }
         c->remaining = size;
         c->state = size ? ST_CHUNK_DATA : ST_TRAILER;
+        /* evhttp refuses chunk extensions (RFC 9112 §7.1.1 says to ignore those not
+           understood, which is all of them here): it gets the size alone. */
+        evbuffer_drain(src, len + eol_len);
+        evbuffer_add_printf(dst, "%llx\r\n", size);
+        return true;
     }
     evbuffer_remove_buffer(src, dst, len + eol_len);
     return true;

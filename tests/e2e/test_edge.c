@@ -249,13 +249,16 @@ START_TEST(keep_alive_and_pipelining)
     }
     const char *three = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
                         "POST /v1/commands HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+                        /* a chunk extension, which evhttp alone would refuse */
+                        "POST /v1/commands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                        "\r\n2;ext=1\r\n{}\r\n0\r\n\r\n"
                         "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     ck_assert_uint_eq(httpc_send(fd, three, strlen(three), TIMEOUT_MS), strlen(three));
     char *all = read_all(fd);
     close(fd);
-    ck_assert_msg(count(all, "HTTP/1.1 200 ") == 2 && count(all, "HTTP/1.1 400 ") == 1,
+    ck_assert_msg(count(all, "HTTP/1.1 200 ") == 2 && count(all, "HTTP/1.1 400 ") == 2,
                   "pipelined answers: %s", all);
-    ck_assert_ptr_nonnull(strstr(all, "/problems/invalid-request"));
+    ck_assert_int_eq(count(all, "/problems/invalid-request"), 2);
     const char *first = strstr(all, "HTTP/1.1 200 "), *second = strstr(all, "HTTP/1.1 400 ");
     ck_assert_msg(first < second && strstr(second, "HTTP/1.1 200 "), "out of order: %s", all);
     free(all);
