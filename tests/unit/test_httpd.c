@@ -180,15 +180,15 @@ static void say(server *s, int fd, const char *text)
 
 /*
  * Pumps the loop for up to ms while reading fd; returns the bytes read (NUL-terminated in buf)
- * once a whole header block has come, or once the peer closed.
+ * once the peer closed, or, unless whole, once a whole header block has come.
  */
-static size_t hear(server *s, int fd, char *buf, size_t len, int ms, bool *eof)
+static size_t listen_to(server *s, int fd, char *buf, size_t len, int ms, bool whole, bool *eof)
 {
     size_t got = 0;
     long long end = now_ms() + ms;
     *eof = false;
     buf[0] = '\0';
-    while (now_ms() < end && !strstr(buf, "\r\n\r\n")) {
+    while (now_ms() < end && got + 1 < len && (whole || !strstr(buf, "\r\n\r\n"))) {
         event_base_loop(s->base, EVLOOP_NONBLOCK);
         ssize_t r = recv(fd, buf + got, len - 1 - got, 0);
         if (r > 0) {
@@ -202,6 +202,11 @@ static size_t hear(server *s, int fd, char *buf, size_t len, int ms, bool *eof)
         }
     }
     return got;
+}
+
+static size_t hear(server *s, int fd, char *buf, size_t len, int ms, bool *eof)
+{
+    return listen_to(s, fd, buf, len, ms, false, eof);
 }
 
 /* Sends one request and returns the status of its answer (0: none within 5 s). */
@@ -417,22 +422,8 @@ END_TEST
 /* Reads fd until the peer closes or ms pass; the bytes, NUL-terminated, in buf. */
 static size_t hear_all(server *s, int fd, char *buf, size_t len, int ms)
 {
-    size_t got = 0;
-    long long end = now_ms() + ms;
-    buf[0] = '\0';
-    while (now_ms() < end && got + 1 < len) {
-        event_base_loop(s->base, EVLOOP_NONBLOCK);
-        ssize_t r = recv(fd, buf + got, len - 1 - got, 0);
-        if (r > 0) {
-            got += (size_t)r;
-            buf[got] = '\0';
-        } else if (r == 0 || (errno != EAGAIN && errno != ENOTCONN)) {
-            break;
-        } else {
-            usleep(1000);
-        }
-    }
-    return got;
+    bool eof;
+    return listen_to(s, fd, buf, len, ms, true, &eof);
 }
 
 static const struct {
