@@ -101,14 +101,13 @@ static void answer(conn *c, problem_kind kind, const char *detail)
     json_t *p = problem_new(kind, detail, NULL);
     char *body = json_dumps(p, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(p);
-    if (!body)
-        xoom(64);
+    const char *text = body ? body : "{}"; /* out of memory: the status line still goes */
     int status = problem_status(kind);
     struct evbuffer *out = bufferevent_get_output(c->under);
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
-                        status, reason(status), strlen(body) + 1, body);
+                        status, reason(status), strlen(text) + 1, text);
     free(body);
     c->state = ST_ANSWERED;
     bufferevent_enable(c->under, EV_WRITE);

@@ -119,7 +119,7 @@ END_TEST
 START_TEST(huge_header_is_431)
 {
     long long before = answers(431);
-    size_t big = 64 * 1024;
+    size_t big = (size_t)64 * 1024;
     char *req = malloc(big + 128);
     int n = snprintf(req, 128, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
     memset(req + n, 'a', big);
