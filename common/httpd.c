@@ -150,6 +150,14 @@ static void conn_closed(httpd *h)
     }
 }
 
+/* The edge's own answers (httpconn.h) go to the observer as evhttp's do. */
+static void on_edge_answer(int status, long long elapsed_us, void *arg)
+{
+    httpd *h = arg;
+    if (h->observer)
+        h->observer(status, elapsed_us, h->observer_arg);
+}
+
 /*
  * Counting connections. libevent 2.1 has no cap on them and no callback that sees each one
  * come and go: evhttp asks for a connection's bufferevent here, just after accept() and before
@@ -160,13 +168,6 @@ static void conn_closed(httpd *h)
  * alive should evhttp drop the connection in between; its callbacks are then cleared, which
  * is how on_adopt() tells.
  */
-static void on_edge_answer(int status, long long elapsed_us, void *arg)
-{
-    httpd *h = arg;
-    if (h->observer)
-        h->observer(status, elapsed_us, h->observer_arg);
-}
-
 static struct bufferevent *on_accept(struct event_base *base, void *arg)
 {
     httpd *h = arg;
@@ -298,7 +299,8 @@ httpd *httpd_new(struct event_base *base, const char *host, int port, const http
     h->handler = handler;
     h->arg = arg;
     /* Every method libevent parses reaches the router, which answers 405 with Allow for those a
-       route does not take (evhttp would answer 501 for the ones not allowed here). */
+       route does not take (evhttp would answer 501 for the ones not allowed here). CONNECT and
+       methods libevent does not know are answered 501 by the edge before evhttp sees them. */
     evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
