@@ -20,7 +20,11 @@ const config_row gateway_config_table[] = {
      "largest command body in bytes, 413 beyond (0: kafka.message.max.bytes less the largest "
      "envelope a command carries, so that every command taken fits in a Kafka message)"},
     {"http.timeout_s", CONFIG_INT, CFG(http_timeout_s), "30", 1, 3600,
-     "read/write timeout for slow clients, seconds"},
+     "idle timeout, seconds: a connection with no byte moving for this long is closed"},
+    {"http.header_timeout_s", CONFIG_INT, CFG(http_header_timeout_s), "10", 1, 3600,
+     "a request head must arrive within this many seconds of its first byte, else 408"},
+    {"http.body_timeout_s", CONFIG_INT, CFG(http_body_timeout_s), "30", 1, 3600,
+     "a request body must arrive within this many seconds of the end of its head, else 408"},
     {"http.max_connections", CONFIG_INT, CFG(http_max_connections), "0", 0, 1000000,
      "open connections per worker; at the cap it stops accepting until one closes (0: as many "
      "as the file-descriptor limit allows)"},
@@ -462,6 +466,8 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     httpd_options lim = {.max_body = g->limits.max_body + COMMANDS_BODY_GRACE,
                          .max_headers_size = 16384,
                          .timeout_s = (int)cfg->http_timeout_s,
+                         .header_timeout_s = (int)cfg->http_header_timeout_s,
+                         .body_timeout_s = (int)cfg->http_body_timeout_s,
                          .reuse_port = cfg->workers > 1,
                          .max_connections = (size_t)cfg->http_max_connections};
     g->http = httpd_new(base, cfg->http_host, (int)cfg->http_port, &lim, route, g, err, errlen);

@@ -25,6 +25,8 @@ typedef struct gateway_config {
     long long http_port;
     long long http_max_body; /* 0: derived, see sizelimits.h; the gateway's limits hold the value */
     long long http_timeout_s;
+    long long http_header_timeout_s;
+    long long http_body_timeout_s;
     long long http_max_connections; /* per worker; main derives it when 0 */
     char *pg_conninfo;
     char *pg_read_conninfo;

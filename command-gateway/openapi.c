@@ -199,8 +199,9 @@ static const problem_use command_problems[] = {
     {PROBLEM_TOO_LARGE,
      "the body is larger than http.max_body, or the command would take more room in a Kafka "
      "message than kafka.message.max.bytes allows. Nothing is claimed or sent to Kafka. A body "
-     "more than 64 KiB over http.max_body is refused unread by the HTTP layer, as text/html, and "
-     "the connection is closed."},
+     "announced (Content-Length) or sent (chunked) more than 64 KiB over http.max_body is "
+     "refused unread by the HTTP edge, which reads and drops what the client still sends for a "
+     "few seconds and closes the connection."},
     {PROBLEM_KEY_REUSED, "the Idempotency-Key was used for a different request."},
     {PROBLEM_AGGREGATE_NOT_FOUND, "the command needs an aggregate that does not exist."},
     {PROBLEM_PRECONDITION, "a precondition of the command's rule does not hold; see errors."},
@@ -309,10 +310,6 @@ static json_t *post_command(void)
                       "Preference-Applied", preference_applied_header()),
             openapi_schemas_ref("", "CommandAccepted")));
     add_problems(op, command_problems, N(command_problems), command_problem_headers);
-    /* A body far over the limit is refused by the HTTP layer before any handler runs. */
-    json_t *too_large = json_object_get(json_object_get(op, "responses"), "413");
-    json_object_set_new(json_object_get(too_large, "content"), "text/html",
-                        json_pack("{s:o}", "schema", openapi_schemas_string(NULL)));
     return op;
 }
 
@@ -507,6 +504,64 @@ static void add_heads(json_t *paths)
     }
 }
 
+/*
+ * What the HTTP edge (common/httpconn.c) answers before any route runs, on every operation;
+ * each closes the connection. The last applies only to requests with a body.
+ */
+static const problem_use edge_problems[] = {
+    {PROBLEM_BAD_REQUEST,
+     "the request is not HTTP/1.1 as RFC 9112 has it: a malformed request line or header "
+     "field, an HTTP/1.1 request without exactly one Host, a chunk size that is not a "
+     "hexadecimal number, or both Content-Length and Transfer-Encoding. Answered by the HTTP "
+     "edge, which closes the connection."},
+    {PROBLEM_REQUEST_TIMEOUT,
+     "the request head did not arrive within http.header_timeout_s of its first byte, or its "
+     "body within http.body_timeout_s of the head. The connection is closed."},
+    {PROBLEM_HEADERS_TOO_LARGE,
+     "the request line and header fields take more than 16 KiB. The connection is closed."},
+    {PROBLEM_NOT_IMPLEMENTED,
+     "a method the gateway does not know, CONNECT (the gateway is no proxy), or a transfer "
+     "coding other than chunked. The connection is closed."},
+    {PROBLEM_EXPECTATION_FAILED, "an Expect other than 100-continue. The connection is closed."},
+};
+
+/*
+ * Adds the edge's answers to op: a status op already answers gets the edge's type in its enum
+ * and a line in its description, another status gets a response of its own.
+ */
+static void add_edge_problems(json_t *op, bool body)
+{
+    json_t *responses = json_object_get(op, "responses");
+    size_t n = N(edge_problems) - (body ? 0 : 1);
+    for (size_t i = 0; i < n; i++) {
+        char code[8];
+        snprintf(code, sizeof(code), "%d", problem_status(edge_problems[i].kind));
+        json_t *have = json_object_get(responses, code);
+        json_t *media =
+            json_object_get(json_object_get(have, "content"), "application/problem+json");
+        if (!media) {
+            add_problems(op, &edge_problems[i], 1, NULL);
+            continue;
+        }
+        json_t *p = problem_new(edge_problems[i].kind, NULL, NULL);
+        json_t *types = json_object_get(
+            json_object_get(
+                json_object_get(
+                    json_array_get(json_object_get(json_object_get(media, "schema"), "allOf"), 1),
+                    "properties"),
+                "type"),
+            "enum");
+        json_array_append(types, json_object_get(p, "type"));
+        char *desc = xasprintf(
+            "%s\n- `%s` (%s): %s", json_string_value(json_object_get(have, "description")),
+            json_string_value(json_object_get(p, "type")),
+            json_string_value(json_object_get(p, "title")), edge_problems[i].when);
+        json_object_set_new(have, "description", json_string(desc));
+        free(desc);
+        json_decref(p);
+    }
+}
+
 /* Orders an object's members by name, in place (the status codes of a responses object). */
 static void sort_members(json_t *obj)
 {
@@ -576,9 +631,17 @@ static json_t *paths(const domain_registry *reg, bool bearer)
                   param("path", "id", true, "The aggregate id.", openapi_schemas_string(NULL)),
                   "get", get_aggregate()));
     add_security(p, bearer);
-    add_heads(p);
     const char *path, *method;
     json_t *item, *op;
+    json_object_foreach(p, path, item)
+    {
+        json_object_foreach(item, method, op)
+        {
+            if (strcmp(method, "parameters") != 0)
+                add_edge_problems(op, strcmp(method, "post") == 0);
+        }
+    }
+    add_heads(p);
     json_object_foreach(p, path, item)
     {
         json_object_foreach(item, method, op)

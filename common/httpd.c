@@ -1,6 +1,7 @@
 /* httpd.c: evhttp glue: request wrapper, limits, disconnect detection, replies. */
 #include "httpd.h"
 
+#include "httpconn.h"
 #include "ids.h"
 #include "log.h"
 #include "xalloc.h"
@@ -37,6 +38,7 @@ struct httpd {
     struct bufferevent **adopting; /* accepted in this loop pass, see on_accept() */
     size_t nadopting, adopting_cap;
     struct event *adopt;
+    httpconn_limits edge; /* every connection's filter borrows it */
 };
 
 struct http_req {
@@ -148,6 +150,14 @@ static void conn_closed(httpd *h)
     }
 }
 
+/* The edge's own answers (httpconn.h) go to the observer as evhttp's do. */
+static void on_edge_answer(int status, long long elapsed_us, void *arg)
+{
+    httpd *h = arg;
+    if (h->observer)
+        h->observer(status, elapsed_us, h->observer_arg);
+}
+
 /*
  * Counting connections. libevent 2.1 has no cap on them and no callback that sees each one
  * come and go: evhttp asks for a connection's bufferevent here, just after accept() and before
@@ -161,7 +171,10 @@ static void conn_closed(httpd *h)
 static struct bufferevent *on_accept(struct event_base *base, void *arg)
 {
     httpd *h = arg;
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *sock = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    /* evhttp parses what the edge filter lets through (httpconn.h); evhttp sets the socket on
+       the filter, which hands it down. */
+    struct bufferevent *bev = sock ? httpconn_wrap(sock, &h->edge, on_edge_answer, h) : NULL;
     if (!bev)
         xoom(sizeof(void *)); /* evhttp would make one we could not count */
     bufferevent_incref(bev);
@@ -286,13 +299,22 @@ httpd *httpd_new(struct event_base *base, const char *host, int port, const http
     h->handler = handler;
     h->arg = arg;
     /* Every method libevent parses reaches the router, which answers 405 with Allow for those a
-       route does not take (evhttp would answer 501 for the ones not allowed here). */
+       route does not take (evhttp would answer 501 for the ones not allowed here). CONNECT and
+       methods libevent does not know are answered 501 by the edge before evhttp sees them. */
     evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
                                             EVHTTP_REQ_CONNECT);
     evhttp_set_max_body_size(h->http, (ev_ssize_t)lim->max_body);
+    /* The edge filter refuses a head over the limit first, with 431; evhttp's own limit counts
+       the header fields only, so it never refuses what the filter let through. */
     evhttp_set_max_headers_size(h->http, (ev_ssize_t)lim->max_headers_size);
+    h->edge = (httpconn_limits){
+        .max_body = lim->max_body,
+        .max_head = lim->max_headers_size,
+        .header_timeout_s = lim->header_timeout_s > 0 ? lim->header_timeout_s : 10,
+        .body_timeout_s = lim->body_timeout_s > 0 ? lim->body_timeout_s : 30,
+    };
     evhttp_set_timeout(h->http, lim->timeout_s);
     evhttp_set_default_content_type(h->http, "application/json");
     evhttp_set_gencb(h->http, on_request, h);

@@ -35,8 +35,12 @@ typedef void (*http_req_gone_cb)(http_req *req, void *arg);
 
 typedef struct httpd_options {
     size_t max_body;         /* bigger bodies get 413 */
-    size_t max_headers_size; /* bigger header blocks get 431-equivalent 400 */
-    int timeout_s;           /* read/write timeout for slow clients */
+    size_t max_headers_size; /* a bigger request line and header block gets 431 */
+    int timeout_s;           /* idle and write timeout: no byte moves for this long */
+    int header_timeout_s;    /* a request head must arrive within this from its first byte,
+                                else 408 (0: 10) */
+    int body_timeout_s;      /* a body must arrive within this from the end of its head, else
+                                408 (0: 30) */
     bool reuse_port;         /* SO_REUSEPORT: several loops listen on one port, the kernel
                                 spreads the connections */
     size_t max_connections;  /* open connections at once; at the cap the server stops
@@ -44,7 +48,8 @@ typedef struct httpd_options {
                                 one closes. 0: no cap */
 } httpd_options;
 
-/* Called for every answer with its status and the time since the request arrived. */
+/* Called for every answer with its status and the time since the request arrived, the edge's
+   own answers (408, 413, 431, ... written under evhttp, see httpconn.h) included. */
 typedef void (*httpd_observer)(int status, long long elapsed_us, void *arg);
 
 typedef enum {

@@ -30,6 +30,11 @@ static const struct {
     [PROBLEM_RATE_LIMITED] = {429, "rate-limited", "Too many requests"},
     [PROBLEM_NUMBER_OUT_OF_RANGE] = {400, "number-out-of-range",
                                      "A number in the body is out of range"},
+    [PROBLEM_BAD_REQUEST] = {400, "bad-request", "Request is not valid HTTP"},
+    [PROBLEM_REQUEST_TIMEOUT] = {408, "request-timeout", "Request not received in time"},
+    [PROBLEM_EXPECTATION_FAILED] = {417, "expectation-failed", "Expectation not supported"},
+    [PROBLEM_HEADERS_TOO_LARGE] = {431, "headers-too-large", "Request header fields too large"},
+    [PROBLEM_NOT_IMPLEMENTED] = {501, "not-implemented", "Not implemented"},
 };
 
 int problem_status(problem_kind kind)

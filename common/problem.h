@@ -31,6 +31,11 @@ typedef enum {
     PROBLEM_FORBIDDEN,           /* 403: the token lacks the route's scope */
     PROBLEM_RATE_LIMITED,        /* 429: the tenant's request rate is above its limit */
     PROBLEM_NUMBER_OUT_OF_RANGE, /* 400: JSON, but a number beyond 64-bit integers or doubles */
+    PROBLEM_BAD_REQUEST,         /* 400: the request does not parse as HTTP/1.1 (RFC 9112) */
+    PROBLEM_REQUEST_TIMEOUT,     /* 408: the head or the body did not arrive within its deadline */
+    PROBLEM_EXPECTATION_FAILED,  /* 417: an Expect other than 100-continue */
+    PROBLEM_HEADERS_TOO_LARGE,   /* 431: the request head is larger than the limit */
+    PROBLEM_NOT_IMPLEMENTED,     /* 501: a method or transfer coding the server does not know */
 } problem_kind;
 
 /* The HTTP status of a kind. */

@@ -34,15 +34,9 @@ httpc_response httpc_request(int port, const char *method, const char *path,
 {
     httpc_response r = {0};
     long long deadline = now_ms() + timeout_ms;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = httpc_connect(port);
     if (fd < 0)
         return r;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return r;
-    }
     char *out = NULL;
     int n = asprintf(&out,
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
@@ -54,61 +48,12 @@ httpc_response httpc_request(int port, const char *method, const char *path,
         close(fd);
         return r;
     }
-    size_t total = (size_t)n;
-    size_t sent = 0;
-    while (sent < total) {
-        if (wait_fd(fd, POLLOUT, deadline) != 0)
-            goto fail;
-        ssize_t w = send(fd, out + sent, total - sent, MSG_NOSIGNAL);
-        if (w <= 0)
-            goto fail;
-        sent += (size_t)w;
-    }
+    size_t sent = httpc_send(fd, out, (size_t)n, timeout_ms);
     free(out);
-    out = NULL;
-
-    size_t cap = 65536, len = 0;
-    char *in = malloc(cap);
-    for (;;) {
-        if (wait_fd(fd, POLLIN, deadline) != 0) {
-            free(in);
-            goto fail;
-        }
-        if (len + 4096 > cap) {
-            char *bigger = realloc(in, cap *= 2);
-            if (!bigger) {
-                free(in);
-                goto fail;
-            }
-            in = bigger;
-        }
-        ssize_t got = recv(fd, in + len, cap - len - 1, 0);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break;
-        len += (size_t)got;
-    }
-    in[len] = '\0';
+    long long left = deadline - now_ms();
+    if (sent == (size_t)n && left > 0)
+        r = httpc_read(fd, (int)left);
     close(fd);
-    char *end = strstr(in, "\r\n\r\n");
-    if (!end || sscanf(in, "HTTP/1.%*d %d", &r.status) != 1) {
-        r.status = 0;
-        free(in);
-        return r;
-    }
-    r.headers = strndup(in, (size_t)(end - in) + 2);
-    r.body_len = len - (size_t)(end + 4 - in);
-    r.body = malloc(r.body_len + 1);
-    memcpy(r.body, end + 4, r.body_len);
-    r.body[r.body_len] = '\0';
-    r.json = r.body_len ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
-    free(in);
-    return r;
-fail:
-    free(out);
-    close(fd);
-    r.status = 0;
     return r;
 }
 
@@ -162,4 +107,113 @@ long long httpc_metric_becomes(int port, const char *name, long long want, int t
         v = httpc_metric(port, name);
     }
     return v;
+}
+
+int httpc_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+size_t httpc_send(int fd, const void *buf, size_t len, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    size_t sent = 0;
+    while (sent < len) {
+        if (wait_fd(fd, POLLOUT, deadline) != 0)
+            break;
+        ssize_t w = send(fd, (const char *)buf + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (w <= 0)
+            break;
+        sent += (size_t)w;
+    }
+    return sent;
+}
+
+/* The Content-Length of a header block, or -1. */
+static long long content_length(const char *head)
+{
+    for (const char *l = strstr(head, "\r\n"); l; l = strstr(l + 2, "\r\n"))
+        if (strncasecmp(l + 2, "Content-Length:", 15) == 0)
+            return atoll(l + 17);
+    return -1;
+}
+
+httpc_response httpc_read(int fd, int timeout_ms)
+{
+    httpc_response r = {0};
+    long long deadline = now_ms() + timeout_ms;
+    size_t cap = 65536, len = 0;
+    char *in = malloc(cap);
+    if (!in)
+        return r;
+    in[0] = '\0';
+    for (;;) {
+        char *end = strstr(in, "\r\n\r\n");
+        if (end) {
+            *end = '\0';
+            long long cl = content_length(in);
+            *end = '\r';
+            if (cl >= 0 && len >= (size_t)(end + 4 - in) + (size_t)cl) {
+                len = (size_t)(end + 4 - in) + (size_t)cl;
+                break;
+            }
+        }
+        if (wait_fd(fd, POLLIN, deadline) != 0) {
+            len = 0; /* incomplete at the deadline: no answer */
+            break;
+        }
+        if (len + 4096 > cap) {
+            char *bigger = realloc(in, cap *= 2);
+            if (!bigger)
+                break;
+            in = bigger;
+        }
+        ssize_t got = recv(fd, in + len, cap - len - 1, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        len += (size_t)got;
+        in[len] = '\0';
+    }
+    in[len] = '\0';
+    char *end = strstr(in, "\r\n\r\n");
+    if (end && sscanf(in, "HTTP/1.%*d %d", &r.status) == 1) {
+        r.headers = strndup(in, (size_t)(end - in) + 2);
+        r.body_len = len - (size_t)(end + 4 - in);
+        r.body = malloc(r.body_len + 1);
+        memcpy(r.body, end + 4, r.body_len);
+        r.body[r.body_len] = '\0';
+        r.json = r.body_len ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
+    } else {
+        r.status = 0;
+    }
+    free(in);
+    return r;
+}
+
+bool httpc_closed_within(int fd, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    char buf[4096];
+    for (;;) {
+        if (wait_fd(fd, POLLIN, deadline) != 0)
+            return false;
+        ssize_t got = recv(fd, buf, sizeof(buf), 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return true;
+    }
 }

@@ -3,6 +3,7 @@
 #define CQRS_TEST_HTTPC_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct httpc_response {
@@ -27,5 +28,21 @@ long long httpc_metric(int port, const char *name);
 long long httpc_metric_becomes(int port, const char *name, long long want, int timeout_ms);
 /* Frees what the response holds. */
 void httpc_free(httpc_response *r);
+
+/* ---- raw connections, for what a well-behaved client would not send ---- */
+/* A blocking TCP connection to 127.0.0.1:port; -1 on failure. close() it. */
+int httpc_connect(int port);
+/*
+ * Sends buf[0..len) within timeout_ms; returns the bytes sent before a failure (a reset, a closed
+ * connection: EPIPE is not raised) or the deadline, len when all went.
+ */
+size_t httpc_send(int fd, const void *buf, size_t len, int timeout_ms);
+/*
+ * Reads one answer (its head, then Content-Length bytes of body, or up to the end of stream)
+ * within timeout_ms. status 0 when none came, or the connection was reset before it.
+ */
+httpc_response httpc_read(int fd, int timeout_ms);
+/* Reads and drops until the peer closes; true if it did within timeout_ms. */
+bool httpc_closed_within(int fd, int timeout_ms);
 
 #endif

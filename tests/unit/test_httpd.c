@@ -1,7 +1,9 @@
 /*
  * test_httpd.c: the HTTP server's own bookkeeping, in process: every connection counted in and
  * out whichever way it ends, and the cap on connections (accepting pauses at it and resumes
- * when one closes). The clients are non-blocking sockets driven from the server's loop.
+ * when one closes); and the edge under evhttp (httpconn.c): its own answers, observed like the
+ * others, its deadlines, and its order on a pipelined connection. The clients are non-blocking
+ * sockets driven from the server's loop.
  */
 #include "httpd.h"
 
@@ -25,11 +27,12 @@ typedef struct server {
     httpd *h;
     http_req *held[MAX_HELD]; /* requests to /hold, answered by release() */
     int nheld;
-    int gone;     /* held requests whose client left */
-    int opened;   /* HTTPD_CONN_OPENED seen */
-    int closed;   /* HTTPD_CONN_CLOSED seen */
-    int paused;   /* HTTPD_ACCEPT_PAUSED seen */
-    int requests; /* handler calls */
+    int gone;         /* held requests whose client left */
+    int opened;       /* HTTPD_CONN_OPENED seen */
+    int closed;       /* HTTPD_CONN_CLOSED seen */
+    int paused;       /* HTTPD_ACCEPT_PAUSED seen */
+    int requests;     /* handler calls */
+    int answers[600]; /* the observer's count by status */
 } server;
 
 static void on_gone(http_req *r, void *arg)
@@ -67,6 +70,14 @@ static void on_conn(httpd_conn_event ev, void *arg)
         s->paused++;
 }
 
+static void on_answer(int status, long long elapsed_us, void *arg)
+{
+    server *s = arg;
+    (void)elapsed_us;
+    if (status > 0 && status < 600)
+        s->answers[status]++;
+}
+
 static void server_start(server *s, size_t max_connections)
 {
     memset(s, 0, sizeof(*s));
@@ -75,11 +86,14 @@ static void server_start(server *s, size_t max_connections)
     httpd_options lim = {.max_body = 1024,
                          .max_headers_size = 4096,
                          .timeout_s = 30,
+                         .header_timeout_s = 1,
+                         .body_timeout_s = 1,
                          .max_connections = max_connections};
     char err[256];
     s->h = httpd_new(s->base, "127.0.0.1", 0, &lim, handler, s, err, sizeof(err));
     ck_assert_msg(s->h != NULL, "%s", err);
     httpd_set_conn_observer(s->h, on_conn, s);
+    httpd_set_observer(s->h, on_answer, s);
 }
 
 static void server_stop(server *s)
@@ -166,15 +180,15 @@ static void say(server *s, int fd, const char *text)
 
 /*
  * Pumps the loop for up to ms while reading fd; returns the bytes read (NUL-terminated in buf)
- * once a whole header block has come, or once the peer closed.
+ * once the peer closed, or, unless whole, once a whole header block has come.
  */
-static size_t hear(server *s, int fd, char *buf, size_t len, int ms, bool *eof)
+static size_t listen_to(server *s, int fd, char *buf, size_t len, int ms, bool whole, bool *eof)
 {
     size_t got = 0;
     long long end = now_ms() + ms;
     *eof = false;
     buf[0] = '\0';
-    while (now_ms() < end && !strstr(buf, "\r\n\r\n")) {
+    while (now_ms() < end && got + 1 < len && (whole || !strstr(buf, "\r\n\r\n"))) {
         event_base_loop(s->base, EVLOOP_NONBLOCK);
         ssize_t r = recv(fd, buf + got, len - 1 - got, 0);
         if (r > 0) {
@@ -188,6 +202,11 @@ static size_t hear(server *s, int fd, char *buf, size_t len, int ms, bool *eof)
         }
     }
     return got;
+}
+
+static size_t hear(server *s, int fd, char *buf, size_t len, int ms, bool *eof)
+{
+    return listen_to(s, fd, buf, len, ms, false, eof);
 }
 
 /* Sends one request and returns the status of its answer (0: none within 5 s). */
@@ -398,6 +417,85 @@ START_TEST(test_free_with_connections_open)
 }
 END_TEST
 
+/* ---- the edge: its own answers, observed; deadlines; order ---- */
+
+/* Reads fd until the peer closes or ms pass; the bytes, NUL-terminated, in buf. */
+static size_t hear_all(server *s, int fd, char *buf, size_t len, int ms)
+{
+    bool eof;
+    return listen_to(s, fd, buf, len, ms, true, &eof);
+}
+
+static const struct {
+    const char *request;
+    int status;
+} edge_cases[] = {
+    {"POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413},
+    {"POST /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n", 413},
+    {"POST /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400},
+    {"POST /now HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+    {"POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+    {"POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400},
+    {"GET /now HTTP/1.1\r\n\r\n", 400},
+    {"GET /now HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400},
+    {"GET /now HTTP/1.1\r\nBad Name: x\r\nHost: x\r\n\r\n", 400},
+    {"GET /now HTTP/2.0\r\nHost: x\r\n\r\n", 400},
+    {"GET  /now HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+    {"BREW /now HTTP/1.1\r\nHost: x\r\n\r\n", 501},
+    {"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 501},
+    {"GET /now HTTP/1.1\r\nHost: x\r\nExpect: nothing\r\n\r\n", 417},
+    {"GET /now HTTP/1.1\r\nHost: x\r\n", 408},                              /* head cut */
+    {"POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nabc", 408}, /* body */
+};
+
+/* Each gets a problem+json of its own that closes the connection, seen by the observer. */
+START_TEST(test_edge_answers)
+{
+    server s;
+    server_start(&s, 0);
+    int fd = client(&s);
+    say(&s, fd, edge_cases[_i].request);
+    char buf[4096];
+    hear_all(&s, fd, buf, sizeof(buf), 5000);
+    int status = 0;
+    ck_assert_msg(sscanf(buf, "HTTP/1.1 %d", &status) == 1, "no answer to %s",
+                  edge_cases[_i].request);
+    ck_assert_int_eq(status, edge_cases[_i].status);
+    ck_assert_ptr_nonnull(strstr(buf, "\r\nContent-Type: application/problem+json\r\n"));
+    ck_assert_ptr_nonnull(strstr(buf, "\r\nConnection: close\r\n"));
+    ck_assert_ptr_nonnull(strstr(buf, "\r\nContent-Length: "));
+    ck_assert_int_eq(s.answers[status], 1);
+    ck_assert_int_eq(s.requests, 0); /* the handler never saw it */
+    close(fd);
+    ck_assert(pump_until(&s, none_open, 5000));
+    server_stop(&s);
+}
+END_TEST
+
+/*
+ * A bad request pipelined behind one the handler holds is answered after it, in order; and a
+ * head that waits behind a held request is not on the clock meanwhile.
+ */
+START_TEST(test_edge_waits_its_turn)
+{
+    server s;
+    server_start(&s, 0);
+    int fd = client(&s);
+    say(&s, fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\nBREW /now HTTP/1.1\r\nHost: x\r\n\r\n");
+    char buf[4096];
+    hear_all(&s, fd, buf, sizeof(buf), 1500); /* past the head deadline */
+    ck_assert_msg(buf[0] == '\0', "answered before the held request: %s", buf);
+    ck_assert_int_eq(s.nheld, 1);
+    release(&s);
+    hear_all(&s, fd, buf, sizeof(buf), 5000);
+    const char *late = strstr(buf, "HTTP/1.1 200 "), *edge = strstr(buf, "HTTP/1.1 501 ");
+    ck_assert_msg(late && edge && late < edge, "answers: %s", buf);
+    close(fd);
+    ck_assert(pump_until(&s, none_open, 5000));
+    server_stop(&s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("httpd");
@@ -408,6 +506,12 @@ int main(void)
     tcase_add_test(tc, test_cap_serves_open_connections);
     tcase_add_test(tc, test_free_with_connections_open);
     suite_add_tcase(su, tc);
+    TCase *edge = tcase_create("edge");
+    tcase_set_timeout(edge, 30);
+    tcase_add_loop_test(edge, test_edge_answers, 0,
+                        (int)(sizeof(edge_cases) / sizeof(edge_cases[0])));
+    tcase_add_test(edge, test_edge_waits_its_turn);
+    suite_add_tcase(su, edge);
 
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);

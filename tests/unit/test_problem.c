@@ -34,11 +34,16 @@ static const struct {
     {PROBLEM_FORBIDDEN, 403, "forbidden"},
     {PROBLEM_RATE_LIMITED, 429, "rate-limited"},
     {PROBLEM_NUMBER_OUT_OF_RANGE, 400, "number-out-of-range"},
+    {PROBLEM_BAD_REQUEST, 400, "bad-request"},
+    {PROBLEM_REQUEST_TIMEOUT, 408, "request-timeout"},
+    {PROBLEM_EXPECTATION_FAILED, 417, "expectation-failed"},
+    {PROBLEM_HEADERS_TOO_LARGE, 431, "headers-too-large"},
+    {PROBLEM_NOT_IMPLEMENTED, 501, "not-implemented"},
 };
 
 START_TEST(test_table_complete)
 {
-    ck_assert_int_eq(N(kcases), PROBLEM_NUMBER_OUT_OF_RANGE + 1);
+    ck_assert_int_eq(N(kcases), PROBLEM_NOT_IMPLEMENTED + 1);
     for (int i = 0; i < N(kcases); i++)
         ck_assert_int_eq(kcases[i].kind, i);
 }
