@@ -23,19 +23,10 @@ BUILD=$(realpath -m -- "${BUILD:-build}")
 VENV=$BUILD/venv-conformance
 log() { echo "conformance.sh: $*" >&2; }
 
-if [[ ! -x $VENV/bin/python || $(cat "$VENV/.installed" 2>/dev/null) != "$PINS" ]]; then
-    log "installing $PINS into $VENV"
-    rm -rf "$VENV"
-    mkdir -p "$BUILD"
-    # shellcheck disable=SC2086 # PINS is a list of requirements
-    if ! python3 -m venv "$VENV" >&2 ||
-        ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input $PINS >&2; then
-        log "error: could not install $PINS (python3-venv installed? PyPI reachable?)"
-        rm -rf "$VENV"
-        exit 2
-    fi
-    echo "$PINS" >"$VENV/.installed"
-fi
+# shellcheck source=tests/api/stack.sh
+source "$REPO/tests/api/stack.sh"
+# shellcheck disable=SC2086 # PINS is a list of requirements
+venv_install "$VENV" $PINS
 if ! command -v promtool >/dev/null 2>&1; then
     log "promtool is missing; installing Debian's prometheus package"
     as_root=()
@@ -46,50 +37,18 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 cd "$REPO" # the services find schemas/ relative to it
-TMP=$(mktemp -d /tmp/cqrs-conformance.XXXXXX)
-STACK_PID=""
-cleanup() {
-    if [[ -n $STACK_PID ]]; then
-        kill -INT "$STACK_PID" 2>/dev/null || true
-        wait "$STACK_PID" 2>/dev/null || true
-    fi
-    [[ ${CQRS_KEEP_TEST_DIR:-} == 1 ]] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 HTTP_PORT=$(free_port)
 PROCESSOR_PORT=$(free_port)
 PROJECTOR_PORT=$(free_port)
+TOPIC_PREFIX=cf-
 SECRET=$TMP/jwt-secret
-python3 -c 'import secrets; print(secrets.token_hex(32), end="")' >"$SECRET"
-PREFIX=cf-
-
-RUN_DIR=$TMP/run BUILD=$BUILD HTTP_PORT=$HTTP_PORT PG_PORT=$(free_port) PROCESSOR_HTTP_PORT=$PROCESSOR_PORT \
-    PROJECTOR_HTTP_PORT=$PROJECTOR_PORT KAFKA_PORT=$(free_port) TOPIC_PREFIX=$PREFIX \
-    GATEWAY_ARGS="--auth.mode=jwt --auth.algorithm=HS256 --auth.key_file=$SECRET --auth.scopes=true --http.max_body=4096 --ratelimit.rate=20 --ratelimit.burst=300" \
-    "$REPO/deploy/local/run.sh" </dev/null >"$TMP/run.log" 2>&1 &
-STACK_PID=$!
-ready() {
-    curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$HTTP_PORT/readyz" 2>/dev/null &&
-        curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PROCESSOR_PORT/readyz" 2>/dev/null &&
-        curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PROJECTOR_PORT/readyz" 2>/dev/null
-}
-for ((i = 0; i < 600; i++)); do
-    ready && break
-    kill -0 "$STACK_PID" 2>/dev/null || break
-    sleep 0.2
-done
-if ! ready || [[ ! -s $TMP/run/kafka.bootstrap ]]; then
-    log "error: the stack did not become ready"
-    tail -n 30 "$TMP/run.log" >&2
-    exit 1
-fi
-BOOTSTRAP=$(tr -d '[:space:]' <"$TMP/run/kafka.bootstrap")
+jwt_secret "$SECRET"
+stack_start "$TMP" "--auth.mode=jwt --auth.algorithm=HS256 --auth.key_file=$SECRET --auth.scopes=true \
+--http.max_body=4096 --ratelimit.rate=20 --ratelimit.burst=300" || exit 1
 
 rc=0
 log "openapi-core and CloudEvents ($PINS)"
-"$VENV/bin/python" "$REPO/tests/api/conformance.py" "http://127.0.0.1:$HTTP_PORT" "$SECRET" "$BOOTSTRAP" "$PREFIX" \
+"$VENV/bin/python" "$REPO/tests/api/conformance.py" "http://127.0.0.1:$HTTP_PORT" "$SECRET" "$BOOTSTRAP" "$TOPIC_PREFIX" \
     </dev/null || rc=1
 
 # After the exchanges, so that every family has samples (histograms, labelled counters).
