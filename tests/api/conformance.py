@@ -21,6 +21,8 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
+import signal
 import sys
 import time
 import urllib.parse
@@ -309,7 +311,59 @@ def read_exchanges(acc, cid):
     exchange("method", "DELETE", "/v1/commands", expect=405, documented=False)
     exchange("method", "POST", "/healthz", body={}, expect=405, documented=False)
 
-    # 429 last: another tenant spends its burst.
+
+
+def paused(pid_var):
+    """A context in which the service named by the environment variable is stopped (SIGSTOP)."""
+    class Paused:
+        def __enter__(self):
+            self.pid = int(os.environ.get(pid_var) or 0)
+            if self.pid <= 0:
+                findings.append(f"{pid_var} not set: cannot pause the service")
+                return None
+            os.kill(self.pid, signal.SIGSTOP)
+            return self.pid
+
+        def __exit__(self, *exc):
+            if self.pid > 0:
+                os.kill(self.pid, signal.SIGCONT)
+    return Paused()
+
+
+def inflight_exchange():
+    """409 in-flight: a keyed command the processor (paused) has not decided yet, sent again."""
+    with paused("CONF_PROCESSOR_PID") as pid:
+        if pid:
+            body = {"type": "account.open", "aggregate_id": "inflight-" + RUN, "payload": {"owner": "o"}}
+            key = {"Idempotency-Key": "inflight-" + RUN, "Prefer": "respond-async"}
+            exchange("in-flight first", "POST", "/v1/commands", body, key, expect=202)
+            r = exchange("in-flight again", "POST", "/v1/commands", body, key, expect=409,
+                         ptype="/problems/in-flight")
+            if r.headers.get("Retry-After") != "1":
+                findings.append("in-flight: no Retry-After: 1")
+
+
+def kafka_down_exchanges():
+    """503: the mock cluster paused; a command Kafka cannot take in time, and /readyz."""
+    with paused("CONF_KAFKA_PID") as pid:
+        if pid:
+            r = exchange("kafka down", "POST", "/v1/commands",
+                         {"type": "account.open", "aggregate_id": "down-" + RUN, "payload": {"owner": "o"}},
+                         expect=503, ptype="/problems/unavailable")
+            if not r.headers.get("Retry-After"):
+                findings.append("kafka down: 503 without Retry-After")
+            deadline = time.time() + 15
+            while time.time() < deadline:
+                req, resp = send("GET", "/readyz", auth=False)
+                if resp.status_code == 503:
+                    break
+                time.sleep(0.5)
+            exchange("readyz kafka down", "GET", "/readyz", auth=False, expect=503)
+            exchange("readyz kafka down", "HEAD", "/readyz", auth=False, expect=503)
+
+
+def rate_limit_exchange():
+    """429, last: another tenant (the same one with authentication off) spends its burst."""
     flood = {} if AUTH_OFF else {"Authorization": "Bearer " + token("flood-" + RUN)}
     for _ in range(400):
         req, resp = send("HEAD", f"/v1/commands/{uuid.uuid4()}", headers=flood, auth=False)
@@ -420,10 +474,13 @@ def read_all(name):
 
 def main():
     http_checks()
-    log(f"{len(covered)} (method, path, status) pairs validated by openapi-core:")
-    for m, p, s in sorted(covered, key=lambda x: (x[1], x[0], x[2])):
-        log(f"  {m} {p} {s}")
+    inflight_exchange()
     kafka_checks()
+    kafka_down_exchanges()
+    rate_limit_exchange()
+    log(f"{len(covered)} (method, path, status) triples validated by openapi-core:")
+    for m, p, st in sorted(covered, key=lambda x: (x[1], x[0], x[2])):
+        log(f"  {m} {p} {st}")
     for f in findings:
         print("FINDING: " + f, file=sys.stderr)
     log(f"{len(findings)} finding(s)")

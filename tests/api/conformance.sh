@@ -47,7 +47,7 @@ for mode in jwt off; do
     HTTP_PORT=$(free_port)
     PROCESSOR_PORT=$(free_port)
     PROJECTOR_PORT=$(free_port)
-    limits="--http.max_body=4096 --ratelimit.rate=20 --ratelimit.burst=300"
+    limits="--http.max_body=4096 --ratelimit.rate=20 --ratelimit.burst=300 --sync.timeout_ms=1000"
     if [[ $mode == jwt ]]; then
         stack_start "$TMP/$mode" "--auth.mode=jwt --auth.algorithm=HS256 --auth.key_file=$SECRET \
 --auth.scopes=true $limits" || { rc=1; continue; }
@@ -58,7 +58,8 @@ for mode in jwt off; do
     fi
 
     log "auth.mode=$mode: openapi-core and CloudEvents ($PINS)"
-    "$VENV/bin/python" "$REPO/tests/api/conformance.py" "http://127.0.0.1:$HTTP_PORT" "$key" "$BOOTSTRAP" \
+    CONF_PROCESSOR_PID=$PROCESSOR_PID CONF_KAFKA_PID=$KAFKA_PID \
+        "$VENV/bin/python" "$REPO/tests/api/conformance.py" "http://127.0.0.1:$HTTP_PORT" "$key" "$BOOTSTRAP" \
         "$TOPIC_PREFIX" </dev/null || rc=1
 
     # After the exchanges, so that every family has samples (histograms, labelled counters).

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts of tests/api/: a pinned virtualenv and the whole system on free ports.
 # The caller sets REPO, BUILD and log(), and `set -euo pipefail`.
 
@@ -39,7 +40,9 @@ trap stack_cleanup EXIT
 # stack_start DIR GATEWAY_ARGS: starts deploy/local/run.sh with its state in DIR, the gateway on
 # HTTP_PORT (set by the caller), the processor and projector on PROCESSOR_PORT and PROJECTOR_PORT
 # (0: any), TOPIC_PREFIX as set; waits until every service is ready. Returns 1 (after printing the
-# end of its log) when it does not become ready; BOOTSTRAP is then the Kafka bootstrap address.
+# end of its log) when it does not become ready; BOOTSTRAP is then the Kafka bootstrap address,
+# PROCESSOR_PID and KAFKA_PID the pids of the state-processor and of the mock cluster.
+# shellcheck disable=SC2034 # BOOTSTRAP, PROCESSOR_PID, KAFKA_PID are for the caller
 stack_start() {
     local dir=$1 args=$2 pid i
     mkdir -p "$dir"
@@ -60,6 +63,13 @@ stack_start() {
         return 1
     fi
     BOOTSTRAP=$(tr -d '[:space:]' <"$dir/run/kafka.bootstrap")
+    # The pids of the services, from the banner run.sh prints once all are ready.
+    for ((i = 0; i < 100; i++)); do
+        grep -q 'the system is up' "$dir/run.log" && break
+        sleep 0.1
+    done
+    PROCESSOR_PID=$(sed -n 's/^  state-processor  *pid \([0-9]*\).*/\1/p' "$dir/run.log")
+    KAFKA_PID=$(sed -n 's/^  mock-kafka  *pid \([0-9]*\).*/\1/p' "$dir/run.log")
 }
 
 # stack_stop: stops the last stack stack_start started.
