@@ -13,6 +13,7 @@ PACKAGES=(
     clang-14 libclang-rt-14-dev libfuzzer-14-dev # make fuzz: libFuzzer with ASan + UBSan
     wrk nginx-light gnuplot-nox # make bench: load generator, HTTP baseline, plots
     docker-compose # make test: checks deploy/docker-compose.yml (config only; no engine runs)
+    prometheus # make test: promtool checks the /metrics of the services (api/conformance)
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
@@ -52,5 +53,11 @@ echo "install-deps: installing ${missing[*]}"
 if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null 2>&1 &&
     [[ -d /run/systemd/system ]]; then
     "${as_root[@]}" systemctl disable --now nginx.service >/dev/null 2>&1 || true
+fi
+# prometheus is there for its promtool only; the package starts a server on port 9090 of every
+# address: stop and disable it too.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 &&
+    [[ -d /run/systemd/system ]]; then
+    "${as_root[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
 fi
 echo "install-deps: done"

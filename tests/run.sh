@@ -55,10 +55,12 @@ fuzz_smoke=0
 [[ -n ${TESTS:-} && " $TESTS " != *" fuzz/smoke "* ]] || fuzz_smoke=1
 schemathesis=0
 [[ -n ${TESTS:-} && " $TESTS " != *" api/schemathesis "* ]] || schemathesis=1
+conformance=0
+[[ -n ${TESTS:-} && " $TESTS " != *" api/conformance "* ]] || conformance=1
 deploy_check=0
 [[ -n ${TESTS:-} && " $TESTS " != *" deploy/validate "* ]] || deploy_check=1
 if ((${#tests[@]} == 0 && openapi_check == 0 && bench_smoke == 0 && fuzz_smoke == 0 &&
-    schemathesis == 0 && deploy_check == 0)); then
+    schemathesis == 0 && conformance == 0 && deploy_check == 0)); then
     log "error: no test binaries${TESTS:+ named $TESTS} found under $BUILD/tests/{unit,integration,e2e} (build them with make tests)"
     echo "0 passed, 0 failed"
     exit 1
@@ -231,9 +233,13 @@ done
 # The libFuzzer harnesses, 20 s each on their seed corpus, so that they cannot rot; the long runs
 # are `make fuzz` (docs/fuzzing.md).
 ((fuzz_smoke == 0)) || runs+=("$REPO/tests/fuzz/run.sh|fuzz")
-# schemathesis against the running system (its own stack, authentication on): no 5xx, every
-# answer as the served OpenAPI document says.
+# schemathesis against the running system (its own stack, once with authentication on and once
+# off): no 5xx, every answer as the served OpenAPI document says.
 ((schemathesis == 0)) || runs+=("$REPO/tests/api/schemathesis.sh|schemathesis")
+# Third-party checks of the running system (its own stack): openapi-core on a recorded set of
+# exchanges, the CloudEvents SDK on every message of the commands, events and dead-letter topics,
+# promtool on the three /metrics.
+((conformance == 0)) || runs+=("$REPO/tests/api/conformance.sh|conformance")
 # deploy/: the compose file, the Kubernetes manifests, the systemd units and the Dockerfile.
 ((deploy_check == 0)) || runs+=("$REPO/tests/deploy/validate.sh|deploy")
 for run in "${runs[@]}"; do
@@ -263,6 +269,7 @@ for run in "${runs[@]}"; do
     bench) name=bench/smoke ;;
     fuzz) name=fuzz/smoke ;;
     schemathesis) name=api/schemathesis ;;
+    conformance) name=api/conformance ;;
     deploy) name=deploy/validate ;;
     real3) name="$name [3-node kafka]" ;;
     *) name="$name [$mode kafka]" ;;
