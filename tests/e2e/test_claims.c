@@ -254,7 +254,7 @@ START_TEST(retry_after_grows_with_an_outage_and_not_beyond_it)
 {
     open_account("acc-ra");
     pg(false);
-    int status;
+    int status = 0;
     ck_assert_int_eq(retry_after_reaches(1, PROMPT_MS), 1); /* the outage seen: 1 s at first */
     ck_assert_int_ge(retry_after_reaches(3, PROMPT_MS), 3); /* 1 s more for each 2 s of it */
     pg(true);
