@@ -1,8 +1,8 @@
 /* auth.c: JWT bearer tokens checked with libjwt; the key is checked at start with OpenSSL. */
 #include "auth.h"
 
-#include "envelope.h"
-#include "xalloc.h"
+#include "domain/envelope.h"
+#include "core/xalloc.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -4,13 +4,13 @@
  */
 #include "gateway.h"
 
-#include "etag.h"
-#include "ids.h"
+#include "http/etag.h"
+#include "core/ids.h"
 #include "intake.h"
-#include "log.h"
-#include "problem.h"
-#include "trace.h"
-#include "xalloc.h"
+#include "core/log.h"
+#include "http/problem.h"
+#include "core/trace.h"
+#include "core/xalloc.h"
 
 #include <event2/event.h>
 #include <stdlib.h>

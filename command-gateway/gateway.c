@@ -1,12 +1,12 @@
 /* gateway.c: the command-gateway's wiring: configuration, start-up, routes, health, metrics. */
 #include "gateway.h"
 
-#include "ids.h"
-#include "log.h"
+#include "core/ids.h"
+#include "core/log.h"
 #include "openapi.h"
 #include "readwait.h"
-#include "problem.h"
-#include "xalloc.h"
+#include "http/problem.h"
+#include "core/xalloc.h"
 
 #include <event2/event.h>
 #include <stdlib.h>

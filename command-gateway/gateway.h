@@ -3,17 +3,17 @@
 #define CQRS_GATEWAY_H
 
 #include "auth.h"
-#include "config.h"
-#include "domain.h"
-#include "httpd.h"
-#include "kafka.h"
+#include "core/config.h"
+#include "domain/domain.h"
+#include "http/httpd.h"
+#include "kafka/kafka.h"
 #include "sizelimits.h"
-#include "metrics.h"
-#include "pgconn.h"
+#include "core/metrics.h"
+#include "pg/pgconn.h"
 #include "ratelimit.h"
 #include "replies.h"
 #include "retryafter.h"
-#include "strmap.h"
+#include "core/strmap.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>

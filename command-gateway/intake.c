@@ -1,11 +1,11 @@
 /* intake.c: validation of write requests, before anything is sent to Kafka. */
 #include "intake.h"
 
-#include "envelope.h"
-#include "etag.h"
-#include "problem.h"
-#include "trace.h"
-#include "xalloc.h"
+#include "domain/envelope.h"
+#include "http/etag.h"
+#include "http/problem.h"
+#include "core/trace.h"
+#include "core/xalloc.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -5,9 +5,9 @@
 #ifndef CQRS_INTAKE_H
 #define CQRS_INTAKE_H
 
-#include "domain.h"
-#include "envelope.h"
-#include "ids.h"
+#include "domain/domain.h"
+#include "domain/envelope.h"
+#include "core/ids.h"
 
 #include <jansson.h>
 #include <stdbool.h>

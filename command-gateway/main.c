@@ -8,10 +8,10 @@
  * thread also waits for a signal and tells every worker to drain.
  */
 #include "gateway.h"
-#include "log.h"
+#include "core/log.h"
 #include "openapi.h"
-#include "service.h"
-#include "xalloc.h"
+#include "core/service.h"
+#include "core/xalloc.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>

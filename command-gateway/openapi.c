@@ -3,9 +3,9 @@
 
 #include "gateway.h"
 #include "openapi_schemas.h"
-#include "problem.h"
-#include "projection.h"
-#include "xalloc.h"
+#include "http/problem.h"
+#include "domain/projection.h"
+#include "core/xalloc.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -505,7 +505,7 @@ static void add_heads(json_t *paths)
 }
 
 /*
- * What the HTTP edge (common/httpconn.c) answers before any route runs, on every operation;
+ * What the HTTP edge (common/http/httpconn.c) answers before any route runs, on every operation;
  * each closes the connection. The last applies only to requests with a body.
  */
 static const problem_use edge_problems[] = {

@@ -2,7 +2,7 @@
 #ifndef CQRS_OPENAPI_H
 #define CQRS_OPENAPI_H
 
-#include "domain.h"
+#include "domain/domain.h"
 
 #include <jansson.h>
 #include <stdbool.h>

@@ -1,9 +1,9 @@
 /* openapi_schemas.c: the schemas of the OpenAPI document: the domains' and the bodies' shapes. */
 #include "openapi_schemas.h"
 
-#include "envelope.h"
+#include "domain/envelope.h"
 #include "intake.h"
-#include "xalloc.h"
+#include "core/xalloc.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

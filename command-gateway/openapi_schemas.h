@@ -3,7 +3,7 @@
 #ifndef CQRS_OPENAPI_SCHEMAS_H
 #define CQRS_OPENAPI_SCHEMAS_H
 
-#include "domain.h"
+#include "domain/domain.h"
 
 #include <jansson.h>
 

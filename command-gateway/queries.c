@@ -1,10 +1,10 @@
 /* queries.c: GET /v1/aggregates/{type}: filtered, sorted, keyset-paginated projection rows. */
 #include "gateway.h"
 
-#include "jsformat.h"
-#include "problem.h"
-#include "projection.h"
-#include "xalloc.h"
+#include "jsonschema/jsformat.h"
+#include "http/problem.h"
+#include "domain/projection.h"
+#include "core/xalloc.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,8 +1,8 @@
 /* ratelimit.c: token buckets in a map under one mutex (a request holds it for a lookup). */
 #include "ratelimit.h"
 
-#include "strmap.h"
-#include "xalloc.h"
+#include "core/strmap.h"
+#include "core/xalloc.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -1,12 +1,12 @@
 /* reads.c: the read side of the gateway: command status, and one aggregate from its projection. */
 #include "gateway.h"
 
-#include "etag.h"
-#include "ids.h"
-#include "problem.h"
-#include "projection.h"
+#include "http/etag.h"
+#include "core/ids.h"
+#include "http/problem.h"
+#include "domain/projection.h"
 #include "readwait.h"
-#include "xalloc.h"
+#include "core/xalloc.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,10 +1,10 @@
 /* readwait.c: a LISTEN connection and the reads waiting on it, keyed by projection row. */
 #include "readwait.h"
 
-#include "log.h"
-#include "pgconn.h"
-#include "strmap.h"
-#include "xalloc.h"
+#include "core/log.h"
+#include "pg/pgconn.h"
+#include "core/strmap.h"
+#include "core/xalloc.h"
 
 #include <event2/event.h>
 #include <jansson.h>

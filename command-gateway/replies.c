@@ -6,11 +6,11 @@
  */
 #include "replies.h"
 
-#include "ids.h"
-#include "kafka.h"
-#include "log.h"
-#include "strmap.h"
-#include "xalloc.h"
+#include "core/ids.h"
+#include "kafka/kafka.h"
+#include "core/log.h"
+#include "core/strmap.h"
+#include "core/xalloc.h"
 
 #include <event2/event.h>
 #include <jansson.h>

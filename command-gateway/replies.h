@@ -6,8 +6,8 @@
 #ifndef CQRS_REPLIES_H
 #define CQRS_REPLIES_H
 
-#include "config.h"
-#include "metrics.h"
+#include "core/config.h"
+#include "core/metrics.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -3,12 +3,12 @@
 #include "sizelimits.h"
 
 #include "auth.h"
-#include "envelope.h"
-#include "ids.h"
+#include "domain/envelope.h"
+#include "core/ids.h"
 #include "intake.h"
-#include "kafka.h"
-#include "trace.h"
-#include "xalloc.h"
+#include "kafka/kafka.h"
+#include "core/trace.h"
+#include "core/xalloc.h"
 
 #include <errno.h>
 #include <stdio.h>

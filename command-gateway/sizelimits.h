@@ -7,8 +7,8 @@
 #ifndef CQRS_SIZELIMITS_H
 #define CQRS_SIZELIMITS_H
 
-#include "config.h"
-#include "domain.h"
+#include "core/config.h"
+#include "domain/domain.h"
 
 #include <stddef.h>
 

@@ -2,16 +2,16 @@
  * main.c: state-processor: its modes, the processor's configuration, then its life (looprun.c).
  * `state-processor project ...` runs the projector instead (projectcmd.c).
  */
-#include "dbsetup.h"
-#include "lagcmd.h"
-#include "log.h"
-#include "looprun.h"
-#include "processor.h"
-#include "projectcmd.h"
-#include "rebuildcmd.h"
-#include "redrive.h"
-#include "replay.h"
-#include "service.h"
+#include "loop/dbsetup.h"
+#include "ops/lagcmd.h"
+#include "core/log.h"
+#include "loop/looprun.h"
+#include "processor/processor.h"
+#include "projector/projectcmd.h"
+#include "ops/rebuild/rebuildcmd.h"
+#include "ops/redrive.h"
+#include "ops/replay.h"
+#include "core/service.h"
 
 #include <stdio.h>
 #include <stdlib.h>

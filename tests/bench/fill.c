@@ -8,11 +8,11 @@
  *
  * usage: fill BOOTSTRAP TOPIC PARTITIONS ACCOUNTS DEPOSITS [SPREAD]
  */
-#include "config.h"
-#include "envelope.h"
-#include "ids.h"
-#include "kafka.h"
-#include "log.h"
+#include "core/config.h"
+#include "domain/envelope.h"
+#include "core/ids.h"
+#include "kafka/kafka.h"
+#include "core/log.h"
 
 #include <event2/event.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the pgbench script of the processor's transaction for BATCH commands to stdout:
 #   pgbench.sh BATCH ACCOUNTS pipelined|sequential
-# The statements are the processor's (state-processor/processor.c), in its order: read the stored
+# The statements are the processor's (state-processor/processor/processor.c), in its order: read the stored
 # offsets, the known commands and the aggregates under lock; write the aggregates, the command
 # records, the outbox and the offsets; commit. Their jsonb parameters, which the processor builds
 # in C, are built here in SQL from BATCH consecutive accounts (bench-N). The aggregates are read

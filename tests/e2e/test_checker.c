@@ -26,7 +26,7 @@
 #include "nemesis.h"
 #include "pgtest.h"
 #include "stack.h"
-#include "strmap.h"
+#include "core/strmap.h"
 
 #include <check.h>
 #include <libpq-fe.h>

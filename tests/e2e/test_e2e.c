@@ -3,7 +3,7 @@
  * PostgreSQL, mock Kafka, state-processor, command-gateway) and drives it over HTTP. Ends by
  * stopping it with SIGINT and checking that no process is left behind.
  */
-#include "domain.h"
+#include "domain/domain.h"
 #include "httpc.h"
 #include "openapi.h"
 #include "stack.h"

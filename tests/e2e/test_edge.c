@@ -1,5 +1,5 @@
 /*
- * test_edge.c: the HTTP edge on the whole system (common/httpconn.c under evhttp): what a
+ * test_edge.c: the HTTP edge on the whole system (common/http/httpconn.c under evhttp): what a
  * client that breaks RFC 9112 or the limits gets (problem+json with Content-Length and
  * Connection: close, counted in the metrics), the head and body deadlines against slow clients,
  * the lingering close after a 413, and keep-alive and pipelining left working.

@@ -6,7 +6,7 @@
  */
 #include "cluster.h"
 #include "httpc.h"
-#include "ids.h"
+#include "core/ids.h"
 #include "stack.h"
 
 #include <check.h>

@@ -7,10 +7,10 @@
  * against consumer_offsets and the number of messages produced; SIGINT; --help and bad keys.
  */
 #include "httpc.h"
-#include "ids.h"
-#include "lagcmd.h"
+#include "core/ids.h"
+#include "ops/lagcmd.h"
 #include "pgtest.h"
-#include "rebuild.h"
+#include "ops/rebuild/rebuild.h"
 #include "stack.h"
 
 #include <check.h>

@@ -8,7 +8,7 @@
  */
 #include "cluster.h"
 #include "httpc.h"
-#include "ids.h"
+#include "core/ids.h"
 #include "pgtest.h"
 #include "stack.h"
 

@@ -7,10 +7,10 @@
  * an empty line, then the value. A header "x-state: <json>" also loads an aggregate at version 1
  * with that state for the message's subject, so that commands on existing aggregates run too.
  */
-#include "batch.h"
-#include "domain.h"
+#include "processor/batch.h"
+#include "domain/domain.h"
 #include "fuzz_domains.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <stdint.h>
 #include <stdlib.h>

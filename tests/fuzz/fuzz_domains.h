@@ -2,8 +2,8 @@
 #ifndef CQRS_FUZZ_DOMAINS_H
 #define CQRS_FUZZ_DOMAINS_H
 
-#include "domain.h"
-#include "log.h"
+#include "domain/domain.h"
+#include "core/log.h"
 
 #include <stdlib.h>
 

@@ -6,10 +6,10 @@
  * tracestate; an empty line means the header is absent), a line "--", then the body. Without a
  * "--" line the whole input is the body.
  */
-#include "domain.h"
+#include "domain/domain.h"
 #include "fuzz_domains.h"
 #include "intake.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <stdint.h>
 #include <stdlib.h>

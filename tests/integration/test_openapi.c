@@ -4,7 +4,7 @@
  * state schema) and docs/openapi.json; and the rewriting of local $refs. Needs neither
  * PostgreSQL nor Kafka: it links the gateway's modules and runs the built binary once.
  */
-#include "domain.h"
+#include "domain/domain.h"
 #include "gateway.h"
 #include "openapi.h"
 #include "openapi_schemas.h"

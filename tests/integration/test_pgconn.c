@@ -1,8 +1,8 @@
 /* test_pgconn.c: pgconn and pgmigrate against a real PostgreSQL (env CQRS_TEST_PG_CONNINFO). */
-#include "log.h"
-#include "pgconn.h"
-#include "pgmigrate.h"
-#include "xalloc.h"
+#include "core/log.h"
+#include "pg/pgconn.h"
+#include "pg/pgmigrate.h"
+#include "core/xalloc.h"
 
 #include <check.h>
 #include <dirent.h>

@@ -4,15 +4,15 @@
  * and its own topics, runs a processor in-process on an event loop, produces commands to it and
  * checks what lands in PostgreSQL and on the topics.
  */
-#include "envelope.h"
-#include "ids.h"
-#include "kafka.h"
-#include "lagcmd.h"
-#include "log.h"
-#include "metrics.h"
-#include "pgmigrate.h"
-#include "processor.h"
-#include "txloop.h"
+#include "domain/envelope.h"
+#include "core/ids.h"
+#include "kafka/kafka.h"
+#include "ops/lagcmd.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "pg/pgmigrate.h"
+#include "processor/processor.h"
+#include "loop/txloop.h"
 
 #include <check.h>
 #include <event2/event.h>

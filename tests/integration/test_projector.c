@@ -5,15 +5,15 @@
  * and the projection tables are checked against the aggregates table. Crafted events (older
  * versions, malformed ones) are produced straight to the events topic.
  */
-#include "dbsetup.h"
-#include "domain.h"
-#include "envelope.h"
-#include "ids.h"
-#include "kafka.h"
-#include "log.h"
-#include "processor.h"
-#include "projection.h"
-#include "projector.h"
+#include "loop/dbsetup.h"
+#include "domain/domain.h"
+#include "domain/envelope.h"
+#include "core/ids.h"
+#include "kafka/kafka.h"
+#include "core/log.h"
+#include "processor/processor.h"
+#include "domain/projection.h"
+#include "projector/projector.h"
 #include "stack.h"
 #include "httpc.h"
 

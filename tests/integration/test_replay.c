@@ -6,11 +6,11 @@
  * are parsed.
  */
 #include "cluster.h"
-#include "envelope.h"
+#include "domain/envelope.h"
 #include "httpc.h"
-#include "ids.h"
-#include "kafka.h"
-#include "log.h"
+#include "core/ids.h"
+#include "kafka/kafka.h"
+#include "core/log.h"
 #include "stack.h"
 
 #include <check.h>

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "httpc.h"
-#include "kafka.h"
+#include "kafka/kafka.h"
 
 #include <event2/event.h>
 #include <stdint.h>

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "strmap.h"
+#include "core/strmap.h"
 
 typedef struct cluster {
     char dir[256];       /* service logs */

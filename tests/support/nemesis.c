@@ -1,7 +1,7 @@
 /* nemesis.c: seeded fault injection over the cluster's processes, PostgreSQL and Kafka nodes. */
 #include "nemesis.h"
 
-#include "ids.h"
+#include "core/ids.h"
 
 #include <signal.h>
 #include <stdarg.h>

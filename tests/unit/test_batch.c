@@ -4,7 +4,7 @@
  * Unit tests link only libcommon.a and batch.c belongs to the processor, so the module under test
  * is compiled into this binary by including its source (it needs nothing beyond common/).
  */
-#include "../../state-processor/batch.c"
+#include "../../state-processor/processor/batch.c"
 
 #include <check.h>
 #include <limits.h>

@@ -4,7 +4,7 @@
  * Unit tests link only libcommon.a and cmdcopy.c belongs to the processor, so the module under
  * test is compiled into this binary by including its source (it needs nothing beyond common/).
  */
-#include "../../state-processor/cmdcopy.c"
+#include "../../state-processor/ops/cmdcopy.c"
 
 #include <check.h>
 #include <stdio.h>

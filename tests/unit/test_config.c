@@ -1,5 +1,5 @@
 /* test_config.c: table-driven tests of configuration precedence, pass-through keys and errors. */
-#include "config.h"
+#include "core/config.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -233,7 +233,7 @@ static const lcase lcases[] = {
      .want = {"sync.timeout_ms=7", "log.verbose=true"},
      .props = ""},
     /*
-     * Regression (common/config.c env_to_key), as it was before the fix: every '_' becomes '.', so
+     * Regression (common/core/config.c env_to_key), as it was before the fix: every '_' becomes '.', so
      * CQRS_SYNC_TIMEOUT_MS is looked up as "sync.timeout.ms" and fails as an unknown key, although
      * config_usage() advertises exactly that variable. Real keys such as http.max_body and
      * sync.timeout_ms are affected.

@@ -4,8 +4,8 @@
  * Unit tests link only libcommon.a; deadletter.c and the cmdcopy.c it uses belong to the
  * processor, so they are compiled into this binary by including their sources.
  */
-#include "../../state-processor/cmdcopy.c"
-#include "../../state-processor/deadletter.c"
+#include "../../state-processor/ops/cmdcopy.c"
+#include "../../state-processor/ops/deadletter.c"
 
 #include <check.h>
 #include <stdio.h>

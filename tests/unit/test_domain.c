@@ -1,6 +1,6 @@
 /* test_domain.c: table-driven tests of domain loading, the shipped domains and merge patch. */
-#include "domain.h"
-#include "jsonpatch.h"
+#include "domain/domain.h"
+#include "domain/jsonpatch.h"
 #include "jtext.h"
 
 #include <check.h>

@@ -1,5 +1,5 @@
-/* test_envelope.c: table-driven tests of the CloudEvents wire contract (common/envelope.h). */
-#include "envelope.h"
+/* test_envelope.c: table-driven tests of the CloudEvents wire contract (common/domain/envelope.h). */
+#include "domain/envelope.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -256,7 +256,7 @@ static const dcase dcases[] = {
     {"NUL inside ce_subject", {BASE, {"ce_subject", "a\0", 2}}, ERR("ce_subject", "NUL")},
     {"NUL inside ce_tenant", {BASE, {"ce_tenant", "\0", 1}}, ERR("ce_tenant", "NUL")},
     /*
-     * Regression (common/envelope.c parse_number), as it was before the fix: the value is copied
+     * Regression (common/domain/envelope.c parse_number), as it was before the fix: the value is copied
      * and handed to strtoll(), which stops at an embedded NUL and skips leading white space and
      * '+', so "12\0", " 5" and "+5" decode as numbers instead of failing like every other malformed
      * value.

@@ -1,5 +1,5 @@
 /* test_etag.c: table-driven tests of entity-tag lists: their grammar and both comparisons. */
-#include "etag.h"
+#include "http/etag.h"
 
 #include <check.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
  * others, its deadlines, and its order on a pipelined connection. The clients are non-blocking
  * sockets driven from the server's loop.
  */
-#include "httpd.h"
+#include "http/httpd.h"
 
 #include <arpa/inet.h>
 #include <check.h>

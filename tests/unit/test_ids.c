@@ -1,5 +1,5 @@
-/* test_ids.c: table-driven tests of RFC 3339 times in and out (common/ids.h). */
-#include "ids.h"
+/* test_ids.c: table-driven tests of RFC 3339 times in and out (common/core/ids.h). */
+#include "core/ids.h"
 
 #include <check.h>
 #include <stdio.h>

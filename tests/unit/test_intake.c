@@ -6,7 +6,7 @@
  */
 #include "../../command-gateway/intake.c"
 
-#include "trace.h"
+#include "core/trace.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -330,7 +330,7 @@ static const pcase pcases[] = {
      .detail = "If-Match"},
     /*
      * Regression (command-gateway/intake.c intake_parse), as it was before the fix: versions above
-     * 2^53 are accepted, but common/envelope.c parse_number() rejects ce_expectedversion > 2^53, so
+     * 2^53 are accepted, but common/domain/envelope.c parse_number() rejects ce_expectedversion > 2^53, so
      * the processor dead-letters the command as "bad-envelope" and the client never gets an answer.
      */
     {.name = "expected_version above 2^53",
@@ -658,7 +658,7 @@ START_TEST(test_parse_prefer)
 }
 END_TEST
 
-/* ---- trace_parent_valid (common/trace.c), which intake uses ---- */
+/* ---- trace_parent_valid (common/core/trace.c), which intake uses ---- */
 
 static const struct {
     const char *value;

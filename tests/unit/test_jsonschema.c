@@ -1,5 +1,5 @@
 /* test_jsonschema.c: table-driven tests of the JSON Schema compiler and validator. */
-#include "jsonschema.h"
+#include "jsonschema/jsonschema.h"
 #include "jtext.h"
 
 #include <check.h>

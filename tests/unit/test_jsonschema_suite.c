@@ -4,7 +4,7 @@
  * tests/run.sh fetches the suite (tests/support/json-schema-suite.sh) and names its folder in
  * CQRS_TEST_JSON_SCHEMA_SUITE; without it the test fails, it is never skipped.
  */
-#include "jsonschema.h"
+#include "jsonschema/jsonschema.h"
 
 #include <check.h>
 #include <stdio.h>

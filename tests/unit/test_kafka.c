@@ -1,6 +1,6 @@
 /* test_kafka.c: the parts of the Kafka wrapper that need no cluster. */
-#include "kafka.h"
-#include "kafka_int.h"
+#include "kafka/kafka.h"
+#include "kafka/kafka_int.h"
 
 #include <check.h>
 #include <event2/event.h>

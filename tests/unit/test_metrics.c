@@ -1,5 +1,5 @@
 /* test_metrics.c: table-driven tests of counters, histograms and the Prometheus text output. */
-#include "metrics.h"
+#include "core/metrics.h"
 
 #include <check.h>
 #include <limits.h>
@@ -122,7 +122,7 @@ START_TEST(test_counter_identity)
 END_TEST
 
 /*
- * Regression (common/metrics.c metrics_counter_get/metrics_render), as it was before the fix:
+ * Regression (common/core/metrics.c metrics_counter_get/metrics_render), as it was before the fix:
  * counters are kept in registration order and HELP/TYPE is written whenever the name differs from
  * the previous one, so a series registered after another metric (e.g.
  * gateway_http_requests_total{status=...} created lazily per status) splits its family and repeats

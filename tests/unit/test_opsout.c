@@ -1,7 +1,7 @@
 /* test_opsout.c: an operator subcommand's report, as a table and as JSON lines. */
 
 /* opsout.c belongs to the processor; unit tests link only libcommon.a, so it is included. */
-#include "../../state-processor/opsout.c"
+#include "../../state-processor/ops/opsout.c"
 
 #include <check.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* test_problem.c: table-driven tests of the failure kind -> HTTP status and problem+json map. */
-#include "problem.h"
+#include "http/problem.h"
 
 #include <check.h>
 #include <stdlib.h>

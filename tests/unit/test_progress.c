@@ -4,7 +4,7 @@
  * Unit tests link only libcommon.a and progress.c belongs to the processor, so the module under
  * test is compiled into this binary by including its source (it needs nothing beyond common/).
  */
-#include "../../state-processor/progress.c"
+#include "../../state-processor/ops/progress.c"
 
 #include <check.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
  * Unit tests link only libcommon.a and projbatch.c belongs to the processor, so the module under
  * test is compiled into this binary by including its source (it needs nothing beyond common/).
  */
-#include "../../state-processor/projbatch.c"
+#include "../../state-processor/projector/projbatch.c"
 
 #include <check.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* test_projection.c: projection declarations from domain files: parsing, DDL, column values. */
-#include "projection.h"
+#include "domain/projection.h"
 #include "jtext.h"
 
 #include <check.h>

@@ -1,5 +1,5 @@
 /* test_strmap.c: table-driven tests of the string hash map, from empty to 10000 keys. */
-#include "strmap.h"
+#include "core/strmap.h"
 
 #include <check.h>
 #include <stdio.h>

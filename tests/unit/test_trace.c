@@ -1,5 +1,5 @@
 /* test_trace.c: W3C trace context: tracestate checks, child spans, trace ids for log lines. */
-#include "trace.h"
+#include "core/trace.h"
 
 #include <check.h>
 #include <stdio.h>

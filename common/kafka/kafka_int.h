@@ -1,0 +1,39 @@
+/* kafka_int.h: what kafka.c and kafka_consumer.c share; not part of the library's interface. */
+#ifndef CQRS_KAFKA_INT_H
+#define CQRS_KAFKA_INT_H
+
+#include "core/config.h"
+
+#include <event2/event.h>
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+/* The wake-up pipe: librdkafka writes one byte when a queue goes from empty to non-empty. */
+typedef struct wakeup {
+    int fds[2];
+    struct event *ev;
+} wakeup;
+
+/* Applies the defaults (NULL-terminated key, value pairs), then props over them; routes
+   librdkafka's log to ours. -1 with err naming the key on a bad one. */
+int kafka_apply_props(rd_kafka_conf_t *conf, const char *const *defaults, const config_props *props,
+                      char *err, size_t errlen);
+/*
+ * Opens the pipe, watches its read end on base with fn and has librdkafka write to it for q.
+ * fn also runs once from the loop whatever the pipe says: librdkafka writes only when q goes
+ * from empty to non-empty, so an op queued before this call (a broker refusing the connection
+ * while rd_kafka_new() was still returning) would otherwise never be served, and no later op
+ * would wake the loop either. -1 with err on failure.
+ */
+int kafka_wakeup_init(wakeup *w, struct event_base *base, rd_kafka_queue_t *q, event_callback_fn fn,
+                      void *arg, char *err, size_t errlen);
+/* Empties the pipe, so the next write wakes the loop again. */
+void kafka_wakeup_drain(const wakeup *w);
+/* The cluster id from rk's metadata cache (never waits), copied; NULL while unknown. */
+char *kafka_cluster_id(rd_kafka_t *rk);
+/* Closes the pipe and frees its event; safe on a wakeup never opened (fds -1). */
+void kafka_wakeup_free(wakeup *w);
+/* The partition count of topic from the cluster's metadata; -1 when unknown in timeout_ms. */
+int kafka_rk_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms);
+
+#endif

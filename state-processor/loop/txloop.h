@@ -1,0 +1,116 @@
+/*
+ * txloop.h: the consume-and-commit loop that the processor and the projector share.
+ *
+ * A txloop owns a consumer group member and the steps around its owner's transactions:
+ *   - partitions newly assigned start at the offsets stored in PostgreSQL, as far as offsetlog
+ *     trusts them for the log being read (ADR 0007, ADR 0022);
+ *   - each poll's messages are checked against that log, then handed to the owner as a batch;
+ *   - the owner ends each step with txloop_done() or txloop_next(), or has it retried after a
+ *     capped exponential backoff with txloop_backoff();
+ *   - a stop ends the loop between batches, never inside one: a batch mid-transaction ends with
+ *     its COMMIT or its rollback first; one in backoff is dropped uncommitted and consumed again
+ *     by whoever owns its partition next;
+ *   - a stored offset of another log under offsets.on_mismatch=fail stops the loop for an
+ *     operator (txloop_failed()).
+ * txphase counts the queries of one step and keeps its first failure, telling an error about the
+ * data (retrying the same rows cannot succeed) from one about the server.
+ */
+#ifndef CQRS_TXLOOP_H
+#define CQRS_TXLOOP_H
+
+#include "core/config.h"
+#include "kafka/kafka.h"
+#include "core/metrics.h"
+#include "loop/offsetlog.h"
+#include "pg/pgconn.h"
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct txloop txloop;
+
+typedef struct txloop_config {
+    const char *service;     /* "processor", "projector": its offset-reset counter and logs */
+    const char *noun;        /* what the partitions hold, for the logs: "command", "events" */
+    const char *group;       /* the consumer group, also the group_id of consumer_offsets */
+    const char *topic;       /* the topic consumed */
+    const char *on_mismatch; /* offsets.on_mismatch: "reset" (NULL too) or "fail" */
+    long long batch_max;     /* messages polled at most per batch */
+    long long retry_max_ms;  /* the backoff's cap */
+} txloop_config;
+
+typedef struct txloop_owner {
+    /* A batch: copy what is needed from msgs (released after this returns), then end the step
+       with txloop_done(), txloop_next() or txloop_backoff(). */
+    void (*batch)(void *arg, const kafka_message *msgs, size_t n);
+    /* Optional: partitions revoked. */
+    void (*revoked)(void *arg, const int *partitions, size_t n);
+    /* Optional: false while the owner still has work of a committed batch to finish; the loop
+       then ends on the stop only once the owner calls txloop_quiet(). */
+    bool (*quiet)(void *arg);
+    void *arg;
+} txloop_owner;
+
+/* A loop over cfg->topic (copied) on base, counting its offset resets in m; consuming only once
+   started. NULL with err naming the bad key. */
+txloop *txloop_new(struct event_base *base, const txloop_config *cfg, metrics *m,
+                   const txloop_owner *owner, char *err, size_t errlen);
+/* Joins the group: the stored offsets are read through pg, the owner's connection (steps never
+   overlap). -1 with err when the consumer cannot be made. */
+int txloop_start(txloop *l, pgconn *pg, const config_props *kafka_props, char *err, size_t errlen);
+/* Leaves the group for good, first step of the owner's free: the consumer closes (revocations
+   still reach the owner, whose connection is alive), and afterwards the answers that freeing
+   the connection gives to queries still queued, the loop's and the owner's, start nothing. */
+void txloop_leave(txloop *l);
+/* After the owner's connection is freed (see txloop_leave()). */
+void txloop_free(txloop *l);
+
+kafka_consumer *txloop_consumer(txloop *l);
+offsetlog *txloop_offsets(txloop *l);
+
+/* The step succeeded: the next one runs from the loop (or the loop ends, when stopping). */
+void txloop_done(txloop *l);
+/* The step succeeded: the next batch is polled at once, unless stopping. */
+void txloop_next(txloop *l);
+/* The step failed (error says why): retry() runs after the backoff. */
+void txloop_backoff(txloop *l, void (*retry)(void *arg), const char *what, const char *error);
+bool txloop_backing_off(const txloop *l);
+
+/* Ends the loop between batches (see above). */
+void txloop_stop(txloop *l);
+/* The owner has become quiet: ends the loop if it was stopped meanwhile. */
+void txloop_quiet(txloop *l);
+bool txloop_stopping(const txloop *l);
+/* Stopped for an operator: a stored offset of another log under offsets.on_mismatch=fail. */
+bool txloop_failed(const txloop *l);
+
+/* Stores $1, offset rows [{group_id, topic, partition, next_offset}], in consumer_offsets, as
+   counting the log of cluster $2 (ADR 0022): part of the transaction of the batch they follow. */
+extern const char txloop_offsets_sql[];
+
+/* ---- the queries of one step ---- */
+
+typedef struct txphase {
+    size_t outstanding; /* queries queued and not yet answered */
+    bool failed;
+    const char *refusal; /* the data was refused: "rejected-by-postgresql", "unencodable" */
+    char error[512];     /* the first failure */
+} txphase;
+
+/* A new step: nothing outstanding, nothing failed. */
+void txphase_begin(txphase *ph);
+/* Queues a prepared query answered to cb(arg), counted; 0, or -1 (and failed) when refused. */
+int txphase_query(txphase *ph, pgconn *pg, const char *sql, int n, const char *const *v,
+                  pgconn_cb cb, void *arg);
+/* A query of the step failed (what: which one); the first reason is kept, and whether PostgreSQL
+   refused the data itself (SQLSTATE class 22, 23 or 54). */
+void txphase_error(txphase *ph, const pgconn_result *r, const char *what);
+/* A parameter of the step could not be built: a row cannot be encoded as JSON. */
+void txphase_unencodable(txphase *ph, const char *what);
+/* Any other failure, with its reason (formatted). */
+void txphase_fail(txphase *ph, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Queues ROLLBACK, answered to nobody; logs when it cannot. */
+void txphase_rollback(pgconn *pg);
+
+#endif

@@ -1,0 +1,649 @@
+/* batch.c: decode, dedupe, version checks and rule application for one batch of commands. */
+#include "processor/batch.h"
+
+#include "core/ids.h"
+#include "http/problem.h"
+#include "core/xalloc.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An aggregate as loaded from PostgreSQL and as changed by the batch so far. */
+typedef struct agg_row {
+    char *tenant, *type, *id;
+    long long loaded_version; /* 0: no row */
+    long long version;
+    json_t *state; /* NULL when absent or deleted */
+    bool deleted;
+    bool dirty;
+} agg_row;
+
+/* A command already decided, known by its tenant + idempotency key or by its id. */
+typedef struct known_cmd {
+    char *id;
+    char *status;
+    int http_status;
+    json_t *result;
+} known_cmd;
+
+static char *join3(const char *a, const char *b, const char *c)
+{
+    return c ? xasprintf("%s\x1f%s\x1f%s", a, b, c) : xasprintf("%s\x1f%s", a, b);
+}
+
+static void dead(batch_item *it, const char *reason, const char *detail)
+{
+    it->dead_reason = xstrdup(reason);
+    it->dead_detail = xstrdup(detail);
+}
+
+static void decode_one(batch_item *it, const domain_registry *reg, const kafka_message *m,
+                       const char *default_tenant)
+{
+    it->partition = m->partition;
+    it->offset = m->offset;
+    it->key = m->key ? xstrndup(m->key, m->key_len) : NULL;
+    it->key_len = m->key ? m->key_len : 0;
+    it->value = xstrndup(m->value ? m->value : "", m->value ? m->len : 0);
+    it->len = m->value ? m->len : 0;
+    it->headers = xcalloc(m->nheaders + 1, sizeof(header));
+    for (size_t i = 0; i < m->nheaders; i++) {
+        it->headers[i].name = xstrdup(m->headers[i].name);
+        it->headers[i].value =
+            xstrndup(m->headers[i].value ? m->headers[i].value : "", m->headers[i].len);
+        it->headers[i].len = m->headers[i].len;
+    }
+    it->nheaders = m->nheaders;
+    it->env.expected_version = -1;
+    it->env.reply_partition = -1;
+
+    char err[256];
+    if (envelope_from_headers(&it->env, it->headers, it->nheaders, err, sizeof(err)) != 0) {
+        dead(it, "bad-envelope", err);
+        return;
+    }
+    /* Trace context that does not parse is dropped, tracestate with it (W3C Trace Context). */
+    if (!trace_parent_valid(it->env.traceparent)) {
+        free(it->env.traceparent);
+        it->env.traceparent = NULL;
+    }
+    if (!it->env.traceparent || !trace_state_valid(it->env.tracestate)) {
+        free(it->env.tracestate);
+        it->env.tracestate = NULL;
+    }
+    trace_child(it->env.traceparent, it->traceparent);
+    trace_id_of(it->traceparent, it->trace_id);
+    if (!ids_is_uuid(it->env.id)) {
+        dead(it, "bad-envelope", "ce_id is not a UUID");
+        return;
+    }
+    if (!it->env.subject || !*it->env.subject) {
+        dead(it, "bad-envelope", "ce_subject (the aggregate id) is missing");
+        return;
+    }
+    /* Any producer may have written it: what is recorded must fit the tables and their keys. */
+    if (envelope_check_command(&it->env, err, sizeof(err)) != 0) {
+        dead(it, "bad-envelope", err);
+        return;
+    }
+    it->tenant = it->env.tenant && *it->env.tenant ? it->env.tenant : default_tenant;
+    it->idem_key =
+        it->env.idempotency_key && *it->env.idempotency_key ? it->env.idempotency_key : it->env.id;
+    it->recordable = true;
+    it->cmd = domain_registry_find(reg, it->env.type);
+    if (!it->cmd) {
+        dead(it, "unknown-command", it->env.type);
+        return;
+    }
+    it->payload = json_loadb(it->value, it->len, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(it->payload)) {
+        dead(it, "malformed-payload", "the message value is not a JSON object");
+        return;
+    }
+    json_t *errors = json_array();
+    if (!domain_command_validate(it->cmd, it->payload, errors)) {
+        char *text = json_dumps(errors, JSON_COMPACT);
+        dead(it, "invalid-payload", text);
+        free(text);
+    }
+    json_decref(errors);
+}
+
+static size_t partition_index(const batch *b, int partition)
+{
+    for (size_t i = 0; i < b->npartitions; i++) {
+        if (b->partitions[i] == partition)
+            return i;
+    }
+    return b->npartitions;
+}
+
+/* Sets the range [from, to) and the next offset it reaches on each partition. */
+static void set_range(batch *b, size_t from, size_t to)
+{
+    b->from = from;
+    b->to = to;
+    b->refusals = 0;
+    for (size_t p = 0; p < b->npartitions; p++)
+        b->batch_next[p] = -1;
+    for (size_t i = from; i < to; i++) {
+        size_t p = partition_index(b, b->items[i].partition);
+        if (b->items[i].offset + 1 > b->batch_next[p])
+            b->batch_next[p] = b->items[i].offset + 1;
+    }
+}
+
+void batch_decode(batch *b, const domain_registry *reg, const kafka_message *msgs, size_t n,
+                  const char *group, const char *default_tenant)
+{
+    b->items = xcalloc(n ? n : 1, sizeof(batch_item));
+    b->n = n;
+    b->group = group;
+    b->topic = n ? xstrdup(msgs[0].topic) : xstrdup("");
+    b->partitions = xcalloc(n ? n : 1, sizeof(int));
+    b->stored_next = xcalloc(n ? n : 1, sizeof(long long));
+    b->batch_next = xcalloc(n ? n : 1, sizeof(long long));
+    for (size_t i = 0; i < n; i++) {
+        decode_one(&b->items[i], reg, &msgs[i], default_tenant);
+        if (partition_index(b, msgs[i].partition) == b->npartitions)
+            b->partitions[b->npartitions++] = msgs[i].partition;
+    }
+    set_range(b, 0, n);
+    batch_reset(b);
+}
+
+batch_refusal batch_refused(batch *b, const char *reason, const char *detail)
+{
+    if (b->to - b->from > 1) {
+        set_range(b, b->from, b->from + (b->to - b->from) / 2);
+        return BATCH_NARROWED;
+    }
+    if (b->from == b->to)
+        return BATCH_STUCK;
+    batch_item *it = &b->items[b->from];
+    /* Nothing of its own was written: the refusal was not about it. */
+    if (it->state == ITEM_SKIPPED || it->state == ITEM_DUPLICATE)
+        return BATCH_STUCK;
+    if (!it->dead_reason && b->refusals++ == 0)
+        return BATCH_RETRY_ALONE;
+    if (!it->dead_reason) {
+        dead(it, reason, detail);
+        it->dead_sent = false;
+        return BATCH_DEAD_LETTERED;
+    }
+    if (it->recordable) {
+        it->recordable = false;
+        return BATCH_UNRECORDED;
+    }
+    return BATCH_STUCK;
+}
+
+bool batch_next_range(batch *b)
+{
+    if (b->to >= b->n)
+        return false;
+    set_range(b, b->to, b->n);
+    return true;
+}
+
+static void free_agg(const char *key, void *value, void *arg)
+{
+    (void)key, (void)arg;
+    agg_row *a = value;
+    free(a->tenant), free(a->type), free(a->id);
+    json_decref(a->state);
+    free(a);
+}
+
+static void free_known(const char *key, void *value, void *arg)
+{
+    (void)key, (void)arg;
+    known_cmd *k = value;
+    free(k->id), free(k->status);
+    json_decref(k->result);
+    free(k);
+}
+
+static void reset_outcomes(batch_item *it)
+{
+    it->state = ITEM_NEW;
+    it->http_status = 0;
+    json_decref(it->body);
+    it->body = NULL;
+    it->version = 0;
+    free(it->event_id);
+    it->event_id = NULL;
+    json_decref(it->event_data);
+    it->event_data = NULL;
+}
+
+void batch_reset(batch *b)
+{
+    if (b->aggregates) {
+        strmap_each(b->aggregates, free_agg, NULL);
+        strmap_free(b->aggregates);
+    }
+    if (b->known) {
+        strmap_each(b->known, free_known, NULL);
+        strmap_free(b->known);
+    }
+    b->aggregates = strmap_new();
+    b->known = strmap_new();
+    for (size_t i = 0; i < b->npartitions; i++)
+        b->stored_next[i] = -1;
+    for (size_t i = 0; i < b->n; i++)
+        reset_outcomes(&b->items[i]);
+}
+
+void batch_clear(batch *b)
+{
+    batch_reset(b);
+    strmap_free(b->aggregates);
+    strmap_free(b->known);
+    for (size_t i = 0; i < b->n; i++) {
+        batch_item *it = &b->items[i];
+        reset_outcomes(it);
+        for (size_t h = 0; h < it->nheaders; h++) {
+            free((char *)(uintptr_t)it->headers[h].name);
+            free((char *)(uintptr_t)it->headers[h].value);
+        }
+        free(it->headers);
+        free(it->key), free(it->value);
+        envelope_clear(&it->env);
+        json_decref(it->payload);
+        free(it->dead_reason), free(it->dead_detail);
+    }
+    free(b->items);
+    free((char *)(uintptr_t)b->topic);
+    free(b->partitions), free(b->stored_next), free(b->batch_next);
+    memset(b, 0, sizeof(*b));
+}
+
+char *batch_int_array(const int *v, size_t n)
+{
+    size_t cap = 2 + n * 12, len = 0;
+    char *s = xmalloc(cap + 1);
+    s[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(s + len, cap + 1 - len, "%s%d", i ? "," : "", v[i]);
+    s[len++] = '}';
+    s[len] = '\0';
+    return s;
+}
+
+char *batch_partitions_param(const batch *b)
+{
+    return batch_int_array(b->partitions, b->npartitions);
+}
+
+/* The array as text; NULL (a is freed) when one of its rows could not be built. */
+static char *dump_free(json_t *a, bool complete)
+{
+    char *s = complete ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    return s;
+}
+
+/* Appends row to a; false when it could not be built (json_pack() failed): never dropped. */
+static bool append(json_t *a, json_t *row)
+{
+    return row && json_array_append_new(a, row) == 0;
+}
+
+char *batch_keys_param(const batch *b)
+{
+    json_t *a = json_array();
+    bool ok = true;
+    for (size_t i = b->from; i < b->to && ok; i++) {
+        const batch_item *it = &b->items[i];
+        if (it->recordable)
+            ok = append(a, json_pack("{s:s, s:s, s:s}", "tenant", it->tenant, "key", it->idem_key,
+                                     "id", it->env.id));
+    }
+    return dump_free(a, ok);
+}
+
+char *batch_aggregates_param(const batch *b)
+{
+    json_t *a = json_array();
+    bool ok = true;
+    for (size_t i = b->from; i < b->to && ok; i++) {
+        const batch_item *it = &b->items[i];
+        if (it->cmd && !it->dead_reason)
+            ok = append(a, json_pack("{s:s, s:s, s:s}", "tenant", it->tenant, "type",
+                                     domain_command_aggregate(it->cmd), "id", it->env.subject));
+    }
+    return dump_free(a, ok);
+}
+
+void batch_load_offset(batch *b, int partition, long long next_offset)
+{
+    size_t p = partition_index(b, partition);
+    if (p < b->npartitions)
+        b->stored_next[p] = next_offset;
+}
+
+/*
+ * Records a decided command under both of its identities: "k<US>tenant<US>key" and "i<US>id".
+ * Each map entry owns its own copy. result is borrowed.
+ */
+static void remember(batch *b, const char *tenant, const char *key, const char *id,
+                     const char *status, int http_status, json_t *result)
+{
+    char *mks[2] = {join3("k", tenant, key), join3("i", id, NULL)};
+    for (int i = 0; i < 2; i++) {
+        known_cmd *k = xcalloc(1, sizeof(*k));
+        k->id = xstrdup(id);
+        k->status = xstrdup(status);
+        k->http_status = http_status;
+        k->result = result ? json_incref(result) : NULL;
+        known_cmd *old = strmap_put(b->known, mks[i], k);
+        if (old)
+            free_known(NULL, old, NULL);
+        free(mks[i]);
+    }
+}
+
+void batch_load_command(batch *b, const char *tenant, const char *key, const char *id,
+                        const char *status, int http_status, const char *result)
+{
+    json_t *r = result ? json_loads(result, 0, NULL) : NULL;
+    remember(b, tenant, key, id, status, http_status, r);
+    json_decref(r);
+}
+
+/* A record that is not a decision: accepted, or accepted so long ago that it was marked
+   abandoned (its command may still arrive, and is then applied: ADR 0020). */
+static bool undecided(const known_cmd *k)
+{
+    return strcmp(k->status, "accepted") == 0 || strcmp(k->status, "abandoned") == 0;
+}
+
+/*
+ * The earlier decision this item repeats, or NULL: the same tenant + idempotency key, or the same
+ * command id (a producer retry). An undecided record under this very id is not a decision.
+ */
+static const known_cmd *earlier(const batch *b, const batch_item *it)
+{
+    char *mks[2] = {join3("k", it->tenant, it->idem_key), join3("i", it->env.id, NULL)};
+    const known_cmd *found = NULL;
+    for (int i = 0; i < 2 && !found; i++) {
+        const known_cmd *k = strmap_get(b->known, mks[i]);
+        if (k && (!undecided(k) || strcmp(k->id, it->env.id) != 0))
+            found = k;
+    }
+    free(mks[0]);
+    free(mks[1]);
+    return found;
+}
+
+static agg_row *agg_get(batch *b, const char *tenant, const char *type, const char *id)
+{
+    char *k = join3(tenant, type, id);
+    agg_row *a = strmap_get(b->aggregates, k);
+    if (!a) {
+        a = xcalloc(1, sizeof(*a));
+        a->tenant = xstrdup(tenant);
+        a->type = xstrdup(type);
+        a->id = xstrdup(id);
+        strmap_put(b->aggregates, k, a);
+    }
+    free(k);
+    return a;
+}
+
+int batch_load_aggregate(batch *b, const char *tenant, const char *type, const char *id,
+                         long long version, const char *state, bool deleted)
+{
+    json_t *s = NULL;
+    if (state && !deleted) {
+        s = json_loads(state, JSON_DECODE_ANY, NULL);
+        if (!s)
+            return -1;
+    }
+    agg_row *a = agg_get(b, tenant, type, id);
+    json_decref(a->state);
+    a->state = s;
+    a->loaded_version = a->version = version;
+    a->deleted = deleted;
+    return 0;
+}
+
+static void reject(batch_item *it, problem_kind kind, const char *detail, json_t *errors,
+                   long long current_version)
+{
+    it->state = ITEM_REJECTED;
+    it->http_status = problem_status(kind);
+    it->body = problem_new(kind, detail, errors);
+    json_object_set_new(it->body, "command_id", json_string(it->env.id));
+    if (current_version >= 0) {
+        it->version = current_version;
+        json_object_set_new(it->body, "current_version", json_integer(current_version));
+    }
+}
+
+static void reject_dead(batch_item *it)
+{
+    problem_kind kind = PROBLEM_INVALID_REQUEST;
+    json_t *errors = NULL;
+    if (strcmp(it->dead_reason, "unknown-command") == 0) {
+        kind = PROBLEM_UNKNOWN_COMMAND;
+    } else if (strcmp(it->dead_reason, "invalid-payload") == 0) {
+        kind = PROBLEM_INVALID_PAYLOAD;
+        errors = json_loads(it->dead_detail, 0, NULL);
+    }
+    reject(it, kind,
+           kind == PROBLEM_INVALID_PAYLOAD ? "the payload does not match the schema"
+                                           : it->dead_detail,
+           errors, -1);
+}
+
+static void apply_one(batch *b, batch_item *it)
+{
+    const char *type = domain_command_aggregate(it->cmd);
+    agg_row *a = agg_get(b, it->tenant, type, it->env.subject);
+    json_t *current = a->deleted ? NULL : a->state;
+    if (it->env.expected_version >= 0 && it->env.expected_version != a->version) {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "expected version %lld, the aggregate is at %lld",
+                 it->env.expected_version, a->version);
+        reject(it, PROBLEM_VERSION_MISMATCH, detail, NULL, a->version);
+        return;
+    }
+    if (it->env.expected_version == ENVELOPE_VERSION_EXISTS && !current) {
+        reject(it, PROBLEM_VERSION_MISMATCH, "expected the aggregate to exist; it does not", NULL,
+               a->version);
+        return;
+    }
+    json_t *errors = json_array();
+    json_t *next = NULL;
+    domain_outcome o = domain_command_apply(it->cmd, current, it->payload, &next, errors);
+    if (o != DOMAIN_OK) {
+        /* The first explanation makes the detail line; all of them stay in "errors". */
+        json_t *first = json_array_get(errors, 0);
+        const char *ptr = json_string_value(json_object_get(first, "pointer"));
+        const char *msg = json_string_value(json_object_get(first, "message"));
+        char detail[300];
+        if (msg)
+            snprintf(detail, sizeof(detail), "%s%s%.200s", ptr && *ptr ? ptr : "",
+                     ptr && *ptr ? ": " : "", msg);
+        else
+            snprintf(detail, sizeof(detail), "%s", domain_outcome_name(o));
+        reject(it, problem_from_domain(o), detail, errors, a->version);
+        return;
+    }
+    json_decref(errors);
+    bool created = current == NULL;
+    a->version++;
+    a->dirty = true;
+    json_decref(a->state);
+    a->deleted = json_is_null(next);
+    a->state = a->deleted ? NULL : json_incref(next);
+    json_decref(next);
+
+    it->state = ITEM_APPLIED;
+    it->http_status = created ? 201 : 200;
+    it->version = a->version;
+    it->event_id = envelope_event_id(it->tenant, type, it->env.subject, a->version);
+    json_t *state = a->state ? json_deep_copy(a->state) : json_null();
+    it->event_data =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:O}", "command_id", it->env.id, "command_type",
+                  it->env.type, "aggregate_type", type, "aggregate_id", it->env.subject, "version",
+                  a->version, "payload", it->payload, "state", state);
+    it->body = json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:{s:s, s:s}}", "command_id", it->env.id,
+                         "status", "applied", "aggregate_type", type, "aggregate_id",
+                         it->env.subject, "version", a->version, "state", state, "event", "id",
+                         it->event_id, "type", domain_command_event(it->cmd));
+}
+
+void batch_apply(batch *b)
+{
+    for (size_t i = b->from; i < b->to; i++) {
+        batch_item *it = &b->items[i];
+        size_t p = partition_index(b, it->partition);
+        if (b->stored_next[p] >= 0 && it->offset < b->stored_next[p]) {
+            it->state = ITEM_SKIPPED;
+            continue;
+        }
+        if (!it->recordable) {
+            it->state = ITEM_REJECTED; /* dead letter only: nothing to record or answer */
+            continue;
+        }
+        const known_cmd *k = earlier(b, it);
+        if (k && undecided(k)) {
+            /* Its key belongs to a command taken but not decided yet (another partition). */
+            it->state = ITEM_DUPLICATE;
+            it->http_status = problem_status(PROBLEM_IN_FLIGHT);
+            it->body = problem_new(PROBLEM_IN_FLIGHT, NULL, NULL);
+            json_object_set_new(it->body, "command_id", json_string(k->id));
+            continue;
+        }
+        if (k) {
+            it->state = ITEM_DUPLICATE;
+            it->http_status = k->http_status;
+            it->body = k->result ? json_incref(k->result) : json_null();
+            continue;
+        }
+        if (it->dead_reason)
+            reject_dead(it);
+        else
+            apply_one(b, it);
+        /* Later items with the same key or id are duplicates of this one. */
+        remember(b, it->tenant, it->idem_key, it->env.id,
+                 it->state == ITEM_APPLIED ? "applied" : "rejected", it->http_status, it->body);
+    }
+}
+
+/* The aggregate rows being built, and whether every one could be. */
+typedef struct agg_rows {
+    json_t *a;
+    bool ok;
+} agg_rows;
+
+static void add_agg_row(const char *key, void *value, void *arg)
+{
+    (void)key;
+    const agg_row *a = value;
+    agg_rows *rows = arg;
+    if (!a->dirty || !rows->ok)
+        return;
+    rows->ok = append(rows->a, json_pack("{s:s, s:s, s:s, s:I, s:I, s:O, s:b}", "tenant", a->tenant,
+                                         "type", a->type, "id", a->id, "prev_version",
+                                         a->loaded_version, "version", a->version, "state",
+                                         a->state ? a->state : json_null(), "deleted", a->deleted));
+}
+
+char *batch_aggregate_rows(const batch *b, size_t *count)
+{
+    agg_rows rows = {json_array(), true};
+    strmap_each(b->aggregates, add_agg_row, &rows);
+    *count = json_array_size(rows.a);
+    return dump_free(rows.a, rows.ok);
+}
+
+char *batch_command_rows(const batch *b, size_t *count)
+{
+    json_t *a = json_array();
+    bool ok = true;
+    for (size_t i = b->from; i < b->to && ok; i++) {
+        const batch_item *it = &b->items[i];
+        if (!it->recordable || (it->state != ITEM_APPLIED && it->state != ITEM_REJECTED))
+            continue;
+        const char *type = it->env.type;
+        const char *dot = strchr(type, '.');
+        char *agg_type = it->cmd ? xstrdup(domain_command_aggregate(it->cmd))
+                                 : xstrndup(type, dot ? (size_t)(dot - type) : strlen(type));
+        json_t *row = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O, s:i, s:I}", "id", it->env.id, "tenant",
+            it->tenant, "idempotency_key", it->idem_key, "type", type, "aggregate_type", agg_type,
+            "aggregate_id", it->env.subject, "status",
+            it->state == ITEM_APPLIED ? "applied" : "rejected", "http_status", it->http_status,
+            "result", it->body, "partition", it->partition, "offset", it->offset);
+        if (row) {
+            json_object_set_new(row, "version",
+                                it->version ? json_integer(it->version) : json_null());
+            json_object_set_new(row, "traceparent",
+                                it->env.traceparent ? json_string(it->env.traceparent)
+                                                    : json_null());
+        }
+        ok = append(a, row);
+        free(agg_type);
+    }
+    *count = json_array_size(a);
+    return dump_free(a, ok);
+}
+
+json_t *batch_outbox_json(const batch *b)
+{
+    json_t *a = json_array();
+    for (size_t i = b->from; i < b->to; i++) {
+        const batch_item *it = &b->items[i];
+        if (it->state != ITEM_APPLIED)
+            continue;
+        json_t *row = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:O, s:s}", "tenant", it->tenant,
+                                "aggregate_type", domain_command_aggregate(it->cmd), "aggregate_id",
+                                it->env.subject, "version", it->version, "event_type",
+                                domain_command_event(it->cmd), "command_id", it->env.id, "payload",
+                                it->event_data, "traceparent", it->traceparent);
+        if (row && it->env.tracestate)
+            json_object_set_new(row, "tracestate", json_string(it->env.tracestate));
+        if (!append(a, row)) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+char *batch_outbox_rows(const batch *b, size_t *count)
+{
+    json_t *a = batch_outbox_json(b);
+    *count = json_array_size(a);
+    return a ? dump_free(a, true) : NULL;
+}
+
+char *batch_offset_rows(const batch *b, size_t *count)
+{
+    json_t *a = json_array();
+    bool ok = true;
+    for (size_t i = 0; i < b->npartitions && ok; i++) {
+        if (b->batch_next[i] <= b->stored_next[i])
+            continue;
+        ok = append(a, json_pack("{s:s, s:s, s:i, s:I}", "group_id", b->group, "topic", b->topic,
+                                 "partition", b->partitions[i], "next_offset", b->batch_next[i]));
+    }
+    *count = json_array_size(a);
+    return dump_free(a, ok);
+}
+
+json_t *batch_reply(const batch_item *it)
+{
+    const char *status = it->state == ITEM_APPLIED    ? "applied"
+                         : it->state == ITEM_REJECTED ? "rejected"
+                         : it->http_status < 400      ? "applied"
+                                                      : "rejected";
+    return json_pack("{s:s, s:s, s:i, s:O, s:b}", "command_id", it->env.id, "status", status,
+                     "http_status", it->http_status, "body", it->body ? it->body : json_null(),
+                     "replayed", it->state == ITEM_DUPLICATE);
+}

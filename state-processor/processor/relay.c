@@ -1,0 +1,394 @@
+/* relay.c: outbox rows -> events topic -> published_at. */
+#include "processor/relay.h"
+
+#include "domain/envelope.h"
+#include "core/ids.h"
+#include "kafka/kafka.h"
+#include "core/log.h"
+#include "pg/pgconn.h"
+#include "core/xalloc.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct relay {
+    struct event_base *base;
+    pgconn *pg;
+    kafka_producer *producer;
+    char *topic;
+    json_t *confirmed; /* outbox keys confirmed by Kafka, not yet marked */
+    json_t *failed;    /* outbox rows Kafka refused or lost, produced again by the retry timer */
+    size_t in_flight;  /* events produced, no delivery report yet */
+    bool marking;      /* an UPDATE is running */
+    bool recovered;    /* the start-up scan has been queued */
+    char started_at[IDS_TIME_LEN];
+    struct event *flush; /* batches the UPDATEs */
+    struct event *retry; /* produces the failed rows again */
+    metrics_counter *m_malformed;
+    /* Events published to a log that is gone (ADR 0022), produced again a page at a time. */
+    char *cluster;        /* this run's Kafka cluster, once its metadata named it */
+    struct event *learn;  /* asks for the cluster id each second until it is known */
+    bool refill_done;     /* no page left */
+    bool refill_querying; /* a page is being read */
+    size_t refill_left;   /* rows of the page not yet confirmed */
+    bool refill_next;     /* the page is confirmed: read the next once its marks are stored */
+};
+
+#define RELAY_RETRY_S     1
+#define RELAY_REFILL_PAGE 500
+#define RELAY_REFILL_TAG  "refill" /* a row's key while it is produced again */
+
+/* $2: the cluster that confirmed them, so that a later run on another cluster can tell. */
+static const char mark_sql[] =
+    "UPDATE outbox o SET published_at = now(), published_cluster = $2 FROM "
+    "jsonb_to_recordset($1::jsonb) AS "
+    "x(tenant text, aggregate_type text, aggregate_id text, version bigint) "
+    "WHERE o.tenant = x.tenant AND o.aggregate_type = x.aggregate_type AND "
+    "o.aggregate_id = x.aggregate_id AND o.version = x.version AND "
+    "(o.published_at IS NULL OR o.published_cluster IS DISTINCT FROM $2)";
+
+/* A page of events published to another cluster than $1; the oldest first. Two ranges rather
+   than <>, so that the index of migration 007 answers the usual case (none) without a scan. */
+static const char refill_sql[] =
+    "SELECT json_build_object('tenant', tenant, 'aggregate_type', aggregate_type, "
+    "'aggregate_id', aggregate_id, 'version', version, 'event_type', event_type, "
+    "'command_id', command_id, 'payload', payload, 'traceparent', traceparent, "
+    "'tracestate', tracestate, '" RELAY_REFILL_TAG "', true) FROM outbox "
+    "WHERE published_at IS NOT NULL AND published_cluster IS NOT NULL AND "
+    "(published_cluster < $1 OR published_cluster > $1) "
+    "ORDER BY created_at, tenant, aggregate_type, aggregate_id, version LIMIT $2";
+
+/* The row as JSON, then its key as text, to name a row that does not parse. */
+static const char recover_sql[] =
+    "SELECT json_build_object('tenant', tenant, 'aggregate_type', aggregate_type, "
+    "'aggregate_id', aggregate_id, 'version', version, 'event_type', event_type, "
+    "'command_id', command_id, 'payload', payload, 'traceparent', traceparent, "
+    "'tracestate', tracestate), concat_ws('/', tenant, aggregate_type, aggregate_id, version) "
+    "FROM outbox "
+    "WHERE published_at IS NULL AND created_at < $1::timestamptz ORDER BY created_at";
+
+static void mark(relay *r);
+static void refill(relay *r);
+
+static void on_marked(const pgconn_result *res, void *arg)
+{
+    relay *r = arg;
+    r->marking = false;
+    if (pgconn_result_status(res) != PGCONN_OK)
+        log_kv(LOG_WARN, "outbox: marking published failed (rows will be republished)",
+               LOG_FIELDS("error", pgconn_result_error(res)));
+    if (json_array_size(r->confirmed))
+        event_active(r->flush, 0, 0);
+    else if (r->refill_next) /* the page's marks are stored: the next page is new rows */
+        refill(r);
+}
+
+static void mark(relay *r)
+{
+    if (r->marking || json_array_size(r->confirmed) == 0)
+        return;
+    char *rows = json_dumps(r->confirmed, JSON_COMPACT);
+    json_array_clear(r->confirmed);
+    char *cluster = kafka_producer_cluster_id(r->producer); /* known: Kafka just confirmed */
+    const char *v[] = {rows, cluster};
+    if (pgconn_query_prepared(r->pg, mark_sql, 2, v, on_marked, r) == 0)
+        r->marking = true;
+    free(cluster);
+    free(rows);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    mark(arg);
+}
+
+/* The row is kept and produced again shortly: an event is never left behind while we run. */
+static void retry_later(relay *r, json_t *row)
+{
+    json_array_append_new(r->failed, row);
+    if (!evtimer_pending(r->retry, NULL)) {
+        struct timeval tv = {RELAY_RETRY_S, 0};
+        evtimer_add(r->retry, &tv);
+    }
+}
+
+static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
+{
+    relay *r = arg;
+    json_t *row = opaque;
+    r->in_flight--;
+    if (d->err) {
+        log_kv(LOG_WARN, "event not delivered, will retry", LOG_FIELDS("error", d->errstr));
+        retry_later(r, row);
+        return;
+    }
+    if (json_object_get(row, RELAY_REFILL_TAG) && r->refill_left > 0 && --r->refill_left == 0)
+        r->refill_next = true;
+    /* The outbox key is what marking needs. */
+    json_array_append_new(
+        r->confirmed, json_pack("{s:O, s:O, s:O, s:O}", "tenant", json_object_get(row, "tenant"),
+                                "aggregate_type", json_object_get(row, "aggregate_type"),
+                                "aggregate_id", json_object_get(row, "aggregate_id"), "version",
+                                json_object_get(row, "version")));
+    json_decref(row);
+    if (!r->marking)
+        event_active(r->flush, 0, 0);
+}
+
+/*
+ * A row that cannot make an event would fail the same way every time: it is not produced and not
+ * retried, but said loudly and left unpublished in the outbox, where an operator finds it
+ * (published_at IS NULL) and the next start's recovery scan tries it again.
+ */
+static void malformed(relay *r, const char *row_key, const char *why)
+{
+    metrics_add(r->m_malformed, 1);
+    log_kv(LOG_ERROR, "outbox row cannot be published; it stays in the outbox unpublished",
+           LOG_FIELDS("row", row_key, "error", why));
+}
+
+/* "<tenant>/<aggregate type>/<aggregate id>/<version>" of a row, as far as it has them. */
+static void row_key(const json_t *row, char *out, size_t len)
+{
+    const char *tenant = json_string_value(json_object_get(row, "tenant"));
+    const char *type = json_string_value(json_object_get(row, "aggregate_type"));
+    const char *id = json_string_value(json_object_get(row, "aggregate_id"));
+    snprintf(out, len, "%s/%s/%s/%lld", tenant ? tenant : "?", type ? type : "?", id ? id : "?",
+             (long long)json_integer_value(json_object_get(row, "version")));
+}
+
+/* Produces one outbox row; false when it is malformed (reported, not produced). */
+static bool publish_one(relay *r, json_t *row)
+{
+    const char *tenant = json_string_value(json_object_get(row, "tenant"));
+    const char *type = json_string_value(json_object_get(row, "aggregate_type"));
+    const char *id = json_string_value(json_object_get(row, "aggregate_id"));
+    long long version = json_integer_value(json_object_get(row, "version"));
+    const char *event_type = json_string_value(json_object_get(row, "event_type"));
+    json_t *payload = json_object_get(row, "payload");
+    if (!tenant || !type || !id || version <= 0 || !event_type || !json_is_object(payload)) {
+        char key[512];
+        row_key(row, key, sizeof(key));
+        malformed(r, key,
+                  "tenant, aggregate_type, aggregate_id and event_type must be strings, version "
+                  "a positive integer and payload an object");
+        return false;
+    }
+    char *value = json_dumps(payload, JSON_COMPACT);
+    if (!value) {
+        char key[512];
+        row_key(row, key, sizeof(key));
+        malformed(r, key, "the payload cannot be encoded as JSON");
+        return false;
+    }
+    char *event_id = envelope_event_id(tenant, type, id, version);
+    char now[IDS_TIME_LEN];
+    ids_now_rfc3339(now);
+    envelope e = {
+        .id = event_id,
+        .source = "/state-processor",
+        .type = (char *)event_type,
+        .subject = (char *)id,
+        .time = now,
+        .tenant = (char *)tenant,
+        .traceparent = (char *)json_string_value(json_object_get(row, "traceparent")),
+        .tracestate = (char *)json_string_value(json_object_get(row, "tracestate")),
+        .expected_version = -1,
+        .reply_partition = -1,
+    };
+    header h[ENVELOPE_MAX_HEADERS];
+    char scratch[64];
+    size_t nh = envelope_to_headers(&e, h, scratch);
+    json_t *held = json_incref(row); /* the delivery report's opaque; rows are never changed */
+    if (kafka_produce(r->producer, r->topic, -1, id, strlen(id), value, strlen(value), h, nh,
+                      held) == KAFKA_OK) {
+        r->in_flight++;
+    } else {
+        log_kv(LOG_WARN, "event not enqueued, will retry", LOG_FIELDS("event_id", event_id));
+        retry_later(r, held);
+    }
+    free(value);
+    free(event_id);
+    return true;
+}
+
+void relay_publish(relay *r, json_t *rows)
+{
+    for (size_t i = 0; i < json_array_size(rows); i++)
+        publish_one(r, json_array_get(rows, i));
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    relay *r = arg;
+    json_t *rows = r->failed;
+    r->failed = json_array();
+    relay_publish(r, rows);
+    json_decref(rows);
+}
+
+static void on_recovered(const pgconn_result *res, void *arg)
+{
+    relay *r = arg;
+    if (pgconn_result_status(res) != PGCONN_OK) {
+        log_kv(LOG_WARN, "outbox: recovery scan failed, retrying on next connect",
+               LOG_FIELDS("error", pgconn_result_error(res)));
+        r->recovered = false;
+        return;
+    }
+    int n = pgconn_result_ntuples(res);
+    for (int i = 0; i < n; i++) {
+        json_t *row = json_loads(pgconn_result_value(res, i, 0), 0, NULL);
+        if (json_is_object(row))
+            publish_one(r, row);
+        else
+            malformed(r, pgconn_result_value(res, i, 1), "the row does not read back as JSON");
+        json_decref(row);
+    }
+    if (n > 0) {
+        char count[16];
+        snprintf(count, sizeof(count), "%d", n);
+        log_kv(LOG_INFO, "outbox: republished events left unconfirmed by a previous run",
+               LOG_FIELDS("count", count));
+    }
+}
+
+static void on_refill(const pgconn_result *res, void *arg)
+{
+    relay *r = arg;
+    r->refill_querying = false;
+    if (pgconn_result_status(res) != PGCONN_OK) {
+        log_kv(LOG_WARN, "outbox: reading events of another cluster failed, will retry",
+               LOG_FIELDS("error", pgconn_result_error(res)));
+        struct timeval tv = {RELAY_RETRY_S, 0};
+        evtimer_add(r->learn, &tv);
+        return;
+    }
+    int n = pgconn_result_ntuples(res);
+    if (n < RELAY_REFILL_PAGE)
+        r->refill_done = true;
+    r->refill_left = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        json_t *row = json_loads(pgconn_result_value(res, i, 0), 0, NULL);
+        if (!row || !publish_one(r, row))
+            r->refill_left--; /* reported; it stays as it is, for an operator */
+        json_decref(row);
+    }
+    if (r->refill_left == 0) /* nothing of the page could be produced: no page will do better */
+        r->refill_done = true;
+    if (n > 0) {
+        char count[16];
+        snprintf(count, sizeof(count), "%d", n);
+        log_kv(LOG_WARN, "outbox: events published to another Kafka cluster produced again",
+               LOG_FIELDS("count", count, "cluster", r->cluster));
+    }
+}
+
+/*
+ * The events topic is the durable domain log: when this run's cluster is not the one the outbox
+ * rows were published to (a replaced cluster, a new mock cluster under kept data), the rows are
+ * produced again into this cluster's log, a page at a time, oldest first.
+ */
+static void refill(relay *r)
+{
+    r->refill_next = false;
+    if (r->refill_done || r->refill_querying || !r->cluster || !pgconn_connected(r->pg))
+        return;
+    char page[16];
+    snprintf(page, sizeof(page), "%d", RELAY_REFILL_PAGE);
+    const char *v[] = {r->cluster, page};
+    if (pgconn_query(r->pg, refill_sql, 2, v, on_refill, r) == 0)
+        r->refill_querying = true;
+}
+
+/* Waits, without blocking, for the producer's first metadata to name the cluster. */
+static void on_learn(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    relay *r = arg;
+    if (!r->cluster)
+        r->cluster = kafka_producer_cluster_id(r->producer);
+    if (r->cluster && pgconn_connected(r->pg) && r->recovered) {
+        refill(r);
+        return;
+    }
+    struct timeval tv = {RELAY_RETRY_S, 0};
+    evtimer_add(r->learn, &tv);
+}
+
+static void on_pg_state(bool connected, void *arg)
+{
+    relay *r = arg;
+    if (!connected || r->recovered)
+        return;
+    const char *v[] = {r->started_at};
+    if (pgconn_query(r->pg, recover_sql, 1, v, on_recovered, r) == 0)
+        r->recovered = true;
+}
+
+relay *relay_new(struct event_base *base, const char *conninfo, const config_props *kafka_props,
+                 const char *events_topic, metrics *m, char *err, size_t errlen)
+{
+    relay *r = xcalloc(1, sizeof(*r));
+    r->m_malformed = metrics_counter_get(
+        m, "relay_outbox_rows_malformed_total",
+        "outbox rows that cannot make an event: logged, left unpublished for an operator", NULL);
+    r->base = base;
+    r->topic = xstrdup(events_topic);
+    r->confirmed = json_array();
+    r->failed = json_array();
+    ids_now_rfc3339(r->started_at);
+    r->flush = event_new(base, -1, 0, on_flush, r);
+    r->retry = evtimer_new(base, on_retry, r);
+    r->learn = evtimer_new(base, on_learn, r);
+    struct timeval soon = {0, 100000};
+    evtimer_add(r->learn, &soon);
+    r->producer = kafka_producer_new(base, kafka_props, on_delivery, r, err, errlen);
+    if (r->producer)
+        r->pg = pgconn_new(base, conninfo, on_pg_state, r, err, errlen);
+    if (!r->pg) {
+        relay_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+size_t relay_backlog(const relay *r)
+{
+    return r->in_flight + json_array_size(r->confirmed) + json_array_size(r->failed);
+}
+
+void relay_free(relay *r)
+{
+    if (!r)
+        return;
+    if (r->producer && kafka_producer_flush(r->producer, 5000) != 0)
+        log_warn("shutdown: %zu events unconfirmed; they stay in the outbox", r->in_flight);
+    if (json_array_size(r->failed))
+        log_warn("shutdown: %zu events undelivered; they stay in the outbox",
+                 json_array_size(r->failed));
+    /* Mark what Kafka confirmed; one bounded run of the loop lets the UPDATE finish. */
+    if (r->pg && pgconn_connected(r->pg)) {
+        mark(r);
+        struct timeval limit = {2, 0};
+        while (r->marking && event_base_loopexit(r->base, &limit) == 0 &&
+               event_base_dispatch(r->base) == 0 && r->marking)
+            break;
+    }
+    pgconn_free(r->pg);
+    kafka_producer_free(r->producer);
+    if (r->flush)
+        event_free(r->flush);
+    if (r->retry)
+        event_free(r->retry);
+    if (r->learn)
+        event_free(r->learn);
+    free(r->cluster);
+    json_decref(r->confirmed);
+    json_decref(r->failed);
+    free(r->topic);
+    free(r);
+}

@@ -1,0 +1,37 @@
+/*
+ * relay.h: the outbox relay. Publishes domain events from outbox rows to the events topic and
+ * marks them published once Kafka confirms. At start it republishes rows a previous run left
+ * unconfirmed, so publication is at-least-once; consumers dedupe by the event id.
+ */
+#ifndef CQRS_RELAY_H
+#define CQRS_RELAY_H
+
+#include "core/config.h"
+#include "core/metrics.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct event_base;
+typedef struct relay relay;
+
+/*
+ * Creates the relay with its own PostgreSQL connection and producer; its counters go to m
+ * (borrowed, must outlive the relay). NULL with err on failure.
+ */
+relay *relay_new(struct event_base *base, const char *conninfo, const config_props *kafka_props,
+                 const char *events_topic, metrics *m, char *err, size_t errlen);
+/*
+ * Publishes committed outbox rows: a JSON array of {tenant, aggregate_type, aggregate_id,
+ * version, event_type, command_id, payload} (borrowed). A row that cannot make an event (a
+ * member missing or of the wrong type) is logged at error level and counted in
+ * relay_outbox_rows_malformed_total, never produced: it stays unpublished in the outbox for an
+ * operator.
+ */
+void relay_publish(relay *r, json_t *rows);
+/* Events produced and not yet marked published. */
+size_t relay_backlog(const relay *r);
+/* Flushes the producer, marks what it can and frees. Blocking: shutdown only. */
+void relay_free(relay *r);
+
+#endif
