@@ -681,7 +681,9 @@ START_TEST(every_answer_holds_after_the_faults)
     strmap_free(bad_accounts);
     ck_assert_msg(failures == 0, "%d checks failed (seed %llu)", failures,
                   (unsigned long long)seed);
-    ck_assert_int_gt(nops, 100);
+    /* The workload ran: an idle 2-core machine makes over 1,000 keys a round, one loaded by
+       other test runs 88. The checks above, not this count, are what the test is about. */
+    ck_assert_int_gt(nops, 50);
 }
 END_TEST
 
