@@ -5,7 +5,7 @@
  * PostgreSQL nor Kafka: it links the gateway's modules and runs the built binary once.
  */
 #include "domain/domain.h"
-#include "gateway.h"
+#include "routes.h"
 #include "openapi.h"
 #include "openapi_schemas.h"
 #include "jtext.h"
