@@ -47,7 +47,7 @@ typedef struct pending {
     bool parked;                /* present in g->parked */
     bool wait_over;       /* the client's wait ended before Kafka confirmed: 202 once it does */
     long long arrived_us; /* monotonic */
-    /* Held: a sync request that came before the process could route replies (see hold()). */
+    /* Held: a sync request that came before the process could route replies (commands.c). */
     struct event *hold;
     struct pending *held_prev, *held_next; /* in g->held */
     bool held;
