@@ -1,22 +1,19 @@
-/* gateway.h: the command-gateway's configuration, shared state and request entry points. */
+/*
+ * gateway.h: one command-gateway worker, opaque: its configuration, what the workers of a
+ * process share, and its life (new, drain, free). The modules see its innards through
+ * gateway_int.h.
+ */
 #ifndef CQRS_GATEWAY_H
 #define CQRS_GATEWAY_H
 
 #include "auth.h"
 #include "core/config.h"
-#include "domain/domain.h"
-#include "http/httpd.h"
-#include "kafka/kafka.h"
-#include "sizelimits.h"
 #include "core/metrics.h"
-#include "pg/pgconn.h"
 #include "ratelimit.h"
 #include "replies.h"
-#include "retryafter.h"
-#include "core/strmap.h"
 
-#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct event_base;
 
@@ -70,74 +67,7 @@ typedef struct gateway_shared {
     ratelimit *limit; /* NULL: no rate limit */
 } gateway_shared;
 
-typedef struct gateway {
-    const gateway_config *cfg; /* borrowed from main */
-    gateway_shared *shared;
-    struct event_base *base;
-    domain_registry *domains;
-    httpd *http;
-    kafka_producer *producer;
-    replies_inbox *inbox; /* where the replies to this worker's requests arrive */
-    pgconn *pg;           /* read-write: idempotency claims, command records */
-    pgconn *pg_read;      /* read-only sessions: projection reads */
-    struct readwait *readwait;
-    metrics *metrics;  /* shared->metrics */
-    sizelimits limits; /* the body and message bounds, settled at start */
-    char *topic_commands;
-    char *topic_replies;
-    strmap *parked;       /* command id -> struct pending, while the request waits */
-    struct pending *held; /* sync requests waiting for the process to route replies */
-    size_t nheld;
-    bool stopping;
-    size_t live;                /* POST requests held, not answered yet */
-    struct pending **accepting; /* 202s waiting for their record, see accept_flush() */
-    size_t naccepting, accepting_cap;
-    bool accept_inflight; /* an INSERT of accepted records is out */
-    struct event *accept_flush_ev;
-    struct event *drain; /* while stopping: ends the loop once nothing is held */
-    long long drain_until_us;
-    retry_after retry; /* the Retry-After of its 503s */
-    metrics_counter *m_produced, *m_produce_failed, *m_replies, *m_replies_unmatched, *m_replayed;
-    metrics_histogram *m_latency;
-    metrics_histogram *m_kafka_ack;  /* produce -> Kafka's confirmation */
-    metrics_histogram *m_reply_wait; /* sync: produce -> the reply */
-    metrics_gauge *m_parked, *m_connections, *m_unanswered;
-    metrics_counter *m_accept_paused;
-    metrics_counter *m_auth_refused, *m_rate_limited;
-    metrics_counter *m_status[500]; /* answers by status 100..599, registered on first use */
-    char *openapi;                  /* GET /openapi.json: the document, built at start-up */
-    size_t openapi_len;
-} gateway;
-
-/* What a route's handler gets besides the request; everything is borrowed for the call. */
-typedef struct gateway_call {
-    char *const *params; /* the path's {name} segments, in template order */
-    const char *tenant;  /* the token's tenant, or tenant.default while authentication is off */
-} gateway_call;
-
-typedef void (*gateway_handler)(gateway *g, http_req *req, const gateway_call *call);
-
-/* The bit of one method in gateway_route.methods. */
-#define GATEWAY_METHOD(m) (1u << (m))
-/* GET routes answer HEAD as well (http_req_reply() leaves the body out). */
-#define GATEWAY_GET  (GATEWAY_METHOD(HTTP_GET) | GATEWAY_METHOD(HTTP_HEAD))
-#define GATEWAY_POST GATEWAY_METHOD(HTTP_POST)
-/* Most {name} segments in a path template. */
-#define GATEWAY_MAX_PARAMS 4
-
-/* One row of the route table. */
-typedef struct gateway_route {
-    const char *path; /* template: "/v1/aggregates/{type}/{id}"; {name} matches one segment */
-    unsigned methods; /* GATEWAY_METHOD() bits; any other method gets 405 with Allow */
-    gateway_handler handler;
-    const char *scope; /* the token scope it needs ("commands:write"), or NULL: public */
-} gateway_route;
-
-/*
- * The route table every request is matched against, in order; *n gets its length. Static data:
- * never freed. A path no row matches gets 404. openapi.c documents exactly these routes.
- */
-const gateway_route *gateway_routes(size_t *n);
+typedef struct gateway gateway;
 
 /*
  * Builds one gateway (a worker: a replica of its own) on base: loads schemas, connects
@@ -147,6 +77,8 @@ const gateway_route *gateway_routes(size_t *n);
 gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                      const config_props *kafka_props, gateway_shared *shared, char *err,
                      size_t errlen);
+/* The port the gateway listens on (the one the system chose for http.port 0). */
+int gateway_port(const gateway *g);
 /*
  * The authenticator cfg asks for: *out is NULL when auth.mode is off. -1 with err naming the bad
  * key.
@@ -160,34 +92,5 @@ int gateway_auth_new(const gateway_config *cfg, auth **out, char *err, size_t er
 void gateway_drain(gateway *g);
 /* Flushes the producer and frees everything. */
 void gateway_free(gateway *g);
-
-/*
- * Bodies up to this much over http.max_body are read, then refused with a problem+json 413 by
- * commands_post(); larger ones evhttp refuses unread, with a bare 413.
- */
-#define COMMANDS_BODY_GRACE 65536
-/* POST /v1/commands (commands.c). */
-void commands_post(gateway *g, http_req *req, const char *tenant);
-/* Delivery report for a produced command (commands.c). */
-void commands_on_delivery(void *opaque, const kafka_delivery *d, void *arg);
-/* Replies to this worker's requests (commands.c). */
-void commands_on_replies(const replies_msg *msgs, size_t n, void *arg);
-/* The process can route replies again: held sync requests go on (commands.c). */
-void commands_on_routable(void *arg);
-/* Writes the accepted records still gathered (shutdown: before the PostgreSQL connection goes). */
-void commands_flush_accepted(gateway *g);
-/* Answers every parked request with 202, and every held one with 503 (commands.c). */
-void commands_release_parked(gateway *g);
-
-/* GET /v1/commands/{id} (reads.c). */
-void reads_command(gateway *g, http_req *req, const char *tenant, const char *id);
-/* GET /v1/aggregates/{type}/{id} from the projection, ?min_version=N (reads.c). */
-void reads_aggregate(gateway *g, http_req *req, const char *tenant, const char *type,
-                     const char *id);
-/* GET /v1/aggregates/{type}?filters&sort&limit&cursor from the projection (queries.c). */
-void queries_list(gateway *g, http_req *req, const char *tenant, const char *type);
-
-/* Writes the standard answer for a failure and counts it. */
-void gateway_problem(gateway *g, http_req *req, json_t *problem);
 
 #endif

@@ -7,16 +7,16 @@
  * request waits for it (ADR 0019); besides, only the metrics registry is shared. The main
  * thread also waits for a signal and tells every worker to drain.
  */
-#include "gateway.h"
 #include "core/log.h"
-#include "openapi.h"
 #include "core/service.h"
 #include "core/xalloc.h"
+#include "gateway.h"
+#include "openapi.h"
+#include "workers.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,70 +24,12 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-typedef struct worker {
-    struct event_base *base;
-    gateway *g;
-    struct event *drain; /* activated from the main thread */
-    pthread_t thread;
-    bool running;
-} worker;
-
-static void on_drain(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    worker *w = arg;
-    gateway_drain(w->g); /* ends the worker's loop once its requests are answered */
-}
-
-static void *run_worker(void *arg)
-{
-    worker *w = arg;
-    event_base_dispatch(w->base);
-    return NULL;
-}
-
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct event_base *control = arg;
     log_kv(LOG_INFO, "stopping", LOG_FIELDS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
     event_base_loopbreak(control);
-}
-
-static void free_workers(worker *ws, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        gateway_free(ws[i].g);
-        if (ws[i].drain)
-            event_free(ws[i].drain);
-        if (ws[i].base)
-            event_base_free(ws[i].base);
-    }
-    free(ws);
-}
-
-/*
- * Builds n workers on cfg, which they keep. The first binds the port (perhaps chosen by the
- * system: http.port 0); cfg then names that port for the others.
- */
-static worker *start_workers(size_t n, gateway_config *cfg, const config_props *kafka,
-                             gateway_shared *shared, char *err, size_t errlen)
-{
-    worker *ws = xcalloc(n, sizeof(*ws));
-    for (size_t i = 0; i < n; i++) {
-        ws[i].base = event_base_new();
-        ws[i].g = ws[i].base ? gateway_new(ws[i].base, cfg, kafka, shared, err, errlen) : NULL;
-        if (!ws[i].g) {
-            if (!ws[i].base)
-                snprintf(err, errlen, "event_base_new failed");
-            free_workers(ws, i + 1);
-            return NULL;
-        }
-        ws[i].drain = event_new(ws[i].base, -1, 0, on_drain, &ws[i]);
-        if (i == 0)
-            cfg->http_port = httpd_port(ws[0].g->http);
-    }
-    return ws;
 }
 
 /* Removes flag from argv if present (it is not a --key=value setting); true if it was. */
@@ -215,12 +157,12 @@ int main(int argc, char **argv)
         shared.limit =
             ratelimit_new((double)cfg.ratelimit_rate,
                           (double)(cfg.ratelimit_burst ? cfg.ratelimit_burst : cfg.ratelimit_rate));
-    worker *ws = start_workers(n, &cfg, &kafka, &shared, err, sizeof(err));
+    workers *ws = workers_start(n, &cfg, &kafka, &shared, err, sizeof(err));
     char *topic_replies = xasprintf("%sreplies", cfg.topic_prefix);
     /* After the workers: they are attached, and the first has created the topic if missing. */
     if (ws && replies_start(shared.replies, control, &kafka, cfg.replies_group, topic_replies, err,
                             sizeof(err)) != 0) {
-        free_workers(ws, n);
+        workers_free(ws);
         ws = NULL;
     }
     free(topic_replies);
@@ -239,18 +181,7 @@ int main(int argc, char **argv)
     log_kv(LOG_INFO, "workers started",
            LOG_FIELDS("workers", count, "max_connections_per_worker", conns));
 
-    /* Signals go to the main thread only: the workers start with them blocked. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    bool started = true;
-    for (size_t i = 0; i < n && started; i++) {
-        started = pthread_create(&ws[i].thread, NULL, run_worker, &ws[i]) == 0;
-        ws[i].running = started;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    bool started = workers_run(ws);
 
     struct event *sigint = evsignal_new(control, SIGINT, on_signal, control);
     struct event *sigterm = evsignal_new(control, SIGTERM, on_signal, control);
@@ -261,15 +192,10 @@ int main(int argc, char **argv)
     else
         log_kv(LOG_FATAL, "cannot start", LOG_FIELDS("error", "pthread_create failed"));
 
-    for (size_t i = 0; i < n; i++)
-        event_active(ws[i].drain, 0, 0);
-    for (size_t i = 0; i < n; i++) {
-        if (ws[i].running)
-            pthread_join(ws[i].thread, NULL);
-    }
+    workers_stop(ws);
     event_free(sigint);
     event_free(sigterm);
-    free_workers(ws, n);
+    workers_free(ws);
     replies_free(shared.replies); /* leaves the group; its events are on control */
     event_base_free(control);
     metrics_free(shared.metrics);

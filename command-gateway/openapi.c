@@ -1,7 +1,7 @@
 /* openapi.c: builds the OpenAPI 3.1 document of the gateway's routes from the domain registry. */
 #include "openapi.h"
 
-#include "gateway.h"
+#include "routes.h"
 #include "openapi_schemas.h"
 #include "http/problem.h"
 #include "domain/projection.h"

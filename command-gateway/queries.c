@@ -1,6 +1,7 @@
 /* queries.c: GET /v1/aggregates/{type}: filtered, sorted, keyset-paginated projection rows. */
-#include "gateway.h"
+#include "queries.h"
 
+#include "gateway_int.h"
 #include "jsonschema/jsformat.h"
 #include "http/problem.h"
 #include "domain/projection.h"

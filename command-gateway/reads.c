@@ -1,6 +1,7 @@
 /* reads.c: the read side of the gateway: command status, and one aggregate from its projection. */
-#include "gateway.h"
+#include "reads.h"
 
+#include "gateway_int.h"
 #include "http/etag.h"
 #include "core/ids.h"
 #include "http/problem.h"

@@ -5,7 +5,7 @@
  * PostgreSQL nor Kafka: it links the gateway's modules and runs the built binary once.
  */
 #include "domain/domain.h"
-#include "gateway.h"
+#include "routes.h"
 #include "openapi.h"
 #include "openapi_schemas.h"
 #include "jtext.h"
@@ -144,7 +144,7 @@ START_TEST(test_route_documented)
         nparams++;
     }
     ck_assert_uint_eq(json_array_size(params), nparams);
-    /* route() splits at most 8 segments and captures GATEWAY_MAX_PARAMS. */
+    /* routes_dispatch() splits at most 8 segments and captures GATEWAY_MAX_PARAMS. */
     ck_assert_uint_lt(nsegments, 8);
     ck_assert_uint_le(nparams, GATEWAY_MAX_PARAMS);
 }
