@@ -145,6 +145,7 @@ run: deps
 
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 lint:
+	tests/docs/check-architecture.sh
 	clang-format --dry-run --Werror $(C_FILES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --inline-suppr --suppress=missingIncludeSystem -Icommon -Istate-processor $(C_FILES)
