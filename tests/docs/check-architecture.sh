@@ -45,12 +45,12 @@ stale=$(LC_ALL=C comm -13 <(echo "$actual") <(echo "$documented"))
 rc=0
 if [[ -n $missing ]]; then
     echo "check-architecture: modules missing from the table in docs/architecture.md:" >&2
-    printf '  %s\n' $missing >&2
+    awk '{ print "  " $0 }' <<<"$missing" >&2
     rc=1
 fi
 if [[ -n $stale ]]; then
     echo "check-architecture: docs/architecture.md names modules that do not exist:" >&2
-    printf '  %s\n' $stale >&2
+    awk '{ print "  " $0 }' <<<"$stale" >&2
     rc=1
 fi
 ((rc == 0)) && echo "check-architecture: $(wc -l <<<"$actual") modules, all in docs/architecture.md"
