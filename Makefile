@@ -10,7 +10,7 @@
 #   make soak       the fault-injection checker (tests/e2e/test_checker.c) for SOAK_MINUTES
 #                   (default 30) on a 3-node Apache Kafka cluster; CQRS_CHECKER_SEED replays a seed
 #   make fuzz       the libFuzzer harnesses of tests/fuzz, FUZZ_SECONDS each (default 60)
-#   make lint       clang-format (check), cppcheck, clang-tidy
+#   make lint       the module table of docs/architecture.md, clang-format (check), cppcheck, clang-tidy
 #   make deps       install the Debian packages the build and the tests need
 
 BUILD    ?= build
@@ -145,6 +145,7 @@ run: deps
 
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 lint:
+	tests/docs/check-architecture.sh
 	clang-format --dry-run --Werror $(C_FILES)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --inline-suppr --suppress=missingIncludeSystem -Icommon -Istate-processor $(C_FILES)

@@ -657,7 +657,7 @@ static int send_parked(int port, int i)
 /*
  * 10,000 sync requests parked on one worker (the processors are stopped, so none is answered),
  * then 200 more beyond its bound: those get 503 at once, and the memory held per parked request
- * stays small. Measured figures go to docs/operations-local.md.
+ * stays small. Measured figures go to docs/running-locally.md.
  */
 START_TEST(parked_requests_memory_is_bounded)
 {
