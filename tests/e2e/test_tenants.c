@@ -593,12 +593,20 @@ START_TEST(migrate_mode_sets_up_a_database_and_exits)
 }
 END_TEST
 
-/* Prefer: wait=0 ends the wait for the result, not for Kafka: 202 once Kafka has the command. */
+/*
+ * Prefer: wait=0 ends the wait for the result, not for Kafka: 202 once Kafka has the command. When
+ * the result comes back before Kafka's confirmation does (a loaded broker), it is the answer.
+ */
 START_TEST(prefer_wait_0_is_202_once_kafka_has_the_command)
 {
     httpc_response r = call("acme", "POST", "/v1/commands", "Prefer: wait=0\r\n",
                             "{\"type\":\"account.open\",\"aggregate_id\":\"wait-0\","
                             "\"payload\":{\"owner\":\"w\"}}");
+    if (r.status == 201) {
+        ck_assert_str_eq(jstr(r.json, "status"), "applied");
+        httpc_free(&r);
+        return;
+    }
     ck_assert_msg(r.status == 202, "%d %s", r.status, r.body);
     char location[128];
     ck_assert_ptr_nonnull(httpc_header(&r, "Location", location, sizeof(location)));
