@@ -414,7 +414,10 @@ kafka_state() { # mode: ready, failed or starting
     fi
 }
 
-# Whether run i may start now (its cluster is up, or has failed, and its lock is free).
+# Whether run i may start now (its cluster is up, or has failed, and its lock is free). A run that
+# wants a cluster alone and waits for it keeps the runs after it from taking the cluster
+# (DRAINING), so that it does not wait for every other run on that cluster.
+declare -A DRAINING=()
 can_start() {
     local i=$1 lock=${R_LOCK[$1]} key want held kdir
     [[ -n $lock ]] || return 0
@@ -424,10 +427,11 @@ can_start() {
     [[ $(kafka_state "$kdir") != starting ]] || return 1
     held=${LOCKS[$key]:-0}
     if [[ $want == alone ]]; then
-        ((held == 0))
-    else
-        ((held >= 0))
+        ((held == 0)) && return 0
+        DRAINING[$key]=1
+        return 1
     fi
+    ((held >= 0)) && [[ -z ${DRAINING[$key]:-} ]]
 }
 
 take_lock() { # i delta
@@ -443,6 +447,7 @@ take_lock() { # i delta
 
 start_next() {
     local k i slot
+    DRAINING=()
     for k in "${!pending[@]}"; do
         ((${#FREE_SLOTS[@]} > 0)) || return 0
         i=${pending[k]}
