@@ -34,7 +34,7 @@ fi
 # repository root, with CK_DEFAULT_TIMEOUT=60 and CK_FORK=yes. Each concurrent slot has a mock
 # Kafka cluster of its own. A test's output is printed whole when it ends; the summary lists every
 # result in a fixed order, the ten slowest test programs and the wall time. The durations are kept
-# in $BUILD/tests/durations: the next run starts the longest first.
+# in $BUILD/tests/durations: the next run starts the longest first (tests/durations before that).
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$(realpath -m -- "${BUILD:-build}") # relative to the caller's directory (make runs from the repo root)
@@ -143,11 +143,14 @@ NRUNS=${#R_NAME[@]}
 
 # The order in which runs start: longest first by the durations of the last run (unknown ones by
 # kind: end-to-end and script checks first, unit tests last), so that the slots end together.
+# A build folder without a full run yet takes tests/durations, measured once on a 2-core machine.
 declare -A LAST=()
-if [[ -f $DURATIONS ]]; then
+last=$DURATIONS
+[[ -f $last ]] || last=$REPO/tests/durations
+if [[ -f $last ]]; then
     while IFS=$'\t' read -r secs name; do
         [[ $secs =~ ^[0-9]+$ ]] && LAST[$name]=$secs
-    done <"$DURATIONS"
+    done <"$last"
 fi
 ORDER=()
 while read -r _ i; do ORDER+=("$i"); done < <(
