@@ -15,7 +15,9 @@ The socket, the data (DIR/pgdata) and the server log (DIR/postgres.log) live in 
 As root the server runs as the `postgres` user: DIR is created and chowned to postgres, so every
 parent of DIR must be traversable (o+x) by postgres; /tmp, /var/tmp or a repo under /home or /work
 are fine, anything under /root is not.
-Environment: PG_BINDIR overrides where initdb/pg_ctl/psql are found.
+Environment: PG_BINDIR overrides where initdb/pg_ctl/psql are found; at start, PG_FSYNC (on, the
+default, or off: for throwaway test servers, which may be killed but not lose the machine) and
+PG_MAX_CONNECTIONS (default 100) set those two settings.
 EOF
     exit 2
 }
@@ -113,6 +115,10 @@ conf_quote() { printf "'%s'" "${1//\'/\'\'}"; }
 cmd_start() {
     local port=$1
     check_port "$port"
+    PG_FSYNC=${PG_FSYNC:-on}
+    PG_MAX_CONNECTIONS=${PG_MAX_CONNECTIONS:-100}
+    [[ $PG_FSYNC == on || $PG_FSYNC == off ]] || die "PG_FSYNC must be on or off, not '$PG_FSYNC'"
+    [[ $PG_MAX_CONNECTIONS =~ ^[1-9][0-9]{0,4}$ ]] || die "bad PG_MAX_CONNECTIONS '$PG_MAX_CONNECTIONS'"
     # A Unix socket path is limited to 107 bytes: DIR/.s.PGSQL.PORT must fit.
     ((${#DIR} + 18 <= 107)) || die "DIR is too long for a Unix socket path (${#DIR} bytes): $DIR"
 
@@ -149,9 +155,9 @@ cmd_start() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = $(conf_quote "$DIR")
-max_connections = 100
+max_connections = $PG_MAX_CONNECTIONS
 shared_buffers = 128MB
-fsync = on
+fsync = $PG_FSYNC
 logging_collector = off
 log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/ids.h"
 #include "httpc.h"
 #include "kafka/kafka.h"
 
@@ -99,14 +100,15 @@ pid_t cluster_start(const cluster *c, const char *service, int idx, const char *
 
 bool cluster_wait_ready(int port, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms; waited += 100) {
+    long long deadline = ids_monotonic_ms() + timeout_ms;
+    do {
         httpc_response r = httpc_request(port, "GET", "/readyz", NULL, NULL, 1000);
         bool ready = r.status == 200;
         httpc_free(&r);
         if (ready)
             return true;
-        usleep(100000);
-    }
+        usleep(20000);
+    } while (ids_monotonic_ms() < deadline);
     return false;
 }
 

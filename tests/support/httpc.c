@@ -101,9 +101,10 @@ long long httpc_metric(int port, const char *name)
 
 long long httpc_metric_becomes(int port, const char *name, long long want, int timeout_ms)
 {
+    long long deadline = now_ms() + timeout_ms;
     long long v = httpc_metric(port, name);
-    for (int waited = 0; v != want && waited < timeout_ms; waited += 50) {
-        usleep(50000);
+    while (v != want && now_ms() < deadline) {
+        usleep(20000);
         v = httpc_metric(port, name);
     }
     return v;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "core/ids.h"
+
 long long pgtest_int(PGconn *db, const char *sql)
 {
     PGresult *res = PQexec(db, sql);
@@ -16,9 +18,10 @@ long long pgtest_int(PGconn *db, const char *sql)
 
 long long pgtest_wait_int(PGconn *db, const char *sql, long long want, int timeout_ms)
 {
+    long long deadline = ids_monotonic_ms() + timeout_ms;
     long long v = pgtest_int(db, sql);
-    for (int waited = 0; v != want && waited < timeout_ms; waited += 100) {
-        usleep(100 * 1000);
+    while (v != want && ids_monotonic_ms() < deadline) {
+        usleep(20 * 1000);
         v = pgtest_int(db, sql);
     }
     return v;

@@ -8,7 +8,7 @@
    must succeed (a Check assertion otherwise). */
 long long pgtest_int(PGconn *db, const char *sql);
 
-/* Polls sql (as pgtest_int) every 100 ms until it gives want or timeout_ms pass; returns the
+/* Polls sql (as pgtest_int) every 20 ms until it gives want or timeout_ms pass; returns the
    last value. */
 long long pgtest_wait_int(PGconn *db, const char *sql, long long want, int timeout_ms);
 

@@ -1,6 +1,7 @@
 /* stack.c: the test harness around deploy/local/run.sh. */
 #include "stack.h"
 
+#include "core/ids.h"
 #include "httpc.h"
 
 #include <dirent.h>
@@ -97,7 +98,7 @@ int stack_launch(stack *s, bool own_mock)
 static int wait_ready(stack *s)
 {
     /* Ready: PostgreSQL reachable, Kafka healthy, reply partitions owned. */
-    for (int i = 0; i < 900; i++) {
+    for (long long deadline = ids_monotonic_ms() + 90000; ids_monotonic_ms() < deadline;) {
         if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
             fprintf(stderr, "run.sh exited during start-up\n");
             s->pid = 0;
@@ -119,7 +120,7 @@ static int wait_ready(stack *s)
             }
             return 0;
         }
-        usleep(100000);
+        usleep(20000);
     }
     fprintf(stderr, "the stack was not ready within 90 s\n");
     stack_show_logs(s);
