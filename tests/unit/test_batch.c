@@ -1,10 +1,7 @@
 /* test_batch.c: table-driven tests of the processor's pure core: decode, apply, rows, replies. */
 
-/*
- * Unit tests link only libcommon.a and batch.c belongs to the processor, so the module under test
- * is compiled into this binary by including its source (it needs nothing beyond common/).
- */
-#include "../../state-processor/processor/batch.c"
+#include "core/xalloc.h"
+#include "processor/batch.h"
 
 #include <check.h>
 #include <limits.h>

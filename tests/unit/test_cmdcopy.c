@@ -1,10 +1,6 @@
 /* test_cmdcopy.c: table-driven tests of the copies operators put back into the commands topic. */
 
-/*
- * Unit tests link only libcommon.a and cmdcopy.c belongs to the processor, so the module under
- * test is compiled into this binary by including its source (it needs nothing beyond common/).
- */
-#include "../../state-processor/ops/cmdcopy.c"
+#include "ops/cmdcopy.h"
 
 #include <check.h>
 #include <stdio.h>

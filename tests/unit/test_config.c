@@ -233,9 +233,9 @@ static const lcase lcases[] = {
      .want = {"sync.timeout_ms=7", "log.verbose=true"},
      .props = ""},
     /*
-     * Regression (common/core/config.c env_to_key), as it was before the fix: every '_' becomes '.', so
-     * CQRS_SYNC_TIMEOUT_MS is looked up as "sync.timeout.ms" and fails as an unknown key, although
-     * config_usage() advertises exactly that variable. Real keys such as http.max_body and
+     * Regression (common/core/config.c env_to_key), as it was before the fix: every '_' becomes
+     * '.', so CQRS_SYNC_TIMEOUT_MS is looked up as "sync.timeout.ms" and fails as an unknown key,
+     * although config_usage() advertises exactly that variable. Real keys such as http.max_body and
      * sync.timeout_ms are affected.
      */
     {.name = "key with '_' by environment",

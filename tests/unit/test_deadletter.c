@@ -1,11 +1,7 @@
 /* test_deadletter.c: table-driven tests of reading dead letters and the redrive's selection. */
 
-/*
- * Unit tests link only libcommon.a; deadletter.c and the cmdcopy.c it uses belong to the
- * processor, so they are compiled into this binary by including their sources.
- */
-#include "../../state-processor/ops/cmdcopy.c"
-#include "../../state-processor/ops/deadletter.c"
+#include "ops/cmdcopy.h"
+#include "ops/deadletter.h"
 
 #include <check.h>
 #include <stdio.h>

@@ -1,4 +1,5 @@
-/* test_envelope.c: table-driven tests of the CloudEvents wire contract (common/domain/envelope.h). */
+/* test_envelope.c: table-driven tests of the CloudEvents wire contract (common/domain/envelope.h).
+ */
 #include "domain/envelope.h"
 
 #include <check.h>
@@ -256,8 +257,9 @@ static const dcase dcases[] = {
     {"NUL inside ce_subject", {BASE, {"ce_subject", "a\0", 2}}, ERR("ce_subject", "NUL")},
     {"NUL inside ce_tenant", {BASE, {"ce_tenant", "\0", 1}}, ERR("ce_tenant", "NUL")},
     /*
-     * Regression (common/domain/envelope.c parse_number), as it was before the fix: the value is copied
-     * and handed to strtoll(), which stops at an embedded NUL and skips leading white space and
+     * Regression (common/domain/envelope.c parse_number), as it was before the fix: the value is
+     * copied and handed to strtoll(), which stops at an embedded NUL and skips leading white space
+     * and
      * '+', so "12\0", " 5" and "+5" decode as numbers instead of failing like every other malformed
      * value.
      */

@@ -1,10 +1,6 @@
 /* test_intake.c: table-driven tests of POST /v1/commands validation against the shipped domains. */
 
-/*
- * Unit tests link build/libcommon.a only, and intake.c lives in command-gateway/, so the module
- * under test is compiled into this test by including its source.
- */
-#include "../../command-gateway/intake.c"
+#include "intake.h"
 
 #include "core/trace.h"
 
@@ -330,8 +326,9 @@ static const pcase pcases[] = {
      .detail = "If-Match"},
     /*
      * Regression (command-gateway/intake.c intake_parse), as it was before the fix: versions above
-     * 2^53 are accepted, but common/domain/envelope.c parse_number() rejects ce_expectedversion > 2^53, so
-     * the processor dead-letters the command as "bad-envelope" and the client never gets an answer.
+     * 2^53 are accepted, but common/domain/envelope.c parse_number() rejects ce_expectedversion >
+     * 2^53, so the processor dead-letters the command as "bad-envelope" and the client never gets
+     * an answer.
      */
     {.name = "expected_version above 2^53",
      .body = DEPOSIT_EV("9007199254740993"),

@@ -1,12 +1,12 @@
 /* test_opsout.c: an operator subcommand's report, as a table and as JSON lines. */
 
-/* opsout.c belongs to the processor; unit tests link only libcommon.a, so it is included. */
-#include "../../state-processor/ops/opsout.c"
+#include "ops/opsout.h"
 
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

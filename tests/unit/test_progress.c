@@ -1,10 +1,6 @@
 /* test_progress.c: table-driven tests of the progress figures and their two renderings. */
 
-/*
- * Unit tests link only libcommon.a and progress.c belongs to the processor, so the module under
- * test is compiled into this binary by including its source (it needs nothing beyond common/).
- */
-#include "../../state-processor/ops/progress.c"
+#include "ops/progress.h"
 
 #include <check.h>
 #include <stdio.h>

@@ -1,11 +1,13 @@
 /* test_sizelimits.c: http.max_body and message.max.bytes settled from one another (sizelimits.c).
  */
 
-/*
- * Unit tests link build/libcommon.a only, and sizelimits.c lives in command-gateway/, so the module
- * under test is compiled into this test by including its source.
- */
-#include "../../command-gateway/sizelimits.c"
+#include "sizelimits.h"
+#include "auth.h"
+#include "core/ids.h"
+#include "core/trace.h"
+#include "domain/envelope.h"
+#include "intake.h"
+#include "kafka/kafka.h"
 
 #include <check.h>
 #include <stdio.h>
