@@ -145,7 +145,8 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
     for (int t = 0; t < THREADS; t++)
         pthread_create(&th[t], NULL, load, (void *)(intptr_t)t);
     /* The load is flowing before Kafka goes away. */
-    ck_assert_int_ge(answers_reach(&answered_2xx, 2 * THREADS, 60000), 2 * THREADS);
+    int flowing = 2 * THREADS;
+    ck_assert_int_ge(answers_reach(&answered_2xx, flowing, 60000), flowing);
     ck_assert_int_eq(stack_kafka_set(&st, false), 0);
     /* Away until a request sent while Kafka is away has found its deadline (one node: a 503),
        or, on three nodes, until the cluster has carried on for a while without the node. */

@@ -192,7 +192,7 @@ START_TEST(min_version_waits_for_the_projector)
     ck_assert_msg(g.answered_ms >= resumed_ms, "answered %.0f ms before the projector went on",
                   resumed_ms - g.answered_ms);
     /* Woken by the NOTIFY: a lost wake-up is answered at the bound, fresh all the same. */
-    ck_assert_msg(g.answered_ms - resumed_ms < READS_MAX_WAIT_MS / 2,
+    ck_assert_msg(g.answered_ms - resumed_ms < READS_MAX_WAIT_MS / 2.0,
                   "answered %.0f ms after the projector went on; reads.max_wait_ms is %d",
                   g.answered_ms - resumed_ms, READS_MAX_WAIT_MS);
     httpc_free(&g.r);
