@@ -86,8 +86,21 @@ $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
 
-# Unit tests link only the common modules; integration and e2e tests link the services too.
-$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(LIBCOMMON)
+# A unit test links the common modules and the service modules it tests (UNIT_MODULES_<test>);
+# integration and e2e tests link the services whole.
+UNIT_MODULES_test_auth       := command-gateway/auth.c
+UNIT_MODULES_test_batch      := state-processor/processor/batch.c
+UNIT_MODULES_test_cmdcopy    := state-processor/ops/cmdcopy.c
+UNIT_MODULES_test_deadletter := state-processor/ops/deadletter.c state-processor/ops/cmdcopy.c
+UNIT_MODULES_test_intake     := command-gateway/intake.c
+UNIT_MODULES_test_opsout     := state-processor/ops/opsout.c
+UNIT_MODULES_test_progress   := state-processor/ops/progress.c
+UNIT_MODULES_test_projbatch  := state-processor/projector/projbatch.c
+UNIT_MODULES_test_ratelimit  := command-gateway/ratelimit.c
+UNIT_MODULES_test_retryafter := command-gateway/retryafter.c
+UNIT_MODULES_test_sizelimits := command-gateway/sizelimits.c
+.SECONDEXPANSION:
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $$(call obj,$$(UNIT_MODULES_$$*)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(call obj,$(SUPPORT_SRC)) $(GATEWAY_LIB) $(PROC_LIB) $(LIBCOMMON)

@@ -7,6 +7,10 @@
  * the same test stops one node, which the cluster must ride out. And readiness comes back by itself
  * once Kafka is back, without a single request to clear it.
  */
+#include "cluster.h"
+#include "core/ids.h"
+#include "core/strmap.h"
+#include "domain/envelope.h"
 #include "httpc.h"
 #include "pgtest.h"
 #include "stack.h"
@@ -37,6 +41,7 @@ static stack st;
 static request reqs[MAX_REQUESTS];
 static atomic_int nreqs;
 static atomic_bool stop_load;
+static atomic_int answered_2xx, answered_503; /* first answers so far */
 
 static int deposit(const request *r, bool async)
 {
@@ -70,9 +75,57 @@ static void *load(void *arg)
         int status = deposit(r, seq % 2 == 1);
         r->retry_after = status == -503;
         r->status = status < 0 ? 503 : status;
+        if (r->status == 200 || r->status == 202)
+            atomic_fetch_add(&answered_2xx, 1);
+        else if (r->status == 503)
+            atomic_fetch_add(&answered_503, 1);
     }
     return NULL;
 }
+
+/* Waits (up to timeout_ms) until *counter reaches want; its value then, 0 if it did not. */
+static int answers_reach(atomic_int *counter, int want, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms && atomic_load(counter) < want; waited += 20)
+        usleep(20000);
+    return atomic_load(counter) >= want ? atomic_load(counter) : 0;
+}
+
+/*
+ * Every outbox row is published (up to 60 s) and its event is on the events topic: the outbox
+ * alone would not show events the relay lost on the way.
+ */
+static void events_all_published(PGconn *db)
+{
+    long long unpublished =
+        pgtest_wait_int(db, "SELECT count(*) FROM outbox WHERE published_at IS NULL", 0, 60000);
+    ck_assert_msg(unpublished == 0, "%lld outbox rows unpublished 60 s after", unpublished);
+    PGresult *res = PQexec(db, "SELECT tenant, aggregate_type, aggregate_id, version FROM outbox");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    int rows = PQntuples(res);
+    cluster topic = {0}; /* the stack's Kafka, read as cluster_read_events() reads a cluster's */
+    snprintf(topic.bootstrap, sizeof(topic.bootstrap), "%s", st.bootstrap);
+    snprintf(topic.prefix, sizeof(topic.prefix), "%s", st.topic_prefix);
+    strmap *ids = strmap_new();
+    size_t distinct = cluster_read_events(&topic, ids, (size_t)rows, 30000, NULL);
+    int missing = 0;
+    char first_missing[300] = "";
+    for (int i = 0; i < rows; i++) {
+        char *id = envelope_event_id(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                                     PQgetvalue(res, i, 2), atoll(PQgetvalue(res, i, 3)));
+        if (!strmap_get(ids, id) && missing++ == 0)
+            snprintf(first_missing, sizeof(first_missing), "%s", id);
+        free(id);
+    }
+    strmap_free(ids);
+    PQclear(res);
+    ck_assert_msg(missing == 0,
+                  "%d of %d outbox rows have no event on the topic (%zu events read), first %s",
+                  missing, rows, distinct, first_missing);
+}
+
+/* Polls GET /readyz (up to timeout_ms) until 200; the last status, *kafka as readyz() gives. */
+static int readyz_becomes_200(int timeout_ms, bool *kafka);
 
 START_TEST(outage_answers_in_time_and_loses_nothing)
 {
@@ -91,16 +144,25 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
     pthread_t th[THREADS];
     for (int t = 0; t < THREADS; t++)
         pthread_create(&th[t], NULL, load, (void *)(intptr_t)t);
-    sleep(2);
+    /* The load is flowing before Kafka goes away. */
+    int flowing = 2 * THREADS;
+    ck_assert_int_ge(answers_reach(&answered_2xx, flowing, 60000), flowing);
     ck_assert_int_eq(stack_kafka_set(&st, false), 0);
-    /* Longer than two of the gateway's 5 s deadlines, so that some request is sent while Kafka
-       is away and finds its deadline before Kafka is back, whatever the timing of the first. */
-    sleep(12);
+    /* Away until a request sent while Kafka is away has found its deadline (one node: a 503),
+       or, on three nodes, until the cluster has carried on for a while without the node. */
+    const char *nodes = getenv("CQRS_TEST_KAFKA_NODES");
+    bool one_node = !nodes || atoi(nodes) <= 1;
+    int during =
+        one_node ? answers_reach(&answered_503, 1, 60000)
+                 : answers_reach(&answered_2xx, atomic_load(&answered_2xx) + 4 * THREADS, 60000);
     ck_assert_int_eq(stack_kafka_set(&st, true), 0);
-    sleep(4);
+    /* Back: commands go through again. */
+    int after = answers_reach(&answered_2xx, atomic_load(&answered_2xx) + 2 * THREADS, 60000);
     atomic_store(&stop_load, true);
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
+    ck_assert_msg(during > 0, "the outage showed in no answer within 60 s");
+    ck_assert_msg(after > 0, "no command went through within 60 s of Kafka's return");
     int n = atomic_load(&nreqs) < MAX_REQUESTS ? atomic_load(&nreqs) : MAX_REQUESTS;
 
     /* Every request was answered, with a status the contract allows. */
@@ -118,8 +180,7 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
             count[202], count[503]);
     /* With one Kafka node there is an outage to see; with three, the cluster should carry on
        (its 503s, if any, are counted above but not required). */
-    const char *nodes = getenv("CQRS_TEST_KAFKA_NODES");
-    if (!nodes || atoi(nodes) <= 1)
+    if (one_node)
         ck_assert_msg(count[503] > 0, "no request saw the outage");
     ck_assert_int_gt(count[200] + count[202], THREADS);
 
@@ -174,7 +235,12 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
                  "SELECT (state->>'balance')::bigint FROM aggregates WHERE id = '%s'", acc);
         ck_assert_int_eq(pgtest_int(db, sql), want);
     }
+    events_all_published(db);
     PQfinish(db);
+    /* And the gateway says it is ready again. */
+    bool kafka = false;
+    ck_assert_msg(readyz_becomes_200(60000, &kafka) == 200,
+                  "not ready 60 s after the outage (kafka: %s)", kafka ? "true" : "false");
 }
 END_TEST
 
@@ -185,6 +251,16 @@ static int readyz(bool *kafka)
     int status = r.status;
     *kafka = json_is_true(json_object_get(r.json, "kafka"));
     httpc_free(&r);
+    return status;
+}
+
+static int readyz_becomes_200(int timeout_ms, bool *kafka)
+{
+    int status = readyz(kafka);
+    for (int waited = 0; waited < timeout_ms && status != 200; waited += 100) {
+        usleep(100000);
+        status = readyz(kafka);
+    }
     return status;
 }
 
@@ -209,17 +285,12 @@ START_TEST(readiness_returns_without_traffic)
         ck_assert_msg(status == 503 && !kafka, "still ready 60 s into the outage");
     }
     ck_assert_int_eq(stack_kafka_set(&st, true), 0);
-    long long waited = 0;
-    int status = 503;
-    for (; waited < 60000 && status != 200; waited += 100) {
-        status = readyz(&kafka);
-        if (status != 200)
-            usleep(100000);
-    }
+    long long back_us = ids_monotonic_us();
+    int status = readyz_becomes_200(60000, &kafka);
     ck_assert_msg(status == 200, "not ready 60 s after Kafka came back (kafka: %s)",
                   kafka ? "true" : "false");
     fprintf(stderr, "broker fault: ready again %lld ms after Kafka came back, no traffic\n",
-            waited);
+            (ids_monotonic_us() - back_us) / 1000);
     /* Ready means it: a sync command goes all the way (the processor may take some seconds
        more to fetch again: the wait covers that), and the next test starts on a whole pipeline. */
     httpc_response r = httpc_request(

@@ -28,12 +28,20 @@
 #define THREADS           8
 #define CLIENT_TIMEOUT_MS 20000
 
+/* What an answer said: its status, and the command and version it named. */
+typedef struct answer {
+    int status;
+    char command_id[40];
+    long long version; /* 0 when it names none */
+} answer;
+
 typedef struct request {
     char key[24];
     int account;
     int amount; /* > 0 deposit, < 0 withdrawal */
     int status;
-    int retry_status; /* the answer to the client's retry, when it retried; 0 otherwise */
+    answer first;
+    answer retry; /* the answer to the client's retry, when it retried; status 0 otherwise */
 } request;
 
 static request *reqs;
@@ -60,6 +68,43 @@ static int post(const char *headers, const char *body, httpc_response *out)
 {
     *out = httpc_request(http_port, "POST", "/v1/commands", headers, body, CLIENT_TIMEOUT_MS);
     return out->status;
+}
+
+/* Sends the command and notes what the answer said. */
+static void post_noted(const char *headers, const char *body, answer *a)
+{
+    httpc_response res;
+    a->status = post(headers, body, &res);
+    const char *id = json_string_value(json_object_get(res.json, "command_id"));
+    snprintf(a->command_id, sizeof(a->command_id), "%s", id ? id : "");
+    a->version = json_integer_value(json_object_get(res.json, "version"));
+    httpc_free(&res);
+}
+
+/*
+ * A retry with the same key and body answers for the same command: once the first answer
+ * decided it (200, 412, 422), the retry is that answer again, same command id and version;
+ * while it is undecided (202), the same command id. A 409 (still in flight) or a 503
+ * (PostgreSQL restarting) says nothing yet; a 503 first says nothing about the command.
+ */
+static void check_retry(const request *r)
+{
+    const answer *a = &r->first, *b = &r->retry;
+    ck_assert_msg(b->status > 0, "retry of %s unanswered", r->key);
+    if (b->status == 409 || b->status == 503 || a->status == 503 || a->status == 409)
+        return;
+    bool decided = a->status == 200 || a->status == 412 || a->status == 422;
+    if (decided)
+        ck_assert_msg(b->status == a->status, "%s: first %d, retry %d", r->key, a->status,
+                      b->status);
+    if (*a->command_id && *b->command_id)
+        ck_assert_msg(strcmp(a->command_id, b->command_id) == 0,
+                      "%s: first answered command %s, retry %s", r->key, a->command_id,
+                      b->command_id);
+    if (decided && a->status == 200)
+        ck_assert_msg(*b->command_id && b->version == a->version,
+                      "%s: first answered version %lld, retry %lld (command %s)", r->key,
+                      a->version, b->version, b->command_id);
 }
 
 static void *load(void *arg)
@@ -92,14 +137,12 @@ static void *load(void *arg)
                  "{\"type\":\"account.%s\",\"aggregate_id\":\"acc-%d\",\"payload\":"
                  "{\"amount\":%d}}",
                  r->amount > 0 ? "deposit" : "withdraw", r->account, abs(r->amount));
-        httpc_response res;
-        r->status = post(headers, body, &res);
-        httpc_free(&res);
+        post_noted(headers, body, &r->first);
+        r->status = r->first.status;
         if (extra == 2) { /* the client retries: same key, same body (checked in main) */
-            r->retry_status = post(headers, body, &res);
-            httpc_free(&res);
-            if (r->retry_status == 0)
-                r->retry_status = -1;
+            post_noted(headers, body, &r->retry);
+            if (r->retry.status == 0)
+                r->retry.status = -1;
         }
     }
     return NULL;
@@ -162,7 +205,8 @@ START_TEST(chaos_keeps_every_guarantee)
         ck_assert_msg(s == 200 || s == 202 || s == 409 || s == 412 || s == 422 || s == 503,
                       "%s: status %d", reqs[i].key, s);
         count[s]++;
-        ck_assert_msg(reqs[i].retry_status >= 0, "retry of %s unanswered", reqs[i].key);
+        if (reqs[i].retry.status != 0)
+            check_retry(&reqs[i]);
     }
     fprintf(stderr,
             "chaos: %d commands in %.1f s: %d x 200, %d x 202, %d x 409, %d x 412, %d x 422, "

@@ -3,12 +3,14 @@
  * PostgreSQL, mock Kafka, state-processor, command-gateway) and drives it over HTTP. Ends by
  * stopping it with SIGINT and checking that no process is left behind.
  */
+#include "core/ids.h"
 #include "domain/domain.h"
 #include "httpc.h"
 #include "openapi.h"
 #include "stack.h"
 
 #include <check.h>
+#include <librdkafka/rdkafka.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,6 +24,9 @@
 static stack st;
 
 #define TIMEOUT_MS 15000
+/* The gateway's idempotency.inflight_timeout_s: a claim older than that is taken over. */
+#define INFLIGHT_TIMEOUT_S 3
+#define MAX_PARTITIONS     64
 
 static httpc_response post(const char *headers, const char *body)
 {
@@ -235,10 +240,47 @@ static const struct {
      "/problems/invalid-payload"},
 };
 
+/*
+ * The high watermark of every partition of the commands topic, from the broker itself (not from
+ * the gateway's counters, which delivery reports move some time after the answer); returns the
+ * number of partitions.
+ */
+static int commands_topic_ends(long long *ends)
+{
+    char errstr[512], topic[96];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert_int_eq(
+        rd_kafka_conf_set(conf, "bootstrap.servers", st.bootstrap, errstr, sizeof(errstr)),
+        RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(rk != NULL, "%s", errstr);
+    snprintf(topic, sizeof(topic), "%scommands", st.topic_prefix);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, TIMEOUT_MS);
+    ck_assert_msg(err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1, "metadata of %s: %s",
+                  topic, rd_kafka_err2str(err));
+    int n = md->topics[0].partition_cnt;
+    ck_assert_int_gt(n, 0);
+    ck_assert_int_le(n, MAX_PARTITIONS);
+    for (int i = 0; i < n; i++) {
+        int64_t low, high;
+        err = rd_kafka_query_watermark_offsets(rk, topic, md->topics[0].partitions[i].id, &low,
+                                               &high, TIMEOUT_MS);
+        ck_assert_msg(err == RD_KAFKA_RESP_ERR_NO_ERROR, "watermarks of %s: %s", topic,
+                      rd_kafka_err2str(err));
+        ends[i] = high;
+    }
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
 START_TEST(bad_request_400_nothing_produced)
 {
-    long long before = metric("gateway_commands_produced_total");
-    ck_assert_int_ge(before, 3);
+    long long before[MAX_PARTITIONS], after[MAX_PARTITIONS];
+    int partitions = commands_topic_ends(before);
     httpc_response r = post(NULL, bad_requests[_i].body);
     ck_assert_int_eq(r.status, 400);
     expect_header(&r, "Content-Type", "application/problem+json");
@@ -251,7 +293,30 @@ START_TEST(bad_request_400_nothing_produced)
         ck_assert_ptr_nonnull(json_object_get(e, "keyword"));
     }
     httpc_free(&r);
-    ck_assert_int_eq(metric("gateway_commands_produced_total"), before);
+    /* Markers after it, applied (so in Kafka), until every partition has one: a command the
+       gateway produced for the bad request came first in its partition, so it is there too. */
+    int markers = 0;
+    bool everywhere = false;
+    while (!everywhere && markers < 16 * partitions) {
+        char body[160];
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"account.open\",\"aggregate_id\":\"marker-%d-%d\","
+                 "\"payload\":{\"owner\":\"m\"}}",
+                 _i, markers++);
+        r = post(NULL, body);
+        ck_assert_msg(r.status == 201, "marker: %d %s", r.status, r.body);
+        httpc_free(&r);
+        ck_assert_int_eq(commands_topic_ends(after), partitions);
+        everywhere = true;
+        for (int p = 0; p < partitions; p++)
+            everywhere = everywhere && after[p] > before[p];
+    }
+    ck_assert_msg(everywhere, "%d markers did not reach every partition", markers);
+    long long added = 0;
+    for (int p = 0; p < partitions; p++)
+        added += after[p] - before[p];
+    ck_assert_msg(added == markers, "%lld commands in the topic for %d markers and a 400", added,
+                  markers);
 }
 END_TEST
 
@@ -648,24 +713,31 @@ START_TEST(idempotency_key_with_another_body_is_422)
 }
 END_TEST
 
-START_TEST(idempotency_key_in_flight_is_409)
+/* The pid of this stack's processor (found by its command line), or -1. */
+static pid_t processor_pid(void)
 {
-    /* A first request that holds the key and has not been decided yet. */
-    sql("INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
-        "status) VALUES ('6f1c1a4e-0000-4000-8000-000000000001', 'default', 'busy-1', "
-        "'account.deposit', 'account', 'acc-idem', 'accepted')");
-    httpc_response r = post("Idempotency-Key: busy-1\r\n",
-                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-idem\","
-                            "\"payload\":{\"amount\":1}}");
-    ck_assert_int_eq(r.status, 409);
-    expect_header(&r, "Content-Type", "application/problem+json");
-    ck_assert_str_eq(jstr(r.json, "type"), "/problems/in-flight");
-    ck_assert_str_eq(jstr(r.json, "command_id"), "6f1c1a4e-0000-4000-8000-000000000001");
-    /* When to ask again: the command is normally decided by then. */
-    expect_header(&r, "Retry-After", "1");
-    httpc_free(&r);
+    char needle[160], who[4096];
+    snprintf(needle, sizeof(needle), "state-processor --pg.conninfo=host=127.0.0.1 port=%d ",
+             st.pg_port);
+    if (!stack_process_mentions(needle, who, sizeof(who)))
+        return -1;
+    return (pid_t)atoi(who + strlen("pid "));
 }
-END_TEST
+
+/* Opens account id; returns the pid of the stack's processor. */
+static pid_t open_with_processor(const char *id)
+{
+    char body[160];
+    snprintf(body, sizeof(body),
+             "{\"type\":\"account.open\",\"aggregate_id\":\"%s\",\"payload\":{\"owner\":\"o\"}}",
+             id);
+    httpc_response r = post(NULL, body);
+    ck_assert_int_eq(r.status, 201);
+    httpc_free(&r);
+    pid_t proc = processor_pid();
+    ck_assert_msg(proc > 0, "the stack's processor was not found");
+    return proc;
+}
 
 /* Waits (up to 10 s) until the command at loc is no longer accepted; returns its status. */
 static void wait_decided(const char *loc, char *status, size_t len)
@@ -680,6 +752,34 @@ static void wait_decided(const char *loc, char *status, size_t len)
             usleep(100000);
     }
 }
+
+START_TEST(idempotency_key_in_flight_is_409)
+{
+    pid_t proc = open_with_processor("acc-busy");
+    httpc_response r;
+    const char *body = "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-busy\","
+                       "\"payload\":{\"amount\":1}}";
+    /* A first request that holds the key and is not decided: nobody processes it. No assertion
+       while the processor is stopped: a failure must not leave it stopped. */
+    ck_assert_int_eq(kill(proc, SIGSTOP), 0);
+    httpc_response first = post("Idempotency-Key: busy-1\r\nPrefer: respond-async\r\n", body);
+    r = post("Idempotency-Key: busy-1\r\n", body);
+    kill(proc, SIGCONT);
+    ck_assert_int_eq(first.status, 202);
+    ck_assert_int_eq(r.status, 409);
+    expect_header(&r, "Content-Type", "application/problem+json");
+    ck_assert_str_eq(jstr(r.json, "type"), "/problems/in-flight");
+    ck_assert_str_eq(jstr(r.json, "command_id"), jstr(first.json, "command_id"));
+    /* When to ask again: the command is normally decided by then. */
+    expect_header(&r, "Retry-After", "1");
+    httpc_free(&r);
+    char loc[128], status[32];
+    snprintf(loc, sizeof(loc), "/v1/commands/%s", jstr(first.json, "command_id"));
+    wait_decided(loc, status, sizeof(status));
+    ck_assert_str_eq(status, "applied");
+    httpc_free(&first);
+}
+END_TEST
 
 START_TEST(an_assigned_key_echoed_with_another_body_is_422)
 {
@@ -781,27 +881,55 @@ START_TEST(a_command_too_large_for_kafka_is_413_and_leaves_its_key_free)
 }
 END_TEST
 
+/*
+ * A claim older than idempotency.inflight_timeout_s whose command was not decided (here: nobody
+ * processes it) is taken over by a retry of its key, with the same command id, and the command
+ * is applied once.
+ */
 START_TEST(stale_claim_is_taken_over_once)
 {
-    /* A gateway claimed the key an hour ago and died before Kafka had the command. */
-    sql("INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
-        "status, created_at) VALUES ('6f1c1a4e-0000-4000-8000-000000000002', 'default', "
-        "'stale-1', 'account.deposit', 'account', 'acc-idem', 'accepted', now() - "
-        "interval '1 hour')");
-    const char *body = "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-idem\","
+    pid_t proc = open_with_processor("acc-stale");
+    httpc_response r;
+    const char *body = "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-stale\","
                        "\"payload\":{\"amount\":3}}";
-    httpc_response r = post("Idempotency-Key: stale-1\r\n", body);
-    ck_assert_int_eq(r.status, 200);
-    ck_assert_str_eq(jstr(r.json, "command_id"), "6f1c1a4e-0000-4000-8000-000000000002");
-    ck_assert_int_eq(jint(r.json, "version"), 3);
+    const char *async = "Idempotency-Key: stale-1\r\nPrefer: respond-async\r\n";
+    /* No assertion while the processor is stopped: a failure must not leave it stopped. */
+    ck_assert_int_eq(kill(proc, SIGSTOP), 0);
+    httpc_response first = post(async, body);
+    /* Retried as a client told Retry-After: 1 would, until the claim is stale (bounded). */
+    long long start_us = ids_monotonic_us();
+    int in_flight = 0;
+    r = post(async, body);
+    while (r.status == 409 && ids_monotonic_us() - start_us < 4000000LL * INFLIGHT_TIMEOUT_S) {
+        in_flight++;
+        httpc_free(&r);
+        usleep(200000);
+        r = post(async, body);
+    }
+    double took_s = (double)(ids_monotonic_us() - start_us) / 1e6;
+    kill(proc, SIGCONT);
+    ck_assert_int_eq(first.status, 202);
+    ck_assert_int_gt(in_flight, 0); /* in flight while young */
+    ck_assert_msg(r.status == 202, "status %d after %.1f s of retries: %s", r.status, took_s,
+                  r.body);
+    ck_assert_msg(took_s >= INFLIGHT_TIMEOUT_S - 1, "taken over after %.1f s", took_s);
+    const char *id = jstr(first.json, "command_id");
+    ck_assert_str_eq(jstr(r.json, "command_id"), id); /* taken over: the same command */
     httpc_free(&r);
+    char loc[128], status[32];
+    snprintf(loc, sizeof(loc), "/v1/commands/%s", id);
+    wait_decided(loc, status, sizeof(status));
+    ck_assert_str_eq(status, "applied");
     r = post("Idempotency-Key: stale-1\r\n", body);
     ck_assert_int_eq(r.status, 200);
     expect_header(&r, "Idempotent-Replayed", "true");
+    ck_assert_str_eq(jstr(r.json, "command_id"), id);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
     httpc_free(&r);
-    r = get("/v1/aggregates/account/acc-idem?min_version=3", NULL);
-    ck_assert_int_eq(jint(r.json, "version"), 3);
-    ck_assert_int_eq(jint(r.json, "state.balance"), 10);
+    httpc_free(&first);
+    r = get("/v1/aggregates/account/acc-stale?min_version=2", NULL);
+    ck_assert_int_eq(jint(r.json, "version"), 2);
+    ck_assert_int_eq(jint(r.json, "state.balance"), 3); /* applied once */
     httpc_free(&r);
 }
 END_TEST
@@ -957,6 +1085,10 @@ END_TEST
 
 int main(void)
 {
+    char gateway_args[64];
+    snprintf(gateway_args, sizeof(gateway_args), "--idempotency.inflight_timeout_s=%d",
+             INFLIGHT_TIMEOUT_S);
+    setenv("GATEWAY_ARGS", gateway_args, 1);
     if (stack_start(&st, false) != 0) {
         stack_stop(&st);
         return EXIT_FAILURE;

@@ -767,7 +767,7 @@ typedef struct kill_req {
 } kill_req;
 
 static kill_req kill_reqs[KILL_THREADS][400];
-static int kill_count[KILL_THREADS];
+static atomic_int kill_count[KILL_THREADS];
 static atomic_bool kill_stop;
 static atomic_bool replica0_dead;
 
@@ -808,6 +808,15 @@ static void *kill_client(void *arg)
     return NULL;
 }
 
+/* Requests answered so far, over every client. */
+static int kill_done(void)
+{
+    int n = 0;
+    for (int t = 0; t < KILL_THREADS; t++)
+        n += atomic_load(&kill_count[t]);
+    return n;
+}
+
 START_TEST(killed_replica_loses_nothing)
 {
     for (int t = 0; t < KILL_THREADS; t++) {
@@ -818,12 +827,31 @@ START_TEST(killed_replica_loses_nothing)
     pthread_t th[KILL_THREADS];
     for (int t = 0; t < KILL_THREADS; t++)
         ck_assert_int_eq(pthread_create(&th[t], NULL, kill_client, (void *)(intptr_t)t), 0);
-    sleep(2);
+    /* Requests in flight on replica 0 when it dies: with the processors stopped, the sync
+       requests it took wait there. No assertion while the processors are stopped. */
+    for (int waited = 0; waited < TIMEOUT_MS && kill_done() < KILL_THREADS; waited += 20)
+        usleep(20000); /* answers coming: the pipeline works */
+    int before_stop = kill_done();
+    processors_signal(SIGSTOP);
+    long long waiting = 0;
+    for (int waited = 0; waited < TIMEOUT_MS && waiting < KILL_THREADS / 4; waited += 50) {
+        waiting = metric_value(ports[0], "gateway_commands_unanswered");
+        if (waiting < KILL_THREADS / 4)
+            usleep(50000);
+    }
     kill(gateways[0], SIGKILL);
     waitpid(gateways[0], NULL, 0);
     gateways[0] = 0;
     atomic_store(&replica0_dead, true);
-    sleep(3);
+    processors_signal(SIGCONT);
+    ck_assert_msg(waiting >= KILL_THREADS / 4,
+                  "%lld requests waiting on replica 0 (%lld on replica 1) after %d answers",
+                  waiting, metric_value(ports[1], "gateway_commands_unanswered"), before_stop);
+    /* Every client goes on with replica 1: some more commands each, then stop. */
+    int after_kill = kill_done();
+    for (int waited = 0; waited < 60000 && kill_done() < after_kill + 4 * KILL_THREADS;
+         waited += 20)
+        usleep(20000);
     atomic_store(&kill_stop, true);
     for (int t = 0; t < KILL_THREADS; t++)
         pthread_join(th[t], NULL);
@@ -852,7 +880,9 @@ START_TEST(killed_replica_loses_nothing)
                  "SELECT (state->>'balance')::int FROM aggregates WHERE id = 'kill-%d'", t);
         ck_assert_int_eq(pgtest_int(db, sql), kill_count[t]);
     }
-    ck_assert_int_gt(broken + first_2xx, 0);
+    /* The requests waiting on replica 0 lost their connection and were retried on replica 1. */
+    ck_assert_msg(broken >= KILL_THREADS / 4, "%d connections broken by the kill", broken);
+    ck_assert_int_gt(first_2xx, 0);
     fprintf(stderr,
             "replica killed: %d commands, %d answered 2xx first, %d connections broken and "
             "retried on the other replica; all applied once\n",

@@ -781,7 +781,7 @@ START_TEST(dry_run_changes_nothing)
     ck_assert_int_eq(num(t, "redriven"), 1); /* would be */
     json_decref(t);
 
-    usleep(1000000);
+    /* The tools have exited: whatever they produced is in the topics by now. */
     ck_assert_int_eq(topic_end(commands_topic), commands_end);
     ck_assert_int_eq(topic_end(dlq), dlq_end);
     checksums(&after, false, "%");

@@ -5,13 +5,14 @@
  * another signer, expired and early tokens, and the wrong issuer, audience, tenant or scope.
  */
 
-/*
- * Unit tests link build/libcommon.a only, and auth.c lives in command-gateway/, so the module
- * under test is compiled into this test by including its source.
- */
-#include "../../command-gateway/auth.c"
+#include "auth.h"
+#include "core/xalloc.h"
 
 #include <check.h>
+#include <jwt.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,10 +1,7 @@
 /* test_batch.c: table-driven tests of the processor's pure core: decode, apply, rows, replies. */
 
-/*
- * Unit tests link only libcommon.a and batch.c belongs to the processor, so the module under test
- * is compiled into this binary by including its source (it needs nothing beyond common/).
- */
-#include "../../state-processor/processor/batch.c"
+#include "core/xalloc.h"
+#include "processor/batch.h"
 
 #include <check.h>
 #include <limits.h>
@@ -404,7 +401,7 @@ static const dcase dcases[] = {
      "/problems/invalid-payload"},
 };
 
-START_TEST(test_decode)
+START_TEST(messages_decode_to_commands_or_to_their_problem)
 {
     const dcase *tc = &dcases[_i];
     batch b;
@@ -937,7 +934,7 @@ static void check_outcome(const scase *sc, const batch *b, size_t i)
     }
 }
 
-START_TEST(test_scenario)
+START_TEST(each_scenario_is_decided_as_written)
 {
     const scase *sc = &scases[_i];
     batch b;
@@ -978,7 +975,7 @@ static char *snapshot(const batch *b)
 }
 
 /* A retry after a rollback resets the batch, reloads the same rows and must decide the same. */
-START_TEST(test_reset_retry)
+START_TEST(a_retry_after_a_rollback_decides_the_same)
 {
     const scase *sc = &scases[_i];
     batch b;
@@ -1014,7 +1011,7 @@ END_TEST
  * bug would) makes its parameter NULL: the processor then isolates the command. Before, the row
  * was left out and the command applied without its idempotency record.
  */
-START_TEST(test_unencodable_rows)
+START_TEST(an_unencodable_row_makes_its_parameter_null)
 {
     static const mspec m[] = {OPEN(U1, .key = "k1"), DEPOSIT(U2, 5, .key = "k2")};
     batch b;
@@ -1040,7 +1037,7 @@ END_TEST
  * more, dead-letter it (recorded as rejected), then record nothing of it; then nothing is left
  * to drop. The rest of the batch follows as one range.
  */
-START_TEST(test_refusal_isolates_one_command)
+START_TEST(a_refused_batch_is_halved_down_to_one_command)
 {
     static const mspec m[] = {OPEN(U1), DEPOSIT(U2, 1), DEPOSIT(U3, 2), DEPOSIT(U4, 3)};
     batch b;
@@ -1100,7 +1097,7 @@ END_TEST
  * late, is applied; another command under its key is held as in flight, like under an accepted
  * claim. Before, "abandoned" was taken for a decision and answered with its empty result.
  */
-START_TEST(test_abandoned_claims_are_undecided)
+START_TEST(abandoned_claims_are_undecided)
 {
     static const mspec m[] = {OPEN(U1, .key = "k1"), DEPOSIT(U2, 5, .key = "k2")};
     batch b;
@@ -1133,7 +1130,7 @@ static const lcase lcases[] = {
     {"", false, -1},       {"{'a'", true, 0}, /* a deleted row's state is not read */
 };
 
-START_TEST(test_load_aggregate)
+START_TEST(a_loaded_aggregate_is_read_or_refused)
 {
     const lcase *tc = &lcases[_i];
     static const mspec patch[] = {{MSG(U1, "document.patch", "doc-1", "{'b':2}")}};
@@ -1194,7 +1191,7 @@ static const tcase_t tcases[] = {
     {"neither", NULL, NULL, false, NULL},
 };
 
-START_TEST(test_trace_context)
+START_TEST(a_valid_trace_context_is_kept_and_an_invalid_one_dropped)
 {
     const tcase_t *tc = &tcases[_i];
     mspec m[] = {OPEN(U1, .traceparent = tc->traceparent, .tracestate = tc->tracestate)};
@@ -1229,7 +1226,7 @@ START_TEST(test_trace_context)
 }
 END_TEST
 
-START_TEST(test_reply)
+START_TEST(each_outcome_makes_its_reply)
 {
     const rcase *tc = &rcases[_i];
     batch b;
@@ -1283,7 +1280,7 @@ static const pcase pcases[] = {
     {"empty batch", {{0}}, "{}", "[]", "[]"},
 };
 
-START_TEST(test_params)
+START_TEST(the_sql_parameters_list_the_batch)
 {
     const pcase *tc = &pcases[_i];
     batch b;
@@ -1309,7 +1306,7 @@ static const struct {
     {{INT_MIN, INT_MAX, INT_MIN, INT_MAX}, 4, "{-2147483648,2147483647,-2147483648,2147483647}"},
 };
 
-START_TEST(test_int_array)
+START_TEST(int_arrays_are_postgresql_array_literals)
 {
     char *s = batch_int_array(icases[_i].v, icases[_i].n);
     ck_assert_str_eq(s, icases[_i].want);
@@ -1333,21 +1330,21 @@ int main(void)
     fill(tenant_65, sizeof(tenant_65) - 1, 't');
     Suite *s = suite_create("batch");
     TCase *tc = tcase_create("decode");
-    tcase_add_loop_test(tc, test_decode, 0, N(dcases));
+    tcase_add_loop_test(tc, messages_decode_to_commands_or_to_their_problem, 0, N(dcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("apply");
-    tcase_add_loop_test(tc, test_scenario, 0, N(scases));
-    tcase_add_loop_test(tc, test_reset_retry, 0, N(scases));
-    tcase_add_loop_test(tc, test_load_aggregate, 0, N(lcases));
-    tcase_add_test(tc, test_unencodable_rows);
-    tcase_add_test(tc, test_refusal_isolates_one_command);
-    tcase_add_test(tc, test_abandoned_claims_are_undecided);
+    tcase_add_loop_test(tc, each_scenario_is_decided_as_written, 0, N(scases));
+    tcase_add_loop_test(tc, a_retry_after_a_rollback_decides_the_same, 0, N(scases));
+    tcase_add_loop_test(tc, a_loaded_aggregate_is_read_or_refused, 0, N(lcases));
+    tcase_add_test(tc, an_unencodable_row_makes_its_parameter_null);
+    tcase_add_test(tc, a_refused_batch_is_halved_down_to_one_command);
+    tcase_add_test(tc, abandoned_claims_are_undecided);
     suite_add_tcase(s, tc);
     tc = tcase_create("io");
-    tcase_add_loop_test(tc, test_reply, 0, N(rcases));
-    tcase_add_loop_test(tc, test_trace_context, 0, N(tcases));
-    tcase_add_loop_test(tc, test_params, 0, N(pcases));
-    tcase_add_loop_test(tc, test_int_array, 0, N(icases));
+    tcase_add_loop_test(tc, each_outcome_makes_its_reply, 0, N(rcases));
+    tcase_add_loop_test(tc, a_valid_trace_context_is_kept_and_an_invalid_one_dropped, 0, N(tcases));
+    tcase_add_loop_test(tc, the_sql_parameters_list_the_batch, 0, N(pcases));
+    tcase_add_loop_test(tc, int_arrays_are_postgresql_array_literals, 0, N(icases));
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

@@ -1,10 +1,6 @@
 /* test_cmdcopy.c: table-driven tests of the copies operators put back into the commands topic. */
 
-/*
- * Unit tests link only libcommon.a and cmdcopy.c belongs to the processor, so the module under
- * test is compiled into this binary by including its source (it needs nothing beyond common/).
- */
-#include "../../state-processor/ops/cmdcopy.c"
+#include "ops/cmdcopy.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -50,7 +46,7 @@ static const struct {
      false},
 };
 
-START_TEST(test_id)
+START_TEST(a_copy_names_its_command_id_or_is_refused)
 {
     header h[8];
     size_t n = make(icases[_i].headers, h);
@@ -71,7 +67,7 @@ static const struct {
     {{"ce_time=last tuesday", NULL}, 777}, /* not a time: the same */
 };
 
-START_TEST(test_time)
+START_TEST(a_copy_takes_its_time_from_ce_time_or_the_message)
 {
     header h[8];
     size_t n = make(tcases[_i].headers, h);
@@ -98,7 +94,7 @@ static const struct {
     {"no headers", {NULL}, {"mark", NULL}},
 };
 
-START_TEST(test_headers)
+START_TEST(a_copy_keeps_its_headers_and_carries_the_mark)
 {
     header in[8], out[CMDCOPY_MAX_HEADERS];
     size_t n = make(hcases[_i].in, in);
@@ -134,7 +130,7 @@ static const struct {
     {"1/9223372036854775808", false, 0, 0},
 };
 
-START_TEST(test_position)
+START_TEST(positions_parse_as_partition_and_offset)
 {
     int p = -7;
     long long o = -7;
@@ -151,10 +147,10 @@ int main(void)
 {
     Suite *s = suite_create("cmdcopy");
     TCase *tc = tcase_create("cmdcopy");
-    tcase_add_loop_test(tc, test_id, 0, N(icases));
-    tcase_add_loop_test(tc, test_time, 0, N(tcases));
-    tcase_add_loop_test(tc, test_headers, 0, N(hcases));
-    tcase_add_loop_test(tc, test_position, 0, N(pcases));
+    tcase_add_loop_test(tc, a_copy_names_its_command_id_or_is_refused, 0, N(icases));
+    tcase_add_loop_test(tc, a_copy_takes_its_time_from_ce_time_or_the_message, 0, N(tcases));
+    tcase_add_loop_test(tc, a_copy_keeps_its_headers_and_carries_the_mark, 0, N(hcases));
+    tcase_add_loop_test(tc, positions_parse_as_partition_and_offset, 0, N(pcases));
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

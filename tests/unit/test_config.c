@@ -396,7 +396,7 @@ static const lcase lcases[] = {
     {.name = "single dash", .argv = {"-p=1"}, .result = CONFIG_FAILED, .err = {"-p=1"}},
 };
 
-START_TEST(test_load)
+START_TEST(every_source_loads_or_names_the_bad_key)
 {
     const lcase *tc = &lcases[_i];
     char *path = temp_path;
@@ -478,7 +478,7 @@ static const struct {
     {"--dry-run", "CQRS_DRY_RUN", "default: false"},
 };
 
-START_TEST(test_usage)
+START_TEST(usage_lists_every_key_with_its_variable_and_default)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -504,7 +504,7 @@ END_TEST
 
 /* ---- config_props ---- */
 
-START_TEST(test_props)
+START_TEST(props_are_set_replaced_and_read_back)
 {
     config_props p = {0};
     ck_assert_ptr_null(config_props_get(&p, "acks"));
@@ -528,11 +528,11 @@ int main(void)
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("load");
     tcase_add_checked_fixture(tc, case_setup, case_teardown);
-    tcase_add_loop_test(tc, test_load, 0, N(lcases));
+    tcase_add_loop_test(tc, every_source_loads_or_names_the_bad_key, 0, N(lcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("usage");
-    tcase_add_loop_test(tc, test_usage, 0, N(ucases));
-    tcase_add_test(tc, test_props);
+    tcase_add_loop_test(tc, usage_lists_every_key_with_its_variable_and_default, 0, N(ucases));
+    tcase_add_test(tc, props_are_set_replaced_and_read_back);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

@@ -1,11 +1,7 @@
 /* test_deadletter.c: table-driven tests of reading dead letters and the redrive's selection. */
 
-/*
- * Unit tests link only libcommon.a; deadletter.c and the cmdcopy.c it uses belong to the
- * processor, so they are compiled into this binary by including their sources.
- */
-#include "../../state-processor/ops/cmdcopy.c"
-#include "../../state-processor/ops/deadletter.c"
+#include "ops/cmdcopy.h"
+#include "ops/deadletter.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -51,7 +47,7 @@ static const struct {
     {"a source that is no position", U1, "unknown-command", "2-17", false, false, 0, 0},
 };
 
-START_TEST(test_parse)
+START_TEST(a_dead_letter_parses_or_is_no_dead_letter)
 {
     kafka_message m;
     letter(&m, lcases[_i].id, lcases[_i].reason, lcases[_i].source, 1234);
@@ -81,7 +77,7 @@ static const struct {
     {"", "", "", U1 ",42", "id: '42' is not a command id"},
 };
 
-START_TEST(test_filter_init)
+START_TEST(a_bad_filter_names_its_criterion)
 {
     deadletter_filter f;
     char err[256] = "";
@@ -128,7 +124,7 @@ static const struct {
      U2, "unknown-command", U1, T0, false},
 };
 
-START_TEST(test_selected)
+START_TEST(a_letter_is_selected_by_every_criterion_or_none)
 {
     deadletter_filter f;
     char err[256];
@@ -148,9 +144,9 @@ int main(void)
 {
     Suite *s = suite_create("deadletter");
     TCase *tc = tcase_create("deadletter");
-    tcase_add_loop_test(tc, test_parse, 0, N(lcases));
-    tcase_add_loop_test(tc, test_filter_init, 0, N(fcases));
-    tcase_add_loop_test(tc, test_selected, 0, N(scases));
+    tcase_add_loop_test(tc, a_dead_letter_parses_or_is_no_dead_letter, 0, N(lcases));
+    tcase_add_loop_test(tc, a_bad_filter_names_its_criterion, 0, N(fcases));
+    tcase_add_loop_test(tc, a_letter_is_selected_by_every_criterion_or_none, 0, N(scases));
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

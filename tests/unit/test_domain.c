@@ -61,7 +61,7 @@ static const fcase fcases[] = {
     {"zzz.open", NULL, NULL},
 };
 
-START_TEST(test_find)
+START_TEST(commands_are_found_by_type)
 {
     const fcase *tc = &fcases[_i];
     const domain_command *c = domain_registry_find(reg, tc->type);
@@ -77,7 +77,7 @@ START_TEST(test_find)
 }
 END_TEST
 
-START_TEST(test_listing)
+START_TEST(commands_are_listed_in_type_order)
 {
     ck_assert_int_eq(domain_registry_command_count(reg), N(fcases) - 4);
     for (size_t i = 1; i < domain_registry_command_count(reg); i++)
@@ -103,7 +103,7 @@ static const struct {
     {(domain_outcome)99, "unknown"},
 };
 
-START_TEST(test_outcome_name)
+START_TEST(every_outcome_has_a_name)
 {
     ck_assert_str_eq(domain_outcome_name(ocases[_i].o), ocases[_i].name);
 }
@@ -243,7 +243,7 @@ static const acase acases[] = {
      "[['/force','additionalProperties']]"},
 };
 
-START_TEST(test_apply)
+START_TEST(a_command_applies_to_its_state_or_says_why_not)
 {
     const acase *tc = &acases[_i];
     const domain_command *c = domain_registry_find(reg, tc->command);
@@ -323,7 +323,7 @@ static const struct {
     {NULL, "{'a':{'b':null,'c':1}}", "{'a':{'c':1}}"},
 };
 
-START_TEST(test_merge_patch)
+START_TEST(merge_patch_follows_rfc_7396)
 {
     json_t *target = mcases[_i].target ? J(mcases[_i].target) : NULL;
     json_t *patch = J(mcases[_i].patch), *want = J(mcases[_i].want);
@@ -473,7 +473,7 @@ static void remove_file(const char *dir, const char *name)
     unlink(path);
 }
 
-START_TEST(test_bad_file)
+START_TEST(a_bad_domain_file_is_refused_with_its_reason)
 {
     const bcase *tc = &bcases[_i];
     char dir[] = "/tmp/test_domain.XXXXXX";
@@ -501,7 +501,7 @@ START_TEST(test_bad_file)
 }
 END_TEST
 
-START_TEST(test_missing_dir)
+START_TEST(a_missing_domain_folder_is_named)
 {
     char err[512] = "";
     domain_registry *r = domain_registry_load("/nonexistent/domains", err, sizeof err);
@@ -511,7 +511,7 @@ START_TEST(test_missing_dir)
 END_TEST
 
 /* The good file used by the bad-file cases loads, so those failures are the intended ones. */
-START_TEST(test_good_file)
+START_TEST(a_good_domain_file_loads)
 {
     char dir[] = "/tmp/test_domain.XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -535,20 +535,20 @@ int main(void)
     load_shipped();
     Suite *s = suite_create("domain");
     TCase *tc = tcase_create("registry");
-    tcase_add_loop_test(tc, test_find, 0, N(fcases));
-    tcase_add_test(tc, test_listing);
-    tcase_add_loop_test(tc, test_outcome_name, 0, N(ocases));
+    tcase_add_loop_test(tc, commands_are_found_by_type, 0, N(fcases));
+    tcase_add_test(tc, commands_are_listed_in_type_order);
+    tcase_add_loop_test(tc, every_outcome_has_a_name, 0, N(ocases));
     suite_add_tcase(s, tc);
     tc = tcase_create("apply");
-    tcase_add_loop_test(tc, test_apply, 0, N(acases));
+    tcase_add_loop_test(tc, a_command_applies_to_its_state_or_says_why_not, 0, N(acases));
     suite_add_tcase(s, tc);
     tc = tcase_create("merge_patch");
-    tcase_add_loop_test(tc, test_merge_patch, 0, N(mcases));
+    tcase_add_loop_test(tc, merge_patch_follows_rfc_7396, 0, N(mcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("load");
-    tcase_add_loop_test(tc, test_bad_file, 0, N(bcases));
-    tcase_add_test(tc, test_missing_dir);
-    tcase_add_test(tc, test_good_file);
+    tcase_add_loop_test(tc, a_bad_domain_file_is_refused_with_its_reason, 0, N(bcases));
+    tcase_add_test(tc, a_missing_domain_folder_is_named);
+    tcase_add_test(tc, a_good_domain_file_loads);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

@@ -74,7 +74,7 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-START_TEST(test_round_trip)
+START_TEST(an_envelope_comes_back_from_its_headers)
 {
     const rcase *tc = &rcases[_i];
     envelope e = {
@@ -277,7 +277,7 @@ static const dcase dcases[] = {
      ERR("ce_expectedversion", NULL)},
 };
 
-START_TEST(test_decode)
+START_TEST(headers_decode_or_name_the_bad_attribute)
 {
     const dcase *tc = &dcases[_i];
     header h[N(tc->h)];
@@ -327,7 +327,7 @@ static const struct {
     {"", "account", "x", 42, "/account/x/42"},
 };
 
-START_TEST(test_event_id)
+START_TEST(an_event_id_names_tenant_type_id_and_version)
 {
     char *id = envelope_event_id(icases[_i].tenant, icases[_i].aggregate_type,
                                  icases[_i].aggregate_id, icases[_i].version);
@@ -368,7 +368,7 @@ static const struct {
     {"\xc0\xaf", 0, false},         /* overlong */
 };
 
-START_TEST(test_aggregate_id_grammar)
+START_TEST(aggregate_ids_follow_the_grammar)
 {
     const char *id = gcases[_i].id;
     size_t len = gcases[_i].len ? gcases[_i].len : strlen(id);
@@ -376,7 +376,7 @@ START_TEST(test_aggregate_id_grammar)
 }
 END_TEST
 
-START_TEST(test_aggregate_id_length)
+START_TEST(aggregate_ids_are_bounded_in_length)
 {
     char id[ENVELOPE_MAX_AGGREGATE_ID_LEN + 2];
     memset(id, 'a', sizeof(id));
@@ -389,17 +389,17 @@ int main(void)
 {
     Suite *s = suite_create("envelope");
     TCase *tc = tcase_create("round_trip");
-    tcase_add_loop_test(tc, test_round_trip, 0, N(rcases));
+    tcase_add_loop_test(tc, an_envelope_comes_back_from_its_headers, 0, N(rcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("decode");
-    tcase_add_loop_test(tc, test_decode, 0, N(dcases));
+    tcase_add_loop_test(tc, headers_decode_or_name_the_bad_attribute, 0, N(dcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("event_id");
-    tcase_add_loop_test(tc, test_event_id, 0, N(icases));
+    tcase_add_loop_test(tc, an_event_id_names_tenant_type_id_and_version, 0, N(icases));
     suite_add_tcase(s, tc);
     tc = tcase_create("aggregate_id");
-    tcase_add_loop_test(tc, test_aggregate_id_grammar, 0, N(gcases));
-    tcase_add_test(tc, test_aggregate_id_length);
+    tcase_add_loop_test(tc, aggregate_ids_follow_the_grammar, 0, N(gcases));
+    tcase_add_test(tc, aggregate_ids_are_bounded_in_length);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

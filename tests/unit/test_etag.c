@@ -48,7 +48,7 @@ static void render(const etag_list *l, char *out, size_t len)
                  l->tags[i].weak ? 'w' : 's', (int)l->tags[i].len, l->tags[i].tag);
 }
 
-START_TEST(test_grammar)
+START_TEST(etag_lists_parse_by_the_grammar)
 {
     etag_list l;
     bool ok = etag_list_parse(grammar[_i].value, &l);
@@ -62,7 +62,7 @@ START_TEST(test_grammar)
 }
 END_TEST
 
-START_TEST(test_list_bound)
+START_TEST(etag_lists_are_bounded)
 {
     char value[ETAG_LIST_MAX * 6 + 16] = "";
     for (int i = 0; i < ETAG_LIST_MAX; i++)
@@ -95,7 +95,7 @@ static const struct {
     {"*", "7", true, true},
 };
 
-START_TEST(test_compare)
+START_TEST(strong_and_weak_comparison_follow_rfc_9110)
 {
     etag_list l;
     ck_assert(etag_list_parse(compare[_i].value, &l));
@@ -106,7 +106,7 @@ START_TEST(test_compare)
 }
 END_TEST
 
-START_TEST(test_of_version)
+START_TEST(a_version_makes_its_etag)
 {
     char buf[ETAG_VERSION_LEN];
     etag_of_version(7, buf);
@@ -120,10 +120,10 @@ int main(void)
 {
     Suite *s = suite_create("etag");
     TCase *tc = tcase_create("etag");
-    tcase_add_loop_test(tc, test_grammar, 0, N(grammar));
-    tcase_add_test(tc, test_list_bound);
-    tcase_add_loop_test(tc, test_compare, 0, N(compare));
-    tcase_add_test(tc, test_of_version);
+    tcase_add_loop_test(tc, etag_lists_parse_by_the_grammar, 0, N(grammar));
+    tcase_add_test(tc, etag_lists_are_bounded);
+    tcase_add_loop_test(tc, strong_and_weak_comparison_follow_rfc_9110, 0, N(compare));
+    tcase_add_test(tc, a_version_makes_its_etag);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

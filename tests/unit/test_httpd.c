@@ -311,7 +311,7 @@ static const ending endings[] = {
     {"held, then answered", end_held_then_answered},
 };
 
-START_TEST(test_counted_out)
+START_TEST(every_way_a_connection_ends_is_counted_out)
 {
     const ending *e = &endings[_i];
     server s;
@@ -336,7 +336,7 @@ static bool cap_reached(server *s)
     return httpd_connections(s->h) == CAP && s->paused == 1;
 }
 
-START_TEST(test_cap_pauses_and_resumes)
+START_TEST(the_connection_cap_pauses_and_resumes_accepting)
 {
     server s;
     server_start(&s, CAP);
@@ -373,7 +373,7 @@ START_TEST(test_cap_pauses_and_resumes)
 END_TEST
 
 /* At the cap and after, requests keep flowing on the connections already open. */
-START_TEST(test_cap_serves_open_connections)
+START_TEST(open_connections_are_served_at_the_cap)
 {
     server s;
     server_start(&s, CAP);
@@ -397,7 +397,7 @@ static bool three_held_five_open(server *s)
     return s->nheld == 3 && s->opened == 5;
 }
 
-START_TEST(test_free_with_connections_open)
+START_TEST(the_server_frees_with_connections_open)
 {
     server s;
     server_start(&s, 0);
@@ -449,7 +449,7 @@ static const struct {
 };
 
 /* Each gets a problem+json of its own that closes the connection, seen by the observer. */
-START_TEST(test_edge_answers)
+START_TEST(each_bad_request_gets_a_problem_and_a_closed_connection)
 {
     server s;
     server_start(&s, 0);
@@ -476,7 +476,7 @@ END_TEST
  * A bad request pipelined behind one the handler holds is answered after it, in order; and a
  * head that waits behind a held request is not on the clock meanwhile.
  */
-START_TEST(test_edge_waits_its_turn)
+START_TEST(a_bad_request_behind_a_held_one_waits_its_turn)
 {
     server s;
     server_start(&s, 0);
@@ -501,16 +501,17 @@ int main(void)
     Suite *su = suite_create("httpd");
     TCase *tc = tcase_create("connections");
     tcase_set_timeout(tc, 30);
-    tcase_add_loop_test(tc, test_counted_out, 0, (int)(sizeof(endings) / sizeof(endings[0])));
-    tcase_add_test(tc, test_cap_pauses_and_resumes);
-    tcase_add_test(tc, test_cap_serves_open_connections);
-    tcase_add_test(tc, test_free_with_connections_open);
+    tcase_add_loop_test(tc, every_way_a_connection_ends_is_counted_out, 0,
+                        (int)(sizeof(endings) / sizeof(endings[0])));
+    tcase_add_test(tc, the_connection_cap_pauses_and_resumes_accepting);
+    tcase_add_test(tc, open_connections_are_served_at_the_cap);
+    tcase_add_test(tc, the_server_frees_with_connections_open);
     suite_add_tcase(su, tc);
     TCase *edge = tcase_create("edge");
     tcase_set_timeout(edge, 30);
-    tcase_add_loop_test(edge, test_edge_answers, 0,
+    tcase_add_loop_test(edge, each_bad_request_gets_a_problem_and_a_closed_connection, 0,
                         (int)(sizeof(edge_cases) / sizeof(edge_cases[0])));
-    tcase_add_test(edge, test_edge_waits_its_turn);
+    tcase_add_test(edge, a_bad_request_behind_a_held_one_waits_its_turn);
     suite_add_tcase(su, edge);
 
     SRunner *sr = srunner_create(su);

@@ -34,7 +34,7 @@ static const struct {
     {"2026-11-22T01:02:03+1:00", false, 0},
 };
 
-START_TEST(test_parse)
+START_TEST(rfc3339_times_parse_or_are_refused_untouched)
 {
     long long ms = 42;
     bool ok = ids_parse_rfc3339(pcases[_i].text, &ms);
@@ -56,7 +56,7 @@ static const struct {
     {-1, "1969-12-31T23:59:59.999Z"},
 };
 
-START_TEST(test_format)
+START_TEST(times_format_as_rfc3339_and_parse_back)
 {
     char out[IDS_TIME_LEN];
     ids_format_rfc3339(fcases[_i].ms, out);
@@ -67,7 +67,7 @@ START_TEST(test_format)
 }
 END_TEST
 
-START_TEST(test_now)
+START_TEST(now_is_the_current_time_to_the_millisecond)
 {
     char text[IDS_TIME_LEN];
     long long before = ids_now_ms();
@@ -83,9 +83,9 @@ int main(void)
 {
     Suite *s = suite_create("ids");
     TCase *tc = tcase_create("rfc3339");
-    tcase_add_loop_test(tc, test_parse, 0, N(pcases));
-    tcase_add_loop_test(tc, test_format, 0, N(fcases));
-    tcase_add_test(tc, test_now);
+    tcase_add_loop_test(tc, rfc3339_times_parse_or_are_refused_untouched, 0, N(pcases));
+    tcase_add_loop_test(tc, times_format_as_rfc3339_and_parse_back, 0, N(fcases));
+    tcase_add_test(tc, now_is_the_current_time_to_the_millisecond);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

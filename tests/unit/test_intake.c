@@ -1,10 +1,6 @@
 /* test_intake.c: table-driven tests of POST /v1/commands validation against the shipped domains. */
 
-/*
- * Unit tests link build/libcommon.a only, and intake.c lives in command-gateway/, so the module
- * under test is compiled into this test by including its source.
- */
-#include "../../command-gateway/intake.c"
+#include "intake.h"
 
 #include "core/trace.h"
 
@@ -382,7 +378,7 @@ static const pcase pcases[] = {
      .detail = "Idempotency-Key"},
 };
 
-START_TEST(test_parse)
+START_TEST(a_request_is_accepted_or_gets_its_problem)
 {
     const pcase *tc = &pcases[_i];
     char *body = dq(tc->body);
@@ -470,7 +466,7 @@ START_TEST(test_parse)
 END_TEST
 
 /* Each accepted request gets its own command id (and so its own assigned key). */
-START_TEST(test_fresh_ids)
+START_TEST(each_accepted_request_gets_its_own_command_id)
 {
     char *body = dq(DEPOSIT("5"));
     intake_headers h = {0};
@@ -533,7 +529,7 @@ static const struct {
     {"\"", "\"\\\"\""}, {X255, "\"" X255 "\""},
 };
 
-START_TEST(test_key_sf_string)
+START_TEST(a_key_is_echoed_as_an_sf_string)
 {
     char *sf = intake_key_sf_string(sfcases[_i].key);
     ck_assert_str_eq(sf, sfcases[_i].sf);
@@ -545,7 +541,7 @@ START_TEST(test_key_sf_string)
 }
 END_TEST
 
-START_TEST(test_parse_key)
+START_TEST(idempotency_keys_parse_by_the_grammar)
 {
     char *got = intake_parse_key(kcases[_i].value);
     if (kcases[_i].want) {
@@ -602,7 +598,7 @@ static const struct {
     {"", IM_INVALID},
 };
 
-START_TEST(test_parse_if_match)
+START_TEST(if_match_parses_to_a_version_or_is_refused)
 {
     long long v = -1;
     ck_assert_msg(intake_parse_if_match(mcases[_i].value, &v) == mcases[_i].want, "[%s]",
@@ -647,7 +643,7 @@ static const struct {
     {"wait=5, wait=7", false, 5000},
 };
 
-START_TEST(test_parse_prefer)
+START_TEST(prefer_parses_to_what_the_gateway_honours)
 {
     bool async = !prcases[_i].async;
     long long wait_ms = 12345;
@@ -686,7 +682,7 @@ static const struct {
     {"", false},
 };
 
-START_TEST(test_traceparent)
+START_TEST(traceparent_is_valid_only_in_the_w3c_form)
 {
     ck_assert_msg(trace_parent_valid(tcases[_i].value) == tcases[_i].valid, "'%s'",
                   tcases[_i].value);
@@ -714,7 +710,7 @@ static const struct {
      "{'type':'account.close','aggregate_id':'a','payload':{}}", NULL, true},
 };
 
-START_TEST(test_fingerprint)
+START_TEST(the_fingerprint_follows_the_request)
 {
     intake a, b;
     char fa[IDS_UUID_LEN], fb[IDS_UUID_LEN];
@@ -738,16 +734,16 @@ int main(void)
     load_shipped();
     Suite *s = suite_create("intake");
     TCase *tc = tcase_create("parse");
-    tcase_add_loop_test(tc, test_parse, 0, N(pcases));
-    tcase_add_test(tc, test_fresh_ids);
-    tcase_add_loop_test(tc, test_fingerprint, 0, N(fcases));
+    tcase_add_loop_test(tc, a_request_is_accepted_or_gets_its_problem, 0, N(pcases));
+    tcase_add_test(tc, each_accepted_request_gets_its_own_command_id);
+    tcase_add_loop_test(tc, the_fingerprint_follows_the_request, 0, N(fcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("headers");
-    tcase_add_loop_test(tc, test_parse_key, 0, N(kcases));
-    tcase_add_loop_test(tc, test_parse_if_match, 0, N(mcases));
-    tcase_add_loop_test(tc, test_key_sf_string, 0, N(sfcases));
-    tcase_add_loop_test(tc, test_parse_prefer, 0, N(prcases));
-    tcase_add_loop_test(tc, test_traceparent, 0, N(tcases));
+    tcase_add_loop_test(tc, idempotency_keys_parse_by_the_grammar, 0, N(kcases));
+    tcase_add_loop_test(tc, if_match_parses_to_a_version_or_is_refused, 0, N(mcases));
+    tcase_add_loop_test(tc, a_key_is_echoed_as_an_sf_string, 0, N(sfcases));
+    tcase_add_loop_test(tc, prefer_parses_to_what_the_gateway_honours, 0, N(prcases));
+    tcase_add_loop_test(tc, traceparent_is_valid_only_in_the_w3c_form, 0, N(tcases));
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

@@ -203,7 +203,7 @@ static bool has_error(const json_t *errors, const char *pointer, const char *key
     return false;
 }
 
-START_TEST(test_validate)
+START_TEST(instances_validate_against_their_schema)
 {
     const vcase *tc = &vcases[_i];
     char err[256] = "";
@@ -283,7 +283,7 @@ static const ccase ccases[] = {
     {"5", "(root)", "object or a boolean"},
 };
 
-START_TEST(test_compile_error)
+START_TEST(a_bad_schema_fails_to_compile_with_its_reason)
 {
     const ccase *tc = &ccases[_i];
     char err[256] = "";
@@ -316,7 +316,7 @@ static const ecase ecases[] = {
     {"'\\u00e9'", "'\\u00e9'", true},
 };
 
-START_TEST(test_equal)
+START_TEST(json_equality_is_the_one_json_schema_defines)
 {
     json_t *a = J(ecases[_i].a), *b = J(ecases[_i].b);
     ck_assert_msg(jschema_equal(a, b) == ecases[_i].equal, "case %d", _i);
@@ -336,7 +336,7 @@ static const pcase pcases[] = {
     {"/x", "m~n", "/x/m~0n"},    {NULL, "", "/"},
 };
 
-START_TEST(test_pointer)
+START_TEST(errors_point_at_the_instance_location)
 {
     const pcase *tc = &pcases[_i];
     char *p = jschema_pointer_append(tc->base ? strdup(tc->base) : NULL, tc->token);
@@ -349,16 +349,16 @@ int main(void)
 {
     Suite *s = suite_create("jsonschema");
     TCase *tc = tcase_create("validate");
-    tcase_add_loop_test(tc, test_validate, 0, N(vcases));
+    tcase_add_loop_test(tc, instances_validate_against_their_schema, 0, N(vcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("compile_error");
-    tcase_add_loop_test(tc, test_compile_error, 0, N(ccases));
+    tcase_add_loop_test(tc, a_bad_schema_fails_to_compile_with_its_reason, 0, N(ccases));
     suite_add_tcase(s, tc);
     tc = tcase_create("equal");
-    tcase_add_loop_test(tc, test_equal, 0, N(ecases));
+    tcase_add_loop_test(tc, json_equality_is_the_one_json_schema_defines, 0, N(ecases));
     suite_add_tcase(s, tc);
     tc = tcase_create("pointer");
-    tcase_add_loop_test(tc, test_pointer, 0, N(pcases));
+    tcase_add_loop_test(tc, errors_point_at_the_instance_location, 0, N(pcases));
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

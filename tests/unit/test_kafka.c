@@ -26,7 +26,7 @@ static const struct {
     {{9, 8, 9, 7}, 4, {9}, 1, {8, 7}, 2}, /* every copy goes */
 };
 
-START_TEST(test_partitions_remove)
+START_TEST(revoked_partitions_leave_the_set)
 {
     int v[6];
     for (size_t i = 0; i < rcases[_i].n; i++)
@@ -51,7 +51,7 @@ static const struct {
 } size_cases[] = {{0, 0, 0}, {3, 10, 8}, {12, 200, 255}, {2, 20000, 1}};
 
 /* kafka_message_size() is exactly what librdkafka holds against message.max.bytes. */
-START_TEST(test_message_size_matches_librdkafka)
+START_TEST(the_message_size_is_what_librdkafka_counts)
 {
     enum { MAX = 60000 };
     struct event_base *base = event_base_new();
@@ -114,7 +114,7 @@ static void on_woken(evutil_socket_t fd, short what, void *arg)
  * later op would write the pipe either (a producer whose broker refused the connection before
  * rd_kafka_new() returned never served a delivery report).
  */
-START_TEST(test_wakeup_serves_what_was_queued_before)
+START_TEST(the_wakeup_serves_what_was_queued_before)
 {
     struct event_base *base = event_base_new();
     char errstr[256];
@@ -158,9 +158,9 @@ int main(void)
 {
     Suite *s = suite_create("kafka");
     TCase *tc = tcase_create("partitions");
-    tcase_add_loop_test(tc, test_partitions_remove, 0, N(rcases));
-    tcase_add_loop_test(tc, test_message_size_matches_librdkafka, 0, N(size_cases));
-    tcase_add_test(tc, test_wakeup_serves_what_was_queued_before);
+    tcase_add_loop_test(tc, revoked_partitions_leave_the_set, 0, N(rcases));
+    tcase_add_loop_test(tc, the_message_size_is_what_librdkafka_counts, 0, N(size_cases));
+    tcase_add_test(tc, the_wakeup_serves_what_was_queued_before);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

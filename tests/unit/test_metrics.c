@@ -74,7 +74,7 @@ static const ccase ccases[] = {
      "req_total{method=\"POST\",status=\"503\"} 2"},
 };
 
-START_TEST(test_counter)
+START_TEST(counters_add_up)
 {
     const ccase *tc = &ccases[_i];
     metrics *m = metrics_new();
@@ -101,7 +101,7 @@ START_TEST(test_counter)
 }
 END_TEST
 
-START_TEST(test_counter_identity)
+START_TEST(a_name_and_its_labels_make_one_counter)
 {
     metrics *m = metrics_new();
     metrics_counter *a = metrics_counter_get(m, "x_total", "x", NULL);
@@ -129,7 +129,7 @@ END_TEST
  * "# TYPE", which Prometheus rejects. The comment at the append ("so series of one name stay
  * together") only holds for consecutive registration.
  */
-START_TEST(test_family_not_split)
+START_TEST(series_of_one_name_stay_together)
 {
     metrics *m = metrics_new();
     metrics_add(metrics_counter_get(m, "x_total", "x", "k=\"1\""), 1);
@@ -173,7 +173,7 @@ static const hcase hcases[] = {
     {{500, 500, 500}, 3, {3, 3, 3, 3, 3}, "0.001500"},
 };
 
-START_TEST(test_histogram)
+START_TEST(histograms_count_into_their_buckets)
 {
     const hcase *tc = &hcases[_i];
     metrics *m = metrics_new();
@@ -224,7 +224,7 @@ static const struct {
     {0.0005, "0.0005"}, {0.0025, "0.0025"}, {0.25, "0.25"}, {2.5, "2.5"}, {10, "10"}, {60, "60"},
 };
 
-START_TEST(test_le_label)
+START_TEST(le_labels_render_as_prometheus_reads_them)
 {
     metrics *m = metrics_new();
     metrics_histogram *h = metrics_histogram_get(m, "h_seconds", "h", &lcases[_i].bound, 1);
@@ -243,7 +243,7 @@ END_TEST
 
 /* ---- the whole output for a small registry ---- */
 
-START_TEST(test_render_exact)
+START_TEST(a_small_registry_renders_exactly)
 {
     metrics *m = metrics_new();
     char *text = metrics_render(m);
@@ -300,7 +300,7 @@ static void *hammer(void *arg)
     return NULL;
 }
 
-START_TEST(test_threads)
+START_TEST(counts_are_exact_across_threads)
 {
     metrics *m = metrics_new();
     static const double b[] = {0.001};
@@ -323,7 +323,7 @@ START_TEST(test_threads)
 }
 END_TEST
 
-START_TEST(test_gauge)
+START_TEST(gauges_go_up_and_down)
 {
     metrics *m = metrics_new();
     metrics_gauge *g = metrics_gauge_get(m, "parked", "requests waiting", "worker=\"0\"");
@@ -347,18 +347,18 @@ int main(void)
 {
     Suite *s = suite_create("metrics");
     TCase *tc = tcase_create("counters");
-    tcase_add_loop_test(tc, test_counter, 0, N(ccases));
-    tcase_add_test(tc, test_counter_identity);
-    tcase_add_test(tc, test_family_not_split);
-    tcase_add_test(tc, test_gauge);
+    tcase_add_loop_test(tc, counters_add_up, 0, N(ccases));
+    tcase_add_test(tc, a_name_and_its_labels_make_one_counter);
+    tcase_add_test(tc, series_of_one_name_stay_together);
+    tcase_add_test(tc, gauges_go_up_and_down);
     suite_add_tcase(s, tc);
     tc = tcase_create("histograms");
-    tcase_add_loop_test(tc, test_histogram, 0, N(hcases));
-    tcase_add_loop_test(tc, test_le_label, 0, N(lcases));
+    tcase_add_loop_test(tc, histograms_count_into_their_buckets, 0, N(hcases));
+    tcase_add_loop_test(tc, le_labels_render_as_prometheus_reads_them, 0, N(lcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("render");
-    tcase_add_test(tc, test_render_exact);
-    tcase_add_test(tc, test_threads);
+    tcase_add_test(tc, a_small_registry_renders_exactly);
+    tcase_add_test(tc, counts_are_exact_across_threads);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

@@ -1,12 +1,12 @@
 /* test_opsout.c: an operator subcommand's report, as a table and as JSON lines. */
 
-/* opsout.c belongs to the processor; unit tests link only libcommon.a, so it is included. */
-#include "../../state-processor/ops/opsout.c"
+#include "ops/opsout.h"
 
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -32,7 +32,7 @@ static char *render(bool text)
     return buf;
 }
 
-START_TEST(test_json_lines)
+START_TEST(json_reports_are_one_object_per_line)
 {
     char *out = render(false);
     ck_assert_str_eq(out, "{\"command\":\"replay\",\"partition\":0,\"messages\":12,"
@@ -43,7 +43,7 @@ START_TEST(test_json_lines)
 }
 END_TEST
 
-START_TEST(test_table)
+START_TEST(a_table_aligns_its_rows_under_the_headings)
 {
     char *out = render(true);
     /* Headings, then the rows aligned under them (numbers to the right), then the notes. */
@@ -64,7 +64,7 @@ static const struct {
     {"xml", false, false}, {"", false, false},
 };
 
-START_TEST(test_mode)
+START_TEST(output_modes_parse_by_name)
 {
     bool text = !mcases[_i].text;
     ck_assert(opsout_mode(mcases[_i].name, &text) == mcases[_i].ok);
@@ -78,9 +78,9 @@ int main(void)
 {
     Suite *s = suite_create("opsout");
     TCase *tc = tcase_create("opsout");
-    tcase_add_test(tc, test_json_lines);
-    tcase_add_test(tc, test_table);
-    tcase_add_loop_test(tc, test_mode, 0, N(mcases));
+    tcase_add_test(tc, json_reports_are_one_object_per_line);
+    tcase_add_test(tc, a_table_aligns_its_rows_under_the_headings);
+    tcase_add_loop_test(tc, output_modes_parse_by_name, 0, N(mcases));
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

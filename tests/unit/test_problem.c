@@ -41,7 +41,7 @@ static const struct {
     {PROBLEM_NOT_IMPLEMENTED, 501, "not-implemented"},
 };
 
-START_TEST(test_table_complete)
+START_TEST(every_problem_kind_is_in_the_table)
 {
     ck_assert_int_eq(N(kcases), PROBLEM_NOT_IMPLEMENTED + 1);
     for (int i = 0; i < N(kcases); i++)
@@ -49,7 +49,7 @@ START_TEST(test_table_complete)
 }
 END_TEST
 
-START_TEST(test_kind)
+START_TEST(each_kind_has_its_status_and_type)
 {
     problem_kind k = kcases[_i].kind;
     ck_assert_int_eq(problem_status(k), kcases[_i].status);
@@ -63,7 +63,7 @@ START_TEST(test_kind)
 END_TEST
 
 /* problem_new with a detail and an errors array. */
-START_TEST(test_new_full)
+START_TEST(a_problem_carries_its_detail_and_errors)
 {
     problem_kind k = kcases[_i].kind;
     json_t *errors = json_pack("[{s:s, s:s}]", "pointer", "/amount", "keyword", "minimum");
@@ -88,7 +88,7 @@ START_TEST(test_new_full)
 END_TEST
 
 /* problem_new without detail or errors leaves both members out. */
-START_TEST(test_new_bare)
+START_TEST(a_bare_problem_leaves_detail_and_errors_out)
 {
     problem_kind k = kcases[_i].kind;
     json_t *p = problem_new(k, NULL, NULL);
@@ -122,7 +122,7 @@ static const struct {
     {(domain_outcome)99, PROBLEM_INTERNAL, 500},
 };
 
-START_TEST(test_from_domain)
+START_TEST(domain_outcomes_map_to_problem_kinds)
 {
     problem_kind k = problem_from_domain(dcases[_i].o);
     ck_assert_int_eq(k, dcases[_i].kind);
@@ -134,13 +134,13 @@ int main(void)
 {
     Suite *s = suite_create("problem");
     TCase *tc = tcase_create("kinds");
-    tcase_add_test(tc, test_table_complete);
-    tcase_add_loop_test(tc, test_kind, 0, N(kcases));
-    tcase_add_loop_test(tc, test_new_full, 0, N(kcases));
-    tcase_add_loop_test(tc, test_new_bare, 0, N(kcases));
+    tcase_add_test(tc, every_problem_kind_is_in_the_table);
+    tcase_add_loop_test(tc, each_kind_has_its_status_and_type, 0, N(kcases));
+    tcase_add_loop_test(tc, a_problem_carries_its_detail_and_errors, 0, N(kcases));
+    tcase_add_loop_test(tc, a_bare_problem_leaves_detail_and_errors_out, 0, N(kcases));
     suite_add_tcase(s, tc);
     tc = tcase_create("from_domain");
-    tcase_add_loop_test(tc, test_from_domain, 0, N(dcases));
+    tcase_add_loop_test(tc, domain_outcomes_map_to_problem_kinds, 0, N(dcases));
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

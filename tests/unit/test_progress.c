@@ -1,10 +1,6 @@
 /* test_progress.c: table-driven tests of the progress figures and their two renderings. */
 
-/*
- * Unit tests link only libcommon.a and progress.c belongs to the processor, so the module under
- * test is compiled into this binary by including its source (it needs nothing beyond common/).
- */
-#include "../../state-processor/ops/progress.c"
+#include "ops/progress.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -47,7 +43,7 @@ static progress *make(int i)
     return p;
 }
 
-START_TEST(test_figures)
+START_TEST(the_figures_add_up_over_partitions)
 {
     progress *p = make(_i);
     long long now = fcases[_i].now_us;
@@ -59,7 +55,7 @@ START_TEST(test_figures)
 }
 END_TEST
 
-START_TEST(test_json_has_the_same_figures)
+START_TEST(the_json_has_the_same_figures)
 {
     progress *p = make(_i);
     long long now = fcases[_i].now_us;
@@ -98,14 +94,14 @@ static const struct {
     {125, "2m05s"}, {3600, "1h00m00s"}, {3723, "1h02m03s"}, {90061, "25h01m01s"},
 };
 
-START_TEST(test_duration)
+START_TEST(durations_read_as_people_write_them)
 {
     char buf[32];
     ck_assert_str_eq(progress_duration(dcases[_i].s, buf, sizeof(buf)), dcases[_i].want);
 }
 END_TEST
 
-START_TEST(test_text_line)
+START_TEST(the_text_line_shows_the_figures)
 {
     progress *p = make(1); /* half way */
     char *line = progress_text(p, fcases[1].now_us);
@@ -116,7 +112,7 @@ START_TEST(test_text_line)
 END_TEST
 
 /* A reader at the end of a partition completes it; only all of them complete the read. */
-START_TEST(test_end_reached)
+START_TEST(a_read_completes_when_every_partition_ends)
 {
     progress *p = make(1); /* half way: {0, 50, 100}, {0, 25, 50} */
     ck_assert(!progress_complete(p));
@@ -140,7 +136,7 @@ START_TEST(test_end_reached)
 END_TEST
 
 /* A terminal gets a line rewritten in place; anything else gets one JSON object per line. */
-START_TEST(test_emit)
+START_TEST(a_terminal_gets_one_line_anything_else_json_lines)
 {
     progress *p = make(1);
     char *buf = NULL;
@@ -174,12 +170,12 @@ int main(void)
 {
     Suite *s = suite_create("progress");
     TCase *tc = tcase_create("progress");
-    tcase_add_loop_test(tc, test_figures, 0, N(fcases));
-    tcase_add_loop_test(tc, test_json_has_the_same_figures, 0, N(fcases));
-    tcase_add_loop_test(tc, test_duration, 0, N(dcases));
-    tcase_add_test(tc, test_text_line);
-    tcase_add_test(tc, test_end_reached);
-    tcase_add_test(tc, test_emit);
+    tcase_add_loop_test(tc, the_figures_add_up_over_partitions, 0, N(fcases));
+    tcase_add_loop_test(tc, the_json_has_the_same_figures, 0, N(fcases));
+    tcase_add_loop_test(tc, durations_read_as_people_write_them, 0, N(dcases));
+    tcase_add_test(tc, the_text_line_shows_the_figures);
+    tcase_add_test(tc, a_read_completes_when_every_partition_ends);
+    tcase_add_test(tc, a_terminal_gets_one_line_anything_else_json_lines);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

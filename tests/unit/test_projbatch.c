@@ -1,11 +1,7 @@
 /* test_projbatch.c: table-driven tests of the projector's pure core: decode, rows, skips, offsets.
  */
 
-/*
- * Unit tests link only libcommon.a and projbatch.c belongs to the processor, so the module under
- * test is compiled into this binary by including its source (it needs nothing beyond common/).
- */
-#include "../../state-processor/projector/projbatch.c"
+#include "projector/projbatch.h"
 
 #include <check.h>
 #include <stdio.h>

@@ -1,10 +1,6 @@
 /* test_ratelimit.c: the per-tenant token buckets, on a clock the test moves by hand. */
 
-/*
- * Unit tests link build/libcommon.a only, and ratelimit.c lives in command-gateway/, so the
- * module under test is compiled into this test by including its source.
- */
-#include "../../command-gateway/ratelimit.c"
+#include "ratelimit.h"
 
 #include <check.h>
 #include <stdlib.h>

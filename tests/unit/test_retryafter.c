@@ -1,7 +1,6 @@
 /* test_retryafter.c: the Retry-After of a 503, on a clock the test moves by hand. */
 
-/* Unit tests link build/libcommon.a only: the module under test is compiled in. */
-#include "../../command-gateway/retryafter.c"
+#include "retryafter.h"
 
 #include <check.h>
 #include <stdlib.h>

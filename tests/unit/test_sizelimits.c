@@ -1,11 +1,13 @@
 /* test_sizelimits.c: http.max_body and message.max.bytes settled from one another (sizelimits.c).
  */
 
-/*
- * Unit tests link build/libcommon.a only, and sizelimits.c lives in command-gateway/, so the module
- * under test is compiled into this test by including its source.
- */
-#include "../../command-gateway/sizelimits.c"
+#include "sizelimits.h"
+#include "auth.h"
+#include "core/ids.h"
+#include "core/trace.h"
+#include "domain/envelope.h"
+#include "intake.h"
+#include "kafka/kafka.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -38,7 +40,7 @@ static const struct {
     {"not a number", 0, "1e6", -1, 0, "kafka.message.max.bytes"},
 };
 
-START_TEST(test_settle)
+START_TEST(body_and_message_bounds_settle_from_one_another)
 {
     config_props kafka = {0}, producer = {0};
     if (cases[_i].max_message)
@@ -65,7 +67,7 @@ START_TEST(test_settle)
 }
 END_TEST
 
-START_TEST(test_no_kafka_props)
+START_TEST(without_kafka_props_the_defaults_hold)
 {
     config_props producer = {0};
     sizelimits l;
@@ -77,7 +79,7 @@ START_TEST(test_no_kafka_props)
 END_TEST
 
 /* The envelope bound holds a real command with every attribute at its longest. */
-START_TEST(test_envelope_bounds_a_real_command)
+START_TEST(the_envelope_bound_holds_a_real_command)
 {
     char id[IDS_UUID_LEN], now[IDS_TIME_LEN], tp[TRACE_PARENT_LEN];
     ids_uuid(id);
@@ -128,9 +130,9 @@ int main(void)
             shipped_envelope, (size_t)KAFKA_DEFAULT_MAX_MESSAGE - shipped_envelope);
     Suite *s = suite_create("limits");
     TCase *tc = tcase_create("limits");
-    tcase_add_loop_test(tc, test_settle, 0, N(cases));
-    tcase_add_test(tc, test_no_kafka_props);
-    tcase_add_test(tc, test_envelope_bounds_a_real_command);
+    tcase_add_loop_test(tc, body_and_message_bounds_settle_from_one_another, 0, N(cases));
+    tcase_add_test(tc, without_kafka_props_the_defaults_hold);
+    tcase_add_test(tc, the_envelope_bound_holds_a_real_command);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

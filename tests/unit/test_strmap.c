@@ -42,7 +42,7 @@ static void visit(const char *key, void *value, void *arg)
         w->bad++;
 }
 
-START_TEST(test_bulk)
+START_TEST(keys_are_put_found_and_removed_in_bulk)
 {
     int n = sizes[_i];
     int *a = calloc((size_t)n + 1, sizeof(int));
@@ -129,7 +129,7 @@ static const char *const keys[] = {
     long_key,
 };
 
-START_TEST(test_keys)
+START_TEST(any_key_is_stored_as_given)
 {
     memset(long_key, 'x', sizeof(long_key) - 1);
     strmap *m = strmap_new();
@@ -159,7 +159,7 @@ START_TEST(test_keys)
 END_TEST
 
 /* A NULL value is stored like any other: it counts in the size. */
-START_TEST(test_null_value)
+START_TEST(a_null_value_counts_like_any_other)
 {
     strmap *m = strmap_new();
     int v;
@@ -179,9 +179,9 @@ int main(void)
 {
     Suite *s = suite_create("strmap");
     TCase *tc = tcase_create("strmap");
-    tcase_add_loop_test(tc, test_bulk, 0, N(sizes));
-    tcase_add_loop_test(tc, test_keys, 0, N(keys));
-    tcase_add_test(tc, test_null_value);
+    tcase_add_loop_test(tc, keys_are_put_found_and_removed_in_bulk, 0, N(sizes));
+    tcase_add_loop_test(tc, any_key_is_stored_as_given, 0, N(keys));
+    tcase_add_test(tc, a_null_value_counts_like_any_other);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
