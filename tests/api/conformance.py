@@ -277,7 +277,10 @@ def token_exchanges(acc, cmd):
 
 
 def read_exchanges(acc, cid):
-    time.sleep(0.5)
+    # An accepted command's record is written in batches: wait (bounded) until it is there.
+    deadline = time.time() + 10
+    while send("GET", f"/v1/commands/{cid}")[1].status_code != 200 and time.time() < deadline:
+        time.sleep(0.05)
     exchange("command", "GET", f"/v1/commands/{cid}", expect=200)
     exchange("command", "HEAD", f"/v1/commands/{cid}", expect=200)
     exchange("command unknown", "GET", f"/v1/commands/{uuid.uuid4()}", expect=404)

@@ -14,6 +14,7 @@
 #include "httpc.h"
 #include "pgtest.h"
 #include "stack.h"
+#include "waitfor.h"
 
 #include <check.h>
 #include <libpq-fe.h>
@@ -83,12 +84,22 @@ static void *load(void *arg)
     return NULL;
 }
 
+typedef struct count_wait {
+    atomic_int *counter;
+    int want;
+} count_wait;
+
+static bool count_reached(void *arg)
+{
+    const count_wait *w = arg;
+    return atomic_load(w->counter) >= w->want;
+}
+
 /* Waits (up to timeout_ms) until *counter reaches want; its value then, 0 if it did not. */
 static int answers_reach(atomic_int *counter, int want, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms && atomic_load(counter) < want; waited += 20)
-        usleep(20000);
-    return atomic_load(counter) >= want ? atomic_load(counter) : 0;
+    count_wait w = {counter, want};
+    return waitfor(count_reached, &w, timeout_ms) ? atomic_load(counter) : 0;
 }
 
 /*
@@ -254,14 +265,24 @@ static int readyz(bool *kafka)
     return status;
 }
 
+typedef struct readyz_wait {
+    int status;
+    bool kafka;
+} readyz_wait;
+
+static bool readyz_is_200(void *arg)
+{
+    readyz_wait *w = arg;
+    w->status = readyz(&w->kafka);
+    return w->status == 200;
+}
+
 static int readyz_becomes_200(int timeout_ms, bool *kafka)
 {
-    int status = readyz(kafka);
-    for (int waited = 0; waited < timeout_ms && status != 200; waited += 100) {
-        usleep(100000);
-        status = readyz(kafka);
-    }
-    return status;
+    readyz_wait w = {0};
+    waitfor(readyz_is_200, &w, timeout_ms);
+    *kafka = w.kafka;
+    return w.status;
 }
 
 /*

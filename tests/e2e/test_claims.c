@@ -11,6 +11,7 @@
 #include "core/ids.h"
 #include "pgtest.h"
 #include "stack.h"
+#include "waitfor.h"
 
 #include <check.h>
 #include <libpq-fe.h>
@@ -235,18 +236,31 @@ static int read_retry_after(int *status)
     return s;
 }
 
-/* Polls (every 100 ms, for up to timeout_ms) until a read's 503 advises at least min seconds. */
+typedef struct advice_wait {
+    int min, best;
+} advice_wait;
+
+static bool advice_reaches(void *arg)
+{
+    advice_wait *w = arg;
+    int status, s = read_retry_after(&status);
+    w->best = s > w->best ? s : w->best;
+    return w->best >= w->min;
+}
+
+/* Polls (for up to timeout_ms) until a read's 503 advises at least min seconds; the most seen. */
 static int retry_after_reaches(int min, int timeout_ms)
 {
-    int best = 0, status;
-    long long until = ids_monotonic_us() + timeout_ms * 1000LL;
-    while (best < min && ids_monotonic_us() < until) {
-        int s = read_retry_after(&status);
-        best = s > best ? s : best;
-        if (best < min)
-            usleep(100000);
-    }
-    return best;
+    advice_wait w = {.min = min};
+    waitfor(advice_reaches, &w, timeout_ms);
+    return w.best;
+}
+
+/* True once PostgreSQL answers a read again (no projector runs: 404 is an answer). */
+static bool reads_answered(void *arg)
+{
+    read_retry_after(arg);
+    return *(int *)arg == 200 || *(int *)arg == 404;
 }
 
 /* Retry-After grows as a PostgreSQL outage lasts, and starts again at 1 s with the next one. */
@@ -258,15 +272,7 @@ START_TEST(retry_after_grows_with_an_outage_and_not_beyond_it)
     ck_assert_int_eq(retry_after_reaches(1, PROMPT_MS), 1); /* the outage seen: 1 s at first */
     ck_assert_int_ge(retry_after_reaches(3, PROMPT_MS), 3); /* 1 s more for each 2 s of it */
     pg(true);
-    bool back = false;
-    long long until = ids_monotonic_us() + PROMPT_MS * 1000LL;
-    while (!back && ids_monotonic_us() < until) {
-        read_retry_after(&status);
-        back = status == 200 || status == 404; /* PostgreSQL answered (no projector runs) */
-        if (!back)
-            usleep(100000);
-    }
-    ck_assert_msg(back, "reads never recovered: %d", status);
+    ck_assert_msg(waitfor(reads_answered, &status, PROMPT_MS), "reads never recovered: %d", status);
     pg(false);
     int first = retry_after_reaches(1, PROMPT_MS);
     pg(true);

@@ -903,7 +903,7 @@ START_TEST(stale_claim_is_taken_over_once)
     while (r.status == 409 && ids_monotonic_us() - start_us < 4000000LL * INFLIGHT_TIMEOUT_S) {
         in_flight++;
         httpc_free(&r);
-        usleep(200000);
+        usleep(200000); /* the pace of a client retrying, not a wait for a state */
         r = post(async, body);
     }
     double took_s = (double)(ids_monotonic_us() - start_us) / 1e6;

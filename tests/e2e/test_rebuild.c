@@ -12,6 +12,7 @@
 #include "pgtest.h"
 #include "ops/rebuild/rebuild.h"
 #include "stack.h"
+#include "waitfor.h"
 
 #include <check.h>
 #include <fcntl.h>
@@ -308,6 +309,17 @@ static atomic_int writes_ok, reads_ok, reads_failed, reads_after, last_bad_statu
 static atomic_llong max_read_ms;
 static atomic_bool swapped_flag;
 
+static bool writes_reach(void *arg)
+{
+    return atomic_load(&writes_ok) >= *(const int *)arg;
+}
+
+/* Four reads after the swap, and writes up to *arg. */
+static bool traffic_after_swap(void *arg)
+{
+    return atomic_load(&reads_after) >= 4 && writes_reach(arg);
+}
+
 static void *writer(void *arg)
 {
     (void)arg;
@@ -380,15 +392,16 @@ START_TEST(rebuild_under_writes_keeps_every_row_and_every_read)
     for (int i = 0; i < 2; i++)
         pthread_create(&rd[i], NULL, reader, (void *)(intptr_t)(i * 7));
     /* Writes flowing before the watermarks are taken. */
-    for (int waited = 0; waited < WAIT_MS && atomic_load(&writes_ok) < 10; waited += 20)
-        usleep(20000);
-    ck_assert_int_ge(atomic_load(&writes_ok), 10);
+    int want_writes = 10;
+    ck_assert(waitfor(writes_reach, &want_writes, WAIT_MS));
 
     tool t;
     const char *extra[] = {"--type=account", "--batch.max=10", "--swap.lock_timeout_ms=30000",
                            NULL};
     tool_start(&t, "rebuild", extra);
     ck_assert_msg(wait_phase(&t, "swapping"), "no swapping phase in %s", t.err);
+    /* Fixed times are what is measured here: reads in flight at "swapping" get 300 ms to end
+       (or block), then none may complete in the 1 s the swap waits for the holder. */
     usleep(300000);
     int blocked_from = atomic_load(&reads_ok);
     usleep(1000000); /* the swap waits for the holder; reads wait behind the swap */
@@ -397,11 +410,8 @@ START_TEST(rebuild_under_writes_keeps_every_row_and_every_read)
     ck_assert_int_eq(tool_wait(&t, WAIT_MS), 0);
     atomic_store(&swapped_flag, true);
     /* Reads and writes go on after the swap. */
-    int writes_at_swap = atomic_load(&writes_ok);
-    for (int waited = 0; waited < WAIT_MS && (atomic_load(&reads_after) < 4 ||
-                                              atomic_load(&writes_ok) < writes_at_swap + 4);
-         waited += 20)
-        usleep(20000);
+    int writes_after = atomic_load(&writes_ok) + 4;
+    waitfor(traffic_after_swap, &writes_after, WAIT_MS); /* asserted below */
     atomic_store(&running, false);
     pthread_join(w, NULL);
     for (int i = 0; i < 2; i++)

@@ -11,6 +11,7 @@
 #include "core/ids.h"
 #include "pgtest.h"
 #include "stack.h"
+#include "waitfor.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -336,20 +337,6 @@ END_TEST
 
 #define CAP 16
 
-static long long metric_value(int port, const char *name);
-
-/* Polls a metric until it equals want, for up to 5 s; returns the last value. */
-static long long metric_becomes(int port, const char *name, long long want)
-{
-    long long v = -1;
-    for (int i = 0; i < 100 && v != want; i++) {
-        v = metric_value(port, name);
-        if (v != want)
-            usleep(50000);
-    }
-    return v;
-}
-
 /* Stops the extra gateway (gateways[2]); its exit status, or -1 when none runs. */
 static int stop_extra(void)
 {
@@ -384,12 +371,12 @@ START_TEST(connections_are_capped)
     const char *extra[] = {flag_port, flag_cap, flag_group, "--workers=1", NULL};
     start_extra(5, extra);
     ck_assert(cluster_wait_ready(port, 60000));
-    ck_assert_int_eq(metric_becomes(port, "gateway_http_connections", 1), 1);
+    ck_assert_int_eq(httpc_metric_becomes(port, "gateway_http_connections", 1, 5000), 1);
 
     int idle[CAP];
     for (int i = 0; i < CAP - 1; i++)
         idle[i] = connect_to(port, 10);
-    ck_assert_int_eq(metric_becomes(port, "gateway_http_connections", CAP), CAP);
+    ck_assert_int_eq(httpc_metric_becomes(port, "gateway_http_connections", CAP, 5000), CAP);
     idle[CAP - 1] = connect_to(port, 10);
 
     int waiting = connect_to(port, 1);
@@ -405,10 +392,10 @@ START_TEST(connections_are_capped)
     ck_assert_int_eq(read_status(waiting), 200);
     close(waiting);
 
-    ck_assert_int_ge(metric_value(port, "gateway_http_accept_paused_total"), 1);
+    ck_assert_int_ge(httpc_metric(port, "gateway_http_accept_paused_total"), 1);
     for (int i = 1; i < CAP; i++)
         close(idle[i]);
-    ck_assert_int_eq(metric_becomes(port, "gateway_http_connections", 1), 1);
+    ck_assert_int_eq(httpc_metric_becomes(port, "gateway_http_connections", 1, 5000), 1);
     int rc = stop_extra();
     ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
 }
@@ -624,19 +611,6 @@ static long rss_kib(pid_t pid)
     return kib;
 }
 
-static long long metric_value(int port, const char *name)
-{
-    httpc_response r = httpc_request(port, "GET", "/metrics", NULL, NULL, TIMEOUT_MS);
-    long long v = -1;
-    size_t n = strlen(name);
-    for (char *l = r.body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        if (strncmp(l, name, n) == 0 && l[n] == ' ')
-            v = atoll(l + n + 1);
-    }
-    httpc_free(&r);
-    return v;
-}
-
 /* Sends one sync deposit on a new connection and leaves the answer unread. */
 static int send_parked(int port, int i)
 {
@@ -682,15 +656,10 @@ START_TEST(parked_requests_memory_is_bounded)
     static int fds[PARKED];
     for (int i = 0; i < PARKED; i++)
         fds[i] = send_parked(port, i);
-    long long parked = 0;
-    for (int i = 0; i < 600 && parked < PARKED; i++) {
-        parked = metric_value(port, "gateway_parked_requests");
-        if (parked < PARKED)
-            usleep(100000);
-    }
+    long long parked = httpc_metric_reaches(port, "gateway_parked_requests", PARKED, 60000);
     if (parked < PARKED) { /* the requests beyond would park too, each for its 30 s */
-        long long open = metric_value(port, "gateway_http_connections");
-        long long produced = metric_value(port, "gateway_commands_produced_total");
+        long long open = httpc_metric(port, "gateway_http_connections");
+        long long produced = httpc_metric(port, "gateway_commands_produced_total");
         processors_signal(SIGCONT);
         for (int i = 0; i < PARKED; i++)
             close(fds[i]);
@@ -734,19 +703,9 @@ START_TEST(disconnected_client_frees_its_slot)
 {
     processors_signal(SIGSTOP);
     int fd = send_parked(ports[0], 0);
-    long long parked = 0;
-    for (int i = 0; i < 100 && parked != 1; i++) {
-        parked = metric_value(ports[0], "gateway_parked_requests");
-        if (parked != 1)
-            usleep(50000);
-    }
+    long long parked = httpc_metric_becomes(ports[0], "gateway_parked_requests", 1, 5000);
     close(fd);
-    long long after = -1;
-    for (int i = 0; i < 100 && after != 0; i++) {
-        after = metric_value(ports[0], "gateway_parked_requests");
-        if (after != 0)
-            usleep(50000);
-    }
+    long long after = httpc_metric_becomes(ports[0], "gateway_parked_requests", 0, 5000);
     processors_signal(SIGCONT);
     ck_assert_int_eq(parked, 1);
     ck_assert_int_eq(after, 0);
@@ -817,6 +776,17 @@ static int kill_done(void)
     return n;
 }
 
+static bool kill_done_at_least(void *arg)
+{
+    return kill_done() >= *(const int *)arg;
+}
+
+/* Waits (up to timeout_ms) until the kill test's clients have n answers between them. */
+static void kill_done_reaches(int n, int timeout_ms)
+{
+    waitfor(kill_done_at_least, &n, timeout_ms);
+}
+
 START_TEST(killed_replica_loses_nothing)
 {
     for (int t = 0; t < KILL_THREADS; t++) {
@@ -829,16 +799,11 @@ START_TEST(killed_replica_loses_nothing)
         ck_assert_int_eq(pthread_create(&th[t], NULL, kill_client, (void *)(intptr_t)t), 0);
     /* Requests in flight on replica 0 when it dies: with the processors stopped, the sync
        requests it took wait there. No assertion while the processors are stopped. */
-    for (int waited = 0; waited < TIMEOUT_MS && kill_done() < KILL_THREADS; waited += 20)
-        usleep(20000); /* answers coming: the pipeline works */
+    kill_done_reaches(KILL_THREADS, TIMEOUT_MS); /* answers coming: the pipeline works */
     int before_stop = kill_done();
     processors_signal(SIGSTOP);
-    long long waiting = 0;
-    for (int waited = 0; waited < TIMEOUT_MS && waiting < KILL_THREADS / 4; waited += 50) {
-        waiting = metric_value(ports[0], "gateway_commands_unanswered");
-        if (waiting < KILL_THREADS / 4)
-            usleep(50000);
-    }
+    long long waiting =
+        httpc_metric_reaches(ports[0], "gateway_commands_unanswered", KILL_THREADS / 4, TIMEOUT_MS);
     kill(gateways[0], SIGKILL);
     waitpid(gateways[0], NULL, 0);
     gateways[0] = 0;
@@ -846,12 +811,10 @@ START_TEST(killed_replica_loses_nothing)
     processors_signal(SIGCONT);
     ck_assert_msg(waiting >= KILL_THREADS / 4,
                   "%lld requests waiting on replica 0 (%lld on replica 1) after %d answers",
-                  waiting, metric_value(ports[1], "gateway_commands_unanswered"), before_stop);
+                  waiting, httpc_metric(ports[1], "gateway_commands_unanswered"), before_stop);
     /* Every client goes on with replica 1: some more commands each, then stop. */
     int after_kill = kill_done();
-    for (int waited = 0; waited < 60000 && kill_done() < after_kill + 4 * KILL_THREADS;
-         waited += 20)
-        usleep(20000);
+    kill_done_reaches(after_kill + 4 * KILL_THREADS, 60000);
     atomic_store(&kill_stop, true);
     for (int t = 0; t < KILL_THREADS; t++)
         pthread_join(th[t], NULL);
@@ -898,7 +861,7 @@ START_TEST(sigterm_answers_parked_with_202)
     int fd = send_parked(ports[1], 0);
     long long parked = 0;
     for (int i = 0; i < 100 && parked < 1; i++) {
-        parked = metric_value(ports[1], "gateway_parked_requests");
+        parked = httpc_metric(ports[1], "gateway_parked_requests");
         if (parked < 1)
             usleep(50000);
     }

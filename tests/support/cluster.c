@@ -15,6 +15,7 @@
 #include "core/ids.h"
 #include "httpc.h"
 #include "kafka/kafka.h"
+#include "waitfor.h"
 
 #include <event2/event.h>
 #include <stdint.h>
@@ -98,18 +99,17 @@ pid_t cluster_start(const cluster *c, const char *service, int idx, const char *
     return pid;
 }
 
+static bool readyz_200(void *arg)
+{
+    httpc_response r = httpc_request(*(int *)arg, "GET", "/readyz", NULL, NULL, 1000);
+    bool ready = r.status == 200;
+    httpc_free(&r);
+    return ready;
+}
+
 bool cluster_wait_ready(int port, int timeout_ms)
 {
-    long long deadline = ids_monotonic_ms() + timeout_ms;
-    do {
-        httpc_response r = httpc_request(port, "GET", "/readyz", NULL, NULL, 1000);
-        bool ready = r.status == 200;
-        httpc_free(&r);
-        if (ready)
-            return true;
-        usleep(20000);
-    } while (ids_monotonic_ms() < deadline);
-    return false;
+    return waitfor(readyz_200, &port, timeout_ms);
 }
 
 int cluster_pg(const cluster *c, const char *how)

@@ -1,5 +1,6 @@
 /* httpc.c: blocking HTTP client over a loopback socket, with a deadline on every step. */
 #include "httpc.h"
+#include "waitfor.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -99,15 +100,32 @@ long long httpc_metric(int port, const char *name)
     return v;
 }
 
+typedef struct metric_wait {
+    int port;
+    const char *name;
+    long long want, value;
+    bool at_least; /* value >= want will do */
+} metric_wait;
+
+static bool metric_holds(void *arg)
+{
+    metric_wait *w = arg;
+    w->value = httpc_metric(w->port, w->name);
+    return w->at_least ? w->value >= w->want : w->value == w->want;
+}
+
 long long httpc_metric_becomes(int port, const char *name, long long want, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
-    long long v = httpc_metric(port, name);
-    while (v != want && now_ms() < deadline) {
-        usleep(20000);
-        v = httpc_metric(port, name);
-    }
-    return v;
+    metric_wait w = {.port = port, .name = name, .want = want};
+    waitfor(metric_holds, &w, timeout_ms);
+    return w.value;
+}
+
+long long httpc_metric_reaches(int port, const char *name, long long min, int timeout_ms)
+{
+    metric_wait w = {.port = port, .name = name, .want = min, .at_least = true};
+    waitfor(metric_holds, &w, timeout_ms);
+    return w.value;
 }
 
 int httpc_connect(int port)

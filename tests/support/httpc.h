@@ -26,6 +26,8 @@ const char *httpc_header(const httpc_response *r, const char *name, char *buf, s
 long long httpc_metric(int port, const char *name);
 /* Polls that metric until it equals want, for up to timeout_ms; returns the last value read. */
 long long httpc_metric_becomes(int port, const char *name, long long want, int timeout_ms);
+/* As httpc_metric_becomes(), until the value is at least min. */
+long long httpc_metric_reaches(int port, const char *name, long long min, int timeout_ms);
 /* Frees what the response holds. */
 void httpc_free(httpc_response *r);
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "core/ids.h"
+#include "waitfor.h"
 
 long long pgtest_int(PGconn *db, const char *sql)
 {
@@ -16,13 +17,22 @@ long long pgtest_int(PGconn *db, const char *sql)
     return v;
 }
 
+typedef struct int_wait {
+    PGconn *db;
+    const char *sql;
+    long long want, value;
+} int_wait;
+
+static bool int_is(void *arg)
+{
+    int_wait *w = arg;
+    w->value = pgtest_int(w->db, w->sql);
+    return w->value == w->want;
+}
+
 long long pgtest_wait_int(PGconn *db, const char *sql, long long want, int timeout_ms)
 {
-    long long deadline = ids_monotonic_ms() + timeout_ms;
-    long long v = pgtest_int(db, sql);
-    while (v != want && ids_monotonic_ms() < deadline) {
-        usleep(20 * 1000);
-        v = pgtest_int(db, sql);
-    }
-    return v;
+    int_wait w = {.db = db, .sql = sql, .want = want};
+    waitfor(int_is, &w, timeout_ms);
+    return w.value;
 }

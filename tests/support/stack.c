@@ -3,6 +3,7 @@
 
 #include "core/ids.h"
 #include "httpc.h"
+#include "waitfor.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -120,7 +121,7 @@ static int wait_ready(stack *s)
             }
             return 0;
         }
-        usleep(20000);
+        usleep(WAITFOR_POLL_MS * 1000);
     }
     fprintf(stderr, "the stack was not ready within 90 s\n");
     stack_show_logs(s);

@@ -1,0 +1,18 @@
+/* waitfor.c: bounded waits on a condition (waitfor.h). */
+#include "waitfor.h"
+
+#include "core/ids.h"
+
+#include <unistd.h>
+
+bool waitfor(bool (*cond)(void *arg), void *arg, int timeout_ms)
+{
+    long long deadline = ids_monotonic_ms() + timeout_ms;
+    for (;;) {
+        if (cond(arg))
+            return true;
+        if (ids_monotonic_ms() >= deadline)
+            return false;
+        usleep(WAITFOR_POLL_MS * 1000);
+    }
+}

@@ -1,0 +1,16 @@
+/*
+ * waitfor.h: the one way tests wait for a condition: polled every WAITFOR_POLL_MS on the monotonic
+ * clock until it holds or timeout_ms of real time has passed (however long each check takes).
+ * The poll interval is the only fixed wait; what a test waits for is always the condition.
+ */
+#ifndef CQRS_WAITFOR_H
+#define CQRS_WAITFOR_H
+
+#include <stdbool.h>
+
+#define WAITFOR_POLL_MS 20
+
+/* Calls cond(arg) until it returns true or timeout_ms passes; returns its last answer. */
+bool waitfor(bool (*cond)(void *arg), void *arg, int timeout_ms);
+
+#endif
