@@ -49,9 +49,10 @@ typedef struct conn {
     long long start_us;           /* the current request's first byte */
     unsigned long long remaining; /* of a Content-Length body or of a chunk */
     unsigned long long body_total;
-    size_t dropped;      /* bytes dropped while lingering */
-    bool shut;           /* our side is shut down for writing */
-    bool evhttp_writing; /* an answer of evhttp went down to the socket */
+    size_t dropped;       /* bytes dropped while lingering */
+    size_t trailer_total; /* bytes of the trailer section so far */
+    bool shut;            /* our side is shut down for writing */
+    bool evhttp_writing;  /* an answer of evhttp went down to the socket */
 } conn;
 
 static const char *reason(int status)
@@ -300,6 +301,21 @@ static head_check check_request_line(const char *s, size_t n, bool *v11)
     return refuse(PROBLEM_NOT_IMPLEMENTED, "the method is not implemented");
 }
 
+/* A trailer line is a field: a token, a colon, a value without control characters but tab. */
+static bool trailer_field(const char *s, size_t n)
+{
+    const char *colon = memchr(s, ':', n);
+    if (!colon || colon == s)
+        return false;
+    for (const char *p = s; p < colon; p++)
+        if (!is_tchar(*p))
+            return false;
+    for (const char *p = colon + 1; p < s + n; p++)
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return false;
+    return true;
+}
+
 /* Checks one header field of a head; counts Host, reads the body's framing. */
 static head_check check_field(const char *s, size_t n, head_check *h, int *hosts, bool *has_cl,
                               bool *has_te)
@@ -438,8 +454,11 @@ static bool chunk_step(conn *c, struct evbuffer *src, struct evbuffer *dst)
     size_t eol_len = 0;
     struct evbuffer_ptr eol = evbuffer_search_eol(src, NULL, &eol_len, EVBUFFER_EOL_CRLF);
     if (eol.pos < 0) {
-        if (avail > (c->state == ST_TRAILER ? c->lim->max_head : MAX_CHUNK_LINE))
-            answer(c, PROBLEM_BAD_REQUEST, "a chunk-size or trailer line is too long");
+        if (c->state == ST_TRAILER && c->trailer_total + avail > c->lim->max_head)
+            answer(c, PROBLEM_HEADERS_TOO_LARGE,
+                   "the trailer section is larger than the server takes");
+        else if (c->state != ST_TRAILER && avail > MAX_CHUNK_LINE)
+            answer(c, PROBLEM_BAD_REQUEST, "a chunk-size line is too long");
         return false;
     }
     size_t len = (size_t)eol.pos;
@@ -451,11 +470,26 @@ static bool chunk_step(conn *c, struct evbuffer *src, struct evbuffer *dst)
         }
         c->state = ST_CHUNK_SIZE;
     } else if (c->state == ST_TRAILER) {
+        /* Trailer fields are checked and dropped (RFC 9112 §7.1.2 lets a recipient discard
+           them; nothing here reads one): evhttp, which counts them against the head's size
+           and answers in HTML, sees only the empty line that ends the body. */
         if (len == 0) {
             evbuffer_remove_buffer(src, dst, len + eol_len);
             request_done(c);
             return false;
         }
+        c->trailer_total += len + eol_len;
+        if (c->trailer_total > c->lim->max_head) {
+            answer(c, PROBLEM_HEADERS_TOO_LARGE,
+                   "the trailer section is larger than the server takes");
+            return false;
+        }
+        if (!trailer_field(line, len)) {
+            answer(c, PROBLEM_BAD_REQUEST, "a trailer line is not a field");
+            return false;
+        }
+        evbuffer_drain(src, len + eol_len);
+        return true;
     } else { /* ST_CHUNK_SIZE: 1*HEXDIG [BWS ; chunk-ext] */
         unsigned long long size = 0;
         size_t i = 0;
@@ -483,6 +517,7 @@ static bool chunk_step(conn *c, struct evbuffer *src, struct evbuffer *dst)
         }
         c->remaining = size;
         c->state = size ? ST_CHUNK_DATA : ST_TRAILER;
+        c->trailer_total = 0;
         /* evhttp refuses chunk extensions (RFC 9112 §7.1.1 says to ignore those not
            understood, which is all of them here): it gets the size alone. */
         evbuffer_drain(src, len + eol_len);

@@ -92,48 +92,53 @@ static const struct {
     {"an Expect other than 100-continue",
      "POST /v1/commands HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}", 417,
      "/problems/expectation-failed"},
+    {"a trailer field with a control character",
+     "POST /v1/commands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "2\r\n{}\r\n0\r\nX-T: a\x01b\r\n\r\n",
+     400, "/problems/bad-request"},
+    {"a trailer line that is not a field",
+     "POST /v1/commands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "2\r\n{}\r\n0\r\nno colon\r\n\r\n",
+     400, "/problems/bad-request"},
     {"Content-Length and Transfer-Encoding",
      "POST /v1/commands HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
      400, "/problems/bad-request"},
 };
 
-/* Each is answered in problem+json that closes the connection, and counted in the metrics. */
-START_TEST(refused_as_problem_json)
+/* Sends req on a connection of its own: the answer is the problem given, closing the connection,
+   and counted in the metrics. */
+static void refused(const char *name, const char *req, int status, const char *type)
 {
-    long long before = answers(bad[_i].status);
+    long long before = answers(status);
     int fd = httpc_connect(st.http_port);
     ck_assert_int_ge(fd, 0);
-    size_t n = strlen(bad[_i].request);
-    ck_assert_uint_eq(httpc_send(fd, bad[_i].request, n, TIMEOUT_MS), n);
+    size_t n = strlen(req);
+    ck_assert_uint_eq(httpc_send(fd, req, n, TIMEOUT_MS), n);
     httpc_response r = httpc_read(fd, TIMEOUT_MS);
-    check_problem(&r, fd, bad[_i].status, bad[_i].type);
+    check_problem(&r, fd, status, type);
     httpc_free(&r);
     close(fd);
-    ck_assert_msg(answers_become(bad[_i].status, before + 1) == before + 1,
-                  "%s: not counted in gateway_http_requests_total", bad[_i].name);
+    ck_assert_msg(answers_become(status, before + 1) == before + 1,
+                  "%s: not counted in gateway_http_requests_total", name);
+}
+
+START_TEST(refused_as_problem_json)
+{
+    refused(bad[_i].name, bad[_i].request, bad[_i].status, bad[_i].type);
 }
 END_TEST
 
 /* A 64 KiB header gets 431 (not 400), read in full or not. */
 START_TEST(huge_header_is_431)
 {
-    long long before = answers(431);
     size_t big = (size_t)64 * 1024;
     char *req = malloc(big + 128);
     int n = snprintf(req, 128, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
     memset(req + n, 'a', big);
     memcpy(req + n + big, "\r\n\r\n", 5);
-    int fd = httpc_connect(st.http_port);
-    ck_assert_int_ge(fd, 0);
-    size_t len = strlen(req);
-    ck_assert_uint_eq(httpc_send(fd, req, len, TIMEOUT_MS), len);
+    refused("a 64 KiB header", req, 431, "/problems/headers-too-large");
     free(req);
-    httpc_response r = httpc_read(fd, TIMEOUT_MS);
-    check_problem(&r, fd, 431, "/problems/headers-too-large");
-    httpc_free(&r);
-    close(fd);
-    ck_assert_int_eq(answers_become(431, before + 1), before + 1);
 }
 END_TEST
 
@@ -265,6 +270,45 @@ START_TEST(keep_alive_and_pipelining)
 }
 END_TEST
 
+/* Trailer fields are read and dropped: a section the head's limit takes gets the request
+   answered and the connection kept; a larger one gets 431, in problem+json. */
+START_TEST(trailers_are_dropped_up_to_the_head_limit)
+{
+    size_t big = 12 * 1024; /* with the head, more than evhttp's header limit (16 KiB) */
+    const char *head = "POST /v1/commands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                       "X-Pad: ";
+    const char *rest = "\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: ";
+    const char *next = "\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    size_t len = strlen(head) + big / 2 + strlen(rest) + big + strlen(next);
+    char *req = malloc(len + 1);
+    char *w = req;
+    w = stpcpy(w, head);
+    memset(w, 'p', big / 2);
+    w = stpcpy(w + big / 2, rest);
+    memset(w, 't', big);
+    stpcpy(w + big, next);
+    int fd = httpc_connect(st.http_port);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_uint_eq(httpc_send(fd, req, len, TIMEOUT_MS), len);
+    char *all = read_all(fd);
+    close(fd);
+    ck_assert_msg(count(all, "HTTP/1.1 400 ") == 1 &&
+                      count(all, "/problems/invalid-request") == 1 &&
+                      strstr(strstr(all, "HTTP/1.1 400 "), "HTTP/1.1 200 "),
+                  "answers: %.600s", all);
+    free(all);
+
+    /* The same trailer field, past the head limit. */
+    w = stpcpy(req, "POST /v1/commands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "2\r\n{}\r\n0\r\nX-Trailer: ");
+    size_t over = len - (size_t)(w - req) - 4;
+    memset(w, 't', over);
+    memcpy(w + over, "\r\n\r\n", 5);
+    refused("a trailer over the head limit", req, 431, "/problems/headers-too-large");
+    free(req);
+}
+END_TEST
+
 int main(void)
 {
     char args[256];
@@ -284,6 +328,7 @@ int main(void)
     tcase_add_test(tc, over_size_body_still_sent_reads_413);
     tcase_add_loop_test(tc, slow_client_gets_408, 0, (int)(sizeof slow / sizeof slow[0]));
     tcase_add_test(tc, keep_alive_and_pipelining);
+    tcase_add_test(tc, trailers_are_dropped_up_to_the_head_limit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
