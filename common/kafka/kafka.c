@@ -54,6 +54,12 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
                   : level == 4 ? LOG_WARN
                   : level <= 6 ? LOG_INFO
                                : LOG_DEBUG;
+    /* kafka.* properties go to every client of a service, its producer and its consumers alike:
+       the one a property does not apply to ignores it, which is no cause for a warning. */
+    if (strcmp(fac, "CONFWARN") == 0 &&
+        (strstr(buf, "is a consumer property and will be ignored") ||
+         strstr(buf, "is a producer property and will be ignored")))
+        l = LOG_DEBUG;
     if (log_enabled(l))
         log_kv(l, buf,
                LOG_FIELDS("component", "librdkafka", "facility", fac, "client", rd_kafka_name(rk)));
