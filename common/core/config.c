@@ -12,10 +12,21 @@
 
 extern char **environ;
 
+/* Keys are spelled with '_' between words; '-' is taken in its place ("--dry-run" is
+   "--dry_run"), as it already is in the environment's names. */
+static bool same_key(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        if (*a != *b && !((*a == '-' || *a == '_') && (*b == '-' || *b == '_')))
+            return false;
+    }
+    return *a == *b;
+}
+
 static const config_row *find_row(const config_row *table, const char *name)
 {
     for (const config_row *r = table; r->name; r++) {
-        if (strcmp(r->name, name) == 0)
+        if (same_key(r->name, name))
             return r;
     }
     return NULL;
@@ -225,7 +236,7 @@ config_result config_load(const config_row *table, void *out, config_props *prop
             continue;
         const char *eq = strchr(a, '=');
         const config_row *flag = strncmp(a, "--", 2) == 0 && !eq ? find_row(table, a + 2) : NULL;
-        if (flag && flag->type == CONFIG_BOOL) { /* "--dry-run" alone means "--dry-run=true" */
+        if (flag && flag->type == CONFIG_BOOL) { /* "--dry_run" alone means "--dry_run=true" */
             if (set_value(table, out, props, flag->name, "true", "command line", err, errlen))
                 return CONFIG_FAILED;
             continue;
@@ -247,8 +258,9 @@ void config_usage(FILE *f, const char *prog, const char *summary, const config_r
 {
     fprintf(f, "usage: %s [--config=FILE] [--key=value ...]\n%s\n\n", prog, summary);
     fprintf(f, "Every key may also be set in FILE as 'key = value' or in the environment as\n"
-               "CQRS_<KEY> (upper case, dots and dashes as underscores). A boolean flag alone\n"
-               "(--key) means true. Precedence: flag > environment > file > default. Keys under\n"
+               "CQRS_<KEY> (upper case, dots as underscores). A '-' in a key is taken for '_'.\n"
+               "A boolean flag alone (--key) means true. Precedence: flag > environment > file > "
+               "default. Keys under\n"
                "'kafka.' are passed to librdkafka unchanged.\n\n");
     for (const config_row *r = table; r->name; r++) {
         char env[128];

@@ -25,7 +25,7 @@ static const config_row table[] = {
     {"sync.timeout_ms", CONFIG_INT, offsetof(tconf, timeout_ms), "5000", 1, 600000, "wait"},
     {"log.verbose", CONFIG_BOOL, offsetof(tconf, verbose), "false", 0, 0, "log more"},
     {"topic.prefix", CONFIG_STR, offsetof(tconf, prefix), NULL, 0, 0, "topic name prefix"},
-    {"dry-run", CONFIG_BOOL, offsetof(tconf, dry_run), "false", 0, 0, "change nothing"},
+    {"dry_run", CONFIG_BOOL, offsetof(tconf, dry_run), "false", 0, 0, "change nothing"},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 
@@ -267,11 +267,21 @@ static const lcase lcases[] = {
      .result = CONFIG_LOADED,
      .want = {"log.verbose=false"},
      .props = ""},
-    {.name = "a dash in a key is an underscore in its variable",
+    {.name = "a key's variable has its name in upper case",
      .env = {"CQRS_DRY_RUN=yes"},
      .result = CONFIG_LOADED,
-     .want = {"dry-run=true"},
+     .want = {"dry_run=true"},
      .props = ""},
+    {.name = "a dash in a key is taken for an underscore, in a flag alone, a flag or a file",
+     .file = "sync.timeout-ms = 7\n",
+     .argv = {"--config=@FILE@", "--dry-run", "--http.port=1"},
+     .result = CONFIG_LOADED,
+     .want = {"dry_run=true", "sync.timeout_ms=7", "http.port=1"},
+     .props = ""},
+    {.name = "a dash is no dot",
+     .argv = {"--http-port=1"},
+     .result = CONFIG_FAILED,
+     .err = {"unknown configuration key 'http-port'"}},
     {.name = "booleans no",
      .file = "log.verbose = yes\n",
      .argv = {"--config=@FILE@", "--log.verbose=no"},
@@ -475,7 +485,7 @@ static const struct {
     {"--sync.timeout_ms", "CQRS_SYNC_TIMEOUT_MS", "default: 5000"},
     {"--log.verbose", "CQRS_LOG_VERBOSE", "default: false"},
     {"--topic.prefix", "CQRS_TOPIC_PREFIX", "default: (empty)"},
-    {"--dry-run", "CQRS_DRY_RUN", "default: false"},
+    {"--dry_run", "CQRS_DRY_RUN", "default: false"},
 };
 
 START_TEST(usage_lists_every_key_with_its_variable_and_default)
