@@ -45,10 +45,8 @@ static void on_recorded(const pgconn_result *r, void *arg)
     gateway *g = b->g;
     g->accept_inflight = false;
     if (pgconn_result_status(r) != PGCONN_OK) {
-        char n[24];
-        snprintf(n, sizeof(n), "%zu", b->n);
-        log_kv(LOG_WARN, "accepted commands not recorded; their status appears once applied",
-               LOG_FIELDS("count", n, "error", pgconn_result_error(r)));
+        LOG_KV(LOG_WARN, "accepted commands not recorded; their status appears once applied",
+               LOG_NUM("count", b->n), LOG_STR("error", pgconn_result_error(r)));
     }
     accept_batch_done(b);
     accepted_flush(g); /* what gathered while this one was written */

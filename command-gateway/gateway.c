@@ -271,9 +271,8 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
         goto fail;
     httpd_set_observer(g->http, on_answer, g);
     httpd_set_conn_observer(g->http, on_conn_event, g);
-    char port[16];
-    snprintf(port, sizeof(port), "%d", httpd_port(g->http));
-    log_kv(LOG_INFO, "command-gateway listening", LOG_FIELDS("host", cfg->http_host, "port", port));
+    LOG_KV(LOG_INFO, "command-gateway listening", LOG_STR("host", cfg->http_host),
+           LOG_NUM("port", httpd_port(g->http)));
     return g;
 fail:
     gateway_free(g);
@@ -290,9 +289,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (g->live > 0) {
-        char n[24];
-        snprintf(n, sizeof(n), "%zu", g->live);
-        log_kv(LOG_WARN, "drain timed out; requests left unanswered", LOG_FIELDS("count", n));
+        LOG_KV(LOG_WARN, "drain timed out; requests left unanswered", LOG_NUM("count", g->live));
     }
     /* Give the answers just written a moment to leave before the connections go. */
     struct timeval grace = {0, 200000};

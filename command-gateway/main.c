@@ -175,11 +175,8 @@ int main(int argc, char **argv)
         auth_free(authn);
         goto out;
     }
-    char count[24], conns[24];
-    snprintf(count, sizeof(count), "%zu", n);
-    snprintf(conns, sizeof(conns), "%lld", cfg.http_max_connections);
-    log_kv(LOG_INFO, "workers started",
-           LOG_FIELDS("workers", count, "max_connections_per_worker", conns));
+    LOG_KV(LOG_INFO, "workers started", LOG_NUM("workers", n),
+           LOG_NUM("max_connections_per_worker", cfg.http_max_connections));
 
     bool started = workers_run(ws);
 

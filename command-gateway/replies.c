@@ -249,9 +249,7 @@ static void owned_changed(replies *r, bool had)
         for (replies_inbox *in = r->inboxes; in; in = in->next)
             event_active(in->routable_ev, 0, 0);
     }
-    char count[24];
-    snprintf(count, sizeof(count), "%zu", r->nowned);
-    log_kv(LOG_INFO, "reply partitions owned", LOG_FIELDS("count", count));
+    LOG_KV(LOG_INFO, "reply partitions owned", LOG_NUM("count", r->nowned));
 }
 
 /*

@@ -35,10 +35,9 @@ bool log_enabled(log_level level)
     return level >= log_min;
 }
 
-void log_kv(log_level level, const char *msg, const char *const *kv)
+/* The line's fixed members: time, level, service and message. */
+static json_t *line_new(log_level level, const char *msg)
 {
-    if (!log_enabled(level))
-        return;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -53,19 +52,47 @@ void log_kv(log_level level, const char *msg, const char *const *kv)
     json_object_set_new(o, "level", json_string(level_names[level]));
     json_object_set_new(o, "service", json_string(log_service));
     json_object_set_new(o, "msg", json_string(msg ? msg : ""));
-    for (; kv && kv[0]; kv += 2) {
-        if (kv[1])
-            json_object_set_new(o, kv[0], json_string(kv[1]));
-    }
+    return o;
+}
+
+/* Writes the line o (taken) with one write(2), which keeps lines whole. */
+static void line_write(json_t *o)
+{
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!line)
         return;
     size_t len = strlen(line);
-    line[len] = '\n'; /* overwrite the terminator: one write(2) per line keeps lines whole */
+    line[len] = '\n'; /* overwrite the terminator */
     ssize_t w = write(STDERR_FILENO, line, len + 1);
     (void)w;
     free(line);
+}
+
+void log_kv(log_level level, const char *msg, const char *const *kv)
+{
+    if (!log_enabled(level))
+        return;
+    json_t *o = line_new(level, msg);
+    for (; kv && kv[0]; kv += 2) {
+        if (kv[1])
+            json_object_set_new(o, kv[0], json_string(kv[1]));
+    }
+    line_write(o);
+}
+
+void log_fields(log_level level, const char *msg, const log_field *f, size_t n)
+{
+    if (!log_enabled(level))
+        return;
+    json_t *o = line_new(level, msg);
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].is_num)
+            json_object_set_new(o, f[i].key, json_integer(f[i].num));
+        else if (f[i].str)
+            json_object_set_new(o, f[i].key, json_string(f[i].str));
+    }
+    line_write(o);
 }
 
 void log_msg(log_level level, const char *fmt, ...)

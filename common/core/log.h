@@ -3,6 +3,7 @@
 #define CQRS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_FATAL } log_level;
 
@@ -18,6 +19,22 @@ bool log_enabled(log_level level);
  * kv is a NULL-terminated list of key, value string pairs added as fields; values are escaped.
  */
 void log_kv(log_level level, const char *msg, const char *const *kv);
+/* One typed field of a line: a string (NULL: the field is left out) or a number. */
+typedef struct {
+    const char *key;
+    bool is_num;
+    const char *str;
+    long long num;
+} log_field;
+#define LOG_STR(k, v) ((log_field){.key = (k), .is_num = false, .str = (v)})
+#define LOG_NUM(k, v) ((log_field){.key = (k), .is_num = true, .num = (long long)(v)})
+/* Writes one line with the n fields f (numbers as JSON numbers), as log_kv() does. */
+void log_fields(log_level level, const char *msg, const log_field *f, size_t n);
+/* LOG_KV(LOG_INFO, "listening", LOG_NUM("port", port), LOG_STR("host", h)) */
+#define LOG_KV(level, msg, ...)                                                                    \
+    log_fields((level), (msg), (const log_field[]){__VA_ARGS__},                                   \
+               sizeof((const log_field[]){__VA_ARGS__}) / sizeof(log_field))
+
 /* printf-style message with no extra fields. */
 void log_msg(log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

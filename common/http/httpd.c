@@ -193,10 +193,8 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg)
         notify(h, HTTPD_ACCEPT_PAUSED);
         long long now = ids_monotonic_us();
         if (now - h->pause_logged_us >= 10 * 1000000LL) {
-            char n[24];
-            snprintf(n, sizeof(n), "%zu", h->max_conns);
-            log_kv(LOG_WARN, "connection cap reached: accepting paused until one closes",
-                   LOG_FIELDS("max_connections", n));
+            LOG_KV(LOG_WARN, "connection cap reached: accepting paused until one closes",
+                   LOG_NUM("max_connections", h->max_conns));
             h->pause_logged_us = now;
         }
     }

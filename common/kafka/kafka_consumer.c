@@ -447,12 +447,10 @@ int kafka_consumer_offsets_for_time(kafka_consumer *c, const int *partitions, si
             offsets[i] = high;
             continue;
         }
-        char part[16];
-        snprintf(part, sizeof(part), "%d", partitions[i]);
-        log_kv(LOG_WARN,
+        LOG_KV(LOG_WARN,
                "the broker found no offset for the time, but the partition has newer "
                "messages: reading it from the beginning",
-               LOG_FIELDS("topic", c->topic, "partition", part));
+               LOG_STR("topic", c->topic), LOG_NUM("partition", partitions[i]));
         offsets[i] = KAFKA_OFFSET_BEGINNING;
     }
     rc = 0;

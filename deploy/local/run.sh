@@ -315,7 +315,7 @@ health_port() {
         echo "$given"
         return
     fi
-    sed -n 's/.*"msg":"health and metrics".*"port":"\([0-9]*\)".*/\1/p' "$logf" 2>/dev/null | tail -n 1
+    sed -n 's/.*"msg":"health and metrics".*"port":\([0-9]*\).*/\1/p' "$logf" 2>/dev/null | tail -n 1
 }
 
 # Waits until every service answers /readyz 200 (a gateway that cannot route replies would answer

@@ -122,13 +122,12 @@ int offsetlog_choose(offsetlog *l, const int *partitions, size_t n, const pgconn
             offsets[i] = atoll(next);
             continue;
         }
-        char part_s[16];
-        snprintf(part_s, sizeof(part_s), "%d", partition);
-        log_kv(LOG_ERROR, "stored offset counts another Kafka cluster's log",
-               LOG_FIELDS("group", l->group, "topic", l->topic, "partition", part_s,
-                          "stored_offset", next, "stored_cluster", cluster, "cluster", l->cluster,
-                          "action",
-                          l->policy == OFFSETLOG_RESET ? "start from the beginning" : "stop"));
+        LOG_KV(
+            LOG_ERROR, "stored offset counts another Kafka cluster's log",
+            LOG_STR("group", l->group), LOG_STR("topic", l->topic), LOG_NUM("partition", partition),
+            LOG_NUM("stored_offset", atoll(next)), LOG_STR("stored_cluster", cluster),
+            LOG_STR("cluster", l->cluster),
+            LOG_STR("action", l->policy == OFFSETLOG_RESET ? "start from the beginning" : "stop"));
         metrics_add(l->m_cluster, 1);
         if (l->policy == OFFSETLOG_FAIL) {
             snprintf(err, errlen,
@@ -157,22 +156,19 @@ bool offsetlog_check(offsetlog *l, int partition, long long offset, char *err, s
     pt->started = false; /* only the first message says where Kafka started it */
     if (pt->start < 0 || offset == pt->start)
         return true;
-    char part_s[16], start_s[24], first_s[24];
-    snprintf(part_s, sizeof(part_s), "%d", partition);
-    snprintf(start_s, sizeof(start_s), "%lld", pt->start);
-    snprintf(first_s, sizeof(first_s), "%lld", offset);
     if (offset > pt->start) {
-        log_kv(LOG_WARN, "messages below the first one read are no longer in the log (retention)",
-               LOG_FIELDS("group", l->group, "topic", l->topic, "partition", part_s,
-                          "stored_offset", start_s, "first_offset", first_s));
+        LOG_KV(LOG_WARN, "messages below the first one read are no longer in the log (retention)",
+               LOG_STR("group", l->group), LOG_STR("topic", l->topic),
+               LOG_NUM("partition", partition), LOG_NUM("stored_offset", pt->start),
+               LOG_NUM("first_offset", offset));
         return true;
     }
-    log_kv(LOG_ERROR,
+    LOG_KV(LOG_ERROR,
            "stored offset is beyond the end of the partition: the log was replaced or truncated",
-           LOG_FIELDS("group", l->group, "topic", l->topic, "partition", part_s, "stored_offset",
-                      start_s, "first_offset", first_s, "action",
-                      l->policy == OFFSETLOG_RESET ? "read the partition from its beginning"
-                                                   : "stop"));
+           LOG_STR("group", l->group), LOG_STR("topic", l->topic), LOG_NUM("partition", partition),
+           LOG_NUM("stored_offset", pt->start), LOG_NUM("first_offset", offset),
+           LOG_STR("action", l->policy == OFFSETLOG_RESET ? "read the partition from its beginning"
+                                                          : "stop"));
     metrics_add(l->m_range, 1);
     if (l->policy == OFFSETLOG_FAIL) {
         snprintf(err, errlen,

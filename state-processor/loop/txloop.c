@@ -92,9 +92,7 @@ static void backoff(txloop *l, void (*retry)(void *arg), const char *what, const
     l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : 100;
     if (l->backoff_ms > l->retry_max_ms)
         l->backoff_ms = l->retry_max_ms;
-    char ms[24];
-    snprintf(ms, sizeof(ms), "%lld", l->backoff_ms);
-    log_kv(LOG_WARN, what, LOG_FIELDS("error", error, "retry_ms", ms));
+    LOG_KV(LOG_WARN, what, LOG_STR("error", error), LOG_NUM("retry_ms", l->backoff_ms));
     l->state = TX_BACKOFF;
     l->retry = retry;
     struct timeval tv = {.tv_sec = l->backoff_ms / 1000, .tv_usec = (l->backoff_ms % 1000) * 1000};
@@ -154,12 +152,12 @@ static void on_start_offsets(const pgconn_result *r, void *arg)
     char msg[64];
     snprintf(msg, sizeof(msg), "%s partition starts at its stored offset", l->noun);
     for (size_t i = 0; i < l->nstarting; i++) {
-        char part[16], off[24];
-        snprintf(part, sizeof(part), "%d", l->starting[i]);
-        snprintf(off, sizeof(off), "%lld", offsets[i]);
-        log_kv(LOG_INFO, msg,
-               LOG_FIELDS("partition", part, "offset",
-                          offsets[i] == KAFKA_OFFSET_BEGINNING ? "beginning" : off));
+        if (offsets[i] == KAFKA_OFFSET_BEGINNING)
+            LOG_KV(LOG_INFO, msg, LOG_NUM("partition", l->starting[i]),
+                   LOG_STR("offset", "beginning"));
+        else
+            LOG_KV(LOG_INFO, msg, LOG_NUM("partition", l->starting[i]),
+                   LOG_NUM("offset", offsets[i]));
     }
     if (kafka_consumer_start(l->consumer, l->starting, offsets, l->nstarting) != 0)
         log_error("assigned partitions could not be started");
@@ -199,10 +197,9 @@ static bool on_assign(const int *partitions, size_t n, bool assigned, void *arg)
         if (l->owner.revoked)
             l->owner.revoked(l->owner.arg, partitions, n);
     }
-    char count[24], msg[64];
-    snprintf(count, sizeof(count), "%zu", n);
+    char msg[64];
     snprintf(msg, sizeof(msg), "%s partitions %s", l->noun, assigned ? "assigned" : "revoked");
-    log_kv(LOG_INFO, msg, LOG_FIELDS("count", count));
+    LOG_KV(LOG_INFO, msg, LOG_NUM("count", n));
     return true; /* started by read_start_offsets() */
 }
 

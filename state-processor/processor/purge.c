@@ -94,9 +94,7 @@ static void on_step(const pgconn_result *r, void *arg)
     }
     long long n = pgconn_result_affected(r);
     if (n > 0) {
-        char count[24];
-        snprintf(count, sizeof(count), "%lld", n);
-        log_kv(p->step == 2 ? LOG_WARN : LOG_INFO, steps[p->step].done, LOG_FIELDS("count", count));
+        LOG_KV(p->step == 2 ? LOG_WARN : LOG_INFO, steps[p->step].done, LOG_NUM("count", n));
         if (p->step == 2)
             metrics_add(p->m_marked, (unsigned long long)n);
         else

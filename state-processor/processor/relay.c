@@ -249,10 +249,8 @@ static void on_recovered(const pgconn_result *res, void *arg)
         json_decref(row);
     }
     if (n > 0) {
-        char count[16];
-        snprintf(count, sizeof(count), "%d", n);
-        log_kv(LOG_INFO, "outbox: republished events left unconfirmed by a previous run",
-               LOG_FIELDS("count", count));
+        LOG_KV(LOG_INFO, "outbox: republished events left unconfirmed by a previous run",
+               LOG_NUM("count", n));
     }
 }
 
@@ -280,10 +278,8 @@ static void on_refill(const pgconn_result *res, void *arg)
     if (r->refill_left == 0) /* nothing of the page could be produced: no page will do better */
         r->refill_done = true;
     if (n > 0) {
-        char count[16];
-        snprintf(count, sizeof(count), "%d", n);
-        log_kv(LOG_WARN, "outbox: events published to another Kafka cluster produced again",
-               LOG_FIELDS("count", count, "cluster", r->cluster));
+        LOG_KV(LOG_WARN, "outbox: events published to another Kafka cluster produced again",
+               LOG_NUM("count", n), LOG_STR("cluster", r->cluster));
     }
 }
 

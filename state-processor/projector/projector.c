@@ -354,9 +354,8 @@ projector *projector_new(struct event_base *base, const processor_config *cfg,
                                errlen);
         if (!p->health)
             goto fail;
-        char port[16];
-        snprintf(port, sizeof(port), "%d", health_port(p->health));
-        log_kv(LOG_INFO, "health and metrics", LOG_FIELDS("host", cfg->http_host, "port", port));
+        LOG_KV(LOG_INFO, "health and metrics", LOG_STR("host", cfg->http_host),
+               LOG_NUM("port", health_port(p->health)));
     }
     log_kv(LOG_INFO, "projector started", LOG_FIELDS("group", p->group, "topic", p->topic));
     return p;

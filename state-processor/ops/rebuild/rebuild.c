@@ -432,12 +432,10 @@ static int swap(rebuild *r)
             log_warn("rollback could not be queued");
         if (!lock_timeout || r->interrupted)
             return -1;
-        char a[24];
-        snprintf(a, sizeof(a), "%lld", attempt);
-        log_kv(LOG_WARN,
+        LOG_KV(LOG_WARN,
                "the live table stayed locked past swap.lock_timeout_ms; catching up "
                "and trying again",
-               LOG_FIELDS("table", r->live->table, "attempt", a));
+               LOG_STR("table", r->live->table), LOG_NUM("attempt", attempt));
         if (catch_up(r) != 0)
             return -1;
     }

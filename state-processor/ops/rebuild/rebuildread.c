@@ -186,13 +186,11 @@ static int read_all(rebuildread *rd)
 
 static void log_refused(const json_t *row, const char *error)
 {
-    char version[24];
-    snprintf(version, sizeof(version), "%lld",
-             (long long)json_integer_value(json_object_get(row, "version")));
-    log_kv(LOG_ERROR, "PostgreSQL refused a row; it is left out of the rebuild",
-           LOG_FIELDS("tenant", json_string_value(json_object_get(row, "tenant")), "id",
-                      json_string_value(json_object_get(row, "id")), "version", version, "error",
-                      error));
+    LOG_KV(LOG_ERROR, "PostgreSQL refused a row; it is left out of the rebuild",
+           LOG_STR("tenant", json_string_value(json_object_get(row, "tenant"))),
+           LOG_STR("id", json_string_value(json_object_get(row, "id"))),
+           LOG_NUM("version", json_integer_value(json_object_get(row, "version"))),
+           LOG_STR("error", error));
 }
 
 /* The rows of batches PostgreSQL refused, one at a time; the rows it refuses alone are left out. */
