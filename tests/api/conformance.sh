@@ -47,7 +47,7 @@ for mode in jwt off; do
     HTTP_PORT=$(free_port)
     PROCESSOR_PORT=$(free_port)
     PROJECTOR_PORT=$(free_port)
-    limits="--http.max_body=4096 --ratelimit.rate=20 --ratelimit.burst=300 --sync.timeout_ms=1000"
+    limits="--http.max_body=4096 --ratelimit.rate=20 --ratelimit.burst=300"
     if [[ $mode == jwt ]]; then
         stack_start "$TMP/$mode" "--auth.mode=jwt --auth.algorithm=HS256 --auth.key_file=$SECRET \
 --auth.scopes=true $limits" || { rc=1; continue; }
