@@ -55,7 +55,7 @@ BENCH_BINS := $(BUILD)/bench/bare202 $(BUILD)/bench/fill $(BUILD)/bench/openloop
 FUZZ_CC    ?= clang-14
 FUZZ_FLAGS := -std=c11 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-FUZZERS    := $(BUILD)/fuzz/fuzz_intake $(BUILD)/fuzz/fuzz_decode
+FUZZERS    := $(BUILD)/fuzz/fuzz_intake $(BUILD)/fuzz/fuzz_decode $(BUILD)/fuzz/fuzz_httpd
 
 .PHONY: all deps test test-asan soak run bench fuzz lint format clean
 all: $(GATEWAY) $(PROCESSOR) $(MOCKKAFKA)
@@ -127,6 +127,9 @@ $(BUILD)/fuzz/fuzz_decode: tests/fuzz/fuzz_decode.c state-processor/processor/ba
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS) -Istate-processor $(PKG_CFLAGS) $(FUZZ_FLAGS) $(filter %.c,$^) \
 	    $(PKG_LIBS) -o $@
+$(BUILD)/fuzz/fuzz_httpd: tests/fuzz/fuzz_httpd.c $(COMMON_SRC) $(FUZZ_DEPS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(PKG_CFLAGS) $(FUZZ_FLAGS) $(filter %.c,$^) $(PKG_LIBS) -o $@
 
 FUZZ_SECONDS ?= 60
 fuzz: deps

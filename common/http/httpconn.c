@@ -245,7 +245,7 @@ static void trim(const char **s, size_t *n)
 {
     while (*n && (**s == ' ' || **s == '\t'))
         (*s)++, (*n)--;
-    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t' || (*s)[*n - 1] == '\r'))
+    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t'))
         (*n)--;
 }
 
@@ -269,6 +269,22 @@ static head_check refuse(problem_kind kind, const char *detail)
 }
 
 /* Checks the request line: a method evhttp routes, a target, HTTP/1.0 or HTTP/1.1. */
+/* The target as evhttp will take it: visible ASCII only (RFC 9112 §3.2), and a URI its parser
+   reads (it answers one it cannot in HTML). */
+static head_check check_target(const char *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)t[i] <= 0x20 || (unsigned char)t[i] >= 0x7f)
+            return refuse(PROBLEM_BAD_REQUEST, "the request target is not visible ASCII");
+    char *copy = xstrndup(t, n);
+    struct evhttp_uri *u = evhttp_uri_parse_with_flags(copy, EVHTTP_URI_NONCONFORMANT);
+    free(copy);
+    if (!u)
+        return refuse(PROBLEM_BAD_REQUEST, "the request target is not a URI");
+    evhttp_uri_free(u);
+    return (head_check){.ok = true};
+}
+
 static head_check check_request_line(const char *s, size_t n, bool *v11)
 {
     const char *sp1 = memchr(s, ' ', n);
@@ -295,7 +311,7 @@ static head_check check_request_line(const char *s, size_t n, bool *v11)
                                         "PATCH", "DELETE", "OPTIONS", "TRACE"};
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
         if (strlen(known[i]) == mlen && memcmp(s, known[i], mlen) == 0)
-            return (head_check){.ok = true};
+            return check_target(rest, (size_t)(sp2 - rest));
     if (mlen == 7 && memcmp(s, "CONNECT", 7) == 0)
         return refuse(PROBLEM_NOT_IMPLEMENTED, "CONNECT is not supported: this is no proxy");
     return refuse(PROBLEM_NOT_IMPLEMENTED, "the method is not implemented");
@@ -332,6 +348,9 @@ static head_check check_field(const char *s, size_t n, head_check *h, int *hosts
     const char *v = colon + 1;
     size_t vn = n - nlen - 1;
     trim(&v, &vn);
+    for (size_t i = 0; i < vn; i++)
+        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
+            return refuse(PROBLEM_BAD_REQUEST, "a header field value holds a control character");
     if (eq_ci(s, nlen, "Host")) {
         (*hosts)++;
     } else if (eq_ci(s, nlen, "Content-Length")) {

@@ -92,6 +92,12 @@ static const struct {
     {"an Expect other than 100-continue",
      "POST /v1/commands HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}", 417,
      "/problems/expectation-failed"},
+    {"a request target with a control character", "GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+     "/problems/bad-request"},
+    {"a request target that is no URI", "GET http://[x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+     "/problems/bad-request"},
+    {"a header value with DEL", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x7f\r\n\r\n", 400,
+     "/problems/bad-request"},
     {"a trailer field with a control character",
      "POST /v1/commands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
      "2\r\n{}\r\n0\r\nX-T: a\x01b\r\n\r\n",

@@ -13,7 +13,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${BUILD:-build}
 [[ $BUILD == /* ]] || BUILD=$REPO/$BUILD
 SECONDS_EACH=${FUZZ_SECONDS:-20}
-HARNESSES=(fuzz_intake fuzz_decode)
+HARNESSES=(fuzz_intake fuzz_decode fuzz_httpd)
 export CQRS_SCHEMAS_DIR=$REPO/schemas/domains
 
 run_one() {
