@@ -84,11 +84,11 @@ static int set_value(const config_row *table, void *out, config_props *props, co
     case CONFIG_INT: {
         long long v;
         if (!parse_int(value, &v)) {
-            snprintf(err, errlen, "%s: '%s' is not an integer (%s)", key, value, source);
+            snprintf(err, errlen, "%s: '%s' is not an integer (%s)", r->name, value, source);
             return -1;
         }
         if (v < r->min || v > r->max) {
-            snprintf(err, errlen, "%s: %lld is out of range [%lld, %lld] (%s)", key, v, r->min,
+            snprintf(err, errlen, "%s: %lld is out of range [%lld, %lld] (%s)", r->name, v, r->min,
                      r->max, source);
             return -1;
         }
@@ -98,7 +98,7 @@ static int set_value(const config_row *table, void *out, config_props *props, co
     case CONFIG_BOOL: {
         bool b;
         if (!parse_bool(value, &b)) {
-            snprintf(err, errlen, "%s: '%s' is not a boolean (%s)", key, value, source);
+            snprintf(err, errlen, "%s: '%s' is not a boolean (%s)", r->name, value, source);
             return -1;
         }
         memcpy(field, &b, sizeof(b));
@@ -148,7 +148,7 @@ static int load_file(const config_row *table, void *out, config_props *props, co
     return rc;
 }
 
-/* "http.max_body" -> "CQRS_HTTP_MAX_BODY", "dry-run" -> "CQRS_DRY_RUN" */
+/* "http.max_body" -> "CQRS_HTTP_MAX_BODY", "dry_run" -> "CQRS_DRY_RUN" */
 static void env_name(const char *key, char *out, size_t len)
 {
     size_t j = snprintf(out, len, "CQRS_");

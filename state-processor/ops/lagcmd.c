@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "loop/offsetlog.h"
 #include "pg/pgconn.h"
+#include "ops/opsout.h"
 #include "ops/pgwait.h"
 #include "core/service.h"
 #include "core/xalloc.h"
@@ -225,6 +226,13 @@ int lagcmd_main(int argc, char **argv)
                        lag_config_table, &cfg, &kafka, argc, args, &rc))
         goto out;
     rc = EXIT_FAILURE;
+    bool text;
+    if (!opsout_mode(cfg.output, &text)) {
+        snprintf(err, sizeof(err), "output: '%s' is not auto, text or json", cfg.output);
+        log_kv(LOG_FATAL, "bad configuration", LOG_FIELDS("error", err));
+        goto out;
+    }
+    text = text && !cfg.json;
     const char *prefix = cfg.proc.topic_prefix;
     src[0].group = xstrdup(cfg.proc.group_id);
     src[0].topic = xasprintf("%scommands", prefix);
@@ -249,7 +257,7 @@ int lagcmd_main(int argc, char **argv)
         log_kv(LOG_ERROR, "lag unavailable", LOG_FIELDS("error", err));
         goto out;
     }
-    if (cfg.json) {
+    if (!text) {
         json_t *groups = json_array();
         for (size_t i = 0; i < 2; i++)
             json_array_append_new(groups, lagcmd_group_json(src[i].role, src[i].group, src[i].topic,

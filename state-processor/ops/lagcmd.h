@@ -17,7 +17,8 @@
 /* The lag command's configuration: the keys it shares with the processor, then its own. */
 typedef struct lag_config {
     processor_config proc; /* first, so that the shared rows' offsets are processor_config's */
-    bool json;
+    char *output;          /* auto, text or json */
+    bool json;             /* deprecated: the same as output=json */
     long long timeout_ms;
 } lag_config;
 

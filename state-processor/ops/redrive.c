@@ -52,7 +52,7 @@ static const config_row redrive_config_table[] = {
      "only dead letters written before this RFC 3339 time (empty: no bound)"},
     {"id", CONFIG_STR, CFG(id), NULL, 0, 0,
      "only these command ids (repeat --id, or separate them with commas; empty: any)"},
-    {"dry-run", CONFIG_BOOL, CFG(dry_run), "false", 0, 0,
+    {"dry_run", CONFIG_BOOL, CFG(dry_run), "false", 0, 0,
      "say what would be redriven; change and publish nothing"},
     {"output", CONFIG_STR, CFG(output), "auto", 0, 0,
      "auto (a table on a terminal, JSON lines otherwise), text or json"},

@@ -50,15 +50,15 @@ static const config_row replay_config_table[] = {
      "libpq connection string of the write model (only read: which commands are decided)"},
     {"topic.prefix", CONFIG_STR, CFG(topic_prefix), NULL, 0, 0,
      "prefix of the topic names: <prefix>commands is replayed"},
-    {"from-offset", CONFIG_INT, CFG(from_offset), "-1", -1, LLONG_MAX,
-     "replay from this offset of each partition (one of from-offset, from-time is required)"},
-    {"from-time", CONFIG_STR, CFG(from_time), NULL, 0, 0,
+    {"from_offset", CONFIG_INT, CFG(from_offset), "-1", -1, LLONG_MAX,
+     "replay from this offset of each partition (one of from_offset, from_time is required)"},
+    {"from_time", CONFIG_STR, CFG(from_time), NULL, 0, 0,
      "replay from the first message appended at or after this RFC 3339 time"},
-    {"to-offset", CONFIG_INT, CFG(to_offset), "-1", -1, LLONG_MAX,
+    {"to_offset", CONFIG_INT, CFG(to_offset), "-1", -1, LLONG_MAX,
      "stop before this offset (-1: at the end each partition has when replay starts)"},
     {"partition", CONFIG_INT, CFG(partition), "-1", -1, 1 << 20,
      "replay only this partition (-1: every partition)"},
-    {"dry-run", CONFIG_BOOL, CFG(dry_run), "false", 0, 0,
+    {"dry_run", CONFIG_BOOL, CFG(dry_run), "false", 0, 0,
      "read the range and say what would be replayed; publish nothing"},
     {"idempotency.retention_s", CONFIG_INT, CFG(retention_s), "86400", 1, 315360000,
      "the processors' value: older commands (less 5 min) are not replayed, their records may "
@@ -76,7 +76,7 @@ static const config_row replay_config_table[] = {
 typedef struct part {
     int id;
     long long first; /* offset of the first message taken; -1 before */
-    bool started;    /* from-time: a message at or after the time was reached */
+    bool started;    /* from_time: a message at or after the time was reached */
     long long messages, replayed, decided, undecided, expired, no_id;
     long long end; /* the partition's end after the last copy Kafka confirmed; -1: none */
 } part;
@@ -86,7 +86,7 @@ typedef struct replay {
     opsrun *run;
     kafka_consumer *reader; /* the run's */
     char *topic;
-    long long from_ms;   /* from-time; -1 with from-offset */
+    long long from_ms;   /* from_time; -1 with from_offset */
     long long expiry_ms; /* commands issued before are not replayed */
     part *parts;
     opsrun_range *ranges;
@@ -117,15 +117,15 @@ static int check_options(replay *rp, char *err, size_t errlen)
     bool by_time = c->from_time && *c->from_time;
     rp->from_ms = -1;
     if (by_time == (c->from_offset >= 0)) {
-        snprintf(err, errlen, "from-offset, from-time: give exactly one of them");
+        snprintf(err, errlen, "from_offset, from_time: give exactly one of them");
         return -1;
     }
     if (by_time && !ids_parse_rfc3339(c->from_time, &rp->from_ms)) {
-        snprintf(err, errlen, "from-time: '%s' is not an RFC 3339 date-time", c->from_time);
+        snprintf(err, errlen, "from_time: '%s' is not an RFC 3339 date-time", c->from_time);
         return -1;
     }
     if (c->to_offset >= 0 && c->from_offset > c->to_offset) {
-        snprintf(err, errlen, "to-offset: %lld is before from-offset %lld", c->to_offset,
+        snprintf(err, errlen, "to_offset: %lld is before from_offset %lld", c->to_offset,
                  c->from_offset);
         return -1;
     }

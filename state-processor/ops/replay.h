@@ -5,7 +5,7 @@
 /*
  * Replays the commands topic from an offset or a time (docs/adr/0011-replay-and-redrive.md):
  * argv[0] is "replay", the rest its --key=value flags (--help lists them). Prints what it did,
- * or with --dry-run what it would do. Returns the process exit status.
+ * or with --dry_run what it would do. Returns the process exit status.
  */
 int replay_main(int argc, char **argv);
 

@@ -622,7 +622,7 @@ START_TEST(lag_matches_consumer_offsets_and_what_was_produced)
     snprintf(jgroup, sizeof jgroup, "%sprojector", prefix);
     snprintf(commands, sizeof commands, "%scommands", prefix);
     snprintf(events, sizeof events, "%sevents", prefix);
-    const char *json[] = {"--json", NULL};
+    const char *json[] = {"--output=json", NULL};
     long long c1, cl1, e1, el1, c2, cl2, e2, el2;
     json_t *a = tool_run("lag", json, 0);
     json_t *groups = json_object_get(a, "groups");
@@ -660,7 +660,8 @@ START_TEST(lag_matches_consumer_offsets_and_what_was_produced)
 
     /* The table: a header, then each partition and a total per group, the same figures. */
     tool t;
-    tool_start(&t, "lag", NULL);
+    const char *as_text[] = {"--output=text", NULL};
+    tool_start(&t, "lag", as_text);
     ck_assert_int_eq(tool_wait(&t, WAIT_MS), 0);
     char *text = slurp(t.out);
     ck_assert_msg(strncmp(text, "ROLE", 4) == 0, "%s", text);
@@ -738,11 +739,13 @@ static const struct {
 } bad[] = {
     {"rebuild", {NULL}, "\"error\":\"type: "},
     {"rebuild", {"--type=spaceship"}, "\"error\":\"type: no aggregate type 'spaceship'"},
-    {"rebuild", {"--type=account", "--from-time=yesterday"}, "\"error\":\"from-time: "},
+    {"rebuild", {"--type=account", "--from-time=yesterday"}, "\"error\":\"from_time: "},
     {"rebuild", {"--type=account", "--swap.attempts=0"}, "\"error\":\"swap.attempts: "},
     {"rebuild", {"--type=account", "--bogus=1"}, "unknown configuration key 'bogus'"},
     {"lag", {"--timeout_ms=5"}, "\"error\":\"timeout_ms: "},
     {"lag", {"--json=maybe"}, "\"error\":\"json: "},
+    {"lag", {"--output=xml"}, "\"error\":\"output: 'xml' is not auto, text or json"},
+    {"rebuild", {"--type=account", "--output=table"}, "\"error\":\"output: 'table' is not auto"},
 };
 
 START_TEST(help_lists_every_key_and_errors_name_the_key)

@@ -811,17 +811,17 @@ static const struct {
     const char *args[3];
     const char *says; /* in the error line on stderr */
 } refused[] = {
-    {"replay", {NULL}, "from-offset, from-time"},
+    {"replay", {NULL}, "from_offset, from_time"},
     {"replay", {"--from-offset=0", "--from-time=2026-01-01T00:00:00Z", NULL}, "exactly one"},
-    {"replay", {"--from-time=yesterday", NULL}, "from-time: 'yesterday'"},
-    {"replay", {"--from-offset=5", "--to-offset=2", NULL}, "to-offset"},
+    {"replay", {"--from-time=yesterday", NULL}, "from_time: 'yesterday'"},
+    {"replay", {"--from-offset=5", "--to-offset=2", NULL}, "to_offset"},
     {"replay", {"--from-offset=0", "--partition=99", NULL}, "partition: 99 is out of range"},
-    {"replay", {"--from-offset=x", NULL}, "from-offset: 'x' is not an integer"},
+    {"replay", {"--from-offset=x", NULL}, "from_offset: 'x' is not an integer"},
     {"replay", {"--from-offset=0", "--output=xml", NULL}, "output: 'xml'"},
     {"redrive", {"--reason=typo", NULL}, "reason: 'typo'"},
     {"redrive", {"--id=42", NULL}, "id: '42' is not a command id"},
     {"redrive", {"--since=monday", NULL}, "since: 'monday'"},
-    {"redrive", {"--dry-run=maybe", NULL}, "dry-run: 'maybe' is not a boolean"},
+    {"redrive", {"--dry-run=maybe", NULL}, "dry_run: 'maybe' is not a boolean"},
     {"redrive", {"--frm=1", NULL}, "unknown configuration key 'frm'"},
 };
 

@@ -145,7 +145,7 @@ rebuild *rebuild_new(const rebuild_config *cfg, const config_props *kafka_props,
     const char *t = cfg->from_time ? cfg->from_time : "";
     if (*t && !jsformat_find("date-time")(t, strlen(t))) {
         snprintf(err, errlen,
-                 "from-time: '%s' is not an RFC 3339 date-time (e.g. 2026-01-31T12:00:00Z)", t);
+                 "from_time: '%s' is not an RFC 3339 date-time (e.g. 2026-01-31T12:00:00Z)", t);
         return NULL;
     }
     rebuild *r = xcalloc(1, sizeof(*r));
@@ -219,7 +219,7 @@ static int connect_and_lock(rebuild *r)
         return 0;
     /* PostgreSQL reads the time for the copy; the Kafka lookup takes the same reading. */
     const char *t[] = {r->cfg->from_time};
-    if (run(r, "from-time", "SELECT (extract(epoch FROM $1::timestamptz) * 1000)::bigint", 1, t,
+    if (run(r, "from_time", "SELECT (extract(epoch FROM $1::timestamptz) * 1000)::bigint", 1, t,
             true) != 0)
         return -1;
     r->from_time_ms = cell_int(r, 0, 0);
@@ -485,7 +485,7 @@ static int steps(rebuild *r)
         phase(r, "copying");
         char *sql = rebuildsql_copy_before(r->live, r->shadow.table);
         const char *v[] = {r->cfg->from_time};
-        rc = run(r, "copy before from-time", sql, 1, v, true);
+        rc = run(r, "copy before from_time", sql, 1, v, true);
         free(sql);
         if (rc != 0)
             return -1;

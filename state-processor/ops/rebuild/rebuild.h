@@ -23,6 +23,7 @@ typedef struct rebuild_config {
     char *from_time;       /* RFC 3339; empty: from the beginning of the topic */
     long long from_time_slack_ms;
     bool dry_run;
+    char *output;              /* auto, text or json */
     long long lock_timeout_ms; /* the swap's wait for the live table's lock, per attempt */
     long long swap_attempts;
 } rebuild_config;

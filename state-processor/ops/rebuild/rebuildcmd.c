@@ -2,6 +2,7 @@
 #include "ops/rebuild/rebuildcmd.h"
 
 #include "core/log.h"
+#include "ops/opsout.h"
 #include "ops/rebuild/rebuild.h"
 #include "core/service.h"
 #include "core/xalloc.h"
@@ -64,7 +65,7 @@ static void print_text(FILE *f, const rebuild_config *cfg, const rebuild_result 
     fprintf(f, "  events read       %lld (of this type %lld, cannot be projected %lld)\n",
             res->events_read, res->events_projected, res->events_skipped);
     fprintf(f,
-            "  rows              %lld (written from events %lld, copied before from-time %lld, "
+            "  rows              %lld (written from events %lld, copied before from_time %lld, "
             "caught up from the live table %lld, refused %lld)\n",
             res->rows, res->rows_changed, res->rows_before_time, res->rows_caught_up,
             res->rows_refused);
@@ -116,6 +117,12 @@ int rebuildcmd_main(int argc, char **argv)
                        rebuild_config_table, &cfg, &kafka, argc, args, &rc))
         goto out;
     rc = EXIT_FAILURE;
+    bool text;
+    if (!opsout_mode(cfg.output, &text)) {
+        snprintf(err, sizeof(err), "output: '%s' is not auto, text or json", cfg.output);
+        log_kv(LOG_FATAL, "bad configuration", LOG_FIELDS("error", err));
+        goto out;
+    }
     r = rebuild_new(&cfg, &kafka, stderr, isatty(STDERR_FILENO), err, sizeof(err));
     if (!r) {
         log_kv(LOG_FATAL, "bad configuration", LOG_FIELDS("error", err));
@@ -126,7 +133,7 @@ int rebuildcmd_main(int argc, char **argv)
     if (st != REBUILD_DONE)
         log_kv(LOG_ERROR, "rebuild did not complete",
                LOG_FIELDS("aggregate", cfg.type, "status", status_name(st), "error", err));
-    if (isatty(STDOUT_FILENO)) {
+    if (text) {
         print_text(stdout, &cfg, &res, st, err);
     } else {
         json_t *j = result_json(&cfg, &res, st, err);
