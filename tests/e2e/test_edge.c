@@ -280,7 +280,7 @@ END_TEST
    answered and the connection kept; a larger one gets 431, in problem+json. */
 START_TEST(trailers_are_dropped_up_to_the_head_limit)
 {
-    size_t big = 12 * 1024; /* with the head, more than evhttp's header limit (16 KiB) */
+    size_t big = (size_t)12 * 1024; /* with the head, more than evhttp's header limit (16 KiB) */
     const char *head = "POST /v1/commands HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                        "X-Pad: ";
     const char *rest = "\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: ";

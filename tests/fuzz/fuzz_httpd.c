@@ -134,6 +134,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = connect_server();
     size_t sent = 0, cap = 1 << 16, got = 0;
     char *out = malloc(cap);
+    if (!out)
+        abort();
     bool shut = false, closed = false;
     long long deadline = now_ms() + CLOSE_WITHIN_MS;
     while (!closed && now_ms() < deadline) {
@@ -150,8 +152,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             shut = true;
         }
         for (;;) {
-            if (got == cap)
-                out = realloc(out, cap *= 2);
+            if (got == cap) {
+                char *more = realloc(out, cap *= 2);
+                if (!more)
+                    abort();
+                out = more;
+            }
             ssize_t r = recv(fd, out + got, cap - got, 0);
             if (r > 0) {
                 got += (size_t)r;
