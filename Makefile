@@ -100,7 +100,8 @@ UNIT_MODULES_test_ratelimit  := command-gateway/ratelimit.c
 UNIT_MODULES_test_retryafter := command-gateway/retryafter.c
 UNIT_MODULES_test_sizelimits := command-gateway/sizelimits.c
 .SECONDEXPANSION:
-$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $$(call obj,$$(UNIT_MODULES_$$*)) $(LIBCOMMON)
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $$(call obj,$$(UNIT_MODULES_$$*)) \
+                       $(call obj,tests/support/checkrun.c) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(call obj,$(SUPPORT_SRC)) $(GATEWAY_LIB) $(PROC_LIB) $(LIBCOMMON)

@@ -8,6 +8,7 @@
 #include "accepted.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/rfc3339.h"
 #include "core/xalloc.h"
 #include "gateway_int.h"
 #include "intake.h"
@@ -137,8 +138,8 @@ static void produce(pending *p)
     gateway *g = p->g;
     int reply_partition = replyroute_park(p);
 
-    char now[IDS_TIME_LEN];
-    ids_now_rfc3339(now);
+    char now[RFC3339_LEN];
+    rfc3339_now(now);
     envelope e = {
         .id = p->in.command_id,
         .source = SIZELIMITS_COMMAND_SOURCE,

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <uuid/uuid.h>
 
 void intake_fingerprint(const intake *in, char out[IDS_UUID_LEN])
 {
@@ -23,12 +22,7 @@ void intake_fingerprint(const intake *in, char out[IDS_UUID_LEN])
     json_decref(canon);
     char *name = xasprintf("POST /v1/commands\n%s", text ? text : "");
     free(text);
-    /* Any fixed namespace will do: the fingerprint is compared, never published. */
-    static const uuid_t ns = {0x6b, 0xa7, 0xb8, 0x10, 0x9d, 0xad, 0x11, 0xd1,
-                              0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8};
-    uuid_t u;
-    uuid_generate_sha1(u, ns, name, strlen(name));
-    uuid_unparse_lower(u, out);
+    ids_name_uuid(name, strlen(name), out);
     free(name);
 }
 

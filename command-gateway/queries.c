@@ -1,8 +1,8 @@
 /* queries.c: GET /v1/aggregates/{type}: filtered, sorted, keyset-paginated projection rows. */
 #include "queries.h"
 
+#include "core/rfc3339.h"
 #include "gateway_int.h"
-#include "jsonschema/jsformat.h"
 #include "http/problem.h"
 #include "domain/projection.h"
 #include "core/xalloc.h"
@@ -67,7 +67,7 @@ static bool value_ok(projection_type t, const char *text)
     case PROJECTION_BOOLEAN:
         return strcmp(text, "true") == 0 || strcmp(text, "false") == 0;
     case PROJECTION_TIMESTAMPTZ:
-        return jsformat_find("date-time")(text, strlen(text));
+        return rfc3339_date_time_valid(text, strlen(text));
     }
     return false;
 }

@@ -3,6 +3,7 @@
 #include "sizelimits.h"
 
 #include "auth.h"
+#include "core/rfc3339.h"
 #include "domain/envelope.h"
 #include "core/ids.h"
 #include "intake.h"
@@ -34,7 +35,7 @@ size_t sizelimits_envelope_max(const domain_registry *reg)
         .source = SIZELIMITS_COMMAND_SOURCE,
         .type = PREFIX(type_len),
         .subject = PREFIX(INTAKE_MAX_AGGREGATE_LEN),
-        .time = PREFIX(IDS_TIME_LEN - 1),
+        .time = PREFIX(RFC3339_LEN - 1),
         .tenant = PREFIX(AUTH_TENANT_MAX),
         .idempotency_key = PREFIX(INTAKE_MAX_KEY_LEN),
         .traceparent = PREFIX(TRACE_PARENT_LEN - 1),

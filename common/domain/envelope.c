@@ -303,3 +303,23 @@ int envelope_check_command(const envelope *e, char *err, size_t errlen)
     }
     return 0;
 }
+
+const char *const dlq_reasons[] = {DLQ_BAD_ENVELOPE,
+                                   DLQ_UNKNOWN_COMMAND,
+                                   DLQ_MALFORMED_PAYLOAD,
+                                   DLQ_INVALID_PAYLOAD,
+                                   DLQ_REJECTED_BY_PG,
+                                   DLQ_UNENCODABLE,
+                                   NULL};
+const char dlq_reasons_text[] =
+    DLQ_BAD_ENVELOPE ", " DLQ_UNKNOWN_COMMAND ", " DLQ_MALFORMED_PAYLOAD ", " DLQ_INVALID_PAYLOAD
+                     ", " DLQ_REJECTED_BY_PG ", " DLQ_UNENCODABLE;
+
+bool dlq_reason_known(const char *s)
+{
+    for (size_t i = 0; dlq_reasons[i]; i++) {
+        if (strcmp(dlq_reasons[i], s) == 0)
+            return true;
+    }
+    return false;
+}

@@ -5,15 +5,10 @@
 #ifndef CQRS_ENVELOPE_H
 #define CQRS_ENVELOPE_H
 
+#include "core/header.h"
+
 #include <stdbool.h>
 #include <stddef.h>
-
-/* A message header as name and value bytes; values are not NUL-terminated on the wire. */
-typedef struct header {
-    const char *name;
-    const char *value;
-    size_t len;
-} header;
 
 #define ENVELOPE_MAX_HEADERS 16
 
@@ -51,6 +46,32 @@ typedef struct envelope {
 
 /* Header names, shared with the tests and the operator tools. */
 #define ENVELOPE_CONTENT_TYPE "application/json"
+
+/*
+ * Dead letters. A command the processor cannot apply goes to the dead-letter topic as it came
+ * (headers and value unchanged) with three headers added: the reason, one of the names below; a
+ * detail in words; and the source, "<partition>/<offset>" where it was consumed. The operator
+ * tools select and redrive dead letters by these names: they are part of the wire contract. The
+ * projector's reasons for an event it skips (projection_skipped) are a set of its own that shares
+ * bad-envelope, rejected-by-postgresql and unencodable with this one.
+ */
+#define DLQ_HEADER_PREFIX "dlq_"
+#define DLQ_HEADER_REASON "dlq_reason"
+#define DLQ_HEADER_DETAIL "dlq_detail"
+#define DLQ_HEADER_SOURCE "dlq_source"
+
+#define DLQ_BAD_ENVELOPE      "bad-envelope"      /* ce_* headers missing, malformed or too long */
+#define DLQ_UNKNOWN_COMMAND   "unknown-command"   /* ce_type names no command of any domain */
+#define DLQ_MALFORMED_PAYLOAD "malformed-payload" /* the value is not a JSON object */
+#define DLQ_INVALID_PAYLOAD   "invalid-payload"   /* the payload fails its schema */
+#define DLQ_REJECTED_BY_PG    "rejected-by-postgresql" /* PostgreSQL refused its rows */
+#define DLQ_UNENCODABLE       "unencodable"            /* its rows could not be encoded */
+
+/* The reasons above, NULL-terminated, and the same list in words ("a, b, ..."). */
+extern const char *const dlq_reasons[];
+extern const char dlq_reasons_text[];
+/* True when s is one of dlq_reasons. */
+bool dlq_reason_known(const char *s);
 
 /* Frees the strings and clears the struct (safe on a zeroed envelope). */
 void envelope_clear(envelope *e);

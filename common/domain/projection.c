@@ -1,7 +1,7 @@
 /* projection.c: projection table layout from domain files: parsing, DDL, column values. */
 #include "domain/projection.h"
 
-#include "jsonschema/jsformat.h"
+#include "core/rfc3339.h"
 #include "core/xalloc.h"
 
 #include <math.h>
@@ -198,12 +198,11 @@ char *projection_value(const projection_column *c, const json_t *state)
     switch (c->type) {
     case PROJECTION_TEXT:
         return json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
-    case PROJECTION_TIMESTAMPTZ: {
-        jsformat_fn is_date_time = jsformat_find("date-time");
-        return json_is_string(v) && is_date_time(json_string_value(v), json_string_length(v))
+    case PROJECTION_TIMESTAMPTZ:
+        return json_is_string(v) &&
+                       rfc3339_date_time_valid(json_string_value(v), json_string_length(v))
                    ? xstrdup(json_string_value(v))
                    : NULL;
-    }
     case PROJECTION_BIGINT:
         if (json_is_integer(v))
             return xasprintf("%lld", (long long)json_integer_value(v));

@@ -1,6 +1,8 @@
-/* jsformat.c: format checkers for JSON Schema: RFC 3339 dates and times, UUIDs, e-mail addresses.
- */
+/* jsformat.c: format checkers for JSON Schema: RFC 3339 dates and times (core/rfc3339), UUIDs,
+   e-mail addresses. */
 #include "jsonschema/jsformat.h"
+
+#include "core/rfc3339.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -21,112 +23,19 @@ static bool is_hex(char c)
     return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-/* Reads exactly n digits at *p (within end) as a number; -1 when they are not there. */
-static int digits(const char **p, const char *end, int n)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++, (*p)++) {
-        if (*p >= end || !is_digit(**p))
-            return -1;
-        v = v * 10 + (**p - '0');
-    }
-    return v;
-}
-
-/* Consumes the character c at *p; false when it is not there. */
-static bool expect(const char **p, const char *end, char c)
-{
-    if (*p >= end || **p != c)
-        return false;
-    (*p)++;
-    return true;
-}
-
-/* Same, ignoring ASCII case (RFC 3339 5.6: "T" and "Z" may be lower case). */
-static bool expect_ci(const char **p, const char *end, char upper)
-{
-    if (*p >= end || (**p != upper && **p != upper + ('a' - 'A')))
-        return false;
-    (*p)++;
-    return true;
-}
-
-/* full-date: YYYY-MM-DD with the day valid for its month (and leap year). */
-static bool parse_date(const char **p, const char *end)
-{
-    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int y = digits(p, end, 4);
-    if (y < 0 || !expect(p, end, '-'))
-        return false;
-    int m = digits(p, end, 2);
-    if (m < 1 || m > 12 || !expect(p, end, '-'))
-        return false;
-    int d = digits(p, end, 2);
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    int max = days[m - 1] + (m == 2 && leap);
-    return d >= 1 && d <= max;
-}
-
-/*
- * full-time: HH:MM:SS[.frac] then Z or +HH:MM / -HH:MM. A leap second (:60) is valid only where
- * it can happen: at 23:59:60 UTC, so the offset is taken off first.
- */
-static bool parse_time(const char **p, const char *end)
-{
-    int h = digits(p, end, 2);
-    if (h < 0 || h > 23 || !expect(p, end, ':'))
-        return false;
-    int min = digits(p, end, 2);
-    if (min < 0 || min > 59 || !expect(p, end, ':'))
-        return false;
-    int sec = digits(p, end, 2);
-    if (sec < 0 || sec > 60)
-        return false;
-    if (*p < end && **p == '.') {
-        (*p)++;
-        if (*p >= end || !is_digit(**p))
-            return false;
-        while (*p < end && is_digit(**p))
-            (*p)++;
-    }
-    int offset = 0; /* minutes east of UTC */
-    if (!expect_ci(p, end, 'Z')) {
-        if (*p >= end || (**p != '+' && **p != '-'))
-            return false;
-        int sign = **p == '-' ? -1 : 1;
-        (*p)++;
-        int oh = digits(p, end, 2);
-        if (oh < 0 || oh > 23 || !expect(p, end, ':'))
-            return false;
-        int om = digits(p, end, 2);
-        if (om < 0 || om > 59)
-            return false;
-        offset = sign * (oh * 60 + om);
-    }
-    if (sec == 60) {
-        int utc = ((h * 60 + min - offset) % 1440 + 1440) % 1440;
-        if (utc != 23 * 60 + 59)
-            return false;
-    }
-    return true;
-}
-
 static bool f_date_time(const char *s, size_t len)
 {
-    const char *p = s, *end = s + len;
-    return parse_date(&p, end) && expect_ci(&p, end, 'T') && parse_time(&p, end) && p == end;
+    return rfc3339_date_time_valid(s, len);
 }
 
 static bool f_date(const char *s, size_t len)
 {
-    const char *p = s, *end = s + len;
-    return parse_date(&p, end) && p == end;
+    return rfc3339_date_valid(s, len);
 }
 
 static bool f_time(const char *s, size_t len)
 {
-    const char *p = s, *end = s + len;
-    return parse_time(&p, end) && p == end;
+    return rfc3339_time_valid(s, len);
 }
 
 /* 8-4-4-4-12 hexadecimal digits; the version and variant nibbles are not restricted. */

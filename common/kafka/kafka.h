@@ -6,7 +6,7 @@
 #define CQRS_KAFKA_H
 
 #include "core/config.h"
-#include "domain/envelope.h"
+#include "core/header.h"
 
 #include <stdbool.h>
 #include <stddef.h>

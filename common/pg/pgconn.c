@@ -852,3 +852,15 @@ void pgconn_set_read_only(pgconn *c)
 {
     c->read_only = true;
 }
+
+char *pgconn_int_array(const int *v, size_t n)
+{
+    size_t cap = 2 + n * 12, len = 0;
+    char *s = xmalloc(cap + 1);
+    s[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(s + len, cap + 1 - len, "%s%d", i ? "," : "", v[i]);
+    s[len++] = '}';
+    s[len] = '\0';
+    return s;
+}

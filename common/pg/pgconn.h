@@ -127,4 +127,7 @@ const char *pgconn_result_value(const pgconn_result *r, int row, int col);
 /* Rows affected by INSERT/UPDATE/DELETE/SELECT etc. (PQcmdTuples); 0 when none. */
 long long pgconn_result_affected(const pgconn_result *r);
 
+/* v as a PostgreSQL int[] literal ("{1,2}"), a query parameter; the caller frees it. */
+char *pgconn_int_array(const int *v, size_t n);
+
 #endif

@@ -102,6 +102,8 @@ start_node() {
     # A modest heap: up to three brokers share this machine with the tests.
     KAFKA_HEAP=${KAFKA_HEAP:--Xms128m -Xmx512m}
     # shellcheck disable=SC2086 # KAFKA_HEAP is a list of JVM options
+    # wait_node reads the log from here: a restarted node's log holds its earlier starts too.
+    wc -l <"$dir/node$n/broker.log" 2>/dev/null >"$dir/node$n/log.mark" || echo 0 >"$dir/node$n/log.mark"
     nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
         -Dlog4j.configuration="file:$HERE/log4j.properties" -cp "$LIBS/*" \
         kafka.Kafka "$dir/node$n/server.properties" </dev/null >>"$dir/node$n/broker.log" 2>&1 &
@@ -112,8 +114,8 @@ wait_node() {
     local dir=$1 n=$2 port i
     port=$(sed -n 's/^listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\),.*/\1/p' "$dir/node$n/server.properties")
     for ((i = 0; i < 600; i++)); do
-        if grep -q "Transition from STARTING to STARTED" "$dir/node$n/broker.log" 2>/dev/null &&
-            port_open "$port"; then
+        if tail -n +"$(($(cat "$dir/node$n/log.mark" 2>/dev/null || echo 0) + 1))" "$dir/node$n/broker.log" 2>/dev/null |
+            grep -q "Transition from STARTING to STARTED" && port_open "$port"; then
             return 0
         fi
         if ! alive "$(cat "$dir/node$n/pid")"; then
@@ -146,15 +148,22 @@ stop_node() {
 
 nodes_in() { find "$1" -maxdepth 1 -name 'node*' -type d 2>/dev/null | wc -l; }
 
-# A base port in 20000-60000 whose count ports can all be bound on 127.0.0.1: a bind sees the
-# local ends of connections too, which a look at the listeners misses. A port can still be taken
-# between this check and the broker's bind, so callers retry the start.
+# A base port whose count ports can all be bound on 127.0.0.1 now: a bind sees the local ends of
+# connections too, which a look at the listeners misses. The ports lie below the kernel's
+# ephemeral range (ip_local_port_range), so that while a node is stopped in a fault test no
+# outgoing connection and no port-0 bind elsewhere on the machine can take its port. A port can
+# still be taken between this check and the broker's bind, so callers retry the start.
 free_port() {
     python3 - "$1" <<'PY'
 import random, socket, sys
 count = int(sys.argv[1])
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+top = low if low > 12000 else 60000
 for _ in range(500):
-    base = random.randrange(20000, 60000 - count)
+    base = random.randrange(10000, top - count)
     held = []
     try:
         for p in range(base, base + count):

@@ -2,7 +2,7 @@
 #ifndef CQRS_DBSETUP_H
 #define CQRS_DBSETUP_H
 
-#include "processor/processor.h"
+#include "loop/procconfig.h"
 
 #include <stddef.h>
 

@@ -2,7 +2,7 @@
 #ifndef CQRS_LOOPRUN_H
 #define CQRS_LOOPRUN_H
 
-#include "processor/processor.h"
+#include "loop/procconfig.h"
 #include "loop/txloop.h"
 
 #include <event2/event.h>

@@ -7,8 +7,8 @@
  */
 #include "loop/txloop.h"
 
-#include "processor/batch.h"
 #include "core/log.h"
+#include "domain/envelope.h"
 #include "core/xalloc.h"
 
 #include <stdarg.h>
@@ -176,7 +176,7 @@ static void read_start_offsets(txloop *l)
         backoff(l, NULL, "Kafka cluster id unknown, will retry", "no metadata from Kafka yet");
         return;
     }
-    char *parts = batch_int_array(l->starting, l->nstarting);
+    char *parts = pgconn_int_array(l->starting, l->nstarting);
     const char *v[] = {l->group, l->topic, parts};
     int rc = pgconn_query(l->pg, start_offsets_sql, 3, v, on_start_offsets, l);
     free(parts);
@@ -373,7 +373,7 @@ void txphase_error(txphase *ph, const pgconn_result *r, const char *what)
         snprintf(ph->error, sizeof(ph->error), "%s: %s%s%s", what,
                  lost ? "connection lost" : pgconn_result_error(r), *state ? " sqlstate " : "",
                  state);
-        ph->refusal = !lost && data_error(state) ? "rejected-by-postgresql" : NULL;
+        ph->refusal = !lost && data_error(state) ? DLQ_REJECTED_BY_PG : NULL;
     }
     ph->failed = true;
 }
@@ -383,7 +383,7 @@ void txphase_unencodable(txphase *ph, const char *what)
     if (!ph->failed) {
         snprintf(ph->error, sizeof(ph->error),
                  "%s: a row cannot be encoded as JSON (an attribute is not UTF-8 text)", what);
-        ph->refusal = "unencodable";
+        ph->refusal = DLQ_UNENCODABLE;
     }
     ph->failed = true;
 }

@@ -94,7 +94,7 @@ extern const char txloop_offsets_sql[];
 typedef struct txphase {
     size_t outstanding; /* queries queued and not yet answered */
     bool failed;
-    const char *refusal; /* the data was refused: "rejected-by-postgresql", "unencodable" */
+    const char *refusal; /* the data was refused: DLQ_REJECTED_BY_PG, DLQ_UNENCODABLE */
     char error[512];     /* the first failure */
 } txphase;
 

@@ -1,4 +1,5 @@
 /* cmdcopy.c: identity, time and headers of a command message copied back by an operator. */
+#include "core/rfc3339.h"
 #include "ops/cmdcopy.h"
 
 #include <errno.h>
@@ -24,13 +25,13 @@ static bool named(const header *h, const char *name)
 long long cmdcopy_time_ms(const header *h, size_t n, long long fallback_ms)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!named(&h[i], "ce_time") || !h[i].value || h[i].len >= IDS_TIME_LEN + 16)
+        if (!named(&h[i], "ce_time") || !h[i].value || h[i].len >= RFC3339_LEN + 16)
             continue;
-        char text[IDS_TIME_LEN + 16];
+        char text[RFC3339_LEN + 16];
         memcpy(text, h[i].value, h[i].len);
         text[h[i].len] = '\0';
         long long ms;
-        if (ids_parse_rfc3339(text, &ms))
+        if (rfc3339_parse(text, &ms))
             return ms;
     }
     return fallback_ms;
@@ -41,8 +42,9 @@ size_t cmdcopy_headers(const header *h, size_t n, const char *mark_name, const c
 {
     size_t k = 0;
     for (size_t i = 0; i < n && k < CMDCOPY_MAX_HEADERS - 1; i++) {
-        if (strncmp(h[i].name, "dlq_", 4) == 0 || named(&h[i], "ce_replypartition") ||
-            named(&h[i], CMDCOPY_REPLAY_MARK) || named(&h[i], CMDCOPY_REDRIVE_MARK))
+        if (strncmp(h[i].name, DLQ_HEADER_PREFIX, strlen(DLQ_HEADER_PREFIX)) == 0 ||
+            named(&h[i], "ce_replypartition") || named(&h[i], CMDCOPY_REPLAY_MARK) ||
+            named(&h[i], CMDCOPY_REDRIVE_MARK))
             continue;
         out[k++] = h[i];
     }

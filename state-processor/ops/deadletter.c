@@ -1,6 +1,7 @@
 /* deadletter.c: parsing dead letters and matching them against the operator's selection. */
 #include "ops/deadletter.h"
 
+#include "core/rfc3339.h"
 #include "ops/cmdcopy.h"
 #include "core/xalloc.h"
 
@@ -8,16 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-/* Kept in step with the reasons batch.c's decode_one() gives, and processor.c's for a command
-   PostgreSQL refused or whose rows could not be encoded (batch_refused()). */
-const char *const deadletter_reasons[] = {"bad-envelope",
-                                          "unknown-command",
-                                          "malformed-payload",
-                                          "invalid-payload",
-                                          "rejected-by-postgresql",
-                                          "unencodable",
-                                          NULL};
 
 static const header *find(const kafka_message *m, const char *name)
 {
@@ -31,8 +22,8 @@ static const header *find(const kafka_message *m, const char *name)
 bool deadletter_parse(const kafka_message *m, deadletter *d)
 {
     memset(d, 0, sizeof(*d));
-    const header *reason = find(m, "dlq_reason");
-    const header *source = find(m, "dlq_source");
+    const header *reason = find(m, DLQ_HEADER_REASON);
+    const header *source = find(m, DLQ_HEADER_SOURCE);
     if (!reason || !source ||
         !cmdcopy_parse_position(source->value, source->len, &d->source_partition,
                                 &d->source_offset))
@@ -57,7 +48,7 @@ static int parse_time(deadletter_filter *f, const char *key, const char *text, l
                       char *err, size_t errlen)
 {
     *out = -1;
-    if (*text && !ids_parse_rfc3339(text, out))
+    if (*text && !rfc3339_parse(text, out))
         return fail(f, err, errlen, key, text,
                     "is not an RFC 3339 date-time (e.g. 2026-01-31T12:00:00Z)");
     return 0;
@@ -68,14 +59,11 @@ int deadletter_filter_init(deadletter_filter *f, const char *reason, const char 
 {
     memset(f, 0, sizeof(*f));
     if (*reason) {
-        bool known = false;
-        for (size_t i = 0; deadletter_reasons[i] && !known; i++)
-            known = strcmp(deadletter_reasons[i], reason) == 0;
-        if (!known)
-            return fail(f, err, errlen, "reason", reason,
-                        "is not a dead-letter reason (bad-envelope, unknown-command, "
-                        "malformed-payload, invalid-payload, rejected-by-postgresql, "
-                        "unencodable)");
+        if (!dlq_reason_known(reason)) {
+            char why[256];
+            snprintf(why, sizeof(why), "is not a dead-letter reason (%s)", dlq_reasons_text);
+            return fail(f, err, errlen, "reason", reason, why);
+        }
         f->reason = xstrdup(reason);
     }
     if (parse_time(f, "since", since, &f->since_ms, err, errlen) != 0 ||

@@ -38,7 +38,8 @@ typedef struct deadletter_filter {
 
 /*
  * Builds f from the texts of the keys "reason" (one the processor gives, see
- * deadletter_reasons), "since", "until" (RFC 3339) and "id" (command ids, separated by commas);
+ * dlq_reasons in domain/envelope.h), "since", "until" (RFC 3339) and "id" (command ids, separated
+ * by commas);
  * "" leaves a criterion out. Returns 0, or -1 with err naming the key and the value at fault
  * (f is then cleared). Free with deadletter_filter_clear().
  */
@@ -49,8 +50,5 @@ int deadletter_filter_init(deadletter_filter *f, const char *reason, const char 
 bool deadletter_selected(const deadletter_filter *f, const deadletter *d);
 /* Frees what deadletter_filter_init() allocated (safe on a zeroed filter). */
 void deadletter_filter_clear(deadletter_filter *f);
-
-/* The reasons the processor dead-letters a message for (batch.c), NULL-terminated. */
-extern const char *const deadletter_reasons[];
 
 #endif

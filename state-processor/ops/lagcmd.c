@@ -290,3 +290,22 @@ out:
     free(args);
     return rc;
 }
+
+#define LAG_AT(field) offsetof(lag_config, field)
+_Static_assert(offsetof(lag_config, proc) == 0, "lag_config starts with the shared keys");
+
+const config_row lag_config_table[] = {
+    {ROW_PG_CONNINFO},
+    {ROW_TOPIC_PREFIX},
+    {"group.id", CONFIG_STR, PROCCONFIG_AT(group_id), "state-processor", 0, 0,
+     "consumer group of the processors (on the commands topic)"},
+    {"projector.group", CONFIG_STR, PROCCONFIG_AT(projector_group), NULL, 0, 0,
+     "consumer group of the projectors, on the events topic (empty: <topic.prefix>projector)"},
+    {"output", CONFIG_STR, LAG_AT(output), "auto", 0, 0,
+     "auto (a table on a terminal, else JSON), text or json"},
+    {"json", CONFIG_BOOL, LAG_AT(json), "false", 0, 0, "deprecated: the same as --output=json"},
+    {"timeout_ms", CONFIG_INT, LAG_AT(timeout_ms), "10000", 100, 600000,
+     "how long each look-up in Kafka or PostgreSQL may take"},
+    {ROW_LOG_LEVEL},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
+};

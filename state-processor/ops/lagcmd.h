@@ -8,7 +8,7 @@
 #define CQRS_LAGCMD_H
 
 #include "core/config.h"
-#include "processor/processor.h"
+#include "loop/procconfig.h"
 
 #include <jansson.h>
 #include <stdbool.h>

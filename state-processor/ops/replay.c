@@ -6,6 +6,7 @@
  */
 #include "ops/replay.h"
 
+#include "core/rfc3339.h"
 #include "ops/cmdcopy.h"
 #include "core/ids.h"
 #include "kafka/kafka.h"
@@ -120,7 +121,7 @@ static int check_options(replay *rp, char *err, size_t errlen)
         snprintf(err, errlen, "from_offset, from_time: give exactly one of them");
         return -1;
     }
-    if (by_time && !ids_parse_rfc3339(c->from_time, &rp->from_ms)) {
+    if (by_time && !rfc3339_parse(c->from_time, &rp->from_ms)) {
         snprintf(err, errlen, "from_time: '%s' is not an RFC 3339 date-time", c->from_time);
         return -1;
     }

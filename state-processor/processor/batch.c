@@ -2,6 +2,7 @@
 #include "processor/batch.h"
 
 #include "core/ids.h"
+#include "pg/pgconn.h"
 #include "http/problem.h"
 #include "core/xalloc.h"
 
@@ -60,7 +61,7 @@ static void decode_one(batch_item *it, const domain_registry *reg, const kafka_m
 
     char err[256];
     if (envelope_from_headers(&it->env, it->headers, it->nheaders, err, sizeof(err)) != 0) {
-        dead(it, "bad-envelope", err);
+        dead(it, DLQ_BAD_ENVELOPE, err);
         return;
     }
     /* Trace context that does not parse is dropped, tracestate with it (W3C Trace Context). */
@@ -75,16 +76,16 @@ static void decode_one(batch_item *it, const domain_registry *reg, const kafka_m
     trace_child(it->env.traceparent, it->traceparent);
     trace_id_of(it->traceparent, it->trace_id);
     if (!ids_is_uuid(it->env.id)) {
-        dead(it, "bad-envelope", "ce_id is not a UUID");
+        dead(it, DLQ_BAD_ENVELOPE, "ce_id is not a UUID");
         return;
     }
     if (!it->env.subject || !*it->env.subject) {
-        dead(it, "bad-envelope", "ce_subject (the aggregate id) is missing");
+        dead(it, DLQ_BAD_ENVELOPE, "ce_subject (the aggregate id) is missing");
         return;
     }
     /* Any producer may have written it: what is recorded must fit the tables and their keys. */
     if (envelope_check_command(&it->env, err, sizeof(err)) != 0) {
-        dead(it, "bad-envelope", err);
+        dead(it, DLQ_BAD_ENVELOPE, err);
         return;
     }
     it->tenant = it->env.tenant && *it->env.tenant ? it->env.tenant : default_tenant;
@@ -93,18 +94,18 @@ static void decode_one(batch_item *it, const domain_registry *reg, const kafka_m
     it->recordable = true;
     it->cmd = domain_registry_find(reg, it->env.type);
     if (!it->cmd) {
-        dead(it, "unknown-command", it->env.type);
+        dead(it, DLQ_UNKNOWN_COMMAND, it->env.type);
         return;
     }
     it->payload = json_loadb(it->value, it->len, JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object(it->payload)) {
-        dead(it, "malformed-payload", "the message value is not a JSON object");
+        dead(it, DLQ_MALFORMED_PAYLOAD, "the message value is not a JSON object");
         return;
     }
     json_t *errors = json_array();
     if (!domain_command_validate(it->cmd, it->payload, errors)) {
         char *text = json_dumps(errors, JSON_COMPACT);
-        dead(it, "invalid-payload", text);
+        dead(it, DLQ_INVALID_PAYLOAD, text);
         free(text);
     }
     json_decref(errors);
@@ -260,21 +261,9 @@ void batch_clear(batch *b)
     memset(b, 0, sizeof(*b));
 }
 
-char *batch_int_array(const int *v, size_t n)
-{
-    size_t cap = 2 + n * 12, len = 0;
-    char *s = xmalloc(cap + 1);
-    s[len++] = '{';
-    for (size_t i = 0; i < n; i++)
-        len += (size_t)snprintf(s + len, cap + 1 - len, "%s%d", i ? "," : "", v[i]);
-    s[len++] = '}';
-    s[len] = '\0';
-    return s;
-}
-
 char *batch_partitions_param(const batch *b)
 {
-    return batch_int_array(b->partitions, b->npartitions);
+    return pgconn_int_array(b->partitions, b->npartitions);
 }
 
 /* The array as text; NULL (a is freed) when one of its rows could not be built. */
@@ -427,9 +416,9 @@ static void reject_dead(batch_item *it)
 {
     problem_kind kind = PROBLEM_INVALID_REQUEST;
     json_t *errors = NULL;
-    if (strcmp(it->dead_reason, "unknown-command") == 0) {
+    if (strcmp(it->dead_reason, DLQ_UNKNOWN_COMMAND) == 0) {
         kind = PROBLEM_UNKNOWN_COMMAND;
-    } else if (strcmp(it->dead_reason, "invalid-payload") == 0) {
+    } else if (strcmp(it->dead_reason, DLQ_INVALID_PAYLOAD) == 0) {
         kind = PROBLEM_INVALID_PAYLOAD;
         errors = json_loads(it->dead_detail, 0, NULL);
     }

@@ -112,8 +112,6 @@ void batch_clear(batch *b);
    partitions as a PostgreSQL int[] literal, known keys and aggregates as JSON arrays (NULL when
    an item's attributes cannot be encoded as JSON: see batch_refused()). */
 char *batch_partitions_param(const batch *b);
-/* v as a PostgreSQL int[] literal ("{1,2}"); the caller frees it. */
-char *batch_int_array(const int *v, size_t n);
 char *batch_keys_param(const batch *b);
 char *batch_aggregates_param(const batch *b);
 

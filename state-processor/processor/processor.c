@@ -556,9 +556,9 @@ static void dead_letters_phase(processor *p)
             h[nh++] = it->headers[k];
         char where[64];
         snprintf(where, sizeof(where), "%d/%lld", it->partition, it->offset);
-        h[nh++] = (header){"dlq_reason", it->dead_reason, strlen(it->dead_reason)};
-        h[nh++] = (header){"dlq_detail", it->dead_detail, strlen(it->dead_detail)};
-        h[nh++] = (header){"dlq_source", where, strlen(where)};
+        h[nh++] = (header){DLQ_HEADER_REASON, it->dead_reason, strlen(it->dead_reason)};
+        h[nh++] = (header){DLQ_HEADER_DETAIL, it->dead_detail, strlen(it->dead_detail)};
+        h[nh++] = (header){DLQ_HEADER_SOURCE, where, strlen(where)};
         log_kv(LOG_WARN, "dead letter",
                LOG_FIELDS("reason", it->dead_reason, "detail", it->dead_detail, "source", where,
                           "trace_id", it->trace_id));

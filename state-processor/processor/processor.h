@@ -3,34 +3,11 @@
 #define CQRS_PROCESSOR_H
 
 #include "core/config.h"
+#include "loop/procconfig.h"
 
 #include <stdbool.h>
 
 struct event_base;
-
-/* The configuration of both modes of state-processor (the projector reads a subset). */
-typedef struct processor_config {
-    char *pg_conninfo;
-    char *topic_prefix;
-    char *schemas_dir;
-    char *migrations_dir;
-    char *group_id;
-    char *projector_group; /* the projector's group ("project" mode only) */
-    char *tenant_default;
-    char *log_level;
-    char *http_host;
-    long long http_port;
-    long long batch_max;
-    long long retry_max_ms;
-    long long startup_timeout_s;
-    long long topics_partitions;
-    long long topics_replication;
-    long long retention_s;
-    long long purge_interval_s;
-    long long outbox_retention_s;
-    long long abandon_after_s;
-    char *offsets_on_mismatch; /* "reset" or "fail" (ADR 0022) */
-} processor_config;
 
 /* The configuration table of the processor (ended by a NULL row). */
 extern const config_row processor_config_table[];

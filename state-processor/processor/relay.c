@@ -1,6 +1,7 @@
 /* relay.c: outbox rows -> events topic -> published_at. */
 #include "processor/relay.h"
 
+#include "core/rfc3339.h"
 #include "domain/envelope.h"
 #include "core/ids.h"
 #include "kafka/kafka.h"
@@ -22,7 +23,7 @@ struct relay {
     size_t in_flight;  /* events produced, no delivery report yet */
     bool marking;      /* an UPDATE is running */
     bool recovered;    /* the start-up scan has been queued */
-    char started_at[IDS_TIME_LEN];
+    char started_at[RFC3339_LEN];
     struct event *flush; /* batches the UPDATEs */
     struct event *retry; /* produces the failed rows again */
     metrics_counter *m_malformed;
@@ -184,8 +185,8 @@ static bool publish_one(relay *r, json_t *row)
         return false;
     }
     char *event_id = envelope_event_id(tenant, type, id, version);
-    char now[IDS_TIME_LEN];
-    ids_now_rfc3339(now);
+    char now[RFC3339_LEN];
+    rfc3339_now(now);
     envelope e = {
         .id = event_id,
         .source = "/state-processor",
@@ -336,7 +337,7 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
     r->topic = xstrdup(events_topic);
     r->confirmed = json_array();
     r->failed = json_array();
-    ids_now_rfc3339(r->started_at);
+    rfc3339_now(r->started_at);
     r->flush = event_new(base, -1, 0, on_flush, r);
     r->retry = evtimer_new(base, on_retry, r);
     r->learn = evtimer_new(base, on_learn, r);

@@ -1,7 +1,7 @@
 /* projbatch.c: decode events, collapse them to the newest version per row, rows to write. */
 #include "projector/projbatch.h"
 
-#include "jsonschema/jsformat.h"
+#include "core/rfc3339.h"
 #include "core/strmap.h"
 #include "core/xalloc.h"
 
@@ -41,7 +41,7 @@ static char *text_copy(const char *s, size_t len)
 static bool pg_time_ok(const char *s)
 {
     size_t len = strlen(s);
-    if (!jsformat_find("date-time")(s, len) || strncmp(s, "0000", 4) == 0)
+    if (!rfc3339_date_time_valid(s, len) || strncmp(s, "0000", 4) == 0)
         return false;
     char last = s[len - 1];
     if (last == 'Z' || last == 'z')
@@ -72,12 +72,12 @@ static void decode_event(projbatch_item *it, const domain_registry *reg, const c
     envelope env = {0};
     char err[256];
     if (envelope_from_headers(&env, it->headers, it->nheaders, err, sizeof(err)) != 0) {
-        skip(it, "bad-envelope", err);
+        skip(it, DLQ_BAD_ENVELOPE, err);
         goto out;
     }
     const char *tenant = env.tenant && *env.tenant ? env.tenant : default_tenant;
     if (!is_text(tenant, strlen(tenant))) {
-        skip(it, "bad-envelope", "header ce_tenant: not UTF-8 text");
+        skip(it, DLQ_BAD_ENVELOPE, "header ce_tenant: not UTF-8 text");
         goto out;
     }
     json_error_t jerr;

@@ -50,3 +50,24 @@ out:
     free(args);
     return rc;
 }
+
+const config_row projector_config_table[] = {
+    {ROW_PG_CONNINFO},
+    {ROW_TOPIC_PREFIX},
+    {ROW_SCHEMAS_DIR},
+    {ROW_MIGRATIONS_DIR},
+    {"projector.group", CONFIG_STR, PROCCONFIG_AT(projector_group), NULL, 0, 0,
+     "consumer group of the projectors (empty: <topic.prefix>projector)"},
+    {ROW_TENANT_DEFAULT},
+    {ROW_LOG_LEVEL},
+    {ROW_HTTP_HOST},
+    {ROW_HTTP_PORT},
+    {"batch.max", CONFIG_INT, PROCCONFIG_AT(batch_max), "500", 1, 100000,
+     "most events projected in one transaction"},
+    {ROW_RETRY_MAX_MS},
+    {ROW_STARTUP_TIMEOUT},
+    {ROW_TOPICS_PARTITIONS},
+    {ROW_TOPICS_REPLICATION},
+    {ROW_OFFSETS_ON_MISMATCH},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
+};

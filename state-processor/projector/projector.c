@@ -9,7 +9,6 @@
  */
 #include "projector/projector.h"
 
-#include "processor/batch.h"
 #include "domain/domain.h"
 #include "loop/health.h"
 #include "core/ids.h"

@@ -6,7 +6,7 @@
 #define CQRS_PROJECTOR_H
 
 #include "core/config.h"
-#include "processor/processor.h"
+#include "loop/procconfig.h"
 #include "projector/projsql.h"
 
 struct event_base;

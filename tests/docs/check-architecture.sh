@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Keeps the module table of docs/architecture.md current: fails when a module (the stem of a .c or
 # .h file) under common/, command-gateway/ or state-processor/ has no row, or when a row names a
-# module that no longer exists.
+# module that no longer exists; and keeps the layers: fails when a file includes from a folder
+# above its own.
 #
 # The table is the one under "## Modules": its first column names a folder (`common/core/`), left
 # empty on the rows that follow in the same folder; its second column names the folder's modules
@@ -53,5 +54,42 @@ if [[ -n $stale ]]; then
     awk '{ print "  " $0 }' <<<"$stale" >&2
     rc=1
 fi
-((rc == 0)) && echo "check-architecture: $(wc -l <<<"$actual") modules, all in docs/architecture.md"
+
+# The layers (docs/architecture.md, "Layers"): the folders a file may include from, by its own
+# folder. A file always includes from its own folder; nothing includes from above its layer.
+COMMON="core kafka pg jsonschema domain http"
+allowed_for() { # folder of a file, relative to the repository
+    case $1 in
+    common/core) echo "core" ;;
+    common/kafka | common/pg | common/jsonschema) echo "core" ;;
+    common/domain) echo "core jsonschema" ;;
+    common/http) echo "core domain" ;;
+    command-gateway) echo "$COMMON" ;;
+    state-processor/loop) echo "$COMMON" ;;
+    state-processor/processor | state-processor/projector) echo "$COMMON loop" ;;
+    state-processor/ops | state-processor/ops/*) echo "$COMMON loop processor projector ops" ;;
+    state-processor) echo "$COMMON loop processor projector ops" ;;
+    *) echo "?" ;;
+    esac
+}
+layering=""
+while IFS= read -r file; do
+    dir=$(dirname "$file")
+    own=${dir#common/}
+    own=${own#state-processor/}
+    allowed=" $(allowed_for "$dir") "
+    while IFS= read -r inc; do
+        [[ -n $inc ]] || continue
+        top=${inc%%/*}
+        [[ $inc == */* ]] || continue # a file of the same folder
+        [[ $inc == "$own"/* ]] && continue
+        [[ $allowed == *" $top "* ]] || layering+="  $file includes $inc"$'\n'
+    done < <(sed -n 's/^#include "\([^"]*\)".*/\1/p' "$REPO/$file")
+done < <(cd "$REPO" && find common command-gateway state-processor -name '*.[ch]' -type f | LC_ALL=C sort)
+if [[ -n $layering ]]; then
+    echo "check-architecture: includes across the layers, from a lower layer to a higher one:" >&2
+    printf '%s' "$layering" >&2
+    rc=1
+fi
+((rc == 0)) && echo "check-architecture: $(wc -l <<<"$actual") modules, all in docs/architecture.md; no include against the layers"
 exit $rc

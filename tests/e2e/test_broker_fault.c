@@ -7,6 +7,7 @@
  * the same test stops one node, which the cluster must ride out. And readiness comes back by itself
  * once Kafka is back, without a single request to clear it.
  */
+#include "checkrun.h"
 #include "cluster.h"
 #include "core/ids.h"
 #include "core/strmap.h"
@@ -339,11 +340,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, outage_answers_in_time_and_loses_nothing);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* the stack is this process's child */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_NOFORK); /* the stack is this process's child */
     if (failed)
         stack_show_logs(&st);
     int status = stack_stop(&st);

@@ -7,6 +7,7 @@
  * negative, versions run 1..n without gap, and every version has its event.
  * CQRS_TEST_CHAOS_COMMANDS (default 3000) sets the size of the run; the kills are spread over it.
  */
+#include "checkrun.h"
 #include "cluster.h"
 #include "httpc.h"
 #include "core/ids.h"
@@ -316,11 +317,7 @@ int main(void)
         tcase_set_timeout(tc, 600.0 + target / 20.0);
         tcase_add_test(tc, chaos_keeps_every_guarantee);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
+        failed = check_run(s, CK_NOFORK); /* the services are this process's children */
     } else {
         fprintf(stderr, "the services were not ready within 60 s\n");
     }

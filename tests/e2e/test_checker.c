@@ -21,6 +21,7 @@
  * and the nemesis's log. CQRS_CHECKER_SEED replays a seed (the same schedule of faults and the
  * same commands; the timing differs), CQRS_CHECKER_SECONDS sets the length of the faulty phase.
  */
+#include "checkrun.h"
 #include "cluster.h"
 #include "httpc.h"
 #include "nemesis.h"
@@ -737,11 +738,7 @@ int main(void)
         tcase_set_timeout(tc, run_s + 900.0);
         tcase_add_test(tc, every_answer_holds_after_the_faults);
         suite_add_tcase(suite, tc);
-        SRunner *sr = srunner_create(suite);
-        srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
+        failed = check_run(suite, CK_NOFORK); /* the services are this process's children */
     } else {
         fprintf(stderr, "the gateways were not ready within 90 s\n");
     }

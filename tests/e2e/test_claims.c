@@ -6,6 +6,7 @@
  * command is applied exactly once. Runs the services as processes on the runner's PostgreSQL,
  * which it stops and starts again.
  */
+#include "checkrun.h"
 #include "cluster.h"
 #include "httpc.h"
 #include "core/ids.h"
@@ -383,11 +384,7 @@ int main(void)
         tcase_add_test(tc, a_produce_refused_at_once_releases_its_claim);
         tcase_add_test(tc, retry_after_grows_with_an_outage_and_not_beyond_it);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
+        failed = check_run(s, CK_NOFORK); /* the services are this process's children */
     } else {
         fprintf(stderr, "the services were not ready within 60 s\n");
     }

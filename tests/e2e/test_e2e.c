@@ -3,6 +3,7 @@
  * PostgreSQL, mock Kafka, state-processor, command-gateway) and drives it over HTTP. Ends by
  * stopping it with SIGINT and checking that no process is left behind.
  */
+#include "checkrun.h"
 #include "core/ids.h"
 #include "domain/domain.h"
 #include "httpc.h"
@@ -184,10 +185,14 @@ START_TEST(prefer_wait_is_applied_and_answers_vary)
     expect_header(&r, "Preference-Applied", "respond-async");
     expect_header(&r, "Vary", "Prefer");
     httpc_free(&r);
-    /* wait=0: 202 once Kafka has it, as asked. */
+    /* wait=0: 202 once Kafka has it, as asked; or 200 when the result came back before Kafka's
+       confirmation reached the gateway (a reply proves the delivery), which a real broker's
+       timing allows. */
     r = post("Prefer: wait=0\r\n", "{\"type\":\"account.deposit\",\"aggregate_id\":"
                                    "\"acc-prefer\",\"payload\":{\"amount\":1}}");
-    ck_assert_int_eq(r.status, 202);
+    ck_assert_msg(r.status == 202 || (r.status == 200 && jstr(r.json, "status") &&
+                                      strcmp(jstr(r.json, "status"), "applied") == 0),
+                  "wait=0 answered %d", r.status);
     expect_header(&r, "Preference-Applied", "wait=0");
     httpc_free(&r);
     /* Without Prefer: no Preference-Applied, but the answer still varies on it. */
@@ -1124,10 +1129,7 @@ int main(void)
     tcase_add_loop_test(tc, route_table_answers, 0,
                         (int)(sizeof(route_probes) / sizeof(route_probes[0])));
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
 
     /* Shutdown runs in this process, which is run.sh's parent and can reap it. */
     Suite *s2 = suite_create("e2e-shutdown");
@@ -1135,11 +1137,7 @@ int main(void)
     tcase_set_timeout(tc2, 90);
     tcase_add_test(tc2, sigint_leaves_no_process);
     suite_add_tcase(s2, tc2);
-    SRunner *sr2 = srunner_create(s2);
-    srunner_set_fork_status(sr2, CK_NOFORK);
-    srunner_run_all(sr2, CK_NORMAL);
-    failed += srunner_ntests_failed(sr2);
-    srunner_free(sr2);
+    failed += check_run(s2, CK_NOFORK);
     if (failed)
         stack_show_logs(&st);
     stack_stop(&st);

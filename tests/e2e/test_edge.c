@@ -4,6 +4,7 @@
  * Connection: close, counted in the metrics), the head and body deadlines against slow clients,
  * the lingering close after a 413, and keep-alive and pipelining left working.
  */
+#include "checkrun.h"
 #include "httpc.h"
 #include "stack.h"
 
@@ -336,10 +337,7 @@ int main(void)
     tcase_add_test(tc, keep_alive_and_pipelining);
     tcase_add_test(tc, trailers_are_dropped_up_to_the_head_limit);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
     if (failed || !stack_logs_clean(&st)) {
         stack_show_logs(&st);
         failed++;

@@ -4,6 +4,7 @@
  * what it holds; run.sh's mock cluster is a new, empty one (on the real broker the log stays).
  * Every command answered 2xx after the restart must be applied, none left `accepted`.
  */
+#include "checkrun.h"
 #include "httpc.h"
 #include "stack.h"
 
@@ -165,12 +166,8 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_restart_with_the_data_kept_loses_nothing);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
     /* In this process: the test stops and starts run.sh, whose parent it must be. */
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_NOFORK);
     if (failed)
         stack_show_logs(&st);
     stack_stop(&st);

@@ -4,6 +4,7 @@
  * that comes before the gateway can route replies waits for that instead of getting 202 at once;
  * and `make run` (deploy/local/run.sh) says "up" only once every service is ready.
  */
+#include "checkrun.h"
 #include "cluster.h"
 #include "httpc.h"
 #include "core/ids.h"
@@ -197,10 +198,6 @@ int main(void)
     tcase_set_timeout(run, 300);
     tcase_add_test(run, run_sh_up_means_ready);
     suite_add_tcase(s, run);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_NOFORK); /* the services are this process's children */
     return cluster_finish(&cl, procs, 4, failed) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

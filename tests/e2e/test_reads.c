@@ -3,6 +3,7 @@
  * projector, gateway): projection reads with ETag/304, read-your-writes with min_version,
  * filters on declared columns, and keyset pages that neither repeat nor skip while writes go on.
  */
+#include "checkrun.h"
 #include "httpc.h"
 #include "stack.h"
 
@@ -470,10 +471,7 @@ int main(void)
                         (int)(sizeof bad_ids / sizeof bad_ids[0]));
     tcase_add_test(tc, paths_that_are_not_the_id_are_404);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
     if (failed || !stack_logs_clean(&st)) {
         stack_show_logs(&st);
         failed++;

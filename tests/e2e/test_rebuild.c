@@ -6,6 +6,8 @@
  * demonstrably wait across it; dry runs before and after tampering; a rebuild from a time; lag
  * against consumer_offsets and the number of messages produced; SIGINT; --help and bad keys.
  */
+#include "checkrun.h"
+#include "core/rfc3339.h"
 #include "httpc.h"
 #include "core/ids.h"
 #include "ops/lagcmd.h"
@@ -534,8 +536,8 @@ START_TEST(a_rebuild_from_a_time_equals_a_full_one)
     }
     ck_assert(caught_up(db));
     usleep(1200000);
-    char from[IDS_TIME_LEN], flag[64];
-    ids_now_rfc3339(from);
+    char from[RFC3339_LEN], flag[64];
+    rfc3339_now(from);
     usleep(1200000);
     /* After the time: changes to rows from before it, and new rows. */
     for (int i = 0; i < 10; i++) {
@@ -807,10 +809,7 @@ int main(void)
     tcase_add_test(tc, sigint_drops_the_shadow_and_leaves_the_live_table);
     tcase_add_test(tc, help_lists_every_key_and_errors_name_the_key);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
     if (failed || !stack_logs_clean(&st)) {
         stack_show_logs(&st);
         failed++;

@@ -6,6 +6,7 @@
  * with SIGKILL loses nothing: its clients retry on the other replica with the same key and get
  * the original outcome.
  */
+#include "checkrun.h"
 #include "cluster.h"
 #include "httpc.h"
 #include "core/ids.h"
@@ -921,11 +922,7 @@ int main(void)
         tcase_add_test(tc, killed_replica_loses_nothing);
         tcase_add_test(tc, sigterm_answers_parked_with_202);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
+        failed = check_run(s, CK_NOFORK); /* the services are this process's children */
         PQfinish(db);
     } else {
         fprintf(stderr, "the services were not ready within 60 s\n");

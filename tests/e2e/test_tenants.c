@@ -8,6 +8,7 @@
  * verbatim; a configuration that cannot authenticate stops the gateway at start, naming the key;
  * W3C trace context reaches the command record, the domain event and both services' logs.
  */
+#include "checkrun.h"
 #include "cluster.h"
 #include "httpc.h"
 #include "pgtest.h"
@@ -673,11 +674,7 @@ int main(void)
         tcase_add_test(tc, migrate_mode_sets_up_a_database_and_exits);
         tcase_add_test(tc, prefer_wait_0_is_202_once_kafka_has_the_command);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
+        failed = check_run(s, CK_NOFORK); /* the services are this process's children */
         PQfinish(db);
     } else {
         fprintf(stderr, "the services were not ready within 60 s\n");

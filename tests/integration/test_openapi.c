@@ -4,6 +4,7 @@
  * state schema) and docs/openapi.json; and the rewriting of local $refs. Needs neither
  * PostgreSQL nor Kafka: it links the gateway's modules and runs the built binary once.
  */
+#include "checkrun.h"
 #include "domain/domain.h"
 #include "routes.h"
 #include "openapi.h"
@@ -497,10 +498,7 @@ int main(void)
     tcase_add_loop_test(tc, test_docs_copy_current, 0, 2);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
     json_decref(doc);
     domain_registry_free(reg);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

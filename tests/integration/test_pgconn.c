@@ -1,4 +1,5 @@
 /* test_pgconn.c: pgconn and pgmigrate against a real PostgreSQL (env CQRS_TEST_PG_CONNINFO). */
+#include "checkrun.h"
 #include "core/log.h"
 #include "pg/pgconn.h"
 #include "pg/pgmigrate.h"
@@ -1207,9 +1208,5 @@ int main(void)
         return EXIT_FAILURE;
     }
     log_init("test_pgconn", LOG_WARN);
-    SRunner *sr = srunner_create(pgconn_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(pgconn_suite(), CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -4,6 +4,7 @@
  * and its own topics, runs a processor in-process on an event loop, produces commands to it and
  * checks what lands in PostgreSQL and on the topics.
  */
+#include "checkrun.h"
 #include "domain/envelope.h"
 #include "core/ids.h"
 #include "kafka/kafka.h"
@@ -972,9 +973,5 @@ int main(void)
     tcase_add_test(tc, a_foreign_offset_stops_the_processor_under_policy_fail);
     tcase_add_test(tc, lag_counts_an_offset_of_another_log_from_the_beginning);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -5,6 +5,8 @@
  * and the projection tables are checked against the aggregates table. Crafted events (older
  * versions, malformed ones) are produced straight to the events topic.
  */
+#include "checkrun.h"
+#include "core/rfc3339.h"
 #include "loop/dbsetup.h"
 #include "domain/domain.h"
 #include "domain/envelope.h"
@@ -290,8 +292,8 @@ static void send_event(const char *key, const char *type, const char *id, long l
                        const char *state)
 {
     char *event_id = envelope_event_id("default", type, id, version);
-    char now[IDS_TIME_LEN], cmd[IDS_UUID_LEN];
-    ids_now_rfc3339(now);
+    char now[RFC3339_LEN], cmd[IDS_UUID_LEN];
+    rfc3339_now(now);
     ids_uuid(cmd);
     char evtype[64];
     snprintf(evtype, sizeof(evtype), "%s.tested", type);
@@ -846,9 +848,5 @@ int main(void)
     tcase_add_test(tc, a_projector_freed_mid_transaction_commits_nothing_and_resumes);
     tcase_add_test(tc, the_subcommand_runs_serves_health_and_stops_on_sigterm);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

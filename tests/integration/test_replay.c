@@ -5,7 +5,9 @@
  * would send, straight to Kafka); the effects are read from PostgreSQL; the tools' JSON lines
  * are parsed.
  */
+#include "checkrun.h"
 #include "cluster.h"
+#include "core/rfc3339.h"
 #include "domain/envelope.h"
 #include "httpc.h"
 #include "core/ids.h"
@@ -191,8 +193,8 @@ static void produce(const char *key, const char *value, const header *h, size_t 
 static void produce_invalid_deposit(const char *agg, char id[IDS_UUID_LEN])
 {
     ids_uuid(id);
-    char now[IDS_TIME_LEN];
-    ids_now_rfc3339(now);
+    char now[RFC3339_LEN];
+    rfc3339_now(now);
     envelope e = {.id = id,
                   .source = "/another-producer",
                   .type = "account.deposit",
@@ -452,8 +454,8 @@ START_TEST(replay_after_a_restore_applies_the_lost_commands_once)
     kept_commands("rt");
     wait_settled("rt-%", 6);
     backup();
-    char backup_time[IDS_TIME_LEN];
-    ids_now_rfc3339(backup_time);
+    char backup_time[RFC3339_LEN];
+    rfc3339_now(backup_time);
     usleep(20000);
     lost_commands("rt");
     wait_settled("rt-%", 13);
@@ -593,8 +595,8 @@ static void post_cart(int n)
 
 START_TEST(a_poison_command_is_redriven_once)
 {
-    char since[IDS_TIME_LEN], between[IDS_TIME_LEN], dir[300];
-    ids_now_rfc3339(since);
+    char since[RFC3339_LEN], between[RFC3339_LEN], dir[300];
+    rfc3339_now(since);
     old_schemas(dir, sizeof(dir));
     restart_processor(dir);
     /* Two rounds of carts the processor cannot know, a second apart; an invalid payload; an
@@ -604,7 +606,7 @@ START_TEST(a_poison_command_is_redriven_once)
     post_cart(7);
     wait_settled("cart-%", 4);
     usleep(1100000);
-    ids_now_rfc3339(between);
+    rfc3339_now(between);
     usleep(1100000);
     for (int n = 4; n <= 6; n++)
         post_cart(n);
@@ -869,11 +871,7 @@ int main(void)
         tcase_add_loop_test(tc, bad_options_are_refused_naming_the_key, 0,
                             (int)(sizeof(refused) / sizeof(refused[0])));
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_set_fork_status(sr, CK_NOFORK); /* the services are this process's children */
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
+        failed = check_run(s, CK_NOFORK); /* the services are this process's children */
         PQfinish(db);
     } else {
         fprintf(stderr, "the gateway was not ready within 60 s\n");

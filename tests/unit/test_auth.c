@@ -6,6 +6,7 @@
  */
 
 #include "auth.h"
+#include "checkrun.h"
 #include "core/xalloc.h"
 
 #include <check.h>
@@ -535,9 +536,5 @@ int main(void)
     tcase_add_test(tc, bad_keys_are_start_up_errors);
     tcase_add_test(tc, a_secret_file_may_end_with_a_newline);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,6 +1,8 @@
 /* test_batch.c: table-driven tests of the processor's pure core: decode, apply, rows, replies. */
 
+#include "checkrun.h"
 #include "core/xalloc.h"
+#include "pg/pgconn.h"
 #include "processor/batch.h"
 
 #include <check.h>
@@ -1308,7 +1310,7 @@ static const struct {
 
 START_TEST(int_arrays_are_postgresql_array_literals)
 {
-    char *s = batch_int_array(icases[_i].v, icases[_i].n);
+    char *s = pgconn_int_array(icases[_i].v, icases[_i].n);
     ck_assert_str_eq(s, icases[_i].want);
     free(s);
 }
@@ -1347,10 +1349,7 @@ int main(void)
     tcase_add_loop_test(tc, int_arrays_are_postgresql_array_literals, 0, N(icases));
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
     domain_registry_free(reg);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,5 +1,6 @@
 /* test_cmdcopy.c: table-driven tests of the copies operators put back into the commands topic. */
 
+#include "checkrun.h"
 #include "ops/cmdcopy.h"
 
 #include <check.h>
@@ -152,9 +153,5 @@ int main(void)
     tcase_add_loop_test(tc, a_copy_keeps_its_headers_and_carries_the_mark, 0, N(hcases));
     tcase_add_loop_test(tc, positions_parse_as_partition_and_offset, 0, N(pcases));
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

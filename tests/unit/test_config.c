@@ -1,4 +1,5 @@
 /* test_config.c: table-driven tests of configuration precedence, pass-through keys and errors. */
+#include "checkrun.h"
 #include "core/config.h"
 
 #include <check.h>
@@ -545,9 +546,5 @@ int main(void)
     tcase_add_test(tc, props_are_set_replaced_and_read_back);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

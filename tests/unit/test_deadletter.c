@@ -1,5 +1,6 @@
 /* test_deadletter.c: table-driven tests of reading dead letters and the redrive's selection. */
 
+#include "checkrun.h"
 #include "ops/cmdcopy.h"
 #include "ops/deadletter.h"
 
@@ -148,9 +149,5 @@ int main(void)
     tcase_add_loop_test(tc, a_bad_filter_names_its_criterion, 0, N(fcases));
     tcase_add_loop_test(tc, a_letter_is_selected_by_every_criterion_or_none, 0, N(scases));
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,4 +1,5 @@
 /* test_domain.c: table-driven tests of domain loading, the shipped domains and merge patch. */
+#include "checkrun.h"
 #include "domain/domain.h"
 #include "domain/jsonpatch.h"
 #include "jtext.h"
@@ -551,10 +552,7 @@ int main(void)
     tcase_add_test(tc, a_good_domain_file_loads);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
     free_shipped();
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,5 +1,6 @@
 /* test_envelope.c: table-driven tests of the CloudEvents wire contract (common/domain/envelope.h).
  */
+#include "checkrun.h"
 #include "domain/envelope.h"
 
 #include <check.h>
@@ -402,9 +403,5 @@ int main(void)
     tcase_add_test(tc, aggregate_ids_are_bounded_in_length);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,4 +1,5 @@
 /* test_etag.c: table-driven tests of entity-tag lists: their grammar and both comparisons. */
+#include "checkrun.h"
 #include "http/etag.h"
 
 #include <check.h>
@@ -125,9 +126,6 @@ int main(void)
     tcase_add_loop_test(tc, strong_and_weak_comparison_follow_rfc_9110, 0, N(compare));
     tcase_add_test(tc, a_version_makes_its_etag);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
     return failed ? 1 : 0;
 }

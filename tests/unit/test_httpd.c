@@ -5,6 +5,7 @@
  * others, its deadlines, and its order on a pipelined connection. The clients are non-blocking
  * sockets driven from the server's loop.
  */
+#include "checkrun.h"
 #include "http/httpd.h"
 
 #include <arpa/inet.h>
@@ -514,9 +515,5 @@ int main(void)
     tcase_add_test(edge, a_bad_request_behind_a_held_one_waits_its_turn);
     suite_add_tcase(su, edge);
 
-    SRunner *sr = srunner_create(su);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(su, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

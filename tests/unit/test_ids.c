@@ -1,5 +1,7 @@
 /* test_ids.c: table-driven tests of RFC 3339 times in and out (common/core/ids.h). */
+#include "checkrun.h"
 #include "core/ids.h"
+#include "core/rfc3339.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -37,7 +39,7 @@ static const struct {
 START_TEST(rfc3339_times_parse_or_are_refused_untouched)
 {
     long long ms = 42;
-    bool ok = ids_parse_rfc3339(pcases[_i].text, &ms);
+    bool ok = rfc3339_parse(pcases[_i].text, &ms);
     ck_assert_msg(ok == pcases[_i].ok, "'%s': %s", pcases[_i].text, ok ? "parsed" : "refused");
     if (ok)
         ck_assert_int_eq(ms, pcases[_i].ms);
@@ -58,24 +60,42 @@ static const struct {
 
 START_TEST(times_format_as_rfc3339_and_parse_back)
 {
-    char out[IDS_TIME_LEN];
-    ids_format_rfc3339(fcases[_i].ms, out);
+    char out[RFC3339_LEN];
+    rfc3339_format(fcases[_i].ms, out);
     ck_assert_str_eq(out, fcases[_i].text);
     long long back;
-    ck_assert(ids_parse_rfc3339(out, &back));
+    ck_assert(rfc3339_parse(out, &back));
     ck_assert_int_eq(back, fcases[_i].ms);
 }
 END_TEST
 
 START_TEST(now_is_the_current_time_to_the_millisecond)
 {
-    char text[IDS_TIME_LEN];
+    char text[RFC3339_LEN];
     long long before = ids_now_ms();
-    ids_now_rfc3339(text);
+    rfc3339_now(text);
     long long after = ids_now_ms(), parsed;
-    ck_assert(ids_parse_rfc3339(text, &parsed));
+    ck_assert(rfc3339_parse(text, &parsed));
     ck_assert_int_ge(parsed, before - 1); /* the text is truncated to the millisecond */
     ck_assert_int_le(parsed, after);
+}
+END_TEST
+
+/* Expected values from Python's uuid.uuid5(uuid.NAMESPACE_DNS, name): the namespace is RFC 9562's
+   DNS one, and a fingerprint stored in a claim must not change between releases. */
+static const struct {
+    const char *name, *uuid;
+} ncases[] = {
+    {"python.org", "886313e1-3b8a-5372-9b90-0c9aee199e5d"},
+    {"POST /v1/commands\n{}", "4cf76fe8-fc35-508a-93c2-a4de6b029c83"},
+    {"", "4ebd0208-8328-5d69-8c44-ec50939c0967"},
+};
+
+START_TEST(name_uuids_are_version_5_in_a_fixed_namespace)
+{
+    char out[IDS_UUID_LEN];
+    ids_name_uuid(ncases[_i].name, strlen(ncases[_i].name), out);
+    ck_assert_str_eq(out, ncases[_i].uuid);
 }
 END_TEST
 
@@ -87,9 +107,8 @@ int main(void)
     tcase_add_loop_test(tc, times_format_as_rfc3339_and_parse_back, 0, N(fcases));
     tcase_add_test(tc, now_is_the_current_time_to_the_millisecond);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    tc = tcase_create("uuid");
+    tcase_add_loop_test(tc, name_uuids_are_version_5_in_a_fixed_namespace, 0, N(ncases));
+    suite_add_tcase(s, tc);
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

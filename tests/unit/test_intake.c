@@ -2,6 +2,7 @@
 
 #include "intake.h"
 
+#include "checkrun.h"
 #include "core/trace.h"
 
 #include <check.h>
@@ -746,10 +747,7 @@ int main(void)
     tcase_add_loop_test(tc, traceparent_is_valid_only_in_the_w3c_form, 0, N(tcases));
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
     domain_registry_free(reg);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,4 +1,5 @@
 /* test_jsonschema.c: table-driven tests of the JSON Schema compiler and validator. */
+#include "checkrun.h"
 #include "jsonschema/jsonschema.h"
 #include "jtext.h"
 
@@ -361,9 +362,5 @@ int main(void)
     tcase_add_loop_test(tc, errors_point_at_the_instance_location, 0, N(pcases));
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,4 +1,5 @@
 /* test_kafka.c: the parts of the Kafka wrapper that need no cluster. */
+#include "checkrun.h"
 #include "kafka/kafka.h"
 #include "kafka/kafka_int.h"
 
@@ -162,9 +163,5 @@ int main(void)
     tcase_add_loop_test(tc, the_message_size_is_what_librdkafka_counts, 0, N(size_cases));
     tcase_add_test(tc, the_wakeup_serves_what_was_queued_before);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,4 +1,5 @@
 /* test_log.c: what a log line holds: the fixed members, typed fields, levels below the minimum. */
+#include "checkrun.h"
 #include "core/log.h"
 
 #include <check.h>
@@ -84,9 +85,5 @@ int main(void)
     tcase_add_test(tc, lines_below_the_minimum_level_are_not_written);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

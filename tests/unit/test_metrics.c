@@ -1,4 +1,5 @@
 /* test_metrics.c: table-driven tests of counters, histograms and the Prometheus text output. */
+#include "checkrun.h"
 #include "core/metrics.h"
 
 #include <check.h>
@@ -361,9 +362,5 @@ int main(void)
     tcase_add_test(tc, counts_are_exact_across_threads);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,5 +1,6 @@
 /* test_opsout.c: an operator subcommand's report, as a table and as JSON lines. */
 
+#include "checkrun.h"
 #include "ops/opsout.h"
 
 #include <check.h>
@@ -82,9 +83,5 @@ int main(void)
     tcase_add_test(tc, a_table_aligns_its_rows_under_the_headings);
     tcase_add_loop_test(tc, output_modes_parse_by_name, 0, N(mcases));
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

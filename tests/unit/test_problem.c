@@ -1,4 +1,5 @@
 /* test_problem.c: table-driven tests of the failure kind -> HTTP status and problem+json map. */
+#include "checkrun.h"
 #include "http/problem.h"
 
 #include <check.h>
@@ -143,9 +144,5 @@ int main(void)
     tcase_add_loop_test(tc, domain_outcomes_map_to_problem_kinds, 0, N(dcases));
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

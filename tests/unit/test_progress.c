@@ -1,5 +1,6 @@
 /* test_progress.c: table-driven tests of the progress figures and their two renderings. */
 
+#include "checkrun.h"
 #include "ops/progress.h"
 
 #include <check.h>
@@ -177,9 +178,5 @@ int main(void)
     tcase_add_test(tc, a_read_completes_when_every_partition_ends);
     tcase_add_test(tc, a_terminal_gets_one_line_anything_else_json_lines);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,6 +1,7 @@
 /* test_projbatch.c: table-driven tests of the projector's pure core: decode, rows, skips, offsets.
  */
 
+#include "checkrun.h"
 #include "projector/projbatch.h"
 
 #include <check.h>
@@ -393,9 +394,5 @@ int main(void)
     tcase_add_test(tc, skipped_rows_keep_the_bytes);
     tcase_add_test(tc, offsets_per_partition_of_the_range);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,4 +1,5 @@
 /* test_projection.c: projection declarations from domain files: parsing, DDL, column values. */
+#include "checkrun.h"
 #include "domain/projection.h"
 #include "jtext.h"
 
@@ -119,9 +120,5 @@ int main(void)
     tcase_add_test(tc, parses_and_writes_ddl);
     tcase_add_loop_test(tc, column_values, 0, N(values));
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

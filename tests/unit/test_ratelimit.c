@@ -1,5 +1,6 @@
 /* test_ratelimit.c: the per-tenant token buckets, on a clock the test moves by hand. */
 
+#include "checkrun.h"
 #include "ratelimit.h"
 
 #include <check.h>
@@ -58,9 +59,5 @@ int main(void)
     tcase_add_test(tc, tenants_have_buckets_of_their_own);
     tcase_add_test(tc, the_long_run_rate_is_the_rate);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

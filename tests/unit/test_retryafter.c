@@ -1,5 +1,6 @@
 /* test_retryafter.c: the Retry-After of a 503, on a clock the test moves by hand. */
 
+#include "checkrun.h"
 #include "retryafter.h"
 
 #include <check.h>
@@ -95,9 +96,5 @@ int main(void)
     tcase_add_test(tc, the_advice_grows_with_an_outage_and_starts_again_with_the_next);
     tcase_add_test(tc, the_jitter_spreads_the_clients_turned_away_together);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,8 +1,10 @@
 /* test_sizelimits.c: http.max_body and message.max.bytes settled from one another (sizelimits.c).
  */
 
+#include "core/rfc3339.h"
 #include "sizelimits.h"
 #include "auth.h"
+#include "checkrun.h"
 #include "core/ids.h"
 #include "core/trace.h"
 #include "domain/envelope.h"
@@ -81,9 +83,9 @@ END_TEST
 /* The envelope bound holds a real command with every attribute at its longest. */
 START_TEST(the_envelope_bound_holds_a_real_command)
 {
-    char id[IDS_UUID_LEN], now[IDS_TIME_LEN], tp[TRACE_PARENT_LEN];
+    char id[IDS_UUID_LEN], now[RFC3339_LEN], tp[TRACE_PARENT_LEN];
     ids_uuid(id);
-    ids_now_rfc3339(now);
+    rfc3339_now(now);
     trace_child(NULL, tp);
     char agg[INTAKE_MAX_AGGREGATE_LEN + 1], key[INTAKE_MAX_KEY_LEN + 1],
         tenant[AUTH_TENANT_MAX + 1], state[TRACE_STATE_MAX + 1];
@@ -134,10 +136,7 @@ int main(void)
     tcase_add_test(tc, without_kafka_props_the_defaults_hold);
     tcase_add_test(tc, the_envelope_bound_holds_a_real_command);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = check_run(s, CK_FORK_GETENV);
     domain_registry_free(reg);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

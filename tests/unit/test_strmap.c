@@ -1,4 +1,5 @@
 /* test_strmap.c: table-driven tests of the string hash map, from empty to 10000 keys. */
+#include "checkrun.h"
 #include "core/strmap.h"
 
 #include <check.h>
@@ -184,9 +185,5 @@ int main(void)
     tcase_add_test(tc, a_null_value_counts_like_any_other);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,4 +1,5 @@
 /* test_trace.c: W3C trace context: tracestate checks, child spans, trace ids for log lines. */
+#include "checkrun.h"
 #include "core/trace.h"
 
 #include <check.h>
@@ -78,9 +79,5 @@ int main(void)
     tcase_add_test(tc, trace_ids_for_log_lines);
     tcase_add_test(tc, tracestate_is_bounded_printable_text);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

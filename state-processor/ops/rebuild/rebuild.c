@@ -6,9 +6,9 @@
  */
 #include "ops/rebuild/rebuild.h"
 
+#include "core/rfc3339.h"
 #include "domain/domain.h"
 #include "core/ids.h"
-#include "jsonschema/jsformat.h"
 #include "kafka/kafka.h"
 #include "core/log.h"
 #include "pg/pgconn.h"
@@ -143,7 +143,7 @@ rebuild *rebuild_new(const rebuild_config *cfg, const config_props *kafka_props,
         return NULL;
     }
     const char *t = cfg->from_time ? cfg->from_time : "";
-    if (*t && !jsformat_find("date-time")(t, strlen(t))) {
+    if (*t && !rfc3339_date_time_valid(t, strlen(t))) {
         snprintf(err, errlen,
                  "from_time: '%s' is not an RFC 3339 date-time (e.g. 2026-01-31T12:00:00Z)", t);
         return NULL;

@@ -10,7 +10,7 @@
 #define CQRS_REBUILD_H
 
 #include "core/config.h"
-#include "processor/processor.h"
+#include "loop/procconfig.h"
 
 #include <jansson.h>
 #include <stdbool.h>

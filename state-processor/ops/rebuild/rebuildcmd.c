@@ -151,3 +151,35 @@ out:
     free(args);
     return rc;
 }
+
+#define REBUILD_AT(field) offsetof(rebuild_config, field)
+_Static_assert(offsetof(rebuild_config, proc) == 0, "rebuild_config starts with the shared keys");
+
+const config_row rebuild_config_table[] = {
+    {ROW_PG_CONNINFO},
+    {ROW_TOPIC_PREFIX},
+    {ROW_SCHEMAS_DIR},
+    {"type", CONFIG_STR, REBUILD_AT(type), NULL, 0, 0,
+     "the aggregate type whose projection table is rebuilt (required)"},
+    {"from_time", CONFIG_STR, REBUILD_AT(from_time), NULL, 0, 0,
+     "RFC 3339 time: rows last changed before it are copied from the live table, the events are "
+     "read from the first offset at that time (empty: the whole topic)"},
+    {"from_time.slack_ms", CONFIG_INT, REBUILD_AT(from_time_slack_ms), "60000", 0, 86400000,
+     "events are read from this long before from_time, for clocks that differ between the "
+     "processor (event times) and Kafka (message timestamps)"},
+    {"dry_run", CONFIG_BOOL, REBUILD_AT(dry_run), "false", 0, 0,
+     "build and compare only: report the rows a swap would change, then drop the shadow table"},
+    {"output", CONFIG_STR, REBUILD_AT(output), "auto", 0, 0,
+     "the result on stdout: auto (text on a terminal, else JSON), text or json"},
+    {"batch.max", CONFIG_INT, PROCCONFIG_AT(batch_max), "1000", 1, 100000,
+     "most events per upsert"},
+    {"swap.lock_timeout_ms", CONFIG_INT, REBUILD_AT(lock_timeout_ms), "2000", 10, 600000,
+     "how long the swap waits for the live table's lock (reads wait behind it meanwhile)"},
+    {"swap.attempts", CONFIG_INT, REBUILD_AT(swap_attempts), "5", 1, 1000,
+     "swap transactions tried when the lock does not come within swap.lock_timeout_ms"},
+    {ROW_TENANT_DEFAULT},
+    {ROW_LOG_LEVEL},
+    {"pg.startup_timeout_s", CONFIG_INT, PROCCONFIG_AT(startup_timeout_s), "30", 1, 3600,
+     "how long the first connection to PostgreSQL may take"},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
+};
