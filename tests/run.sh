@@ -401,7 +401,7 @@ run_job() { # index slot
 }
 
 # --- run them, JOBS at a time --------------------------------------------------------------
-R_STATUS=() R_TOOK=() R_WHY=() R_START=()
+R_STATUS=() R_TOOK=() R_WHY=() R_FOUND=() R_START=()
 declare -A LOCKS=() # "real" / "real3" -> number of runs holding it; -1 while a run has it alone
 FREE_SLOTS=()
 for ((slot = 0; slot < JOBS; slot++)); do FREE_SLOTS+=("$slot"); done
@@ -492,6 +492,12 @@ finish() { # pid
             why="exit status $rc"
         fi
         R_WHY[i]="$why, ${took}s"
+        # What the summary repeats of the output: Check's failures, schemathesis' findings,
+        # errors; a CI log that keeps only the tail still says why.
+        R_FOUND[i]=$(grep -E -e ':[FE]:' -e '^_+ .+ _+$' -e '^- [A-Z]' -e '^ +Received:' \
+            -e '^\[[0-9]{3}\] ' -e 'error:|FAIL:|timed out|not ready|did not' \
+            "$TMP/jobs/$i/output" 2>/dev/null | grep -v '"level":"\(info\|debug\)"' |
+            head -n 8 | cut -c1-300 || true)
     fi
     echo "=== ${R_NAME[i]}"
     cat "$TMP/jobs/$i/output" 2>/dev/null || true
@@ -544,7 +550,9 @@ if ((failed > 0)); then
     echo
     echo "=== failed"
     for ((i = 0; i < NRUNS; i++)); do
-        [[ ${R_STATUS[i]:-} != FAIL ]] || echo "FAIL  ${R_NAME[i]}  (${R_WHY[i]})"
+        [[ ${R_STATUS[i]:-} == FAIL ]] || continue
+        echo "FAIL  ${R_NAME[i]}  (${R_WHY[i]})"
+        [[ -z ${R_FOUND[i]:-} ]] || sed 's/^/      /' <<<"${R_FOUND[i]}"
     done
 fi
 echo

@@ -9,8 +9,15 @@
 
 void ids_uuid(char out[IDS_UUID_LEN])
 {
+    /* RFC 9562 section 5.7: unix_ts_ms (48 bits, big-endian), version 7, then random bits
+       (rand_a and rand_b) around the variant. */
     uuid_t u;
     uuid_generate_random(u);
+    unsigned long long ms = (unsigned long long)ids_now_ms();
+    for (int i = 0; i < 6; i++)
+        u[i] = (unsigned char)(ms >> (8 * (5 - i)));
+    u[6] = (unsigned char)(0x70 | (u[6] & 0x0f));
+    u[8] = (unsigned char)(0x80 | (u[8] & 0x3f));
     uuid_unparse_lower(u, out);
 }
 

@@ -7,7 +7,12 @@
 
 #define IDS_UUID_LEN 37 /* 36 characters + NUL */
 
-/* Writes a new random (version 4) UUID in lower-case text form. */
+/*
+ * Writes a new time-ordered (version 7, RFC 9562) UUID in lower-case text form: the first 48
+ * bits are the current Unix time in milliseconds, the rest (but version and variant) random.
+ * Ids made later sort later (to the millisecond), so the indexes they key grow at their end
+ * instead of at random places.
+ */
 void ids_uuid(char out[IDS_UUID_LEN]);
 /*
  * Writes the name-based (version 5, SHA-1) UUID of name[0..len) in the project's namespace: the

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uuid/uuid.h>
 
 static long long confirmed, failed;
 
@@ -34,8 +35,11 @@ static void produce(kafka_producer *p, struct event_base *base, const char *topi
                     const char *account, const char *payload)
 {
     char id[IDS_UUID_LEN], key[IDS_UUID_LEN];
-    ids_uuid(id);
-    ids_uuid(key);
+    ids_uuid(id); /* as the gateway assigns them: time-ordered */
+    /* The key as a client chooses it: random, the worst case for its index. */
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, key);
     envelope e = {.id = id,
                   .source = "/bench",
                   .type = (char *)type,

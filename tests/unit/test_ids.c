@@ -99,6 +99,30 @@ START_TEST(name_uuids_are_version_5_in_a_fixed_namespace)
 }
 END_TEST
 
+START_TEST(new_ids_are_version_7_and_carry_the_time)
+{
+    char a[IDS_UUID_LEN], b[IDS_UUID_LEN];
+    long long before = ids_now_ms();
+    ids_uuid(a);
+    long long after = ids_now_ms();
+    ck_assert(ids_is_uuid(a));
+    ck_assert_msg(a[14] == '7', "version nibble of %s", a);
+    ck_assert_msg(strchr("89ab", a[19]) != NULL, "variant of %s", a);
+    char hex[13];
+    memcpy(hex, a, 8);
+    memcpy(hex + 8, a + 9, 4);
+    hex[12] = '\0';
+    long long ms = strtoll(hex, NULL, 16);
+    ck_assert_int_ge(ms, before);
+    ck_assert_int_le(ms, after);
+    /* A later millisecond sorts later; the random rest differs within one. */
+    while (ids_now_ms() == after)
+        ;
+    ids_uuid(b);
+    ck_assert_msg(strcmp(a, b) < 0, "%s made before %s", a, b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ids");
@@ -109,6 +133,7 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("uuid");
     tcase_add_loop_test(tc, name_uuids_are_version_5_in_a_fixed_namespace, 0, N(ncases));
+    tcase_add_test(tc, new_ids_are_version_7_and_carry_the_time);
     suite_add_tcase(s, tc);
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
