@@ -539,15 +539,42 @@ static void connect_step(pgconn *c)
     event_add(c->ev_conn, NULL);
 }
 
+/*
+ * The session's options: those the conninfo gives (or PGOPTIONS), then ours. Every statement is
+ * planned for the tables as they are when it runs (plan_cache_mode=force_custom_plan): a
+ * prepared statement's generic plan is made once per connection and kept until an ANALYZE of its
+ * tables, so a plan made while a table was nearly empty (a new deployment) scanned it whole on
+ * every execution as it grew to millions of rows (ADR 0028). NULL when the conninfo does not
+ * parse: the connection attempt then reports why.
+ */
+static char *session_options(const pgconn *c)
+{
+    PQconninfoOption *opts = PQconninfoParse(c->conninfo, NULL);
+    if (!opts)
+        return NULL;
+    const char *given = getenv("PGOPTIONS");
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "options") == 0 && o->val)
+            given = o->val;
+    }
+    char *s = xasprintf("%s%s-c plan_cache_mode=force_custom_plan%s", given ? given : "",
+                        given && *given ? " " : "",
+                        c->read_only ? " -c default_transaction_read_only=on" : "");
+    PQconninfoFree(opts);
+    return s;
+}
+
 /* Starts one connection attempt. */
 static void start_connect(pgconn *c)
 {
     c->state = PGC_CONNECTING;
-    if (c->read_only) {
+    char *options = session_options(c);
+    if (options) {
         /* expand_dbname: conninfo (string or URI) is read first, then options overrides it. */
         const char *const keys[] = {"dbname", "options", NULL};
-        const char *const values[] = {c->conninfo, "-c default_transaction_read_only=on", NULL};
+        const char *const values[] = {c->conninfo, options, NULL};
         c->pg = PQconnectStartParams(keys, values, 1);
+        free(options);
     } else {
         c->pg = PQconnectStart(c->conninfo);
     }

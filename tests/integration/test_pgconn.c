@@ -953,6 +953,35 @@ START_TEST(test_read_only)
 }
 END_TEST
 
+/* Sessions plan each statement for the tables as they are (ADR 0028), and keep the options the
+   conninfo gives. */
+START_TEST(test_session_options)
+{
+    struct event_base *base = event_base_new();
+    char *ci = xasprintf("%s options='-c search_path=probe_schema'", conninfo);
+    for (int ro = 0; ro <= 1; ro++) {
+        pgconn *c = connect_or_fail(base, ci, NULL);
+        if (ro)
+            pgconn_set_read_only(c);
+        int done = 0;
+        rec r = {.done = &done};
+        queue_or_fail(c,
+                      "SELECT current_setting('plan_cache_mode'), current_setting('search_path'), "
+                      "current_setting('default_transaction_read_only')",
+                      0, NULL, &r);
+        ck_assert(run_until(base, &done, 1, TIMEOUT_MS));
+        ck_assert_int_eq(r.status, PGCONN_OK);
+        ck_assert_str_eq(r.vals[0], "force_custom_plan");
+        ck_assert_str_eq(r.vals[1], "probe_schema");
+        ck_assert_str_eq(r.vals[2], ro ? "on" : "off");
+        rec_clear(&r);
+        pgconn_free(c);
+    }
+    free(ci);
+    event_base_free(base);
+}
+END_TEST
+
 typedef struct {
     pgconn *c;
     int calls;
@@ -1174,6 +1203,7 @@ static Suite *pgconn_suite(void)
     tcase_add_test(q, test_reentrant_query);
     tcase_add_test(q, test_notify);
     tcase_add_test(q, test_read_only);
+    tcase_add_test(q, test_session_options);
     tcase_add_test(q, test_free_in_callback);
     suite_add_tcase(s, q);
 
