@@ -166,14 +166,17 @@ static kafka_consumer *consumer_new(struct event_base *base, const config_props 
                                     kafka_wake_cb wake, kafka_assign_cb on_assign, void *arg,
                                     char *err, size_t errlen)
 {
-    const char *const defaults[] = {"enable.auto.commit", "false", "enable.auto.offset.store",
-                                    "false", "auto.offset.reset", "earliest",
-                                    /* What is fetched ahead of the batch in hand: librdkafka's
-                                       64 MiB default is most of a processor's memory while it
-                                       drains a backlog, and a few MiB keep a batch of 500
-                                       waiting on nothing (docs/benchmarks.md). */
-                                    "queued.max.messages.kbytes", "8192", "client.id", "cqrs",
-                                    "group.id", group_id, NULL};
+    const char *const defaults[] = {"enable.auto.commit",
+                                    "false",
+                                    "enable.auto.offset.store",
+                                    "false",
+                                    "auto.offset.reset",
+                                    "earliest",
+                                    "client.id",
+                                    "cqrs",
+                                    "group.id",
+                                    group_id,
+                                    NULL};
     kafka_consumer *c = xcalloc(1, sizeof(*c));
     c->w.fds[0] = c->w.fds[1] = -1;
     c->topic = xstrdup(topic);
