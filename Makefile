@@ -50,7 +50,7 @@ MOCKKAFKA := $(BUILD)/mock-kafka
 GATEWAY_LIB := $(BUILD)/libgateway.a
 PROC_LIB    := $(BUILD)/libprocessor.a
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC))
-BENCH_BINS := $(BUILD)/bench/bare202 $(BUILD)/bench/fill $(BUILD)/bench/openloop
+BENCH_BINS := $(BUILD)/bench/bare202 $(BUILD)/bench/fill $(BUILD)/bench/openloop $(BUILD)/bench/floor
 # libFuzzer harnesses: clang (Debian's clang-14), each with the sources it reaches.
 FUZZ_CC    ?= clang-14
 FUZZ_FLAGS := -std=c11 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer \

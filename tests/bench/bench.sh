@@ -11,7 +11,8 @@
 #      running the processor's statements (tests/bench/pgbench.sh), one command per transaction
 #      on one connection, and batched with pipelining. The processor's peak RSS is recorded.
 #   3. Sync end to end, open loop (tests/bench/openloop.c, latency from when each request was
-#      due): the highest rate reached with 64 connections, then 25, 50, 75 and 90% of it.
+#      due): the highest rate reached with 64 connections, then 25, 50, 75 and 90% of it; and
+#      the floor of the path (tests/bench/floor.c: two bare Kafka hops and one commit).
 #   4. The gateway's RSS with BENCH_PARKED sync requests waiting (the processor stopped).
 #   5. Cost growth: the processor applying deposits spread over 1k, 100k and 1M accounts, and
 #      over 1M with the commands and outbox tables grown to millions of rows.
@@ -33,6 +34,7 @@
 #   BENCH_GROWTH_COMMANDS  deposits each of its runs applies (default: 20000)
 #   BENCH_ONLY      the comparisons to run, of: http apply growth sync parked (default: all)
 #   BENCH_FLAGS     extra flags for every gateway and processor (e.g. --kafka.linger.ms=0)
+#   BENCH_FLOOR_ROUNDS  round trips (and commits) of each floor measurement (default: 1000)
 #   BENCH_QUICK     1: the headline ratios in a few minutes (one round, 5 s runs, 20,000
 #                   commands, comparisons 1 to 3); the settings above still override it
 set -euo pipefail
@@ -526,6 +528,11 @@ for ((r = 1; r <= PAIRS; r++)); do
 done
 MAX_RATE=$(printf '%s\n' "${MAX_RATES[@]}" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
 for ((r = 1; r <= PAIRS; r++)); do
+    # The floor of the path, in the same round: two bare Kafka hops and one commit (floor.c).
+    "$BUILD/bench/floor" "$BOOTSTRAP" "floor$r-" "$SYNC_DB" "${BENCH_FLOOR_ROUNDS:-1000}" |
+        python3 -c 'import json, sys; r = json.load(sys.stdin); r["round"] = int(sys.argv[1]); print(json.dumps(r))' \
+            "$r" >>"$RESULTS" || die "the floor could not be measured"
+    tail -n 1 "$RESULTS" >&2
     for f in 0.25 0.5 0.75 0.9; do
         openloop_run "$(python3 -c "print(round($MAX_RATE * $f))")" "$f" "$r" 256
     done

@@ -198,6 +198,21 @@ def main():
                       f"{sum(r['unanswered'] for r in rs)} |")
             lat[f"{f * 100:.0f}%"] = [med(rs, k) for k in ("p50_ms", "p99_ms", "p999_ms")]
         md.append("\nMedians over the rounds; the rounds interleave the loads.\n")
+        floor = [r for r in rows if r["bench"] == "floor"]
+        if floor:
+            k50, c50 = med(floor, "kafka_p50_us") / 1000, med(floor, "commit_p50_us") / 1000
+            k99, c99 = med(floor, "kafka_p99_us") / 1000, med(floor, "commit_p99_us") / 1000
+            f50, f99 = k50 + c50, k99 + c99
+            half = [r for r in sync if r["fraction"] == 0.5]
+            md.append(f"The floor of the path (tests/bench/floor.c, {floor[0]['rounds']} round "
+                      f"trips and commits, one at a time, median over the rounds): two Kafka hops "
+                      f"p50 {k50:.2f} ms, p99 {k99:.2f} ms; one commit p50 {c50:.2f} ms, p99 "
+                      f"{c99:.2f} ms; together p50 {f50:.2f} ms, p99 {f99:.2f} ms.")
+            if half:
+                md.append(f"At 50% load: p50 {med(half, 'p50_ms') / f50:.1f} × the floor's p50, "
+                          f"p99 {med(half, 'p99_ms') / f99:.1f} × the floor's p99.\n")
+            else:
+                md.append("")
         md.append("Where the time goes: the mean of each stage in ms, from the services' own "
                   "histograms (the median over the rounds). The transits are measured from the "
                   "Kafka timestamps, which have millisecond resolution.\n")
@@ -280,6 +295,8 @@ def main():
         problems.append("the cost growth comparison has no result")
     if "sync" in only and not sync:
         problems.append("the sync comparison has no result")
+    if "sync" in only and not [r for r in rows if r["bench"] == "floor"]:
+        problems.append("the floor of the sync path has no result")
     if "parked" in only and not any(r["bench"] == "parked" for r in rows):
         problems.append("the parked measurement has no result")
     for p in problems:

@@ -442,7 +442,7 @@ START_TEST(a_request_is_accepted_or_gets_its_problem)
         free(want_payload);
         ck_assert_int_eq(in.expected_version, tc->ev ? strtoll(tc->ev, NULL, 10) : -1);
         ck_assert_msg(ids_is_uuid(in.command_id), "command id '%.37s'", in.command_id);
-        ck_assert_int_eq(in.command_id[14], '4'); /* a version 4 UUID */
+        ck_assert_int_eq(in.command_id[14], '7'); /* a version 7 (time-ordered) UUID */
         ck_assert_ptr_nonnull(in.idempotency_key);
         if (tc->key) {
             ck_assert_str_eq(in.idempotency_key, tc->key);
