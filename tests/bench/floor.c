@@ -14,6 +14,7 @@
 #include "core/config.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/xalloc.h"
 #include "kafka/kafka.h"
 
 #include <event2/event.h>
@@ -190,13 +191,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: floor BOOTSTRAP TOPIC_PREFIX CONNINFO ROUNDS (at least 10)\n");
         return 2;
     }
-    log_init("floor", getenv("FLOOR_DEBUG") ? LOG_DEBUG : LOG_WARN);
+    log_init("floor", LOG_WARN);
     pingpong pp = {.rounds = atoi(argv[4])};
     pp.base = event_base_new();
-    pp.rtt_us = calloc((size_t)pp.rounds, sizeof(long long));
-    long long *commit_us = calloc((size_t)pp.rounds, sizeof(long long));
-    if (!pp.base || !pp.rtt_us || !commit_us)
+    if (!pp.base)
         return 1;
+    pp.rtt_us = xcalloc((size_t)pp.rounds, sizeof(long long));
+    long long *commit_us = xcalloc((size_t)pp.rounds, sizeof(long long));
     /* About the size of a deposit command's record: its result and ids. */
     snprintf(pp.value, sizeof(pp.value),
              "{\"command_id\":\"00000000-0000-7000-8000-000000000000\",\"status\":\"applied\","
