@@ -242,6 +242,19 @@ START_TEST(chaos_keeps_every_guarantee)
         if (undecided != 0)
             usleep(100000);
     }
+    if (undecided != 0) {
+        /* What there is of each: its answer, and the records under its key. */
+        PGresult *u = PQexec(
+            db, "SELECT s.key, s.status, c.id, c.status, c.created_at FROM sent s "
+                "LEFT JOIN commands c ON c.idempotency_key = s.key WHERE s.status IN (200, 202) "
+                "AND NOT EXISTS (SELECT 1 FROM commands d WHERE d.idempotency_key = s.key AND "
+                "d.status IN ('applied', 'rejected')) LIMIT 20");
+        for (int i = 0; PQresultStatus(u) == PGRES_TUPLES_OK && i < PQntuples(u); i++)
+            fprintf(stderr, "undecided: key %s answered %s; record id %s status %s created %s\n",
+                    PQgetvalue(u, i, 0), PQgetvalue(u, i, 1), PQgetvalue(u, i, 2),
+                    PQgetvalue(u, i, 3), PQgetvalue(u, i, 4));
+        PQclear(u);
+    }
     ck_assert_msg(undecided == 0, "%lld commands answered 2xx were never decided", undecided);
     /* 200 means applied; nothing applied twice (one record per key, unique by construction). */
     ck_assert_int_eq(pgtest_int(db, "SELECT count(*) FROM sent s JOIN commands c ON "
