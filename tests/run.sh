@@ -232,21 +232,8 @@ port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# A random free port below the kernel's ephemeral range (see tests/support/stack.c).
-free_port() {
-    local p i low
-    read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
-    ((low > 12000)) || low=60000
-    for ((i = 0; i < 200; i++)); do
-        p=$((10000 + ((RANDOM << 15) | RANDOM) % (low - 10000)))
-        if ! port_in_use "$p"; then
-            echo "$p"
-            return 0
-        fi
-    done
-    log "error: found no free port in 10000-$low"
-    return 1
-}
+# A free port below the kernel's ephemeral range: kafka.sh's choice (see free_port() there).
+free_port() { "$KAFKA_SH" free-port 1; }
 
 # Starts a PostgreSQL server in DIR on a free port and prints its conninfo. The tests' servers
 # skip fsync: a test kills PostgreSQL, never the machine, and what a killed server had written

@@ -21,28 +21,8 @@ venv_install() {
     fi
 }
 
-# A free port below the kernel's ephemeral range (see tests/support/stack.c).
-free_port() {
-    python3 - <<'PY'
-import random, socket
-try:
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-except (OSError, ValueError, IndexError):
-    low = 32768
-low = low if low > 12000 else 60000
-for _ in range(1000):
-    port = random.randrange(10000, low)
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-    print(port)
-    break
-else:
-    raise SystemExit("found no free port")
-PY
-}
+# A free port below the kernel's ephemeral range: kafka.sh's choice (see free_port() there).
+free_port() { "$REPO/deploy/kafka/kafka.sh" free-port 1; }
 
 # The temporary folder of the run, removed at exit unless CQRS_KEEP_TEST_DIR=1; the stacks started
 # by stack_start are stopped at exit.
