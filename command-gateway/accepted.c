@@ -10,13 +10,19 @@
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The accepted records of one INSERT. */
 typedef struct accept_batch {
     gateway *g;
     pending **items;
     size_t n;
+    char *rows;   /* the INSERT's parameter: the records, a JSON array */
+    int attempts; /* INSERTs of it sent so far */
 } accept_batch;
+
+/* A batch that lost a race on a key (see on_recorded()) is sent again at most this often. */
+#define ACCEPT_ATTEMPTS 3
 
 /*
  * The batch's records are written (or could not be): each request whose answer waited for its
@@ -36,15 +42,57 @@ static void accept_batch_done(accept_batch *b)
             pending_accepted(p);
     }
     free(b->items);
+    free(b->rows);
     free(b);
 }
 
+/*
+ * The records of a batch, in one INSERT, one transaction. The processor may have written its
+ * record of a command first: then only the fingerprint is added to it. A row that holds the key
+ * under another id (a client that used this very UUID as its own key) is left alone rather than
+ * failing the batch.
+ */
+static const char record_sql[] =
+    "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
+    "request_hash, status) SELECT x.id, x.tenant, x.idempotency_key, x.type, "
+    "x.aggregate_type, x.aggregate_id, x.request_hash, 'accepted' "
+    "FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, tenant text, idempotency_key text, "
+    "type text, aggregate_type text, aggregate_id text, request_hash text) "
+    "WHERE NOT EXISTS (SELECT 1 FROM commands c WHERE c.tenant = x.tenant AND "
+    "c.idempotency_key = x.idempotency_key AND c.id <> x.id) "
+    "ORDER BY x.id " /* rows locked in id order, as the processor's writes lock them */
+    "ON CONFLICT (id) DO UPDATE SET request_hash = EXCLUDED.request_hash "
+    "WHERE commands.request_hash IS NULL";
+
+static void on_recorded(const pgconn_result *r, void *arg);
+
+/* Sends the batch's INSERT; false when it could not be queued. */
+static bool record_send(accept_batch *b)
+{
+    const char *v[] = {b->rows};
+    if (!b->rows || pgconn_query_prepared(b->g->pg, record_sql, 1, v, on_recorded, b) != 0)
+        return false;
+    b->attempts++;
+    b->g->accept_inflight = true;
+    return true;
+}
+
+/*
+ * A unique violation is a race lost, not a bad record: ON CONFLICT takes one arbiter (the id),
+ * and a row the processor inserts for the same command while this INSERT runs can also collide
+ * on (tenant, idempotency_key), failing the whole batch. Sent again, the INSERT sees that row
+ * committed and takes its DO UPDATE path.
+ */
 static void on_recorded(const pgconn_result *r, void *arg)
 {
     accept_batch *b = arg;
     gateway *g = b->g;
     g->accept_inflight = false;
     if (pgconn_result_status(r) != PGCONN_OK) {
+        const char *state = pgconn_result_sqlstate(r);
+        if (state && strcmp(state, "23505") == 0 && b->attempts < ACCEPT_ATTEMPTS && !g->stopping &&
+            record_send(b))
+            return;
         LOG_KV(LOG_WARN, "accepted commands not recorded; their status appears once applied",
                LOG_NUM("count", b->n), LOG_STR("error", pgconn_result_error(r)));
     }
@@ -53,26 +101,12 @@ static void on_recorded(const pgconn_result *r, void *arg)
 }
 
 /*
- * Writes the accepted records gathered so far in one INSERT, one transaction. One is in flight
- * at a time, and what arrives meanwhile makes the next: under load each commit carries many
- * records (a commit per request held the gateway to PostgreSQL's commit rate). The processor
- * may have written its record of a command first: then only the fingerprint is added to it. A
- * row that holds the key under another id (a client that used this very UUID as its own key)
- * is left alone rather than failing the batch.
+ * Writes the accepted records gathered so far in one INSERT (record_sql). One is in flight at a
+ * time, and what arrives meanwhile makes the next: under load each commit carries many records
+ * (a commit per request held the gateway to PostgreSQL's commit rate).
  */
 void accepted_flush(gateway *g)
 {
-    static const char sql[] =
-        "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
-        "request_hash, status) SELECT x.id, x.tenant, x.idempotency_key, x.type, "
-        "x.aggregate_type, x.aggregate_id, x.request_hash, 'accepted' "
-        "FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, tenant text, idempotency_key text, "
-        "type text, aggregate_type text, aggregate_id text, request_hash text) "
-        "WHERE NOT EXISTS (SELECT 1 FROM commands c WHERE c.tenant = x.tenant AND "
-        "c.idempotency_key = x.idempotency_key AND c.id <> x.id) "
-        "ORDER BY x.id " /* rows locked in id order, as the processor's writes lock them */
-        "ON CONFLICT (id) DO UPDATE SET request_hash = EXCLUDED.request_hash "
-        "WHERE commands.request_hash IS NULL";
     if (g->accept_inflight || g->naccepting == 0)
         return;
     accept_batch *b = xcalloc(1, sizeof(*b));
@@ -91,14 +125,10 @@ void accepted_flush(gateway *g)
                                               domain_command_aggregate(p->in.cmd), "aggregate_id",
                                               p->in.aggregate_id, "request_hash", p->fingerprint));
     }
-    char *param = json_dumps(rows, JSON_COMPACT);
+    b->rows = json_dumps(rows, JSON_COMPACT);
     json_decref(rows);
-    const char *v[] = {param};
-    if (param && pgconn_query_prepared(g->pg, sql, 1, v, on_recorded, b) == 0)
-        g->accept_inflight = true;
-    else /* not recorded: answered all the same, the command is in Kafka */
+    if (!record_send(b)) /* not recorded: answered all the same, the command is in Kafka */
         accept_batch_done(b);
-    free(param);
 }
 
 static void on_accept_flush(evutil_socket_t fd, short what, void *arg)

@@ -786,6 +786,40 @@ START_TEST(idempotency_key_in_flight_is_409)
 }
 END_TEST
 
+START_TEST(an_accepted_record_that_loses_a_race_is_written_again)
+{
+    pid_t proc = open_with_processor("acc-recorded");
+    /* One unique violation, as the gateway's batched INSERT of accepted records gets when the
+       processor inserts its row of the same command meanwhile (ON CONFLICT has one arbiter). */
+    sql("CREATE SEQUENCE race_once; "
+        "CREATE FUNCTION race_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.aggregate_id = 'acc-recorded' AND NEW.status = 'accepted' THEN "
+        "IF nextval('race_once') = 1 THEN "
+        "RAISE unique_violation USING MESSAGE = 'a race lost, on purpose'; END IF; END IF; "
+        "RETURN NEW; END $$; "
+        "CREATE TRIGGER race_once BEFORE INSERT ON commands FOR EACH ROW "
+        "EXECUTE FUNCTION race_once()");
+    kill(proc, SIGSTOP); /* so that a record of the command can only be the gateway's */
+    httpc_response r = post("Prefer: respond-async\r\n",
+                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-recorded\","
+                            "\"payload\":{\"amount\":5}}");
+    char loc[128] = "";
+    httpc_header(&r, "Location", loc, sizeof(loc));
+    httpc_response rec = get(loc, NULL);
+    kill(proc, SIGCONT);
+    sql("DROP TRIGGER race_once ON commands; DROP FUNCTION race_once(); DROP SEQUENCE race_once");
+    ck_assert_int_eq(r.status, 202);
+    /* The 202 waited for the record, written at the second attempt. */
+    ck_assert_msg(rec.status == 200, "GET %s: %d %s", loc, rec.status, rec.body);
+    ck_assert_str_eq(jstr(rec.json, "status"), "accepted");
+    httpc_free(&r);
+    httpc_free(&rec);
+    char status[32];
+    wait_decided(loc, status, sizeof(status));
+    ck_assert_str_eq(status, "applied");
+}
+END_TEST
+
 START_TEST(an_assigned_key_echoed_with_another_body_is_422)
 {
     /* The gateway makes the keys up; the client echoes them, as a retry would. */
@@ -1122,6 +1156,7 @@ int main(void)
     tcase_add_test(tc, idempotency_key_in_flight_is_409);
     tcase_add_test(tc, stale_claim_is_taken_over_once);
     tcase_add_test(tc, an_assigned_key_echoed_with_another_body_is_422);
+    tcase_add_test(tc, an_accepted_record_that_loses_a_race_is_written_again);
     tcase_add_loop_test(tc, a_command_too_large_for_kafka_is_413_and_leaves_its_key_free, 0, 2);
     tcase_add_test(tc, abandoned_claim_is_taken_over_and_applied);
     tcase_add_test(tc, health_metrics_and_routes);
