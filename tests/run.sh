@@ -24,7 +24,9 @@ fi
 #   REPEAT              run each selected test this many times (default: 1)
 #   FAILOVER_TESTS      the tests that also run on the 3-node cluster (default: e2e/test_broker_fault)
 #   PRIVATE_PG_TESTS    tests that stop or kill PostgreSQL: each run gets a server of its own
-#                       (default: e2e/test_chaos e2e/test_claims e2e/test_checker)
+#                       (default: e2e/test_chaos e2e/test_claims e2e/test_checker e2e/test_standby)
+#   STANDBY_PG_TESTS    of those, the tests whose server has a synchronous streaming standby, to
+#                       fail over to or read from (default: e2e/test_checker e2e/test_standby)
 #   KAFKA_FAULT_TESTS   tests that stop Apache Kafka nodes: on a real cluster, no other test runs on
 #                       that cluster at the same time (default: e2e/test_broker_fault e2e/test_checker)
 #   CQRS_CHECKER_SEED, CQRS_CHECKER_SECONDS  replay a seed of e2e/test_checker, or run it longer
@@ -42,7 +44,8 @@ TEST_TIMEOUT=${TEST_TIMEOUT:-600}
 JOBS=${JOBS:-3}
 KAFKA_MODES=${KAFKA_MODES:-mock real real3}
 FAILOVER_TESTS=${FAILOVER_TESTS:-e2e/test_broker_fault}
-PRIVATE_PG_TESTS=${PRIVATE_PG_TESTS:-e2e/test_chaos e2e/test_claims e2e/test_checker}
+PRIVATE_PG_TESTS=${PRIVATE_PG_TESTS:-e2e/test_chaos e2e/test_claims e2e/test_checker e2e/test_standby}
+STANDBY_PG_TESTS=${STANDBY_PG_TESTS:-e2e/test_checker e2e/test_standby}
 KAFKA_FAULT_TESTS=${KAFKA_FAULT_TESTS:-e2e/test_broker_fault e2e/test_checker}
 PG_SH=$REPO/deploy/local/pg.sh
 KAFKA_SH=$REPO/deploy/kafka/kafka.sh
@@ -111,6 +114,7 @@ add_run() { # path mode
     *) name="$name [$mode kafka]" ;;
     esac
     [[ " $PRIVATE_PG_TESTS " != *" $base "* ]] || private=1
+    [[ $private == 0 || " $STANDBY_PG_TESTS " != *" $base "* ]] || private=2
     # A real cluster is shared by the tests that run on it (each has its own topics), except while
     # a test stops its nodes: then that test has it alone.
     if [[ $mode == real || $mode == real3 ]]; then
@@ -235,18 +239,39 @@ port_in_use() {
 # A free port below the kernel's ephemeral range: kafka.sh's choice (see free_port() there).
 free_port() { "$KAFKA_SH" free-port 1; }
 
-# Starts a PostgreSQL server in DIR on a free port and prints its conninfo. The tests' servers
-# skip fsync: a test kills PostgreSQL, never the machine, and what a killed server had written
-# is kept by the kernel all the same.
+# The tests' servers skip fsync: a test kills PostgreSQL, never the machine, and what a killed
+# server had written is kept by the kernel all the same. Exported: a test that starts a server
+# again, or makes a standby, starts it the same way (a hot standby needs max_connections at
+# least the primary's).
+export PG_FSYNC=off PG_MAX_CONNECTIONS=400
+
+# Starts a PostgreSQL server in DIR on a free port and prints its conninfo.
 start_pg() { # dir
     local dir=$1 attempt port out
     for attempt in 1 2 3; do # the port may be taken between the check and the bind
         port=$(free_port) || return 1
-        if out=$(PG_FSYNC=off PG_MAX_CONNECTIONS=400 "$PG_SH" start "$dir" "$port"); then
+        if out=$("$PG_SH" start "$dir" "$port"); then
             tail -n 1 <<<"$out"
             return 0
         fi
         log "PostgreSQL did not start on port $port (attempt $attempt)"
+    done
+    return 1
+}
+
+# Starts a synchronous streaming standby of the primary in PRIMARY_DIR in DIR on a free port;
+# exports CQRS_TEST_PG_STANDBY_DIR and CQRS_TEST_PG_STANDBY_PORT.
+start_standby() { # dir primary_dir
+    local dir=$1 primary_port attempt port
+    primary_port=$(sed -n 4p "$2/pgdata/postmaster.pid")
+    for attempt in 1 2 3; do
+        port=$(free_port) || return 1
+        if "$PG_SH" standby "$dir" "$port" "$primary_port" >/dev/null &&
+            "$PG_SH" sync "$2" '*'; then
+            export CQRS_TEST_PG_STANDBY_DIR=$dir CQRS_TEST_PG_STANDBY_PORT=$port
+            return 0
+        fi
+        log "the standby did not start on port $port (attempt $attempt)"
     done
     return 1
 }
@@ -361,6 +386,14 @@ run_job() { # index slot
             return
         fi
         export CQRS_TEST_PG_DIR=$pg
+        # A synchronous standby: a commit returns once the standby has it, so a failover to it
+        # loses nothing that was answered.
+        if ((R_PRIVATE_PG[i] == 2)) && ! start_standby "$dir/pg-standby" "$pg"; then
+            echo "tests/run.sh: could not start a standby PostgreSQL server for this test"
+            "$PG_SH" stop "$pg" 2>/dev/null
+            echo 1 >"$dir/rc"
+            return
+        fi
     fi
     [[ $mode != bench ]] || pre=(env BENCH_KAFKA=mock BENCH_SECONDS=2 BENCH_PAIRS=1 BENCH_COMMANDS=3000
         BENCH_ACCOUNTS=200 BENCH_PARKED=2000 BENCH_GROWTH="100 10000" BENCH_GROWN_ROWS=20000
@@ -384,6 +417,7 @@ run_job() { # index slot
         kill -0 "$tpid" 2>/dev/null || break # else the wait was cut short by a signal
     done
     [[ -z $pg ]] || "$PG_SH" stop "$pg" 2>/dev/null || true
+    [[ ! -d $dir/pg-standby ]] || "$PG_SH" stop "$dir/pg-standby" 2>/dev/null || true
     echo "$rc" >"$dir/rc"
 }
 

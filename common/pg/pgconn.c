@@ -58,6 +58,8 @@ struct pgconn {
     pgconn_notify_cb on_notify;
     void *notify_arg;
     bool read_only; /* sessions start with default_transaction_read_only=on */
+    char *options;  /* the sessions' "options" (session_prepare()); NULL: the conninfo as is */
+    bool primary;   /* ask for target_session_attrs=primary (session_prepare()) */
 
     pgc_state state;
     PGconn *pg;
@@ -540,41 +542,55 @@ static void connect_step(pgconn *c)
 }
 
 /*
+ * Works out once what each connection attempt asks for beyond the conninfo.
+ *
  * The session's options: those the conninfo gives (or PGOPTIONS), then ours. Every statement is
  * planned for the tables as they are when it runs (plan_cache_mode=force_custom_plan): a
  * prepared statement's generic plan is made once per connection and kept until an ANALYZE of its
  * tables, so a plan made while a table was nearly empty (a new deployment) scanned it whole on
- * every execution as it grew to millions of rows (ADR 0028). NULL when the conninfo does not
- * parse: the connection attempt then reports why.
+ * every execution as it grew to millions of rows (ADR 0028).
+ *
+ * A read-only session reports transaction_read_only=on wherever it runs, so the writable server
+ * that target_session_attrs=read-write asks for (a multi-host conninfo, one of them a standby) is
+ * asked of it as "primary" (in_hot_standby=off): the server it finds is the same.
+ *
+ * A conninfo that does not parse leaves the options NULL: the connection attempt says why.
  */
-static char *session_options(const pgconn *c)
+static void session_prepare(pgconn *c)
 {
+    free(c->options);
+    c->options = NULL;
+    c->primary = false;
     PQconninfoOption *opts = PQconninfoParse(c->conninfo, NULL);
     if (!opts)
-        return NULL;
+        return;
     const char *given = getenv("PGOPTIONS");
     for (const PQconninfoOption *o = opts; o->keyword; o++) {
         if (strcmp(o->keyword, "options") == 0 && o->val)
             given = o->val;
+        if (strcmp(o->keyword, "target_session_attrs") == 0 && o->val)
+            c->primary = c->read_only && strcmp(o->val, "read-write") == 0;
     }
-    char *s = xasprintf("%s%s-c plan_cache_mode=force_custom_plan%s", given ? given : "",
-                        given && *given ? " " : "",
-                        c->read_only ? " -c default_transaction_read_only=on" : "");
+    c->options = xasprintf("%s%s-c plan_cache_mode=force_custom_plan%s", given ? given : "",
+                           given && *given ? " " : "",
+                           c->read_only ? " -c default_transaction_read_only=on" : "");
     PQconninfoFree(opts);
-    return s;
 }
 
 /* Starts one connection attempt. */
 static void start_connect(pgconn *c)
 {
     c->state = PGC_CONNECTING;
-    char *options = session_options(c);
-    if (options) {
-        /* expand_dbname: conninfo (string or URI) is read first, then options overrides it. */
-        const char *const keys[] = {"dbname", "options", NULL};
-        const char *const values[] = {c->conninfo, options, NULL};
+    if (c->options) {
+        /* expand_dbname: the conninfo (string or URI) is read first, then what follows it
+           overrides it. */
+        const char *keys[4] = {"dbname", "options", NULL, NULL};
+        const char *values[4] = {c->conninfo, c->options, NULL, NULL};
+        if (c->primary) {
+            keys[2] = "target_session_attrs";
+            values[2] = "primary";
+        }
         c->pg = PQconnectStartParams(keys, values, 1);
-        free(options);
     } else {
         c->pg = PQconnectStart(c->conninfo);
     }
@@ -602,6 +618,7 @@ static void destroy(pgconn *c)
     event_free(c->ev_timer);
     event_free(c->ev_kick);
     free(c->conninfo);
+    free(c->options);
     free(c);
 }
 
@@ -681,6 +698,7 @@ pgconn *pgconn_new(struct event_base *base, const char *conninfo, pgconn_state_c
     c->down_since_us = ids_monotonic_us();
     c->base = base;
     c->conninfo = xstrdup(conninfo);
+    session_prepare(c);
     c->on_state = on_state;
     c->state_arg = arg;
     c->max_pending = PGCONN_DEFAULT_MAX;
@@ -878,6 +896,7 @@ void pgconn_set_notify(pgconn *c, pgconn_notify_cb cb, void *arg)
 void pgconn_set_read_only(pgconn *c)
 {
     c->read_only = true;
+    session_prepare(c);
 }
 
 char *pgconn_int_array(const int *v, size_t n)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs a private PostgreSQL cluster kept in a folder: start DIR PORT | stop DIR | status DIR | conninfo DIR [PORT].
+# Runs a private PostgreSQL cluster kept in a folder: start DIR PORT | stop DIR | status DIR | conninfo DIR [PORT],
+# and streaming standbys of it: standby DIR PORT PRIMARY_PORT | promote DIR | sync DIR NAMES | kill DIR.
 set -euo pipefail
 
 usage() {
@@ -10,6 +11,15 @@ usage: pg.sh start DIR PORT     initdb DIR/pgdata if needed, start on 127.0.0.1:
                                 which kills the server like a crash); a no-op when it is not running
        pg.sh status DIR         exit 0 when the cluster is running
        pg.sh conninfo DIR [PORT] print the conninfo (PORT defaults to the running cluster's port)
+       pg.sh standby DIR PORT PRIMARY_PORT
+                                make DIR a streaming standby of the server on 127.0.0.1:PRIMARY_PORT
+                                (pg_basebackup; DIR's data, if any, is replaced), start it on PORT and
+                                wait until it streams; its application_name is DIR's base name
+       pg.sh promote DIR        promote the standby in DIR to a primary (pg_ctl promote, waits)
+       pg.sh sync DIR NAMES     on the primary in DIR: synchronous_standby_names = NAMES (ALTER SYSTEM,
+                                reloaded; '' for none, '*' for any standby)
+       pg.sh kill DIR           kill -9 the server's postmaster (a crash of the machine, as far as this
+                                server knows) and wait until it and its processes are gone
 
 The socket, the data (DIR/pgdata) and the server log (DIR/postgres.log) live in DIR.
 As root the server runs as the `postgres` user: DIR is created and chowned to postgres, so every
@@ -181,6 +191,78 @@ EOF
     conninfo_for "$port"
 }
 
+# Runs SQL on the server in DIR (as the superuser, on its port).
+psql_dir() {
+    local port
+    port=$(running_port)
+    [[ -n $port ]] || die "no cluster running in $DIR"
+    "$BINDIR/psql" -X -q -tA -v ON_ERROR_STOP=1 \
+        -d "host=127.0.0.1 port=$port user=postgres dbname=postgres connect_timeout=10" "$@" </dev/null
+}
+
+cmd_standby() {
+    local port=$1 primary=$2 name i
+    check_port "$port"
+    check_port "$primary"
+    name=$(basename "$DIR")
+    [[ $name =~ ^[A-Za-z0-9_-]+$ ]] || die "the base name of DIR ('$name') must be letters, digits, - or _"
+    if is_running; then
+        cmd_stop immediate
+    fi
+    if ((EUID == 0)); then
+        prepare_dir_as_root
+    else
+        mkdir -p "$DIR"
+        chmod 700 "$DIR"
+    fi
+    rm -rf "$DATA"
+    log "pg_basebackup from 127.0.0.1:$primary into $DATA"
+    if ! as_owner "$BINDIR/pg_basebackup" -D "$DATA" -X stream -c fast -R \
+        -d "host=127.0.0.1 port=$primary user=postgres application_name=$name" \
+        >"$DIR/basebackup.log" 2>&1; then
+        cat "$DIR/basebackup.log" >&2
+        die "pg_basebackup failed (log: $DIR/basebackup.log)"
+    fi
+    # pg_basebackup -R wrote primary_conninfo (with application_name) and standby.signal.
+    cmd_start "$port" >/dev/null
+    for ((i = 0; i < 300; i++)); do
+        [[ $(psql_dir -c "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") == 1 ]] &&
+            { log "standby $name streams from 127.0.0.1:$primary"; conninfo_for "$port"; return; }
+        sleep 0.1
+    done
+    die "the standby in $DIR does not stream from 127.0.0.1:$primary after 30 s (log: $DIR/postgres.log)"
+}
+
+cmd_promote() {
+    is_running || die "no cluster running in $DIR"
+    log "promoting the standby in $DIR"
+    as_owner "$BINDIR/pg_ctl" promote -D "$DATA" -w -t 60 >/dev/null
+}
+
+cmd_sync() {
+    local names=$1 quoted
+    quoted=$(conf_quote "$names")
+    psql_dir -c "ALTER SYSTEM SET synchronous_standby_names = $quoted" -c "SELECT pg_reload_conf()" >/dev/null
+    log "synchronous_standby_names = $quoted ($DIR)"
+}
+
+cmd_kill() {
+    local pid kids i
+    pid=$(sed -n 1p "$DATA/postmaster.pid" 2>/dev/null || true)
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || { log "not running ($DIR)"; return; }
+    # Its children, named now: once the postmaster is gone they belong to init.
+    kids=$(pgrep -P "$pid" | tr '\n' ' ')
+    log "kill -9 PostgreSQL's postmaster $pid ($DIR)"
+    kill -9 "$pid" 2>/dev/null || true
+    # Its backends notice that the postmaster is gone and exit on their own.
+    for ((i = 0; i < 300; i++)); do
+        # shellcheck disable=SC2086 # a list of pids
+        kill -0 "$pid" $kids 2>/dev/null || return 0
+        sleep 0.1
+    done
+    die "PostgreSQL's processes in $DIR are still there 30 s after kill -9"
+}
+
 cmd_stop() {
     local mode=${1:-fast}
     [[ $mode == fast || $mode == immediate ]] || die "bad stop mode '$mode' (fast or immediate)"
@@ -221,6 +303,22 @@ stop)
 status)
     (($# == 2)) || usage
     is_running
+    ;;
+standby)
+    (($# == 4)) || usage
+    cmd_standby "$3" "$4"
+    ;;
+promote)
+    (($# == 2)) || usage
+    cmd_promote
+    ;;
+sync)
+    (($# == 3)) || usage
+    cmd_sync "$3"
+    ;;
+kill)
+    (($# == 2)) || usage
+    cmd_kill
     ;;
 conninfo)
     (($# == 2 || $# == 3)) || usage

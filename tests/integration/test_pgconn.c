@@ -958,7 +958,9 @@ END_TEST
 START_TEST(test_session_options)
 {
     struct event_base *base = event_base_new();
-    char *ci = xasprintf("%s options='-c search_path=probe_schema'", conninfo);
+    /* target_session_attrs=read-write: a read-only session still finds the (writable) server. */
+    char *ci = xasprintf("%s options='-c search_path=probe_schema' target_session_attrs=read-write",
+                         conninfo);
     for (int ro = 0; ro <= 1; ro++) {
         pgconn *c = connect_or_fail(base, ci, NULL);
         if (ro)

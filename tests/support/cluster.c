@@ -53,7 +53,19 @@ int cluster_init(cluster *c, const char *name)
         fprintf(stderr, "%s", PQerrorMessage(admin));
     PQclear(res);
     PQfinish(admin);
-    snprintf(c->conninfo, sizeof(c->conninfo), "%s dbname=%s", base_ci, dbname);
+    const char *sdir = getenv("CQRS_TEST_PG_STANDBY_DIR");
+    const char *sport = getenv("CQRS_TEST_PG_STANDBY_PORT");
+    if (sdir && *sdir && sport && atoi(sport) > 0) {
+        snprintf(c->standby_dir, sizeof(c->standby_dir), "%s", sdir);
+        c->standby_port = atoi(sport);
+        /* Either server may be the primary: libpq tries both and takes the writable one. */
+        snprintf(c->conninfo, sizeof(c->conninfo),
+                 "host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres dbname=%s "
+                 "target_session_attrs=read-write",
+                 c->pg_port, c->standby_port, dbname);
+    } else {
+        snprintf(c->conninfo, sizeof(c->conninfo), "%s dbname=%s", base_ci, dbname);
+    }
     return ok ? 0 : -1;
 }
 
@@ -112,21 +124,66 @@ bool cluster_wait_ready(int port, int timeout_ms)
     return waitfor(readyz_200, &port, timeout_ms);
 }
 
-int cluster_pg(const cluster *c, const char *how)
+/* Runs deploy/local/pg.sh with the arguments given; 0, or -1 after a message. */
+static int pg_sh(const char *args)
 {
     const char *repo = getenv("CQRS_REPO");
     char cmd[1200];
-    if (strcmp(how, "start") == 0)
-        snprintf(cmd, sizeof(cmd), "'%s/deploy/local/pg.sh' start '%s' %d >/dev/null 2>&1",
-                 repo ? repo : ".", c->pg_dir, c->pg_port);
-    else
-        snprintf(cmd, sizeof(cmd), "'%s/deploy/local/pg.sh' stop '%s' %s >/dev/null 2>&1",
-                 repo ? repo : ".", c->pg_dir, strcmp(how, "kill") == 0 ? "immediate" : "fast");
+    snprintf(cmd, sizeof(cmd), "'%s/deploy/local/pg.sh' %s >/dev/null 2>&1", repo ? repo : ".",
+             args);
     if (system(cmd) != 0) {
         fprintf(stderr, "failed: %s\n", cmd);
         return -1;
     }
     return 0;
+}
+
+int cluster_pg(const cluster *c, const char *how)
+{
+    char args[400];
+    if (strcmp(how, "start") == 0)
+        snprintf(args, sizeof(args), "start '%s' %d", c->pg_dir, c->pg_port);
+    else
+        snprintf(args, sizeof(args), "stop '%s' %s", c->pg_dir,
+                 strcmp(how, "kill") == 0 ? "immediate" : "fast");
+    return pg_sh(args);
+}
+
+int cluster_pg_failover(cluster *c, long long *promoted_us)
+{
+    if (c->standby_port == 0) {
+        fprintf(stderr, "cluster_pg_failover: no standby\n");
+        return -1;
+    }
+    char args[700];
+    snprintf(args, sizeof(args), "kill '%s'", c->pg_dir);
+    if (pg_sh(args) != 0)
+        return -1;
+    snprintf(args, sizeof(args), "promote '%s'", c->standby_dir);
+    if (pg_sh(args) != 0)
+        return -1;
+    if (promoted_us)
+        *promoted_us = ids_monotonic_us();
+    char dir[sizeof(c->pg_dir)];
+    int port = c->pg_port;
+    snprintf(dir, sizeof(dir), "%s", c->pg_dir);
+    snprintf(c->pg_dir, sizeof(c->pg_dir), "%s", c->standby_dir);
+    c->pg_port = c->standby_port;
+    snprintf(c->standby_dir, sizeof(c->standby_dir), "%s", dir);
+    c->standby_port = port;
+    /* The old primary's port may linger for a moment after the kill: pg.sh fails, try again. */
+    int rc = -1;
+    for (int i = 0; i < 5 && rc != 0; i++) {
+        snprintf(args, sizeof(args), "standby '%s' %d %d", c->standby_dir, c->standby_port,
+                 c->pg_port);
+        rc = pg_sh(args);
+        if (rc != 0)
+            usleep(500 * 1000);
+    }
+    if (rc != 0)
+        return -1;
+    snprintf(args, sizeof(args), "sync '%s' '*'", c->pg_dir);
+    return pg_sh(args);
 }
 
 size_t cluster_read_events(const cluster *c, strmap *ids, size_t want, int idle_ms, size_t *copies)

@@ -17,9 +17,11 @@ typedef struct cluster {
     char conninfo[512];  /* the cluster's database */
     char bootstrap[512]; /* Kafka */
     char prefix[40];     /* topic and group prefix */
-    char pg_dir[256];    /* the runner's PostgreSQL, which a test may restart */
+    char pg_dir[256];    /* the runner's PostgreSQL, which a test may restart: the primary */
     int pg_port;
-    bool mock; /* Kafka is librdkafka's mock cluster */
+    char standby_dir[256]; /* its synchronous streaming standby, if the runner made one */
+    int standby_port;      /* 0: none */
+    bool mock;             /* Kafka is librdkafka's mock cluster */
 } cluster;
 
 /* Creates the database and the log folder from the runner's environment; -1 after a message. */
@@ -39,6 +41,14 @@ bool cluster_wait_ready(int port, int timeout_ms);
  * through deploy/local/pg.sh. Returns 0, or -1 after a message.
  */
 int cluster_pg(const cluster *c, const char *how);
+/*
+ * Fails over to the standby: kill -9 of the primary's postmaster, pg_ctl promote of the standby,
+ * then the old primary made again, from a base backup of the new one, its synchronous standby
+ * (the two swap places in c; the conninfo names both, target_session_attrs=read-write). Says
+ * when the promotion was done in *promoted_us (ids_monotonic_us(); may be NULL). Returns 0, or
+ * -1 after a message.
+ */
+int cluster_pg_failover(cluster *c, long long *promoted_us);
 /*
  * Reads the cluster's events topic from the beginning, in a group of its own, until want distinct
  * ce_id values are seen or idle_ms pass without a message. ids (may be NULL) gets each ce_id

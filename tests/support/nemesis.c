@@ -13,7 +13,7 @@
 static const char *const fault_names[NEMESIS_FAULTS] = {
     [NEMESIS_KILL] = "kill -9 a process",        [NEMESIS_PAUSE] = "pause a process",
     [NEMESIS_PG] = "PostgreSQL -m immediate",    [NEMESIS_KAFKA_NODE] = "kill -9 a Kafka node",
-    [NEMESIS_STACK] = "restart the whole stack",
+    [NEMESIS_STACK] = "restart the whole stack", [NEMESIS_FAILOVER] = "PostgreSQL failover",
 };
 
 /* xorshift64*: the same seed gives the same schedule. */
@@ -30,7 +30,7 @@ static int between(nemesis *n, int lo, int hi)
     return lo + (int)(rnd(n) % (uint64_t)(hi - lo + 1));
 }
 
-void nemesis_init(nemesis *n, const cluster *cl, uint64_t seed, int pause_ms)
+void nemesis_init(nemesis *n, cluster *cl, uint64_t seed, int pause_ms)
 {
     memset(n, 0, sizeof(*n));
     n->cl = cl;
@@ -224,6 +224,8 @@ static nemesis_fault next_fault(nemesis *n)
         n->deck[n->ndeck++] = NEMESIS_STACK;
         if (n->kafka_dir)
             n->deck[n->ndeck++] = NEMESIS_KAFKA_NODE;
+        if (n->cl->standby_port)
+            n->deck[n->ndeck++] = NEMESIS_FAILOVER;
         for (size_t i = n->ndeck - 1; i > 0; i--) {
             size_t j = rnd(n) % (i + 1);
             nemesis_fault t = n->deck[i];
@@ -301,6 +303,22 @@ static void step(nemesis *n, nemesis_fault f)
         for (size_t i = 0; i < n->nprocs; i++)
             start_proc(n, &n->procs[i]);
         nemesis_note(n, "  whole stack started again on its data");
+        break;
+    }
+    case NEMESIS_FAILOVER: {
+        long long t = nemesis_now_ms(n), promoted_us = 0;
+        nemesis_note(n,
+                     "failover: kill -9 PostgreSQL's primary (port %d), promote the standby "
+                     "(port %d)",
+                     n->cl->pg_port, n->cl->standby_port);
+        if (cluster_pg_failover(n->cl, &promoted_us) != 0) {
+            nemesis_note(n, "  failover failed (see the test's output)");
+            break;
+        }
+        nemesis_note(n,
+                     "  promoted %.1f s after the kill; the old primary streams as the new "
+                     "one's synchronous standby (port %d)",
+                     (double)((promoted_us - n->t0_us) / 1000 - t) / 1000, n->cl->standby_port);
         break;
     }
     case NEMESIS_FAULTS:

@@ -1,9 +1,10 @@
 /*
  * nemesis.h: seeded fault injection for the end-to-end checker. It owns the cluster's service
  * processes and, one fault at a time at seeded random moments, kills one with SIGKILL, pauses one
- * with SIGSTOP past the Kafka session timeout, kills PostgreSQL (pg_ctl -m immediate), kills a
- * Kafka broker node with SIGKILL (real Kafka), or kills the whole stack with its data kept; every
- * fault is healed (the victim restarted or continued) before the next. Each step is logged with
+ * with SIGSTOP past the Kafka session timeout, kills PostgreSQL (pg_ctl -m immediate), fails
+ * PostgreSQL over to its synchronous standby (when the runner made one), kills a Kafka broker node
+ * with SIGKILL (real Kafka), or kills the whole stack with its data kept; every fault is healed
+ * (the victim restarted or continued, a new standby made) before the next. Each step is logged with
  * its time for the failure report.
  */
 #ifndef CQRS_TEST_NEMESIS_H
@@ -27,6 +28,8 @@ typedef enum nemesis_fault {
     NEMESIS_KAFKA_NODE, /* SIGKILL one Kafka broker node, start it again (real Kafka only) */
     NEMESIS_STACK,      /* SIGKILL every service (and Kafka node), PostgreSQL -m immediate, all
                            started again on their data */
+    NEMESIS_FAILOVER,   /* SIGKILL PostgreSQL's primary, promote its standby, make the old one
+                           its standby (cluster_pg_failover(); only with a standby) */
     NEMESIS_FAULTS
 } nemesis_fault;
 
@@ -40,7 +43,7 @@ typedef struct nemesis_proc {
 } nemesis_proc;
 
 typedef struct nemesis {
-    const cluster *cl;
+    cluster *cl; /* failovers swap its primary and standby */
     nemesis_proc procs[NEMESIS_MAX_PROCS];
     size_t nprocs;
     const char *kafka_dir; /* CQRS_TEST_KAFKA_DIR: real Kafka run by deploy/kafka/kafka.sh */
@@ -57,7 +60,7 @@ typedef struct nemesis {
 } nemesis;
 
 /* Sets up an empty nemesis over cl with seed; the time origin is now. */
-void nemesis_init(nemesis *n, const cluster *cl, uint64_t seed, int pause_ms);
+void nemesis_init(nemesis *n, cluster *cl, uint64_t seed, int pause_ms);
 /* Adds and starts a service process (see cluster_start()); extra is NULL-terminated. */
 void nemesis_add(nemesis *n, const char *name, const char *service, int idx,
                  const char *const *extra);
