@@ -36,8 +36,8 @@ const config_row gateway_config_table[] = {
     {"pg.conninfo", CONFIG_STR, CFG(pg_conninfo), "host=127.0.0.1 port=5432 dbname=cqrs", 0, 0,
      "libpq connection string (idempotency claims, command status)"},
     {"pg.read_conninfo", CONFIG_STR, CFG(pg_read_conninfo), "", 0, 0,
-     "libpq connection string of the projection reads, in read-only sessions (empty: "
-     "pg.conninfo)"},
+     "libpq connection string of the projection reads, in read-only sessions: a hot standby "
+     "(target_session_attrs=prefer-standby) takes them off the writer (empty: pg.conninfo)"},
     {"reads.max_wait_ms", CONFIG_INT, CFG(reads_max_wait_ms), "5000", 0, 600000,
      "longest a read with min_version waits for the projection to reach it"},
     {"reads.default_limit", CONFIG_INT, CFG(reads_default_limit), "50", 1, 10000,
@@ -212,6 +212,13 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->m_auth_refused =
         metrics_counter_get(g->metrics, "gateway_auth_refused_total",
                             "API requests refused for their credentials (401, 403)", NULL);
+    g->m_reads_waiting = metrics_gauge_get(g->metrics, "gateway_reads_waiting",
+                                           "reads waiting for min_version", NULL);
+    g->m_read_lag_rereads =
+        metrics_counter_get(g->metrics, "gateway_read_lag_rereads_total",
+                            "reads with min_version read again because pg.read_conninfo's server "
+                            "had not replayed the version yet",
+                            NULL);
     g->m_rate_limited = metrics_counter_get(g->metrics, "gateway_rate_limited_total",
                                             "API requests refused by ratelimit.rate (429)", NULL);
     g->topic_commands = xasprintf("%scommands", cfg->topic_prefix);
@@ -237,7 +244,9 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     if (!g->pg_read)
         goto fail;
     pgconn_set_read_only(g->pg_read);
-    g->readwait = readwait_new(base, read_conninfo, err, errlen);
+    /* LISTEN where the projector's NOTIFY is committed: a hot standby cannot LISTEN. */
+    g->reads_replica = *cfg->pg_read_conninfo != '\0';
+    g->readwait = readwait_new(base, cfg->pg_conninfo, err, errlen);
     if (!g->readwait)
         goto fail;
     /* Whatever the HTTP layer takes must fit in a Kafka message, envelope and all. */

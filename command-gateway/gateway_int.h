@@ -35,6 +35,7 @@ struct gateway {
     replies_inbox *inbox; /* where the replies to this worker's requests arrive */
     pgconn *pg;           /* read-write: idempotency claims, command records */
     pgconn *pg_read;      /* read-only sessions: projection reads */
+    bool reads_replica;   /* pg_read may be a standby, behind the writer (pg.read_conninfo) */
     struct readwait *readwait;
     metrics *metrics;  /* shared->metrics */
     sizelimits limits; /* the body and message bounds, settled at start */
@@ -59,8 +60,10 @@ struct gateway {
     metrics_gauge *m_parked, *m_connections, *m_unanswered;
     metrics_counter *m_accept_paused;
     metrics_counter *m_auth_refused, *m_rate_limited;
-    metrics_counter *m_status[500]; /* answers by status 100..599, registered on first use */
-    char *openapi;                  /* GET /openapi.json: the document, built at start-up */
+    metrics_gauge *m_reads_waiting;      /* reads waiting for min_version */
+    metrics_counter *m_read_lag_rereads; /* re-reads of a standby that had not replayed yet */
+    metrics_counter *m_status[500];      /* answers by status 100..599, registered on first use */
+    char *openapi;                       /* GET /openapi.json: the document, built at start-up */
     size_t openapi_len;
 };
 

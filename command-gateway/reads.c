@@ -9,6 +9,7 @@
 #include "readwait.h"
 #include "core/xalloc.h"
 
+#include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,7 +129,15 @@ void reads_command(gateway *g, http_req *req, const char *tenant, const char *id
  * the readwait before its first query, so a commit after that query wakes it, and reads again on
  * every notification for the row. Past the bound it answers with what the projection has and
  * says so (Read-Consistency: stale).
+ *
+ * Reads from a standby (pg.read_conninfo) see a commit only once the standby has replayed it,
+ * after the notification, which the writer sends: a read that finds the row behind reads again,
+ * READ_LAG_FIRST_MS later and then at twice the interval, up to READ_LAG_MAX_MS, until it is
+ * there or the bound passes. A notification for the row reads again at once.
  */
+#define READ_LAG_FIRST_MS 2
+#define READ_LAG_MAX_MS   100
+
 typedef struct agg_read {
     gateway *g;
     http_req *req; /* NULL once the client is gone */
@@ -139,13 +148,19 @@ typedef struct agg_read {
     readwait_entry *wait;  /* while waiting */
     bool querying;         /* a query is in flight */
     bool requery;          /* woken while querying: read again when it returns */
+    struct event *lag;     /* the next read of a standby that was behind; NULL until needed */
+    int lag_ms;            /* its interval */
 } agg_read;
 
 static void agg_query(agg_read *a);
 
 static void agg_free(agg_read *a)
 {
+    if (a->wait)
+        metrics_gauge_add(a->g->m_reads_waiting, -1);
     readwait_cancel(a->wait);
+    if (a->lag)
+        event_free(a->lag);
     free(a->id);
     free(a);
 }
@@ -220,7 +235,22 @@ static void on_agg_row(const pgconn_result *r, void *arg)
     if (a->requery) { /* a notification came while this query ran: it may have missed it */
         a->requery = false;
         agg_query(a);
+    } else if (a->g->reads_replica) { /* the standby may not have replayed it yet */
+        a->lag_ms = a->lag_ms ? (a->lag_ms >= READ_LAG_MAX_MS / 2 ? READ_LAG_MAX_MS : 2 * a->lag_ms)
+                              : READ_LAG_FIRST_MS;
+        struct timeval tv = {0, a->lag_ms * 1000};
+        evtimer_add(a->lag, &tv);
     }
+}
+
+static void on_lag(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    agg_read *a = arg;
+    if (!a->req || a->querying)
+        return;
+    metrics_add(a->g->m_read_lag_rereads, 1);
+    agg_query(a);
 }
 
 static void agg_query(agg_read *a)
@@ -243,10 +273,14 @@ static void agg_query(agg_read *a)
 static void on_agg_wait(readwait_event ev, void *arg)
 {
     agg_read *a = arg;
-    if (ev == READWAIT_TIMEOUT)
+    if (ev == READWAIT_TIMEOUT) {
         a->wait = NULL; /* gone with this call: the next result is the answer */
+        metrics_gauge_add(a->g->m_reads_waiting, -1);
+    }
     if (!a->req)
         return; /* freed when its query returns */
+    if (a->lag)
+        evtimer_del(a->lag); /* read now instead */
     if (a->querying)
         a->requery = ev != READWAIT_TIMEOUT;
     else
@@ -282,9 +316,16 @@ void reads_aggregate(gateway *g, http_req *req, const char *tenant, const char *
     snprintf(a->tenant, sizeof(a->tenant), "%s", tenant);
     a->id = xstrdup(id);
     a->min_version = min_version;
-    if (min_version > 0 && g->cfg->reads_max_wait_ms > 0)
+    if (min_version > 0 && g->cfg->reads_max_wait_ms > 0) {
         a->wait = readwait_add(g->readwait, tenant, type, id, min_version,
                                g->cfg->reads_max_wait_ms, on_agg_wait, a);
+        metrics_gauge_add(g->m_reads_waiting, 1);
+        if (g->reads_replica) {
+            a->lag = evtimer_new(g->base, on_lag, a);
+            if (!a->lag)
+                xoom(sizeof(struct event *));
+        }
+    }
     http_req_on_gone(req, agg_gone, a);
     agg_query(a);
 }
