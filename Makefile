@@ -3,6 +3,7 @@
 #   make            build both services and the local launcher
 #   make test       install what is missing, start PostgreSQL + Kafka, run every test
 #   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-deploy  the image of deploy/Dockerfile built and run with podman, commands end to end
 #   make run        the whole system on the embedded default (private PostgreSQL, mock Kafka);
 #                   make run KAFKA=real runs it on Apache Kafka fetched from Maven Central
 #   make bench      the pipeline against baselines on this machine (tests/bench/bench.sh);
@@ -57,7 +58,7 @@ FUZZ_FLAGS := -std=c11 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZERS    := $(BUILD)/fuzz/fuzz_intake $(BUILD)/fuzz/fuzz_decode $(BUILD)/fuzz/fuzz_httpd
 
-.PHONY: all deps test test-asan soak run bench fuzz lint format clean
+.PHONY: all deps test test-asan test-deploy soak run bench fuzz lint format clean
 all: $(GATEWAY) $(PROCESSOR) $(MOCKKAFKA)
 
 # Tests reach into the services' headers; each service sees common/ and its own tree.
@@ -114,6 +115,11 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) tests/run.sh
+
+# The deploy files run: the image of deploy/Dockerfile built with podman (its base made from
+# Debian's packages), the services run from it, commands end to end (tests/deploy/containers.sh).
+test-deploy:
+	@BUILD=$(BUILD) tests/deploy/containers.sh
 
 tests: $(TESTS) $(BENCH_BINS) $(FUZZERS)
 

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# make test-deploy: builds the image of deploy/Dockerfile with podman and runs the services from
+# it (migrate, a processor, the projector, a gateway) on a private PostgreSQL and an Apache Kafka
+# broker, then sends commands end to end through the containerized gateway.
+#
+# No image registry is reachable from the machines this runs on, so the base image is made from
+# Debian's packages (debootstrap --variant=minbase bookworm, then podman import) and given to the
+# Dockerfile as its BASE. The containers share the host's network (--network host) and every
+# server listens on 127.0.0.1 only. podman runs with runc and this script's own containers.conf
+# (CONTAINERS_CONF): crun fails on this kind of machine's cgroups, and the default ulimits cannot be
+# applied inside its sandbox.
+#
+# Environment: BUILD (default build) holds the work folders; CQRS_DEBOOTSTRAP_MIRROR (default
+# http://deb.debian.org/debian) the mirror of the base image; KEEP=1 keeps the containers' logs.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$REPO"
+BUILD=${BUILD:-build}
+MIRROR=${CQRS_DEBOOTSTRAP_MIRROR:-http://deb.debian.org/debian}
+BASE_IMAGE=localhost/cqrs-debian:12
+IMAGE=localhost/cqrs-pipeline:test
+PG_SH=$REPO/deploy/local/pg.sh
+KAFKA_SH=$REPO/deploy/kafka/kafka.sh
+PACKAGES=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs)
+
+log() { echo "test-deploy: $*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# --- packages --------------------------------------------------------------------------------
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true) == "install ok installed" ]] ||
+        missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    ((EUID == 0)) || die "missing ${missing[*]}; run as root"
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null >/dev/null
+fi
+
+TMP=$(mktemp -d /tmp/cqrs-deploy.XXXXXX)
+chmod 711 "$TMP" # pg.sh runs PostgreSQL as the postgres user, which must reach $TMP/pg
+export CONTAINERS_CONF=$TMP/containers.conf
+cat >"$CONTAINERS_CONF" <<'EOF'
+[containers]
+default_ulimits = []
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+
+CONTAINERS=()
+cleanup() {
+    local rc=$?
+    for c in "${CONTAINERS[@]}"; do
+        if ((rc != 0)) || [[ ${KEEP:-0} == 1 ]]; then
+            echo "==> container $c" >&2
+            podman logs "$c" 2>&1 | tail -n 40 >&2 || true
+        fi
+        podman rm -f -t 5 "$c" >/dev/null 2>&1 || true
+    done
+    "$KAFKA_SH" stop "$TMP/kafka" >/dev/null 2>&1 || true
+    "$PG_SH" stop "$TMP/pg" >/dev/null 2>&1 || true
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+# --- images ----------------------------------------------------------------------------------
+if ! podman image exists "$BASE_IMAGE"; then
+    rootfs=$TMP/rootfs
+    log "making $BASE_IMAGE from Debian's packages (debootstrap, $MIRROR)"
+    debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >"$TMP/debootstrap.log" 2>&1 ||
+        { tail -n 20 "$TMP/debootstrap.log" >&2; die "debootstrap failed"; }
+    tar -C "$rootfs" -c . | podman import -q - "$BASE_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+fi
+log "building $IMAGE from deploy/Dockerfile"
+start=$SECONDS
+podman build -q --network host --build-arg BASE="$BASE_IMAGE" -f deploy/Dockerfile -t "$IMAGE" . \
+    >"$TMP/build.log" 2>&1 || { tail -n 40 "$TMP/build.log" >&2; die "podman build failed"; }
+log "built in $((SECONDS - start)) s"
+
+# --- PostgreSQL and Kafka on the host's loopback ---------------------------------------------
+# Each port is chosen once the one before it is taken.
+pg_port=$("$KAFKA_SH" free-port 1)
+PG_FSYNC=off "$PG_SH" start "$TMP/pg" "$pg_port" >/dev/null
+"$KAFKA_SH" fetch
+bootstrap=$("$KAFKA_SH" start "$TMP/kafka" "$("$KAFKA_SH" free-port 1)" 1)
+http_port=$("$KAFKA_SH" free-port 1)
+log "PostgreSQL on 127.0.0.1:$pg_port, Kafka on $bootstrap"
+
+# Runs the image with the settings every service takes; the rest of the arguments are its command.
+run() { # name args...
+    local name=cqrs-test-$1-$$
+    shift
+    podman run -d --name "$name" --network host \
+        -e CQRS_PG_CONNINFO="host=127.0.0.1 port=$pg_port user=postgres dbname=cqrs" \
+        -e CQRS_KAFKA_BOOTSTRAP_SERVERS="$bootstrap" \
+        -e CQRS_TOPICS_PARTITIONS=4 -e CQRS_TOPICS_REPLICATION=1 \
+        "$IMAGE" "$@" >/dev/null
+    CONTAINERS+=("$name")
+}
+
+podman run --rm --network host \
+    -e CQRS_PG_CONNINFO="host=127.0.0.1 port=$pg_port user=postgres dbname=cqrs" \
+    "$IMAGE" state-processor migrate || die "the migration container failed"
+run processor state-processor
+run projector state-processor project
+run gateway command-gateway --http.host=127.0.0.1 --http.port="$http_port" --auth.mode=off
+
+# --- a command end to end --------------------------------------------------------------------
+ready=0
+for ((i = 0; i < 600; i++)); do # up to 60 s
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_port/readyz") == 200 ]]; then
+        ready=1
+        break
+    fi
+    for c in "${CONTAINERS[@]}"; do
+        [[ $(podman inspect -f '{{.State.Running}}' "$c") == true ]] || die "container $c exited"
+    done
+    sleep 0.1
+done
+((ready)) || die "the gateway in its container was not ready within 60 s"
+
+api=http://127.0.0.1:$http_port
+# Sync: 201 with the result once the processor (another container) has applied it. A command
+# sent before the processor owns its partitions is answered 202; follow it then.
+status=$(curl -s -o "$TMP/open.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+    -d '{"type":"account.open","aggregate_id":"acc-deploy","payload":{"owner":"ada"}}' \
+    "$api/v1/commands")
+[[ $status == 201 || $status == 202 ]] || { cat "$TMP/open.json" >&2; die "account.open: $status"; }
+id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["command_id"])' "$TMP/open.json")
+for ((i = 0; i < 300; i++)); do
+    curl -s "$api/v1/commands/$id" >"$TMP/cmd.json"
+    grep -q '"status": *"applied"' "$TMP/cmd.json" && break
+    sleep 0.1
+done
+grep -q '"status": *"applied"' "$TMP/cmd.json" || { cat "$TMP/cmd.json" >&2; die "account.open not applied"; }
+status=$(curl -s -o "$TMP/deposit.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+    -d '{"type":"account.deposit","aggregate_id":"acc-deploy","payload":{"amount":42}}' \
+    "$api/v1/commands")
+[[ $status == 200 ]] || { cat "$TMP/deposit.json" >&2; die "account.deposit: $status, not 200"; }
+# The read side: the projector's row, read-your-writes through min_version.
+status=$(curl -s -o "$TMP/read.json" -w '%{http_code}' \
+    "$api/v1/aggregates/account/acc-deploy?min_version=2")
+python3 - "$TMP/read.json" "$status" <<'EOF' || die "the projection read is wrong"
+import json, sys
+body = json.load(open(sys.argv[1]))
+assert sys.argv[2] == "200", (sys.argv[2], body)
+assert body["version"] == 2 and body["state"]["balance"] == 42, body
+EOF
+log "a command through the containers: account.open applied, account.deposit 200, the projection at version 2 with balance 42"
+echo "test-deploy: passed"
