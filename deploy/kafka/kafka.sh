@@ -5,6 +5,7 @@ set -euo pipefail
 usage() {
     cat >&2 <<'USAGE'
 usage: kafka.sh fetch                      download the broker jars into $KAFKA_HOME/libs (once)
+       kafka.sh libs                       fetch, then print the folder of the jars
        kafka.sh start DIR PORT [NODES]      format and start NODES (1 or 3) combined broker+controller
                                             nodes on 127.0.0.1:PORT.. with data and logs in DIR;
                                             prints the bootstrap servers on stdout
@@ -185,6 +186,10 @@ cmd=${1:-}
 case $cmd in
 fetch)
     fetch
+    ;;
+libs)
+    fetch
+    echo "$LIBS"
     ;;
 start)
     [[ $# -ge 3 ]] || usage

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# make test-deploy: builds the image of deploy/Dockerfile with podman and runs the services from
-# it (migrate, a processor, the projector, a gateway) on a private PostgreSQL and an Apache Kafka
-# broker, then sends commands end to end through the containerized gateway.
+# make test-deploy: builds the image of deploy/Dockerfile with podman and
+#  1. runs the services from it (migrate, a processor, the projector, a gateway) on a private
+#     PostgreSQL and an Apache Kafka broker on the host, and sends commands end to end through
+#     the containerized gateway;
+#  2. runs the whole stack of deploy/docker-compose.yml with podman-compose (PostgreSQL, Kafka,
+#     the migration, two processors, the projector, two gateways behind nginx, on a container
+#     network of its own) and sends commands with a bearer token through nginx.
 #
 # No image registry is reachable from the machines this runs on, so the base image is made from
 # Debian's packages (debootstrap --variant=minbase bookworm, then podman import) and given to the
-# Dockerfile as its BASE. The containers share the host's network (--network host) and every
-# server listens on 127.0.0.1 only. podman runs with runc and this script's own containers.conf
+# Dockerfile as its BASE; the compose file's third-party images are replaced by stand-ins built
+# on it (tests/deploy/images/). The containers share the host's network (--network host) and every
+# server listens on 127.0.0.1 only (the compose stack on its own container network, with its
+# load balancer published on 127.0.0.1). podman runs with runc and this script's own containers.conf
 # (CONTAINERS_CONF): crun fails on this kind of machine's cgroups, and the default ulimits cannot be
 # applied inside its sandbox.
 #
@@ -22,7 +28,7 @@ BASE_IMAGE=localhost/cqrs-debian:12
 IMAGE=localhost/cqrs-pipeline:test
 PG_SH=$REPO/deploy/local/pg.sh
 KAFKA_SH=$REPO/deploy/kafka/kafka.sh
-PACKAGES=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs)
+PACKAGES=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs podman-compose)
 
 log() { echo "test-deploy: $*" >&2; }
 die() {
@@ -57,8 +63,19 @@ events_logger = "file"
 EOF
 
 CONTAINERS=()
+PROJECT=cqrs-deploy-test-$$
+COMPOSE=()
 cleanup() {
-    local rc=$?
+    local rc=$? c
+    if ((${#COMPOSE[@]})); then
+        if ((rc != 0)) || [[ ${KEEP:-0} == 1 ]]; then
+            for c in $(podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}'); do
+                echo "==> container $c" >&2
+                podman logs "$c" 2>&1 | tail -n 30 >&2 || true
+            done
+        fi
+        "${COMPOSE[@]}" down -v -t 5 >/dev/null 2>&1 || true
+    fi
     for c in "${CONTAINERS[@]}"; do
         if ((rc != 0)) || [[ ${KEEP:-0} == 1 ]]; then
             echo "==> container $c" >&2
@@ -158,4 +175,90 @@ assert sys.argv[2] == "200", (sys.argv[2], body)
 assert body["version"] == 2 and body["state"]["balance"] == 42, body
 EOF
 log "a command through the containers: account.open applied, account.deposit 200, the projection at version 2 with balance 42"
+for c in "${CONTAINERS[@]}"; do podman rm -f -t 5 "$c" >/dev/null; done
+CONTAINERS=()
+
+# --- 2. the compose stack ----------------------------------------------------------------------
+log "building the stand-ins of postgres, apache/kafka and nginx"
+mkdir -p "$TMP/kafka-image"
+cp -r tests/deploy/images/kafka/. "$TMP/kafka-image/"
+cp -r "$("$KAFKA_SH" libs)" "$TMP/kafka-image/libs"
+cp deploy/kafka/log4j.properties "$TMP/kafka-image/"
+for img in postgres:tests/deploy/images/postgres kafka:$TMP/kafka-image nginx:tests/deploy/images/nginx; do
+    name=${img%%:*}
+    podman build -q --network host --build-arg BASE="$BASE_IMAGE" -t "localhost/cqrs-test-$name:latest" \
+        "${img#*:}" >"$TMP/build-$name.log" 2>&1 ||
+        { tail -n 30 "$TMP/build-$name.log" >&2; die "podman build of the $name stand-in failed"; }
+done
+podman tag "$IMAGE" localhost/cqrs-pipeline:latest
+
+# The compose file and its secrets in a folder of their own: deploy/secrets is the user's.
+mkdir -p "$TMP/deploy/secrets"
+cp deploy/docker-compose.yml deploy/nginx.conf "$TMP/deploy/"
+head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$TMP/deploy/secrets/pg-password"
+echo "PGPASSWORD=$(cat "$TMP/deploy/secrets/pg-password")" >"$TMP/deploy/secrets/postgres.env"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/jwt-key.pem" 2>/dev/null
+openssl pkey -in "$TMP/jwt-key.pem" -pubout -out "$TMP/deploy/secrets/jwt-public.pem"
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+jwt_head=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+jwt_body=$(printf '{"sub":"test-deploy","tenant":"acme","scope":"commands:write commands:read aggregates:read","exp":%d}' \
+    $(($(date +%s) + 3600)) | b64url)
+jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -sign "$TMP/jwt-key.pem" | b64url)
+auth=(-H "Authorization: Bearer $jwt_head.$jwt_body.$jwt_sig")
+
+lb_port=$("$KAFKA_SH" free-port 1)
+export POSTGRES_IMAGE=localhost/cqrs-test-postgres:latest KAFKA_IMAGE=localhost/cqrs-test-kafka:latest
+export NGINX_IMAGE=localhost/cqrs-test-nginx:latest CQRS_LB_PORT=$lb_port
+COMPOSE=(podman-compose -p "$PROJECT" -f "$TMP/deploy/docker-compose.yml")
+log "podman-compose up: deploy/docker-compose.yml, its load balancer on 127.0.0.1:$lb_port"
+start=$SECONDS
+"${COMPOSE[@]}" up -d --no-build >"$TMP/compose-up.log" 2>&1 ||
+    { tail -n 40 "$TMP/compose-up.log" >&2; die "podman-compose up failed"; }
+api=http://127.0.0.1:$lb_port
+ready=0
+for ((i = 0; i < 1800; i++)); do # up to 180 s: Kafka and PostgreSQL start in their containers
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' "$api/readyz") == 200 ]]; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+((ready)) || die "no gateway behind nginx was ready within 180 s"
+log "the compose stack answered /readyz 200 through nginx $((SECONDS - start)) s after up"
+status=$(curl -s -o /dev/null -w '%{http_code}' "$api/v1/aggregates/account")
+[[ $status == 401 ]] || die "a read without a token through nginx: $status, not 401"
+
+# POSTs body with the token and follows its command until applied; prints the POST's status.
+post_applied() { # body
+    local status id i
+    status=$(curl -s -o "$TMP/post.json" -w '%{http_code}' "${auth[@]}" \
+        -H 'Content-Type: application/json' -d "$1" "$api/v1/commands")
+    [[ $status == 20[012] ]] || { cat "$TMP/post.json" >&2; die "POST $1: $status"; }
+    id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["command_id"])' "$TMP/post.json")
+    for ((i = 0; i < 600; i++)); do
+        curl -s "${auth[@]}" "$api/v1/commands/$id" >"$TMP/cmd.json"
+        if grep -q '"status": *"applied"' "$TMP/cmd.json"; then
+            echo "$status"
+            return
+        fi
+        sleep 0.1
+    done
+    cat "$TMP/cmd.json" >&2
+    die "command $id not applied within 60 s"
+}
+post_applied '{"type":"account.open","aggregate_id":"acc-compose","payload":{"owner":"ada"}}' >/dev/null
+# Sync through nginx: whichever gateway takes a request, its reply finds it through Kafka.
+for amount in 10 20 30 40; do
+    status=$(post_applied "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-compose\",\"payload\":{\"amount\":$amount}}")
+    [[ $status == 200 ]] || die "a sync deposit through nginx was answered $status, not 200"
+done
+status=$(curl -s -o "$TMP/read.json" -w '%{http_code}' "${auth[@]}" \
+    "$api/v1/aggregates/account/acc-compose?min_version=5")
+python3 - "$TMP/read.json" "$status" <<'EOF' || die "the projection read through nginx is wrong"
+import json, sys
+body = json.load(open(sys.argv[1]))
+assert sys.argv[2] == "200", (sys.argv[2], body)
+assert body["version"] == 5 and body["state"]["balance"] == 100, body
+EOF
+log "the compose stack: account.open applied, four sync deposits answered 200 through nginx, the projection at version 5 with balance 100"
 echo "test-deploy: passed"
