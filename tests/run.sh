@@ -31,7 +31,8 @@ fi
 #                       that cluster at the same time (default: e2e/test_broker_fault e2e/test_checker)
 #   CQRS_CHECKER_SEED, CQRS_CHECKER_SECONDS  replay a seed of e2e/test_checker, or run it longer
 # The tests get CQRS_TEST_PG_CONNINFO (the shared server; a test creates its own database there),
-# CQRS_TEST_PG_DIR, CQRS_TEST_KAFKA_BOOTSTRAP, CQRS_TEST_KAFKA_MODE, CQRS_SCHEMAS_DIR,
+# CQRS_TEST_PG_DIR (and, with a standby, CQRS_TEST_PG_STANDBY_DIR and CQRS_TEST_PG_STANDBY_PORT),
+# PG_FSYNC and PG_MAX_CONNECTIONS (for pg.sh), CQRS_TEST_KAFKA_BOOTSTRAP, CQRS_TEST_KAFKA_MODE, CQRS_SCHEMAS_DIR,
 # CQRS_MIGRATIONS_DIR, CQRS_BUILD, CQRS_REPO and CQRS_TEST_JSON_SCHEMA_SUITE, run from the
 # repository root, with CK_DEFAULT_TIMEOUT=60 and CK_FORK=yes. Each concurrent slot has a mock
 # Kafka cluster of its own. A test's output is printed whole when it ends; the summary lists every
