@@ -153,11 +153,14 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@BUILD=$(BUILD) tests/bench/bench.sh
 
-# The checker alone, SOAK_MINUTES of faults, on the 3-node cluster tests/run.sh starts (real3).
+# The checker alone, SOAK_MINUTES of faults, on the 3-node cluster tests/run.sh starts (real3);
+# SOAK_STANDBY=1 gives its PostgreSQL a synchronous standby, and its faults a failover to it.
 SOAK_MINUTES ?= 30
+SOAK_STANDBY ?= 0
 soak: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) TESTS=e2e/test_checker KAFKA_MODES=real3 FAILOVER_TESTS=e2e/test_checker \
+	    $(if $(filter 1,$(SOAK_STANDBY)),STANDBY_PG_TESTS=e2e/test_checker) \
 	    CQRS_CHECKER_SECONDS=$$(( $(SOAK_MINUTES) * 60 )) \
 	    TEST_TIMEOUT=$$(( $(SOAK_MINUTES) * 60 + 1200 )) tests/run.sh
 

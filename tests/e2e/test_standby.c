@@ -369,6 +369,99 @@ START_TEST(a_failover_loses_nothing_and_costs_seconds_of_503)
 }
 END_TEST
 
+/* ---- commits in doubt ------------------------------------------------------------------- */
+
+/* Sends SIGSTOP or SIGCONT to every process of the standby (its postmaster and children). */
+static void standby_signal(const char *sig)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd),
+             "pid=$(head -1 '%s/pgdata/postmaster.pid') && kill -%s $pid $(pgrep -P $pid)",
+             cl.standby_dir, sig);
+    ck_assert_msg(system(cmd) == 0, "%s", cmd);
+}
+
+typedef struct doubt {
+    char key[32];
+    char body[160];
+    int first; /* the status of the first attempt, sent while commits could not complete */
+    int final; /* of the retries */
+} doubt;
+
+static void *send_once(void *arg)
+{
+    doubt *d = arg;
+    char headers[128];
+    snprintf(headers, sizeof(headers), "Idempotency-Key: %.40s\r\n", d->key);
+    httpc_response r = post(headers, d->body);
+    d->first = r.status;
+    httpc_free(&r);
+    return NULL;
+}
+
+#define DOUBTS 6
+
+/*
+ * A synchronous commit whose server dies while it waits for the standby is committed all the
+ * same (the primary wrote it; crash recovery keeps it) though its client saw the connection
+ * drop: a commit in doubt. With the standby stopped, every commit waits; the primary is then
+ * stopped -m immediate and started again. Whatever the gateway's claims and the processor's
+ * batches made of it, each key retried by its client is decided once.
+ */
+START_TEST(commits_in_doubt_are_decided_once)
+{
+    open_account("acc-doubt");
+    doubt d[DOUBTS];
+    pthread_t th[DOUBTS];
+    standby_signal("STOP");
+    for (int i = 0; i < DOUBTS; i++) {
+        snprintf(d[i].key, sizeof(d[i].key), "doubt-%d", i);
+        snprintf(d[i].body, sizeof(d[i].body),
+                 "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-doubt\","
+                 "\"payload\":{\"amount\":%d}}",
+                 1 << i);
+        pthread_create(&th[i], NULL, send_once, &d[i]);
+    }
+    for (int i = 0; i < DOUBTS; i++)
+        pthread_join(th[i], NULL); /* 503 after sync.timeout_ms: no commit can complete */
+    int rc_stop = cluster_pg(&cl, "kill");
+    standby_signal("CONT");
+    int rc_start = cluster_pg(&cl, "start");
+    ck_assert_int_eq(rc_stop, 0);
+    ck_assert_int_eq(rc_start, 0);
+    long long until = now_ms() + 60000;
+    for (int i = 0; i < DOUBTS; i++) {
+        char headers[128];
+        snprintf(headers, sizeof(headers), "Idempotency-Key: %.40s\r\n", d[i].key);
+        do {
+            httpc_response r = post(headers, d[i].body);
+            d[i].final = r.status;
+            httpc_free(&r);
+            if (d[i].final < 200 || d[i].final >= 300)
+                usleep(200000);
+        } while ((d[i].final < 200 || d[i].final >= 300) && now_ms() < until);
+    }
+    PGconn *db = PQconnectdb(cl.conninfo);
+    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "%s", PQerrorMessage(db));
+    long long accepted =
+        pgtest_wait_int(db, "SELECT count(*) FROM commands WHERE status = 'accepted'", 0, 30000);
+    long long balance = pgtest_wait_int(
+        db,
+        "SELECT (state->>'balance')::bigint FROM aggregates WHERE type = 'account' AND "
+        "id = 'acc-doubt'",
+        (1 << DOUBTS) - 1, 30000);
+    long long events = pgtest_int(db, "SELECT count(*) FROM outbox WHERE aggregate_id = "
+                                      "'acc-doubt' AND event_type = 'account.deposited'");
+    PQfinish(db);
+    for (int i = 0; i < DOUBTS; i++)
+        ck_assert_msg(d[i].final == 200 || d[i].final == 202, "key %s: first %d, last %d", d[i].key,
+                      d[i].first, d[i].final);
+    ck_assert_int_eq(accepted, 0);
+    ck_assert_int_eq(events, DOUBTS);
+    ck_assert_int_eq(balance, (1 << DOUBTS) - 1);
+}
+END_TEST
+
 /* The conninfo of the cluster's database on either server, preferring the standby. */
 static void make_read_conninfo(void)
 {
@@ -407,6 +500,7 @@ int main(void)
         TCase *tc = tcase_create("standby");
         tcase_set_timeout(tc, 240);
         tcase_add_test(tc, reads_come_from_the_standby_and_min_version_waits_for_its_replay);
+        tcase_add_test(tc, commits_in_doubt_are_decided_once);
         tcase_add_test(tc, a_failover_loses_nothing_and_costs_seconds_of_503);
         suite_add_tcase(s, tc);
         failed = check_run(s, CK_NOFORK); /* the services are this process's children */
