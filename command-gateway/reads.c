@@ -238,7 +238,7 @@ static void on_agg_row(const pgconn_result *r, void *arg)
     } else if (a->g->reads_replica) { /* the standby may not have replayed it yet */
         a->lag_ms = a->lag_ms ? (a->lag_ms >= READ_LAG_MAX_MS / 2 ? READ_LAG_MAX_MS : 2 * a->lag_ms)
                               : READ_LAG_FIRST_MS;
-        struct timeval tv = {0, a->lag_ms * 1000};
+        struct timeval tv = {0, (suseconds_t)a->lag_ms * 1000};
         evtimer_add(a->lag, &tv);
     }
 }

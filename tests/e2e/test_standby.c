@@ -360,7 +360,7 @@ START_TEST(a_failover_loses_nothing_and_costs_seconds_of_503)
             "applied once; primary killed at 0 s, standby promoted at %.1f s; no deposit answered "
             "200 for %.1f s at the longest; 503s from %.1f to %.1f s (%d, all with Retry-After: "
             "%s); the slowest deposit took %.1f s from its first request to its 2xx\n",
-            keys, n202, before, (double)(promoted_us / 1000 - killed_ms) / 1000, (double)gap / 1000,
+            keys, n202, before, (double)(promoted_us - killed_ms * 1000) / 1e6, (double)gap / 1000,
             first ? (double)(first - killed_ms) / 1000 : 0.0,
             last ? (double)(last - killed_ms) / 1000 : 0.0, n503, bare ? "no" : "yes",
             (double)slowest / 1000);
@@ -411,7 +411,7 @@ static void *send_once(void *arg)
 START_TEST(commits_in_doubt_are_decided_once)
 {
     open_account("acc-doubt");
-    doubt d[DOUBTS];
+    doubt d[DOUBTS] = {0};
     pthread_t th[DOUBTS];
     standby_signal("STOP");
     for (int i = 0; i < DOUBTS; i++) {

@@ -318,7 +318,7 @@ static void step(nemesis *n, nemesis_fault f)
         nemesis_note(n,
                      "  promoted %.1f s after the kill; the old primary streams as the new "
                      "one's synchronous standby (port %d)",
-                     (double)((promoted_us - n->t0_us) / 1000 - t) / 1000, n->cl->standby_port);
+                     (double)(promoted_us - n->t0_us - t * 1000) / 1e6, n->cl->standby_port);
         break;
     }
     case NEMESIS_FAULTS:
