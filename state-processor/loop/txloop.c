@@ -338,17 +338,22 @@ bool txloop_failed(const txloop *l)
 
 /* ---- the queries of one step ---- */
 
-void txphase_begin(txphase *ph)
+void txphase_begin(txphase *ph, const pgconn *pg)
 {
     ph->outstanding = 0;
     ph->failed = false;
     ph->refusal = NULL;
     ph->error[0] = '\0';
+    ph->session = pgconn_connected(pg) ? pgconn_connects(pg) : 0;
 }
 
 int txphase_query(txphase *ph, pgconn *pg, const char *sql, int n, const char *const *v,
                   pgconn_cb cb, void *arg)
 {
+    if (ph->session == 0 || !pgconn_connected(pg) || pgconn_connects(pg) != ph->session) {
+        txphase_fail(ph, "connection lost");
+        return -1;
+    }
     if (pgconn_query_prepared(pg, sql, n, v, cb, arg) != 0) {
         txphase_fail(ph, "PostgreSQL queue full");
         return -1;

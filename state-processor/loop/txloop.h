@@ -96,11 +96,18 @@ typedef struct txphase {
     bool failed;
     const char *refusal; /* the data was refused: DLQ_REJECTED_BY_PG, DLQ_UNENCODABLE */
     char error[512];     /* the first failure */
+    unsigned session;    /* pgconn_connects() when the transaction began; 0: none up */
 } txphase;
 
-/* A new step: nothing outstanding, nothing failed. */
-void txphase_begin(txphase *ph);
-/* Queues a prepared query answered to cb(arg), counted; 0, or -1 (and failed) when refused. */
+/*
+ * A new transaction on pg: nothing outstanding, nothing failed, and its session is the one up
+ * now. Every statement of it must go to that session: one queued once it is lost would wait for
+ * the next session and run there outside the transaction (its BEGIN went with the old one), in
+ * a transaction of its own that commits at once.
+ */
+void txphase_begin(txphase *ph, const pgconn *pg);
+/* Queues a prepared query answered to cb(arg), counted; 0, or -1 (and failed) when refused,
+   or when the transaction's session is no longer up (see txphase_begin()). */
 int txphase_query(txphase *ph, pgconn *pg, const char *sql, int n, const char *const *v,
                   pgconn_cb cb, void *arg);
 /* A query of the step failed (what: which one); the first reason is kept, and whether PostgreSQL

@@ -488,7 +488,7 @@ static const char read_aggregates_sql[] =
 
 static void begin_tx(processor *p)
 {
-    txphase_begin(&p->ph);
+    txphase_begin(&p->ph, p->pg);
     char *parts = batch_partitions_param(&p->b);
     char *keys = batch_keys_param(&p->b);
     char *aggs = batch_aggregates_param(&p->b);

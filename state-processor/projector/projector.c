@@ -220,7 +220,7 @@ static void write_rows(projector *p, const char *sql, char *rows, size_t count, 
 /* One transaction for the range of the batch; the statements are pipelined (one round trip). */
 static void write_tx(projector *p)
 {
-    txphase_begin(&p->ph);
+    txphase_begin(&p->ph, p->pg);
     p->changed = 0;
     size_t n;
     query(p, "BEGIN", 0, NULL, on_write);

@@ -11,6 +11,7 @@
 #include "ops/lagcmd.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "pg/pgconn.h"
 #include "pg/pgmigrate.h"
 #include "processor/processor.h"
 #include "loop/txloop.h"
@@ -947,6 +948,70 @@ START_TEST(idle_member_keeps_its_partitions)
 }
 END_TEST
 
+typedef struct answered {
+    int calls;
+    pgconn_status status;
+    long long value; /* the first column of the first row, or -1 */
+} answered;
+
+static void on_answered(const pgconn_result *r, void *arg)
+{
+    answered *a = arg;
+    a->calls++;
+    a->status = pgconn_result_status(r);
+    a->value = a->status == PGCONN_OK && pgconn_result_ntuples(r) > 0
+                   ? atoll(pgconn_result_value(r, 0, 0))
+                   : -1;
+}
+
+/* Runs the loop until *calls is 1 (a query answered), at most 10 s. */
+static bool answered_within(const answered *a)
+{
+    for (int waited = 0; waited < 10000 && a->calls == 0; waited += 10)
+        run_for(10);
+    return a->calls == 1;
+}
+
+START_TEST(a_transaction_never_goes_on_in_a_new_session)
+{
+    char err[256];
+    exec_sql("CREATE TABLE tx_session_probe (x int)");
+    pgconn *pg = pgconn_new(base, conninfo, NULL, NULL, err, sizeof(err));
+    ck_assert_msg(pg != NULL, "%s", err);
+    for (int waited = 0; waited < 10000 && !pgconn_connected(pg); waited += 10)
+        run_for(10);
+    ck_assert(pgconn_connected(pg));
+    txphase ph;
+    txphase_begin(&ph, pg);
+    answered begin = {0};
+    ck_assert_int_eq(txphase_query(&ph, pg, "BEGIN", 0, NULL, on_answered, &begin), 0);
+    ck_assert(answered_within(&begin));
+    ck_assert_int_eq(begin.status, PGCONN_OK);
+    /* The session ends under the transaction, as when PostgreSQL restarts or fails over. */
+    exec_sql("DO $$ BEGIN PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+             "datname = current_database() AND pid <> pg_backend_pid(); END $$");
+    for (int waited = 0; waited < 10000 && !(pgconn_connected(pg) && pgconn_connects(pg) == 2);
+         waited += 10)
+        run_for(10);
+    ck_assert_int_eq(pgconn_connects(pg), 2);
+    /* The transaction's next statement: refused, not run alone on the new session (where it
+       would commit at once, its BEGIN gone with the old one). */
+    answered insert = {0};
+    int rc = txphase_query(&ph, pg, "INSERT INTO tx_session_probe VALUES (1)", 0, NULL, on_answered,
+                           &insert);
+    answered count = {0};
+    ck_assert_int_eq(
+        pgconn_query(pg, "SELECT count(*) FROM tx_session_probe", 0, NULL, on_answered, &count), 0);
+    ck_assert(answered_within(&count)); /* after the INSERT, had it been queued */
+    pgconn_free(pg);
+    ck_assert_int_eq(rc, -1);
+    ck_assert(ph.failed);
+    ck_assert_str_eq(ph.error, "connection lost");
+    ck_assert_int_eq(insert.calls, 0);
+    ck_assert_int_eq(count.value, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("processor");
@@ -972,6 +1037,7 @@ int main(void)
     tcase_add_test(tc, an_offset_beyond_the_partition_end_is_not_trusted);
     tcase_add_test(tc, a_foreign_offset_stops_the_processor_under_policy_fail);
     tcase_add_test(tc, lag_counts_an_offset_of_another_log_from_the_beginning);
+    tcase_add_test(tc, a_transaction_never_goes_on_in_a_new_session);
     suite_add_tcase(s, tc);
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
