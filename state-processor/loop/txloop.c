@@ -347,10 +347,16 @@ void txphase_begin(txphase *ph, const pgconn *pg)
     ph->session = pgconn_connected(pg) ? pgconn_connects(pg) : 0;
 }
 
+/* Whether the session the transaction began in is the one up. */
+static bool in_session(const txphase *ph, const pgconn *pg)
+{
+    return ph->session != 0 && pgconn_connected(pg) && pgconn_connects(pg) == ph->session;
+}
+
 int txphase_query(txphase *ph, pgconn *pg, const char *sql, int n, const char *const *v,
                   pgconn_cb cb, void *arg)
 {
-    if (ph->session == 0 || !pgconn_connected(pg) || pgconn_connects(pg) != ph->session) {
+    if (!in_session(ph, pg)) {
         txphase_fail(ph, "connection lost");
         return -1;
     }
@@ -410,8 +416,10 @@ static void on_rollback(const pgconn_result *r, void *arg)
     (void)r, (void)arg;
 }
 
-void txphase_rollback(pgconn *pg)
+void txphase_rollback(const txphase *ph, pgconn *pg)
 {
+    if (!in_session(ph, pg))
+        return;
     if (pgconn_query(pg, "ROLLBACK", 0, NULL, on_rollback, NULL) != 0)
         log_warn("rollback could not be queued");
 }

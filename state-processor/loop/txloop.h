@@ -117,7 +117,9 @@ void txphase_error(txphase *ph, const pgconn_result *r, const char *what);
 void txphase_unencodable(txphase *ph, const char *what);
 /* Any other failure, with its reason (formatted). */
 void txphase_fail(txphase *ph, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Queues ROLLBACK, answered to nobody; logs when it cannot. */
-void txphase_rollback(pgconn *pg);
+/* Queues ROLLBACK in the transaction's session, answered to nobody; logs when it cannot. Once
+   that session is gone, so is the transaction: nothing is queued (a ROLLBACK would wait for the
+   next session, to find no transaction there). */
+void txphase_rollback(const txphase *ph, pgconn *pg);
 
 #endif

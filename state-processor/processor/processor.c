@@ -87,7 +87,7 @@ static void retry_dead_letters(void *arg)
  */
 static void fail_tx(processor *p)
 {
-    txphase_rollback(p->pg);
+    txphase_rollback(&p->ph, p->pg);
     metrics_add(p->m_retries, 1);
     batch_refusal next =
         p->ph.refusal ? batch_refused(&p->b, p->ph.refusal, p->ph.error) : BATCH_STUCK;

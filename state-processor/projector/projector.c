@@ -71,7 +71,7 @@ static void retry_tx(void *arg)
  */
 static void fail_tx(projector *p)
 {
-    txphase_rollback(p->pg);
+    txphase_rollback(&p->ph, p->pg);
     metrics_add(p->m_retries, 1);
     projbatch *b = &p->b;
     if (p->ph.refusal && b->to - b->from > 1) {
