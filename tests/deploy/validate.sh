@@ -9,7 +9,8 @@
 #   - every gateway replica can own a reply partition (ADR 0019): in deploy/k8s the autoscaler's
 #     maxReplicas plus the rollout's maxSurge, and in the compose file the gateway services, are
 #     at most the topics' CQRS_TOPICS_PARTITIONS;
-#   - deploy/Dockerfile: multi-stage, the final stage on debian:12-slim as a non-root numeric
+#   - deploy/Dockerfile: multi-stage, the final stage on debian:12-slim (by default, when the
+#     base is a build argument) as a non-root numeric
 #     user, every COPY source present in the repository, nothing fetched with ADD.
 # Exit status: 0 when all pass, 1 otherwise (each failure is printed), 2 when a tool is missing.
 set -euo pipefail
@@ -115,7 +116,15 @@ errors = []
 stages = [l for l in lines if l.upper().startswith("FROM ")]
 if len(stages) < 2:
     errors.append("not a multi-stage build")
-if stages and not re.match(r"FROM debian:12-slim\b", stages[-1]):
+# The base may be a build argument (ARG BASE=debian:12-slim, FROM ${BASE}): its default counts.
+args = {}
+for l in lines:
+    m = re.fullmatch(r"ARG\s+(\w+)=(\S+)", l)
+    if m:
+        args[m.group(1)] = m.group(2)
+final = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)),
+               stages[-1]) if stages else ""
+if stages and not re.match(r"FROM debian:12-slim\b", final):
     errors.append("final stage is not debian:12-slim: " + stages[-1])
 last = lines[lines.index(stages[-1]):] if stages else []
 users = [l.split(None, 1)[1] for l in last if l.upper().startswith("USER ")]
