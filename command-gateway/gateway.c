@@ -263,8 +263,15 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     const char *topics[] = {g->topic_commands, g->topic_replies};
     char terr[512];
     if (kafka_ensure_topics(g->producer, topics, 2, (int)cfg->topics_partitions,
-                            (int)cfg->topics_replication, 10000, terr, sizeof(terr)) != 0)
+                            (int)cfg->topics_replication, 10000, terr, sizeof(terr)) != 0) {
+        /* Kafka may not be up yet: ask again in the background until it has them, or the
+           commands would have no topic for good (a created topic reaches the replies
+           subscription at its next metadata refresh). */
         log_kv(LOG_WARN, "could not create the topics", LOG_FIELDS("error", terr));
+        g->topics =
+            kafka_topics_keeper_new(base, g->producer, topics, 2, (int)cfg->topics_partitions,
+                                    (int)cfg->topics_replication);
+    }
     g->inbox =
         replies_attach(shared->replies, base, replyroute_on_replies, commands_on_routable, g);
     httpd_options lim = {.max_body = g->limits.max_body + COMMANDS_BODY_GRACE,
@@ -339,6 +346,7 @@ void gateway_free(gateway *g)
     readwait_free(g->readwait);
     httpd_free(g->http);
     replies_detach(g->shared->replies, g->inbox);
+    kafka_topics_keeper_free(g->topics);
     kafka_producer_free(g->producer);
     domain_registry_free(g->domains);
     strmap_free(g->parked);

@@ -32,10 +32,11 @@ struct gateway {
     domain_registry *domains;
     httpd *http;
     kafka_producer *producer;
-    replies_inbox *inbox; /* where the replies to this worker's requests arrive */
-    pgconn *pg;           /* read-write: idempotency claims, command records */
-    pgconn *pg_read;      /* read-only sessions: projection reads */
-    bool reads_replica;   /* pg_read may be a standby, behind the writer (pg.read_conninfo) */
+    kafka_topics_keeper *topics; /* when the topics could not be created at start */
+    replies_inbox *inbox;        /* where the replies to this worker's requests arrive */
+    pgconn *pg;                  /* read-write: idempotency claims, command records */
+    pgconn *pg_read;             /* read-only sessions: projection reads */
+    bool reads_replica; /* pg_read may be a standby, behind the writer (pg.read_conninfo) */
     struct readwait *readwait;
     metrics *metrics;  /* shared->metrics */
     sizelimits limits; /* the body and message bounds, settled at start */

@@ -386,11 +386,14 @@ int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, 
                         int replication, int timeout_ms, char *err, size_t errlen)
 {
     /* Ask for metadata first: most starts find every topic in place, and a cluster that creates
-       topics on first use (librdkafka's mock) does so here. */
+       topics on first use (librdkafka's mock) does so here. timeout_ms bounds the whole: with
+       Kafka away, a start waits for it once, not once per topic. */
+    long long deadline_us = ids_monotonic_us() + (long long)timeout_ms * 1000;
     const char **missing = xcalloc(n ? n : 1, sizeof(*missing));
     size_t nmissing = 0;
     for (size_t i = 0; i < n; i++) {
-        if (kafka_partition_count(p, topics[i], timeout_ms) <= 0)
+        long long left_ms = (deadline_us - ids_monotonic_us()) / 1000;
+        if (kafka_partition_count(p, topics[i], left_ms > 0 ? (int)left_ms : 0) <= 0)
             missing[nmissing++] = topics[i];
     }
     topics = missing;
@@ -403,6 +406,11 @@ int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, 
     rd_kafka_event_t *ev = NULL;
     if (n == 0)
         goto out;
+    timeout_ms = (int)((deadline_us - ids_monotonic_us()) / 1000);
+    if (timeout_ms <= 0) {
+        snprintf(err, errlen, "no metadata for topic %s from Kafka in time", topics[0]);
+        goto out;
+    }
     for (size_t i = 0; i < n; i++) {
         nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, replication, errstr, sizeof(errstr));
         if (!nt[i]) {
@@ -449,6 +457,11 @@ out:
     rd_kafka_queue_destroy(q);
     rd_kafka_AdminOptions_destroy(opt);
     return rc;
+}
+
+rd_kafka_t *kafka_producer_rk(kafka_producer *p)
+{
+    return p->rk;
 }
 
 int kafka_producer_flush(kafka_producer *p, int timeout_ms)

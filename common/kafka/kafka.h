@@ -109,6 +109,19 @@ int kafka_partition_count(kafka_producer *p, const char *topic, int timeout_ms);
  */
 int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, int partitions,
                         int replication, int timeout_ms, char *err, size_t errlen);
+/*
+ * Creates the topics in the background, for a service whose kafka_ensure_topics() failed at start
+ * (Kafka not up yet, say): asks at once, then again after 1 s, doubling up to 30 s, until Kafka
+ * answers that each exists (created now or before). Never blocks the loop. p must outlive it.
+ * NULL (logged) when the wake-up pipe cannot be made.
+ */
+typedef struct kafka_topics_keeper kafka_topics_keeper;
+kafka_topics_keeper *kafka_topics_keeper_new(struct event_base *base, kafka_producer *p,
+                                             const char *const *topics, size_t n, int partitions,
+                                             int replication);
+/* Whether every topic exists (false for NULL). */
+bool kafka_topics_keeper_done(const kafka_topics_keeper *k);
+void kafka_topics_keeper_free(kafka_topics_keeper *k);
 /* Waits up to timeout_ms for outstanding deliveries. Blocking: shutdown only. */
 int kafka_producer_flush(kafka_producer *p, int timeout_ms);
 /* Drops the messages not delivered yet; their delivery callbacks run, with an error, before it

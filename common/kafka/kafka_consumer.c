@@ -166,7 +166,11 @@ static kafka_consumer *consumer_new(struct event_base *base, const config_props 
                                     kafka_wake_cb wake, kafka_assign_cb on_assign, void *arg,
                                     char *err, size_t errlen)
 {
-    const char *const defaults[] = {"enable.auto.commit",
+    /* A subscribed topic that did not exist yet is found at the next metadata refresh: every
+       10 s rather than librdkafka's 5 minutes, for a topic created after the services start. */
+    const char *const defaults[] = {"topic.metadata.refresh.interval.ms",
+                                    "10000",
+                                    "enable.auto.commit",
                                     "false",
                                     "enable.auto.offset.store",
                                     "false",

@@ -3,6 +3,7 @@
 #define CQRS_KAFKA_INT_H
 
 #include "core/config.h"
+#include "kafka/kafka.h"
 
 #include <event2/event.h>
 #include <librdkafka/rdkafka.h>
@@ -33,6 +34,8 @@ void kafka_wakeup_drain(const wakeup *w);
 char *kafka_cluster_id(rd_kafka_t *rk);
 /* Closes the pipe and frees its event; safe on a wakeup never opened (fds -1). */
 void kafka_wakeup_free(wakeup *w);
+/* The producer's handle. */
+rd_kafka_t *kafka_producer_rk(kafka_producer *p);
 /* The partition count of topic from the cluster's metadata; -1 when unknown in timeout_ms. */
 int kafka_rk_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms);
 

@@ -35,10 +35,11 @@ struct processor {
     struct event_base *base;
     domain_registry *domains;
     pgconn *pg;
-    txloop *loop;             /* the commands consumed, and the steps around each batch */
-    kafka_producer *producer; /* replies and dead letters */
-    relay *relay;             /* events */
-    purge *purge;             /* expired idempotency records */
+    txloop *loop;                /* the commands consumed, and the steps around each batch */
+    kafka_producer *producer;    /* replies and dead letters */
+    kafka_topics_keeper *topics; /* when the topics could not be created at start */
+    relay *relay;                /* events */
+    purge *purge;                /* expired idempotency records */
     health *health;
     metrics *metrics;
     char *topic_commands, *topic_replies, *topic_dlq;
@@ -682,13 +683,18 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
     if (p->pg)
         p->producer = kafka_producer_new(base, kafka_props, on_produced, p, err, errlen);
     if (p->producer) {
-        /* Missing topics are created; failing that (no rights, say) is worth a warning only:
-           an operator may have created them. */
+        /* Missing topics are created; failing that is worth a warning: an operator may have
+           created them (or denied the rights), or Kafka is not up yet, so they are asked for
+           again in the background until Kafka has them. */
         const char *topics[] = {p->topic_commands, p->topic_replies, p->topic_dlq, topic_events};
         char terr[512];
         if (kafka_ensure_topics(p->producer, topics, 4, (int)cfg->topics_partitions,
-                                (int)cfg->topics_replication, 10000, terr, sizeof(terr)) != 0)
+                                (int)cfg->topics_replication, 10000, terr, sizeof(terr)) != 0) {
             log_kv(LOG_WARN, "could not create the topics", LOG_FIELDS("error", terr));
+            p->topics =
+                kafka_topics_keeper_new(base, p->producer, topics, 4, (int)cfg->topics_partitions,
+                                        (int)cfg->topics_replication);
+        }
         p->relay =
             relay_new(base, cfg->pg_conninfo, kafka_props, topic_events, p->metrics, err, errlen);
     }
@@ -747,6 +753,7 @@ void processor_free(processor *p)
     json_decref(p->done_outbox);
     purge_free(p->purge);
     health_free(p->health);
+    kafka_topics_keeper_free(p->topics);
     kafka_producer_free(p->producer);
     if (p->b.items)
         batch_clear(&p->b);

@@ -46,6 +46,8 @@ struct projector {
     metrics *metrics;
     char *topic;
     char *group;
+    kafka_producer *admin;       /* for the keeper: */
+    kafka_topics_keeper *topics; /* when the events topic could not be created at start */
 
     projbatch b;
     txphase ph;        /* the queries of the transaction */
@@ -294,19 +296,31 @@ static void on_admin_delivery(void *opaque, const kafka_delivery *d, void *arg)
     (void)opaque, (void)d, (void)arg;
 }
 
-/* Creates the events topic when missing, so that subscribing to it finds it. */
+/*
+ * Creates the events topic when missing, so that subscribing to it finds it. Failing is worth a
+ * warning: an operator may have created it (or denied the rights), or Kafka is not up yet, so it
+ * is asked for again in the background until Kafka has it (the subscription finds it at its next
+ * metadata refresh).
+ */
 static void ensure_topic(projector *p, const config_props *kafka_props)
 {
     char terr[512] = "";
     const char *topics[] = {p->topic};
     kafka_producer *admin =
         kafka_producer_new(p->base, kafka_props, on_admin_delivery, p, terr, sizeof(terr));
-    /* Failing (no rights, say) is worth a warning only: an operator may have created it. */
-    if (!admin ||
+    if (admin &&
         kafka_ensure_topics(admin, topics, 1, (int)p->cfg->topics_partitions,
-                            (int)p->cfg->topics_replication, 10000, terr, sizeof(terr)) != 0)
-        log_kv(LOG_WARN, "could not create the events topic", LOG_FIELDS("error", terr));
-    kafka_producer_free(admin);
+                            (int)p->cfg->topics_replication, 10000, terr, sizeof(terr)) == 0) {
+        kafka_producer_free(admin);
+        return;
+    }
+    log_kv(LOG_WARN, "could not create the events topic", LOG_FIELDS("error", terr));
+    if (admin) {
+        p->admin = admin;
+        p->topics =
+            kafka_topics_keeper_new(p->base, admin, topics, 1, (int)p->cfg->topics_partitions,
+                                    (int)p->cfg->topics_replication);
+    }
 }
 
 projector *projector_new(struct event_base *base, const processor_config *cfg,
@@ -376,6 +390,8 @@ void projector_free(projector *p)
     pgconn_free(p->pg);
     txloop_free(p->loop);
     health_free(p->health);
+    kafka_topics_keeper_free(p->topics);
+    kafka_producer_free(p->admin);
     if (p->b.items)
         projbatch_clear(&p->b);
     for (size_t i = 0; i < p->ntables; i++)

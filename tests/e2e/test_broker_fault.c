@@ -5,7 +5,8 @@
  * applied exactly once. Runs on the mock cluster (brokers taken down by signal) and on the real
  * Apache Kafka broker (stopped and started through deploy/kafka/kafka.sh); on a 3-node cluster
  * the same test stops one node, which the cluster must ride out. And readiness comes back by itself
- * once Kafka is back, without a single request to clear it.
+ * once Kafka is back, without a single request to clear it; and services started while Kafka is
+ * away make their topics once it is back.
  */
 #include "checkrun.h"
 #include "cluster.h"
@@ -325,6 +326,97 @@ START_TEST(readiness_returns_without_traffic)
 }
 END_TEST
 
+/* Whether each of the cluster's three service logs says it could not create its topics. */
+static bool every_service_gave_up_at_start(void *arg)
+{
+    const cluster *cl = arg;
+    const char *logs[] = {"state-processor-0", "projector-0", "command-gateway-0"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[400], line[4096];
+        snprintf(path, sizeof(path), "%s/%s.log", cl->dir, logs[i]);
+        FILE *f = fopen(path, "r");
+        bool said = false;
+        while (f && !said && fgets(line, sizeof(line), f))
+            said = strstr(line, "could not create the") != NULL;
+        if (f)
+            fclose(f);
+        if (!said)
+            return false;
+    }
+    return true;
+}
+
+typedef struct read_wait {
+    int port;
+    int status;
+} read_wait;
+
+static bool projection_at_version_2(void *arg)
+{
+    read_wait *w = arg;
+    httpc_response r = httpc_request(w->port, "GET", "/v1/aggregates/account/early-1?min_version=2",
+                                     NULL, NULL, CLIENT_TIMEOUT_MS);
+    w->status = r.status;
+    httpc_free(&r);
+    return w->status == 200;
+}
+
+/*
+ * A processor, a projector and a gateway started while Kafka is away, on topics that do not exist
+ * yet (as pods that start before their Kafka): once Kafka is back they create their topics by
+ * themselves, and commands go all the way, the projection included. Before, each logged that it
+ * could not create the topics and never asked again: nothing created them, and a consumer
+ * subscribed to a missing topic looked for it again only every 5 minutes.
+ */
+START_TEST(services_started_before_kafka_make_their_topics)
+{
+    cluster cl;
+    ck_assert_int_eq(cluster_init(&cl, "early"), 0);
+    snprintf(cl.bootstrap, sizeof(cl.bootstrap), "%s", st.bootstrap);
+    ck_assert_int_eq(stack_kafka_set(&st, false), 0);
+    int port = stack_free_port();
+    char port_arg[40];
+    snprintf(port_arg, sizeof(port_arg), "--http.port=%d", port);
+    const char *gateway_extra[] = {port_arg, NULL};
+    pid_t pids[3] = {cluster_start(&cl, "state-processor", 0, NULL),
+                     cluster_start(&cl, "projector", 0, NULL),
+                     cluster_start(&cl, "command-gateway", 0, gateway_extra)};
+    bool gave_up = waitfor(every_service_gave_up_at_start, &cl, 90000);
+    ck_assert_int_eq(stack_kafka_set(&st, true), 0);
+    long long back_us = ids_monotonic_us();
+    bool ready = gave_up && cluster_wait_ready(port, 120000);
+    int opened = 0, deposited = 0;
+    read_wait w = {.port = port};
+    if (ready) {
+        httpc_response r = httpc_request(port, "POST", "/v1/commands", "Prefer: wait=30\r\n",
+                                         "{\"type\":\"account.open\",\"aggregate_id\":\"early-1\","
+                                         "\"payload\":{\"owner\":\"o\"}}",
+                                         CLIENT_TIMEOUT_MS * 2);
+        opened = r.status;
+        httpc_free(&r);
+        r = httpc_request(port, "POST", "/v1/commands", "Prefer: wait=30\r\n",
+                          "{\"type\":\"account.deposit\",\"aggregate_id\":\"early-1\",\"payload\":{"
+                          "\"amount\":5}}",
+                          CLIENT_TIMEOUT_MS * 2);
+        deposited = r.status;
+        httpc_free(&r);
+        waitfor(projection_at_version_2, &w, 60000);
+    }
+    fprintf(stderr,
+            "broker fault: services started before Kafka: the projection read %d %lld ms after "
+            "Kafka came back\n",
+            w.status, (ids_monotonic_us() - back_us) / 1000);
+    bool failed = !gave_up || !ready || opened != 201 || deposited != 200 || w.status != 200;
+    cluster_finish(&cl, pids, 3, failed);
+    ck_assert_msg(gave_up, "the services did not report missing topics while Kafka was away");
+    ck_assert_msg(ready, "the gateway was not ready 120 s after Kafka came back");
+    ck_assert_int_eq(opened, 201);
+    ck_assert_int_eq(deposited, 200);
+    ck_assert_msg(w.status == 200, "the projection read answered %d 60 s after the commands",
+                  w.status);
+}
+END_TEST
+
 int main(void)
 {
     if (stack_start(&st, true) != 0) {
@@ -340,6 +432,10 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, outage_answers_in_time_and_loses_nothing);
     suite_add_tcase(s, tc);
+    TCase *early = tcase_create("start");
+    tcase_set_timeout(early, 400);
+    tcase_add_test(early, services_started_before_kafka_make_their_topics);
+    suite_add_tcase(s, early);
     int failed = check_run(s, CK_NOFORK); /* the stack is this process's child */
     if (failed)
         stack_show_logs(&st);

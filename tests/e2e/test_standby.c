@@ -285,8 +285,9 @@ START_TEST(a_failover_loses_nothing_and_costs_seconds_of_503)
         usleep(20000);
     int before = total(keys_of);
     int old_primary = cl.pg_port;
-    long long killed_ms = now_ms(), promoted_us = 0;
-    int rc = cluster_pg_failover(&cl, &promoted_us);
+    long long killed_us = 0, promoted_us = 0;
+    int rc = cluster_pg_failover(&cl, &killed_us, &promoted_us);
+    long long killed_ms = killed_us / 1000;
     atomic_store(&promoted_ms, promoted_us / 1000);
     until = now_ms() + 90000;
     while (!every_client_wrote_after_promotion() && now_ms() < until)

@@ -149,13 +149,68 @@ int cluster_pg(const cluster *c, const char *how)
     return pg_sh(args);
 }
 
-int cluster_pg_failover(cluster *c, long long *promoted_us)
+typedef struct catch_up {
+    PGconn *standby;
+    char lsn[64]; /* the primary's flushed WAL position before the kill */
+} catch_up;
+
+static bool standby_has_lsn(void *arg)
+{
+    catch_up *cu = arg;
+    const char *params[1] = {cu->lsn};
+    PGresult *r =
+        PQexecParams(cu->standby, "SELECT coalesce(pg_last_wal_receive_lsn() >= $1::pg_lsn, false)",
+                     1, NULL, params, NULL, NULL, 0);
+    bool has = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+               strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return has;
+}
+
+/*
+ * Waits until the standby has received everything the primary had flushed when asked, as an HA
+ * manager promotes only a standby that is in step: a primary restarted after a crash makes
+ * visible, without waiting for any standby, the commits its crash left in doubt, and a standby
+ * that has not reconnected since lacks them. 0 when in step, -1 after a message.
+ */
+static int standby_catch_up(const cluster *c, int timeout_ms)
+{
+    char ci[200];
+    snprintf(ci, sizeof(ci),
+             "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=5", c->pg_port);
+    PGconn *primary = PQconnectdb(ci);
+    snprintf(ci, sizeof(ci),
+             "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=5",
+             c->standby_port);
+    catch_up cu = {.standby = PQconnectdb(ci)};
+    PGresult *r = PQexec(primary, "SELECT pg_current_wal_flush_lsn()");
+    bool asked = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (asked)
+        snprintf(cu.lsn, sizeof(cu.lsn), "%s", PQgetvalue(r, 0, 0));
+    else
+        fprintf(stderr, "cluster_pg_failover: the primary's WAL position: %s",
+                PQerrorMessage(primary));
+    PQclear(r);
+    bool in_step = asked && waitfor(standby_has_lsn, &cu, timeout_ms);
+    if (asked && !in_step)
+        fprintf(stderr, "cluster_pg_failover: the standby has not received %s after %d ms: %s\n",
+                cu.lsn, timeout_ms, PQerrorMessage(cu.standby));
+    PQfinish(cu.standby);
+    PQfinish(primary);
+    return in_step ? 0 : -1;
+}
+
+int cluster_pg_failover(cluster *c, long long *killed_us, long long *promoted_us)
 {
     if (c->standby_port == 0) {
         fprintf(stderr, "cluster_pg_failover: no standby\n");
         return -1;
     }
+    if (standby_catch_up(c, 30000) != 0)
+        return -1;
     char args[700];
+    if (killed_us)
+        *killed_us = ids_monotonic_us();
     snprintf(args, sizeof(args), "kill '%s'", c->pg_dir);
     if (pg_sh(args) != 0)
         return -1;

@@ -42,13 +42,15 @@ bool cluster_wait_ready(int port, int timeout_ms);
  */
 int cluster_pg(const cluster *c, const char *how);
 /*
- * Fails over to the standby: kill -9 of the primary's postmaster, pg_ctl promote of the standby,
- * then the old primary made again, from a base backup of the new one, its synchronous standby
- * (the two swap places in c; the conninfo names both, target_session_attrs=read-write). Says
- * when the promotion was done in *promoted_us (ids_monotonic_us(); may be NULL). Returns 0, or
- * -1 after a message.
+ * Fails over to the standby once it has received all the primary has flushed (up to 30 s; an HA
+ * manager promotes only a standby in step): kill -9 of the primary's postmaster, pg_ctl promote
+ * of the standby, then the old primary made again, from a base backup of the new one, its
+ * synchronous standby (the two swap places in c; the conninfo names both,
+ * target_session_attrs=read-write). Says when the kill began in *killed_us and when the
+ * promotion was done in *promoted_us (ids_monotonic_us(); either may be NULL). Returns 0, or -1
+ * after a message.
  */
-int cluster_pg_failover(cluster *c, long long *promoted_us);
+int cluster_pg_failover(cluster *c, long long *killed_us, long long *promoted_us);
 /*
  * Reads the cluster's events topic from the beginning, in a group of its own, until want distinct
  * ce_id values are seen or idle_ms pass without a message. ids (may be NULL) gets each ce_id

@@ -306,19 +306,20 @@ static void step(nemesis *n, nemesis_fault f)
         break;
     }
     case NEMESIS_FAILOVER: {
-        long long t = nemesis_now_ms(n), promoted_us = 0;
+        long long asked_us = ids_monotonic_us(), killed_us = 0, promoted_us = 0;
         nemesis_note(n,
-                     "failover: kill -9 PostgreSQL's primary (port %d), promote the standby "
-                     "(port %d)",
-                     n->cl->pg_port, n->cl->standby_port);
-        if (cluster_pg_failover(n->cl, &promoted_us) != 0) {
+                     "failover: once the standby (port %d) has all the primary flushed, kill -9 "
+                     "PostgreSQL's primary (port %d) and promote the standby",
+                     n->cl->standby_port, n->cl->pg_port);
+        if (cluster_pg_failover(n->cl, &killed_us, &promoted_us) != 0) {
             nemesis_note(n, "  failover failed (see the test's output)");
             break;
         }
         nemesis_note(n,
-                     "  promoted %.1f s after the kill; the old primary streams as the new "
-                     "one's synchronous standby (port %d)",
-                     (double)(promoted_us - n->t0_us - t * 1000) / 1e6, n->cl->standby_port);
+                     "  standby in step after %lld ms; promoted %.1f s after the kill; the old "
+                     "primary streams as the new one's synchronous standby (port %d)",
+                     (killed_us - asked_us) / 1000, (double)(promoted_us - killed_us) / 1e6,
+                     n->cl->standby_port);
         break;
     }
     case NEMESIS_FAULTS:

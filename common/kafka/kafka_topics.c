@@ -1,0 +1,152 @@
+/* kafka_topics.c: topics created in the background until Kafka has them all. */
+#include "kafka/kafka.h"
+#include "kafka/kafka_int.h"
+
+#include "core/log.h"
+#include "core/xalloc.h"
+
+#include <event2/event.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEEPER_FIRST_MS   1000
+#define KEEPER_MAX_MS     30000
+#define KEEPER_REQUEST_MS 10000
+
+struct kafka_topics_keeper {
+    rd_kafka_t *rk; /* the producer's */
+    char **topics;
+    size_t n;
+    int partitions, replication;
+    rd_kafka_queue_t *q; /* the CreateTopics results */
+    wakeup w;
+    struct event *timer;
+    int backoff_ms;
+    bool done;
+    long long attempts;
+};
+
+static void keeper_retry(kafka_topics_keeper *k, const char *why)
+{
+    LOG_KV(LOG_WARN, "topics still missing; asking Kafka again", LOG_STR("error", why),
+           LOG_NUM("attempt", k->attempts), LOG_NUM("retry_in_ms", k->backoff_ms));
+    struct timeval tv = {k->backoff_ms / 1000, (k->backoff_ms % 1000) * 1000};
+    evtimer_add(k->timer, &tv);
+    k->backoff_ms = k->backoff_ms * 2 > KEEPER_MAX_MS ? KEEPER_MAX_MS : k->backoff_ms * 2;
+}
+
+/* Asks Kafka to create every topic; one that exists already counts as created. */
+static void keeper_ask(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    kafka_topics_keeper *k = arg;
+    char errstr[512];
+    rd_kafka_NewTopic_t **nt = xcalloc(k->n, sizeof(*nt));
+    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(k->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    bool ok = rd_kafka_AdminOptions_set_operation_timeout(opt, KEEPER_REQUEST_MS, errstr,
+                                                          sizeof(errstr)) == 0 &&
+              rd_kafka_AdminOptions_set_request_timeout(opt, KEEPER_REQUEST_MS, errstr,
+                                                        sizeof(errstr)) == 0;
+    for (size_t i = 0; ok && i < k->n; i++) {
+        nt[i] = rd_kafka_NewTopic_new(k->topics[i], k->partitions, k->replication, errstr,
+                                      sizeof(errstr));
+        ok = nt[i] != NULL;
+    }
+    k->attempts++;
+    if (ok) {
+        /* librdkafka copies the topics and the options: they may go at once. */
+        rd_kafka_CreateTopics(k->rk, nt, k->n, opt, k->q);
+    }
+    for (size_t i = 0; i < k->n; i++) {
+        if (nt[i])
+            rd_kafka_NewTopic_destroy(nt[i]);
+    }
+    free(nt);
+    rd_kafka_AdminOptions_destroy(opt);
+    if (!ok)
+        keeper_retry(k, errstr);
+}
+
+static void keeper_result(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    kafka_topics_keeper *k = arg;
+    kafka_wakeup_drain(&k->w);
+    rd_kafka_event_t *ev;
+    while ((ev = rd_kafka_queue_poll(k->q, 0)) != NULL) {
+        char why[600] = "";
+        if (rd_kafka_event_error(ev)) {
+            snprintf(why, sizeof(why), "%s", rd_kafka_event_error_string(ev));
+        } else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_CREATETOPICS_RESULT) {
+            size_t cnt = 0;
+            const rd_kafka_topic_result_t **res =
+                rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+            for (size_t i = 0; i < cnt && !*why; i++) {
+                rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+                if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+                    snprintf(why, sizeof(why), "topic %s: %s", rd_kafka_topic_result_name(res[i]),
+                             rd_kafka_topic_result_error_string(res[i]));
+            }
+        } else {
+            rd_kafka_event_destroy(ev);
+            continue;
+        }
+        rd_kafka_event_destroy(ev);
+        if (*why) {
+            keeper_retry(k, why);
+        } else {
+            k->done = true;
+            LOG_KV(LOG_INFO, "topics created", LOG_NUM("count", k->n),
+                   LOG_NUM("attempts", k->attempts));
+        }
+    }
+}
+
+kafka_topics_keeper *kafka_topics_keeper_new(struct event_base *base, kafka_producer *p,
+                                             const char *const *topics, size_t n, int partitions,
+                                             int replication)
+{
+    kafka_topics_keeper *k = xcalloc(1, sizeof(*k));
+    k->rk = kafka_producer_rk(p);
+    k->topics = xcalloc(n ? n : 1, sizeof(*k->topics));
+    for (size_t i = 0; i < n; i++)
+        k->topics[i] = xstrdup(topics[i]);
+    k->n = n;
+    k->partitions = partitions;
+    k->replication = replication;
+    k->backoff_ms = KEEPER_FIRST_MS;
+    k->w.fds[0] = k->w.fds[1] = -1;
+    k->q = rd_kafka_queue_new(k->rk);
+    k->timer = evtimer_new(base, keeper_ask, k);
+    char err[256];
+    if (kafka_wakeup_init(&k->w, base, k->q, keeper_result, k, err, sizeof(err)) != 0) {
+        log_kv(LOG_ERROR, "topics cannot be created in the background", LOG_FIELDS("error", err));
+        kafka_topics_keeper_free(k);
+        return NULL;
+    }
+    struct timeval now = {0, 0};
+    evtimer_add(k->timer, &now);
+    return k;
+}
+
+bool kafka_topics_keeper_done(const kafka_topics_keeper *k)
+{
+    return k && k->done;
+}
+
+void kafka_topics_keeper_free(kafka_topics_keeper *k)
+{
+    if (!k)
+        return;
+    if (k->timer)
+        event_free(k->timer);
+    kafka_wakeup_free(&k->w);
+    /* A request still in flight holds a reference to the queue of its own. */
+    rd_kafka_queue_destroy(k->q);
+    for (size_t i = 0; i < k->n; i++)
+        free(k->topics[i]);
+    free(k->topics);
+    free(k);
+}
