@@ -11,7 +11,8 @@ usage: kafka.sh fetch                      download the broker jars into $KAFKA_
                                             prints the bootstrap servers on stdout
        kafka.sh stop DIR                    stop every node started in DIR (SIGTERM, then SIGKILL)
        kafka.sh restart-node DIR N          stop node N (1-based) and start it again on its data
-       kafka.sh stop-node DIR N | start-node DIR N
+       kafka.sh stop-node DIR N... | start-node DIR N...
+                                            stop or start the nodes named, all at once
        kafka.sh free-port [NODES]           print a PORT for start whose ports (2 per node) are
                                             all free on 127.0.0.1 now
 
@@ -244,10 +245,22 @@ stop)
 stop-node | start-node | restart-node)
     [[ $# -ge 3 ]] || usage
     dir=$(realpath -m -- "$2")
-    [[ $cmd == start-node ]] || stop_node "$dir" "$3"
+    shift 2
+    [[ $cmd == restart-node && $# -ne 1 ]] && usage
+    # All at once, as for stop and start: a node waits for a controller quorum of the others.
+    if [[ $cmd != start-node ]]; then
+        for n in "$@"; do
+            stop_node "$dir" "$n" &
+        done
+        wait
+    fi
     if [[ $cmd != stop-node ]]; then
-        start_node "$dir" "$3"
-        wait_node "$dir" "$3"
+        for n in "$@"; do
+            start_node "$dir" "$n"
+        done
+        for n in "$@"; do
+            wait_node "$dir" "$n"
+        done
     fi
     ;;
 *)

@@ -362,18 +362,18 @@ static bool projection_at_version_2(void *arg)
 }
 
 /*
- * A processor, a projector and a gateway started while Kafka is away, on topics that do not exist
- * yet (as pods that start before their Kafka): once Kafka is back they create their topics by
- * themselves, and commands go all the way, the projection included. Before, each logged that it
- * could not create the topics and never asked again: nothing created them, and a consumer
- * subscribed to a missing topic looked for it again only every 5 minutes.
+ * A processor, a projector and a gateway started while Kafka (every node of it) is away, on topics
+ * that do not exist yet (as pods that start before their Kafka): once Kafka is back they create
+ * their topics by themselves, and commands go all the way, the projection included. Before, each
+ * logged that it could not create the topics and never asked again: nothing created them, and a
+ * consumer subscribed to a missing topic looked for it again only every 5 minutes.
  */
 START_TEST(services_started_before_kafka_make_their_topics)
 {
     cluster cl;
     ck_assert_int_eq(cluster_init(&cl, "early"), 0);
     snprintf(cl.bootstrap, sizeof(cl.bootstrap), "%s", st.bootstrap);
-    ck_assert_int_eq(stack_kafka_set(&st, false), 0);
+    ck_assert_int_eq(stack_kafka_set_all(&st, false), 0);
     int port = stack_free_port();
     char port_arg[40];
     snprintf(port_arg, sizeof(port_arg), "--http.port=%d", port);
@@ -382,7 +382,7 @@ START_TEST(services_started_before_kafka_make_their_topics)
                      cluster_start(&cl, "projector", 0, NULL),
                      cluster_start(&cl, "command-gateway", 0, gateway_extra)};
     bool gave_up = waitfor(every_service_gave_up_at_start, &cl, 90000);
-    ck_assert_int_eq(stack_kafka_set(&st, true), 0);
+    ck_assert_int_eq(stack_kafka_set_all(&st, true), 0);
     long long back_us = ids_monotonic_us();
     bool ready = gave_up && cluster_wait_ready(port, 120000);
     int opened = 0, deposited = 0;

@@ -246,7 +246,7 @@ bool stack_logs_clean(const stack *s)
     return system(cmd) != 0;
 }
 
-int stack_kafka_set(stack *s, bool up)
+static int kafka_nodes_set(stack *s, bool up, const char *nodes)
 {
     if (s->mock_kafka > 0)
         return kill(s->mock_kafka, up ? SIGUSR2 : SIGUSR1);
@@ -255,9 +255,20 @@ int stack_kafka_set(stack *s, bool up)
     if (!s->real_kafka || !dir)
         return -1;
     char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "%s/deploy/kafka/kafka.sh %s '%s' 1 >&2", repo ? repo : ".",
-             up ? "start-node" : "stop-node", dir);
+    snprintf(cmd, sizeof(cmd), "%s/deploy/kafka/kafka.sh %s '%s' %s >&2", repo ? repo : ".",
+             up ? "start-node" : "stop-node", dir, nodes);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+int stack_kafka_set(stack *s, bool up)
+{
+    return kafka_nodes_set(s, up, "1");
+}
+
+int stack_kafka_set_all(stack *s, bool up)
+{
+    const char *nodes = getenv("CQRS_TEST_KAFKA_NODES");
+    return kafka_nodes_set(s, up, nodes && atoi(nodes) == 3 ? "1 2 3" : "1");
 }
 
 bool stack_process_mentions(const char *needle, char *who, size_t wholen)

@@ -43,8 +43,13 @@ int stack_stop(stack *s);
 void stack_remove(stack *s);
 /* Prints the last lines of every log of the stack to stderr. */
 void stack_show_logs(const stack *s);
-/* Takes Kafka down (false) or brings it back (true); waits until it is back when up. */
+/*
+ * Takes Kafka down (false) or brings it back (true); waits until it is back when up. On a 3-node
+ * cluster, one node: a fault the cluster should ride out.
+ */
 int stack_kafka_set(stack *s, bool up);
+/* As stack_kafka_set, but every node of a cluster: Kafka away whatever its size. */
+int stack_kafka_set_all(stack *s, bool up);
 /* True if some process's command line contains needle; who gets a description. */
 bool stack_process_mentions(const char *needle, char *who, size_t wholen);
 /*
