@@ -165,19 +165,11 @@ int gateway_auth_new(const gateway_config *cfg, auth **out, char *err, size_t er
     return *out ? 0 : -1;
 }
 
-gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
-                     const config_props *kafka_props, gateway_shared *shared, char *err,
-                     size_t errlen)
+/* The gateway's series in the process's registry (shared by its workers). */
+static void gateway_metrics_get(gateway *g)
 {
     static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                     0.1,    0.25,  0.5,    1,     2.5,  5,     10};
-    gateway *g = xcalloc(1, sizeof(*g));
-    g->cfg = cfg;
-    g->base = base;
-    g->parked = strmap_new();
-    retry_after_init(&g->retry, (uint64_t)ids_now_us() ^ (uint64_t)(uintptr_t)g);
-    g->shared = shared;
-    g->metrics = shared->metrics;
     g->m_produced = metrics_counter_get(g->metrics, "gateway_commands_produced_total",
                                         "commands durably written to Kafka", NULL);
     g->m_produce_failed = metrics_counter_get(g->metrics, "gateway_commands_produce_failed_total",
@@ -221,6 +213,20 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                             NULL);
     g->m_rate_limited = metrics_counter_get(g->metrics, "gateway_rate_limited_total",
                                             "API requests refused by ratelimit.rate (429)", NULL);
+}
+
+gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
+                     const config_props *kafka_props, gateway_shared *shared, char *err,
+                     size_t errlen)
+{
+    gateway *g = xcalloc(1, sizeof(*g));
+    g->cfg = cfg;
+    g->base = base;
+    g->parked = strmap_new();
+    retry_after_init(&g->retry, (uint64_t)ids_now_us() ^ (uint64_t)(uintptr_t)g);
+    g->shared = shared;
+    g->metrics = shared->metrics;
+    gateway_metrics_get(g);
     g->topic_commands = xasprintf("%scommands", cfg->topic_prefix);
     g->topic_replies = xasprintf("%sreplies", cfg->topic_prefix);
 

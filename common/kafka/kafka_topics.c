@@ -32,7 +32,7 @@ static void keeper_retry(kafka_topics_keeper *k, const char *why)
 {
     LOG_KV(LOG_WARN, "topics still missing; asking Kafka again", LOG_STR("error", why),
            LOG_NUM("attempt", k->attempts), LOG_NUM("retry_in_ms", k->backoff_ms));
-    struct timeval tv = {k->backoff_ms / 1000, (k->backoff_ms % 1000) * 1000};
+    struct timeval tv = {k->backoff_ms / 1000, (suseconds_t)(k->backoff_ms % 1000) * 1000};
     evtimer_add(k->timer, &tv);
     k->backoff_ms = k->backoff_ms * 2 > KEEPER_MAX_MS ? KEEPER_MAX_MS : k->backoff_ms * 2;
 }

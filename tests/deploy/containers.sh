@@ -5,7 +5,12 @@
 #     the containerized gateway;
 #  2. runs the whole stack of deploy/docker-compose.yml with podman-compose (PostgreSQL, Kafka,
 #     the migration, two processors, the projector, two gateways behind nginx, on a container
-#     network of its own) and sends commands with a bearer token through nginx.
+#     network of its own) and sends commands with a bearer token through nginx;
+#  3. plays the manifests of deploy/k8s with `podman kube play` (the migration Job as a pod, three
+#     processors, two projectors, two gateways) on a container network of its own, with PostgreSQL
+#     and Kafka containers under the host names the ConfigMap gives, and sends commands with a
+#     bearer token to each gateway pod. tests/deploy/kube_play.py says what it changes in the
+#     manifests for podman 4.3, and why.
 #
 # No image registry is reachable from the machines this runs on, so the base image is made from
 # Debian's packages (debootstrap --variant=minbase bookworm, then podman import) and given to the
@@ -28,7 +33,7 @@ BASE_IMAGE=localhost/cqrs-debian:12
 IMAGE=localhost/cqrs-pipeline:test
 PG_SH=$REPO/deploy/local/pg.sh
 KAFKA_SH=$REPO/deploy/kafka/kafka.sh
-PACKAGES=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs podman-compose)
+PACKAGES=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs podman-compose python3-yaml)
 
 log() { echo "test-deploy: $*" >&2; }
 die() {
@@ -65,8 +70,24 @@ EOF
 CONTAINERS=()
 PROJECT=cqrs-deploy-test-$$
 COMPOSE=()
+KUBE=""
+SECRETS=()
+NETWORKS=()
 cleanup() {
     local rc=$? c
+    if [[ -n $KUBE ]]; then
+        if ((rc != 0)) || [[ ${KEEP:-0} == 1 ]]; then
+            for c in $(podman ps -a --format '{{.Names}}' |
+                grep -E '^(cqrs-migrate|command-gateway|state-processor|projector)-' || true); do
+                echo "==> container $c" >&2
+                podman logs "$c" 2>&1 | tail -n 30 >&2 || true
+            done
+        fi
+        podman kube down "$KUBE" >/dev/null 2>&1 || true
+        podman pod ps --format '{{.Name}}' | grep -E '^(cqrs-migrate|(command-gateway|state-processor|projector)-pod-[0-9]+)$' |
+            xargs -r podman pod rm -f >/dev/null 2>&1 || true
+    fi
+    for c in "${SECRETS[@]}"; do podman secret rm "$c" >/dev/null 2>&1 || true; done
     if ((${#COMPOSE[@]})); then
         if ((rc != 0)) || [[ ${KEEP:-0} == 1 ]]; then
             for c in $(podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}'); do
@@ -75,6 +96,8 @@ cleanup() {
             done
         fi
         "${COMPOSE[@]}" down -v -t 5 >/dev/null 2>&1 || true
+        # podman-compose 1.0 leaves the project's network behind.
+        podman network rm -f "${PROJECT}_default" >/dev/null 2>&1 || true
     fi
     for c in "${CONTAINERS[@]}"; do
         if ((rc != 0)) || [[ ${KEEP:-0} == 1 ]]; then
@@ -83,6 +106,7 @@ cleanup() {
         fi
         podman rm -f -t 5 "$c" >/dev/null 2>&1 || true
     done
+    for c in "${NETWORKS[@]}"; do podman network rm -f "$c" >/dev/null 2>&1 || true; done
     "$KAFKA_SH" stop "$TMP/kafka" >/dev/null 2>&1 || true
     "$PG_SH" stop "$TMP/pg" >/dev/null 2>&1 || true
     rm -rf "$TMP"
@@ -246,19 +270,120 @@ post_applied() { # body
     cat "$TMP/cmd.json" >&2
     die "command $id not applied within 60 s"
 }
-post_applied '{"type":"account.open","aggregate_id":"acc-compose","payload":{"owner":"ada"}}' >/dev/null
-# Sync through nginx: whichever gateway takes a request, its reply finds it through Kafka.
-for amount in 10 20 30 40; do
-    status=$(post_applied "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-compose\",\"payload\":{\"amount\":$amount}}")
-    [[ $status == 200 ]] || die "a sync deposit through nginx was answered $status, not 200"
-done
-status=$(curl -s -o "$TMP/read.json" -w '%{http_code}' "${auth[@]}" \
-    "$api/v1/aggregates/account/acc-compose?min_version=5")
-python3 - "$TMP/read.json" "$status" <<'EOF' || die "the projection read through nginx is wrong"
+# Opens the account AGG, deposits 10, 20, 30 and 40 synchronously (each answered 200), taking
+# the APIs in turn, and reads the projection at version 5 with a balance of 100 from the last.
+open_deposit_read() { # AGG WHERE API...
+    local agg=$1 where=$2 amount n=0 status
+    shift 2
+    local apis=("$@")
+    api=${apis[0]}
+    post_applied "{\"type\":\"account.open\",\"aggregate_id\":\"$agg\",\"payload\":{\"owner\":\"ada\"}}" >/dev/null
+    for amount in 10 20 30 40; do
+        api=${apis[$((n++ % ${#apis[@]}))]}
+        status=$(post_applied "{\"type\":\"account.deposit\",\"aggregate_id\":\"$agg\",\"payload\":{\"amount\":$amount}}")
+        [[ $status == 200 ]] || die "a sync deposit $where was answered $status, not 200"
+    done
+    status=$(curl -s -o "$TMP/read.json" -w '%{http_code}' "${auth[@]}" \
+        "$api/v1/aggregates/account/$agg?min_version=5")
+    python3 - "$TMP/read.json" "$status" <<'EOF' || die "the projection read $where is wrong"
 import json, sys
 body = json.load(open(sys.argv[1]))
 assert sys.argv[2] == "200", (sys.argv[2], body)
 assert body["version"] == 5 and body["state"]["balance"] == 100, body
 EOF
+}
+# Sync through nginx: whichever gateway takes a request, its reply finds it through Kafka.
+open_deposit_read acc-compose "through nginx" "$api"
 log "the compose stack: account.open applied, four sync deposits answered 200 through nginx, the projection at version 5 with balance 100"
+"${COMPOSE[@]}" down -v -t 5 >/dev/null 2>&1 || true
+podman network rm -f "${PROJECT}_default" >/dev/null 2>&1 || true
+COMPOSE=()
+
+# --- 3. the Kubernetes manifests with podman kube play ----------------------------------------
+# PostgreSQL and Kafka, which the manifests take as given, run as containers on the network the
+# pods join, under the host names of the ConfigMap (postgres, postgres-read; kafka for the
+# ConfigMap's brokers, which --set replaces with the one broker here).
+NET=cqrs-kube-test-$$
+podman network create "$NET" >/dev/null
+NETWORKS+=("$NET")
+mkdir -p "$TMP/kube/secrets/cqrs-postgres" "$TMP/kube/secrets/cqrs-jwt" "$TMP/kube/out"
+# The value as kubectl create secret --from-file takes it: a trailing newline would be part of
+# the password the services send.
+printf '%s' "$(cat "$TMP/deploy/secrets/pg-password")" >"$TMP/kube/secrets/cqrs-postgres/password"
+cp "$TMP/deploy/secrets/jwt-public.pem" "$TMP/kube/secrets/cqrs-jwt/jwt-public.pem"
+chmod 644 "$TMP/kube/secrets/cqrs-postgres/password"
+podman run -d --name "cqrs-kube-postgres-$$" --network "$NET" \
+    --network-alias postgres --network-alias postgres-read \
+    -e POSTGRES_DB=cqrs -e POSTGRES_USER=cqrs -e POSTGRES_PASSWORD_FILE=/run/pg-password \
+    -v "$TMP/kube/secrets/cqrs-postgres/password:/run/pg-password:ro" \
+    localhost/cqrs-test-postgres:latest >/dev/null
+CONTAINERS+=("cqrs-kube-postgres-$$")
+podman run -d --name "cqrs-kube-kafka-$$" --network "$NET" --network-alias kafka \
+    -e KAFKA_NODE_ID=1 -e KAFKA_PROCESS_ROLES=broker,controller \
+    -e KAFKA_LISTENERS=PLAINTEXT://:9092,CONTROLLER://:9093 \
+    -e KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://kafka:9092 -e KAFKA_CONTROLLER_LISTENER_NAMES=CONTROLLER \
+    -e KAFKA_LISTENER_SECURITY_PROTOCOL_MAP=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT \
+    -e KAFKA_CONTROLLER_QUORUM_VOTERS=1@kafka:9093 -e KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR=1 \
+    -e KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR=1 -e KAFKA_TRANSACTION_STATE_LOG_MIN_ISR=1 \
+    -e KAFKA_AUTO_CREATE_TOPICS_ENABLE=false localhost/cqrs-test-kafka:latest >/dev/null
+CONTAINERS+=("cqrs-kube-kafka-$$")
+
+/usr/bin/python3 tests/deploy/kube_play.py --set CQRS_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 \
+    --set CQRS_TOPICS_REPLICATION=1 "$TMP/kube/out" "$IMAGE" "$TMP/kube/secrets" deploy/k8s/*.yaml ||
+    die "the manifests of deploy/k8s could not be made playable"
+for f in "$TMP"/kube/out/secret-*.json; do
+    name=$(basename "$f" .json)
+    name=${name#secret-}
+    podman secret create "$name" "$f" >/dev/null || die "podman secret create $name failed"
+    SECRETS+=("$name")
+done
+KUBE=$TMP/kube/out/kube.yaml
+log "podman kube play: deploy/k8s on the container network $NET"
+start=$SECONDS
+# Without systemd, podman cannot schedule the probes and says so for each; the script probes.
+podman kube play --network "$NET" "$KUBE" >"$TMP/kube-play.log" 2>&1 ||
+    { tail -n 40 "$TMP/kube-play.log" >&2; die "podman kube play failed"; }
+
+pod_ip() { # pod
+    local infra
+    infra=$(podman pod inspect "$1" -f '{{.InfraContainerID}}') || return 1
+    podman inspect "$infra" -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}"
+}
+gateways=()
+for pod in command-gateway-pod-0 command-gateway-pod-1; do
+    ip=$(pod_ip "$pod") || die "no pod $pod"
+    gateways+=("http://$ip:8080")
+done
+migrated=0
+for ((i = 0; i < 1800; i++)); do # up to 180 s: Kafka and PostgreSQL start in their containers
+    if ((!migrated)); then
+        state=$(podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' cqrs-migrate-migrate)
+        [[ $state == "exited 0" ]] && migrated=1
+    fi
+    ready=$migrated
+    for api in "${gateways[@]}"; do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "$api/readyz") == 200 ]] || ready=0
+    done
+    ((ready)) && break
+    sleep 0.1
+done
+((migrated)) || die "the migration pod did not complete within 180 s ($state)"
+((ready)) || die "the gateway pods were not both ready within 180 s"
+log "deploy/k8s: the migration completed and both gateway pods answered /readyz 200 $((SECONDS - start)) s after kube play"
+for pod in state-processor-pod-0 state-processor-pod-1 state-processor-pod-2 projector-pod-0 projector-pod-1; do
+    [[ $(podman pod inspect -f '{{.State}}' "$pod") == Running ]] ||
+        die "pod $pod is not running: $(podman pod inspect -f '{{.State}}' "$pod")"
+done
+
+# The manifests' gateways check the issuer and audience of a token.
+jwt_body=$(printf '{"sub":"test-deploy","iss":"https://idp.example.com/","aud":"cqrs-api","tenant":"acme","scope":"commands:write commands:read aggregates:read","exp":%d}' \
+    $(($(date +%s) + 3600)) | b64url)
+jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -sign "$TMP/jwt-key.pem" | b64url)
+auth=(-H "Authorization: Bearer $jwt_head.$jwt_body.$jwt_sig")
+api=${gateways[0]}
+status=$(curl -s -o /dev/null -w '%{http_code}' "$api/v1/aggregates/account")
+[[ $status == 401 ]] || die "a read without a token from a gateway pod: $status, not 401"
+# Alternating between the two gateway pods: each relays the answers of its own requests.
+open_deposit_read acc-kube "by a gateway pod" "${gateways[@]}"
+log "deploy/k8s: account.open applied, four sync deposits answered 200 by the two gateway pods, the projection at version 5 with balance 100"
 echo "test-deploy: passed"
