@@ -3,7 +3,8 @@
 #   make            build both services and the local launcher
 #   make test       install what is missing, start PostgreSQL + Kafka, run every test
 #   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make test-deploy  the image of deploy/Dockerfile built and run with podman, commands end to end
+#   make test-deploy  the image of deploy/Dockerfile built and run with podman (the services, the
+#                   compose stack, the k8s manifests by kube play), commands end to end
 #   make run        the whole system on the embedded default (private PostgreSQL, mock Kafka);
 #                   make run KAFKA=real runs it on Apache Kafka fetched from Maven Central
 #   make bench      the pipeline against baselines on this machine (tests/bench/bench.sh);
