@@ -112,15 +112,23 @@ int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, 
 /*
  * Creates the topics in the background, for a service whose kafka_ensure_topics() failed at start
  * (Kafka not up yet, say): asks at once, then again after 1 s, doubling up to 30 s, until Kafka
- * answers that each exists (created now or before). Never blocks the loop. p must outlive it.
- * NULL (logged) when the wake-up pipe cannot be made.
+ * answers that each exists (created now or before), or that this client may not create topics
+ * (logged as an error: an operator creates them, and the service's consumers find them at their
+ * next metadata refresh). Never blocks the loop. p must outlive it. NULL (logged) when the
+ * wake-up pipe cannot be made.
  */
 typedef struct kafka_topics_keeper kafka_topics_keeper;
 kafka_topics_keeper *kafka_topics_keeper_new(struct event_base *base, kafka_producer *p,
                                              const char *const *topics, size_t n, int partitions,
                                              int replication);
-/* Whether every topic exists (false for NULL). */
-bool kafka_topics_keeper_done(const kafka_topics_keeper *k);
+typedef enum kafka_topics_state {
+    KAFKA_TOPICS_ASKING,  /* not all created yet; asking again */
+    KAFKA_TOPICS_DONE,    /* every topic exists */
+    KAFKA_TOPICS_REFUSED, /* not authorized to create topics: no more asking */
+} kafka_topics_state;
+kafka_topics_state kafka_topics_keeper_state(const kafka_topics_keeper *k);
+/* CreateTopics requests sent so far. */
+long long kafka_topics_keeper_attempts(const kafka_topics_keeper *k);
 void kafka_topics_keeper_free(kafka_topics_keeper *k);
 /* Waits up to timeout_ms for outstanding deliveries. Blocking: shutdown only. */
 int kafka_producer_flush(kafka_producer *p, int timeout_ms);

@@ -36,6 +36,8 @@ char *kafka_cluster_id(rd_kafka_t *rk);
 void kafka_wakeup_free(wakeup *w);
 /* The producer's handle. */
 rd_kafka_t *kafka_producer_rk(kafka_producer *p);
+/* What the keeper makes of a CreateTopics answer for one topic. */
+kafka_topics_state kafka_topics_verdict(rd_kafka_resp_err_t err);
 /* The partition count of topic from the cluster's metadata; -1 when unknown in timeout_ms. */
 int kafka_rk_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms);
 

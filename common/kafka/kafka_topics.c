@@ -24,7 +24,7 @@ struct kafka_topics_keeper {
     wakeup w;
     struct event *timer;
     int backoff_ms;
-    bool done;
+    kafka_topics_state state;
     long long attempts;
 };
 
@@ -35,6 +35,21 @@ static void keeper_retry(kafka_topics_keeper *k, const char *why)
     struct timeval tv = {k->backoff_ms / 1000, (suseconds_t)(k->backoff_ms % 1000) * 1000};
     evtimer_add(k->timer, &tv);
     k->backoff_ms = k->backoff_ms * 2 > KEEPER_MAX_MS ? KEEPER_MAX_MS : k->backoff_ms * 2;
+}
+
+kafka_topics_state kafka_topics_verdict(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+    case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS:
+        return KAFKA_TOPICS_DONE;
+    /* Asking again will not change the broker's mind: an operator's part now. */
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+        return KAFKA_TOPICS_REFUSED;
+    default:
+        return KAFKA_TOPICS_ASKING;
+    }
 }
 
 /* Asks Kafka to create every topic; one that exists already counts as created. */
@@ -77,6 +92,7 @@ static void keeper_result(evutil_socket_t fd, short what, void *arg)
     rd_kafka_event_t *ev;
     while ((ev = rd_kafka_queue_poll(k->q, 0)) != NULL) {
         char why[600] = "";
+        bool refused = false;
         if (rd_kafka_event_error(ev)) {
             snprintf(why, sizeof(why), "%s", rd_kafka_event_error_string(ev));
         } else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_CREATETOPICS_RESULT) {
@@ -84,20 +100,27 @@ static void keeper_result(evutil_socket_t fd, short what, void *arg)
             const rd_kafka_topic_result_t **res =
                 rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
             for (size_t i = 0; i < cnt && !*why; i++) {
-                rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
-                if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+                kafka_topics_state v = kafka_topics_verdict(rd_kafka_topic_result_error(res[i]));
+                if (v != KAFKA_TOPICS_DONE)
                     snprintf(why, sizeof(why), "topic %s: %s", rd_kafka_topic_result_name(res[i]),
                              rd_kafka_topic_result_error_string(res[i]));
+                refused = v == KAFKA_TOPICS_REFUSED;
             }
         } else {
             rd_kafka_event_destroy(ev);
             continue;
         }
         rd_kafka_event_destroy(ev);
-        if (*why) {
+        if (refused) {
+            k->state = KAFKA_TOPICS_REFUSED;
+            LOG_KV(LOG_ERROR,
+                   "not allowed to create the topics; they must be created by an operator "
+                   "(topics.partitions and topics.replication say how)",
+                   LOG_STR("error", why), LOG_NUM("attempt", k->attempts));
+        } else if (*why) {
             keeper_retry(k, why);
         } else {
-            k->done = true;
+            k->state = KAFKA_TOPICS_DONE;
             LOG_KV(LOG_INFO, "topics created", LOG_NUM("count", k->n),
                    LOG_NUM("attempts", k->attempts));
         }
@@ -131,9 +154,14 @@ kafka_topics_keeper *kafka_topics_keeper_new(struct event_base *base, kafka_prod
     return k;
 }
 
-bool kafka_topics_keeper_done(const kafka_topics_keeper *k)
+kafka_topics_state kafka_topics_keeper_state(const kafka_topics_keeper *k)
 {
-    return k && k->done;
+    return k ? k->state : KAFKA_TOPICS_ASKING;
+}
+
+long long kafka_topics_keeper_attempts(const kafka_topics_keeper *k)
+{
+    return k ? k->attempts : 0;
 }
 
 void kafka_topics_keeper_free(kafka_topics_keeper *k)

@@ -155,6 +155,34 @@ START_TEST(the_wakeup_serves_what_was_queued_before)
 }
 END_TEST
 
+/* ---- the topic keeper's reading of CreateTopics answers ---- */
+
+static const struct {
+    rd_kafka_resp_err_t err;
+    kafka_topics_state want;
+} verdicts[] = {
+    {RD_KAFKA_RESP_ERR_NO_ERROR, KAFKA_TOPICS_DONE},
+    {RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS, KAFKA_TOPICS_DONE}, /* made before, by anyone */
+    /* what passes: ask again */
+    {RD_KAFKA_RESP_ERR_NOT_CONTROLLER, KAFKA_TOPICS_ASKING},
+    {RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, KAFKA_TOPICS_ASKING},
+    {RD_KAFKA_RESP_ERR__TIMED_OUT, KAFKA_TOPICS_ASKING},
+    {RD_KAFKA_RESP_ERR__TRANSPORT, KAFKA_TOPICS_ASKING},
+    /* more replicas than live brokers: one may come back */
+    {RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR, KAFKA_TOPICS_ASKING},
+    /* not allowed: asking again will not change it */
+    {RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, KAFKA_TOPICS_REFUSED},
+    {RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED, KAFKA_TOPICS_REFUSED},
+};
+
+START_TEST(the_keeper_stops_only_when_created_or_not_allowed)
+{
+    ck_assert_msg(kafka_topics_verdict(verdicts[_i].err) == verdicts[_i].want, "%s: %d, not %d",
+                  rd_kafka_err2name(verdicts[_i].err), kafka_topics_verdict(verdicts[_i].err),
+                  verdicts[_i].want);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("kafka");
@@ -163,5 +191,6 @@ int main(void)
     tcase_add_loop_test(tc, the_message_size_is_what_librdkafka_counts, 0, N(size_cases));
     tcase_add_test(tc, the_wakeup_serves_what_was_queued_before);
     suite_add_tcase(s, tc);
+    tcase_add_loop_test(tc, the_keeper_stops_only_when_created_or_not_allowed, 0, N(verdicts));
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
