@@ -67,6 +67,15 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 EOF
 
+# The pods of deploy/k8s have the fixed names kube play gives them: what a run killed before its
+# cleanup left would stop the next one.
+kube_leftovers_rm() {
+    podman pod ps --format '{{.Name}}' |
+        grep -E '^(cqrs-migrate|(command-gateway|state-processor|projector)-pod-[0-9]+)$' |
+        xargs -r podman pod rm -f >/dev/null 2>&1 || true
+    podman secret rm cqrs-postgres cqrs-jwt >/dev/null 2>&1 || true
+}
+
 CONTAINERS=()
 PROJECT=cqrs-deploy-test-$$
 COMPOSE=()
@@ -84,8 +93,7 @@ cleanup() {
             done
         fi
         podman kube down "$KUBE" >/dev/null 2>&1 || true
-        podman pod ps --format '{{.Name}}' | grep -E '^(cqrs-migrate|(command-gateway|state-processor|projector)-pod-[0-9]+)$' |
-            xargs -r podman pod rm -f >/dev/null 2>&1 || true
+        kube_leftovers_rm
     fi
     for c in "${SECRETS[@]}"; do podman secret rm "$c" >/dev/null 2>&1 || true; done
     if ((${#COMPOSE[@]})); then
@@ -303,6 +311,7 @@ COMPOSE=()
 # PostgreSQL and Kafka, which the manifests take as given, run as containers on the network the
 # pods join, under the host names of the ConfigMap (postgres, postgres-read; kafka for the
 # ConfigMap's brokers, which --set replaces with the one broker here).
+kube_leftovers_rm
 NET=cqrs-kube-test-$$
 podman network create "$NET" >/dev/null
 NETWORKS+=("$NET")

@@ -6,6 +6,10 @@
 #     kubernetes-validate (PyPI, pinned, in a virtualenv under the build folder);
 #   - deploy/systemd/*.service with `systemd-analyze verify`, their ExecStart pointed at this
 #     build's binaries; any message fails;
+#   - every CQRS_ variable a service container is given (in deploy/k8s its env and the ConfigMaps
+#     it takes with envFrom; in the compose file its environment) is a setting of that service's
+#     command, as its --help lists them (kafka.* goes to librdkafka): a service refuses to start
+#     on a key that is not its own;
 #   - every gateway replica can own a reply partition (ADR 0019): in deploy/k8s the autoscaler's
 #     maxReplicas plus the rollout's maxSurge, and in the compose file the gateway services, are
 #     at most the topics' CQRS_TOPICS_PARTITIONS;
@@ -58,6 +62,74 @@ if out=$("$VENV/bin/kubernetes-validate" --strict -k "$KUBE_VERSION" "$REPO"/dep
 else
     log "deploy/k8s: INVALID"
     grep -v ' passed ' <<<"$out" >&2 || true
+    failed=1
+fi
+
+# --- the settings each service is given are its own ---
+if ! "$VENV/bin/python" - "$REPO" "$BUILD" <<'PY'
+import glob, os, re, subprocess, sys
+import yaml
+
+repo, build = sys.argv[1:3]
+known = {}
+
+
+def settings(command):
+    """The CQRS_ variables the command (its binary and subcommand) takes, from its --help."""
+    words = [w for w in command[:2] if not w.startswith("-")]
+    key = tuple(words)
+    if key not in known:
+        out = subprocess.run([os.path.join(build, words[0])] + words[1:] + ["--help"],
+                             capture_output=True, text=True, check=False).stdout
+        known[key] = set(re.findall(r"\bCQRS_[A-Z0-9_]+\b", out))
+        if not known[key]:
+            sys.exit(f"validate.sh: {' '.join(words)} --help lists no settings")
+    return known[key]
+
+
+def check(where, command, names):
+    bad = sorted(n for n in names if n.startswith("CQRS_") and not n.startswith("CQRS_KAFKA_")
+                 and n not in settings(command))
+    words = " ".join(w for w in command[:2] if not w.startswith("-"))
+    for n in bad:
+        errors.append(f"{where}: {n} is not a setting of `{words}`, which would refuse to start")
+    return len(names)
+
+
+errors, checked = [], 0
+docs = []
+for path in sorted(glob.glob(os.path.join(repo, "deploy/k8s/*.yaml"))):
+    with open(path) as f:
+        docs += [d for d in yaml.safe_load_all(f) if d]
+maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d.get("kind") == "ConfigMap"}
+for d in docs:
+    spec = d.get("spec", {})
+    if d.get("kind") != "Pod":
+        spec = spec.get("template", {}).get("spec", {})
+    for c in spec.get("containers", []):
+        command = c.get("command", []) + c.get("args", [])
+        if not command or command[0] not in ("command-gateway", "state-processor"):
+            continue
+        names = [e["name"] for e in c.get("env", [])]
+        for src in c.get("envFrom", []):
+            names += list(maps.get(src.get("configMapRef", {}).get("name"), {}))
+        checked += check(f"deploy/k8s {d['kind']} {d['metadata']['name']}", command, names)
+with open(os.path.join(repo, "deploy/docker-compose.yml")) as f:
+    compose = yaml.safe_load(f)
+for name, svc in compose.get("services", {}).items():
+    command = svc.get("command") or []
+    if command and command[0] in ("command-gateway", "state-processor"):
+        env = svc.get("environment") or {}
+        names = [e.split("=", 1)[0] for e in env] if isinstance(env, list) else list(env)
+        checked += check(f"deploy/docker-compose.yml {name}", command, names)
+for e in errors:
+    print(f"validate.sh: {e}", file=sys.stderr)
+if not errors:
+    print(f"validate.sh: deploy/k8s, deploy/docker-compose.yml: {checked} settings given to "
+          "services, each one of its own", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+then
     failed=1
 fi
 
