@@ -6,9 +6,9 @@ Usage: kube_play.py [--set KEY=VALUE]... OUT_DIR IMAGE SECRETS_DIR MANIFEST...
 Reads the manifests (the multi-document YAML files of deploy/k8s) and writes OUT_DIR/kube.yaml,
 the same objects with only what podman 4.3 cannot take, or what names this deployment, changed:
   - every container image named cqrs-pipeline:<tag> is IMAGE (the image built from the Dockerfile);
-  - the ConfigMap keys given with --set KEY=VALUE are replaced (the brokers and replication of the test's
-    one-node Kafka; the manifests' PostgreSQL host names are given to the test's server as network
-    aliases, so they stay);
+  - the ConfigMap keys given with --set KEY=VALUE are replaced (the brokers and replication of
+    the test's one-node Kafka; the manifests' PostgreSQL host names are given to the test's
+    server as network aliases, so they stay);
   - a Job becomes a Pod of its template (kube play runs no Job);
   - containerPorts are left out, and the probes that name one given its number: podman 4.3
     publishes every containerPort on the host's port of the same number (Kubernetes publishes
