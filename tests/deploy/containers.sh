@@ -278,6 +278,18 @@ post_applied() { # body
     cat "$TMP/cmd.json" >&2
     die "command $id not applied within 60 s"
 }
+# Reads the account AGG from $api with min_version=VERSION: 200, at VERSION, with BALANCE.
+read_account() { # AGG VERSION BALANCE WHERE
+    local status
+    status=$(curl -s -o "$TMP/read.json" -w '%{http_code}' "${auth[@]}" \
+        "$api/v1/aggregates/account/$1?min_version=$2")
+    python3 - "$TMP/read.json" "$status" "$2" "$3" <<'EOF' || die "the projection read $4 is wrong"
+import json, sys
+body = json.load(open(sys.argv[1]))
+assert sys.argv[2] == "200", (sys.argv[2], body)
+assert body["version"] == int(sys.argv[3]) and body["state"]["balance"] == int(sys.argv[4]), body
+EOF
+}
 # Opens the account AGG, deposits 10, 20, 30 and 40 synchronously (each answered 200), taking
 # the APIs in turn, and reads the projection at version 5 with a balance of 100 from the last.
 open_deposit_read() { # AGG WHERE API...
@@ -291,14 +303,7 @@ open_deposit_read() { # AGG WHERE API...
         status=$(post_applied "{\"type\":\"account.deposit\",\"aggregate_id\":\"$agg\",\"payload\":{\"amount\":$amount}}")
         [[ $status == 200 ]] || die "a sync deposit $where was answered $status, not 200"
     done
-    status=$(curl -s -o "$TMP/read.json" -w '%{http_code}' "${auth[@]}" \
-        "$api/v1/aggregates/account/$agg?min_version=5")
-    python3 - "$TMP/read.json" "$status" <<'EOF' || die "the projection read $where is wrong"
-import json, sys
-body = json.load(open(sys.argv[1]))
-assert sys.argv[2] == "200", (sys.argv[2], body)
-assert body["version"] == 5 and body["state"]["balance"] == 100, body
-EOF
+    read_account "$agg" 5 100 "$where"
 }
 # Sync through nginx: whichever gateway takes a request, its reply finds it through Kafka.
 open_deposit_read acc-compose "through nginx" "$api"
@@ -395,4 +400,32 @@ status=$(curl -s -o /dev/null -w '%{http_code}' "$api/v1/aggregates/account")
 # Alternating between the two gateway pods: each relays the answers of its own requests.
 open_deposit_read acc-kube "by a gateway pod" "${gateways[@]}"
 log "deploy/k8s: account.open applied, four sync deposits answered 200 by the two gateway pods, the projection at version 5 with balance 100"
+
+# kill -9 of a gateway and a processor in their containers: the pods' restart policy (Always) starts
+# them again on the same data, the gateway becomes ready by itself, and the aggregate goes on
+# from where it was.
+processor=http://$(pod_ip state-processor-pod-0):8081
+# kill(1), not podman kill: podman restarts no container that a podman command stopped.
+kill -KILL $(podman inspect -f '{{.State.Pid}}' command-gateway-pod-0-gateway state-processor-pod-0-processor)
+api=${gateways[0]}
+# The processor is ready once the group has given it partitions again: after the session of its
+# killed self has timed out.
+ready=0
+for ((i = 0; i < 1200; i++)); do # up to 120 s
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' "$api/readyz") == 200 &&
+        $(curl -s -o /dev/null -w '%{http_code}' "$processor/readyz") == 200 ]]; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+((ready)) || die "the gateway and the processor killed with SIGKILL were not both ready again within 120 s"
+restarts=$(podman inspect -f '{{.RestartCount}}' command-gateway-pod-0-gateway state-processor-pod-0-processor | paste -sd' ')
+for r in $restarts; do
+    ((r >= 1)) || die "a killed container was not restarted (restart counts: $restarts)"
+done
+status=$(post_applied '{"type":"account.deposit","aggregate_id":"acc-kube","payload":{"amount":50}}')
+[[ $status == 200 ]] || die "a sync deposit after the restart was answered $status, not 200"
+read_account acc-kube 6 150 "after the restart"
+log "deploy/k8s: a gateway and a processor killed with SIGKILL were restarted by their pods (restarts: $restarts), both ready again in $((i / 10)) s; a sync deposit then answered 200, the projection at version 6 with balance 150"
 echo "test-deploy: passed"
