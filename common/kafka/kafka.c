@@ -399,63 +399,28 @@ int kafka_ensure_topics(kafka_producer *p, const char *const *topics, size_t n, 
     topics = missing;
     n = nmissing;
     int rc = n == 0 ? 0 : -1;
-    char errstr[512];
-    rd_kafka_NewTopic_t **nt = xcalloc(n ? n : 1, sizeof(*nt));
-    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(p->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_queue_t *q = rd_kafka_queue_new(p->rk);
     rd_kafka_event_t *ev = NULL;
+    timeout_ms = (int)((deadline_us - ids_monotonic_us()) / 1000);
     if (n == 0)
         goto out;
-    timeout_ms = (int)((deadline_us - ids_monotonic_us()) / 1000);
     if (timeout_ms <= 0) {
         snprintf(err, errlen, "no metadata for topic %s from Kafka in time", topics[0]);
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, replication, errstr, sizeof(errstr));
-        if (!nt[i]) {
-            snprintf(err, errlen, "topic %s: %s", topics[i], errstr);
-            goto out;
-        }
-    }
-    if (rd_kafka_AdminOptions_set_operation_timeout(opt, timeout_ms, errstr, sizeof(errstr)) ||
-        rd_kafka_AdminOptions_set_request_timeout(opt, timeout_ms, errstr, sizeof(errstr))) {
-        snprintf(err, errlen, "create topics: %s", errstr);
+    if (kafka_create_topics_send(p->rk, topics, n, partitions, replication, timeout_ms, q, err,
+                                 errlen) != 0)
         goto out;
-    }
-    rd_kafka_CreateTopics(p->rk, nt, n, opt, q);
     ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
-    if (!ev) {
+    if (!ev)
         snprintf(err, errlen, "create topics: no answer within %d ms", timeout_ms);
-        goto out;
-    }
-    if (rd_kafka_event_error(ev)) {
-        snprintf(err, errlen, "create topics: %s", rd_kafka_event_error_string(ev));
-        goto out;
-    }
-    size_t cnt = 0;
-    const rd_kafka_topic_result_t **res =
-        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
-    for (size_t i = 0; i < cnt; i++) {
-        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
-        if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-            snprintf(err, errlen, "topic %s: %s", rd_kafka_topic_result_name(res[i]),
-                     rd_kafka_topic_result_error_string(res[i]));
-            goto out;
-        }
-    }
-    rc = 0;
+    else if (kafka_create_topics_read(ev, err, errlen) == KAFKA_TOPICS_DONE)
+        rc = 0;
 out:
     if (ev)
         rd_kafka_event_destroy(ev);
-    for (size_t i = 0; i < n; i++) {
-        if (nt[i])
-            rd_kafka_NewTopic_destroy(nt[i]);
-    }
-    free(nt);
     free(missing);
     rd_kafka_queue_destroy(q);
-    rd_kafka_AdminOptions_destroy(opt);
     return rc;
 }
 

@@ -121,14 +121,6 @@ typedef struct kafka_topics_keeper kafka_topics_keeper;
 kafka_topics_keeper *kafka_topics_keeper_new(struct event_base *base, kafka_producer *p,
                                              const char *const *topics, size_t n, int partitions,
                                              int replication);
-typedef enum kafka_topics_state {
-    KAFKA_TOPICS_ASKING,  /* not all created yet; asking again */
-    KAFKA_TOPICS_DONE,    /* every topic exists */
-    KAFKA_TOPICS_REFUSED, /* not authorized to create topics: no more asking */
-} kafka_topics_state;
-kafka_topics_state kafka_topics_keeper_state(const kafka_topics_keeper *k);
-/* CreateTopics requests sent so far. */
-long long kafka_topics_keeper_attempts(const kafka_topics_keeper *k);
 void kafka_topics_keeper_free(kafka_topics_keeper *k);
 /* Waits up to timeout_ms for outstanding deliveries. Blocking: shutdown only. */
 int kafka_producer_flush(kafka_producer *p, int timeout_ms);

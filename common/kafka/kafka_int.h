@@ -36,8 +36,22 @@ char *kafka_cluster_id(rd_kafka_t *rk);
 void kafka_wakeup_free(wakeup *w);
 /* The producer's handle. */
 rd_kafka_t *kafka_producer_rk(kafka_producer *p);
-/* What the keeper makes of a CreateTopics answer for one topic. */
+typedef enum kafka_topics_state {
+    KAFKA_TOPICS_ASKING,  /* not all created yet: worth asking again */
+    KAFKA_TOPICS_DONE,    /* every topic exists */
+    KAFKA_TOPICS_REFUSED, /* not authorized to create topics: asking again will not help */
+} kafka_topics_state;
+/* What a CreateTopics answer for one topic means. */
 kafka_topics_state kafka_topics_verdict(rd_kafka_resp_err_t err);
+/*
+ * Sends one CreateTopics request for the topics, its result to q, bounded by timeout_ms. 0, or -1
+ * with err when the request could not be made.
+ */
+int kafka_create_topics_send(rd_kafka_t *rk, const char *const *topics, size_t n, int partitions,
+                             int replication, int timeout_ms, rd_kafka_queue_t *q, char *err,
+                             size_t errlen);
+/* What the answer ev (a CreateTopics result or an error) says; why names the first failure. */
+kafka_topics_state kafka_create_topics_read(rd_kafka_event_t *ev, char *why, size_t whylen);
 /* The partition count of topic from the cluster's metadata; -1 when unknown in timeout_ms. */
 int kafka_rk_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms);
 

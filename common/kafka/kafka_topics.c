@@ -24,8 +24,7 @@ struct kafka_topics_keeper {
     wakeup w;
     struct event *timer;
     int backoff_ms;
-    kafka_topics_state state;
-    long long attempts;
+    long long attempts; /* CreateTopics requests sent */
 };
 
 static void keeper_retry(kafka_topics_keeper *k, const char *why)
@@ -52,36 +51,68 @@ kafka_topics_state kafka_topics_verdict(rd_kafka_resp_err_t err)
     }
 }
 
-/* Asks Kafka to create every topic; one that exists already counts as created. */
-static void keeper_ask(evutil_socket_t fd, short what, void *arg)
+int kafka_create_topics_send(rd_kafka_t *rk, const char *const *topics, size_t n, int partitions,
+                             int replication, int timeout_ms, rd_kafka_queue_t *q, char *err,
+                             size_t errlen)
 {
-    (void)fd, (void)what;
-    kafka_topics_keeper *k = arg;
     char errstr[512];
-    rd_kafka_NewTopic_t **nt = xcalloc(k->n, sizeof(*nt));
-    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(k->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    bool ok = rd_kafka_AdminOptions_set_operation_timeout(opt, KEEPER_REQUEST_MS, errstr,
-                                                          sizeof(errstr)) == 0 &&
-              rd_kafka_AdminOptions_set_request_timeout(opt, KEEPER_REQUEST_MS, errstr,
-                                                        sizeof(errstr)) == 0;
-    for (size_t i = 0; ok && i < k->n; i++) {
-        nt[i] = rd_kafka_NewTopic_new(k->topics[i], k->partitions, k->replication, errstr,
-                                      sizeof(errstr));
-        ok = nt[i] != NULL;
+    rd_kafka_NewTopic_t **nt = xcalloc(n ? n : 1, sizeof(*nt));
+    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    int rc = 0;
+    if (rd_kafka_AdminOptions_set_operation_timeout(opt, timeout_ms, errstr, sizeof(errstr)) ||
+        rd_kafka_AdminOptions_set_request_timeout(opt, timeout_ms, errstr, sizeof(errstr))) {
+        snprintf(err, errlen, "create topics: %s", errstr);
+        rc = -1;
     }
-    k->attempts++;
-    if (ok) {
-        /* librdkafka copies the topics and the options: they may go at once. */
-        rd_kafka_CreateTopics(k->rk, nt, k->n, opt, k->q);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, replication, errstr, sizeof(errstr));
+        if (!nt[i]) {
+            snprintf(err, errlen, "topic %s: %s", topics[i], errstr);
+            rc = -1;
+        }
     }
-    for (size_t i = 0; i < k->n; i++) {
+    /* librdkafka copies the topics and the options: they may go at once. */
+    if (rc == 0)
+        rd_kafka_CreateTopics(rk, nt, n, opt, q);
+    for (size_t i = 0; i < n; i++) {
         if (nt[i])
             rd_kafka_NewTopic_destroy(nt[i]);
     }
     free(nt);
     rd_kafka_AdminOptions_destroy(opt);
-    if (!ok)
-        keeper_retry(k, errstr);
+    return rc;
+}
+
+kafka_topics_state kafka_create_topics_read(rd_kafka_event_t *ev, char *why, size_t whylen)
+{
+    if (rd_kafka_event_error(ev)) {
+        snprintf(why, whylen, "create topics: %s", rd_kafka_event_error_string(ev));
+        return KAFKA_TOPICS_ASKING;
+    }
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+    for (size_t i = 0; i < cnt; i++) {
+        kafka_topics_state v = kafka_topics_verdict(rd_kafka_topic_result_error(res[i]));
+        if (v != KAFKA_TOPICS_DONE) {
+            snprintf(why, whylen, "topic %s: %s", rd_kafka_topic_result_name(res[i]),
+                     rd_kafka_topic_result_error_string(res[i]));
+            return v;
+        }
+    }
+    return KAFKA_TOPICS_DONE;
+}
+
+/* Asks Kafka to create every topic; one that exists already counts as created. */
+static void keeper_ask(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    kafka_topics_keeper *k = arg;
+    char err[512];
+    k->attempts++;
+    if (kafka_create_topics_send(k->rk, (const char *const *)k->topics, k->n, k->partitions,
+                                 k->replication, KEEPER_REQUEST_MS, k->q, err, sizeof(err)) != 0)
+        keeper_retry(k, err);
 }
 
 static void keeper_result(evutil_socket_t fd, short what, void *arg)
@@ -91,39 +122,24 @@ static void keeper_result(evutil_socket_t fd, short what, void *arg)
     kafka_wakeup_drain(&k->w);
     rd_kafka_event_t *ev;
     while ((ev = rd_kafka_queue_poll(k->q, 0)) != NULL) {
-        char why[600] = "";
-        bool refused = false;
-        if (rd_kafka_event_error(ev)) {
-            snprintf(why, sizeof(why), "%s", rd_kafka_event_error_string(ev));
-        } else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_CREATETOPICS_RESULT) {
-            size_t cnt = 0;
-            const rd_kafka_topic_result_t **res =
-                rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
-            for (size_t i = 0; i < cnt && !*why; i++) {
-                kafka_topics_state v = kafka_topics_verdict(rd_kafka_topic_result_error(res[i]));
-                if (v != KAFKA_TOPICS_DONE)
-                    snprintf(why, sizeof(why), "topic %s: %s", rd_kafka_topic_result_name(res[i]),
-                             rd_kafka_topic_result_error_string(res[i]));
-                refused = v == KAFKA_TOPICS_REFUSED;
-            }
-        } else {
+        if (!rd_kafka_event_error(ev) &&
+            rd_kafka_event_type(ev) != RD_KAFKA_EVENT_CREATETOPICS_RESULT) {
             rd_kafka_event_destroy(ev);
             continue;
         }
+        char why[600] = "";
+        kafka_topics_state v = kafka_create_topics_read(ev, why, sizeof(why));
         rd_kafka_event_destroy(ev);
-        if (refused) {
-            k->state = KAFKA_TOPICS_REFUSED;
+        if (v == KAFKA_TOPICS_REFUSED)
             LOG_KV(LOG_ERROR,
                    "not allowed to create the topics; they must be created by an operator "
                    "(topics.partitions and topics.replication say how)",
                    LOG_STR("error", why), LOG_NUM("attempt", k->attempts));
-        } else if (*why) {
+        else if (v == KAFKA_TOPICS_ASKING)
             keeper_retry(k, why);
-        } else {
-            k->state = KAFKA_TOPICS_DONE;
+        else
             LOG_KV(LOG_INFO, "topics created", LOG_NUM("count", k->n),
                    LOG_NUM("attempts", k->attempts));
-        }
     }
 }
 
@@ -152,16 +168,6 @@ kafka_topics_keeper *kafka_topics_keeper_new(struct event_base *base, kafka_prod
     struct timeval now = {0, 0};
     evtimer_add(k->timer, &now);
     return k;
-}
-
-kafka_topics_state kafka_topics_keeper_state(const kafka_topics_keeper *k)
-{
-    return k ? k->state : KAFKA_TOPICS_ASKING;
-}
-
-long long kafka_topics_keeper_attempts(const kafka_topics_keeper *k)
-{
-    return k ? k->attempts : 0;
 }
 
 void kafka_topics_keeper_free(kafka_topics_keeper *k)

@@ -40,6 +40,29 @@ die() {
     log "error: $*"
     exit 1
 }
+# Runs CMD... until it succeeds, for up to SECONDS; 1 when the time is up. A wait on the
+# condition: the 0.1 s pause only spaces the polls.
+wait_until() { # SECONDS CMD...
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+# Whether command ID is applied, as $api answers GET /v1/commands/ID (with $auth, when set);
+# the answer is left in $TMP/cmd.json.
+applied() { # ID
+    curl -s ${auth+"${auth[@]}"} "$api/v1/commands/$1" >"$TMP/cmd.json"
+    grep -q '"status": *"applied"' "$TMP/cmd.json"
+}
+# Whether every URL answers 200.
+all_200() { # URL...
+    local url
+    for url in "$@"; do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]] || return 1
+    done
+}
 
 # --- packages --------------------------------------------------------------------------------
 missing=()
@@ -187,12 +210,7 @@ status=$(curl -s -o "$TMP/open.json" -w '%{http_code}' -H 'Content-Type: applica
     "$api/v1/commands")
 [[ $status == 201 || $status == 202 ]] || { cat "$TMP/open.json" >&2; die "account.open: $status"; }
 id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["command_id"])' "$TMP/open.json")
-for ((i = 0; i < 300; i++)); do
-    curl -s "$api/v1/commands/$id" >"$TMP/cmd.json"
-    grep -q '"status": *"applied"' "$TMP/cmd.json" && break
-    sleep 0.1
-done
-grep -q '"status": *"applied"' "$TMP/cmd.json" || { cat "$TMP/cmd.json" >&2; die "account.open not applied"; }
+wait_until 30 applied "$id" || { cat "$TMP/cmd.json" >&2; die "account.open not applied"; }
 status=$(curl -s -o "$TMP/deposit.json" -w '%{http_code}' -H 'Content-Type: application/json' \
     -d '{"type":"account.deposit","aggregate_id":"acc-deploy","payload":{"amount":42}}' \
     "$api/v1/commands")
@@ -247,36 +265,21 @@ start=$SECONDS
 "${COMPOSE[@]}" up -d --no-build >"$TMP/compose-up.log" 2>&1 ||
     { tail -n 40 "$TMP/compose-up.log" >&2; die "podman-compose up failed"; }
 api=http://127.0.0.1:$lb_port
-ready=0
-for ((i = 0; i < 1800; i++)); do # up to 180 s: Kafka and PostgreSQL start in their containers
-    if [[ $(curl -s -o /dev/null -w '%{http_code}' "$api/readyz") == 200 ]]; then
-        ready=1
-        break
-    fi
-    sleep 0.1
-done
-((ready)) || die "no gateway behind nginx was ready within 180 s"
+# Up to 180 s: Kafka and PostgreSQL start in their containers.
+wait_until 180 all_200 "$api/readyz" || die "no gateway behind nginx was ready within 180 s"
 log "the compose stack answered /readyz 200 through nginx $((SECONDS - start)) s after up"
 status=$(curl -s -o /dev/null -w '%{http_code}' "$api/v1/aggregates/account")
 [[ $status == 401 ]] || die "a read without a token through nginx: $status, not 401"
 
 # POSTs body with the token and follows its command until applied; prints the POST's status.
 post_applied() { # body
-    local status id i
+    local status id
     status=$(curl -s -o "$TMP/post.json" -w '%{http_code}' "${auth[@]}" \
         -H 'Content-Type: application/json' -d "$1" "$api/v1/commands")
     [[ $status == 20[012] ]] || { cat "$TMP/post.json" >&2; die "POST $1: $status"; }
     id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["command_id"])' "$TMP/post.json")
-    for ((i = 0; i < 600; i++)); do
-        curl -s "${auth[@]}" "$api/v1/commands/$id" >"$TMP/cmd.json"
-        if grep -q '"status": *"applied"' "$TMP/cmd.json"; then
-            echo "$status"
-            return
-        fi
-        sleep 0.1
-    done
-    cat "$TMP/cmd.json" >&2
-    die "command $id not applied within 60 s"
+    wait_until 60 applied "$id" || { cat "$TMP/cmd.json" >&2; die "command $id not applied within 60 s"; }
+    echo "$status"
 }
 # Reads the account AGG from $api with min_version=VERSION: 200, at VERSION, with BALANCE.
 read_account() { # AGG VERSION BALANCE WHERE
@@ -368,21 +371,14 @@ for pod in command-gateway-pod-0 command-gateway-pod-1; do
     ip=$(pod_ip "$pod") || die "no pod $pod"
     gateways+=("http://$ip:8080")
 done
-migrated=0
-for ((i = 0; i < 1800; i++)); do # up to 180 s: Kafka and PostgreSQL start in their containers
-    if ((!migrated)); then
-        state=$(podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' cqrs-migrate-migrate)
-        [[ $state == "exited 0" ]] && migrated=1
-    fi
-    ready=$migrated
-    for api in "${gateways[@]}"; do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$api/readyz") == 200 ]] || ready=0
-    done
-    ((ready)) && break
-    sleep 0.1
-done
-((migrated)) || die "the migration pod did not complete within 180 s ($state)"
-((ready)) || die "the gateway pods were not both ready within 180 s"
+migrated() {
+    [[ $(podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' cqrs-migrate-migrate) == "exited 0" ]]
+}
+# Up to 180 s: Kafka and PostgreSQL start in their containers.
+wait_until 180 migrated || die "the migration pod did not complete within 180 s ($(
+    podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' cqrs-migrate-migrate))"
+wait_until 180 all_200 "${gateways[0]}/readyz" "${gateways[1]}/readyz" ||
+    die "the gateway pods were not both ready within 180 s"
 log "deploy/k8s: the migration completed and both gateway pods answered /readyz 200 $((SECONDS - start)) s after kube play"
 for pod in state-processor-pod-0 state-processor-pod-1 state-processor-pod-2 projector-pod-0 projector-pod-1; do
     [[ $(podman pod inspect -f '{{.State}}' "$pod") == Running ]] ||
@@ -407,19 +403,12 @@ log "deploy/k8s: account.open applied, four sync deposits answered 200 by the tw
 processor=http://$(pod_ip state-processor-pod-0):8081
 # kill(1), not podman kill: podman restarts no container that a podman command stopped.
 kill -KILL $(podman inspect -f '{{.State.Pid}}' command-gateway-pod-0-gateway state-processor-pod-0-processor)
+killed=$SECONDS
 api=${gateways[0]}
 # The processor is ready once the group has given it partitions again: after the session of its
 # killed self has timed out.
-ready=0
-for ((i = 0; i < 1200; i++)); do # up to 120 s
-    if [[ $(curl -s -o /dev/null -w '%{http_code}' "$api/readyz") == 200 &&
-        $(curl -s -o /dev/null -w '%{http_code}' "$processor/readyz") == 200 ]]; then
-        ready=1
-        break
-    fi
-    sleep 0.1
-done
-((ready)) || die "the gateway and the processor killed with SIGKILL were not both ready again within 120 s"
+wait_until 120 all_200 "$api/readyz" "$processor/readyz" ||
+    die "the gateway and the processor killed with SIGKILL were not both ready again within 120 s"
 restarts=$(podman inspect -f '{{.RestartCount}}' command-gateway-pod-0-gateway state-processor-pod-0-processor | paste -sd' ')
 for r in $restarts; do
     ((r >= 1)) || die "a killed container was not restarted (restart counts: $restarts)"
@@ -427,5 +416,5 @@ done
 status=$(post_applied '{"type":"account.deposit","aggregate_id":"acc-kube","payload":{"amount":50}}')
 [[ $status == 200 ]] || die "a sync deposit after the restart was answered $status, not 200"
 read_account acc-kube 6 150 "after the restart"
-log "deploy/k8s: a gateway and a processor killed with SIGKILL were restarted by their pods (restarts: $restarts), both ready again in $((i / 10)) s; a sync deposit then answered 200, the projection at version 6 with balance 150"
+log "deploy/k8s: a gateway and a processor killed with SIGKILL were restarted by their pods (restarts: $restarts), both ready again in $((SECONDS - killed)) s; a sync deposit then answered 200, the projection at version 6 with balance 150"
 echo "test-deploy: passed"

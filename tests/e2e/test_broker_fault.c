@@ -332,15 +332,9 @@ static bool every_service_gave_up_at_start(void *arg)
     const cluster *cl = arg;
     const char *logs[] = {"state-processor-0", "projector-0", "command-gateway-0"};
     for (size_t i = 0; i < 3; i++) {
-        char path[400], line[4096];
+        char path[400];
         snprintf(path, sizeof(path), "%s/%s.log", cl->dir, logs[i]);
-        FILE *f = fopen(path, "r");
-        bool said = false;
-        while (f && !said && fgets(line, sizeof(line), f))
-            said = strstr(line, "could not create the") != NULL;
-        if (f)
-            fclose(f);
-        if (!said)
+        if (!file_mentions(path, "could not create the"))
             return false;
     }
     return true;

@@ -134,18 +134,6 @@ END_TEST
 /* The line run.sh prints once the system is up. */
 #define UP_LINE "run.sh: the system is up"
 
-static bool log_has(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    char line[1024];
-    bool found = false;
-    while (f && !found && fgets(line, sizeof(line), f))
-        found = strstr(line, needle) != NULL;
-    if (f)
-        fclose(f);
-    return found;
-}
-
 /*
  * `make run`: once run.sh says the system is up, the gateway is ready and the first sync
  * command gets its result (201), not 202 after its 5 s wait.
@@ -158,7 +146,7 @@ START_TEST(run_sh_up_means_ready)
     snprintf(log, sizeof(log), "%s/run.sh.log", st.run_dir);
     bool up = false;
     for (int i = 0; i < 1800 && !up; i++) { /* 180 s: PostgreSQL's initdb, then the services */
-        up = log_has(log, UP_LINE);
+        up = file_mentions(log, UP_LINE);
         if (!up && waitpid(st.pid, NULL, WNOHANG) == st.pid) {
             st.pid = 0;
             break;

@@ -501,15 +501,9 @@ static bool event_header(const char *subject, const char *name, char *out, size_
 
 static bool log_mentions(const char *service, const char *needle)
 {
-    char path[320], line[4096];
+    char path[320];
     snprintf(path, sizeof(path), "%s/%s-0.log", cl.dir, service);
-    FILE *f = fopen(path, "r");
-    bool seen = false;
-    while (f && !seen && fgets(line, sizeof(line), f))
-        seen = strstr(line, needle) != NULL;
-    if (f)
-        fclose(f);
-    return seen;
+    return file_mentions(path, needle);
 }
 
 /*

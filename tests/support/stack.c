@@ -271,6 +271,21 @@ int stack_kafka_set_all(stack *s, bool up)
     return kafka_nodes_set(s, up, nodes && atoi(nodes) == 3 ? "1 2 3" : "1");
 }
 
+bool file_mentions(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+    while (!found && getline(&line, &cap, f) >= 0)
+        found = strstr(line, needle) != NULL;
+    free(line);
+    fclose(f);
+    return found;
+}
+
 bool stack_process_mentions(const char *needle, char *who, size_t wholen)
 {
     DIR *d = opendir("/proc");

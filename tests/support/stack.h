@@ -50,6 +50,8 @@ void stack_show_logs(const stack *s);
 int stack_kafka_set(stack *s, bool up);
 /* As stack_kafka_set, but every node of a cluster: Kafka away whatever its size. */
 int stack_kafka_set_all(stack *s, bool up);
+/* True if a line of the file at path contains needle (false when it cannot be read). */
+bool file_mentions(const char *path, const char *needle);
 /* True if some process's command line contains needle; who gets a description. */
 bool stack_process_mentions(const char *needle, char *who, size_t wholen);
 /*
