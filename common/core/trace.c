@@ -46,8 +46,12 @@ static void random_hex(char *out, size_t bytes)
         if (getrandom(buf, bytes, 0) != (ssize_t)bytes)
             memset(buf, 0x5a, bytes);
     } while (bytes && memcmp(buf, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", bytes) == 0);
-    for (size_t i = 0; i < bytes; i++)
-        snprintf(out + 2 * i, 3, "%02x", buf[i]);
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < bytes; i++) {
+        out[2 * i] = hex[buf[i] >> 4];
+        out[2 * i + 1] = hex[buf[i] & 15];
+    }
+    out[2 * bytes] = '\0';
 }
 
 void trace_child(const char *parent, char out[TRACE_PARENT_LEN])

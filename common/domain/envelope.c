@@ -1,6 +1,7 @@
 /* envelope.c: CloudEvents binary-mode headers to and from struct envelope. */
 #include "domain/envelope.h"
 
+#include "core/utf8.h"
 #include "core/xalloc.h"
 
 #include <errno.h>
@@ -180,48 +181,9 @@ char *envelope_event_id(const char *tenant, const char *aggregate_type, const ch
     return xasprintf("%s/%s/%s/%lld", tenant, aggregate_type, aggregate_id, version);
 }
 
-/* Well-formed UTF-8; when text, also without the code points a CloudEvents String forbids. */
-static bool utf8_check(const char *s, size_t len, bool text)
-{
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    while (p < end) {
-        unsigned c = *p++;
-        if (c < 0x80) {
-            if (text && (c < 0x20 || c == 0x7f))
-                return false;
-            continue;
-        }
-        size_t more;
-        unsigned cp, min;
-        if (c >= 0xc2 && c <= 0xdf) {
-            more = 1, cp = c & 0x1f, min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            more = 2, cp = c & 0x0f, min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            more = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false; /* a continuation byte first, or a lead byte of an overlong form */
-        }
-        if ((size_t)(end - p) < more)
-            return false;
-        for (size_t k = 0; k < more; k++) {
-            if ((p[k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[k] & 0x3f);
-        }
-        p += more;
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        if (text && ((cp >= 0x80 && cp <= 0x9f) || (cp >= 0xfdd0 && cp <= 0xfdef) ||
-                     (cp & 0xfffe) == 0xfffe))
-            return false;
-    }
-    return true;
-}
-
 bool envelope_utf8_valid(const char *s, size_t len)
 {
-    return utf8_check(s, len, false);
+    return utf8_valid(s, len, false);
 }
 
 bool envelope_tenant_valid(const char *s, size_t len)
@@ -250,7 +212,7 @@ bool envelope_key_valid(const char *s, size_t len)
 bool envelope_aggregate_id_valid(const char *s, size_t len)
 {
     bool dots = (len == 1 || len == 2) && s[0] == '.' && s[len - 1] == '.';
-    return len > 0 && len <= ENVELOPE_MAX_AGGREGATE_ID_LEN && !dots && utf8_check(s, len, true);
+    return len > 0 && len <= ENVELOPE_MAX_AGGREGATE_ID_LEN && !dots && utf8_valid(s, len, true);
 }
 
 /* Visible ASCII, 1..ENVELOPE_MAX_TYPE_LEN: the command types of the domain files are. */

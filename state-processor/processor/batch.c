@@ -2,8 +2,10 @@
 #include "processor/batch.h"
 
 #include "core/ids.h"
+#include "core/jsontext.h"
 #include "pg/pgconn.h"
 #include "http/problem.h"
+#include "processor/relay.h"
 #include "core/xalloc.h"
 
 #include <stdint.h>
@@ -15,7 +17,8 @@ typedef struct agg_row {
     char *tenant, *type, *id;
     long long loaded_version; /* 0: no row */
     long long version;
-    json_t *state; /* NULL when absent or deleted */
+    json_t *state;          /* NULL when absent or deleted */
+    const char *state_text; /* its encoding, by the item that made it (NULL: not made here) */
     bool deleted;
     bool dirty;
 } agg_row;
@@ -215,8 +218,8 @@ static void reset_outcomes(batch_item *it)
     it->version = 0;
     free(it->event_id);
     it->event_id = NULL;
-    json_decref(it->event_data);
-    it->event_data = NULL;
+    free(it->state_text), free(it->body_text), free(it->event_text);
+    it->state_text = it->body_text = it->event_text = NULL;
 }
 
 void batch_reset(batch *b)
@@ -266,44 +269,77 @@ char *batch_partitions_param(const batch *b)
     return pgconn_int_array(b->partitions, b->npartitions);
 }
 
-/* The array as text; NULL (a is freed) when one of its rows could not be built. */
-static char *dump_free(json_t *a, bool complete)
+/* Opens an array of rows in t. */
+static void rows_open(jsontext *t)
 {
-    char *s = complete ? json_dumps(a, JSON_COMPACT) : NULL;
-    json_decref(a);
-    return s;
+    JSONTEXT_LIT(t, "[");
 }
 
-/* Appends row to a; false when it could not be built (json_pack() failed): never dropped. */
-static bool append(json_t *a, json_t *row)
+/* Starts row number n (from 0) of the array in t with its first member name. */
+static void row_start(jsontext *t, size_t *n, const char *first)
 {
-    return row && json_array_append_new(a, row) == 0;
+    if ((*n)++ > 0)
+        JSONTEXT_LIT(t, ",");
+    JSONTEXT_LIT(t, "{\"");
+    jsontext_raw(t, first, strlen(first));
+    JSONTEXT_LIT(t, "\":");
+}
+
+/* Appends ,"name": to the row being written. */
+static void member(jsontext *t, const char *name)
+{
+    JSONTEXT_LIT(t, ",\"");
+    jsontext_raw(t, name, strlen(name));
+    JSONTEXT_LIT(t, "\":");
+}
+
+/* Closes the array of n rows in t: its text, or NULL when a value could not be encoded. */
+static char *rows_close(jsontext *t, size_t n, size_t *count)
+{
+    JSONTEXT_LIT(t, "]");
+    if (count)
+        *count = n;
+    return jsontext_finish(t, NULL);
 }
 
 char *batch_keys_param(const batch *b)
 {
-    json_t *a = json_array();
-    bool ok = true;
-    for (size_t i = b->from; i < b->to && ok; i++) {
+    jsontext t = {0};
+    size_t n = 0;
+    rows_open(&t);
+    for (size_t i = b->from; i < b->to; i++) {
         const batch_item *it = &b->items[i];
-        if (it->recordable)
-            ok = append(a, json_pack("{s:s, s:s, s:s}", "tenant", it->tenant, "key", it->idem_key,
-                                     "id", it->env.id));
+        if (!it->recordable)
+            continue;
+        row_start(&t, &n, "tenant");
+        jsontext_str(&t, it->tenant);
+        member(&t, "key");
+        jsontext_str(&t, it->idem_key);
+        member(&t, "id");
+        jsontext_str(&t, it->env.id);
+        JSONTEXT_LIT(&t, "}");
     }
-    return dump_free(a, ok);
+    return rows_close(&t, n, NULL);
 }
 
 char *batch_aggregates_param(const batch *b)
 {
-    json_t *a = json_array();
-    bool ok = true;
-    for (size_t i = b->from; i < b->to && ok; i++) {
+    jsontext t = {0};
+    size_t n = 0;
+    rows_open(&t);
+    for (size_t i = b->from; i < b->to; i++) {
         const batch_item *it = &b->items[i];
-        if (it->cmd && !it->dead_reason)
-            ok = append(a, json_pack("{s:s, s:s, s:s}", "tenant", it->tenant, "type",
-                                     domain_command_aggregate(it->cmd), "id", it->env.subject));
+        if (!it->cmd || it->dead_reason)
+            continue;
+        row_start(&t, &n, "tenant");
+        jsontext_str(&t, it->tenant);
+        member(&t, "type");
+        jsontext_str(&t, domain_command_aggregate(it->cmd));
+        member(&t, "id");
+        jsontext_str(&t, it->env.subject);
+        JSONTEXT_LIT(&t, "}");
     }
-    return dump_free(a, ok);
+    return rows_close(&t, n, NULL);
 }
 
 void batch_load_offset(batch *b, int partition, long long next_offset)
@@ -394,6 +430,7 @@ int batch_load_aggregate(batch *b, const char *tenant, const char *type, const c
     agg_row *a = agg_get(b, tenant, type, id);
     json_decref(a->state);
     a->state = s;
+    a->state_text = NULL;
     a->loaded_version = a->version = version;
     a->deleted = deleted;
     return 0;
@@ -426,6 +463,60 @@ static void reject_dead(batch_item *it)
            kind == PROBLEM_INVALID_PAYLOAD ? "the payload does not match the schema"
                                            : it->dead_detail,
            errors, -1);
+}
+
+/* Appends the members every applied item's texts begin with. */
+static void applied_head(jsontext *t, const batch_item *it)
+{
+    JSONTEXT_LIT(t, "{\"command_id\":");
+    jsontext_str(t, it->env.id);
+}
+
+static void applied_aggregate(jsontext *t, const batch_item *it, const char *type)
+{
+    JSONTEXT_LIT(t, ",\"aggregate_type\":");
+    jsontext_str(t, type);
+    JSONTEXT_LIT(t, ",\"aggregate_id\":");
+    jsontext_str(t, it->env.subject);
+    JSONTEXT_LIT(t, ",\"version\":");
+    jsontext_int(t, it->version);
+}
+
+/*
+ * The applied item's texts: its new state encoded once, and the reply body and the event's data
+ * built around it, the same members as it->body and as the event's data were as trees.
+ */
+static void encode_applied(batch_item *it, agg_row *a, const char *type)
+{
+    jsontext t = {0};
+    jsontext_json(&t, a->state);
+    it->state_text = jsontext_finish(&t, NULL);
+    a->state_text = it->state_text;
+    if (!it->state_text)
+        return;
+
+    applied_head(&t, it);
+    JSONTEXT_LIT(&t, ",\"status\":\"applied\"");
+    applied_aggregate(&t, it, type);
+    JSONTEXT_LIT(&t, ",\"state\":");
+    jsontext_text(&t, it->state_text);
+    JSONTEXT_LIT(&t, ",\"event\":{\"id\":");
+    jsontext_str(&t, it->event_id);
+    JSONTEXT_LIT(&t, ",\"type\":");
+    jsontext_str(&t, domain_command_event(it->cmd));
+    JSONTEXT_LIT(&t, "}}");
+    it->body_text = jsontext_finish(&t, NULL);
+
+    applied_head(&t, it);
+    JSONTEXT_LIT(&t, ",\"command_type\":");
+    jsontext_str(&t, it->env.type);
+    applied_aggregate(&t, it, type);
+    JSONTEXT_LIT(&t, ",\"payload\":");
+    jsontext_json(&t, it->payload);
+    JSONTEXT_LIT(&t, ",\"state\":");
+    jsontext_text(&t, it->state_text);
+    JSONTEXT_LIT(&t, "}");
+    it->event_text = jsontext_finish(&t, NULL);
 }
 
 static void apply_one(batch *b, batch_item *it)
@@ -475,15 +566,13 @@ static void apply_one(batch *b, batch_item *it)
     it->http_status = created ? 201 : 200;
     it->version = a->version;
     it->event_id = envelope_event_id(it->tenant, type, it->env.subject, a->version);
-    json_t *state = a->state ? json_deep_copy(a->state) : json_null();
-    it->event_data =
-        json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:O}", "command_id", it->env.id, "command_type",
-                  it->env.type, "aggregate_type", type, "aggregate_id", it->env.subject, "version",
-                  a->version, "payload", it->payload, "state", state);
-    it->body = json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:{s:s, s:s}}", "command_id", it->env.id,
-                         "status", "applied", "aggregate_type", type, "aggregate_id",
-                         it->env.subject, "version", a->version, "state", state, "event", "id",
-                         it->event_id, "type", domain_command_event(it->cmd));
+    /* States are never changed in place (the rules make a new one), so the body shares it. */
+    it->body =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:O, s:{s:s, s:s}}", "command_id", it->env.id,
+                  "status", "applied", "aggregate_type", type, "aggregate_id", it->env.subject,
+                  "version", a->version, "state", a->state ? a->state : json_null(), "event", "id",
+                  it->event_id, "type", domain_command_event(it->cmd));
+    encode_applied(it, a, type);
 }
 
 void batch_apply(batch *b)
@@ -524,10 +613,10 @@ void batch_apply(batch *b)
     }
 }
 
-/* The aggregate rows being built, and whether every one could be. */
+/* The aggregate rows being written. */
 typedef struct agg_rows {
-    json_t *a;
-    bool ok;
+    jsontext t;
+    size_t n;
 } agg_rows;
 
 static void add_agg_row(const char *key, void *value, void *arg)
@@ -535,52 +624,99 @@ static void add_agg_row(const char *key, void *value, void *arg)
     (void)key;
     const agg_row *a = value;
     agg_rows *rows = arg;
-    if (!a->dirty || !rows->ok)
+    if (!a->dirty)
         return;
-    rows->ok = append(rows->a, json_pack("{s:s, s:s, s:s, s:I, s:I, s:O, s:b}", "tenant", a->tenant,
-                                         "type", a->type, "id", a->id, "prev_version",
-                                         a->loaded_version, "version", a->version, "state",
-                                         a->state ? a->state : json_null(), "deleted", a->deleted));
+    jsontext *t = &rows->t;
+    row_start(t, &rows->n, "tenant");
+    jsontext_str(t, a->tenant);
+    member(t, "type");
+    jsontext_str(t, a->type);
+    member(t, "id");
+    jsontext_str(t, a->id);
+    member(t, "prev_version");
+    jsontext_int(t, a->loaded_version);
+    member(t, "version");
+    jsontext_int(t, a->version);
+    member(t, "state");
+    if (a->state_text) /* made by this batch: encoded once, with its item */
+        jsontext_text(t, a->state_text);
+    else
+        jsontext_json(t, a->state);
+    member(t, "deleted");
+    jsontext_text(t, a->deleted ? "true" : "false");
+    JSONTEXT_LIT(t, "}");
 }
 
 char *batch_aggregate_rows(const batch *b, size_t *count)
 {
-    agg_rows rows = {json_array(), true};
+    agg_rows rows = {0};
+    rows_open(&rows.t);
     strmap_each(b->aggregates, add_agg_row, &rows);
-    *count = json_array_size(rows.a);
-    return dump_free(rows.a, rows.ok);
+    return rows_close(&rows.t, rows.n, count);
+}
+
+/* Appends the item's reply body: the text made when it was applied, else its tree encoded. */
+static void body_text(jsontext *t, const batch_item *it)
+{
+    if (it->state == ITEM_APPLIED) {
+        if (it->body_text)
+            jsontext_text(t, it->body_text);
+        else
+            t->failed = true; /* its state could not be encoded */
+    } else {
+        jsontext_json(t, it->body);
+    }
 }
 
 char *batch_command_rows(const batch *b, size_t *count)
 {
-    json_t *a = json_array();
-    bool ok = true;
-    for (size_t i = b->from; i < b->to && ok; i++) {
+    jsontext t = {0};
+    size_t n = 0;
+    rows_open(&t);
+    for (size_t i = b->from; i < b->to; i++) {
         const batch_item *it = &b->items[i];
         if (!it->recordable || (it->state != ITEM_APPLIED && it->state != ITEM_REJECTED))
             continue;
         const char *type = it->env.type;
-        const char *dot = strchr(type, '.');
-        char *agg_type = it->cmd ? xstrdup(domain_command_aggregate(it->cmd))
-                                 : xstrndup(type, dot ? (size_t)(dot - type) : strlen(type));
-        json_t *row = json_pack(
-            "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O, s:i, s:I}", "id", it->env.id, "tenant",
-            it->tenant, "idempotency_key", it->idem_key, "type", type, "aggregate_type", agg_type,
-            "aggregate_id", it->env.subject, "status",
-            it->state == ITEM_APPLIED ? "applied" : "rejected", "http_status", it->http_status,
-            "result", it->body, "partition", it->partition, "offset", it->offset);
-        if (row) {
-            json_object_set_new(row, "version",
-                                it->version ? json_integer(it->version) : json_null());
-            json_object_set_new(row, "traceparent",
-                                it->env.traceparent ? json_string(it->env.traceparent)
-                                                    : json_null());
+        row_start(&t, &n, "id");
+        jsontext_str(&t, it->env.id);
+        member(&t, "tenant");
+        jsontext_str(&t, it->tenant);
+        member(&t, "idempotency_key");
+        jsontext_str(&t, it->idem_key);
+        member(&t, "type");
+        jsontext_str(&t, type);
+        member(&t, "aggregate_type");
+        if (it->cmd) {
+            jsontext_str(&t, domain_command_aggregate(it->cmd));
+        } else { /* an unknown type: its aggregate is what comes before the dot */
+            const char *dot = strchr(type, '.');
+            char *agg_type = xstrndup(type, dot ? (size_t)(dot - type) : strlen(type));
+            jsontext_str(&t, agg_type);
+            free(agg_type);
         }
-        ok = append(a, row);
-        free(agg_type);
+        member(&t, "aggregate_id");
+        jsontext_str(&t, it->env.subject);
+        member(&t, "status");
+        jsontext_str(&t, it->state == ITEM_APPLIED ? "applied" : "rejected");
+        member(&t, "http_status");
+        jsontext_int(&t, it->http_status);
+        member(&t, "result");
+        body_text(&t, it);
+        member(&t, "partition");
+        jsontext_int(&t, it->partition);
+        member(&t, "offset");
+        jsontext_int(&t, it->offset);
+        member(&t, "version");
+        if (it->version)
+            jsontext_int(&t, it->version);
+        else
+            JSONTEXT_LIT(&t, "null");
+        member(&t, "traceparent");
+        jsontext_str(&t, it->env.traceparent);
+        JSONTEXT_LIT(&t, "}");
     }
-    *count = json_array_size(a);
-    return dump_free(a, ok);
+    return rows_close(&t, n, count);
 }
 
 json_t *batch_outbox_json(const batch *b)
@@ -590,14 +726,17 @@ json_t *batch_outbox_json(const batch *b)
         const batch_item *it = &b->items[i];
         if (it->state != ITEM_APPLIED)
             continue;
-        json_t *row = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:O, s:s}", "tenant", it->tenant,
-                                "aggregate_type", domain_command_aggregate(it->cmd), "aggregate_id",
-                                it->env.subject, "version", it->version, "event_type",
-                                domain_command_event(it->cmd), "command_id", it->env.id, "payload",
-                                it->event_data, "traceparent", it->traceparent);
+        json_t *row =
+            it->event_text
+                ? json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s}", "tenant", it->tenant,
+                            "aggregate_type", domain_command_aggregate(it->cmd), "aggregate_id",
+                            it->env.subject, "version", it->version, "event_type",
+                            domain_command_event(it->cmd), "command_id", it->env.id,
+                            RELAY_PAYLOAD_TEXT, it->event_text, "traceparent", it->traceparent)
+                : NULL;
         if (row && it->env.tracestate)
             json_object_set_new(row, "tracestate", json_string(it->env.tracestate));
-        if (!append(a, row)) {
+        if (!row || json_array_append_new(a, row) != 0) {
             json_decref(a);
             return NULL;
         }
@@ -607,32 +746,79 @@ json_t *batch_outbox_json(const batch *b)
 
 char *batch_outbox_rows(const batch *b, size_t *count)
 {
-    json_t *a = batch_outbox_json(b);
-    *count = json_array_size(a);
-    return a ? dump_free(a, true) : NULL;
+    jsontext t = {0};
+    size_t n = 0;
+    rows_open(&t);
+    for (size_t i = b->from; i < b->to; i++) {
+        const batch_item *it = &b->items[i];
+        if (it->state != ITEM_APPLIED)
+            continue;
+        row_start(&t, &n, "tenant");
+        jsontext_str(&t, it->tenant);
+        member(&t, "aggregate_type");
+        jsontext_str(&t, domain_command_aggregate(it->cmd));
+        member(&t, "aggregate_id");
+        jsontext_str(&t, it->env.subject);
+        member(&t, "version");
+        jsontext_int(&t, it->version);
+        member(&t, "event_type");
+        jsontext_str(&t, domain_command_event(it->cmd));
+        member(&t, "command_id");
+        jsontext_str(&t, it->env.id);
+        member(&t, "payload");
+        if (it->event_text)
+            jsontext_text(&t, it->event_text);
+        else
+            t.failed = true;
+        member(&t, "traceparent");
+        jsontext_str(&t, it->traceparent);
+        if (it->env.tracestate) {
+            member(&t, "tracestate");
+            jsontext_str(&t, it->env.tracestate);
+        }
+        JSONTEXT_LIT(&t, "}");
+    }
+    return rows_close(&t, n, count);
 }
 
 char *batch_offset_rows(const batch *b, size_t *count)
 {
-    json_t *a = json_array();
-    bool ok = true;
-    for (size_t i = 0; i < b->npartitions && ok; i++) {
+    jsontext t = {0};
+    size_t n = 0;
+    rows_open(&t);
+    for (size_t i = 0; i < b->npartitions; i++) {
         if (b->batch_next[i] <= b->stored_next[i])
             continue;
-        ok = append(a, json_pack("{s:s, s:s, s:i, s:I}", "group_id", b->group, "topic", b->topic,
-                                 "partition", b->partitions[i], "next_offset", b->batch_next[i]));
+        row_start(&t, &n, "group_id");
+        jsontext_str(&t, b->group);
+        member(&t, "topic");
+        jsontext_str(&t, b->topic);
+        member(&t, "partition");
+        jsontext_int(&t, b->partitions[i]);
+        member(&t, "next_offset");
+        jsontext_int(&t, b->batch_next[i]);
+        JSONTEXT_LIT(&t, "}");
     }
-    *count = json_array_size(a);
-    return dump_free(a, ok);
+    return rows_close(&t, n, count);
 }
 
-json_t *batch_reply(const batch_item *it)
+char *batch_reply(const batch_item *it)
 {
     const char *status = it->state == ITEM_APPLIED    ? "applied"
                          : it->state == ITEM_REJECTED ? "rejected"
                          : it->http_status < 400      ? "applied"
                                                       : "rejected";
-    return json_pack("{s:s, s:s, s:i, s:O, s:b}", "command_id", it->env.id, "status", status,
-                     "http_status", it->http_status, "body", it->body ? it->body : json_null(),
-                     "replayed", it->state == ITEM_DUPLICATE);
+    jsontext t = {0};
+    JSONTEXT_LIT(&t, "{\"command_id\":");
+    jsontext_str(&t, it->env.id);
+    JSONTEXT_LIT(&t, ",\"status\":");
+    jsontext_str(&t, status);
+    JSONTEXT_LIT(&t, ",\"http_status\":");
+    jsontext_int(&t, it->http_status);
+    JSONTEXT_LIT(&t, ",\"body\":");
+    body_text(&t, it);
+    JSONTEXT_LIT(&t, ",\"replayed\":");
+    jsontext_text(&t, it->state == ITEM_DUPLICATE ? "true" : "false");
+    JSONTEXT_LIT(&t, "}");
+    return jsontext_finish(&t, NULL);
 }

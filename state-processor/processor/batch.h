@@ -46,10 +46,15 @@ typedef struct batch_item {
 
     item_state state;
     int http_status;
-    json_t *body;                       /* reply body: applied result or problem */
-    long long version;                  /* version produced (applied) or current (rejected) */
-    char *event_id;                     /* applied: "<tenant>/<type>/<id>/<version>" */
-    json_t *event_data;                 /* applied: the event's data */
+    json_t *body;      /* reply body: applied result or problem */
+    long long version; /* version produced (applied) or current (rejected) */
+    char *event_id;    /* applied: "<tenant>/<type>/<id>/<version>" */
+    /* Applied: the new state, the reply body and the event's data as JSON text. The state is
+       encoded once, here, and spliced into the rest: body and event are its one encoding. NULL
+       when it could not be encoded (its rows then fail: batch_refused()). */
+    char *state_text;
+    char *body_text;
+    char *event_text;
     const char *tenant;                 /* borrowed from env or the default */
     const char *idem_key;               /* borrowed from env or the command id */
     char trace_id[TRACE_ID_LEN];        /* of the command's trace, for log lines */
@@ -135,12 +140,13 @@ void batch_apply(batch *b);
 char *batch_aggregate_rows(const batch *b, size_t *count);
 char *batch_command_rows(const batch *b, size_t *count);
 char *batch_outbox_rows(const batch *b, size_t *count);
-/* The outbox rows as a JSON array (caller owns it): for the write and, after COMMIT, the relay;
-   NULL when a row cannot be encoded. */
+/* The outbox rows as the relay takes them (caller owns the array): each event's data as the text
+   the outbox row holds (relay.h: RELAY_PAYLOAD_TEXT); NULL when a row cannot be encoded. */
 json_t *batch_outbox_json(const batch *b);
 char *batch_offset_rows(const batch *b, size_t *count);
 
-/* The reply the gateway waits for: {command_id, status, http_status, body}; caller owns it. */
-json_t *batch_reply(const batch_item *it);
+/* The reply the gateway waits for, as text: {command_id, status, http_status, body, replayed};
+   caller frees it; NULL when it cannot be encoded. */
+char *batch_reply(const batch_item *it);
 
 #endif

@@ -132,9 +132,7 @@ static void send_replies(processor *p, const batch *b)
         const batch_item *it = &b->items[i];
         if (it->env.reply_partition < 0 || !it->recordable || it->state == ITEM_SKIPPED)
             continue;
-        json_t *reply = batch_reply(it);
-        char *value = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
-        json_decref(reply);
+        char *value = batch_reply(it);
         /* Best effort: a lost reply only turns the gateway's answer into a 202. */
         if (!value ||
             kafka_produce(p->producer, p->topic_replies, it->env.reply_partition, it->env.id,
@@ -351,7 +349,7 @@ static void write_rows(processor *p, const char *sql, char *rows, size_t count, 
  */
 static void queue_write(processor *p)
 {
-    size_t n;
+    size_t n = 0;
     char *rows;
     switch (p->write_step++) {
     case 0:
@@ -366,9 +364,8 @@ static void queue_write(processor *p)
     case 2:
         json_decref(p->outbox); /* of a batch that failed before its COMMIT */
         p->outbox = batch_outbox_json(&p->b);
-        n = json_array_size(p->outbox);
-        write_rows(p, write_outbox_sql, p->outbox ? json_dumps(p->outbox, JSON_COMPACT) : NULL, n,
-                   NULL, on_write);
+        rows = p->outbox ? batch_outbox_rows(&p->b, &n) : NULL;
+        write_rows(p, write_outbox_sql, rows, n, NULL, on_write);
         break;
     default:
         rows = batch_offset_rows(&p->b, &n);

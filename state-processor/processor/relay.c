@@ -4,6 +4,7 @@
 #include "core/rfc3339.h"
 #include "domain/envelope.h"
 #include "core/ids.h"
+#include "core/jsontext.h"
 #include "kafka/kafka.h"
 #include "core/log.h"
 #include "pg/pgconn.h"
@@ -18,11 +19,12 @@ struct relay {
     pgconn *pg;
     kafka_producer *producer;
     char *topic;
-    json_t *confirmed; /* outbox keys confirmed by Kafka, not yet marked */
-    json_t *failed;    /* outbox rows Kafka refused or lost, produced again by the retry timer */
-    size_t in_flight;  /* events produced, no delivery report yet */
-    bool marking;      /* an UPDATE is running */
-    bool recovered;    /* the start-up scan has been queued */
+    jsontext confirmed; /* outbox keys confirmed by Kafka, not yet marked: a JSON array's rows */
+    size_t nconfirmed;
+    json_t *failed;   /* outbox rows Kafka refused or lost, produced again by the retry timer */
+    size_t in_flight; /* events produced, no delivery report yet */
+    bool marking;     /* an UPDATE is running */
+    bool recovered;   /* the start-up scan has been queued */
     char started_at[RFC3339_LEN];
     struct event *flush; /* batches the UPDATEs */
     struct event *retry; /* produces the failed rows again */
@@ -79,7 +81,7 @@ static void on_marked(const pgconn_result *res, void *arg)
     if (pgconn_result_status(res) != PGCONN_OK)
         log_kv(LOG_WARN, "outbox: marking published failed (rows will be republished)",
                LOG_FIELDS("error", pgconn_result_error(res)));
-    if (json_array_size(r->confirmed))
+    if (r->nconfirmed)
         event_active(r->flush, 0, 0);
     else if (r->refill_next) /* the page's marks are stored: the next page is new rows */
         refill(r);
@@ -87,10 +89,15 @@ static void on_marked(const pgconn_result *res, void *arg)
 
 static void mark(relay *r)
 {
-    if (r->marking || json_array_size(r->confirmed) == 0)
+    if (r->marking || r->nconfirmed == 0)
         return;
-    char *rows = json_dumps(r->confirmed, JSON_COMPACT);
-    json_array_clear(r->confirmed);
+    JSONTEXT_LIT(&r->confirmed, "]");
+    char *rows = jsontext_finish(&r->confirmed, NULL);
+    r->nconfirmed = 0;
+    if (!rows) { /* the keys were read from rows that made events: they are text */
+        log_warn("outbox: confirmed keys could not be encoded; those rows will be republished");
+        return;
+    }
     char *cluster = kafka_producer_cluster_id(r->producer); /* known: Kafka just confirmed */
     const char *v[] = {rows, cluster};
     if (pgconn_query_prepared(r->pg, mark_sql, 2, v, on_marked, r) == 0)
@@ -128,11 +135,20 @@ static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
     if (json_object_get(row, RELAY_REFILL_TAG) && r->refill_left > 0 && --r->refill_left == 0)
         r->refill_next = true;
     /* The outbox key is what marking needs. */
-    json_array_append_new(
-        r->confirmed, json_pack("{s:O, s:O, s:O, s:O}", "tenant", json_object_get(row, "tenant"),
-                                "aggregate_type", json_object_get(row, "aggregate_type"),
-                                "aggregate_id", json_object_get(row, "aggregate_id"), "version",
-                                json_object_get(row, "version")));
+    jsontext *t = &r->confirmed;
+    if (r->nconfirmed++)
+        JSONTEXT_LIT(t, ",");
+    else
+        JSONTEXT_LIT(t, "[");
+    JSONTEXT_LIT(t, "{\"tenant\":");
+    jsontext_str(t, json_string_value(json_object_get(row, "tenant")));
+    JSONTEXT_LIT(t, ",\"aggregate_type\":");
+    jsontext_str(t, json_string_value(json_object_get(row, "aggregate_type")));
+    JSONTEXT_LIT(t, ",\"aggregate_id\":");
+    jsontext_str(t, json_string_value(json_object_get(row, "aggregate_id")));
+    JSONTEXT_LIT(t, ",\"version\":");
+    jsontext_int(t, json_integer_value(json_object_get(row, "version")));
+    JSONTEXT_LIT(t, "}");
     json_decref(row);
     if (!r->marking)
         event_active(r->flush, 0, 0);
@@ -169,7 +185,9 @@ static bool publish_one(relay *r, json_t *row)
     long long version = json_integer_value(json_object_get(row, "version"));
     const char *event_type = json_string_value(json_object_get(row, "event_type"));
     json_t *payload = json_object_get(row, "payload");
-    if (!tenant || !type || !id || version <= 0 || !event_type || !json_is_object(payload)) {
+    const char *text = json_string_value(json_object_get(row, RELAY_PAYLOAD_TEXT));
+    if (!tenant || !type || !id || version <= 0 || !event_type ||
+        !(text || json_is_object(payload))) {
         char key[512];
         row_key(row, key, sizeof(key));
         malformed(r, key,
@@ -177,13 +195,15 @@ static bool publish_one(relay *r, json_t *row)
                   "a positive integer and payload an object");
         return false;
     }
-    char *value = json_dumps(payload, JSON_COMPACT);
-    if (!value) {
+    char *value = text ? NULL : json_dumps(payload, JSON_COMPACT);
+    if (!text && !value) {
         char key[512];
         row_key(row, key, sizeof(key));
         malformed(r, key, "the payload cannot be encoded as JSON");
         return false;
     }
+    if (!text)
+        text = value;
     char *event_id = envelope_event_id(tenant, type, id, version);
     char now[RFC3339_LEN];
     rfc3339_now(now);
@@ -203,8 +223,8 @@ static bool publish_one(relay *r, json_t *row)
     char scratch[64];
     size_t nh = envelope_to_headers(&e, h, scratch);
     json_t *held = json_incref(row); /* the delivery report's opaque; rows are never changed */
-    if (kafka_produce(r->producer, r->topic, -1, id, strlen(id), value, strlen(value), h, nh,
-                      held) == KAFKA_OK) {
+    if (kafka_produce(r->producer, r->topic, -1, id, strlen(id), text, strlen(text), h, nh, held) ==
+        KAFKA_OK) {
         r->in_flight++;
     } else {
         log_kv(LOG_WARN, "event not enqueued, will retry", LOG_FIELDS("event_id", event_id));
@@ -335,7 +355,6 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
         "outbox rows that cannot make an event: logged, left unpublished for an operator", NULL);
     r->base = base;
     r->topic = xstrdup(events_topic);
-    r->confirmed = json_array();
     r->failed = json_array();
     rfc3339_now(r->started_at);
     r->flush = event_new(base, -1, 0, on_flush, r);
@@ -355,7 +374,7 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
 
 size_t relay_backlog(const relay *r)
 {
-    return r->in_flight + json_array_size(r->confirmed) + json_array_size(r->failed);
+    return r->in_flight + r->nconfirmed + json_array_size(r->failed);
 }
 
 void relay_free(relay *r)
@@ -384,7 +403,7 @@ void relay_free(relay *r)
     if (r->learn)
         event_free(r->learn);
     free(r->cluster);
-    json_decref(r->confirmed);
+    jsontext_free(&r->confirmed);
     json_decref(r->failed);
     free(r->topic);
     free(r);

@@ -21,10 +21,14 @@ typedef struct relay relay;
  */
 relay *relay_new(struct event_base *base, const char *conninfo, const config_props *kafka_props,
                  const char *events_topic, metrics *m, char *err, size_t errlen);
+/* A row member that carries the event's data already encoded, in place of "payload": the
+   processor's rows, whose data it encoded once for the outbox write (a JSON string). */
+#define RELAY_PAYLOAD_TEXT "payload_text"
+
 /*
  * Publishes committed outbox rows: a JSON array of {tenant, aggregate_type, aggregate_id,
- * version, event_type, command_id, payload} (borrowed). A row that cannot make an event (a
- * member missing or of the wrong type) is logged at error level and counted in
+ * version, event_type, command_id, payload or RELAY_PAYLOAD_TEXT} (borrowed). A row that cannot
+ * make an event (a member missing or of the wrong type) is logged at error level and counted in
  * relay_outbox_rows_malformed_total, never produced: it stays unpublished in the outbox for an
  * operator.
  */

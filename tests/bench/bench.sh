@@ -35,6 +35,8 @@
 #   BENCH_ONLY      the comparisons to run, of: http apply growth sync parked (default: all)
 #   BENCH_FLAGS     extra flags for every gateway and processor (e.g. --kafka.linger.ms=0)
 #   BENCH_FLOOR_ROUNDS  round trips (and commits) of each floor measurement (default: 1000)
+#   BENCH_PROFILE   a folder: each processor drain is recorded there by `perf record` with
+#                   DWARF call graphs (perf-<group>.data)
 #   BENCH_QUICK     1: the headline ratios in a few minutes (one round, 5 s runs, 20,000
 #                   commands, comparisons 1 to 3); the settings above still override it
 set -euo pipefail
@@ -331,6 +333,12 @@ drain_run() { # bench name round db prefix group total extra
     start_service state-processor "$group" "$db" --topic.prefix="$prefix" --group.id="$group" \
         --http.port="$port" --log.level=warn --batch.max="$BATCH"
     pid=$STARTED
+    local perf_pid=""
+    if [[ -n ${BENCH_PROFILE:-} ]]; then
+        mkdir -p "$BENCH_PROFILE"
+        perf record -q --call-graph dwarf,16384 -F 999 -p "$pid" -o "$BENCH_PROFILE/perf-$group.data" 2>/dev/null &
+        perf_pid=$!
+    fi
     # Timed from the first stored offset to the last: start-up and the group join are left out.
     for ((i = 0; i < 6000; i++)); do
         n=$(psql -qAt "$db" -c "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = '$group'" 2>/dev/null || echo 0)
@@ -355,6 +363,10 @@ drain_run() { # bench name round db prefix group total extra
     k1=$(cpu_ticks "${kp[@]}")
     local batches # transactions, over the whole run: the mean batch is total / batches
     batches=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '$1 == "processor_batches_total" {print $2}')
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid"
+        wait "$perf_pid" || true
+    fi
     kill -TERM "$pid"
     wait "$pid" || true
     local applied

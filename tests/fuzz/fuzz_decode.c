@@ -98,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(batch_outbox_rows(&b, &count));
     free(batch_offset_rows(&b, &count));
     for (size_t i = 0; i < b.n; i++)
-        json_decref(batch_reply(&b.items[i]));
+        free(batch_reply(&b.items[i]));
     batch_clear(&b);
     free(text);
     return 0;
