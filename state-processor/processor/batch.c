@@ -31,9 +31,21 @@ typedef struct known_cmd {
     json_t *result;
 } known_cmd;
 
+/* "a<US>b<US>c", or "a<US>b" when c is NULL: a map key (caller frees). */
 static char *join3(const char *a, const char *b, const char *c)
 {
-    return c ? xasprintf("%s\x1f%s\x1f%s", a, b, c) : xasprintf("%s\x1f%s", a, b);
+    const char *parts[3] = {a, b, c};
+    size_t lens[3] = {strlen(a), strlen(b), c ? strlen(c) : 0};
+    char *key = xmalloc(lens[0] + lens[1] + lens[2] + 3);
+    char *at = key;
+    for (int i = 0; i < 3 && parts[i]; i++) {
+        if (i)
+            *at++ = '\x1f';
+        memcpy(at, parts[i], lens[i]);
+        at += lens[i];
+    }
+    *at = '\0';
+    return key;
 }
 
 static void dead(batch_item *it, const char *reason, const char *detail)
@@ -42,23 +54,46 @@ static void dead(batch_item *it, const char *reason, const char *detail)
     it->dead_detail = xstrdup(detail);
 }
 
+/* Copies n bytes and a NUL to *at, which moves past them; returns where they begin. */
+static const char *copy_out(char **at, const char *src, size_t n)
+{
+    char *dst = *at;
+    if (n)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+    *at += n + 1;
+    return dst;
+}
+
+/* Copies the message's key, value and headers into one allocation (it->raw). */
+static void copy_raw(batch_item *it, const kafka_message *m)
+{
+    size_t vlen = m->value ? m->len : 0;
+    size_t size = (m->nheaders + 1) * sizeof(header) + (m->key ? m->key_len + 1 : 0) + vlen + 1;
+    for (size_t i = 0; i < m->nheaders; i++)
+        size += strlen(m->headers[i].name) + 1 + m->headers[i].len + 1;
+    header *h = it->raw = xmalloc(size);
+    char *at = (char *)(h + m->nheaders + 1);
+    for (size_t i = 0; i < m->nheaders; i++) {
+        h[i].name = copy_out(&at, m->headers[i].name, strlen(m->headers[i].name));
+        h[i].len = m->headers[i].value ? m->headers[i].len : 0;
+        h[i].value = copy_out(&at, m->headers[i].value, h[i].len);
+    }
+    h[m->nheaders] = (header){0};
+    it->headers = h;
+    it->nheaders = m->nheaders;
+    it->key = m->key ? copy_out(&at, m->key, m->key_len) : NULL;
+    it->key_len = m->key ? m->key_len : 0;
+    it->value = copy_out(&at, m->value, vlen);
+    it->len = vlen;
+}
+
 static void decode_one(batch_item *it, const domain_registry *reg, const kafka_message *m,
                        const char *default_tenant)
 {
     it->partition = m->partition;
     it->offset = m->offset;
-    it->key = m->key ? xstrndup(m->key, m->key_len) : NULL;
-    it->key_len = m->key ? m->key_len : 0;
-    it->value = xstrndup(m->value ? m->value : "", m->value ? m->len : 0);
-    it->len = m->value ? m->len : 0;
-    it->headers = xcalloc(m->nheaders + 1, sizeof(header));
-    for (size_t i = 0; i < m->nheaders; i++) {
-        it->headers[i].name = xstrdup(m->headers[i].name);
-        it->headers[i].value =
-            xstrndup(m->headers[i].value ? m->headers[i].value : "", m->headers[i].len);
-        it->headers[i].len = m->headers[i].len;
-    }
-    it->nheaders = m->nheaders;
+    copy_raw(it, m);
     it->env.expected_version = -1;
     it->env.reply_partition = -1;
 
@@ -248,12 +283,7 @@ void batch_clear(batch *b)
     for (size_t i = 0; i < b->n; i++) {
         batch_item *it = &b->items[i];
         reset_outcomes(it);
-        for (size_t h = 0; h < it->nheaders; h++) {
-            free((char *)(uintptr_t)it->headers[h].name);
-            free((char *)(uintptr_t)it->headers[h].value);
-        }
-        free(it->headers);
-        free(it->key), free(it->value);
+        free(it->raw);
         envelope_clear(&it->env);
         json_decref(it->payload);
         free(it->dead_reason), free(it->dead_detail);

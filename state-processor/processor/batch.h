@@ -26,15 +26,17 @@ typedef enum {
 } item_state;
 
 typedef struct batch_item {
-    /* Where it came from, and a copy of the raw message for the dead-letter topic. */
+    /* Where it came from, and a copy of the raw message for the dead-letter topic: key, value
+       and headers all in the one allocation raw (the value and header values NUL-terminated). */
     int partition;
     long long offset;
-    char *key;
+    const char *key; /* NULL when it has none */
     size_t key_len;
-    char *value;
+    const char *value;
     size_t len;
-    header *headers; /* names and values owned by the item */
+    const header *headers;
     size_t nheaders;
+    void *raw;
 
     envelope env; /* valid when dead_reason is NULL or the id is known */
     const domain_command *cmd;
