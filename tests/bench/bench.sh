@@ -35,8 +35,8 @@
 #   BENCH_ONLY      the comparisons to run, of: http apply growth sync parked (default: all)
 #   BENCH_FLAGS     extra flags for every gateway and processor (e.g. --kafka.linger.ms=0)
 #   BENCH_FLOOR_ROUNDS  round trips (and commits) of each floor measurement (default: 1000)
-#   BENCH_PROFILE   a folder: each processor drain is recorded there by `perf record` with
-#                   DWARF call graphs (perf-<group>.data)
+#   BENCH_PROFILE   a folder: each processor drain and each gateway run of 1 is recorded there
+#                   by `perf record` with DWARF call graphs (perf-<group>.data, perf-gateway-<round>.data)
 #   BENCH_QUICK     1: the headline ratios in a few minutes (one round, 5 s runs, 20,000
 #                   commands, comparisons 1 to 3); the settings above still override it
 set -euo pipefail
@@ -268,6 +268,22 @@ for p in "$BARE_PORT" "$NGINX_PORT"; do
 done
 nginx_pids() { echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"); }
 
+# BENCH_PROFILE: perf records a process (DWARF call graphs) from profile_start to profile_stop.
+PROFILE_PID=""
+profile_start() { # pid name
+    [[ -n ${BENCH_PROFILE:-} ]] || return 0
+    mkdir -p "$BENCH_PROFILE"
+    perf record -q --call-graph dwarf,16384 -F 999 -p "$1" -o "$BENCH_PROFILE/perf-$2.data" \
+        2>/dev/null &
+    PROFILE_PID=$!
+}
+profile_stop() {
+    [[ -n $PROFILE_PID ]] || return 0
+    kill -INT "$PROFILE_PID"
+    wait "$PROFILE_PID" || true
+    PROFILE_PID=""
+}
+
 # One wrk run against a server: appends a result line. The gateway's runs also count the CPU of
 # PostgreSQL and Kafka, which it drives.
 http_run() { # name port round
@@ -281,8 +297,10 @@ http_run() { # name port round
     g0=$(cpu_ticks "${pids[@]}")
     pg0=$(pg_cpu)
     k0=$(cpu_ticks "${kp[@]}")
+    [[ $name != gateway ]] || profile_start "$GW_PID" "gateway-$round"
     out=$(wrk -t2 -c"$CONNS" -d"${SECONDS_PER_RUN}s" -s tests/bench/post.lua \
         "http://127.0.0.1:$port/v1/commands" 2>&1) || die "wrk failed: $out"
+    profile_stop
     g1=$(cpu_ticks "${pids[@]}")
     pg1=$(pg_cpu)
     k1=$(cpu_ticks "${kp[@]}")
@@ -333,12 +351,7 @@ drain_run() { # bench name round db prefix group total extra
     start_service state-processor "$group" "$db" --topic.prefix="$prefix" --group.id="$group" \
         --http.port="$port" --log.level=warn --batch.max="$BATCH"
     pid=$STARTED
-    local perf_pid=""
-    if [[ -n ${BENCH_PROFILE:-} ]]; then
-        mkdir -p "$BENCH_PROFILE"
-        perf record -q --call-graph dwarf,16384 -F 999 -p "$pid" -o "$BENCH_PROFILE/perf-$group.data" 2>/dev/null &
-        perf_pid=$!
-    fi
+    profile_start "$pid" "$group"
     # Timed from the first stored offset to the last: start-up and the group join are left out.
     for ((i = 0; i < 6000; i++)); do
         n=$(psql -qAt "$db" -c "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = '$group'" 2>/dev/null || echo 0)
@@ -363,10 +376,7 @@ drain_run() { # bench name round db prefix group total extra
     k1=$(cpu_ticks "${kp[@]}")
     local batches # transactions, over the whole run: the mean batch is total / batches
     batches=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '$1 == "processor_batches_total" {print $2}')
-    if [[ -n $perf_pid ]]; then
-        kill -INT "$perf_pid"
-        wait "$perf_pid" || true
-    fi
+    profile_stop
     kill -TERM "$pid"
     wait "$pid" || true
     local applied
