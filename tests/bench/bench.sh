@@ -34,6 +34,7 @@
 #   BENCH_GROWTH_COMMANDS  deposits each of its runs applies (default: 20000)
 #   BENCH_ONLY      the comparisons to run, of: http apply growth sync parked (default: all)
 #   BENCH_FLAGS     extra flags for every gateway and processor (e.g. --kafka.linger.ms=0)
+#   BENCH_GATEWAY_FLAGS  extra flags for the gateways only (e.g. --workers=1)
 #   BENCH_FLOOR_ROUNDS  round trips (and commits) of each floor measurement (default: 1000)
 #   BENCH_PROFILE   a folder: each processor drain and each gateway run of 1 is recorded there
 #                   by `perf record` with DWARF call graphs (perf-<group>.data, perf-gateway-<round>.data)
@@ -189,6 +190,7 @@ fi
 KAFKA_ARGS=(--kafka.bootstrap.servers="$BOOTSTRAP")
 read -r -a EXTRA_FLAGS <<<"${BENCH_FLAGS:-}"
 KAFKA_ARGS+=("${EXTRA_FLAGS[@]}")
+read -r -a GW_FLAGS <<<"${BENCH_GATEWAY_FLAGS:-}"
 # The mock cluster holds each fetch for the whole fetch.wait.max.ms, and ends a rebalance only
 # when the session timeout expires.
 [[ $BENCH_KAFKA == real ]] || KAFKA_ARGS+=(--kafka.fetch.wait.max.ms=5 --kafka.session.timeout.ms=6000)
@@ -201,6 +203,22 @@ make_db() { # name
 }
 # Starts build/BINARY on CONNINFO with the Kafka flags and FLAGS, its log in $TMP/LOG.log; sets
 # STARTED to its pid, which is stopped on exit.
+# BENCH_PROFILE: perf records a process (DWARF call graphs) from profile_start to profile_stop.
+PROFILE_PID=""
+profile_start() { # pid name
+    [[ -n ${BENCH_PROFILE:-} ]] || return 0
+    mkdir -p "$BENCH_PROFILE"
+    perf record -q --call-graph dwarf,16384 -F 999 -p "$1" -o "$BENCH_PROFILE/perf-$2.data" \
+        2>/dev/null &
+    PROFILE_PID=$!
+}
+profile_stop() {
+    [[ -n $PROFILE_PID ]] || return 0
+    kill -INT "$PROFILE_PID"
+    wait "$PROFILE_PID" || true
+    PROFILE_PID=""
+}
+
 start_service() { # binary log conninfo flags...
     local bin=$1 name=$2 db=$3
     shift 3
@@ -229,7 +247,7 @@ GW_DB=$(make_db bench_gateway)
 migrate "$GW_DB"
 GW_PORT=$(free_port)
 start_service command-gateway gateway "$GW_DB" --topic.prefix=bench- --http.port="$GW_PORT" \
-    --log.level=warn --auth.mode=off
+    --log.level=warn --auth.mode=off "${GW_FLAGS[@]}"
 GW_PID=$STARTED
 wait_http "$GW_PORT" /readyz || die "command-gateway did not become ready (see $TMP/gateway.log)"
 
@@ -267,22 +285,6 @@ for p in "$BARE_PORT" "$NGINX_PORT"; do
     wait_http "$p" / || die "a baseline server did not start on port $p"
 done
 nginx_pids() { echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"); }
-
-# BENCH_PROFILE: perf records a process (DWARF call graphs) from profile_start to profile_stop.
-PROFILE_PID=""
-profile_start() { # pid name
-    [[ -n ${BENCH_PROFILE:-} ]] || return 0
-    mkdir -p "$BENCH_PROFILE"
-    perf record -q --call-graph dwarf,16384 -F 999 -p "$1" -o "$BENCH_PROFILE/perf-$2.data" \
-        2>/dev/null &
-    PROFILE_PID=$!
-}
-profile_stop() {
-    [[ -n $PROFILE_PID ]] || return 0
-    kill -INT "$PROFILE_PID"
-    wait "$PROFILE_PID" || true
-    PROFILE_PID=""
-}
 
 # One wrk run against a server: appends a result line. The gateway's runs also count the CPU of
 # PostgreSQL and Kafka, which it drives.
@@ -510,7 +512,7 @@ SYNC_PROC=$STARTED
 wait_http "$SYNC_HTTP" /readyz || die "state-processor did not become ready (see $TMP/sync-processor.log)"
 SYNC_PORT=$(free_port)
 start_service command-gateway sync-gateway "$SYNC_DB" --topic.prefix=sync- \
-    --http.port="$SYNC_PORT" --log.level=warn --auth.mode=off
+    --http.port="$SYNC_PORT" --log.level=warn --auth.mode=off "${GW_FLAGS[@]}"
 SYNC_GW=$STARTED
 wait_http "$SYNC_PORT" /readyz || die "command-gateway did not become ready (see $TMP/sync-gateway.log)"
 "$BUILD/bench/fill" "$BOOTSTRAP" sync-commands 4 "$ACCOUNTS" 0 >/dev/null || die "opening the accounts failed"
