@@ -53,10 +53,11 @@ void jsontext_str(jsontext *t, const char *s)
             if (named) {
                 *out++ = *named;
             } else {
-                memcpy(out, "u00", 3);
-                out[3] = hex[c >> 4];
-                out[4] = hex[c & 15];
-                out += 5;
+                *out++ = 'u';
+                *out++ = '0';
+                *out++ = '0';
+                *out++ = hex[c >> 4];
+                *out++ = hex[c & 15];
             }
         } else {
             *out++ = (char)c;
