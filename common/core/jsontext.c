@@ -4,7 +4,6 @@
 #include "core/utf8.h"
 #include "core/xalloc.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,9 +68,17 @@ void jsontext_str(jsontext *t, const char *s)
 
 void jsontext_int(jsontext *t, long long v)
 {
-    char digits[24];
-    int n = snprintf(digits, sizeof(digits), "%lld", v);
-    jsontext_raw(t, digits, (size_t)n);
+    char digits[24]; /* filled from the end */
+    char *at = digits + sizeof(digits);
+    /* Through the magnitude as unsigned: -LLONG_MIN does not fit a long long. */
+    unsigned long long m = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--at = (char)('0' + m % 10);
+        m /= 10;
+    } while (m);
+    if (v < 0)
+        *--at = '-';
+    jsontext_raw(t, at, (size_t)(digits + sizeof(digits) - at));
 }
 
 void jsontext_json(jsontext *t, const json_t *v)

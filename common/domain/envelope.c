@@ -181,11 +181,6 @@ char *envelope_event_id(const char *tenant, const char *aggregate_type, const ch
     return xasprintf("%s/%s/%s/%lld", tenant, aggregate_type, aggregate_id, version);
 }
 
-bool envelope_utf8_valid(const char *s, size_t len)
-{
-    return utf8_valid(s, len, false);
-}
-
 bool envelope_tenant_valid(const char *s, size_t len)
 {
     if (len == 0 || len > ENVELOPE_MAX_TENANT_LEN)
@@ -237,7 +232,7 @@ int envelope_check_command(const envelope *e, char *err, size_t errlen)
                  ENVELOPE_MAX_AGGREGATE_ID_LEN,
                  len > ENVELOPE_MAX_AGGREGATE_ID_LEN ? "too long"
                  : len == 0                          ? "empty"
-                 : !envelope_utf8_valid(s, len)      ? "not valid UTF-8"
+                 : !utf8_valid(s, len, false)        ? "not valid UTF-8"
                                                      : "a control character, a noncharacter, "
                                                        "\".\" or \"..\"");
         return -1;

@@ -91,9 +91,6 @@ size_t envelope_to_headers(const envelope *e, header out[ENVELOPE_MAX_HEADERS], 
 int envelope_from_headers(envelope *e, const header *h, size_t n, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* True when s[0..len) is well-formed UTF-8 (no overlong forms, surrogates or code points past
-   U+10FFFF). */
-bool envelope_utf8_valid(const char *s, size_t len);
 /* True for a tenant name: 1..ENVELOPE_MAX_TENANT_LEN of [A-Za-z0-9._-]. */
 bool envelope_tenant_valid(const char *s, size_t len);
 /* True for an idempotency key: 1..ENVELOPE_MAX_KEY_LEN bytes of printable ASCII (0x20..0x7e). */

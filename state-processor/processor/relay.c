@@ -195,15 +195,13 @@ static bool publish_one(relay *r, json_t *row)
                   "a positive integer and payload an object");
         return false;
     }
-    char *value = text ? NULL : json_dumps(payload, JSON_COMPACT);
-    if (!text && !value) {
+    char *value = NULL; /* the payload encoded here, when the row has no text of it */
+    if (!text && !(text = value = json_dumps(payload, JSON_COMPACT))) {
         char key[512];
         row_key(row, key, sizeof(key));
         malformed(r, key, "the payload cannot be encoded as JSON");
         return false;
     }
-    if (!text)
-        text = value;
     char *event_id = envelope_event_id(tenant, type, id, version);
     char now[RFC3339_LEN];
     rfc3339_now(now);

@@ -3,6 +3,7 @@
 
 #include "core/rfc3339.h"
 #include "core/strmap.h"
+#include "core/utf8.h"
 #include "core/xalloc.h"
 
 #include <stdint.h>
@@ -13,11 +14,7 @@
 /* True when the bytes are UTF-8 text without NUL: what jsonb and text columns can hold. */
 static bool is_text(const char *s, size_t len)
 {
-    if (memchr(s, '\0', len))
-        return false;
-    json_t *j = json_stringn(s, len); /* NULL for invalid UTF-8 */
-    json_decref(j);
-    return j != NULL;
+    return !memchr(s, '\0', len) && utf8_valid(s, len, false);
 }
 
 /* A copy of s (len bytes) that PostgreSQL takes as text: other bytes become '?'. */

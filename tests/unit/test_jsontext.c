@@ -4,6 +4,7 @@
 
 #include <check.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,22 @@ START_TEST(a_string_reads_back_as_written)
     json_decref(v);
     free(text);
     ck_assert_ptr_null(t.data); /* the buffer is empty again */
+}
+END_TEST
+
+/* Integers at every width, both signs and both ends of the range, as their decimal text. */
+static const long long integers[] = {
+    0, 7, -7, 10, -10, 1234567890123LL, 9223372036854775807LL, -9223372036854775807LL - 1};
+
+START_TEST(an_integer_is_written_in_decimal)
+{
+    char want[32];
+    snprintf(want, sizeof(want), "%lld", integers[_i]);
+    jsontext t = {0};
+    jsontext_int(&t, integers[_i]);
+    char *text = jsontext_finish(&t, NULL);
+    ck_assert_str_eq(text, want);
+    free(text);
 }
 END_TEST
 
@@ -117,6 +134,7 @@ int main(void)
     Suite *s = suite_create("jsontext");
     TCase *tc = tcase_create("jsontext");
     tcase_add_loop_test(tc, a_string_reads_back_as_written, 0, N(strings));
+    tcase_add_loop_test(tc, an_integer_is_written_in_decimal, 0, N(integers));
     tcase_add_loop_test(tc, a_string_that_is_not_utf8_fails_the_text, 0, N(not_utf8));
     tcase_add_test(tc, a_tree_is_spliced_at_any_fill);
     tcase_add_test(tc, encoded_text_is_spliced_as_it_is);
