@@ -274,8 +274,6 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
         }
         out->expected_version = json_integer_value(ev);
     }
-    if (h->if_match && (problem = if_match(out, h->if_match)))
-        goto done;
     if (h->idempotency_key) {
         out->idempotency_key = intake_parse_key(h->idempotency_key);
         if (!out->idempotency_key) {
@@ -286,6 +284,10 @@ json_t *intake_parse(intake *out, const domain_registry *reg, const char *body, 
             goto done;
         }
     }
+    /* Last of the checks: a precondition is evaluated only for a request that would otherwise
+       succeed, so every 400 comes before If-Match's 412 (RFC 9110 section 13.2.1). */
+    if (h->if_match && (problem = if_match(out, h->if_match)))
+        goto done;
     /* Trace context that does not parse is dropped, tracestate with it (W3C Trace Context). */
     if (trace_parent_valid(h->traceparent)) {
         out->traceparent = xstrdup(h->traceparent);

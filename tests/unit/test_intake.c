@@ -352,6 +352,13 @@ static const pcase pcases[] = {
      .h.idempotency_key = "\"\"",
      BAD_REQUEST,
      .detail = "Idempotency-Key"},
+    /* A bad request is a 400 whatever its preconditions say: If-Match is evaluated only for a
+       request that would otherwise succeed (RFC 9110 section 13.2.1). */
+    {.name = "bad key with an If-Match that cannot match",
+     .body = DEPOSIT("5"),
+     .h = {.idempotency_key = "", .if_match = "\"qFpyq\""},
+     BAD_REQUEST,
+     .detail = "Idempotency-Key"},
     {.name = "key of 256",
      .body = DEPOSIT("5"),
      .h.idempotency_key = X256,
