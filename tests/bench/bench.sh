@@ -15,7 +15,8 @@
 #      the floor of the path (tests/bench/floor.c: two bare Kafka hops and one commit).
 #   4. The gateway's RSS with BENCH_PARKED sync requests waiting (the processor stopped).
 #   5. Cost growth: the processor applying deposits spread over 1k, 100k and 1M accounts, and
-#      over 1M with the commands and outbox tables grown to millions of rows.
+#      over 1M with the commands and outbox tables grown to millions of rows; after each of its
+#      runs, pgbench running its statements with the same deposits on the same database.
 #
 # Environment:
 #   BUILD           where the binaries are (default: build)
@@ -342,12 +343,20 @@ PIDS=("${PIDS[@]/$GW_PID/}")
 record "{\"bench\": \"rss\", \"name\": \"gateway after the intake runs\", \"kib\": $GW_RSS}"
 fi
 
+# Every applying run starts from a checkpoint, so that none pays for writing out the pages that
+# the runs and set-up before it dirtied; each pays for its own (and for the full-page images of
+# the pages it touches first).
+fresh_checkpoint() { # conninfo
+    psql -q "$1" -c CHECKPOINT >/dev/null || die "CHECKPOINT failed"
+}
+
 # One processor draining the topic PREFIXcommands (TOTAL messages) into DB as group GROUP: appends
 # a result line {"bench": BENCH, "name": NAME, ...} with EXTRA (JSON members) merged in.
 drain_run() { # bench name round db prefix group total extra
     local bench=$1 name=$2 round=$3 db=$4 prefix=$5 group=$6 total=$7 extra=$8
-    local port pid t0="" t1="" first=0 peak=0 rss c0 c1 pg0 pg1 k0 k1 now n since
+    local port pid t0="" t1="" first=0 peak=0 rss c0 c1 pg0 pg1 k0 k1 now n since i
     port=$(free_port)
+    fresh_checkpoint "$db"
     since=$(psql -qAt "$db" -c "SELECT now()") # what this run applies finishes after it
     read -r -a kp <<<"$(KAFKA_PIDS)"
     start_service state-processor "$group" "$db" --topic.prefix="$prefix" --group.id="$group" \
@@ -403,6 +412,28 @@ EOF
     tail -n 1 "$RESULTS" >&2
 }
 
+# pgbench running the processor's statements (tests/bench/pgbench.sh) on the database db.
+pgbench_run() { # bench name script transactions commands-per-transaction round db
+    local bench=$1 name=$2 script=$3 tx=$4 per=$5 round=$6 db=$7 out pg0 pg1
+    fresh_checkpoint "$db"
+    pg0=$(pg_cpu)
+    out=$(pgbench -n -c 1 -j 1 -M prepared -t "$tx" -f "$script" "$db" 2>&1) ||
+        die "pgbench failed: $out"
+    sleep 0.5 # its backend has exited: once the postmaster reaps it, its CPU is in cutime
+    pg1=$(pg_cpu)
+    python3 - "$bench" "$name" "$round" "$tx" "$per" "$((pg1 - pg0))" "$TICK" "$out" >>"$RESULTS" <<'EOF'
+import json, re, sys
+bench, name, rnd, tx, per_tx, pg, tick, out = sys.argv[1:]
+m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+tps = float(m.group(1))
+n = int(tx) * int(per_tx)
+print(json.dumps({"bench": bench, "name": name, "round": int(rnd), "commands": n,
+                  "cps": tps * int(per_tx),
+                  "pg_cpu_us_per_cmd": int(pg) / int(tick) * 1e6 / n}))
+EOF
+    tail -n 1 "$RESULTS" >&2
+}
+
 # --- 2. Applying commands ----------------------------------------------------------------------
 if wants apply; then
 log "2. Applying commands: $ACCOUNTS accounts opened, then $((COMMANDS - ACCOUNTS)) deposits"
@@ -421,33 +452,14 @@ psql -q "$PGB_DB" -c "CREATE SEQUENCE pgbench_version" \
 tests/bench/pgbench.sh 1 "$ACCOUNTS" sequential >"$TMP/one.sql"
 tests/bench/pgbench.sh "$BATCH" "$ACCOUNTS" pipelined >"$TMP/batched.sql"
 
-pgbench_run() { # name script transactions commands-per-transaction round
-    local name=$1 script=$2 tx=$3 per=$4 round=$5 out pg0 pg1
-    pg0=$(pg_cpu)
-    out=$(pgbench -n -c 1 -j 1 -M prepared -t "$tx" -f "$script" "$PGB_DB" 2>&1) ||
-        die "pgbench failed: $out"
-    sleep 0.5 # its backend has exited: once the postmaster reaps it, its CPU is in cutime
-    pg1=$(pg_cpu)
-    python3 - "$name" "$round" "$tx" "$per" "$((pg1 - pg0))" "$TICK" "$out" >>"$RESULTS" <<'EOF'
-import json, re, sys
-name, rnd, tx, per_tx, pg, tick, out = sys.argv[1:]
-m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
-tps = float(m.group(1))
-n = int(tx) * int(per_tx)
-print(json.dumps({"bench": "apply", "name": name, "round": int(rnd), "commands": n,
-                  "cps": tps * int(per_tx),
-                  "pg_cpu_us_per_cmd": int(pg) / int(tick) * 1e6 / n}))
-EOF
-    tail -n 1 "$RESULTS" >&2
-}
-
 ONE_TX=$(((COMMANDS + 9) / 10)) # a tenth of the commands: one at a time is slow
 BATCHED_TX=$(((COMMANDS + BATCH - 1) / BATCH))
 for ((r = 1; r <= PAIRS; r++)); do
-    pgbench_run "pgbench, one command per transaction" "$TMP/one.sql" "$ONE_TX" 1 "$r"
+    pgbench_run apply "pgbench, one command per transaction" "$TMP/one.sql" "$ONE_TX" 1 "$r" \
+        "$PGB_DB"
     proc_run "$r"
-    pgbench_run "pgbench, $BATCH per transaction, pipelined" "$TMP/batched.sql" "$BATCHED_TX" \
-        "$BATCH" "$r"
+    pgbench_run apply "pgbench, $BATCH per transaction, pipelined" "$TMP/batched.sql" \
+        "$BATCHED_TX" "$BATCH" "$r" "$PGB_DB"
 done
 
 fi
@@ -460,8 +472,9 @@ DEPOSITS=${BENCH_GROWTH_COMMANDS:-20000}
 BIGGEST=${GROWTH[${#GROWTH[@]} - 1]}
 log "5. Cost growth: $DEPOSITS deposits over ${GROWTH[*]} accounts; over $BIGGEST with $GROWN rows in commands and outbox"
 
+# pgbench's outbox rows take their versions from a sequence far above the processor's.
 seed_accounts() { # conninfo count
-    psql -q "$1" -c "INSERT INTO aggregates (tenant, type, id, version, state) SELECT 'default', 'account', 'bench-' || g, 1, jsonb_build_object('owner', 'owner ' || g, 'balance', 0, 'status', 'open') FROM generate_series(0, $2 - 1) g" \
+    psql -q "$1" -c "CREATE SEQUENCE pgbench_version START 1000000000" -c "INSERT INTO aggregates (tenant, type, id, version, state) SELECT 'default', 'account', 'bench-' || g, 1, jsonb_build_object('owner', 'owner ' || g, 'balance', 0, 'status', 'open') FROM generate_series(0, $2 - 1) g" \
         -c "VACUUM ANALYZE aggregates" >/dev/null
 }
 # Rows as the processor writes them, for other aggregates: finished now, so that the purge of
@@ -497,6 +510,11 @@ for ((r = 1; r <= PAIRS; r++)); do
             "${G_SPREAD[$i]}") || die "filling the commands topic failed"
         drain_run growth "${G_NAMES[$i]}" "$r" "${G_DBS[$i]}" "growth-$i-$r-" "growth-$i-$r" \
             "$total" "${G_EXTRA[$i]}"
+        # The same statements, deposits and database without the processor: what PostgreSQL
+        # alone makes of the growth.
+        tests/bench/pgbench.sh "$BATCH" "${G_SPREAD[$i]}" pipelined scattered >"$TMP/growth.sql"
+        pgbench_run growth_pgbench "${G_NAMES[$i]}" "$TMP/growth.sql" \
+            $(((DEPOSITS + BATCH - 1) / BATCH)) "$BATCH" "$r" "${G_DBS[$i]}"
     done
 done
 fi

@@ -234,6 +234,38 @@ START_TEST(applies_versions_and_offsets)
 }
 END_TEST
 
+static void exec_sql(const char *sql);
+
+/*
+ * An aggregate's new version is written on the page of the old one (a heap-only tuple, no new
+ * primary key entry), as long as the page keeps room for it (migration 008, ADR 0032): with the
+ * pages packed full, the updated rows would move to other pages.
+ */
+START_TEST(updated_aggregates_stay_on_their_page)
+{
+    enum { ACCOUNTS = 240, EVERY = 8 };
+    char agg[32];
+    for (int i = 0; i < ACCOUNTS; i++) {
+        snprintf(agg, sizeof(agg), "page-%03d", i);
+        send_cmd("account.open", agg, "{\"owner\":\"ada\"}", NULL, -1, -1, NULL);
+    }
+    ck_assert(wait_for(ACCOUNTS, 20000, "SELECT count(*) FROM aggregates"));
+    exec_sql("CREATE TABLE pages_before AS "
+             "SELECT id, (ctid::text::point)[0] AS page FROM aggregates");
+    ck_assert_int_gt(q_int("SELECT count(DISTINCT page) FROM pages_before"), 2);
+    for (int i = 0; i < ACCOUNTS; i += EVERY) {
+        snprintf(agg, sizeof(agg), "page-%03d", i);
+        send_cmd("account.deposit", agg, "{\"amount\":1}", NULL, -1, -1, NULL);
+    }
+    ck_assert(
+        wait_for(ACCOUNTS / EVERY, 20000, "SELECT count(*) FROM aggregates WHERE version = 2"));
+    ck_assert_int_eq(q_int("SELECT count(*) FROM aggregates a JOIN pages_before b USING (id) "
+                           "WHERE a.version = 2 AND (a.ctid::text::point)[0] <> b.page"),
+                     0);
+    exec_sql("DROP TABLE pages_before");
+}
+END_TEST
+
 START_TEST(rejections_are_recorded_without_version_bump)
 {
     send_cmd("account.open", "acc-2", "{\"owner\":\"bob\"}", NULL, -1, -1, NULL);
@@ -322,8 +354,6 @@ START_TEST(poison_goes_to_dead_letters_and_partition_flows)
         ck_assert_msg(counts[i] == 1, "%d dead letters for %s", counts[i], reasons[i]);
 }
 END_TEST
-
-static void exec_sql(const char *sql);
 
 /* One dead letter as read back from the dead-letter topic. */
 typedef struct dead_letter {
@@ -1019,6 +1049,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, applies_versions_and_offsets);
+    tcase_add_test(tc, updated_aggregates_stay_on_their_page);
     tcase_add_test(tc, rejections_are_recorded_without_version_bump);
     tcase_add_test(tc, same_idempotency_key_applies_once);
     tcase_add_test(tc, poison_goes_to_dead_letters_and_partition_flows);
