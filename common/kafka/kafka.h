@@ -131,9 +131,15 @@ void kafka_producer_purge(kafka_producer *p);
 void kafka_producer_free(kafka_producer *p);
 
 /*
+ * How many messages a consumer fetches ahead of what the application has taken, by default
+ * (librdkafka's queued.min.messages, counted over all the consumer's partitions; ADR 0033).
+ */
+#define KAFKA_PREFETCH_MESSAGES "20000"
+
+/*
  * Creates a group consumer subscribed to one topic. props are applied on top of our defaults
- * (no auto commit, no auto offset store). wake is called on the loop thread when the queue goes
- * from empty to non-empty; on_assign (may be NULL) on every rebalance.
+ * (no auto commit, no auto offset store, KAFKA_PREFETCH_MESSAGES). wake is called on the loop
+ * thread when the queue goes from empty to non-empty; on_assign (may be NULL) on every rebalance.
  */
 kafka_consumer *kafka_consumer_new(struct event_base *base, const config_props *props,
                                    const char *group_id, const char *topic, kafka_wake_cb wake,
@@ -171,6 +177,9 @@ long long kafka_consumer_high_watermark(kafka_consumer *c, int partition);
  * caller frees the string.
  */
 char *kafka_consumer_cluster_id(kafka_consumer *c);
+/* Messages fetched and not yet taken by kafka_consumer_poll(): at most about
+   KAFKA_PREFETCH_MESSAGES (or kafka.queued.min.messages) and one fetch more. */
+size_t kafka_consumer_queued(kafka_consumer *c);
 /* Commits next_offset for a partition to Kafka, asynchronously (informational: lag tooling). */
 void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offset);
 /* Leaves the group and destroys the consumer. Blocking: shutdown only. */

@@ -167,9 +167,13 @@ static kafka_consumer *consumer_new(struct event_base *base, const config_props 
                                     char *err, size_t errlen)
 {
     /* A subscribed topic that did not exist yet is found at the next metadata refresh: every
-       10 s rather than librdkafka's 5 minutes, for a topic created after the services start. */
+       10 s rather than librdkafka's 5 minutes, for a topic created after the services start.
+       Messages fetched ahead of the application: at most 20,000 (and the fetch in flight), not
+       librdkafka's 100,000, which holds a whole backlog in memory (ADR 0033). */
     const char *const defaults[] = {"topic.metadata.refresh.interval.ms",
                                     "10000",
+                                    "queued.min.messages",
+                                    KAFKA_PREFETCH_MESSAGES,
                                     "enable.auto.commit",
                                     "false",
                                     "enable.auto.offset.store",
@@ -251,6 +255,11 @@ kafka_consumer *kafka_consumer_new_reader(struct event_base *base, const config_
 void kafka_consumer_set_eof_cb(kafka_consumer *c, kafka_eof_cb cb)
 {
     c->on_eof = cb;
+}
+
+size_t kafka_consumer_queued(kafka_consumer *c)
+{
+    return rd_kafka_queue_length(c->q);
 }
 
 void kafka_consumer_release(kafka_consumer *c)

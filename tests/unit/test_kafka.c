@@ -4,6 +4,7 @@
 #include "kafka/kafka_int.h"
 
 #include <check.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,69 @@ START_TEST(the_wakeup_serves_what_was_queued_before)
 }
 END_TEST
 
+/*
+ * A consumer fetches a bounded number of messages ahead of the application (ADR 0033), not a
+ * whole backlog: with 60,000 waiting and none taken, it holds KAFKA_PREFETCH_MESSAGES and at
+ * most one fetch response more (1 MiB of 100-byte messages is under 10,000).
+ */
+START_TEST(a_consumer_fetches_a_bounded_number_ahead)
+{
+    enum { BACKLOG = 60000, FETCH_SLACK = 10000 };
+    const long bound = atol(KAFKA_PREFETCH_MESSAGES);
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(rk != NULL, "%s", errstr);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, 1);
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, "backlog", 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+
+    conf = rd_kafka_conf_new();
+    ck_assert_int_eq(
+        rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof(errstr)),
+        RD_KAFKA_CONF_OK);
+    rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(prod != NULL, "%s", errstr);
+    char value[100];
+    memset(value, 'v', sizeof(value));
+    for (int i = 0; i < BACKLOG; i++)
+        ck_assert_int_eq(
+            rd_kafka_producev(prod, RD_KAFKA_V_TOPIC("backlog"), RD_KAFKA_V_PARTITION(0),
+                              RD_KAFKA_V_VALUE(value, sizeof(value)),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_int_eq(rd_kafka_flush(prod, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+
+    struct event_base *base = event_base_new();
+    config_props props = {0};
+    config_props_set(&props, "bootstrap.servers", bootstrap);
+    char err[256];
+    kafka_consumer *c =
+        kafka_consumer_new_reader(base, &props, "backlog", NULL, NULL, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    const int partition = 0;
+    const long long from = KAFKA_OFFSET_BEGINNING;
+    ck_assert_int_eq(kafka_consumer_assign(c, &partition, &from, 1), 0);
+    /* It fetches up to the bound... */
+    for (int i = 0; i < 1000 && (long)kafka_consumer_queued(c) < bound; i++)
+        usleep(10000);
+    ck_assert_int_ge((long)kafka_consumer_queued(c), bound);
+    /* ...and stops there: given 1.5 s, longer than librdkafka's one-second pause of a partition
+       whose queue is full, it does not take the rest of the backlog. */
+    for (int i = 0; i < 150 && (long)kafka_consumer_queued(c) <= bound + FETCH_SLACK; i++)
+        usleep(10000);
+    ck_assert_int_le((long)kafka_consumer_queued(c), bound + FETCH_SLACK);
+
+    kafka_consumer_free(c);
+    config_props_free(&props);
+    event_base_free(base);
+    rd_kafka_destroy(prod);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(rk);
+}
+END_TEST
+
 /* ---- the topic keeper's reading of CreateTopics answers ---- */
 
 static const struct {
@@ -190,6 +254,7 @@ int main(void)
     tcase_add_loop_test(tc, revoked_partitions_leave_the_set, 0, N(rcases));
     tcase_add_loop_test(tc, the_message_size_is_what_librdkafka_counts, 0, N(size_cases));
     tcase_add_test(tc, the_wakeup_serves_what_was_queued_before);
+    tcase_add_test(tc, a_consumer_fetches_a_bounded_number_ahead);
     suite_add_tcase(s, tc);
     tcase_add_loop_test(tc, the_keeper_stops_only_when_created_or_not_allowed, 0, N(verdicts));
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
