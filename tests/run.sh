@@ -130,8 +130,9 @@ need_real=0 need_real3=0
 for t in "${tests[@]}"; do
     for ((r = 0; r < ${REPEAT:-1}; r++)); do
         case $t in
-        # no Kafka in these
-        */tests/unit/* | */tests/integration/test_pgconn | */tests/integration/test_openapi) add_run "$t" none ;;
+        # no Kafka of the runner's in these (test_relay makes a mock cluster of its own)
+        */tests/unit/* | */tests/integration/test_pgconn | */tests/integration/test_openapi | \
+            */tests/integration/test_relay) add_run "$t" none ;;
         *)
             for mode in $KAFKA_MODES; do
                 [[ $mode != real3 || " $FAILOVER_TESTS " == *" ${t#"$BUILD"/tests/} "* ]] || continue

@@ -213,6 +213,8 @@ static void next_batch(txloop *l)
         read_start_offsets(l);
         return;
     }
+    if (l->owner.can_take && !l->owner.can_take(l->owner.arg))
+        return; /* txloop_resume() brings us back */
     size_t n = kafka_consumer_poll(l->consumer, l->msgs, l->batch_max);
     if (n == 0) {
         if (l->nstarting > 0) /* the poll served an assignment */
@@ -309,6 +311,12 @@ kafka_consumer *txloop_consumer(txloop *l)
 offsetlog *txloop_offsets(txloop *l)
 {
     return l->olog;
+}
+
+void txloop_resume(txloop *l)
+{
+    if (!l->left)
+        event_active(l->kick, 0, 0);
 }
 
 void txloop_stop(txloop *l)

@@ -49,6 +49,9 @@ typedef struct txloop_owner {
     /* Optional: false while the owner still has work of a committed batch to finish; the loop
        then ends on the stop only once the owner calls txloop_quiet(). */
     bool (*quiet)(void *arg);
+    /* Optional: false while the owner cannot take another batch yet (it still holds too much of
+       the ones before); the loop then polls nothing until the owner calls txloop_resume(). */
+    bool (*can_take)(void *arg);
     void *arg;
 } txloop_owner;
 
@@ -76,6 +79,9 @@ void txloop_next(txloop *l);
 /* The step failed (error says why): retry() runs after the backoff. */
 void txloop_backoff(txloop *l, void (*retry)(void *arg), const char *what, const char *error);
 bool txloop_backing_off(const txloop *l);
+
+/* The owner can take batches again (see txloop_owner.can_take): polls from the loop. */
+void txloop_resume(txloop *l);
 
 /* Ends the loop between batches (see above). */
 void txloop_stop(txloop *l);

@@ -53,7 +53,7 @@ struct processor {
     char dlq_error[256];
 
     metrics_counter *m_applied, *m_rejected, *m_duplicates, *m_skipped, *m_dead, *m_batches,
-        *m_retries, *m_isolated;
+        *m_retries, *m_isolated, *m_held;
     metrics_histogram *m_batch_time;
     metrics_histogram *m_commit_time;
     metrics_histogram *m_transit;
@@ -66,7 +66,14 @@ struct processor {
     struct event *finish;     /* runs on_finish() from the loop */
     long long batch_start_us;
     long long commit_start_us;
+    struct event *hold; /* ends a wait for the relay (can_take()) after HOLD_MAX_MS */
+    bool hold_expired;  /* it did: one batch is taken whatever the relay holds */
 };
+
+/* A batch is taken while the relay holds the unconfirmed events of at most HOLD_BATCHES
+   batches, or once HOLD_MAX_MS has passed since it began to wait (ADR 0034). */
+#define HOLD_BATCHES 4
+#define HOLD_MAX_MS  1000
 
 static void begin_tx(processor *p);
 static void dead_letters_phase(processor *p);
@@ -603,6 +610,45 @@ static bool quiet(void *arg)
     return !p->done.items;
 }
 
+static void take_again(void *arg)
+{
+    processor *p = arg;
+    evtimer_del(p->hold);
+    txloop_resume(p->loop);
+}
+
+static void on_hold_expired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    processor *p = arg;
+    p->hold_expired = true;
+    relay_notify_below(p->relay, 0, NULL, NULL);
+    txloop_resume(p->loop);
+}
+
+/*
+ * Kafka confirms events more slowly than batches commit: the relay's unconfirmed events, each
+ * held in memory with its data, would grow with every batch. The next batch waits until Kafka
+ * has caught up, or for HOLD_MAX_MS at most, so that a group rebalance, served by the poll, is
+ * never held up longer, and a relay that cannot publish slows the processor without stopping it.
+ */
+static bool can_take(void *arg)
+{
+    processor *p = arg;
+    size_t limit = (size_t)p->cfg->batch_max * HOLD_BATCHES;
+    if (p->hold_expired || relay_unconfirmed(p->relay) <= limit) {
+        p->hold_expired = false;
+        return true;
+    }
+    if (!evtimer_pending(p->hold, NULL)) {
+        metrics_add(p->m_held, 1);
+        struct timeval tv = {HOLD_MAX_MS / 1000, (HOLD_MAX_MS % 1000) * 1000};
+        evtimer_add(p->hold, &tv);
+    }
+    relay_notify_below(p->relay, limit, take_again, p);
+    return false;
+}
+
 static bool ready(void *arg)
 {
     processor *p = arg;
@@ -629,6 +675,10 @@ static void init_metrics(processor *p)
     p->m_isolated =
         metrics_counter_get(m, "processor_batches_isolated_total",
                             "batches split to isolate a command PostgreSQL refused", NULL);
+    p->m_held = metrics_counter_get(m, "processor_batches_held_total",
+                                    "times the next batch waited for Kafka to confirm the events "
+                                    "of the batches before",
+                                    NULL);
     p->m_batch_time =
         metrics_histogram_get(m, "processor_batch_duration_seconds", "from poll to commit", bounds,
                               sizeof(bounds) / sizeof(bounds[0]));
@@ -659,6 +709,7 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
     char *topic_events = xasprintf("%sevents", cfg->topic_prefix);
     p->write_next = event_new(base, -1, 0, on_write_next, p);
     p->finish = event_new(base, -1, 0, on_finish, p);
+    p->hold = evtimer_new(base, on_hold_expired, p);
     init_metrics(p);
     txloop_config lc = {.service = "processor",
                         .noun = "command",
@@ -667,7 +718,7 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
                         .on_mismatch = cfg->offsets_on_mismatch,
                         .batch_max = cfg->batch_max,
                         .retry_max_ms = cfg->retry_max_ms};
-    txloop_owner owner = {.batch = on_batch, .quiet = quiet, .arg = p};
+    txloop_owner owner = {.batch = on_batch, .quiet = quiet, .can_take = can_take, .arg = p};
     p->loop = txloop_new(base, &lc, p->metrics, &owner, err, errlen);
     if (!p->loop) {
         free(topic_events);
@@ -735,8 +786,10 @@ void processor_free(processor *p)
 {
     if (!p)
         return;
-    if (p->relay)
-        finish_committed(p); /* a loop ended before on_finish() ran */
+    if (p->relay) {
+        relay_notify_below(p->relay, 0, NULL, NULL); /* the loop goes before the relay */
+        finish_committed(p);                         /* a loop ended before on_finish() ran */
+    }
     if (p->producer && kafka_producer_flush(p->producer, 5000) != 0)
         log_warn("shutdown: replies or dead letters unconfirmed");
     /* The group first; then the connection, whose queued queries are answered to a loop and a
@@ -762,6 +815,8 @@ void processor_free(processor *p)
         event_free(p->write_next);
     if (p->finish)
         event_free(p->finish);
+    if (p->hold)
+        event_free(p->hold);
     free(p->topic_commands);
     free(p->topic_replies);
     free(p->topic_dlq);

@@ -36,6 +36,10 @@ struct relay {
     bool refill_querying; /* a page is being read */
     size_t refill_left;   /* rows of the page not yet confirmed */
     bool refill_next;     /* the page is confirmed: read the next once its marks are stored */
+    /* relay_notify_below()'s waiter */
+    void (*below_cb)(void *arg);
+    void *below_arg;
+    size_t below_limit;
 };
 
 #define RELAY_RETRY_S     1
@@ -73,6 +77,16 @@ static const char recover_sql[] =
 
 static void mark(relay *r);
 static void refill(relay *r);
+
+/* Tells relay_notify_below()'s waiter, once, when the events held have fallen to its limit. */
+static void notify_below(relay *r)
+{
+    if (!r->below_cb || relay_unconfirmed(r) > r->below_limit)
+        return;
+    void (*cb)(void *) = r->below_cb;
+    r->below_cb = NULL;
+    cb(r->below_arg);
+}
 
 static void on_marked(const pgconn_result *res, void *arg)
 {
@@ -152,6 +166,7 @@ static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
     json_decref(row);
     if (!r->marking)
         event_active(r->flush, 0, 0);
+    notify_below(r);
 }
 
 /*
@@ -247,6 +262,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     r->failed = json_array();
     relay_publish(r, rows);
     json_decref(rows);
+    notify_below(r); /* a row that could not make an event is not held again */
 }
 
 static void on_recovered(const pgconn_result *res, void *arg)
@@ -370,9 +386,17 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
     return r;
 }
 
-size_t relay_backlog(const relay *r)
+size_t relay_unconfirmed(const relay *r)
 {
-    return r->in_flight + r->nconfirmed + json_array_size(r->failed);
+    return r->in_flight + json_array_size(r->failed);
+}
+
+void relay_notify_below(relay *r, size_t limit, void (*cb)(void *arg), void *arg)
+{
+    r->below_cb = cb;
+    r->below_arg = arg;
+    r->below_limit = limit;
+    notify_below(r);
 }
 
 void relay_free(relay *r)

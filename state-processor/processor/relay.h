@@ -33,8 +33,12 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
  * operator.
  */
 void relay_publish(relay *r, json_t *rows);
-/* Events produced and not yet marked published. */
-size_t relay_backlog(const relay *r);
+/* Events the relay holds: produced and not yet confirmed by Kafka, or refused and waiting to be
+   produced again. */
+size_t relay_unconfirmed(const relay *r);
+/* Calls cb(arg) once, from a delivery report or the retry, when relay_unconfirmed() has fallen
+   to limit or below (at once if it has). A later call replaces the waiter. */
+void relay_notify_below(relay *r, size_t limit, void (*cb)(void *arg), void *arg);
 /* Flushes the producer, marks what it can and frees. Blocking: shutdown only. */
 void relay_free(relay *r);
 

@@ -5,6 +5,7 @@
  * checks what lands in PostgreSQL and on the topics.
  */
 #include "checkrun.h"
+#include "pgtest.h"
 #include "domain/envelope.h"
 #include "core/ids.h"
 #include "kafka/kafka.h"
@@ -109,22 +110,10 @@ static void setup(void)
              getenv("TEST_LOG_DEBUG")
                  ? LOG_INFO
                  : LOG_WARN); /* the processor's info lines would drown the output */
-    const char *base_ci = getenv("CQRS_TEST_PG_CONNINFO");
-    ck_assert_msg(base_ci && *base_ci, "CQRS_TEST_PG_CONNINFO is not set (make test sets it)");
     char dbname[64];
     snprintf(dbname, sizeof(dbname), "proc_test_%d", (int)getpid());
     snprintf(prefix, sizeof(prefix), "p%d-", (int)getpid());
-    PGconn *admin = PQconnectdb(base_ci);
-    ck_assert_msg(PQstatus(admin) == CONNECTION_OK, "%s", PQerrorMessage(admin));
-    char sql[256];
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", dbname);
-    PQclear(PQexec(admin, sql));
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
-    PGresult *r = PQexec(admin, sql);
-    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
-    PQclear(r);
-    PQfinish(admin);
-    snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, dbname);
+    pgtest_create_db(dbname, conninfo, sizeof(conninfo));
     char err[512];
     const char *mig = getenv("CQRS_MIGRATIONS_DIR");
     mig = mig ? mig : "schemas/migrations";

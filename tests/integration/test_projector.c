@@ -6,6 +6,7 @@
  * versions, malformed ones) are produced straight to the events topic.
  */
 #include "checkrun.h"
+#include "pgtest.h"
 #include "core/rfc3339.h"
 #include "loop/dbsetup.h"
 #include "domain/domain.h"
@@ -196,21 +197,10 @@ static void stop_projector(void)
 static void setup(void)
 {
     log_init("test_projector", getenv("TEST_LOG_DEBUG") ? LOG_INFO : LOG_WARN);
-    const char *base_ci = getenv("CQRS_TEST_PG_CONNINFO");
-    ck_assert_msg(base_ci && *base_ci, "CQRS_TEST_PG_CONNINFO is not set (make test sets it)");
     char dbname[64], sql[256];
     snprintf(dbname, sizeof(dbname), "projector_test_%d", (int)getpid());
     snprintf(prefix, sizeof(prefix), "j%d-", (int)getpid());
-    PGconn *admin = PQconnectdb(base_ci);
-    ck_assert_msg(PQstatus(admin) == CONNECTION_OK, "%s", PQerrorMessage(admin));
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", dbname);
-    PQclear(PQexec(admin, sql));
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
-    PGresult *r = PQexec(admin, sql);
-    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
-    PQclear(r);
-    PQfinish(admin);
-    snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, dbname);
+    pgtest_create_db(dbname, conninfo, sizeof(conninfo));
 
     load_config(processor_config_table, &cfg);
     free(cfg.group_id);
