@@ -66,14 +66,14 @@ struct processor {
     struct event *finish;     /* runs on_finish() from the loop */
     long long batch_start_us;
     long long commit_start_us;
-    struct event *hold; /* ends a wait for the relay (can_take()) after HOLD_MAX_MS */
+    struct event *hold; /* ends a wait for the relay (can_take()) after HOLD_MAX_S */
     bool hold_expired;  /* it did: one batch is taken whatever the relay holds */
 };
 
 /* A batch is taken while the relay holds the unconfirmed events of at most HOLD_BATCHES
-   batches, or once HOLD_MAX_MS has passed since it began to wait (ADR 0034). */
+   batches, or once HOLD_MAX_S seconds have passed since it began to wait (ADR 0034). */
 #define HOLD_BATCHES 4
-#define HOLD_MAX_MS  1000
+#define HOLD_MAX_S   1
 
 static void begin_tx(processor *p);
 static void dead_letters_phase(processor *p);
@@ -629,7 +629,7 @@ static void on_hold_expired(evutil_socket_t fd, short what, void *arg)
 /*
  * Kafka confirms events more slowly than batches commit: the relay's unconfirmed events, each
  * held in memory with its data, would grow with every batch. The next batch waits until Kafka
- * has caught up, or for HOLD_MAX_MS at most, so that a group rebalance, served by the poll, is
+ * has caught up, or for HOLD_MAX_S at most, so that a group rebalance, served by the poll, is
  * never held up longer, and a relay that cannot publish slows the processor without stopping it.
  */
 static bool can_take(void *arg)
@@ -642,7 +642,7 @@ static bool can_take(void *arg)
     }
     if (!evtimer_pending(p->hold, NULL)) {
         metrics_add(p->m_held, 1);
-        struct timeval tv = {HOLD_MAX_MS / 1000, (HOLD_MAX_MS % 1000) * 1000};
+        struct timeval tv = {HOLD_MAX_S, 0};
         evtimer_add(p->hold, &tv);
     }
     relay_notify_below(p->relay, limit, take_again, p);
