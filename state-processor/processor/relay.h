@@ -37,7 +37,7 @@ void relay_publish(relay *r, json_t *rows);
    produced again. */
 size_t relay_unconfirmed(const relay *r);
 /* Calls cb(arg) once, from a delivery report or the retry, when relay_unconfirmed() has fallen
-   to limit or below (at once if it has). A later call replaces the waiter. */
+   to limit or below (at once if it has). A later call replaces the waiter; cb NULL removes it. */
 void relay_notify_below(relay *r, size_t limit, void (*cb)(void *arg), void *arg);
 /* Flushes the producer, marks what it can and frees. Blocking: shutdown only. */
 void relay_free(relay *r);
