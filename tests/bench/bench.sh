@@ -412,6 +412,19 @@ EOF
     tail -n 1 "$RESULTS" >&2
 }
 
+# Waits (5 s at most) until no live backend serves the database of conninfo: a backend's CPU is
+# final once it has exited, counted by pg_cpu() as a child's (a zombie) or in cutime (reaped).
+backends_gone() { # conninfo
+    local master dbname i
+    master=$(head -n 1 "$TMP/pg/pgdata/postmaster.pid")
+    dbname=$(sed -n 's/.*dbname=\([^ ]*\).*/\1/p' <<<"$1")
+    for ((i = 0; i < 100; i++)); do
+        ps -o args= --ppid "$master" | grep -q "^postgres: [^ ]* $dbname " || return 0
+        sleep 0.05
+    done
+    return 1
+}
+
 # pgbench running the processor's statements (tests/bench/pgbench.sh) on the database db.
 pgbench_run() { # bench name script transactions commands-per-transaction round db
     local bench=$1 name=$2 script=$3 tx=$4 per=$5 round=$6 db=$7 out pg0 pg1
@@ -419,7 +432,7 @@ pgbench_run() { # bench name script transactions commands-per-transaction round 
     pg0=$(pg_cpu)
     out=$(pgbench -n -c 1 -j 1 -M prepared -t "$tx" -f "$script" "$db" 2>&1) ||
         die "pgbench failed: $out"
-    sleep 0.5 # its backend has exited: once the postmaster reaps it, its CPU is in cutime
+    backends_gone "$db" || die "pgbench's PostgreSQL backend did not exit"
     pg1=$(pg_cpu)
     python3 - "$bench" "$name" "$round" "$tx" "$per" "$((pg1 - pg0))" "$TICK" "$out" >>"$RESULTS" <<'EOF'
 import json, re, sys
@@ -504,6 +517,9 @@ log "commands and outbox grown to $GROWN rows each in $(($(date +%s) - t0)) s"
 G_DBS+=("$db") G_NAMES+=("$BIGGEST aggregates, $GROWN rows in commands and outbox")
 G_SPREAD+=("$BIGGEST") G_EXTRA+=("{\"aggregates\": $BIGGEST, \"grown_rows\": $GROWN}")
 
+for i in "${!G_DBS[@]}"; do
+    tests/bench/pgbench.sh "$BATCH" "${G_SPREAD[$i]}" pipelined scattered >"$TMP/growth-$i.sql"
+done
 for ((r = 1; r <= PAIRS; r++)); do
     for i in "${!G_DBS[@]}"; do
         total=$("$BUILD/bench/fill" "$BOOTSTRAP" "growth-$i-$r-commands" 4 0 "$DEPOSITS" \
@@ -512,8 +528,7 @@ for ((r = 1; r <= PAIRS; r++)); do
             "$total" "${G_EXTRA[$i]}"
         # The same statements, deposits and database without the processor: what PostgreSQL
         # alone makes of the growth.
-        tests/bench/pgbench.sh "$BATCH" "${G_SPREAD[$i]}" pipelined scattered >"$TMP/growth.sql"
-        pgbench_run growth_pgbench "${G_NAMES[$i]}" "$TMP/growth.sql" \
+        pgbench_run growth_pgbench "${G_NAMES[$i]}" "$TMP/growth-$i.sql" \
             $(((DEPOSITS + BATCH - 1) / BATCH)) "$BATCH" "$r" "${G_DBS[$i]}"
     done
 done
