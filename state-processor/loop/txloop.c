@@ -3,7 +3,8 @@
  *
  * States: idle (between steps), starting (reading the stored offsets of partitions just
  * assigned), busy (the owner's step: a batch in its transaction) and backoff (a failed step
- * waiting to run again). Only idle polls; a step ends in idle or backoff.
+ * waiting to run again). Idle polls, and busy when the owner takes the next batch ahead; a step
+ * ends in idle or backoff, or goes on as busy with the batch taken ahead.
  */
 #include "loop/txloop.h"
 
@@ -205,6 +206,19 @@ static bool on_assign(const int *partitions, size_t n, bool assigned, void *arg)
 
 /* ---- batches ---- */
 
+/* The n messages polled pass offsetlog's check; false, with why, and the messages released, when
+   one shows the log replaced under offsets.on_mismatch=fail. */
+static bool trusted(txloop *l, size_t n, char *why, size_t whylen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!offsetlog_check(l->olog, l->msgs[i].partition, l->msgs[i].offset, why, whylen)) {
+            kafka_consumer_release(l->consumer);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void next_batch(txloop *l)
 {
     if (l->state != TX_IDLE || l->stopping)
@@ -222,16 +236,43 @@ static void next_batch(txloop *l)
         return; /* otherwise the consumer's wake-up brings us back */
     }
     char why[512];
-    for (size_t i = 0; i < n; i++) {
-        if (!offsetlog_check(l->olog, l->msgs[i].partition, l->msgs[i].offset, why, sizeof(why))) {
-            kafka_consumer_release(l->consumer);
-            stop_failed(l, why);
-            return;
-        }
+    if (!trusted(l, n, why, sizeof(why))) {
+        stop_failed(l, why);
+        return;
     }
     l->state = TX_BUSY;
     l->owner.batch(l->owner.arg, l->msgs, n);
     kafka_consumer_release(l->consumer); /* the owner holds copies */
+}
+
+bool txloop_take_ahead(txloop *l)
+{
+    if (l->state != TX_BUSY || l->stopping || l->nstarting > 0 || l->left)
+        return false;
+    if (l->owner.can_take && !l->owner.can_take(l->owner.arg))
+        return false;
+    size_t n = kafka_consumer_poll(l->consumer, l->msgs, l->batch_max);
+    if (n == 0)
+        return false; /* or the poll served an assignment: read once the step ends */
+    char why[512];
+    if (!trusted(l, n, why, sizeof(why))) {
+        /* Not inside the step: the loop ends once it does (txloop_quiet()). */
+        log_kv(LOG_FATAL, "stopping: an operator must decide", LOG_FIELDS("error", why));
+        l->failed = true;
+        l->stopping = true;
+        return false;
+    }
+    l->owner.batch(l->owner.arg, l->msgs, n);
+    kafka_consumer_release(l->consumer);
+    return true;
+}
+
+bool txloop_continue(txloop *l)
+{
+    if (l->stopping)
+        return false;
+    l->backoff_ms = 0;
+    return true;
 }
 
 static void on_wake(void *arg)

@@ -7,6 +7,10 @@
  *   - each poll's messages are checked against that log, then handed to the owner as a batch;
  *   - the owner ends each step with txloop_done() or txloop_next(), or has it retried after a
  *     capped exponential backoff with txloop_backoff();
+ *   - an owner whose step waits on PostgreSQL may take the next batch ahead
+ *     (txloop_take_ahead()) to decode it meanwhile, and runs it once the step ends
+ *     (txloop_continue()), the loop staying busy: its transaction begins after the one before
+ *     ends, as ever;
  *   - a stop ends the loop between batches, never inside one: a batch mid-transaction ends with
  *     its COMMIT or its rollback first; one in backoff is dropped uncommitted and consumed again
  *     by whoever owns its partition next;
@@ -82,6 +86,20 @@ bool txloop_backing_off(const txloop *l);
 
 /* The owner can take batches again (see txloop_owner.can_take): polls from the loop. */
 void txloop_resume(txloop *l);
+
+/*
+ * During a step, polls the next batch and hands it to owner.batch at once, the loop staying busy
+ * (not while stopping, nor while assigned partitions wait for their stored offsets, nor when
+ * owner.can_take refuses). The owner holds it, decoded, and begins its transaction only once the
+ * step's transaction has ended. True when a batch was handed over.
+ */
+bool txloop_take_ahead(txloop *l);
+/*
+ * The step succeeded and the owner holds a batch taken ahead: true when it runs it now as the
+ * next step; false when the loop is stopping, and the owner drops that batch (nothing of it is
+ * committed: whoever owns its partitions next consumes it again) and ends with txloop_next().
+ */
+bool txloop_continue(txloop *l);
 
 /* Ends the loop between batches (see above). */
 void txloop_stop(txloop *l);

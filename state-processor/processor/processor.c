@@ -4,6 +4,8 @@
  *   BEGIN + reads (stored offsets, idempotency records, aggregate rows, all locked) pipelined;
  *   the rules applied in C; the writes (aggregates, commands, outbox, offsets) pipelined; COMMIT.
  *   Only after COMMIT: replies to the gateways and events through the outbox relay.
+ * Once its writes are sent, the next batch is polled and decoded while PostgreSQL runs them
+ * (txloop_take_ahead()); its transaction begins when this one has committed.
  * Any failure rolls the transaction back and retries the same batch after a backoff: nothing is
  * skipped, nothing is applied twice. When PostgreSQL refuses the data itself (SQLSTATE class 22,
  * 23 or 54) or a row cannot be encoded, the batch is split until the command at fault is alone,
@@ -62,6 +64,9 @@ struct processor {
     bool writes_queued;       /* all of them are */
     struct event *write_next; /* queues the next write from the loop */
     batch done;               /* committed, its events and replies not yet sent (on_finish) */
+    batch ahead;              /* the next batch, decoded while this one's writes run */
+    long long ahead_start_us;
+    struct event *take_ahead; /* polls it from the loop, once the writes are sent */
     json_t *done_outbox;      /* its outbox rows */
     struct event *finish;     /* runs on_finish() from the loop */
     long long batch_start_us;
@@ -250,6 +255,17 @@ static void committed(processor *p)
     p->outbox = NULL;
     memset(&p->b, 0, sizeof(p->b));
     event_active(p->finish, 0, 0);
+    if (p->ahead.items && txloop_continue(p->loop)) {
+        p->b = p->ahead;
+        memset(&p->ahead, 0, sizeof(p->ahead));
+        p->batch_start_us = p->ahead_start_us;
+        dead_letters_phase(p);
+        return;
+    }
+    if (p->ahead.items) { /* stopping: consumed again by whoever owns its partitions next */
+        batch_clear(&p->ahead);
+        memset(&p->ahead, 0, sizeof(p->ahead));
+    }
     txloop_next(p->loop); /* not when stopping: on_finish then ends the loop */
 }
 
@@ -379,6 +395,8 @@ static void queue_write(processor *p)
         write_rows(p, txloop_offsets_sql, rows, n, offsetlog_cluster(txloop_offsets(p->loop)),
                    on_write);
         p->writes_queued = true;
+        if (!p->ph.failed && !p->ahead.items)
+            event_active(p->take_ahead, 0, 0);
         break;
     }
     if (p->ph.failed) /* a write failed or could not be queued: queue no more */
@@ -387,6 +405,15 @@ static void queue_write(processor *p)
         event_active(p->write_next, 0, 0);
     else if (p->ph.outstanding == 0) /* all answered already, or nothing to write (replays) */
         writes_done(p);
+}
+
+/* The writes are sent: the next batch is decoded while PostgreSQL runs them. */
+static void on_take_ahead(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    processor *p = arg;
+    if (p->b.items && p->writes_queued && !p->ph.failed && !p->ahead.items)
+        txloop_take_ahead(p->loop);
 }
 
 static void on_write_next(evutil_socket_t fd, short what, void *arg)
@@ -590,17 +617,21 @@ static void dead_letters_phase(processor *p)
 
 /* ---- a batch ---- */
 
+/* A batch polled: the next step's, or one taken ahead while the step's writes run. */
 static void on_batch(void *arg, const kafka_message *msgs, size_t n)
 {
     processor *p = arg;
-    p->batch_start_us = ids_monotonic_us();
+    bool ahead = p->b.items != NULL;
+    batch *b = ahead ? &p->ahead : &p->b;
+    *(ahead ? &p->ahead_start_us : &p->batch_start_us) = ids_monotonic_us();
     long long now_us = ids_now_us();
     for (size_t i = 0; i < n; i++)
         if (msgs[i].timestamp_ms >= 0)
             metrics_observe_us(p->m_transit, now_us - msgs[i].timestamp_ms * 1000);
-    memset(&p->b, 0, sizeof(p->b));
-    batch_decode(&p->b, p->domains, msgs, n, p->cfg->group_id, p->cfg->tenant_default);
-    dead_letters_phase(p);
+    memset(b, 0, sizeof(*b));
+    batch_decode(b, p->domains, msgs, n, p->cfg->group_id, p->cfg->tenant_default);
+    if (!ahead)
+        dead_letters_phase(p);
 }
 
 /* No committed batch still owes its events and replies. */
@@ -708,6 +739,7 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
     p->topic_dlq = xasprintf("%scommands.dlq", cfg->topic_prefix);
     char *topic_events = xasprintf("%sevents", cfg->topic_prefix);
     p->write_next = event_new(base, -1, 0, on_write_next, p);
+    p->take_ahead = event_new(base, -1, 0, on_take_ahead, p);
     p->finish = event_new(base, -1, 0, on_finish, p);
     p->hold = evtimer_new(base, on_hold_expired, p);
     init_metrics(p);
@@ -809,10 +841,14 @@ void processor_free(processor *p)
         batch_clear(&p->b);
     if (p->done.items)
         batch_clear(&p->done);
+    if (p->ahead.items)
+        batch_clear(&p->ahead);
     domain_registry_free(p->domains);
     metrics_free(p->metrics);
     if (p->write_next)
         event_free(p->write_next);
+    if (p->take_ahead)
+        event_free(p->take_ahead);
     if (p->finish)
         event_free(p->finish);
     if (p->hold)

@@ -1031,6 +1031,121 @@ START_TEST(a_transaction_never_goes_on_in_a_new_session)
 }
 END_TEST
 
+/* ---- the next batch, taken ahead while the writes run ---- */
+
+/* Messages the processor has polled: its transit histogram counts each one. */
+static long long polled(void)
+{
+    static const char name[] = "\nprocessor_command_transit_seconds_count ";
+    char *text = metrics_render(processor_metrics(proc));
+    const char *at = strstr(text, name);
+    ck_assert_ptr_nonnull(at);
+    long long n = atoll(at + strlen(name));
+    free(text);
+    return n;
+}
+
+enum { AHEAD_BATCH = 5, AHEAD_COMMANDS = 20 };
+
+static const char ahead_version[] = "SELECT version FROM aggregates WHERE id = 'acc-ahead'";
+
+/*
+ * A processor taking batches of AHEAD_BATCH, whose first batch's outbox insert waits for a lock
+ * that the connection returned holds in an open transaction, on AHEAD_COMMANDS commands to one
+ * account: an open, then deposits of 1. Returns once more than a batch is polled, nothing
+ * committed: the next one was taken while the first one's writes wait.
+ */
+static PGconn *writes_held_by_a_lock(void)
+{
+    processor_free(proc);
+    proc = NULL;
+    PGconn *locker = PQconnectdb(conninfo);
+    ck_assert(PQstatus(locker) == CONNECTION_OK);
+    PGresult *r = PQexec(locker, "BEGIN; LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE");
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(locker));
+    PQclear(r);
+    send_cmd("account.open", "acc-ahead", "{\"owner\":\"ann\"}", NULL, -1, -1, NULL);
+    for (int i = 1; i < AHEAD_COMMANDS; i++)
+        send_cmd("account.deposit", "acc-ahead", "{\"amount\":1}", NULL, -1, -1, NULL);
+    cfg.batch_max = AHEAD_BATCH;
+    proc = start_processor("proc-ahead");
+    for (int waited = 0; waited < 20000 && polled() <= AHEAD_BATCH; waited += 50)
+        run_for(50);
+    ck_assert_int_gt(polled(), AHEAD_BATCH);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 0);
+    return locker;
+}
+
+/* Every command applied once, in order. */
+static void all_applied_once(void)
+{
+    ck_assert(wait_for(AHEAD_COMMANDS, 30000, ahead_version));
+    ck_assert_int_eq(
+        q_int("SELECT (state->>'balance')::int FROM aggregates WHERE id = 'acc-ahead'"),
+        AHEAD_COMMANDS - 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE status = 'applied'"),
+                     AHEAD_COMMANDS);
+    ck_assert_int_eq(q_int("SELECT count(DISTINCT version) FROM outbox"), AHEAD_COMMANDS);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM outbox"), AHEAD_COMMANDS);
+}
+
+START_TEST(the_next_batch_is_taken_while_the_writes_run)
+{
+    PGconn *locker = writes_held_by_a_lock();
+    PQclear(PQexec(locker, "ROLLBACK"));
+    all_applied_once();
+    PQfinish(locker);
+}
+END_TEST
+
+/* The batch before fails under the one taken ahead: it is retried, then the one ahead runs. */
+START_TEST(a_batch_taken_ahead_waits_while_the_one_before_is_retried)
+{
+    PGconn *locker = writes_held_by_a_lock();
+    static const char waiting[] =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+        "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%%'";
+    for (int waited = 0; waited < 10000 && q_int(waiting) == 0; waited += 50)
+        run_for(50);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
+                           "pg_stat_activity WHERE datname = current_database() AND "
+                           "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%%') t"),
+                     1);
+    metrics_counter *retries =
+        metrics_counter_get(processor_metrics(proc), "processor_batch_retries_total", "", NULL);
+    for (int waited = 0; waited < 10000 && metrics_value(retries) == 0; waited += 50)
+        run_for(50);
+    ck_assert_uint_ge(metrics_value(retries), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 0);
+    PQclear(PQexec(locker, "ROLLBACK"));
+    all_applied_once();
+    PQfinish(locker);
+}
+END_TEST
+
+/* A stop ends the loop once the batch in hand commits; the one taken ahead is left to whoever
+   consumes the partition next, here a processor of the same group. */
+START_TEST(a_stop_leaves_the_batch_taken_ahead_uncommitted)
+{
+    PGconn *locker = writes_held_by_a_lock();
+    long long taken = polled();
+    txloop_stop(processor_loop(proc));
+    PQclear(PQexec(locker, "ROLLBACK"));
+    struct timeval limit = {20, 0};
+    event_base_loopexit(base, &limit);
+    event_base_dispatch(base);
+    long long committed = q_int("SELECT count(*) FROM commands");
+    ck_assert_int_gt(committed, 0);
+    ck_assert_int_le(committed, AHEAD_BATCH);
+    ck_assert_int_lt(committed, taken);
+    ck_assert_int_eq(q_int(ahead_version), committed);
+    processor_free(proc);
+    proc = start_processor("proc-ahead");
+    all_applied_once();
+    PQfinish(locker);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("processor");
@@ -1058,6 +1173,9 @@ int main(void)
     tcase_add_test(tc, a_foreign_offset_stops_the_processor_under_policy_fail);
     tcase_add_test(tc, lag_counts_an_offset_of_another_log_from_the_beginning);
     tcase_add_test(tc, a_transaction_never_goes_on_in_a_new_session);
+    tcase_add_test(tc, the_next_batch_is_taken_while_the_writes_run);
+    tcase_add_test(tc, a_batch_taken_ahead_waits_while_the_one_before_is_retried);
+    tcase_add_test(tc, a_stop_leaves_the_batch_taken_ahead_uncommitted);
     suite_add_tcase(s, tc);
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
