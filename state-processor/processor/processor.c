@@ -254,19 +254,21 @@ static void committed(processor *p)
     p->done_outbox = p->outbox;
     p->outbox = NULL;
     memset(&p->b, 0, sizeof(p->b));
-    event_active(p->finish, 0, 0);
     if (p->ahead.items && txloop_continue(p->loop)) {
         p->b = p->ahead;
         memset(&p->ahead, 0, sizeof(p->ahead));
         p->batch_start_us = p->ahead_start_us;
         dead_letters_phase(p);
-        return;
+    } else {
+        if (p->ahead.items) { /* stopping: consumed again by whoever owns its partitions next */
+            batch_clear(&p->ahead);
+            memset(&p->ahead, 0, sizeof(p->ahead));
+        }
+        txloop_next(p->loop); /* not when stopping: on_finish then ends the loop */
     }
-    if (p->ahead.items) { /* stopping: consumed again by whoever owns its partitions next */
-        batch_clear(&p->ahead);
-        memset(&p->ahead, 0, sizeof(p->ahead));
-    }
-    txloop_next(p->loop); /* not when stopping: on_finish then ends the loop */
+    /* Activated after pgconn's send of the reads just queued: the loop runs active events in
+       the order they were activated, and PostgreSQL must not wait while the batch finishes. */
+    event_active(p->finish, 0, 0);
 }
 
 static void on_commit(const pgconn_result *r, void *arg)
