@@ -27,7 +27,8 @@ parent of DIR must be traversable (o+x) by postgres; /tmp, /var/tmp or a repo un
 are fine, anything under /root is not.
 Environment: PG_BINDIR overrides where initdb/pg_ctl/psql are found; at start, PG_FSYNC (on, the
 default, or off: for throwaway test servers, which may be killed but not lose the machine) and
-PG_MAX_CONNECTIONS (default 100) set those two settings.
+PG_MAX_CONNECTIONS (default 100) set those two settings, and PG_PRELOAD (default none)
+shared_preload_libraries (make bench's BENCH_PG_STATEMENTS loads pg_stat_statements).
 EOF
     exit 2
 }
@@ -129,6 +130,8 @@ cmd_start() {
     PG_MAX_CONNECTIONS=${PG_MAX_CONNECTIONS:-100}
     [[ $PG_FSYNC == on || $PG_FSYNC == off ]] || die "PG_FSYNC must be on or off, not '$PG_FSYNC'"
     [[ $PG_MAX_CONNECTIONS =~ ^[1-9][0-9]{0,4}$ ]] || die "bad PG_MAX_CONNECTIONS '$PG_MAX_CONNECTIONS'"
+    PG_PRELOAD=${PG_PRELOAD:-}
+    [[ $PG_PRELOAD =~ ^[a-z_,]*$ ]] || die "bad PG_PRELOAD '$PG_PRELOAD' (library names, comma-separated)"
     # A Unix socket path is limited to 107 bytes: DIR/.s.PGSQL.PORT must fit.
     ((${#DIR} + 18 <= 107)) || die "DIR is too long for a Unix socket path (${#DIR} bytes): $DIR"
 
@@ -166,6 +169,7 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = $(conf_quote "$DIR")
 max_connections = $PG_MAX_CONNECTIONS
+shared_preload_libraries = '$PG_PRELOAD'
 shared_buffers = 128MB
 fsync = $PG_FSYNC
 logging_collector = off

@@ -39,6 +39,9 @@
 #   BENCH_FLOOR_ROUNDS  round trips (and commits) of each floor measurement (default: 1000)
 #   BENCH_PROFILE   a folder: each processor drain and each gateway run of 1 is recorded there
 #                   by `perf record` with DWARF call graphs (perf-<group>.data, perf-gateway-<round>.data)
+#   BENCH_PG_STATEMENTS  1: PostgreSQL loads pg_stat_statements (planning tracked too), and each
+#                   processor drain and pgbench run of 2 and 5 writes where PostgreSQL's time went,
+#                   by statement, per command, to statements/<bench>-<round>-<contender>.txt
 #   BENCH_QUICK     1: the headline ratios in a few minutes (one round, 5 s runs, 20,000
 #                   commands, comparisons 1 to 3); the settings above still override it
 set -euo pipefail
@@ -161,7 +164,14 @@ wait_http() { # port path
 
 # --- PostgreSQL and Kafka ------------------------------------------------------------------
 PG_STARTED=1
+STATEMENTS=${BENCH_PG_STATEMENTS:-0}
+[[ $STATEMENTS == 1 ]] && export PG_PRELOAD=pg_stat_statements
 CONNINFO=$("$PG_SH" start "$TMP/pg" "$(free_port)" | tail -n 1) || die "PostgreSQL did not start"
+if [[ $STATEMENTS == 1 ]]; then
+    psql -q "$CONNINFO" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+        -c "ALTER SYSTEM SET pg_stat_statements.track_planning = on" \
+        -c "SELECT pg_reload_conf()" >/dev/null || die "pg_stat_statements could not be set up"
+fi
 if [[ $BENCH_KAFKA == real ]]; then
     BOOTSTRAP=""
     for attempt in 1 2 3; do
@@ -359,6 +369,7 @@ drain_run() { # bench name round db prefix group total extra
     fresh_checkpoint "$db"
     since=$(psql -qAt "$db" -c "SELECT now()") # what this run applies finishes after it
     read -r -a kp <<<"$(KAFKA_PIDS)"
+    statements_reset
     start_service state-processor "$group" "$db" --topic.prefix="$prefix" --group.id="$group" \
         --http.port="$port" --log.level=warn --batch.max="$BATCH"
     pid=$STARTED
@@ -390,6 +401,7 @@ drain_run() { # bench name round db prefix group total extra
     profile_stop
     kill -TERM "$pid"
     wait "$pid" || true
+    statements_dump "$bench" "$name" "$round" "$db" "$total"
     local applied
     applied=$(psql -qAt "$db" -c "SELECT count(*) FROM commands WHERE status = 'applied' AND finished_at >= '$since'")
     python3 - "$bench" "$name" "$round" "$t0" "$t1" "$first" "$total" "$((c1 - c0))" \
@@ -425,15 +437,44 @@ backends_gone() { # conninfo
     return 1
 }
 
+# BENCH_PG_STATEMENTS: statements_reset before a run, statements_dump after it: PostgreSQL's
+# planning and execution time in the database of conninfo by statement, per command of the run.
+statements_reset() {
+    [[ $STATEMENTS == 1 ]] || return 0
+    psql -q "$CONNINFO" -c "SELECT pg_stat_statements_reset()" >/dev/null
+}
+statements_dump() { # bench name round conninfo commands
+    [[ $STATEMENTS == 1 ]] || return 0
+    local dbname file
+    dbname=$(sed -n 's/.*dbname=\([^ ]*\).*/\1/p' <<<"$4")
+    mkdir -p "$OUT/statements"
+    file="$OUT/statements/$1-$3-$(tr -cs 'a-z0-9' '-' <<<"${2,,}" | sed 's/-$//').txt"
+    psql -q "$CONNINFO" -v n="$5" -v db="$dbname" >"$file" <<'EOF'
+SELECT s.calls,
+       round((s.total_plan_time * 1000 / :n)::numeric, 1) AS plan_us_per_cmd,
+       round((s.total_exec_time * 1000 / :n)::numeric, 1) AS exec_us_per_cmd,
+       left(regexp_replace(s.query, '\s+', ' ', 'g'), 90) AS statement
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE d.datname = :'db'
+ORDER BY s.total_plan_time + s.total_exec_time DESC LIMIT 15;
+SELECT round((sum(s.total_plan_time) * 1000 / :n)::numeric, 1) AS plan_us_per_cmd,
+       round((sum(s.total_exec_time) * 1000 / :n)::numeric, 1) AS exec_us_per_cmd
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE d.datname = :'db';
+EOF
+}
+
 # pgbench running the processor's statements (tests/bench/pgbench.sh) on the database db.
 pgbench_run() { # bench name script transactions commands-per-transaction round db
     local bench=$1 name=$2 script=$3 tx=$4 per=$5 round=$6 db=$7 out pg0 pg1
     fresh_checkpoint "$db"
+    statements_reset
     pg0=$(pg_cpu)
     out=$(pgbench -n -c 1 -j 1 -M prepared -t "$tx" -f "$script" "$db" 2>&1) ||
         die "pgbench failed: $out"
     backends_gone "$db" || die "pgbench's PostgreSQL backend did not exit"
     pg1=$(pg_cpu)
+    statements_dump "$bench" "$name" "$round" "$db" $((tx * per))
     python3 - "$bench" "$name" "$round" "$tx" "$per" "$((pg1 - pg0))" "$TICK" "$out" >>"$RESULTS" <<'EOF'
 import json, re, sys
 bench, name, rnd, tx, per_tx, pg, tick, out = sys.argv[1:]
