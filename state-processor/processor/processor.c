@@ -58,6 +58,9 @@ struct processor {
         *m_retries, *m_isolated, *m_held;
     metrics_histogram *m_batch_time;
     metrics_histogram *m_commit_time;
+    metrics_histogram *m_reads_time;  /* BEGIN and the reads, until their last answer */
+    metrics_histogram *m_apply_time;  /* the rules applied, the first write serialized */
+    metrics_histogram *m_writes_time; /* the writes, until their last answer */
     metrics_histogram *m_transit;
     json_t *outbox;           /* the batch's outbox rows, for the relay once committed */
     int write_step;           /* the next write queue_write() queues */
@@ -70,6 +73,8 @@ struct processor {
     json_t *done_outbox;      /* its outbox rows */
     struct event *finish;     /* runs on_finish() from the loop */
     long long batch_start_us;
+    long long reads_start_us;
+    long long writes_start_us;
     long long commit_start_us;
     struct event *hold; /* ends a wait for the relay (can_take()) after HOLD_MAX_S */
     bool hold_expired;  /* it did: one batch is taken whatever the relay holds */
@@ -298,6 +303,7 @@ static void writes_done(processor *p)
     /* COMMIT only once every write is known good: a COMMIT of an aborted transaction would
        report success while rolling back. */
     p->commit_start_us = ids_monotonic_us();
+    metrics_observe_us(p->m_writes_time, p->commit_start_us - p->writes_start_us);
     if (query(p, "COMMIT", 0, NULL, on_commit) != 0)
         fail_tx(p);
 }
@@ -426,11 +432,15 @@ static void on_write_next(evutil_socket_t fd, short what, void *arg)
 
 static void apply_and_write(processor *p)
 {
+    long long start_us = ids_monotonic_us();
+    metrics_observe_us(p->m_reads_time, start_us - p->reads_start_us);
     batch_apply(&p->b);
     p->written_aggregates = 0;
     p->write_step = 0;
     p->writes_queued = false;
     queue_write(p);
+    p->writes_start_us = ids_monotonic_us();
+    metrics_observe_us(p->m_apply_time, p->writes_start_us - start_us);
 }
 
 /* ---- reads ---- */
@@ -522,6 +532,7 @@ static const char read_aggregates_sql[] =
 
 static void begin_tx(processor *p)
 {
+    p->reads_start_us = ids_monotonic_us();
     txphase_begin(&p->ph, p->pg);
     char *parts = batch_partitions_param(&p->b);
     char *keys = batch_keys_param(&p->b);
@@ -718,6 +729,19 @@ static void init_metrics(processor *p)
     p->m_commit_time =
         metrics_histogram_get(m, "processor_commit_duration_seconds", "the COMMIT of a batch",
                               bounds, sizeof(bounds) / sizeof(bounds[0]));
+    /* With the commit, the turns of a batch's transaction (docs/benchmarks.md, 2) */
+    p->m_reads_time =
+        metrics_histogram_get(m, "processor_reads_duration_seconds",
+                              "BEGIN and the reads of a batch, sent to their last answer", bounds,
+                              sizeof(bounds) / sizeof(bounds[0]));
+    p->m_apply_time = metrics_histogram_get(
+        m, "processor_apply_duration_seconds",
+        "the rules applied to a batch and its first write serialized, in the processor", bounds,
+        sizeof(bounds) / sizeof(bounds[0]));
+    p->m_writes_time =
+        metrics_histogram_get(m, "processor_writes_duration_seconds",
+                              "the writes of a batch, the first sent to the last answered", bounds,
+                              sizeof(bounds) / sizeof(bounds[0]));
     p->m_transit = metrics_histogram_get(
         m, "processor_command_transit_seconds",
         "time from a command's timestamp (its produce by the gateway) to its poll here; the "

@@ -396,8 +396,27 @@ drain_run() { # bench name round db prefix group total extra
     c1=$(cpu_ticks "$pid")
     pg1=$(pg_cpu)
     k1=$(cpu_ticks "${kp[@]}")
-    local batches # transactions, over the whole run: the mean batch is total / batches
-    batches=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '$1 == "processor_batches_total" {print $2}')
+    local batches metrics # transactions, over the whole run: the mean batch is total / batches
+    metrics=$(curl -fs "http://127.0.0.1:$port/metrics")
+    batches=$(awk '$1 == "processor_batches_total" {print $2}' <<<"$metrics")
+    # A batch's turns, mean ms each: {"reads": ms, "apply": ms, "writes": ms, "commit": ms}
+    extra=$(awk -v extra="$extra" '
+        match($1, /^processor_(reads|apply|writes|commit)_duration_seconds_(sum|count)$/) {
+            split(substr($1, 11), a, "_duration_seconds_")
+            v[a[1] "_" a[2]] = $2
+        }
+        END {
+            s = ""
+            n = split("reads apply writes commit", ph, " ")
+            for (i = 1; i <= n; i++)
+                if (v[ph[i] "_count"] > 0)
+                    s = s sprintf("%s\"%s\": %.2f", s == "" ? "" : ", ", ph[i],
+                                  v[ph[i] "_sum"] * 1000 / v[ph[i] "_count"])
+            e = extra
+            sub(/^[{]/, "", e)
+            sub(/[}]$/, "", e)
+            printf "{\"turns_ms\": {%s}%s%s}", s, e == "" ? "" : ", ", e
+        }' <<<"$metrics")
     profile_stop
     kill -TERM "$pid"
     wait "$pid" || true

@@ -170,6 +170,14 @@ def main():
                       ", ".join(str(r["applied"]) for r in proc) +
                       "; commands per transaction, on average: " +
                       ", ".join(f"{r['mean_batch']:.0f}" for r in proc))
+            turns = [r["turns_ms"] for r in proc if r.get("turns_ms")]
+            if turns:
+                md.append("")
+                md.append("A batch's turns, mean ms per batch in each run (the processor's "
+                          "histograms): " + "; ".join(
+                              ", ".join(f"{k} {t[k]:.1f}" for k in ("reads", "apply", "writes",
+                                                                    "commit") if k in t)
+                              for t in turns))
         svg = plot(out, "apply", "Applying commands", "commands/s",
                    {n: [r["cps"] for r in sorted(apply[n], key=lambda r: r["round"])]
                     for n in names})

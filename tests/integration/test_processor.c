@@ -202,6 +202,19 @@ static void send_raw(const char *key, const char *value, const header *h, size_t
     ck_assert_int_eq(delivered, before + 1);
 }
 
+/* The value of the processor's metric name (no labels), as /metrics shows it. */
+static long long metric(const char *name)
+{
+    char *text = metrics_render(processor_metrics(proc));
+    char line[128];
+    snprintf(line, sizeof(line), "\n%s ", name);
+    const char *at = strstr(text, line);
+    ck_assert_msg(at != NULL, "no metric %s", name);
+    long long n = atoll(at + strlen(line));
+    free(text);
+    return n;
+}
+
 START_TEST(applies_versions_and_offsets)
 {
     send_cmd("account.open", "acc-1", "{\"owner\":\"ada\"}", NULL, -1, -1, NULL);
@@ -220,6 +233,13 @@ START_TEST(applies_versions_and_offsets)
                      1);
     /* The relay publishes the events and marks them. */
     ck_assert(wait_for(0, 10000, "SELECT count(*) FROM outbox WHERE published_at IS NULL"));
+    /* Each committed batch is timed in each of its turns. */
+    long long batches = metric("processor_batches_total");
+    ck_assert_int_ge(batches, 1);
+    ck_assert_int_eq(metric("processor_reads_duration_seconds_count"), batches);
+    ck_assert_int_eq(metric("processor_apply_duration_seconds_count"), batches);
+    ck_assert_int_eq(metric("processor_writes_duration_seconds_count"), batches);
+    ck_assert_int_eq(metric("processor_commit_duration_seconds_count"), batches);
 }
 END_TEST
 
@@ -1036,13 +1056,7 @@ END_TEST
 /* Messages the processor has polled: its transit histogram counts each one. */
 static long long polled(void)
 {
-    static const char name[] = "\nprocessor_command_transit_seconds_count ";
-    char *text = metrics_render(processor_metrics(proc));
-    const char *at = strstr(text, name);
-    ck_assert_ptr_nonnull(at);
-    long long n = atoll(at + strlen(name));
-    free(text);
-    return n;
+    return metric("processor_command_transit_seconds_count");
 }
 
 enum { AHEAD_BATCH = 5, AHEAD_COMMANDS = 20 };
