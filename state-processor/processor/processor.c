@@ -636,7 +636,10 @@ static void on_batch(void *arg, const kafka_message *msgs, size_t n)
     processor *p = arg;
     bool ahead = p->b.items != NULL;
     batch *b = ahead ? &p->ahead : &p->b;
-    *(ahead ? &p->ahead_start_us : &p->batch_start_us) = ids_monotonic_us();
+    if (ahead)
+        p->ahead_start_us = ids_monotonic_us();
+    else
+        p->batch_start_us = ids_monotonic_us();
     long long now_us = ids_now_us();
     for (size_t i = 0; i < n; i++)
         if (msgs[i].timestamp_ms >= 0)
