@@ -12,8 +12,8 @@
  *     (txloop_continue()), the loop staying busy: its transaction begins after the one before
  *     ends, as ever;
  *   - a stop ends the loop between batches, never inside one: a batch mid-transaction ends with
- *     its COMMIT or its rollback first; one in backoff is dropped uncommitted and consumed again
- *     by whoever owns its partition next;
+ *     its COMMIT or its rollback first; one in backoff, or failing once the stop was asked for,
+ *     is dropped uncommitted and consumed again by whoever owns its partition next;
  *   - a stored offset of another log under offsets.on_mismatch=fail stops the loop for an
  *     operator (txloop_failed()).
  * txphase counts the queries of one step and keeps its first failure, telling an error about the

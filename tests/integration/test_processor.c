@@ -1112,10 +1112,9 @@ START_TEST(the_next_batch_is_taken_while_the_writes_run)
 }
 END_TEST
 
-/* The batch before fails under the one taken ahead: it is retried, then the one ahead runs. */
-START_TEST(a_batch_taken_ahead_waits_while_the_one_before_is_retried)
+/* Ends the session of the processor's batch waiting for the outbox's lock: the batch fails. */
+static void kill_the_waiting_batch(void)
 {
-    PGconn *locker = writes_held_by_a_lock();
     static const char waiting[] =
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
         "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%%'";
@@ -1125,6 +1124,13 @@ START_TEST(a_batch_taken_ahead_waits_while_the_one_before_is_retried)
                            "pg_stat_activity WHERE datname = current_database() AND "
                            "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%%') t"),
                      1);
+}
+
+/* The batch before fails under the one taken ahead: it is retried, then the one ahead runs. */
+START_TEST(a_batch_taken_ahead_waits_while_the_one_before_is_retried)
+{
+    PGconn *locker = writes_held_by_a_lock();
+    kill_the_waiting_batch();
     metrics_counter *retries =
         metrics_counter_get(processor_metrics(proc), "processor_batch_retries_total", "", NULL);
     for (int waited = 0; waited < 10000 && metrics_value(retries) == 0; waited += 50)
@@ -1153,6 +1159,36 @@ START_TEST(a_stop_leaves_the_batch_taken_ahead_uncommitted)
     ck_assert_int_le(committed, AHEAD_BATCH);
     ck_assert_int_lt(committed, taken);
     ck_assert_int_eq(q_int(ahead_version), committed);
+    processor_free(proc);
+    proc = start_processor("proc-ahead");
+    all_applied_once();
+    PQfinish(locker);
+}
+END_TEST
+
+static void on_limit(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    *(int *)arg = 1;
+    event_base_loopbreak(base);
+}
+
+/* A batch that fails once a stop was asked for is not retried: the loop ends, and a processor of
+   the same group applies everything later. Retried, it would wait on the lock again. */
+START_TEST(a_stop_ends_the_loop_when_the_batch_in_hand_fails)
+{
+    PGconn *locker = writes_held_by_a_lock();
+    txloop_stop(processor_loop(proc));
+    kill_the_waiting_batch();
+    int timed_out = 0;
+    struct event *limit = evtimer_new(base, on_limit, &timed_out);
+    struct timeval tv = {20, 0};
+    evtimer_add(limit, &tv);
+    event_base_dispatch(base);
+    event_free(limit);
+    ck_assert_msg(!timed_out, "the loop did not end within 20 s of the failure");
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 0);
+    PQclear(PQexec(locker, "ROLLBACK"));
     processor_free(proc);
     proc = start_processor("proc-ahead");
     all_applied_once();
@@ -1190,6 +1226,7 @@ int main(void)
     tcase_add_test(tc, the_next_batch_is_taken_while_the_writes_run);
     tcase_add_test(tc, a_batch_taken_ahead_waits_while_the_one_before_is_retried);
     tcase_add_test(tc, a_stop_leaves_the_batch_taken_ahead_uncommitted);
+    tcase_add_test(tc, a_stop_ends_the_loop_when_the_batch_in_hand_fails);
     suite_add_tcase(s, tc);
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
