@@ -90,7 +90,8 @@ static void backoff(txloop *l, void (*retry)(void *arg), const char *what, const
 {
     if (l->left)
         return; /* a query answered by the connection's free: nothing is retried */
-    if (l->stopping) { /* asked to stop during the step: it ends here, uncommitted */
+    /* Asked to stop during the step: it ends here, uncommitted. */
+    if (l->stopping) {
         log_kv(LOG_WARN, "stopping: the failed step is not retried", LOG_FIELDS("error", error));
         l->state = TX_BACKOFF;
         txloop_quiet(l);
