@@ -180,8 +180,10 @@ char *kafka_consumer_cluster_id(kafka_consumer *c);
 /* Messages fetched and not yet taken by kafka_consumer_poll(): at most about
    KAFKA_PREFETCH_MESSAGES (or kafka.queued.min.messages) and one fetch more. */
 size_t kafka_consumer_queued(kafka_consumer *c);
-/* Commits next_offset for a partition to Kafka, asynchronously (informational: lag tooling). */
-void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offset);
+/* Commits the next offsets of n partitions to Kafka in one request, asynchronously
+   (informational: lag tooling); a partition whose offset is negative is left out. */
+void kafka_consumer_commit(kafka_consumer *c, const int *partitions, const long long *next_offsets,
+                           size_t n);
 /* Leaves the group and destroys the consumer. Blocking: shutdown only. */
 void kafka_consumer_free(kafka_consumer *c);
 

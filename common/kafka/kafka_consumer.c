@@ -346,11 +346,14 @@ long long kafka_consumer_high_watermark(kafka_consumer *c, int partition)
     return (long long)high;
 }
 
-void kafka_consumer_commit(kafka_consumer *c, int partition, long long next_offset)
+void kafka_consumer_commit(kafka_consumer *c, const int *partitions, const long long *next_offsets,
+                           size_t n)
 {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, c->topic, partition)->offset = next_offset;
-    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, l, 1);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        if (next_offsets[i] >= 0)
+            rd_kafka_topic_partition_list_add(l, c->topic, partitions[i])->offset = next_offsets[i];
+    rd_kafka_resp_err_t e = l->cnt > 0 ? rd_kafka_commit(c->rk, l, 1) : RD_KAFKA_RESP_ERR_NO_ERROR;
     if (e)
         log_kv(LOG_WARN, "offset commit failed", LOG_FIELDS("error", rd_kafka_err2str(e)));
     rd_kafka_topic_partition_list_destroy(l);

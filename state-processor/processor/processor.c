@@ -247,12 +247,11 @@ static void committed(processor *p)
     /* A batch commits at least one loop pass after the previous one's on_finish(). */
     assert(!p->done.items);
     /* Before the next poll, which may serve a rebalance that takes these partitions away. */
-    for (size_t i = 0; i < p->b.npartitions; i++) {
-        if (p->b.batch_next[i] >= 0) {
-            kafka_consumer_commit(txloop_consumer(p->loop), p->b.partitions[i], p->b.batch_next[i]);
+    kafka_consumer_commit(txloop_consumer(p->loop), p->b.partitions, p->b.batch_next,
+                          p->b.npartitions);
+    for (size_t i = 0; i < p->b.npartitions; i++)
+        if (p->b.batch_next[i] >= 0)
             offsetlog_committed(txloop_offsets(p->loop), p->b.partitions[i]);
-        }
-    }
     if (committed_part(p))
         return;
     p->done = p->b;

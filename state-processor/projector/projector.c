@@ -149,8 +149,8 @@ static void committed(projector *p)
     long long *next = xcalloc(b->n + 1, sizeof(long long));
     size_t np = projbatch_positions(b, parts, next);
     kafka_consumer *consumer = txloop_consumer(p->loop);
+    kafka_consumer_commit(consumer, parts, next, np); /* informational: lag tooling */
     for (size_t i = 0; i < np; i++) {
-        kafka_consumer_commit(consumer, parts[i], next[i]); /* informational: lag tooling */
         offsetlog_committed(txloop_offsets(p->loop), parts[i]);
         long long high = kafka_consumer_high_watermark(consumer, parts[i]);
         if (high >= 0)

@@ -1,4 +1,4 @@
-/* test_kafka.c: the parts of the Kafka wrapper that need no cluster. */
+/* test_kafka.c: the parts of the Kafka wrapper that need no cluster but librdkafka's own mock. */
 #include "checkrun.h"
 #include "kafka/kafka.h"
 #include "kafka/kafka_int.h"
@@ -219,6 +219,79 @@ START_TEST(a_consumer_fetches_a_bounded_number_ahead)
 }
 END_TEST
 
+static int assigned;
+
+static bool on_assigned(const int *partitions, size_t n, bool is_assign, void *arg)
+{
+    (void)partitions, (void)arg;
+    if (is_assign)
+        assigned += (int)n;
+    return false; /* the consumer starts them itself */
+}
+
+/* One commit carries every partition given an offset, and none given a negative one. */
+START_TEST(a_commit_names_the_partitions_it_is_given)
+{
+    char errstr[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rd_kafka_conf_new(), errstr, sizeof(errstr));
+    ck_assert_msg(rk != NULL, "%s", errstr);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, 1);
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, "positions", 3, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+
+    struct event_base *base = event_base_new();
+    config_props props = {0};
+    config_props_set(&props, "bootstrap.servers", bootstrap);
+    char err[256];
+    assigned = 0;
+    kafka_consumer *c = kafka_consumer_new(base, &props, "positions-group", "positions", NULL,
+                                           on_assigned, NULL, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    kafka_message msgs[4];
+    for (int i = 0; i < 1000 && assigned < 3; i++) {
+        kafka_consumer_poll(c, msgs, N(msgs));
+        usleep(10000);
+    }
+    ck_assert_int_eq(assigned, 3);
+    const int partitions[] = {0, 1, 2};
+    const long long next[] = {5, -1, 7};
+    kafka_consumer_commit(c, partitions, next, N(partitions));
+
+    /* Read back as the group's committed offsets, by a member that never joins it. */
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert_int_eq(
+        rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof(errstr)),
+        RD_KAFKA_CONF_OK);
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "group.id", "positions-group", errstr, sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *reader = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    ck_assert_msg(reader != NULL, "%s", errstr);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(3);
+    for (int i = 0; i < 3; i++)
+        rd_kafka_topic_partition_list_add(l, "positions", i);
+    for (int i = 0; i < 100; i++) {
+        ck_assert_int_eq(rd_kafka_committed(reader, l, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+        if (l->elems[0].offset == 5 && l->elems[2].offset == 7)
+            break;
+        kafka_consumer_poll(c, msgs, N(msgs));
+        usleep(50000);
+    }
+    ck_assert_int_eq(l->elems[0].offset, 5);
+    ck_assert_int_eq(l->elems[1].offset, RD_KAFKA_OFFSET_INVALID);
+    ck_assert_int_eq(l->elems[2].offset, 7);
+
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_consumer_close(reader);
+    rd_kafka_destroy(reader);
+    kafka_consumer_free(c);
+    config_props_free(&props);
+    event_base_free(base);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(rk);
+}
+END_TEST
+
 /* ---- the topic keeper's reading of CreateTopics answers ---- */
 
 static const struct {
@@ -255,6 +328,7 @@ int main(void)
     tcase_add_loop_test(tc, the_message_size_is_what_librdkafka_counts, 0, N(size_cases));
     tcase_add_test(tc, the_wakeup_serves_what_was_queued_before);
     tcase_add_test(tc, a_consumer_fetches_a_bounded_number_ahead);
+    tcase_add_test(tc, a_commit_names_the_partitions_it_is_given);
     suite_add_tcase(s, tc);
     tcase_add_loop_test(tc, the_keeper_stops_only_when_created_or_not_allowed, 0, N(verdicts));
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
