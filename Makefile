@@ -95,6 +95,7 @@ UNIT_MODULES_test_batch      := state-processor/processor/batch.c
 UNIT_MODULES_test_cmdcopy    := state-processor/ops/cmdcopy.c
 UNIT_MODULES_test_deadletter := state-processor/ops/deadletter.c state-processor/ops/cmdcopy.c
 UNIT_MODULES_test_intake     := command-gateway/intake.c
+UNIT_MODULES_test_kafka      := tests/support/waitfor.c
 UNIT_MODULES_test_opsout     := state-processor/ops/opsout.c
 UNIT_MODULES_test_progress   := state-processor/ops/progress.c
 UNIT_MODULES_test_projbatch  := state-processor/projector/projbatch.c

@@ -6,6 +6,7 @@
  */
 #include "checkrun.h"
 #include "pgtest.h"
+#include "waitfor.h"
 #include "domain/envelope.h"
 #include "core/ids.h"
 #include "kafka/kafka.h"
@@ -1063,6 +1064,12 @@ enum { AHEAD_BATCH = 5, AHEAD_COMMANDS = 20 };
 
 static const char ahead_version[] = "SELECT version FROM aggregates WHERE id = 'acc-ahead'";
 
+static bool more_than_a_batch_polled(void *arg)
+{
+    (void)arg;
+    return polled() > AHEAD_BATCH;
+}
+
 /*
  * A processor taking batches of AHEAD_BATCH, whose first batch's outbox insert waits for a lock
  * that the connection returned holds in an open transaction, on AHEAD_COMMANDS commands to one
@@ -1083,9 +1090,7 @@ static PGconn *writes_held_by_a_lock(void)
         send_cmd("account.deposit", "acc-ahead", "{\"amount\":1}", NULL, -1, -1, NULL);
     cfg.batch_max = AHEAD_BATCH;
     proc = start_processor("proc-ahead");
-    for (int waited = 0; waited < 20000 && polled() <= AHEAD_BATCH; waited += 50)
-        run_for(50);
-    ck_assert_int_gt(polled(), AHEAD_BATCH);
+    ck_assert(waitfor_loop(base, more_than_a_batch_polled, NULL, 20000));
     ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 0);
     return locker;
 }
@@ -1112,18 +1117,27 @@ START_TEST(the_next_batch_is_taken_while_the_writes_run)
 }
 END_TEST
 
+static bool a_batch_waits_for_the_lock(void *arg)
+{
+    (void)arg;
+    return q_int("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                 "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%%'") > 0;
+}
+
 /* Ends the session of the processor's batch waiting for the outbox's lock: the batch fails. */
 static void kill_the_waiting_batch(void)
 {
-    static const char waiting[] =
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
-        "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%%'";
-    for (int waited = 0; waited < 10000 && q_int(waiting) == 0; waited += 50)
-        run_for(50);
+    ck_assert(waitfor_loop(base, a_batch_waits_for_the_lock, NULL, 10000));
     ck_assert_int_eq(q_int("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
                            "pg_stat_activity WHERE datname = current_database() AND "
                            "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%%') t"),
                      1);
+}
+
+static bool retried(void *arg)
+{
+    (void)arg;
+    return metric("processor_batch_retries_total") >= 1;
 }
 
 /* The batch before fails under the one taken ahead: it is retried, then the one ahead runs. */
@@ -1131,11 +1145,7 @@ START_TEST(a_batch_taken_ahead_waits_while_the_one_before_is_retried)
 {
     PGconn *locker = writes_held_by_a_lock();
     kill_the_waiting_batch();
-    metrics_counter *retries =
-        metrics_counter_get(processor_metrics(proc), "processor_batch_retries_total", "", NULL);
-    for (int waited = 0; waited < 10000 && metrics_value(retries) == 0; waited += 50)
-        run_for(50);
-    ck_assert_uint_ge(metrics_value(retries), 1);
+    ck_assert(waitfor_loop(base, retried, NULL, 10000));
     ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 0);
     PQclear(PQexec(locker, "ROLLBACK"));
     all_applied_once();

@@ -13,6 +13,7 @@
 #include "domain/envelope.h"
 #include "kafka/kafka.h"
 #include "pgtest.h"
+#include "waitfor.h"
 #include "processor/processor.h"
 #include "processor/relay.h"
 
@@ -41,21 +42,33 @@ static void setup(void)
                   "%s", err);
 }
 
-static void on_tick(evutil_socket_t fd, short what, void *arg)
+/* Conditions for waitfor_loop(). */
+typedef struct {
+    const int *flag;
+    int want;
+} flag_watch;
+
+static bool flag_reaches(void *arg)
 {
-    (void)fd, (void)what, (void)arg;
+    const flag_watch *w = arg;
+    return *w->flag >= w->want;
 }
 
-/* Runs the loop until *flag is at least want or timeout_ms pass; returns *flag. */
-static int run_until(struct event_base *base, const int *flag, int want, int timeout_ms)
+static bool nothing_unconfirmed(void *arg)
 {
-    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
-    struct timeval tv = {0, 10000};
-    event_add(tick, &tv);
-    for (int waited = 0; *flag < want && waited < timeout_ms; waited += 10)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(tick);
-    return *flag;
+    return relay_unconfirmed(arg) == 0;
+}
+
+typedef struct {
+    PGconn *db;
+    const char *sql;
+    long long want;
+} count_watch;
+
+static bool count_reaches(void *arg)
+{
+    const count_watch *w = arg;
+    return pgtest_int(w->db, w->sql) >= w->want;
 }
 
 /* A mock cluster of its own, made by (and destroyed with) the handle in *owner. */
@@ -67,13 +80,6 @@ static rd_kafka_mock_cluster_t *mock_cluster(int brokers, rd_kafka_t **owner)
     rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(*owner, brokers);
     ck_assert_ptr_nonnull(mc);
     return mc;
-}
-
-/* One pass of the loop, at most 10 ms: for a wait whose condition the caller checks. */
-static void pump(struct event_base *base)
-{
-    int never = 0;
-    run_until(base, &never, 1, 10);
 }
 
 static int told;
@@ -131,17 +137,17 @@ START_TEST(the_waiter_is_told_once_kafka_has_confirmed_enough)
        reconnection attempts) and the call must not have come. */
     told = 0;
     relay_notify_below(r, LIMIT, on_below, NULL);
-    ck_assert_int_eq(run_until(base, &told, 1, 500), 0);
+    flag_watch told_once = {&told, 1};
+    ck_assert(!waitfor_loop(base, flag_reaches, &told_once, 500));
     ck_assert_uint_eq(relay_unconfirmed(r), EVENTS);
 
     /* Back up: Kafka confirms, and the waiter is told once, when LIMIT or fewer are held. */
     ck_assert_int_eq(rd_kafka_mock_broker_set_up(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
-    ck_assert_int_eq(run_until(base, &told, 1, 15000), 1);
+    ck_assert(waitfor_loop(base, flag_reaches, &told_once, 15000));
+    ck_assert_int_eq(told, 1);
     ck_assert_uint_le(held_when_told, LIMIT);
     /* the rest confirmed, with no second call */
-    for (int i = 0; i < 1500 && relay_unconfirmed(r) > 0; i++)
-        pump(base);
-    ck_assert_uint_eq(relay_unconfirmed(r), 0);
+    ck_assert(waitfor_loop(base, nothing_unconfirmed, r, 15000));
     ck_assert_int_eq(told, 1);
 
     /* Below the limit already: told at once. */
@@ -205,7 +211,8 @@ START_TEST(the_processor_slows_to_a_batch_a_second_while_events_wait)
             kafka_produce(prod, "h-commands", 0, agg, strlen(agg), v, strlen(v), h, nh, NULL),
             KAFKA_OK);
     }
-    ck_assert_int_eq(run_until(base, &delivered, COMMANDS, 15000), COMMANDS);
+    flag_watch all_delivered = {&delivered, COMMANDS};
+    ck_assert(waitfor_loop(base, flag_reaches, &all_delivered, 15000));
     ck_assert_int_eq(rd_kafka_mock_broker_set_down(mc, 2), RD_KAFKA_RESP_ERR_NO_ERROR);
 
     processor_config cfg = {0};
@@ -231,10 +238,9 @@ START_TEST(the_processor_slows_to_a_batch_a_second_while_events_wait)
     ck_assert(PQstatus(db) == CONNECTION_OK);
     const char *applied = "SELECT count(*) FROM aggregates";
     /* More than the relay may hold is applied only through the one-second cap on each wait... */
-    int now = 0;
-    for (int i = 0; i < 3000 && (now = (int)pgtest_int(db, applied)) < PAST_THE_LIMIT; i++)
-        pump(base);
-    ck_assert_int_ge(now, PAST_THE_LIMIT);
+    count_watch past = {db, applied, PAST_THE_LIMIT};
+    ck_assert(waitfor_loop(base, count_reaches, &past, 30000));
+    long long now = pgtest_int(db, applied);
     /* ...so the rest is still waiting, and no event is published. */
     ck_assert_int_lt(now, COMMANDS);
     ck_assert_int_eq(pgtest_int(db, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"),
@@ -248,8 +254,8 @@ START_TEST(the_processor_slows_to_a_batch_a_second_while_events_wait)
     /* The leader back: everything applied and published. */
     ck_assert_int_eq(rd_kafka_mock_broker_set_up(mc, 2), RD_KAFKA_RESP_ERR_NO_ERROR);
     const char *published = "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL";
-    for (int i = 0; i < 3000 && pgtest_int(db, published) < COMMANDS; i++)
-        pump(base);
+    count_watch all_published = {db, published, COMMANDS};
+    ck_assert(waitfor_loop(base, count_reaches, &all_published, 30000));
     ck_assert_int_eq(pgtest_int(db, applied), COMMANDS);
     ck_assert_int_eq(pgtest_int(db, published), COMMANDS);
 

@@ -13,4 +13,9 @@
 /* Calls cond(arg) until it returns true or timeout_ms passes; returns its last answer. */
 bool waitfor(bool (*cond)(void *arg), void *arg, int timeout_ms);
 
+struct event_base;
+/* As waitfor(), but runs base's loop for WAITFOR_POLL_MS between the checks instead of sleeping:
+   for services running in-process on base. */
+bool waitfor_loop(struct event_base *base, bool (*cond)(void *arg), void *arg, int timeout_ms);
+
 #endif

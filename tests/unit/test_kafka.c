@@ -2,6 +2,7 @@
 #include "checkrun.h"
 #include "kafka/kafka.h"
 #include "kafka/kafka_int.h"
+#include "waitfor.h"
 
 #include <check.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -156,6 +157,23 @@ START_TEST(the_wakeup_serves_what_was_queued_before)
 }
 END_TEST
 
+typedef struct {
+    kafka_consumer *c;
+    long limit;
+} queue_watch;
+
+static bool queued_reaches(void *arg)
+{
+    const queue_watch *w = arg;
+    return (long)kafka_consumer_queued(w->c) >= w->limit;
+}
+
+static bool queued_passes(void *arg)
+{
+    const queue_watch *w = arg;
+    return (long)kafka_consumer_queued(w->c) > w->limit;
+}
+
 /*
  * A consumer fetches a bounded number of messages ahead of the application (ADR 0033), not a
  * whole backlog: with 60,000 waiting and none taken, it holds KAFKA_PREFETCH_MESSAGES and at
@@ -201,14 +219,12 @@ START_TEST(a_consumer_fetches_a_bounded_number_ahead)
     const long long from = KAFKA_OFFSET_BEGINNING;
     ck_assert_int_eq(kafka_consumer_assign(c, &partition, &from, 1), 0);
     /* It fetches up to the bound... */
-    for (int i = 0; i < 1000 && (long)kafka_consumer_queued(c) < bound; i++)
-        usleep(10000);
-    ck_assert_int_ge((long)kafka_consumer_queued(c), bound);
-    /* ...and stops there: given 1.5 s, longer than librdkafka's one-second pause of a partition
-       whose queue is full, it does not take the rest of the backlog. */
-    for (int i = 0; i < 150 && (long)kafka_consumer_queued(c) <= bound + FETCH_SLACK; i++)
-        usleep(10000);
-    ck_assert_int_le((long)kafka_consumer_queued(c), bound + FETCH_SLACK);
+    queue_watch full = {c, bound};
+    ck_assert(waitfor(queued_reaches, &full, 10000));
+    /* ...and stops there: the 1.5 s is what is under test, longer than librdkafka's one-second
+       pause of a partition whose queue is full; in it, it does not take the rest. */
+    queue_watch past = {c, bound + FETCH_SLACK};
+    ck_assert(!waitfor(queued_passes, &past, 1500));
 
     kafka_consumer_free(c);
     config_props_free(&props);
@@ -220,6 +236,31 @@ START_TEST(a_consumer_fetches_a_bounded_number_ahead)
 END_TEST
 
 static int assigned;
+
+typedef struct {
+    kafka_consumer *c;
+    rd_kafka_t *reader;
+    rd_kafka_topic_partition_list_t *list;
+} commit_watch;
+
+/* Serves the consumer's queue (its rebalances) and says whether all three partitions came. */
+static bool all_assigned(void *arg)
+{
+    const commit_watch *w = arg;
+    kafka_message msgs[4];
+    kafka_consumer_poll(w->c, msgs, N(msgs));
+    return assigned == 3;
+}
+
+/* Reads the group's committed offsets into w->list: the two given ones are there. */
+static bool committed_shown(void *arg)
+{
+    commit_watch *w = arg;
+    kafka_message msgs[4];
+    kafka_consumer_poll(w->c, msgs, N(msgs));
+    ck_assert_int_eq(rd_kafka_committed(w->reader, w->list, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    return w->list->elems[0].offset == 5 && w->list->elems[2].offset == 7;
+}
 
 static bool on_assigned(const int *partitions, size_t n, bool is_assign, void *arg)
 {
@@ -248,12 +289,8 @@ START_TEST(a_commit_names_the_partitions_it_is_given)
     kafka_consumer *c = kafka_consumer_new(base, &props, "positions-group", "positions", NULL,
                                            on_assigned, NULL, err, sizeof(err));
     ck_assert_msg(c != NULL, "%s", err);
-    kafka_message msgs[4];
-    for (int i = 0; i < 1000 && assigned < 3; i++) {
-        kafka_consumer_poll(c, msgs, N(msgs));
-        usleep(10000);
-    }
-    ck_assert_int_eq(assigned, 3);
+    commit_watch w = {.c = c};
+    ck_assert(waitfor(all_assigned, &w, 10000));
     const int partitions[] = {0, 1, 2};
     const long long next[] = {5, -1, 7};
     kafka_consumer_commit(c, partitions, next, N(partitions));
@@ -270,13 +307,9 @@ START_TEST(a_commit_names_the_partitions_it_is_given)
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(3);
     for (int i = 0; i < 3; i++)
         rd_kafka_topic_partition_list_add(l, "positions", i);
-    for (int i = 0; i < 100; i++) {
-        ck_assert_int_eq(rd_kafka_committed(reader, l, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
-        if (l->elems[0].offset == 5 && l->elems[2].offset == 7)
-            break;
-        kafka_consumer_poll(c, msgs, N(msgs));
-        usleep(50000);
-    }
+    w.reader = reader;
+    w.list = l;
+    waitfor(committed_shown, &w, 10000);
     ck_assert_int_eq(l->elems[0].offset, 5);
     ck_assert_int_eq(l->elems[1].offset, RD_KAFKA_OFFSET_INVALID);
     ck_assert_int_eq(l->elems[2].offset, 7);
