@@ -701,10 +701,16 @@ static bool ready(void *arg)
     return p->pg && pgconn_connected(p->pg) && kafka_producer_healthy(p->producer);
 }
 
-static void init_metrics(processor *p)
+/* A histogram of durations in seconds, with the bounds every histogram of the processor has. */
+static metrics_histogram *seconds(metrics *m, const char *name, const char *help)
 {
     static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                     0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+    return metrics_histogram_get(m, name, help, bounds, sizeof(bounds) / sizeof(bounds[0]));
+}
+
+static void init_metrics(processor *p)
+{
     metrics *m = p->metrics = metrics_new();
     const char *name = "processor_commands_total";
     const char *help = "commands consumed, by outcome";
@@ -725,30 +731,19 @@ static void init_metrics(processor *p)
                                     "times the next batch waited for Kafka to confirm the events "
                                     "of the batches before",
                                     NULL);
-    p->m_batch_time =
-        metrics_histogram_get(m, "processor_batch_duration_seconds", "from poll to commit", bounds,
-                              sizeof(bounds) / sizeof(bounds[0]));
-    p->m_commit_time =
-        metrics_histogram_get(m, "processor_commit_duration_seconds", "the COMMIT of a batch",
-                              bounds, sizeof(bounds) / sizeof(bounds[0]));
+    p->m_batch_time = seconds(m, "processor_batch_duration_seconds", "from poll to commit");
+    p->m_commit_time = seconds(m, "processor_commit_duration_seconds", "the COMMIT of a batch");
     /* With the commit, the turns of a batch's transaction (docs/benchmarks.md, 2) */
-    p->m_reads_time =
-        metrics_histogram_get(m, "processor_reads_duration_seconds",
-                              "BEGIN and the reads of a batch, sent to their last answer", bounds,
-                              sizeof(bounds) / sizeof(bounds[0]));
-    p->m_apply_time = metrics_histogram_get(
-        m, "processor_apply_duration_seconds",
-        "the rules applied to a batch and its first write serialized, in the processor", bounds,
-        sizeof(bounds) / sizeof(bounds[0]));
-    p->m_writes_time =
-        metrics_histogram_get(m, "processor_writes_duration_seconds",
-                              "the writes of a batch, the first sent to the last answered", bounds,
-                              sizeof(bounds) / sizeof(bounds[0]));
-    p->m_transit = metrics_histogram_get(
-        m, "processor_command_transit_seconds",
-        "time from a command's timestamp (its produce by the gateway) to its poll here; the "
-        "timestamp has millisecond resolution",
-        bounds, sizeof(bounds) / sizeof(bounds[0]));
+    p->m_reads_time = seconds(m, "processor_reads_duration_seconds",
+                              "BEGIN and the reads of a batch, sent to their last answer");
+    p->m_apply_time =
+        seconds(m, "processor_apply_duration_seconds",
+                "the rules applied to a batch and its first write serialized, in the processor");
+    p->m_writes_time = seconds(m, "processor_writes_duration_seconds",
+                               "the writes of a batch, the first sent to the last answered");
+    p->m_transit = seconds(m, "processor_command_transit_seconds",
+                           "time from a command's timestamp (its produce by the gateway) to its "
+                           "poll here; the timestamp has millisecond resolution");
 }
 
 processor *processor_new(struct event_base *base, const processor_config *cfg,
