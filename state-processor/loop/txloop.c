@@ -117,12 +117,18 @@ bool txloop_backing_off(const txloop *l)
     return l->state == TX_BACKOFF;
 }
 
-/* Stops the loop for an operator: it ends, and txloop_failed() says so. */
-static void stop_failed(txloop *l, const char *why)
+/* Stops the loop for an operator once the step in hand ends; txloop_failed() says so. */
+static void fail_for_operator(txloop *l, const char *why)
 {
     log_kv(LOG_FATAL, "stopping: an operator must decide", LOG_FIELDS("error", why));
     l->failed = true;
     l->stopping = true;
+}
+
+/* The same, between steps: the loop ends now. */
+static void stop_failed(txloop *l, const char *why)
+{
+    fail_for_operator(l, why);
     l->state = TX_IDLE;
     event_base_loopexit(l->base, NULL);
 }
@@ -263,10 +269,7 @@ bool txloop_take_ahead(txloop *l)
         return false; /* or the poll served an assignment: read once the step ends */
     char why[512];
     if (!trusted(l, n, why, sizeof(why))) {
-        /* Not inside the step: the loop ends once it does (txloop_quiet()). */
-        log_kv(LOG_FATAL, "stopping: an operator must decide", LOG_FIELDS("error", why));
-        l->failed = true;
-        l->stopping = true;
+        fail_for_operator(l, why); /* the loop ends once the step does (txloop_quiet()) */
         return false;
     }
     l->owner.batch(l->owner.arg, l->msgs, n);
