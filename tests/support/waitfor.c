@@ -26,7 +26,7 @@ bool waitfor_loop(struct event_base *base, bool (*cond)(void *arg), void *arg, i
             return true;
         if (ids_monotonic_ms() >= deadline)
             return false;
-        struct timeval tv = {0, WAITFOR_POLL_MS * 1000};
+        struct timeval tv = {0, WAITFOR_POLL_MS * 1000L};
         event_base_loopexit(base, &tv);
         event_base_dispatch(base);
     }
