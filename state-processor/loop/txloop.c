@@ -31,6 +31,7 @@ struct txloop {
     long long retry_max_ms;
 
     txstate state;
+    bool ahead_wanted; /* txloop_take_ahead() found no message: the wake-up takes the first */
     bool stopping;
     bool left;     /* txloop_leave(): no consumer, the loop only waits to be freed */
     bool failed;   /* stopped for an operator */
@@ -59,6 +60,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 void txloop_done(txloop *l)
 {
+    l->ahead_wanted = false;
     l->backoff_ms = 0;
     l->state = TX_IDLE;
     if (l->stopping)
@@ -69,6 +71,7 @@ void txloop_done(txloop *l)
 
 void txloop_next(txloop *l)
 {
+    l->ahead_wanted = false;
     l->backoff_ms = 0;
     l->state = TX_IDLE;
     next_batch(l); /* nothing when stopping: txloop_quiet() then ends the loop */
@@ -88,6 +91,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 /* Retries after a capped exponential backoff: retry(), or the start when NULL. */
 static void backoff(txloop *l, void (*retry)(void *arg), const char *what, const char *error)
 {
+    l->ahead_wanted = false;
     if (l->left)
         return; /* a query answered by the connection's free: nothing is retried */
     /* Asked to stop during the step: it ends here, uncommitted. */
@@ -260,13 +264,18 @@ static void next_batch(txloop *l)
 
 bool txloop_take_ahead(txloop *l)
 {
+    l->ahead_wanted = false;
     if (l->state != TX_BUSY || l->stopping || l->nstarting > 0 || l->left)
         return false;
     if (l->owner.can_take && !l->owner.can_take(l->owner.arg))
         return false;
     size_t n = kafka_consumer_poll(l->consumer, l->msgs, l->batch_max);
-    if (n == 0)
-        return false; /* or the poll served an assignment: read once the step ends */
+    if (n == 0) {
+        /* none waiting: on_wake() tries again when one comes, unless the poll served an
+           assignment (read once the step ends) */
+        l->ahead_wanted = l->nstarting == 0;
+        return false;
+    }
     char why[512];
     if (!trusted(l, n, why, sizeof(why))) {
         fail_for_operator(l, why); /* the loop ends once the step does (txloop_quiet()) */
@@ -279,6 +288,7 @@ bool txloop_take_ahead(txloop *l)
 
 bool txloop_continue(txloop *l)
 {
+    l->ahead_wanted = false;
     if (l->stopping)
         return false;
     l->backoff_ms = 0;
@@ -287,7 +297,11 @@ bool txloop_continue(txloop *l)
 
 static void on_wake(void *arg)
 {
-    next_batch(arg);
+    txloop *l = arg;
+    if (l->ahead_wanted)
+        txloop_take_ahead(l);
+    else
+        next_batch(l);
 }
 
 /* ---- life ---- */

@@ -91,7 +91,9 @@ void txloop_resume(txloop *l);
  * During a step, polls the next batch and hands it to owner.batch at once, the loop staying busy
  * (not while stopping, nor while assigned partitions wait for their stored offsets, nor when
  * owner.can_take refuses). The owner holds it, decoded, and begins its transaction only once the
- * step's transaction has ended. True when a batch was handed over.
+ * step's transaction has ended. True when a batch was handed over. When no message was waiting,
+ * the first to arrive before the step ends is taken ahead as the batch, from the consumer's
+ * wake-up.
  */
 bool txloop_take_ahead(txloop *l);
 /*

@@ -55,7 +55,7 @@ struct processor {
     char dlq_error[256];
 
     metrics_counter *m_applied, *m_rejected, *m_duplicates, *m_skipped, *m_dead, *m_batches,
-        *m_retries, *m_isolated, *m_held;
+        *m_retries, *m_isolated, *m_held, *m_ahead;
     metrics_histogram *m_batch_time;
     metrics_histogram *m_commit_time;
     metrics_histogram *m_reads_time;  /* BEGIN and the reads, until their last answer */
@@ -635,10 +635,12 @@ static void on_batch(void *arg, const kafka_message *msgs, size_t n)
     processor *p = arg;
     bool ahead = p->b.items != NULL;
     batch *b = ahead ? &p->ahead : &p->b;
-    if (ahead)
+    if (ahead) {
+        metrics_add(p->m_ahead, 1);
         p->ahead_start_us = ids_monotonic_us();
-    else
+    } else {
         p->batch_start_us = ids_monotonic_us();
+    }
     long long now_us = ids_now_us();
     for (size_t i = 0; i < n; i++)
         if (msgs[i].timestamp_ms >= 0)
@@ -695,6 +697,15 @@ static bool can_take(void *arg)
     return false;
 }
 
+/* A lost session may have taken a COMMIT's answer with it: the batch is applied again and finds
+   its commands decided, with no outbox rows to hand over, so the relay looks for them itself. */
+static void on_pg_state(bool connected, void *arg)
+{
+    processor *p = arg;
+    if (!connected && p->relay)
+        relay_rescan(p->relay);
+}
+
 static bool ready(void *arg)
 {
     processor *p = arg;
@@ -731,6 +742,9 @@ static void init_metrics(processor *p)
                                     "times the next batch waited for Kafka to confirm the events "
                                     "of the batches before",
                                     NULL);
+    p->m_ahead =
+        metrics_counter_get(m, "processor_batches_taken_ahead_total",
+                            "batches polled and decoded while the one before committed", NULL);
     p->m_batch_time = seconds(m, "processor_batch_duration_seconds", "from poll to commit");
     p->m_commit_time = seconds(m, "processor_commit_duration_seconds", "the COMMIT of a batch");
     /* With the commit, the turns of a batch's transaction (docs/benchmarks.md, 2) */
@@ -782,7 +796,7 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
 
     p->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
     if (p->domains)
-        p->pg = pgconn_new(base, cfg->pg_conninfo, NULL, NULL, err, errlen);
+        p->pg = pgconn_new(base, cfg->pg_conninfo, on_pg_state, p, err, errlen);
     if (p->pg)
         p->producer = kafka_producer_new(base, kafka_props, on_produced, p, err, errlen);
     if (p->producer) {

@@ -21,13 +21,20 @@ struct relay {
     char *topic;
     jsontext confirmed; /* outbox keys confirmed by Kafka, not yet marked: a JSON array's rows */
     size_t nconfirmed;
+    char *marking_rows; /* the keys of the UPDATE running, kept until it succeeds */
+    size_t marking_n;
     json_t *failed;   /* outbox rows Kafka refused or lost, produced again by the retry timer */
     size_t in_flight; /* events produced, no delivery report yet */
     bool marking;     /* an UPDATE is running */
-    bool recovered;   /* the start-up scan has been queued */
-    char started_at[RFC3339_LEN];
-    struct event *flush; /* batches the UPDATEs */
-    struct event *retry; /* produces the failed rows again */
+    /* The scan for rows left unpublished (recover_sql) created before scan_before: at the start,
+       after a lost session, and when relay_rescan() asks. */
+    bool scan_due;
+    bool scanning;
+    char scan_before[RFC3339_LEN];
+    struct event *flush;  /* batches the UPDATEs */
+    struct event *remark; /* runs the UPDATE again a while after PostgreSQL refused it */
+    struct event *rescan; /* queues the scan again a while after PostgreSQL refused it */
+    struct event *retry;  /* produces the failed rows again */
     metrics_counter *m_malformed;
     /* Events published to a log that is gone (ADR 0022), produced again a page at a time. */
     char *cluster;        /* this run's Kafka cluster, once its metadata named it */
@@ -78,6 +85,13 @@ static const char recover_sql[] =
 static void mark(relay *r);
 static void refill(relay *r);
 
+/* Runs ev's callback again after RELAY_RETRY_S. */
+static void in_a_while(struct event *ev)
+{
+    struct timeval tv = {RELAY_RETRY_S, 0};
+    evtimer_add(ev, &tv);
+}
+
 /* Tells relay_notify_below()'s waiter, once, when the events held have fallen to its limit. */
 static void notify_below(relay *r)
 {
@@ -88,14 +102,38 @@ static void notify_below(relay *r)
     cb(r->below_arg);
 }
 
+/* The keys of an UPDATE that failed join the ones confirmed since, for the next UPDATE. */
+static void keep_unmarked(relay *r, const char *rows, size_t n)
+{
+    size_t len = strlen(rows); /* "[{...},...]" */
+    jsontext *t = &r->confirmed;
+    if (r->nconfirmed)
+        JSONTEXT_LIT(t, ",");
+    else
+        JSONTEXT_LIT(t, "[");
+    jsontext_raw(t, rows + 1, len - 2);
+    r->nconfirmed += n;
+}
+
 static void on_marked(const pgconn_result *res, void *arg)
 {
     relay *r = arg;
     r->marking = false;
-    if (pgconn_result_status(res) != PGCONN_OK)
-        log_kv(LOG_WARN, "outbox: marking published failed (rows will be republished)",
-               LOG_FIELDS("error", pgconn_result_error(res)));
-    if (r->nconfirmed)
+    pgconn_status st = pgconn_result_status(res);
+    if (st != PGCONN_OK) {
+        /* Kafka has these events: the rows must not stay unpublished while we run. A lost
+           session's UPDATE is queued again at once (it waits for the next session); one the
+           server refused, a while later. */
+        LOG_KV(LOG_WARN, "outbox: marking published failed, will retry",
+               LOG_STR("error", pgconn_result_error(res)), LOG_NUM("rows", r->marking_n));
+        keep_unmarked(r, r->marking_rows, r->marking_n);
+        if (st == PGCONN_ERROR)
+            in_a_while(r->remark);
+    }
+    free(r->marking_rows);
+    r->marking_rows = NULL;
+    r->marking_n = 0;
+    if (r->nconfirmed && !evtimer_pending(r->remark, NULL))
         event_active(r->flush, 0, 0);
     else if (r->refill_next) /* the page's marks are stored: the next page is new rows */
         refill(r);
@@ -106,6 +144,7 @@ static void mark(relay *r)
     if (r->marking || r->nconfirmed == 0)
         return;
     JSONTEXT_LIT(&r->confirmed, "]");
+    size_t n = r->nconfirmed;
     char *rows = jsontext_finish(&r->confirmed, NULL);
     r->nconfirmed = 0;
     if (!rows) { /* the keys were read from rows that made events: they are text */
@@ -114,10 +153,16 @@ static void mark(relay *r)
     }
     char *cluster = kafka_producer_cluster_id(r->producer); /* known: Kafka just confirmed */
     const char *v[] = {rows, cluster};
-    if (pgconn_query_prepared(r->pg, mark_sql, 2, v, on_marked, r) == 0)
+    if (pgconn_query_prepared(r->pg, mark_sql, 2, v, on_marked, r) == 0) {
         r->marking = true;
+        r->marking_rows = rows;
+        r->marking_n = n;
+    } else { /* too many queries pending: the keys wait for the next try */
+        keep_unmarked(r, rows, n);
+        free(rows);
+        in_a_while(r->remark);
+    }
     free(cluster);
-    free(rows);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -130,10 +175,8 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 static void retry_later(relay *r, json_t *row)
 {
     json_array_append_new(r->failed, row);
-    if (!evtimer_pending(r->retry, NULL)) {
-        struct timeval tv = {RELAY_RETRY_S, 0};
-        evtimer_add(r->retry, &tv);
-    }
+    if (!evtimer_pending(r->retry, NULL))
+        in_a_while(r->retry);
 }
 
 static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
@@ -164,7 +207,7 @@ static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
     jsontext_int(t, json_integer_value(json_object_get(row, "version")));
     JSONTEXT_LIT(t, "}");
     json_decref(row);
-    if (!r->marking)
+    if (!r->marking && !evtimer_pending(r->remark, NULL))
         event_active(r->flush, 0, 0);
     notify_below(r);
 }
@@ -265,13 +308,19 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     notify_below(r); /* a row that could not make an event is not held again */
 }
 
+static void scan(relay *r);
+
 static void on_recovered(const pgconn_result *res, void *arg)
 {
     relay *r = arg;
-    if (pgconn_result_status(res) != PGCONN_OK) {
-        log_kv(LOG_WARN, "outbox: recovery scan failed, retrying on next connect",
+    r->scanning = false;
+    pgconn_status st = pgconn_result_status(res);
+    if (st != PGCONN_OK) {
+        log_kv(LOG_WARN, "outbox: scan for unpublished rows failed, will retry",
                LOG_FIELDS("error", pgconn_result_error(res)));
-        r->recovered = false;
+        r->scan_due = true; /* after a lost session, when the next one is up */
+        if (st == PGCONN_ERROR)
+            in_a_while(r->rescan);
         return;
     }
     int n = pgconn_result_ntuples(res);
@@ -284,9 +333,10 @@ static void on_recovered(const pgconn_result *res, void *arg)
         json_decref(row);
     }
     if (n > 0) {
-        LOG_KV(LOG_INFO, "outbox: republished events left unconfirmed by a previous run",
-               LOG_NUM("count", n));
+        LOG_KV(LOG_INFO, "outbox: produced again events left unpublished", LOG_NUM("count", n),
+               LOG_STR("created_before", r->scan_before));
     }
+    scan(r); /* asked for again meanwhile */
 }
 
 static void on_refill(const pgconn_result *res, void *arg)
@@ -296,8 +346,7 @@ static void on_refill(const pgconn_result *res, void *arg)
     if (pgconn_result_status(res) != PGCONN_OK) {
         log_kv(LOG_WARN, "outbox: reading events of another cluster failed, will retry",
                LOG_FIELDS("error", pgconn_result_error(res)));
-        struct timeval tv = {RELAY_RETRY_S, 0};
-        evtimer_add(r->learn, &tv);
+        in_a_while(r->learn);
         return;
     }
     int n = pgconn_result_ntuples(res);
@@ -342,22 +391,59 @@ static void on_learn(evutil_socket_t fd, short what, void *arg)
     relay *r = arg;
     if (!r->cluster)
         r->cluster = kafka_producer_cluster_id(r->producer);
-    if (r->cluster && pgconn_connected(r->pg) && r->recovered) {
+    if (r->cluster && pgconn_connected(r->pg) && !r->scan_due) {
         refill(r);
         return;
     }
-    struct timeval tv = {RELAY_RETRY_S, 0};
-    evtimer_add(r->learn, &tv);
+    in_a_while(r->learn);
 }
 
+/* Queues the scan when one is due and none is running. */
+static void scan(relay *r)
+{
+    if (!r->scan_due || r->scanning || !pgconn_connected(r->pg))
+        return;
+    const char *v[] = {r->scan_before};
+    if (pgconn_query(r->pg, recover_sql, 1, v, on_recovered, r) == 0) {
+        r->scan_due = false;
+        r->scanning = true;
+    } else {
+        in_a_while(r->rescan);
+    }
+}
+
+static void on_rescan(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    scan(arg);
+}
+
+/* From now on, rows created up to now are due for a scan (the text has milliseconds: the next
+   one, so that none created in this one is left out). */
+static void scan_from_now(relay *r)
+{
+    r->scan_due = true;
+    rfc3339_format(ids_now_ms() + 1, r->scan_before);
+}
+
+void relay_rescan(relay *r)
+{
+    scan_from_now(r);
+    scan(r);
+}
+
+/*
+ * Each session scans for the rows left unpublished before it: at the start, those of earlier
+ * runs; after a lost session, also this run's rows whose fate the loss hid. Rows this run still
+ * holds are produced twice then; consumers dedupe by event id.
+ */
 static void on_pg_state(bool connected, void *arg)
 {
     relay *r = arg;
-    if (!connected || r->recovered)
-        return;
-    const char *v[] = {r->started_at};
-    if (pgconn_query(r->pg, recover_sql, 1, v, on_recovered, r) == 0)
-        r->recovered = true;
+    if (connected)
+        scan(r);
+    else
+        relay_rescan(r);
 }
 
 relay *relay_new(struct event_base *base, const char *conninfo, const config_props *kafka_props,
@@ -370,9 +456,11 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
     r->base = base;
     r->topic = xstrdup(events_topic);
     r->failed = json_array();
-    rfc3339_now(r->started_at);
+    scan_from_now(r);
     r->flush = event_new(base, -1, 0, on_flush, r);
     r->retry = evtimer_new(base, on_retry, r);
+    r->remark = evtimer_new(base, on_flush, r);
+    r->rescan = evtimer_new(base, on_rescan, r);
     r->learn = evtimer_new(base, on_learn, r);
     struct timeval soon = {0, 100000};
     evtimer_add(r->learn, &soon);
@@ -422,10 +510,15 @@ void relay_free(relay *r)
         event_free(r->flush);
     if (r->retry)
         event_free(r->retry);
+    if (r->remark)
+        event_free(r->remark);
+    if (r->rescan)
+        event_free(r->rescan);
     if (r->learn)
         event_free(r->learn);
     free(r->cluster);
     jsontext_free(&r->confirmed);
+    free(r->marking_rows);
     json_decref(r->failed);
     free(r->topic);
     free(r);

@@ -1,7 +1,8 @@
 /*
  * relay.h: the outbox relay. Publishes domain events from outbox rows to the events topic and
- * marks them published once Kafka confirms. At start it republishes rows a previous run left
- * unconfirmed, so publication is at-least-once; consumers dedupe by the event id.
+ * marks them published once Kafka confirms. At start, and after any lost PostgreSQL session, it
+ * produces again the rows left unpublished before, so publication is at-least-once; consumers
+ * dedupe by the event id.
  */
 #ifndef CQRS_RELAY_H
 #define CQRS_RELAY_H
@@ -39,6 +40,9 @@ size_t relay_unconfirmed(const relay *r);
 /* Calls cb(arg) once, from a delivery report or the retry, when relay_unconfirmed() has fallen
    to limit or below (at once if it has). A later call replaces the waiter; cb NULL removes it. */
 void relay_notify_below(relay *r, size_t limit, void (*cb)(void *arg), void *arg);
+/* Another session that wrote outbox rows was lost (the processor's), so a COMMIT's outcome may
+   have been hidden: the rows left unpublished up to now are scanned for and produced again. */
+void relay_rescan(relay *r);
 /* Flushes the producer, marks what it can and frees. Blocking: shutdown only. */
 void relay_free(relay *r);
 

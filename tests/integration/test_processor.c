@@ -1064,19 +1064,18 @@ enum { AHEAD_BATCH = 5, AHEAD_COMMANDS = 20 };
 
 static const char ahead_version[] = "SELECT version FROM aggregates WHERE id = 'acc-ahead'";
 
-static bool more_than_a_batch_polled(void *arg)
+static bool a_batch_taken_ahead(void *arg)
 {
     (void)arg;
-    return polled() > AHEAD_BATCH;
+    return metric("processor_batches_taken_ahead_total") >= 1;
 }
 
 /*
  * A processor taking batches of AHEAD_BATCH, whose first batch's outbox insert waits for a lock
- * that the connection returned holds in an open transaction, on AHEAD_COMMANDS commands to one
- * account: an open, then deposits of 1. Returns once more than a batch is polled, nothing
- * committed: the next one was taken while the first one's writes wait.
+ * that the connection returned holds in an open transaction, on the first `commands` of
+ * AHEAD_COMMANDS commands to one account: an open, then deposits of 1.
  */
-static PGconn *writes_held_by_a_lock(void)
+static PGconn *outbox_locked(int commands)
 {
     processor_free(proc);
     proc = NULL;
@@ -1086,11 +1085,19 @@ static PGconn *writes_held_by_a_lock(void)
     ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(locker));
     PQclear(r);
     send_cmd("account.open", "acc-ahead", "{\"owner\":\"ann\"}", NULL, -1, -1, NULL);
-    for (int i = 1; i < AHEAD_COMMANDS; i++)
+    for (int i = 1; i < commands; i++)
         send_cmd("account.deposit", "acc-ahead", "{\"amount\":1}", NULL, -1, -1, NULL);
     cfg.batch_max = AHEAD_BATCH;
     proc = start_processor("proc-ahead");
-    ck_assert(waitfor_loop(base, more_than_a_batch_polled, NULL, 20000));
+    return locker;
+}
+
+/* All AHEAD_COMMANDS sent, the outbox locked: returns once a batch was taken ahead, nothing
+   committed; the next one was polled while the first one's writes wait. */
+static PGconn *writes_held_by_a_lock(void)
+{
+    PGconn *locker = outbox_locked(AHEAD_COMMANDS);
+    ck_assert(waitfor_loop(base, a_batch_taken_ahead, NULL, 20000));
     ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 0);
     return locker;
 }
@@ -1108,12 +1115,18 @@ static void all_applied_once(void)
     ck_assert_int_eq(q_int("SELECT count(*) FROM outbox"), AHEAD_COMMANDS);
 }
 
-START_TEST(the_next_batch_is_taken_while_the_writes_run)
+/* The outbox's lock released: every command applied once. */
+static void unlocked_all_applied_once(PGconn *locker)
 {
-    PGconn *locker = writes_held_by_a_lock();
     PQclear(PQexec(locker, "ROLLBACK"));
     all_applied_once();
     PQfinish(locker);
+}
+
+START_TEST(the_next_batch_is_taken_while_the_writes_run)
+{
+    PGconn *locker = writes_held_by_a_lock();
+    unlocked_all_applied_once(locker);
 }
 END_TEST
 
@@ -1123,6 +1136,21 @@ static bool a_batch_waits_for_the_lock(void *arg)
     return q_int("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
                  "wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%%'") > 0;
 }
+
+/* The batch in hand was all there was: the first command to come while its writes wait is taken
+   ahead, from the consumer's wake-up, not left until the COMMIT. */
+START_TEST(a_batch_that_comes_during_the_writes_is_taken_ahead)
+{
+    PGconn *locker = outbox_locked(AHEAD_BATCH);
+    ck_assert(waitfor_loop(base, a_batch_waits_for_the_lock, NULL, 20000));
+    ck_assert_int_eq(metric("processor_batches_taken_ahead_total"), 0);
+    for (int i = AHEAD_BATCH; i < AHEAD_COMMANDS; i++)
+        send_cmd("account.deposit", "acc-ahead", "{\"amount\":1}", NULL, -1, -1, NULL);
+    ck_assert(waitfor_loop(base, a_batch_taken_ahead, NULL, 20000));
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 0);
+    unlocked_all_applied_once(locker);
+}
+END_TEST
 
 /* Ends the session of the processor's batch waiting for the outbox's lock: the batch fails. */
 static void kill_the_waiting_batch(void)
@@ -1147,9 +1175,7 @@ START_TEST(a_batch_taken_ahead_waits_while_the_one_before_is_retried)
     kill_the_waiting_batch();
     ck_assert(waitfor_loop(base, retried, NULL, 10000));
     ck_assert_int_eq(q_int("SELECT count(*) FROM commands"), 0);
-    PQclear(PQexec(locker, "ROLLBACK"));
-    all_applied_once();
-    PQfinish(locker);
+    unlocked_all_applied_once(locker);
 }
 END_TEST
 
@@ -1234,6 +1260,7 @@ int main(void)
     tcase_add_test(tc, lag_counts_an_offset_of_another_log_from_the_beginning);
     tcase_add_test(tc, a_transaction_never_goes_on_in_a_new_session);
     tcase_add_test(tc, the_next_batch_is_taken_while_the_writes_run);
+    tcase_add_test(tc, a_batch_that_comes_during_the_writes_is_taken_ahead);
     tcase_add_test(tc, a_batch_taken_ahead_waits_while_the_one_before_is_retried);
     tcase_add_test(tc, a_stop_leaves_the_batch_taken_ahead_uncommitted);
     tcase_add_test(tc, a_stop_ends_the_loop_when_the_batch_in_hand_fails);

@@ -1,6 +1,7 @@
 /*
  * test_relay.c: the outbox relay's count of the events it holds, and the waiter the processor
- * uses to take no more batches while Kafka has not confirmed them (ADR 0034). A mock Kafka
+ * uses to take no more batches while Kafka has not confirmed them (ADR 0034); rows left
+ * unpublished while it runs (a refused marking, a lost session). A mock Kafka
  * cluster of its own, whose broker the test takes down and brings back; the runner's PostgreSQL
  * (env CQRS_TEST_PG_CONNINFO).
  */
@@ -270,6 +271,149 @@ START_TEST(the_processor_slows_to_a_batch_a_second_while_events_wait)
 }
 END_TEST
 
+/* A relay on a mock cluster of its own and the runner's PostgreSQL, and a connection to look. */
+typedef struct {
+    rd_kafka_t *owner;
+    rd_kafka_mock_cluster_t *mc;
+    struct event_base *base;
+    metrics *m;
+    config_props props;
+    relay *r;
+    PGconn *db;
+} rig;
+
+static void rig_up(rig *g)
+{
+    *g = (rig){0};
+    g->mc = mock_cluster(1, &g->owner);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(g->mc, "events", 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    g->base = event_base_new();
+    g->m = metrics_new();
+    config_props_set(&g->props, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(g->mc));
+    char err[512];
+    g->r = relay_new(g->base, conninfo, &g->props, "events", g->m, err, sizeof(err));
+    ck_assert_msg(g->r != NULL, "%s", err);
+    g->db = PQconnectdb(conninfo);
+    ck_assert(PQstatus(g->db) == CONNECTION_OK);
+}
+
+static void rig_down(rig *g)
+{
+    PQfinish(g->db);
+    relay_free(g->r);
+    config_props_free(&g->props);
+    metrics_free(g->m);
+    event_base_free(g->base);
+    rd_kafka_mock_cluster_destroy(g->mc);
+    rd_kafka_destroy(g->owner);
+}
+
+static void exec_ok(PGconn *db, const char *sql)
+{
+    PGresult *res = PQexec(db, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK,
+                  "%s: %s", sql, PQerrorMessage(db));
+    PQclear(res);
+}
+
+/* Outbox row "acc-<i>" version 1, committed now (after the relay started), unpublished. */
+static void insert_row(PGconn *db, int i)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, "
+             "command_id, payload) VALUES ('default', 'account', 'acc-%d', 1, "
+             "'account.deposited', '0190c6a8-0000-7000-8000-000000000000', '{\"amount\": %d}')",
+             i, i);
+    exec_ok(db, sql);
+}
+
+/* The same row as the processor hands it to the relay after its COMMIT. */
+static json_t *row_json(int i)
+{
+    char id[24];
+    snprintf(id, sizeof(id), "acc-%d", i);
+    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:{s:i}}", "tenant", "default",
+                     "aggregate_type", "account", "aggregate_id", id, "version", 1, "event_type",
+                     "account.deposited", "command_id", "0190c6a8-0000-7000-8000-000000000000",
+                     "payload", "amount", i);
+}
+
+static const char published_sql[] = "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL";
+
+/*
+ * Kafka confirmed the events, and PostgreSQL refuses the UPDATE that marks them published: the
+ * UPDATE is tried again, a second apart, until it is taken; the rows do not stay unpublished for
+ * the rest of the run.
+ */
+START_TEST(a_marking_postgresql_refused_is_tried_again)
+{
+    enum { EVENTS = 3 };
+    rig g;
+    rig_up(&g);
+    exec_ok(g.db, "CREATE SEQUENCE mark_attempts");
+    exec_ok(g.db, "CREATE TABLE refuse_marks AS SELECT 1 AS refuse");
+    exec_ok(g.db, "CREATE FUNCTION refuse_mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                  "IF EXISTS (SELECT FROM refuse_marks) THEN PERFORM nextval('mark_attempts'); "
+                  "RAISE EXCEPTION 'marking refused by the test'; END IF; RETURN NEW; END $$");
+    exec_ok(g.db, "CREATE TRIGGER refuse_mark BEFORE UPDATE ON outbox FOR EACH ROW "
+                  "EXECUTE FUNCTION refuse_mark()");
+    json_t *rows = json_array();
+    for (int i = 0; i < EVENTS; i++) {
+        insert_row(g.db, i);
+        json_array_append_new(rows, row_json(i));
+    }
+    relay_publish(g.r, rows);
+    json_decref(rows);
+
+    /* nextval() is not rolled back with the refused UPDATE: it counts the attempts */
+    const char *attempts =
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM mark_attempts";
+    count_watch again = {g.db, attempts, 3};
+    ck_assert(waitfor_loop(g.base, count_reaches, &again, 15000));
+    ck_assert_int_lt(pgtest_int(g.db, attempts), 10); /* a second apart, not in a loop */
+    ck_assert_int_eq(pgtest_int(g.db, published_sql), 0);
+
+    exec_ok(g.db, "DELETE FROM refuse_marks");
+    count_watch all = {g.db, published_sql, EVENTS};
+    ck_assert(waitfor_loop(g.base, count_reaches, &all, 15000));
+    ck_assert_uint_eq(relay_unconfirmed(g.r), 0);
+    rig_down(&g);
+}
+END_TEST
+
+/*
+ * Rows committed while the relay runs but never handed to it (the COMMIT's answer was lost with
+ * the session, so the processor found the batch decided when it applied it again) are found by
+ * the scan the relay makes after a lost session, its own or the processor's (relay_rescan()).
+ */
+START_TEST(rows_a_lost_session_hid_are_published)
+{
+    rig g;
+    rig_up(&g);
+    const char *relay_sessions = "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                 "current_database() AND pid <> pg_backend_pid()";
+    count_watch connected = {g.db, relay_sessions, 1};
+    ck_assert(waitfor_loop(g.base, count_reaches, &connected, 15000));
+
+    /* its own session lost */
+    insert_row(g.db, 1);
+    exec_ok(g.db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                  "current_database() AND pid <> pg_backend_pid()");
+    count_watch first = {g.db, published_sql, 1};
+    ck_assert(waitfor_loop(g.base, count_reaches, &first, 15000));
+
+    /* the processor's session lost */
+    insert_row(g.db, 2);
+    relay_rescan(g.r);
+    count_watch second = {g.db, published_sql, 2};
+    ck_assert(waitfor_loop(g.base, count_reaches, &second, 15000));
+    ck_assert(waitfor_loop(g.base, nothing_unconfirmed, g.r, 15000));
+    ck_assert_int_eq(pgtest_int(g.db, "SELECT count(*) FROM outbox"), 2);
+    rig_down(&g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("relay");
@@ -278,6 +422,12 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, the_waiter_is_told_once_kafka_has_confirmed_enough);
     tcase_add_test(tc, the_processor_slows_to_a_batch_a_second_while_events_wait);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("unpublished");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, a_marking_postgresql_refused_is_tried_again);
+    tcase_add_test(tc, rows_a_lost_session_hid_are_published);
     suite_add_tcase(s, tc);
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
