@@ -401,7 +401,8 @@ run_job() { # index slot
     fi
     [[ $mode != bench ]] || pre=(env BENCH_KAFKA=mock BENCH_SECONDS=2 BENCH_PAIRS=1 BENCH_COMMANDS=3000
         BENCH_ACCOUNTS=200 BENCH_PARKED=2000 BENCH_GROWTH="100 10000" BENCH_GROWN_ROWS=20000
-        BENCH_GROWTH_COMMANDS=2000 BENCH_FLOOR_ROUNDS=10 BENCH_OUT="$dir/bench")
+        BENCH_GROWTH_COMMANDS=2000 BENCH_FLOOR_ROUNDS=10 BENCH_FLOOR_LOADED_ROUNDS=10
+        BENCH_OUT="$dir/bench")
     [[ $mode != fuzz ]] || pre=(env FUZZ_SECONDS=20)
     [[ $mode != schemathesis ]] || pre=(env SCHEMATHESIS_EXAMPLES=20 "SCHEMATHESIS_SEED=${SCHEMATHESIS_SEED:-1}")
     if [[ $mode == api ]]; then # an empty document fails the check, so a failure here counts

@@ -12,7 +12,9 @@
 #      on one connection, and batched with pipelining. The processor's peak RSS is recorded.
 #   3. Sync end to end, open loop (tests/bench/openloop.c, latency from when each request was
 #      due): the highest rate reached with 64 connections, then 25, 50, 75 and 90% of it; and
-#      the floor of the path (tests/bench/floor.c: two bare Kafka hops and one commit).
+#      the floor of the path (tests/bench/floor.c: two bare Kafka hops and one commit), alone and
+#      during the 50% runs; and the CPU time and the time waiting for a core of every thread of
+#      the path's processes (tests/bench/sched.py).
 #   4. The gateway's RSS with BENCH_PARKED sync requests waiting (the processor stopped).
 #   5. Cost growth: the processor applying deposits spread over 1k, 100k and 1M accounts, and
 #      over 1M with the commands and outbox tables grown to millions of rows; after each of its
@@ -37,6 +39,8 @@
 #   BENCH_FLAGS     extra flags for every gateway and processor (e.g. --kafka.linger.ms=0)
 #   BENCH_GATEWAY_FLAGS  extra flags for the gateways only (e.g. --workers=1)
 #   BENCH_FLOOR_ROUNDS  round trips (and commits) of each floor measurement (default: 1000)
+#   BENCH_FLOOR_LOADED_ROUNDS  the same, for the floor measured during each 50% sync run
+#                   (default: 200)
 #   BENCH_PROFILE   a folder: each processor drain and each gateway run of 1 is recorded there
 #                   by `perf record` with DWARF call graphs (perf-<group>.data, perf-gateway-<round>.data)
 #   BENCH_PG_STATEMENTS  1: PostgreSQL loads pg_stat_statements (planning tracked too), and each
@@ -621,17 +625,31 @@ scrape() { # suffix: both services' metrics, for the stages of a run
         curl -fs -o "$TMP/processor.$1.metrics" "http://127.0.0.1:$SYNC_HTTP/metrics" ||
         die "the services' metrics could not be read"
 }
-# One open-loop run; the result carries the stages of its commands (tests/bench/stages.py).
+# Every thread of the path's processes, for the time each waited for a core (sched.py).
+sched_snap() { # file
+    local master
+    master=$(head -n 1 "$TMP/pg/pgdata/postmaster.pid")
+    python3 tests/bench/sched.py snap "gateway=$SYNC_GW" "processor=$SYNC_PROC" \
+        "postgresql=$master,$(ps -o pid= --ppid "$master" | tr -s ' \n' ',')" \
+        "kafka=$(KAFKA_PIDS | tr ' ' ',')" >"$1" || die "the scheduler statistics could not be read"
+}
+# One open-loop run; the result carries the stages of its commands (tests/bench/stages.py) and
+# the path's processes' time on and waiting for a core (tests/bench/sched.py).
 openloop_run() { # rate fraction round conns
-    local out stages
+    local out stages sched
     scrape before
+    sched_snap "$TMP/sched.before.json"
     out=$("$BUILD/bench/openloop" "$SYNC_PORT" "$1" "$SECONDS_PER_RUN" "$4" "$ACCOUNTS") ||
         die "openloop failed: $out"
+    sched_snap "$TMP/sched.after.json"
     scrape after
     stages=$(python3 tests/bench/stages.py "$TMP"/gateway.{before,after}.metrics \
         "$TMP"/processor.{before,after}.metrics) || die "the stages could not be computed"
-    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r.update(bench="sync", fraction=float(sys.argv[2]), round=int(sys.argv[3]), stages=json.loads(sys.argv[4])); print(json.dumps(r))' \
-        "$out" "$2" "$3" "$stages" >>"$RESULTS"
+    sched=$(python3 tests/bench/sched.py diff "$TMP"/sched.{before,after}.json \
+        "$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["ok"])' "$out")") ||
+        die "the scheduler statistics could not be compared"
+    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r.update(bench="sync", fraction=float(sys.argv[2]), round=int(sys.argv[3]), stages=json.loads(sys.argv[4]), sched=json.loads(sys.argv[5])); print(json.dumps(r))' \
+        "$out" "$2" "$3" "$stages" "$sched" >>"$RESULTS"
     tail -n 1 "$RESULTS" >&2
 }
 fi
@@ -651,7 +669,22 @@ for ((r = 1; r <= PAIRS; r++)); do
             "$r" >>"$RESULTS" || die "the floor could not be measured"
     tail -n 1 "$RESULTS" >&2
     for f in 0.25 0.5 0.75 0.9; do
+        if [[ $f != 0.5 ]]; then
+            openloop_run "$(python3 -c "print(round($MAX_RATE * $f))")" "$f" "$r" 256
+            continue
+        fi
+        # The same floor during the 50% run: what the load on the machine's cores makes of the
+        # bare hops and the commit. It counts only if it ended before the run did.
+        "$BUILD/bench/floor" "$BOOTSTRAP" "floorload$r-" "$SYNC_DB" \
+            "${BENCH_FLOOR_LOADED_ROUNDS:-200}" >"$TMP/floor-loaded.json" &
+        floor_pid=$!
         openloop_run "$(python3 -c "print(round($MAX_RATE * $f))")" "$f" "$r" 256
+        overlapped=true
+        kill -0 "$floor_pid" 2>/dev/null && overlapped=false
+        wait "$floor_pid" || die "the floor under load could not be measured"
+        python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); r.update(bench="floor_loaded", round=int(sys.argv[2]), fraction=0.5, overlapped=sys.argv[3] == "true"); print(json.dumps(r))' \
+            "$TMP/floor-loaded.json" "$r" "$overlapped" >>"$RESULTS"
+        tail -n 1 "$RESULTS" >&2
     done
 done
 

@@ -207,11 +207,13 @@ def main():
                       f"{sum(r['unanswered'] for r in rs)} |")
             lat[f"{f * 100:.0f}%"] = [med(rs, k) for k in ("p50_ms", "p99_ms", "p999_ms")]
         md.append("\nMedians over the rounds; the rounds interleave the loads.\n")
+        def floor_ms(rs):  # the medians of a floor's hops and commits, in ms, and their sums
+            k50, c50 = med(rs, "kafka_p50_us") / 1000, med(rs, "commit_p50_us") / 1000
+            k99, c99 = med(rs, "kafka_p99_us") / 1000, med(rs, "commit_p99_us") / 1000
+            return k50, c50, k99, c99, k50 + c50, k99 + c99
         floor = [r for r in rows if r["bench"] == "floor"]
         if floor:
-            k50, c50 = med(floor, "kafka_p50_us") / 1000, med(floor, "commit_p50_us") / 1000
-            k99, c99 = med(floor, "kafka_p99_us") / 1000, med(floor, "commit_p99_us") / 1000
-            f50, f99 = k50 + c50, k99 + c99
+            k50, c50, k99, c99, f50, f99 = floor_ms(floor)
             half = [r for r in sync if r["fraction"] == 0.5]
             md.append(f"The floor of the path (tests/bench/floor.c, {floor[0]['rounds']} round "
                       f"trips and commits, one at a time, median over the rounds): two Kafka hops "
@@ -222,6 +224,24 @@ def main():
                           f"p99 {med(half, 'p99_ms') / f99:.1f} × the floor's p99.\n")
             else:
                 md.append("")
+        loaded = [r for r in rows if r["bench"] == "floor_loaded"]
+        counted = [r for r in loaded if r["overlapped"]]
+        if counted:
+            k50, c50, k99, c99, f50, f99 = floor_ms(counted)
+            half = [r for r in sync if r["fraction"] == 0.5]
+            md.append(f"The same floor measured during the 50% runs ({counted[0]['rounds']} round "
+                      f"trips and commits in each, {len(counted)} of {len(loaded)} ended within "
+                      f"their run): two Kafka hops p50 {k50:.2f} ms, p99 {k99:.2f} ms; one commit "
+                      f"p50 {c50:.2f} ms, p99 {c99:.2f} ms; together p50 {f50:.2f} ms, p99 "
+                      f"{f99:.2f} ms.")
+            if half:
+                md.append(f"The sync latency at 50% load is p50 {med(half, 'p50_ms') / f50:.1f} × "
+                          f"and p99 {med(half, 'p99_ms') / f99:.1f} × this floor under load.\n")
+            else:
+                md.append("")
+        elif loaded:
+            md.append(f"The floor measured during the 50% runs outlasted every one of them "
+                      f"({len(loaded)}): not counted.\n")
         md.append("Where the time goes: the mean of each stage in ms, from the services' own "
                   "histograms (the median over the rounds). The transits are measured from the "
                   "Kafka timestamps, which have millisecond resolution.\n")
@@ -234,6 +254,22 @@ def main():
             md.append(f"| {'max' if f == 1 else f'{f * 100:.0f}%'} | " + " | ".join(
                 cell(k) for k in ("request", "kafka_ack", "reply_wait", "command_transit",
                                   "batch", "commit", "reply_transit")) + " |")
+        if all(r.get("sched") for r in sync):
+            groups = ("gateway", "processor", "postgresql", "kafka")
+            md.append("\nWaiting for a core: for each process of the path, from the kernel's "
+                      "scheduler statistics of its threads (tests/bench/sched.py), the CPU time "
+                      "and the time runnable but waiting on a run queue, in µs per command, and "
+                      "the mean wait each time a thread was scheduled in (median over the "
+                      "rounds).\n")
+            md.append("| load | " + " | ".join(f"{g}: CPU, wait, per wake-up" for g in groups) +
+                      " |")
+            md.append("|---|" + "---|" * len(groups))
+            for f in [1] + fracs:
+                rs = [r for r in sync if r["fraction"] == f]
+                cell = lambda g, k: statistics.median(r["sched"][g][k] for r in rs)
+                md.append(f"| {'max' if f == 1 else f'{f * 100:.0f}%'} | " + " | ".join(
+                    f"{cell(g, 'cpu_us_per_cmd'):.0f}, {cell(g, 'wait_us_per_cmd'):.0f}, "
+                    f"{cell(g, 'wait_us_per_slice'):.0f}" for g in groups) + " |")
         svg = plot(out, "sync", "Sync latency by load", "ms", lat, ["p50", "p99", "p99.9"])
         if svg:
             md.append(f"\n![Sync latency by load]({svg})")
