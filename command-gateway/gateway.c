@@ -245,10 +245,12 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
     g->pg = pgconn_new(base, cfg->pg_conninfo, NULL, NULL, err, errlen);
     if (!g->pg)
         goto fail;
+    pgconn_set_name(g->pg, "command-gateway");
     const char *read_conninfo = *cfg->pg_read_conninfo ? cfg->pg_read_conninfo : cfg->pg_conninfo;
     g->pg_read = pgconn_new(base, read_conninfo, NULL, NULL, err, errlen);
     if (!g->pg_read)
         goto fail;
+    pgconn_set_name(g->pg_read, "command-gateway reads");
     pgconn_set_read_only(g->pg_read);
     /* LISTEN where the projector's NOTIFY is committed: a hot standby cannot LISTEN. */
     g->reads_replica = *cfg->pg_read_conninfo != '\0';

@@ -150,6 +150,7 @@ readwait *readwait_new(struct event_base *base, const char *conninfo, char *err,
         free(w);
         return NULL;
     }
+    pgconn_set_name(w->pg, "command-gateway listen");
     pgconn_set_notify(w->pg, on_notify, w);
     return w;
 }

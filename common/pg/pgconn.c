@@ -59,6 +59,7 @@ struct pgconn {
     void *notify_arg;
     bool read_only; /* sessions start with default_transaction_read_only=on */
     char *options;  /* the sessions' "options" (session_prepare()); NULL: the conninfo as is */
+    char *name;     /* fallback_application_name (pgconn_set_name()); NULL: none */
     bool primary;   /* ask for target_session_attrs=primary (session_prepare()) */
 
     pgc_state state;
@@ -584,11 +585,16 @@ static void start_connect(pgconn *c)
     if (c->options) {
         /* expand_dbname: the conninfo (string or URI) is read first, then what follows it
            overrides it. */
-        const char *keys[4] = {"dbname", "options", NULL, NULL};
-        const char *values[4] = {c->conninfo, c->options, NULL, NULL};
+        const char *keys[5] = {"dbname", "options", NULL, NULL, NULL};
+        const char *values[5] = {c->conninfo, c->options, NULL, NULL, NULL};
+        int n = 2;
         if (c->primary) {
-            keys[2] = "target_session_attrs";
-            values[2] = "primary";
+            keys[n] = "target_session_attrs";
+            values[n++] = "primary";
+        }
+        if (c->name) {
+            keys[n] = "fallback_application_name";
+            values[n] = c->name;
         }
         c->pg = PQconnectStartParams(keys, values, 1);
     } else {
@@ -619,6 +625,7 @@ static void destroy(pgconn *c)
     event_free(c->ev_kick);
     free(c->conninfo);
     free(c->options);
+    free(c->name);
     free(c);
 }
 
@@ -715,6 +722,12 @@ pgconn *pgconn_new(struct event_base *base, const char *conninfo, pgconn_state_c
     c->state = PGC_WAITING;
     set_timer(c, 0);
     return c;
+}
+
+void pgconn_set_name(pgconn *c, const char *name)
+{
+    free(c->name);
+    c->name = name ? xstrdup(name) : NULL;
 }
 
 void pgconn_free(pgconn *c)

@@ -43,6 +43,12 @@ typedef void (*pgconn_state_cb)(bool connected, void *arg);
 pgconn *pgconn_new(struct event_base *base, const char *conninfo, pgconn_state_cb on_state,
                    void *arg, char *err, size_t errlen);
 /*
+ * Names the sessions for pg_stat_activity and the server's log: the application_name they take
+ * unless the conninfo gives one (libpq's fallback_application_name). Takes effect from the next
+ * connection attempt; call it right after pgconn_new() so that the first one has it. Copied.
+ */
+void pgconn_set_name(pgconn *c, const char *name);
+/*
  * Closes and frees. Every queued and in-flight query's callback is called once with
  * PGCONN_DISCONNECTED before this returns; pgconn_query() made from those callbacks returns -1.
  * Allowed inside a pgconn callback (see above). NULL is a no-op.

@@ -165,12 +165,21 @@ static bool apply_one(PGconn *pg, const char *name, const char *sql, bool *appli
     return true;
 }
 
+/* A blocking session of the schema's setup, named for pg_stat_activity (the conninfo's own
+   application_name first). */
+static PGconn *migrate_connect(const char *conninfo)
+{
+    const char *keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *values[] = {conninfo, "state-processor migrate", NULL};
+    return PQconnectdbParams(keys, values, 1);
+}
+
 int pgmigrate_apply(const char *conninfo, const char *dir, char *err, size_t errlen)
 {
     int rc = -1;
     struct dirent **files = NULL;
     int nfiles = 0, napplied = 0;
-    PGconn *pg = PQconnectdb(conninfo);
+    PGconn *pg = migrate_connect(conninfo);
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
         set_pg_err(err, errlen, "migrations: connect", pg, NULL, NULL);
         goto out;
@@ -238,7 +247,7 @@ static bool check(PGconn *pg, const char *name, const char *check_sql, int npara
 int pgmigrate_ensure(const char *conninfo, const char *name, const char *check_sql, int nparams,
                      const char *const *params, const char *script, char *err, size_t errlen)
 {
-    PGconn *pg = PQconnectdb(conninfo);
+    PGconn *pg = migrate_connect(conninfo);
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
         set_pg_err(err, errlen, name, pg, NULL, NULL);
         PQfinish(pg);

@@ -246,6 +246,7 @@ int lagcmd_main(int argc, char **argv)
         log_kv(LOG_FATAL, "bad configuration", LOG_FIELDS("error", err));
         goto out;
     }
+    pgconn_set_name(pg, "state-processor lag");
     for (size_t i = 0; i < 2; i++) {
         if (look_up(base, &pg, &kafka, cfg.timeout_ms, &src[i], err, sizeof(err)) != 0) {
             log_kv(LOG_ERROR, "lag unavailable", LOG_FIELDS("error", err));

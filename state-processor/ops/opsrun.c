@@ -226,6 +226,7 @@ int opsrun_query(opsrun *r, const char *sql, int nparams, const char *const *par
         r->pg = pgconn_new(r->base, r->conninfo, NULL, NULL, err, errlen);
         if (!r->pg)
             return -1;
+        pgconn_set_name(r->pg, "state-processor ops");
     }
     r->q_waiting = true;
     r->q_done = false;

@@ -797,8 +797,10 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
     p->domains = domain_registry_load(cfg->schemas_dir, err, errlen);
     if (p->domains)
         p->pg = pgconn_new(base, cfg->pg_conninfo, on_pg_state, p, err, errlen);
-    if (p->pg)
+    if (p->pg) {
+        pgconn_set_name(p->pg, "state-processor");
         p->producer = kafka_producer_new(base, kafka_props, on_produced, p, err, errlen);
+    }
     if (p->producer) {
         /* Missing topics are created; failing that is worth a warning: an operator may have
            created them (or denied the rights), or Kafka is not up yet, so they are asked for

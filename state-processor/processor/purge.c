@@ -142,6 +142,7 @@ purge *purge_new(struct event_base *base, const char *conninfo, const purge_conf
         free(p);
         return NULL;
     }
+    pgconn_set_name(p->pg, "state-processor purge");
     snprintf(p->ages[0], sizeof(p->ages[0]), "%lld", cfg->retention_s);
     snprintf(p->ages[1], sizeof(p->ages[1]), "%lld", cfg->outbox_retention_s);
     snprintf(p->ages[2], sizeof(p->ages[2]), "%lld", cfg->abandon_after_s);

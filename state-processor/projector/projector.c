@@ -359,6 +359,7 @@ projector *projector_new(struct event_base *base, const processor_config *cfg,
     p->pg = pgconn_new(base, cfg->pg_conninfo, NULL, NULL, err, errlen);
     if (!p->pg)
         goto fail;
+    pgconn_set_name(p->pg, "state-processor projector");
     ensure_topic(p, kafka_props);
     if (txloop_start(p->loop, p->pg, kafka_props, err, errlen) != 0)
         goto fail;

@@ -984,6 +984,29 @@ START_TEST(test_session_options)
 }
 END_TEST
 
+/* A named session carries its name as application_name, unless the conninfo gives one. */
+START_TEST(test_session_name)
+{
+    struct event_base *base = event_base_new();
+    char *given = xasprintf("%s application_name=from-conninfo", conninfo);
+    const char *cases[][2] = {{conninfo, "state-processor relay"}, {given, "from-conninfo"}};
+    for (size_t i = 0; i < 2; i++) {
+        pgconn *c = connect_or_fail(base, cases[i][0], NULL);
+        pgconn_set_name(c, "state-processor relay");
+        int done = 0;
+        rec r = {.done = &done};
+        queue_or_fail(c, "SELECT current_setting('application_name')", 0, NULL, &r);
+        ck_assert(run_until(base, &done, 1, TIMEOUT_MS));
+        ck_assert_int_eq(r.status, PGCONN_OK);
+        ck_assert_str_eq(r.vals[0], cases[i][1]);
+        rec_clear(&r);
+        pgconn_free(c);
+    }
+    free(given);
+    event_base_free(base);
+}
+END_TEST
+
 typedef struct {
     pgconn *c;
     int calls;
@@ -1206,6 +1229,7 @@ static Suite *pgconn_suite(void)
     tcase_add_test(q, test_notify);
     tcase_add_test(q, test_read_only);
     tcase_add_test(q, test_session_options);
+    tcase_add_test(q, test_session_name);
     tcase_add_test(q, test_free_in_callback);
     suite_add_tcase(s, q);
 

@@ -188,6 +188,7 @@ static int connect_and_lock(rebuild *r)
     r->pg = pgconn_new(r->base, r->cfg->proc.pg_conninfo, NULL, NULL, r->err, sizeof(r->err));
     if (!r->pg)
         return -1;
+    pgconn_set_name(r->pg, "state-processor rebuild");
     char *quoted = xasprintf("\"%s\"", r->live->table);
     const char *v[] = {r->live->aggregate, quoted};
     /* The first statement waits for the connection, which retries on its own: bound it. */
