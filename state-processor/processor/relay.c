@@ -26,12 +26,14 @@ struct relay {
     json_t *failed;   /* outbox rows Kafka refused or lost, produced again by the retry timer */
     size_t in_flight; /* events produced, no delivery report yet */
     bool marking;     /* an UPDATE is running */
+    size_t mark_rows; /* keys that make an UPDATE at once (relay_set_marking()) */
+    unsigned mark_delay_ms; /* the longest a confirmed key waits for others */
     /* The scan for rows left unpublished (recover_sql) created before scan_before: at the start,
        after a lost session, and when relay_rescan() asks. */
     bool scan_due;
     bool scanning;
     char scan_before[RFC3339_LEN];
-    struct event *flush;  /* batches the UPDATEs */
+    struct event *flush;  /* runs the UPDATE of the keys gathered (mark_soon()) */
     struct event *remark; /* runs the UPDATE again a while after PostgreSQL refused it */
     struct event *rescan; /* queues the scan again a while after PostgreSQL refused it */
     struct event *retry;  /* produces the failed rows again */
@@ -85,6 +87,21 @@ static const char recover_sql[] =
 static void mark(relay *r);
 static void refill(relay *r);
 
+/* The keys confirmed are marked once enough have gathered or the first has waited its while;
+   an UPDATE running or waiting on remark takes them up when it ends. */
+static void mark_soon(relay *r)
+{
+    if (r->marking || r->nconfirmed == 0 || evtimer_pending(r->remark, NULL))
+        return;
+    if (r->nconfirmed >= r->mark_rows) {
+        evtimer_del(r->flush);
+        event_active(r->flush, 0, 0);
+    } else if (!evtimer_pending(r->flush, NULL)) {
+        struct timeval tv = {r->mark_delay_ms / 1000, (r->mark_delay_ms % 1000) * 1000};
+        evtimer_add(r->flush, &tv);
+    }
+}
+
 /* Runs ev's callback again after RELAY_RETRY_S. */
 static void in_a_while(struct event *ev)
 {
@@ -133,8 +150,10 @@ static void on_marked(const pgconn_result *res, void *arg)
     free(r->marking_rows);
     r->marking_rows = NULL;
     r->marking_n = 0;
-    if (r->nconfirmed && !evtimer_pending(r->remark, NULL))
+    if (st == PGCONN_DISCONNECTED) /* the UPDATE waits for the next session: queued at once */
         event_active(r->flush, 0, 0);
+    else if (r->nconfirmed)
+        mark_soon(r);
     else if (r->refill_next) /* the page's marks are stored: the next page is new rows */
         refill(r);
 }
@@ -207,8 +226,7 @@ static void on_delivery(void *opaque, const kafka_delivery *d, void *arg)
     jsontext_int(t, json_integer_value(json_object_get(row, "version")));
     JSONTEXT_LIT(t, "}");
     json_decref(row);
-    if (!r->marking && !evtimer_pending(r->remark, NULL))
-        event_active(r->flush, 0, 0);
+    mark_soon(r);
     notify_below(r);
 }
 
@@ -456,8 +474,10 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
     r->base = base;
     r->topic = xstrdup(events_topic);
     r->failed = json_array();
+    r->mark_rows = RELAY_MARK_ROWS;
+    r->mark_delay_ms = RELAY_MARK_DELAY_MS;
     scan_from_now(r);
-    r->flush = event_new(base, -1, 0, on_flush, r);
+    r->flush = evtimer_new(base, on_flush, r);
     r->retry = evtimer_new(base, on_retry, r);
     r->remark = evtimer_new(base, on_flush, r);
     r->rescan = evtimer_new(base, on_rescan, r);
@@ -471,7 +491,14 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
         relay_free(r);
         return NULL;
     }
+    pgconn_set_name(r->pg, "state-processor relay");
     return r;
+}
+
+void relay_set_marking(relay *r, size_t rows, unsigned delay_ms)
+{
+    r->mark_rows = rows ? rows : 1;
+    r->mark_delay_ms = delay_ms;
 }
 
 size_t relay_unconfirmed(const relay *r)

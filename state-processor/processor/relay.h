@@ -34,6 +34,12 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
  * operator.
  */
 void relay_publish(relay *r, json_t *rows);
+/* Kafka's confirmations are marked in outbox with one UPDATE for many (ADR 0036): when rows
+   keys have gathered, or delay_ms after the first of them; by default RELAY_MARK_ROWS and
+   RELAY_MARK_DELAY_MS. */
+#define RELAY_MARK_ROWS     500
+#define RELAY_MARK_DELAY_MS 50
+void relay_set_marking(relay *r, size_t rows, unsigned delay_ms);
 /* Events the relay holds: produced and not yet confirmed by Kafka, or refused and waiting to be
    produced again. */
 size_t relay_unconfirmed(const relay *r);

@@ -414,6 +414,38 @@ START_TEST(rows_a_lost_session_hid_are_published)
 }
 END_TEST
 
+/*
+ * Confirmations that come one at a time are marked together: no UPDATE until enough keys have
+ * gathered (or the first has waited its while, here longer than the test), then one for all.
+ */
+START_TEST(confirmations_are_marked_together)
+{
+    enum { EVENTS = 4 };
+    rig g;
+    rig_up(&g);
+    relay_set_marking(g.r, EVENTS, 600000);
+    exec_ok(g.db, "CREATE SEQUENCE mark_updates");
+    exec_ok(g.db, "CREATE FUNCTION count_mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                  "PERFORM nextval('mark_updates'); RETURN NULL; END $$");
+    exec_ok(g.db, "CREATE TRIGGER count_mark AFTER UPDATE ON outbox FOR EACH STATEMENT "
+                  "EXECUTE FUNCTION count_mark()");
+    for (int i = 0; i < EVENTS; i++) {
+        /* each event is confirmed before the next is produced */
+        insert_row(g.db, i);
+        json_t *rows = json_pack("[o]", row_json(i));
+        relay_publish(g.r, rows);
+        json_decref(rows);
+        ck_assert(waitfor_loop(g.base, nothing_unconfirmed, g.r, 15000));
+        if (i < EVENTS - 1)
+            ck_assert_int_eq(pgtest_int(g.db, published_sql), 0);
+    }
+    count_watch all = {g.db, published_sql, EVENTS};
+    ck_assert(waitfor_loop(g.base, count_reaches, &all, 15000));
+    ck_assert_int_eq(pgtest_int(g.db, "SELECT last_value FROM mark_updates"), 1);
+    rig_down(&g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("relay");
@@ -428,6 +460,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, a_marking_postgresql_refused_is_tried_again);
     tcase_add_test(tc, rows_a_lost_session_hid_are_published);
+    tcase_add_test(tc, confirmations_are_marked_together);
     suite_add_tcase(s, tc);
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
