@@ -97,7 +97,8 @@ static void mark_soon(relay *r)
         evtimer_del(r->flush);
         event_active(r->flush, 0, 0);
     } else if (!evtimer_pending(r->flush, NULL)) {
-        struct timeval tv = {r->mark_delay_ms / 1000, (r->mark_delay_ms % 1000) * 1000};
+        struct timeval tv = {(time_t)(r->mark_delay_ms / 1000),
+                             (suseconds_t)(r->mark_delay_ms % 1000) * 1000};
         evtimer_add(r->flush, &tv);
     }
 }
