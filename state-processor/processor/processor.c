@@ -22,6 +22,7 @@
 #include "core/metrics.h"
 #include "loop/offsetlog.h"
 #include "pg/pgconn.h"
+#include "processor/plans.h"
 #include "processor/purge.h"
 #include "processor/relay.h"
 #include "loop/txloop.h"
@@ -42,6 +43,7 @@ struct processor {
     kafka_topics_keeper *topics; /* when the topics could not be created at start */
     relay *relay;                /* events */
     purge *purge;                /* expired idempotency records */
+    plans *plans;                /* the session's plan mode */
     health *health;
     metrics *metrics;
     char *topic_commands, *topic_replies, *topic_dlq;
@@ -704,6 +706,8 @@ static void on_pg_state(bool connected, void *arg)
     processor *p = arg;
     if (!connected && p->relay)
         relay_rescan(p->relay);
+    if (connected && p->plans)
+        plans_session_started(p->plans);
 }
 
 static bool ready(void *arg)
@@ -799,6 +803,7 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
         p->pg = pgconn_new(base, cfg->pg_conninfo, on_pg_state, p, err, errlen);
     if (p->pg) {
         pgconn_set_name(p->pg, "state-processor");
+        p->plans = plans_new(base, p->pg, p->metrics);
         p->producer = kafka_producer_new(base, kafka_props, on_produced, p, err, errlen);
     }
     if (p->producer) {
@@ -868,6 +873,8 @@ void processor_free(processor *p)
     txloop_leave(p->loop);
     pgconn_free(p->pg);
     p->pg = NULL; /* relay_free() runs the loop: ready() may be asked meanwhile */
+    plans_free(p->plans);
+    p->plans = NULL;
     txloop_free(p->loop);
     relay_free(p->relay);
     json_decref(p->outbox);

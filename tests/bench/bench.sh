@@ -38,6 +38,8 @@
 #   BENCH_ONLY      the comparisons to run, of: http apply growth sync parked (default: all)
 #   BENCH_FLAGS     extra flags for every gateway and processor (e.g. --kafka.linger.ms=0)
 #   BENCH_GATEWAY_FLAGS  extra flags for the gateways only (e.g. --workers=1)
+#   BENCH_SYNC_ROWS rows in commands and outbox before the sync runs, as in a database that has
+#                   served for a while (default: 200000; 0: empty tables)
 #   BENCH_FLOOR_ROUNDS  round trips (and commits) of each floor measurement (default: 1000)
 #   BENCH_FLOOR_LOADED_ROUNDS  the same, for the floor measured during each 50% sync run
 #                   (default: 200)
@@ -541,6 +543,16 @@ done
 
 fi
 
+# Rows as the processor writes them, for other aggregates: finished now, so that the purge of
+# the commands past their retention leaves them; the outbox rows are published. Command ids are
+# time-ordered like the gateway's (UUIDv7, one a millisecond up to now); keys are random, as a
+# client would choose them.
+grow_tables() { # conninfo rows
+    psql -q "$1" -c "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, status, http_status, result, version, finished_at) SELECT (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint - $2 + g), 12, '0') || '7' || substr(h, 14, 3) || '8' || substr(h, 18, 15))::uuid, 'default', gen_random_uuid()::text, 'account.deposit', 'account', 'old-' || g, 'applied', 200, jsonb_build_object('command_id', gen_random_uuid(), 'status', 'applied', 'aggregate_type', 'account', 'aggregate_id', 'old-' || g, 'version', 2, 'state', jsonb_build_object('owner', 'owner ' || g, 'balance', 1, 'status', 'open')), 2, now() FROM (SELECT g, md5(random()::text) AS h FROM generate_series(1, $2) g) s" \
+        -c "INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, command_id, payload, published_at) SELECT 'default', 'account', 'old-' || g, 2, 'account.deposited', gen_random_uuid(), jsonb_build_object('amount', 1, 'balance', 1), now() FROM generate_series(1, $2) g" \
+        -c "VACUUM ANALYZE commands" -c "VACUUM ANALYZE outbox" >/dev/null
+}
+
 # --- 5. Cost growth: more aggregates, bigger tables --------------------------------------------
 if wants growth; then
 read -r -a GROWTH <<<"${BENCH_GROWTH:-1000 100000 1000000}"
@@ -554,16 +566,6 @@ seed_accounts() { # conninfo count
     psql -q "$1" -c "CREATE SEQUENCE pgbench_version START 1000000000" -c "INSERT INTO aggregates (tenant, type, id, version, state) SELECT 'default', 'account', 'bench-' || g, 1, jsonb_build_object('owner', 'owner ' || g, 'balance', 0, 'status', 'open') FROM generate_series(0, $2 - 1) g" \
         -c "VACUUM ANALYZE aggregates" >/dev/null
 }
-# Rows as the processor writes them, for other aggregates: finished now, so that the purge of
-# the commands past their retention leaves them; the outbox rows are published. Command ids are
-# time-ordered like the gateway's (UUIDv7, one a millisecond up to now); keys are random, as a
-# client would choose them.
-grow_tables() { # conninfo rows
-    psql -q "$1" -c "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, status, http_status, result, version, finished_at) SELECT (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint - $2 + g), 12, '0') || '7' || substr(h, 14, 3) || '8' || substr(h, 18, 15))::uuid, 'default', gen_random_uuid()::text, 'account.deposit', 'account', 'old-' || g, 'applied', 200, jsonb_build_object('command_id', gen_random_uuid(), 'status', 'applied', 'aggregate_type', 'account', 'aggregate_id', 'old-' || g, 'version', 2, 'state', jsonb_build_object('owner', 'owner ' || g, 'balance', 1, 'status', 'open')), 2, now() FROM (SELECT g, md5(random()::text) AS h FROM generate_series(1, $2) g) s" \
-        -c "INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, command_id, payload, published_at) SELECT 'default', 'account', 'old-' || g, 2, 'account.deposited', gen_random_uuid(), jsonb_build_object('amount', 1, 'balance', 1), now() FROM generate_series(1, $2) g" \
-        -c "VACUUM ANALYZE commands" -c "VACUUM ANALYZE outbox" >/dev/null
-}
-
 G_DBS=() G_NAMES=() G_SPREAD=() G_EXTRA=()
 for n in "${GROWTH[@]}"; do
     db=$(make_db "bench_growth_$n")
@@ -619,6 +621,13 @@ for ((i = 0; i < 600; i++)); do
     sleep 0.1
 done
 ((n >= ACCOUNTS)) || die "the accounts were not opened"
+# A database that has served for a while: rows in commands and outbox, statistics taken.
+SYNC_ROWS=${BENCH_SYNC_ROWS:-200000}
+if ((SYNC_ROWS > 0)); then
+    grow_tables "$SYNC_DB" "$SYNC_ROWS"
+    psql -q "$SYNC_DB" -c "VACUUM ANALYZE aggregates" >/dev/null
+    log "commands and outbox grown to $SYNC_ROWS rows each"
+fi
 
 scrape() { # suffix: both services' metrics, for the stages of a run
     curl -fs -o "$TMP/gateway.$1.metrics" "http://127.0.0.1:$SYNC_PORT/metrics" &&

@@ -589,6 +589,103 @@ static long long gauge(const char *name)
     return metrics_gauge_value(metrics_gauge_get(processor_metrics(proc), name, "", NULL));
 }
 
+/* Runs the loop until the gauge reads want, for at most timeout_ms. */
+static bool wait_gauge(const char *name, long long want, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 50) {
+        if (gauge(name) == want)
+            return true;
+        run_for(50);
+    }
+    return false;
+}
+
+/* Ends the processor's batch session (the one named "state-processor"): it connects again. */
+static void end_the_batch_session(void)
+{
+    ck_assert(wait_for(1, 15000,
+                       "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND application_name = 'state-processor'"));
+    ck_assert_int_eq(q_int("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                           "datname = current_database() AND application_name = 'state-processor'"),
+                     1);
+}
+
+/* Rows of a little over 1 kB for a table of the processor's, named f-<from>..f-<to>. */
+static void fill(const char *table, int from, int to)
+{
+    char sql[1024];
+    if (strcmp(table, "aggregates") == 0)
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO aggregates (tenant, type, id, version, state) SELECT 'default', "
+                 "'filler', 'f-' || g, 1, jsonb_build_object('pad', repeat('x', 1000)) "
+                 "FROM generate_series(%d, %d) g",
+                 from, to);
+    else if (strcmp(table, "commands") == 0)
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, "
+                 "aggregate_id, status, result) SELECT gen_random_uuid(), 'default', 'f-' || g, "
+                 "'filler', 'filler', 'f-' || g, 'applied', jsonb_build_object('pad', "
+                 "repeat('x', 1000)) FROM generate_series(%d, %d) g",
+                 from, to);
+    else
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, "
+                 "command_id, payload, published_at) SELECT 'default', 'filler', 'f-' || g, 1, "
+                 "'filler', gen_random_uuid(), jsonb_build_object('pad', repeat('x', 1000)), "
+                 "now() FROM generate_series(%d, %d) g",
+                 from, to);
+    exec_sql(sql);
+}
+
+/*
+ * The processor's batch session plans each execution while its tables have no statistics (ADR
+ * 0028), keeps generic plans once they have (ADR 0037), plans each execution again while a small
+ * table has outgrown its statistics, and keeps generic plans again once they are taken anew; a
+ * table analyzed large keeps them however it grows. Each new session asks; autovacuum is kept off
+ * the tables so that only the test analyzes them.
+ */
+START_TEST(statements_keep_generic_plans_while_the_statistics_are_current)
+{
+    const char *tables[] = {"aggregates", "commands", "outbox"};
+    for (size_t i = 0; i < 3; i++) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "ALTER TABLE %s SET (autovacuum_enabled = false)", tables[i]);
+        exec_sql(sql);
+        fill(tables[i], 1, 1000);
+    }
+    exec_sql("ANALYZE aggregates, commands, outbox");
+    end_the_batch_session();
+    ck_assert(wait_gauge("processor_generic_plans", 1, 15000));
+
+    /* still applying commands, on generic plans */
+    send_cmd("account.open", "acc-plans", "{\"owner\":\"ada\"}", NULL, -1, -1, NULL);
+    send_cmd("account.deposit", "acc-plans", "{\"amount\":5}", NULL, -1, -1, NULL);
+    ck_assert(wait_for(2, 20000, "SELECT version FROM aggregates WHERE id = 'acc-plans'"));
+
+    /* aggregates grows to four times its size when analyzed */
+    fill("aggregates", 1001, 4000);
+    end_the_batch_session();
+    ck_assert(wait_gauge("processor_generic_plans", 0, 15000));
+
+    /* analyzed again, large now (8,000 rows, over 1,024 pages) */
+    fill("aggregates", 4001, 8000);
+    exec_sql("ANALYZE aggregates");
+    end_the_batch_session();
+    ck_assert(wait_gauge("processor_generic_plans", 1, 15000));
+
+    /* A large table outgrowing its statistics keeps generic plans: here aggregates, three times
+       its size, still does while commands outgrows its own and then has them taken anew. */
+    fill("aggregates", 8001, 24000);
+    fill("commands", 1001, 4000);
+    end_the_batch_session();
+    ck_assert(wait_gauge("processor_generic_plans", 0, 15000));
+    exec_sql("ANALYZE commands");
+    end_the_batch_session();
+    ck_assert(wait_gauge("processor_generic_plans", 1, 15000));
+}
+END_TEST
+
 /*
  * Published outbox rows older than outbox.retention_s are deleted; recent ones and unpublished
  * ones are kept. Before, the outbox only grew.
@@ -1264,6 +1361,7 @@ int main(void)
     tcase_add_test(tc, a_batch_taken_ahead_waits_while_the_one_before_is_retried);
     tcase_add_test(tc, a_stop_leaves_the_batch_taken_ahead_uncommitted);
     tcase_add_test(tc, a_stop_ends_the_loop_when_the_batch_in_hand_fails);
+    tcase_add_test(tc, statements_keep_generic_plans_while_the_statistics_are_current);
     suite_add_tcase(s, tc);
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
