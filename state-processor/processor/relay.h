@@ -34,11 +34,10 @@ relay *relay_new(struct event_base *base, const char *conninfo, const config_pro
  * operator.
  */
 void relay_publish(relay *r, json_t *rows);
-/* Kafka's confirmations are marked in outbox with one UPDATE for many (ADR 0036): when rows
-   keys have gathered, or delay_ms after the first of them; by default RELAY_MARK_ROWS and
-   RELAY_MARK_DELAY_MS. */
-#define RELAY_MARK_ROWS     500
-#define RELAY_MARK_DELAY_MS 50
+/* Kafka's confirmations are marked in outbox with one UPDATE for many (ADR 0036). */
+#define RELAY_MARK_ROWS     500 /* keys that make an UPDATE at once */
+#define RELAY_MARK_DELAY_MS 50  /* the longest the first key waits for others */
+/* Sets both bounds (the defaults above), the number of keys at least 1. */
 void relay_set_marking(relay *r, size_t rows, unsigned delay_ms);
 /* Events the relay holds: produced and not yet confirmed by Kafka, or refused and waiting to be
    produced again. */
