@@ -64,10 +64,7 @@ static void check(plans *pl)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
-    plans *pl = arg;
-    check(pl);
-    struct timeval tv = {PLANS_CHECK_S, 0};
-    evtimer_add(pl->timer, &tv);
+    check(arg);
 }
 
 plans *plans_new(struct event_base *base, pgconn *pg, metrics *m)
@@ -79,7 +76,7 @@ plans *plans_new(struct event_base *base, pgconn *pg, metrics *m)
         "1 while the batch session keeps generic plans (its tables' statistics current), 0 while "
         "it plans each execution",
         NULL);
-    pl->timer = evtimer_new(base, on_timer, pl);
+    pl->timer = event_new(base, -1, EV_PERSIST, on_timer, pl);
     struct timeval tv = {PLANS_CHECK_S, 0};
     evtimer_add(pl->timer, &tv);
     return pl;

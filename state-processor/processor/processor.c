@@ -706,7 +706,7 @@ static void on_pg_state(bool connected, void *arg)
     processor *p = arg;
     if (!connected && p->relay)
         relay_rescan(p->relay);
-    if (connected && p->plans)
+    if (connected)
         plans_session_started(p->plans);
 }
 

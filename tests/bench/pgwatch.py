@@ -72,7 +72,7 @@ def record(path):
                 "pg": {str(pid): [names.get(pid, cmd), cpu] for pid, (cmd, cpu) in procs.items()
                        if cmd.startswith("postgres")}}) + "\n")
             out.flush()
-            time.sleep(2)
+            time.sleep(2)  # the sampling period: the report differences consecutive samples
 
 
 def report(path):

@@ -207,38 +207,33 @@ def main():
                       f"{sum(r['unanswered'] for r in rs)} |")
             lat[f"{f * 100:.0f}%"] = [med(rs, k) for k in ("p50_ms", "p99_ms", "p999_ms")]
         md.append("\nMedians over the rounds; the rounds interleave the loads.\n")
-        def floor_ms(rs):  # the medians of a floor's hops and commits, in ms, and their sums
+        half = [r for r in sync if r["fraction"] == 0.5]
+
+        def floor_paragraph(rs, intro, against):
+            # A floor's medians (hops, commit, their sums) and the 50% sync latency against them.
             k50, c50 = med(rs, "kafka_p50_us") / 1000, med(rs, "commit_p50_us") / 1000
             k99, c99 = med(rs, "kafka_p99_us") / 1000, med(rs, "commit_p99_us") / 1000
-            return k50, c50, k99, c99, k50 + c50, k99 + c99
+            f50, f99 = k50 + c50, k99 + c99
+            md.append(f"{intro}: two Kafka hops p50 {k50:.2f} ms, p99 {k99:.2f} ms; one commit "
+                      f"p50 {c50:.2f} ms, p99 {c99:.2f} ms; together p50 {f50:.2f} ms, p99 "
+                      f"{f99:.2f} ms.")
+            md.append(against(med(half, "p50_ms") / f50, med(half, "p99_ms") / f99) + "\n"
+                      if half else "")
         floor = [r for r in rows if r["bench"] == "floor"]
         if floor:
-            k50, c50, k99, c99, f50, f99 = floor_ms(floor)
-            half = [r for r in sync if r["fraction"] == 0.5]
-            md.append(f"The floor of the path (tests/bench/floor.c, {floor[0]['rounds']} round "
-                      f"trips and commits, one at a time, median over the rounds): two Kafka hops "
-                      f"p50 {k50:.2f} ms, p99 {k99:.2f} ms; one commit p50 {c50:.2f} ms, p99 "
-                      f"{c99:.2f} ms; together p50 {f50:.2f} ms, p99 {f99:.2f} ms.")
-            if half:
-                md.append(f"At 50% load: p50 {med(half, 'p50_ms') / f50:.1f} × the floor's p50, "
-                          f"p99 {med(half, 'p99_ms') / f99:.1f} × the floor's p99.\n")
-            else:
-                md.append("")
+            floor_paragraph(floor, f"The floor of the path (tests/bench/floor.c, "
+                            f"{floor[0]['rounds']} round trips and commits, one at a time, median "
+                            f"over the rounds)",
+                            lambda p50, p99: f"At 50% load: p50 {p50:.1f} × the floor's p50, p99 "
+                                             f"{p99:.1f} × the floor's p99.")
         loaded = [r for r in rows if r["bench"] == "floor_loaded"]
         counted = [r for r in loaded if r["overlapped"]]
         if counted:
-            k50, c50, k99, c99, f50, f99 = floor_ms(counted)
-            half = [r for r in sync if r["fraction"] == 0.5]
-            md.append(f"The same floor measured during the 50% runs ({counted[0]['rounds']} round "
-                      f"trips and commits in each, {len(counted)} of {len(loaded)} ended within "
-                      f"their run): two Kafka hops p50 {k50:.2f} ms, p99 {k99:.2f} ms; one commit "
-                      f"p50 {c50:.2f} ms, p99 {c99:.2f} ms; together p50 {f50:.2f} ms, p99 "
-                      f"{f99:.2f} ms.")
-            if half:
-                md.append(f"The sync latency at 50% load is p50 {med(half, 'p50_ms') / f50:.1f} × "
-                          f"and p99 {med(half, 'p99_ms') / f99:.1f} × this floor under load.\n")
-            else:
-                md.append("")
+            floor_paragraph(counted, f"The same floor measured during the 50% runs "
+                            f"({counted[0]['rounds']} round trips and commits in each, "
+                            f"{len(counted)} of {len(loaded)} ended within their run)",
+                            lambda p50, p99: f"The sync latency at 50% load is p50 {p50:.1f} × "
+                                             f"and p99 {p99:.1f} × this floor under load.")
         elif loaded:
             md.append(f"The floor measured during the 50% runs outlasted every one of them "
                       f"({len(loaded)}): not counted.\n")

@@ -589,15 +589,22 @@ static long long gauge(const char *name)
     return metrics_gauge_value(metrics_gauge_get(processor_metrics(proc), name, "", NULL));
 }
 
+typedef struct {
+    const char *name;
+    long long want;
+} gauge_watch;
+
+static bool gauge_reads(void *arg)
+{
+    const gauge_watch *w = arg;
+    return gauge(w->name) == w->want;
+}
+
 /* Runs the loop until the gauge reads want, for at most timeout_ms. */
 static bool wait_gauge(const char *name, long long want, int timeout_ms)
 {
-    for (int waited = 0; waited <= timeout_ms; waited += 50) {
-        if (gauge(name) == want)
-            return true;
-        run_for(50);
-    }
-    return false;
+    gauge_watch w = {name, want};
+    return waitfor_loop(base, gauge_reads, &w, timeout_ms);
 }
 
 /* Ends the processor's batch session (the one named "state-processor"): it connects again. */
