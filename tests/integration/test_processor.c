@@ -693,6 +693,45 @@ START_TEST(statements_keep_generic_plans_while_the_statistics_are_current)
 }
 END_TEST
 
+/* The scans of aggregates PostgreSQL has counted, of the kind column (seq_scan, idx_scan). */
+static long long aggregate_scans(const char *column)
+{
+    return q_int("SELECT %s FROM pg_stat_user_tables WHERE relname = 'aggregates'", column);
+}
+
+/*
+ * A small batch finds its aggregates by key (ADR 0038) where the planner, which takes a jsonb
+ * parameter for 100 rows, would read a small table whole into a hash join: here 1,000 small
+ * aggregates. The batch session's scans are counted once it ends (its counters are flushed then).
+ */
+START_TEST(a_small_batch_looks_its_aggregates_up_by_key)
+{
+    exec_sql("INSERT INTO aggregates (tenant, type, id, version, state) SELECT 'default', "
+             "'filler', 'f-' || g, 1, '{}' FROM generate_series(1, 1000) g");
+    exec_sql("ANALYZE aggregates");
+    q_int("SELECT 1 FROM pg_stat_force_next_flush()"); /* this session's own scans counted first */
+    long long seq = aggregate_scans("seq_scan"), upd = aggregate_scans("n_tup_upd");
+
+    send_cmd("account.open", "acc-keyed", "{\"owner\":\"ada\"}", NULL, -1, -1, NULL);
+    for (int i = 0; i < 3; i++) {
+        send_cmd("account.deposit", "acc-keyed", "{\"amount\":5}", NULL, -1, -1, NULL);
+        /* by key, as the test must not scan the table itself */
+        ck_assert(wait_for(i + 2, 20000,
+                           "SELECT version FROM aggregates WHERE tenant = 'default' AND "
+                           "type = 'account' AND id = 'acc-keyed'"));
+    }
+    end_the_batch_session();
+    /* Its counters are in once its three updates are: each batch read before it wrote. */
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "SELECT (n_tup_upd >= %lld)::int FROM pg_stat_user_tables WHERE relname = "
+             "'aggregates'",
+             upd + 3);
+    ck_assert(wait_for(1, 15000, sql));
+    ck_assert_int_eq(aggregate_scans("seq_scan"), seq);
+}
+END_TEST
+
 /*
  * Published outbox rows older than outbox.retention_s are deleted; recent ones and unpublished
  * ones are kept. Before, the outbox only grew.
@@ -1369,6 +1408,7 @@ int main(void)
     tcase_add_test(tc, a_stop_leaves_the_batch_taken_ahead_uncommitted);
     tcase_add_test(tc, a_stop_ends_the_loop_when_the_batch_in_hand_fails);
     tcase_add_test(tc, statements_keep_generic_plans_while_the_statistics_are_current);
+    tcase_add_test(tc, a_small_batch_looks_its_aggregates_up_by_key);
     suite_add_tcase(s, tc);
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
