@@ -8,6 +8,7 @@
 #include "core/xalloc.h"
 #include "gateway_int.h"
 #include "http/problem.h"
+#include "pg/pgplans.h"
 #include "openapi.h"
 #include "readwait.h"
 #include "replyroute.h"
@@ -215,6 +216,13 @@ static void gateway_metrics_get(gateway *g)
                                             "API requests refused by ratelimit.rate (429)", NULL);
 }
 
+static void on_pg_state(bool connected, void *arg)
+{
+    gateway *g = arg;
+    if (connected)
+        pgplans_session_started(g->plans);
+}
+
 gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
                      const config_props *kafka_props, gateway_shared *shared, char *err,
                      size_t errlen)
@@ -242,10 +250,16 @@ gateway *gateway_new(struct event_base *base, const gateway_config *cfg,
         goto fail;
     }
     g->openapi_len = strlen(g->openapi);
-    g->pg = pgconn_new(base, cfg->pg_conninfo, NULL, NULL, err, errlen);
+    g->pg = pgconn_new(base, cfg->pg_conninfo, on_pg_state, g, err, errlen);
     if (!g->pg)
         goto fail;
     pgconn_set_name(g->pg, "command-gateway");
+    const char *tables[] = {"commands"}; /* the only table its prepared statements use */
+    g->plans = pgplans_new(base, g->pg, tables, 1,
+                           metrics_gauge_get(g->metrics, "gateway_generic_plan_sessions",
+                                             "workers whose session with the writer keeps "
+                                             "generic plans (the statistics of commands current)",
+                                             NULL));
     const char *read_conninfo = *cfg->pg_read_conninfo ? cfg->pg_read_conninfo : cfg->pg_conninfo;
     g->pg_read = pgconn_new(base, read_conninfo, NULL, NULL, err, errlen);
     if (!g->pg_read)
@@ -350,6 +364,7 @@ void gateway_free(gateway *g)
     accepted_flush(g);
     /* Before the server: queries still queued call back into requests it owns. */
     pgconn_free(g->pg);
+    pgplans_free(g->plans); /* after the connection, which may answer its check */
     pgconn_free(g->pg_read);
     readwait_free(g->readwait);
     httpd_free(g->http);

@@ -22,7 +22,7 @@
 #include "core/metrics.h"
 #include "loop/offsetlog.h"
 #include "pg/pgconn.h"
-#include "processor/plans.h"
+#include "pg/pgplans.h"
 #include "processor/purge.h"
 #include "processor/relay.h"
 #include "loop/txloop.h"
@@ -43,7 +43,7 @@ struct processor {
     kafka_topics_keeper *topics; /* when the topics could not be created at start */
     relay *relay;                /* events */
     purge *purge;                /* expired idempotency records */
-    plans *plans;                /* the session's plan mode */
+    pgplans *plans;              /* the session's plan mode */
     health *health;
     metrics *metrics;
     char *topic_commands, *topic_replies, *topic_dlq;
@@ -740,7 +740,7 @@ static void on_pg_state(bool connected, void *arg)
     if (!connected && p->relay)
         relay_rescan(p->relay);
     if (connected)
-        plans_session_started(p->plans);
+        pgplans_session_started(p->plans);
 }
 
 static bool ready(void *arg)
@@ -836,7 +836,13 @@ processor *processor_new(struct event_base *base, const processor_config *cfg,
         p->pg = pgconn_new(base, cfg->pg_conninfo, on_pg_state, p, err, errlen);
     if (p->pg) {
         pgconn_set_name(p->pg, "state-processor");
-        p->plans = plans_new(base, p->pg, p->metrics);
+        const char *tables[] = {"aggregates", "commands", "outbox"};
+        p->plans = pgplans_new(
+            base, p->pg, tables, 3,
+            metrics_gauge_get(p->metrics, "processor_generic_plans",
+                              "1 while the batch session keeps generic plans (its tables' "
+                              "statistics current), 0 while it plans each execution",
+                              NULL));
         p->producer = kafka_producer_new(base, kafka_props, on_produced, p, err, errlen);
     }
     if (p->producer) {
@@ -906,7 +912,7 @@ void processor_free(processor *p)
     txloop_leave(p->loop);
     pgconn_free(p->pg);
     p->pg = NULL; /* relay_free() runs the loop: ready() may be asked meanwhile */
-    plans_free(p->plans);
+    pgplans_free(p->plans);
     p->plans = NULL;
     txloop_free(p->loop);
     relay_free(p->relay);

@@ -357,6 +357,56 @@ START_TEST(a_produce_refused_at_once_releases_its_claim)
 }
 END_TEST
 
+/* Ends the two gateways' sessions with the writer (named "command-gateway"), once both are
+   connected (after an outage of an earlier test, they may not be yet): they connect again. */
+static void end_writer_sessions(PGconn *db)
+{
+    ck_assert_int_eq(pgtest_wait_int(db,
+                                     "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                     "current_database() AND application_name = 'command-gateway'",
+                                     2, 15000),
+                     2);
+    ck_assert_int_eq(pgtest_int(db, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND "
+                                    "application_name = 'command-gateway'"),
+                     2);
+}
+
+/*
+ * A gateway's session with the writer keeps generic plans while the statistics of commands
+ * describe it (ADR 0037): once the table is analyzed; not once it has outgrown them (here to over
+ * 1 MiB from a few pages), until it is analyzed again. Each step ends the sessions: a new one
+ * starts planning each execution and asks at once. Autovacuum is kept off the table meanwhile, so
+ * that only the test analyzes it; the requests go through in either mode.
+ */
+START_TEST(the_writer_session_keeps_generic_plans_while_commands_statistics_are_current)
+{
+    PGconn *db = db_connect();
+    pgtest_exec(db, "ALTER TABLE commands SET (autovacuum_enabled = false)");
+    pgtest_exec(db, "ANALYZE commands");
+    end_writer_sessions(db);
+    ck_assert_int_eq(httpc_metric_becomes(port, "gateway_generic_plan_sessions", 1, 15000), 1);
+    open_account("acc-plans-1");
+
+    pgtest_exec(db, "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, "
+                    "aggregate_id, status, result) SELECT gen_random_uuid(), 'default', 'f-' || g, "
+                    "'filler', 'filler', 'f-' || g, 'applied', jsonb_build_object('pad', "
+                    "repeat('x', 1000)) FROM generate_series(1, 2000) g");
+    end_writer_sessions(db);
+    ck_assert_int_eq(httpc_metric_becomes(port, "gateway_generic_plan_sessions", 0, 15000), 0);
+    open_account("acc-plans-2");
+
+    pgtest_exec(db, "ANALYZE commands");
+    end_writer_sessions(db);
+    ck_assert_int_eq(httpc_metric_becomes(port, "gateway_generic_plan_sessions", 1, 15000), 1);
+    open_account("acc-plans-3");
+
+    pgtest_exec(db, "DELETE FROM commands WHERE type = 'filler'");
+    pgtest_exec(db, "ALTER TABLE commands RESET (autovacuum_enabled)");
+    PQfinish(db);
+}
+END_TEST
+
 int main(void)
 {
     if (cluster_init(&cl, "claims") != 0)
@@ -383,6 +433,8 @@ int main(void)
                             (int)(sizeof(held_cases) / sizeof(held_cases[0])));
         tcase_add_test(tc, a_produce_refused_at_once_releases_its_claim);
         tcase_add_test(tc, retry_after_grows_with_an_outage_and_not_beyond_it);
+        tcase_add_test(
+            tc, the_writer_session_keeps_generic_plans_while_commands_statistics_are_current);
         suite_add_tcase(s, tc);
         failed = check_run(s, CK_NOFORK); /* the services are this process's children */
     } else {

@@ -18,6 +18,13 @@ long long pgtest_int(PGconn *db, const char *sql)
     return v;
 }
 
+void pgtest_exec(PGconn *db, const char *sql)
+{
+    PGresult *res = PQexec(db, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(db));
+    PQclear(res);
+}
+
 typedef struct int_wait {
     PGconn *db;
     const char *sql;

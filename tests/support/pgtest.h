@@ -9,6 +9,9 @@
    must succeed (a Check assertion otherwise). */
 long long pgtest_int(PGconn *db, const char *sql);
 
+/* Runs a statement that returns no rows; it must succeed (a Check assertion otherwise). */
+void pgtest_exec(PGconn *db, const char *sql);
+
 /* Polls sql (as pgtest_int) every 20 ms until it gives want or timeout_ms pass; returns the
    last value. */
 long long pgtest_wait_int(PGconn *db, const char *sql, long long want, int timeout_ms);
