@@ -95,8 +95,10 @@ struct processor {
  * into a hash join, some 0.3 ms per statement on a batch of one. keyed_sql turns the other joins
  * and scans off for the rest of the transaction; the two statements that join the aggregates have
  * texts of their own there (KEYED_TEXT), since a prepared statement's plans are cached by its
- * text and made with the settings in force when they are made. Larger batches are left to the
- * planner: from some 128 commands on, one pass over such a table costs less than a lookup each.
+ * text and made with the settings in force when they are made. The other statements share their
+ * texts with the larger batches: their plans look rows up by key or join nothing either way.
+ * Larger batches are left to the planner: from some 128 commands on, one pass over such a table
+ * costs less than a lookup each.
  */
 #define KEYED_MAX_COMMANDS 64
 #define KEYED_TEXT         "/* keyed */ "
@@ -344,9 +346,8 @@ static void on_aggregates_written(const pgconn_result *r, void *arg)
 }
 
 #define WRITE_AGGREGATES_SQL                                                                       \
-    "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, type text, id "      \
-    "text, "                                                                                       \
-    "prev_version bigint, version bigint, state jsonb, deleted boolean)), "                        \
+    "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, type text, "         \
+    "id text, prev_version bigint, version bigint, state jsonb, deleted boolean)), "               \
     "upd AS (UPDATE aggregates a SET version = x.version, "                                        \
     "state = CASE WHEN x.deleted THEN NULL ELSE x.state END, deleted = x.deleted, "                \
     "updated_at = now() FROM x WHERE x.prev_version > 0 AND a.tenant = x.tenant AND "              \
