@@ -35,7 +35,7 @@ struct gateway {
     kafka_topics_keeper *topics; /* when the topics could not be created at start */
     replies_inbox *inbox;        /* where the replies to this worker's requests arrive */
     pgconn *pg;                  /* read-write: idempotency claims, command records */
-    struct pgplans *plans;       /* pg's plan mode (ADR 0037) */
+    struct pgplans *plans;       /* pg's plan mode (ADR 0037, ADR 0039) */
     pgconn *pg_read;             /* read-only sessions: projection reads */
     bool reads_replica; /* pg_read may be a standby, behind the writer (pg.read_conninfo) */
     struct readwait *readwait;

@@ -478,20 +478,22 @@ static void read_done(processor *p)
         apply_and_write(p);
 }
 
+/* The answer of a statement of the read phase that returns nothing the batch needs. */
+static void read_step_done(processor *p, const pgconn_result *r, const char *what)
+{
+    if (pgconn_result_status(r) != PGCONN_OK)
+        txphase_error(&p->ph, r, what);
+    read_done(p);
+}
+
 static void on_begin(const pgconn_result *r, void *arg)
 {
-    processor *p = arg;
-    if (pgconn_result_status(r) != PGCONN_OK)
-        txphase_error(&p->ph, r, "begin");
-    read_done(p);
+    read_step_done(arg, r, "begin");
 }
 
 static void on_keyed(const pgconn_result *r, void *arg)
 {
-    processor *p = arg;
-    if (pgconn_result_status(r) != PGCONN_OK)
-        txphase_error(&p->ph, r, "plan by key");
-    read_done(p);
+    read_step_done(arg, r, "plan by key");
 }
 
 static void on_offsets(const pgconn_result *r, void *arg)

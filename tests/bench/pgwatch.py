@@ -72,7 +72,9 @@ def record(path):
                 "pg": {str(pid): [names.get(pid, cmd), cpu] for pid, (cmd, cpu) in procs.items()
                        if cmd.startswith("postgres")}}) + "\n")
             out.flush()
-            time.sleep(2)  # the sampling period: the report differences consecutive samples
+            # A fixed period on purpose: this samples counters, and the report divides the
+            # difference of two consecutive samples by the time between them.
+            time.sleep(2)
 
 
 def report(path):

@@ -374,7 +374,7 @@ static void end_writer_sessions(PGconn *db)
 
 /*
  * A gateway's session with the writer keeps generic plans while the statistics of commands
- * describe it (ADR 0037): once the table is analyzed; not once it has outgrown them (here to over
+ * describe it (ADR 0039): once the table is analyzed; not once it has outgrown them (here to over
  * 1 MiB from a few pages), until it is analyzed again. Each step ends the sessions: a new one
  * starts planning each execution and asks at once. Autovacuum is kept off the table meanwhile, so
  * that only the test analyzes it; the requests go through in either mode.
