@@ -1,6 +1,7 @@
 /* accepted.c: the records of accepted commands whose key the gateway made up, in batches. */
 #include "accepted.h"
 
+#include "core/jsontext.h"
 #include "core/log.h"
 #include "core/xalloc.h"
 #include "gateway_int.h"
@@ -115,18 +116,32 @@ void accepted_flush(gateway *g)
     b->n = g->naccepting;
     g->accepting = NULL;
     g->naccepting = g->accepting_cap = 0;
-    json_t *rows = json_array();
+    /* Written as text (ADR 0031's jsontext): a tree of seven members per record, built, dumped
+       and freed, took 6% of the gateway's CPU under load (profile of make bench's intake). */
+    jsontext rows = {0};
+    JSONTEXT_LIT(&rows, "[");
     for (size_t i = 0; i < b->n; i++) {
         const pending *p = b->items[i];
-        json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
-                                              p->in.command_id, "tenant", p->tenant,
-                                              "idempotency_key", p->in.idempotency_key, "type",
-                                              domain_command_type(p->in.cmd), "aggregate_type",
-                                              domain_command_aggregate(p->in.cmd), "aggregate_id",
-                                              p->in.aggregate_id, "request_hash", p->fingerprint));
+        if (i)
+            JSONTEXT_LIT(&rows, ",");
+        JSONTEXT_LIT(&rows, "{\"id\":");
+        jsontext_str(&rows, p->in.command_id);
+        JSONTEXT_LIT(&rows, ",\"tenant\":");
+        jsontext_str(&rows, p->tenant);
+        JSONTEXT_LIT(&rows, ",\"idempotency_key\":");
+        jsontext_str(&rows, p->in.idempotency_key);
+        JSONTEXT_LIT(&rows, ",\"type\":");
+        jsontext_str(&rows, domain_command_type(p->in.cmd));
+        JSONTEXT_LIT(&rows, ",\"aggregate_type\":");
+        jsontext_str(&rows, domain_command_aggregate(p->in.cmd));
+        JSONTEXT_LIT(&rows, ",\"aggregate_id\":");
+        jsontext_str(&rows, p->in.aggregate_id);
+        JSONTEXT_LIT(&rows, ",\"request_hash\":");
+        jsontext_str(&rows, p->fingerprint);
+        JSONTEXT_LIT(&rows, "}");
     }
-    b->rows = json_dumps(rows, JSON_COMPACT);
-    json_decref(rows);
+    JSONTEXT_LIT(&rows, "]");
+    b->rows = jsontext_finish(&rows, NULL);
     if (!record_send(b)) /* not recorded: answered all the same, the command is in Kafka */
         accept_batch_done(b);
 }

@@ -89,11 +89,18 @@ void pending_accepted(pending *p)
     set_common_headers(p);
     set_preference_applied(p);
     http_req_set_header(p->req, "Location", location);
-    json_t *body =
-        json_pack("{s:s, s:s, s:s, s:s, s:s}", "command_id", p->in.command_id, "status", "accepted",
-                  "aggregate_type", domain_command_aggregate(p->in.cmd), "aggregate_id",
-                  p->in.aggregate_id, "idempotency_key", p->in.idempotency_key);
-    http_req_reply_json(p->req, 202, body);
+    /* Written as text: this answer is the one every optimistic request gets. */
+    jsontext body = {0};
+    JSONTEXT_LIT(&body, "{\"command_id\":");
+    jsontext_str(&body, p->in.command_id);
+    JSONTEXT_LIT(&body, ",\"status\":\"accepted\",\"aggregate_type\":");
+    jsontext_str(&body, domain_command_aggregate(p->in.cmd));
+    JSONTEXT_LIT(&body, ",\"aggregate_id\":");
+    jsontext_str(&body, p->in.aggregate_id);
+    JSONTEXT_LIT(&body, ",\"idempotency_key\":");
+    jsontext_str(&body, p->in.idempotency_key);
+    JSONTEXT_LIT(&body, "}");
+    http_req_reply_jsontext(p->req, 202, &body);
     pending_done(p);
 }
 

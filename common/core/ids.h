@@ -7,6 +7,8 @@
 
 #define IDS_UUID_LEN 37 /* 36 characters + NUL */
 
+/* Fills buf with n bytes from the kernel's CSPRNG (getrandom()), drawn from a per-thread pool. */
+void ids_random(void *buf, size_t n);
 /*
  * Writes a new time-ordered (version 7, RFC 9562) UUID in lower-case text form: the first 48
  * bits are the current Unix time in milliseconds, the rest (but version and variant) random.

@@ -1,10 +1,11 @@
 /* trace.c: traceparent checks and new span ids from the kernel's random source. */
 #include "core/trace.h"
 
+#include "core/ids.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 
 static bool lower_hex(const char *s, size_t n)
 {
@@ -42,9 +43,7 @@ static void random_hex(char *out, size_t bytes)
 {
     unsigned char buf[16];
     do {
-        /* getrandom() of up to 256 bytes does not return short once the pool is ready. */
-        if (getrandom(buf, bytes, 0) != (ssize_t)bytes)
-            memset(buf, 0x5a, bytes);
+        ids_random(buf, bytes);
     } while (bytes && memcmp(buf, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", bytes) == 0);
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < bytes; i++) {

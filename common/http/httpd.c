@@ -509,11 +509,9 @@ void http_req_reply(http_req *r, int status, const char *content_type, const cha
         struct evkeyvalq *out = evhttp_request_get_output_headers(r->ev);
         if (content_type)
             evhttp_add_header(out, "Content-Type", content_type);
-        struct evbuffer *buf = evbuffer_new();
         if (body && len && http_req_method(r) != HTTP_HEAD)
-            evbuffer_add(buf, body, len);
-        evhttp_send_reply(r->ev, status, reason(status), buf);
-        evbuffer_free(buf);
+            evbuffer_add(evhttp_request_get_output_buffer(r->ev), body, len);
+        evhttp_send_reply(r->ev, status, reason(status), NULL);
     }
     if (r->server->observer)
         r->server->observer(status, ids_monotonic_us() - r->start_us, r->server->observer_arg);
@@ -531,6 +529,18 @@ void http_req_reply_json(http_req *r, int status, json_t *body)
     size_t n = strlen(s);
     s[n] = '\n'; /* a trailing newline keeps curl output readable */
     http_req_reply(r, status, "application/json", s, n + 1);
+    free(s);
+}
+
+void http_req_reply_jsontext(http_req *r, int status, jsontext *body)
+{
+    JSONTEXT_LIT(body, "\n");
+    size_t n;
+    char *s = jsontext_finish(body, &n);
+    if (s)
+        http_req_reply(r, status, "application/json", s, n);
+    else
+        http_req_reply(r, 500, "text/plain", "json encoding failed\n", 20);
     free(s);
 }
 

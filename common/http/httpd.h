@@ -5,6 +5,8 @@
 #ifndef CQRS_HTTPD_H
 #define CQRS_HTTPD_H
 
+#include "core/jsontext.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -109,6 +111,8 @@ void http_req_reply(http_req *r, int status, const char *content_type, const cha
                     size_t len);
 /* Answers with a JSON body; takes ownership of body. */
 void http_req_reply_json(http_req *r, int status, json_t *body);
+/* Answers with the JSON text written into body (which is left empty), a newline after it. */
+void http_req_reply_jsontext(http_req *r, int status, jsontext *body);
 /* Answers with application/problem+json; takes ownership of problem (which holds "status"). */
 void http_req_reply_problem(http_req *r, json_t *problem);
 

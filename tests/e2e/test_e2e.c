@@ -157,6 +157,24 @@ START_TEST(deposit_async_then_applied)
 }
 END_TEST
 
+/* The 202 names the command as it was asked for, an aggregate id that JSON must escape included. */
+START_TEST(an_optimistic_answer_names_the_command)
+{
+    httpc_response r = post("Prefer: respond-async\r\nIdempotency-Key: \"k-202-\\\\x\"\r\n",
+                            "{\"type\":\"account.deposit\",\"aggregate_id\":"
+                            "\"acc-\\\"q\\\"\\\\\u00fc\",\"payload\":{\"amount\":5}}");
+    ck_assert_int_eq(r.status, 202);
+    ck_assert_ptr_nonnull(r.json);
+    ck_assert(ids_is_uuid(jstr(r.json, "command_id")));
+    ck_assert_str_eq(jstr(r.json, "status"), "accepted");
+    ck_assert_str_eq(jstr(r.json, "aggregate_type"), "account");
+    ck_assert_str_eq(jstr(r.json, "aggregate_id"), "acc-\"q\"\\\u00fc");
+    ck_assert_str_eq(jstr(r.json, "idempotency_key"), "k-202-\\x");
+    ck_assert_int_eq(json_object_size(r.json), 5);
+    httpc_free(&r);
+}
+END_TEST
+
 /* Prefer: wait=N, honoured, is said in Preference-Applied; answers vary on Prefer. */
 START_TEST(prefer_wait_is_applied_and_answers_vary)
 {
@@ -1138,6 +1156,7 @@ int main(void)
     tcase_add_test(tc, open_account_sync_created);
     tcase_add_test(tc, deposit_sync_bumps_version);
     tcase_add_test(tc, deposit_async_then_applied);
+    tcase_add_test(tc, an_optimistic_answer_names_the_command);
     tcase_add_test(tc, overdraw_rejected_422);
     tcase_add_test(tc, prefer_wait_is_applied_and_answers_vary);
     tcase_add_loop_test(tc, bad_request_400_nothing_produced, 0,

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -123,6 +125,54 @@ START_TEST(new_ids_are_version_7_and_carry_the_time)
 }
 END_TEST
 
+/* Draws of every size, across the pool's refills, are filled and never repeat. */
+START_TEST(random_draws_fill_and_do_not_repeat)
+{
+    static const size_t sizes[] = {1, 16, 255, 256, 257, 1000, 7};
+    unsigned char prev[1000] = {0}, cur[1000];
+    size_t prev_n = 0;
+    for (int round = 0; round < 40; round++) {
+        size_t n = sizes[round % N(sizes)];
+        memset(cur, 0, sizeof(cur));
+        ids_random(cur, n);
+        size_t zero = 0;
+        for (size_t i = 0; i < n; i++)
+            zero += cur[i] == 0;
+        /* A byte is zero with probability 1/256: far fewer than half of them are. */
+        ck_assert_msg(n < 16 || zero < n / 2, "%zu zero bytes in a draw of %zu", zero, n);
+        if (n >= 16 && prev_n >= 16)
+            ck_assert_msg(memcmp(cur, prev, 16) != 0, "a draw repeated the one before");
+        memcpy(prev, cur, n);
+        prev_n = n;
+    }
+}
+END_TEST
+
+/* A child of fork() does not draw the bytes left in its parent's pool. */
+START_TEST(a_forked_child_draws_other_bytes)
+{
+    unsigned char first, parent[16], child[16];
+    ids_random(&first, 1); /* the pool now holds 255 bytes */
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        ids_random(child, sizeof(child));
+        _exit(write(fds[1], child, sizeof(child)) == (ssize_t)sizeof(child) ? 0 : 1);
+    }
+    ids_random(parent, sizeof(parent));
+    ck_assert_int_eq(read(fds[0], child, sizeof(child)), (ssize_t)sizeof(child));
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    ck_assert_msg(memcmp(parent, child, sizeof(parent)) != 0,
+                  "parent and child drew the same bytes");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ids");
@@ -134,6 +184,10 @@ int main(void)
     tc = tcase_create("uuid");
     tcase_add_loop_test(tc, name_uuids_are_version_5_in_a_fixed_namespace, 0, N(ncases));
     tcase_add_test(tc, new_ids_are_version_7_and_carry_the_time);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("random");
+    tcase_add_test(tc, random_draws_fill_and_do_not_repeat);
+    tcase_add_test(tc, a_forked_child_draws_other_bytes);
     suite_add_tcase(s, tc);
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
