@@ -245,11 +245,19 @@ static void on_producer_wake(evutil_socket_t fd, short what, void *arg)
 kafka_producer *kafka_producer_new(struct event_base *base, const config_props *props,
                                    kafka_delivery_cb cb, void *arg, char *err, size_t errlen)
 {
-    /* Latency first (ADR 0015): a message leaves at once; under load, messages still share
-       requests, as they queue behind those in flight. */
+    /* Latency first (ADR 0015): a message leaves at once; under load, messages share requests,
+       as they queue behind the one in flight. One request in flight per connection (ADR 0040):
+       with more, the broker thread spins while a partition has five messages in flight. */
+    /* clang-format off */
     static const char *const defaults[] = {
-        "enable.idempotence", "true",  "acks",      "all",  "linger.ms", "0",
-        "message.timeout.ms", "30000", "client.id", "cqrs", NULL};
+        "enable.idempotence", "true",  /* no duplicates or reordering on retries */
+        "acks",               "all",   /* confirmed once every in-sync replica has it */
+        "linger.ms",          "0",
+        "max.in.flight",      "1",
+        "message.timeout.ms", "30000", /* then the delivery report says it failed */
+        "client.id",          "cqrs",
+        NULL};
+    /* clang-format on */
     kafka_producer *p = xcalloc(1, sizeof(*p));
     p->w.fds[0] = p->w.fds[1] = -1;
     p->cb = cb;

@@ -112,7 +112,7 @@ def main():
               f"; {version(['psql', '--version'])}; {version(['wrk', '--version']).split(' Copyright')[0]}; "
               f"{version(['nginx', '-v'])}")
     md.append(f"- HTTP: wrk -t2 -c{conns}, {secs} s per run, tests/bench/post.lua; the gateway "
-              "with its defaults (one worker per core, linger.ms 0, acks all)")
+              "with its defaults (one worker per core, linger.ms 0, max.in.flight 1, acks all)")
     md.append(f"- Applying: {commands} commands over {accounts} accounts in a 4-partition topic; "
               f"batch.max {batch}; PostgreSQL defaults of pg.sh (synchronous_commit on)")
     md.append("")
