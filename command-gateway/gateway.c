@@ -350,15 +350,25 @@ void gateway_drain(gateway *g)
     event_active(g->drain, 0, 0);
 }
 
-void gateway_free(gateway *g)
+void gateway_flush(gateway *g)
 {
-    if (!g)
+    if (!g->producer || g->flushed)
         return;
-    if (g->producer && kafka_producer_flush(g->producer, 5000) != 0) {
+    g->flushed = true;
+    long long left_ms = g->drain ? (g->drain_until_us - ids_monotonic_us()) / 1000 : 0;
+    int wait_ms = left_ms > 1000 ? (int)left_ms : 1000;
+    if (kafka_producer_flush(g->producer, wait_ms) != 0) {
         log_warn("shutdown: %d messages were not confirmed by Kafka",
                  kafka_producer_outq_len(g->producer));
         kafka_producer_purge(g->producer); /* their requests get their callbacks */
     }
+}
+
+void gateway_free(gateway *g)
+{
+    if (!g)
+        return;
+    gateway_flush(g);
     /* Delivery reports served by the flush may still reference parked requests: answer them. */
     commands_release_parked(g);
     accepted_flush(g);

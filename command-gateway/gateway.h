@@ -90,7 +90,14 @@ int gateway_auth_new(const gateway_config *cfg, auth **out, char *err, size_t er
  * come) or after drain.timeout_ms.
  */
 void gateway_drain(gateway *g);
-/* Flushes the producer and frees everything. */
+/*
+ * After the drain, in the worker's thread: waits for Kafka's confirmation of what the producer
+ * still holds until the drain's deadline, one second at least, then purges the rest (their
+ * requests get their callbacks). The workers wait at the same time, so a gateway stops within
+ * drain.timeout_ms and a second or two, however many workers it has and whether Kafka answers.
+ */
+void gateway_flush(gateway *g);
+/* Flushes the producer (gateway_flush(), if the drain did not) and frees everything. */
 void gateway_free(gateway *g);
 
 #endif

@@ -47,6 +47,7 @@ struct gateway {
     struct pending *held; /* sync requests waiting for the process to route replies */
     size_t nheld;
     bool stopping;
+    bool flushed;               /* gateway_flush() ran: the producer holds nothing more */
     size_t live;                /* POST requests held, not answered yet */
     struct pending **accepting; /* 202s waiting for their record, see accepted.h */
     size_t naccepting, accepting_cap;

@@ -33,6 +33,7 @@ static void *run_worker(void *arg)
 {
     worker *w = arg;
     event_base_dispatch(w->base);
+    gateway_flush(w->g); /* in this thread: the workers wait for Kafka at the same time */
     return NULL;
 }
 
