@@ -520,16 +520,11 @@ void http_req_reply(http_req *r, int status, const char *content_type, const cha
 
 void http_req_reply_json(http_req *r, int status, json_t *body)
 {
-    char *s = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    /* jansson keeps an object's members in insertion order, as JSON_PRESERVE_ORDER asked. */
+    jsontext t = {0};
+    jsontext_json(&t, body);
     json_decref(body);
-    if (!s) {
-        http_req_reply(r, 500, "text/plain", "json encoding failed\n", 20);
-        return;
-    }
-    size_t n = strlen(s);
-    s[n] = '\n'; /* a trailing newline keeps curl output readable */
-    http_req_reply(r, status, "application/json", s, n + 1);
-    free(s);
+    http_req_reply_jsontext(r, status, &t);
 }
 
 void http_req_reply_jsontext(http_req *r, int status, jsontext *body)

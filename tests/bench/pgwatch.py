@@ -72,8 +72,8 @@ def record(path):
                 "pg": {str(pid): [names.get(pid, cmd), cpu] for pid, (cmd, cpu) in procs.items()
                        if cmd.startswith("postgres")}}) + "\n")
             out.flush()
-            # A fixed period on purpose: this samples counters, and the report divides the
-            # difference of two consecutive samples by the time between them.
+            # Not a wait for a condition: a fixed sampling period is the thing wanted here. The
+            # report divides the difference of two consecutive samples by the time between them.
             time.sleep(2)
 
 

@@ -46,7 +46,8 @@ static atomic_int nreqs;
 static atomic_bool stop_load;
 static atomic_int answered_2xx, answered_503; /* first answers so far */
 
-static int deposit(const request *r, bool async)
+/* Sends r as a deposit; its status, -503 for a 503 with Retry-After, 0 without an answer. */
+static int deposit(const request *r, bool async, int timeout_ms)
 {
     char body[200], headers[160];
     snprintf(body, sizeof(body),
@@ -55,7 +56,7 @@ static int deposit(const request *r, bool async)
     snprintf(headers, sizeof(headers), "Idempotency-Key: %s\r\n%s", r->key,
              async ? "Prefer: respond-async\r\n" : "");
     httpc_response res =
-        httpc_request(st.http_port, "POST", "/v1/commands", headers, body, CLIENT_TIMEOUT_MS);
+        httpc_request(st.http_port, "POST", "/v1/commands", headers, body, timeout_ms);
     char ra[32];
     int status = res.status;
     if (status == 503 && httpc_header(&res, "Retry-After", ra, sizeof(ra)))
@@ -75,7 +76,7 @@ static void *load(void *arg)
         snprintf(r->key, sizeof(r->key), "t%d-%d", t, seq);
         snprintf(r->account, sizeof(r->account), "acc-%d", t);
         r->amount = 1 + (seq * 7 + t) % 50;
-        int status = deposit(r, seq % 2 == 1);
+        int status = deposit(r, seq % 2 == 1, CLIENT_TIMEOUT_MS);
         r->retry_after = status == -503;
         r->status = status < 0 ? 503 : status;
         if (r->status == 200 || r->status == 202)
@@ -208,7 +209,7 @@ START_TEST(outage_answers_in_time_and_loses_nothing)
              attempt++) {
             if (attempt > 0)
                 sleep(1);
-            int s = deposit(&reqs[i], false);
+            int s = deposit(&reqs[i], false, CLIENT_TIMEOUT_MS);
             reqs[i].final_status = s < 0 ? 503 : s;
         }
         ck_assert_msg(reqs[i].final_status == 200 || reqs[i].final_status == 202, "retry of %s: %d",
@@ -413,20 +414,6 @@ END_TEST
 
 static int stop_status = -1; /* run.sh's exit status, from the test that stops the stack */
 
-/* Sends an optimistic deposit and goes away after timeout_ms, answered or not. */
-static void deposit_and_leave(int i, int timeout_ms)
-{
-    char body[160], headers[96];
-    snprintf(
-        body, sizeof(body),
-        "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-%d\",\"payload\":{\"amount\":1}}",
-        i % THREADS);
-    snprintf(headers, sizeof(headers), "Idempotency-Key: away-%d\r\nPrefer: respond-async\r\n", i);
-    httpc_response r =
-        httpc_request(st.http_port, "POST", "/v1/commands", headers, body, timeout_ms);
-    httpc_free(&r);
-}
-
 /*
  * The stack stops in time while Kafka is away and the gateway's producers hold commands it
  * cannot confirm: each worker waits for Kafka within the drain's deadline, the workers at the
@@ -438,8 +425,12 @@ START_TEST(the_stack_stops_in_time_while_kafka_is_away)
 {
     ck_assert_int_eq(stack_kafka_set(&st, false), 0);
     /* Enough connections that both workers hold some; each client leaves after 500 ms. */
-    for (int i = 0; i < 4 * THREADS; i++)
-        deposit_and_leave(i, 500);
+    for (int i = 0; i < 4 * THREADS; i++) {
+        request r = {.amount = 1};
+        snprintf(r.key, sizeof(r.key), "away-%d", i);
+        snprintf(r.account, sizeof(r.account), "acc-%d", i % THREADS);
+        deposit(&r, true, 500); /* answered or not: the client leaves */
+    }
     long long t0 = ids_monotonic_us();
     stop_status = stack_stop(&st);
     long long took_ms = (ids_monotonic_us() - t0) / 1000;
