@@ -11,7 +11,9 @@
 #      running the processor's statements (tests/bench/pgbench.sh), one command per transaction
 #      on one connection, and batched with pipelining. The processor's peak RSS is recorded.
 #   3. Sync end to end, open loop (tests/bench/openloop.c, latency from when each request was
-#      due): the highest rate reached with 64 connections, then 25, 50, 75 and 90% of it; and
+#      due): the highest rate reached (closed loop with BENCH_SYNC_CONNS connections, and with
+#      64), then 25, 50, 75 and 90% of it, each run's slow answers placed in time
+#      (tests/bench/series.py); and
 #      the floor of the path (tests/bench/floor.c: two bare Kafka hops and one commit), alone and
 #      during the 50% runs; and the CPU time and the time waiting for a core of every thread of
 #      the path's processes (tests/bench/sched.py).
@@ -38,6 +40,8 @@
 #   BENCH_ONLY      the comparisons to run, of: http apply growth sync parked (default: all)
 #   BENCH_FLAGS     extra flags for every gateway and processor (e.g. --kafka.linger.ms=0)
 #   BENCH_GATEWAY_FLAGS  extra flags for the gateways only (e.g. --workers=1)
+#   BENCH_SYNC_CONNS  connections of the sync runs: enough that the rate they reach is bounded by
+#                   the pipeline, not by the requests they can have in flight (default: 512)
 #   BENCH_SYNC_ROWS rows in commands and outbox before the sync runs, as in a database that has
 #                   served for a while (default: 200000; 0: empty tables)
 #   BENCH_FLOOR_ROUNDS  round trips (and commits) of each floor measurement (default: 1000)
@@ -669,14 +673,20 @@ sched_snap() { # file
         "postgresql=$master,$(ps -o pid= --ppid "$master" | tr -s ' \n' ',')" \
         "kafka=$(KAFKA_PIDS | tr ' ' ',')" >"$1" || die "the scheduler statistics could not be read"
 }
-# One open-loop run; the result carries the stages of its commands (tests/bench/stages.py) and
-# the path's processes' time on and waiting for a core (tests/bench/sched.py).
+# One open-loop run; the result carries the stages of its commands (tests/bench/stages.py), the
+# path's processes' time on and waiting for a core (tests/bench/sched.py), the disk's flush
+# latency beside it (tests/bench/fsprobe.py) and where its slow answers were, with the slow
+# flushes among them (tests/bench/series.py; each answer's latency and each slow flush are kept
+# in $OUT/series).
 openloop_run() { # rate fraction round conns
-    local out stages sched
+    local out stages sched fsync probe series=$OUT/series/sync-$2-$4-$3
     scrape before
     sched_snap "$TMP/sched.before.json"
-    out=$("$BUILD/bench/openloop" "$SYNC_PORT" "$1" "$SECONDS_PER_RUN" "$4" "$ACCOUNTS") ||
-        die "openloop failed: $out"
+    python3 tests/bench/fsprobe.py "$TMP/pg/pgdata" "$SECONDS_PER_RUN" >"$series.fsync.json" &
+    probe=$!
+    out=$(OPENLOOP_SERIES=$series.txt "$BUILD/bench/openloop" "$SYNC_PORT" "$1" \
+        "$SECONDS_PER_RUN" "$4" "$ACCOUNTS") || die "openloop failed: $out"
+    wait "$probe" || die "the disk's flushes could not be timed"
     sched_snap "$TMP/sched.after.json"
     scrape after
     stages=$(python3 tests/bench/stages.py "$TMP"/gateway.{before,after}.metrics \
@@ -684,17 +694,26 @@ openloop_run() { # rate fraction round conns
     sched=$(python3 tests/bench/sched.py diff "$TMP"/sched.{before,after}.json \
         "$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["ok"])' "$out")") ||
         die "the scheduler statistics could not be compared"
-    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r.update(bench="sync", fraction=float(sys.argv[2]), round=int(sys.argv[3]), stages=json.loads(sys.argv[4]), sched=json.loads(sys.argv[5])); print(json.dumps(r))' \
-        "$out" "$2" "$3" "$stages" "$sched" >>"$RESULTS"
+    fsync=$(python3 -c 'import json, sys; f = json.load(open(sys.argv[1])); f["slow"] = len(f["slow"]); print(json.dumps(f))' \
+        "$series.fsync.json") || die "the disk's flushes could not be read"
+    series=$(python3 tests/bench/series.py "$series.txt" "$series.fsync.json") ||
+        die "the run's series could not be read"
+    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r.update(bench="sync", fraction=float(sys.argv[2]), round=int(sys.argv[3]), conns=int(sys.argv[4]), stages=json.loads(sys.argv[5]), sched=json.loads(sys.argv[6]), series=json.loads(sys.argv[7]), fsync=json.loads(sys.argv[8])); print(json.dumps(r))' \
+        "$out" "$2" "$3" "$4" "$stages" "$sched" "$series" "$fsync" >>"$RESULTS"
     tail -n 1 "$RESULTS" >&2
 }
 fi
 if wants sync; then
 "$BUILD/bench/openloop" "$SYNC_PORT" 0 "$WARMUP_S" 64 "$ACCOUNTS" >/dev/null ||
     die "the warm-up run failed"
+rm -rf "$OUT/series" && mkdir -p "$OUT/series"
+# The highest rate: a closed loop with SYNC_CONNS connections, which the pipeline's batches, not
+# the requests in flight, bound; and with 64, where Little's law does (64 over the latency).
+SYNC_CONNS=${BENCH_SYNC_CONNS:-512}
 MAX_RATES=()
 for ((r = 1; r <= PAIRS; r++)); do
     openloop_run 0 1 "$r" 64
+    openloop_run 0 1 "$r" "$SYNC_CONNS"
     MAX_RATES+=("$(tail -n 1 "$RESULTS" | python3 -c 'import json, sys; print(json.load(sys.stdin)["reached"])')")
 done
 MAX_RATE=$(printf '%s\n' "${MAX_RATES[@]}" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
@@ -706,7 +725,7 @@ for ((r = 1; r <= PAIRS; r++)); do
     tail -n 1 "$RESULTS" >&2
     for f in 0.25 0.5 0.75 0.9; do
         if [[ $f != 0.5 ]]; then
-            openloop_run "$(python3 -c "print(round($MAX_RATE * $f))")" "$f" "$r" 256
+            openloop_run "$(python3 -c "print(round($MAX_RATE * $f))")" "$f" "$r" "$SYNC_CONNS"
             continue
         fi
         # The same floor during the 50% run: what the load on the machine's cores makes of the
@@ -714,7 +733,7 @@ for ((r = 1; r <= PAIRS; r++)); do
         "$BUILD/bench/floor" "$BOOTSTRAP" "floorload$r-" "$SYNC_DB" \
             "${BENCH_FLOOR_LOADED_ROUNDS:-200}" >"$TMP/floor-loaded.json" &
         floor_pid=$!
-        openloop_run "$(python3 -c "print(round($MAX_RATE * $f))")" "$f" "$r" 256
+        openloop_run "$(python3 -c "print(round($MAX_RATE * $f))")" "$f" "$r" "$SYNC_CONNS"
         overlapped=true
         kill -0 "$floor_pid" 2>/dev/null && overlapped=false
         wait "$floor_pid" || die "the floor under load could not be measured"

@@ -9,6 +9,9 @@
  *
  * usage: openloop PORT RATE SECONDS CONNS ACCOUNTS
  * Prints one JSON object: rate asked and reached, counts by outcome, latency percentiles in ms.
+ * With OPENLOOP_SERIES=FILE set it also writes one line per answer to FILE: when the request was
+ * due (s from the start; the first line gives the start's wall-clock time), its latency and its
+ * time from being sent (ms), and the HTTP status.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,6 +52,7 @@ typedef struct load {
     struct event *tick;
     int open;
     bool stopped; /* closed loop: its time is up, no more requests */
+    FILE *series; /* OPENLOOP_SERIES: one line per answer, or NULL */
 } load;
 
 struct conn {
@@ -145,6 +149,9 @@ static void on_read(struct bufferevent *bev, void *arg)
             l->ok++, l->lat[l->nlat++] = ms;
         else
             l->other++;
+        if (l->series)
+            fprintf(l->series, "%.4f %.3f %.3f %d\n", from - l->start, ms,
+                    (now_s() - c->sent_at) * 1000.0, c->status);
         next_request(c);
         finished(l);
         if (c->req < 0)
@@ -267,6 +274,17 @@ int main(int argc, char **argv)
         return 1;
     }
     l.start = now_s();
+    const char *series = getenv("OPENLOOP_SERIES");
+    if (series && *series) {
+        if (!(l.series = fopen(series, "w"))) {
+            perror(series);
+            return 1;
+        }
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        fprintf(l.series, "# start %lld.%06ld due_s latency_ms from_sent_ms status\n",
+                (long long)wall.tv_sec, wall.tv_nsec / 1000);
+    }
     l.tick = event_new(l.base, -1, EV_PERSIST, on_tick, &l);
     struct timeval ms = {0, 1000};
     event_add(l.tick, &ms);
@@ -285,6 +303,8 @@ int main(int argc, char **argv)
             free(l.all[i]);
         }
     }
+    if (l.series && fclose(l.series) != 0)
+        perror("openloop: series");
     event_free(l.tick);
     event_base_free(l.base);
     free(l.all);

@@ -190,9 +190,19 @@ def main():
     sync = [r for r in rows if r["bench"] == "sync"]
     if sync:
         md.append("## 3. Sync end to end, open loop (latency from when each request was due)\n")
-        top = [r for r in sync if r["fraction"] == 1]
-        md.append(f"Highest rate reached (64 connections, closed loop): median "
-                  f"{med(top, 'reached'):.0f}/s, range {rng(top, 'reached')}.\n")
+        conns = lambda r: r.get("conns", 64)
+        most = max(conns(r) for r in sync if r["fraction"] == 1)
+        top = [r for r in sync if r["fraction"] == 1 and conns(r) == most]
+        top64 = [r for r in sync if r["fraction"] == 1 and conns(r) != most]
+        md.append(f"Highest rate reached (closed loop, {most} connections): median "
+                  f"{med(top, 'reached'):.0f}/s, range {rng(top, 'reached')}, p50 "
+                  f"{med(top, 'p50_ms'):.1f} ms, p99 {med(top, 'p99_ms'):.1f} ms; the loads below "
+                  f"are fractions of it.")
+        if top64:
+            md.append(f"With {conns(top64[0])} connections, where the requests in flight bound the "
+                      f"rate (Little's law): median {med(top64, 'reached'):.0f}/s, range "
+                      f"{rng(top64, 'reached')}, p50 {med(top64, 'p50_ms'):.1f} ms.")
+        md.append("")
         md.append("| load | rate asked | reached | p50 ms | p99 ms | p99.9 ms | max ms | not 200 "
                   "| unanswered |")
         md.append("|---|---|---|---|---|---|---|---|---|")
@@ -207,6 +217,27 @@ def main():
                       f"{sum(r['unanswered'] for r in rs)} |")
             lat[f"{f * 100:.0f}%"] = [med(rs, k) for k in ("p50_ms", "p99_ms", "p999_ms")]
         md.append("\nMedians over the rounds; the rounds interleave the loads.\n")
+        if all(r.get("series") for r in sync):
+            md.append("Where the slow answers were (tests/bench/series.py): windows of "
+                      f"{sync[0]['series']['window_s'] * 1000:.0f} ms by due time; a stall is a "
+                      "window whose median latency is 4 × the run's or more. Beside each run, "
+                      "the disk's flush latency (tests/bench/fsprobe.py: an 8 KiB write and "
+                      "fdatasync() every 10 ms on PostgreSQL's filesystem), the flushes slower "
+                      "than 50 ms, and the stalls that had one while their answers waited.\n")
+            md.append("| run | p99 ms | worst window: at s, p50 ms, max ms | stalls | answers in "
+                      "them | disk flush p99, max ms | slow flushes | stalls with one |")
+            md.append("|---|---|---|---|---|---|---|---|")
+            num = lambda x, d=1: "–" if x is None else f"{x:.{d}f}"
+            for r in sync:
+                sr, fs = r["series"], r.get("fsync") or {}
+                name = "max" if r["fraction"] == 1 else f"{r['fraction'] * 100:.0f}%"
+                md.append(f"| {name}, {conns(r)} conns, round {r['round']} | {r['p99_ms']:.1f} | "
+                          f"{sr['worst_at_s']:.2f}, {sr['worst_p50_ms']:.1f}, "
+                          f"{sr['worst_max_ms']:.1f} | {sr['stall_windows']} | "
+                          f"{sr['stall_share'] * 100:.1f}% | {num(fs.get('p99_ms'))}, "
+                          f"{num(fs.get('max_ms'))} | {num(fs.get('slow'), 0)} | "
+                          f"{num(sr.get('stalls_with_slow_flush'), 0)} |")
+            md.append("")
         half = [r for r in sync if r["fraction"] == 0.5]
 
         def floor_paragraph(rs, intro, against):
@@ -243,10 +274,11 @@ def main():
         md.append("| load | gateway: request | produce → Kafka ack | produce → reply "
                   "| command transit | processor batch | of it, COMMIT | reply transit |")
         md.append("|---|---|---|---|---|---|---|---|")
-        for f in [1] + fracs:
-            rs = [r for r in sync if r["fraction"] == f]
+        loads = [("max", top)] + ([(f"max, {conns(top64[0])} conns", top64)] if top64 else []) + \
+            [(f"{f * 100:.0f}%", [r for r in sync if r["fraction"] == f]) for f in fracs]
+        for name, rs in loads:
             cell = lambda k: f"{statistics.median(r['stages'][k]['mean_ms'] for r in rs):.2f}"
-            md.append(f"| {'max' if f == 1 else f'{f * 100:.0f}%'} | " + " | ".join(
+            md.append(f"| {name} | " + " | ".join(
                 cell(k) for k in ("request", "kafka_ack", "reply_wait", "command_transit",
                                   "batch", "commit", "reply_transit")) + " |")
         if all(r.get("sched") for r in sync):
@@ -259,10 +291,9 @@ def main():
             md.append("| load | " + " | ".join(f"{g}: CPU, wait, per wake-up" for g in groups) +
                       " |")
             md.append("|---|" + "---|" * len(groups))
-            for f in [1] + fracs:
-                rs = [r for r in sync if r["fraction"] == f]
+            for name, rs in loads:
                 cell = lambda g, k: statistics.median(r["sched"][g][k] for r in rs)
-                md.append(f"| {'max' if f == 1 else f'{f * 100:.0f}%'} | " + " | ".join(
+                md.append(f"| {name} | " + " | ".join(
                     f"{cell(g, 'cpu_us_per_cmd'):.0f}, {cell(g, 'wait_us_per_cmd'):.0f}, "
                     f"{cell(g, 'wait_us_per_slice'):.0f}" for g in groups) + " |")
         svg = plot(out, "sync", "Sync latency by load", "ms", lat, ["p50", "p99", "p99.9"])
