@@ -42,6 +42,9 @@
 #   BENCH_GATEWAY_FLAGS  extra flags for the gateways only (e.g. --workers=1)
 #   BENCH_SYNC_CONNS  connections of the sync runs: enough that the rate they reach is bounded by
 #                   the pipeline, not by the requests they can have in flight (default: 512)
+#   BENCH_KAFKA_DIR a folder for the broker's data (default: beside PostgreSQL's, in the
+#                   benchmark's temporary folder), e.g. /dev/shm to keep its writes off the disk
+#                   that PostgreSQL's commits flush
 #   BENCH_SYNC_ROWS rows in commands and outbox before the sync runs, as in a database that has
 #                   served for a while (default: 200000; 0: empty tables)
 #   BENCH_FLOOR_ROUNDS  round trips (and commits) of each floor measurement (default: 1000)
@@ -99,6 +102,11 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cqrs-bench.XXXXXX")
 chmod 711 "$TMP"
+# The broker's data: beside PostgreSQL's by default, elsewhere with BENCH_KAFKA_DIR.
+KDIR=$TMP/kafka
+if [[ -n ${BENCH_KAFKA_DIR:-} ]]; then
+    KDIR=$(mktemp -d "$BENCH_KAFKA_DIR/cqrs-bench-kafka.XXXXXX")
+fi
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
@@ -115,7 +123,8 @@ cleanup() {
     for p in "${PIDS[@]}"; do
         wait "$p" 2>/dev/null
     done
-    [[ ! -d $TMP/kafka ]] || "$KAFKA_SH" stop "$TMP/kafka"
+    [[ ! -d $KDIR/node1 ]] || "$KAFKA_SH" stop "$KDIR"
+    [[ $KDIR == "$TMP/kafka" ]] || rm -rf "$KDIR"
     ((PG_STARTED == 0)) || "$PG_SH" stop "$TMP/pg" 2>/dev/null
     if ((rc != 0)); then
         log "failed; logs kept in $TMP"
@@ -186,14 +195,14 @@ if [[ $BENCH_KAFKA == real ]]; then
     BOOTSTRAP=""
     for attempt in 1 2 3; do
         # A port can be taken between kafka.sh free-port and the broker's bind: 3 tries.
-        BOOTSTRAP=$("$KAFKA_SH" start "$TMP/kafka" "$("$KAFKA_SH" free-port)") && break
+        BOOTSTRAP=$("$KAFKA_SH" start "$KDIR" "$("$KAFKA_SH" free-port)") && break
         BOOTSTRAP=""
-        "$KAFKA_SH" stop "$TMP/kafka" 2>/dev/null || true
-        rm -rf "$TMP/kafka"
+        "$KAFKA_SH" stop "$KDIR" 2>/dev/null || true
+        rm -rf "${KDIR:?}"/*
         log "Apache Kafka did not start (attempt $attempt of 3)"
     done
     [[ -n $BOOTSTRAP ]] || die "Apache Kafka did not start"
-    KAFKA_PIDS() { cat "$TMP/kafka/node1/pid"; }
+    KAFKA_PIDS() { cat "$KDIR/node1/pid"; }
 else
     "$BUILD/mock-kafka" --brokers 1 --partitions 4 --bootstrap-file "$TMP/kafka.bootstrap" \
         </dev/null >"$TMP/mock-kafka.log" 2>&1 &
