@@ -170,7 +170,7 @@ void accepted_record(pending *p)
         g->accepting = xrealloc(g->accepting, g->accepting_cap * sizeof(*g->accepting));
     }
     g->accepting[g->naccepting++] = p;
-    p->in_query = p->recording = true;
+    p->in_query = p->recording = p->recorded = true;
     if (!g->accept_flush_ev)
         g->accept_flush_ev = event_new(g->base, -1, 0, on_accept_flush, g);
     if (g->naccepting == 1 && !g->accept_inflight)
@@ -179,12 +179,15 @@ void accepted_record(pending *p)
 
 /*
  * 202: once the command's record is written, or at once while PostgreSQL is down: the command
- * is in Kafka, and an unkeyed write does not wait for PostgreSQL.
+ * is in Kafka, and an unkeyed write does not wait for PostgreSQL. A sync request whose wait
+ * ended before its reply came is recorded now (commands_on_delivery() left it to its reply).
  */
 void accepted_answer(pending *p)
 {
     if (p->deadline)
         event_del(p->deadline);
+    if (!p->claimed && !p->recorded)
+        accepted_record(p);
     if (p->recording && pgconn_connected(p->g->pg))
         p->accept_due = true;
     else

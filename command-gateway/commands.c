@@ -150,6 +150,7 @@ static void produce(pending *p)
         .idempotency_key = p->in.idempotency_key,
         .traceparent = p->traceparent,
         .tracestate = p->in.tracestate,
+        .request_hash = p->fingerprint,
         .expected_version = p->in.expected_version,
         .reply_partition = reply_partition,
     };
@@ -505,11 +506,15 @@ void commands_on_delivery(void *opaque, const kafka_delivery *d, void *arg)
         return;
     }
     metrics_observe_us(g->m_kafka_ack, ids_monotonic_us() - p->produced_us);
-    if (!p->claimed)
-        accepted_record(p); /* a client's key has its record already: the claim */
-    if (!p->req)            /* answered from its reply already, timed out, or the client left */
+    bool awaits_reply = p->req && p->wants_reply && !g->stopping && !p->wait_over;
+    /* A client's key has its record already: the claim. A request that waits for its reply
+       gets its answer from the processor's record, which carries the fingerprint too
+       (ce_requesthash); it is recorded here only if its wait ends first (accepted_answer()). */
+    if (!p->claimed && !awaits_reply)
+        accepted_record(p);
+    if (!p->req) /* answered from its reply already, timed out, or the client left */
         pending_maybe_free(p);
-    else if (!p->wants_reply || g->stopping || p->wait_over)
+    else if (!awaits_reply)
         accepted_answer(p); /* shutting down, or the wait is over: no reply will be awaited */
     /* otherwise the request stays parked until its reply or its deadline */
 }

@@ -38,6 +38,7 @@ typedef struct pending {
     bool in_query;              /* a PostgreSQL query holds a reference */
     bool claiming;              /* ... the claim of the key: queued or running */
     bool recording;             /* ... the accepted record, with the fingerprint */
+    bool recorded;              /* the accepted record was asked for (accepted_record()) */
     bool accept_due;            /* 202 is the answer once the record is written */
     json_t *reply;              /* the reply, when it came while the record was written */
     int release_tries;          /* DELETEs of the claim sent (a lost connection gets another) */

@@ -40,6 +40,7 @@ size_t sizelimits_envelope_max(const domain_registry *reg)
         .idempotency_key = PREFIX(INTAKE_MAX_KEY_LEN),
         .traceparent = PREFIX(TRACE_PARENT_LEN - 1),
         .tracestate = PREFIX(TRACE_STATE_MAX),
+        .request_hash = PREFIX(IDS_UUID_LEN - 1),
         .expected_version = ENVELOPE_MAX_VERSION,
         .reply_partition = 2147483647,
     };

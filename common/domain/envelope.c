@@ -1,6 +1,7 @@
 /* envelope.c: CloudEvents binary-mode headers to and from struct envelope. */
 #include "domain/envelope.h"
 
+#include "core/ids.h"
 #include "core/utf8.h"
 #include "core/xalloc.h"
 
@@ -25,6 +26,7 @@ static const struct {
     {"ce_idempotencykey", offsetof(envelope, idempotency_key), false},
     {"ce_traceparent", offsetof(envelope, traceparent), false},
     {"ce_tracestate", offsetof(envelope, tracestate), false},
+    {"ce_requesthash", offsetof(envelope, request_hash), false},
 };
 #define NATTRS (sizeof(string_attrs) / sizeof(string_attrs[0]))
 
@@ -256,6 +258,10 @@ int envelope_check_command(const envelope *e, char *err, size_t errlen)
                  ENVELOPE_MAX_KEY_LEN,
                  strlen(e->idempotency_key) > ENVELOPE_MAX_KEY_LEN ? "too long"
                                                                    : "other characters");
+        return -1;
+    }
+    if (e->request_hash && *e->request_hash && !ids_is_uuid(e->request_hash)) {
+        snprintf(err, errlen, "header ce_requesthash: a request's fingerprint is a UUID");
         return -1;
     }
     return 0;

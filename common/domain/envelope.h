@@ -23,6 +23,8 @@ typedef struct envelope {
     char *idempotency_key;      /* ce_idempotencykey */
     char *traceparent;          /* ce_traceparent (W3C trace context) */
     char *tracestate;           /* ce_tracestate */
+    char *request_hash;         /* ce_requesthash: the gateway's fingerprint of the request (a
+                                   UUID), stored with the command's key */
     long long expected_version; /* ce_expectedversion; -1 when absent, ENVELOPE_VERSION_EXISTS */
     int reply_partition;        /* ce_replypartition; -1 when absent */
 } envelope;
@@ -108,9 +110,9 @@ bool envelope_aggregate_id_valid(const char *s, size_t len);
 
 /*
  * Checks the identities of a parsed command against the limits above: ce_subject (required),
- * ce_type, and ce_tenant and ce_idempotencykey when present and not empty. Returns 0, or -1 with
- * err naming the header and the rule it breaks (never the bytes themselves, which may not be
- * text).
+ * ce_type, and ce_tenant, ce_idempotencykey and ce_requesthash (a UUID) when present and not
+ * empty. Returns 0, or -1 with err naming the header and the rule it breaks (never the bytes
+ * themselves, which may not be text).
  */
 int envelope_check_command(const envelope *e, char *err, size_t errlen)
     __attribute__((warn_unused_result));

@@ -727,6 +727,9 @@ char *batch_command_rows(const batch *b, size_t *count)
         }
         member(&t, "aggregate_id");
         jsontext_str(&t, it->env.subject);
+        member(&t, "request_hash");
+        jsontext_str(&t,
+                     it->env.request_hash && *it->env.request_hash ? it->env.request_hash : NULL);
         member(&t, "status");
         jsontext_str(&t, it->state == ITEM_APPLIED ? "applied" : "rejected");
         member(&t, "http_status");

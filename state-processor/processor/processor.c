@@ -359,20 +359,24 @@ static void on_aggregates_written(const pgconn_result *r, void *arg)
 static const char write_aggregates_sql[] = WRITE_AGGREGATES_SQL;
 static const char write_aggregates_keyed_sql[] = KEYED_TEXT WRITE_AGGREGATES_SQL;
 
+/* The request's fingerprint (ce_requesthash) goes with the record, as the gateway's claim or
+   accepted record would have stored it; one stored already is kept. */
 static const char write_commands_sql[] =
     "INSERT INTO commands (id, tenant, idempotency_key, type, aggregate_type, aggregate_id, "
-    "status, http_status, result, version, kafka_partition, kafka_offset, finished_at, "
-    "traceparent) "
-    "SELECT id, tenant, idempotency_key, type, aggregate_type, aggregate_id, status, "
-    "http_status, result, version, partition, \"offset\", now(), traceparent "
+    "request_hash, status, http_status, result, version, kafka_partition, kafka_offset, "
+    "finished_at, traceparent) "
+    "SELECT id, tenant, idempotency_key, type, aggregate_type, aggregate_id, request_hash, "
+    "status, http_status, result, version, partition, \"offset\", now(), traceparent "
     "FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, tenant text, idempotency_key text, "
-    "type text, aggregate_type text, aggregate_id text, status text, http_status int, "
-    "result jsonb, version bigint, partition int, \"offset\" bigint, traceparent text) "
+    "type text, aggregate_type text, aggregate_id text, request_hash text, status text, "
+    "http_status int, result jsonb, version bigint, partition int, \"offset\" bigint, "
+    "traceparent text) "
     "ORDER BY id " /* rows locked in id order, as the gateway's batched records lock them */
     "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, "
     "http_status = EXCLUDED.http_status, result = EXCLUDED.result, version = EXCLUDED.version, "
     "kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset, "
-    "finished_at = EXCLUDED.finished_at, traceparent = EXCLUDED.traceparent";
+    "finished_at = EXCLUDED.finished_at, traceparent = EXCLUDED.traceparent, "
+    "request_hash = COALESCE(commands.request_hash, EXCLUDED.request_hash)";
 
 static const char write_outbox_sql[] =
     "INSERT INTO outbox (tenant, aggregate_type, aggregate_id, version, event_type, command_id, "

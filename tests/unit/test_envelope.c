@@ -386,6 +386,37 @@ START_TEST(aggregate_ids_are_bounded_in_length)
 }
 END_TEST
 
+/* The request's fingerprint travels as ce_requesthash, and a command's must be a UUID. */
+START_TEST(a_request_hash_travels_and_is_checked)
+{
+    static const char hash[] = "2f1c2a4e-0d5b-5c1e-9a57-3f2b1d0c9e8a";
+    envelope e = {.id = "6f1c2a4e-0d5b-4c1e-9a57-3f2b1d0c9e8a",
+                  .source = "/command-gateway",
+                  .type = "account.deposit",
+                  .subject = "acc-1",
+                  .request_hash = (char *)hash,
+                  .expected_version = -1,
+                  .reply_partition = -1};
+    header h[ENVELOPE_MAX_HEADERS];
+    char scratch[64], err[256] = "";
+    size_t n = envelope_to_headers(&e, h, scratch);
+    check_header(h, n, "ce_requesthash", hash);
+    envelope back = {0};
+    ck_assert_msg(envelope_from_headers(&back, h, n, err, sizeof(err)) == 0, "%s", err);
+    check_str("request_hash", back.request_hash, hash);
+    ck_assert_msg(envelope_check_command(&back, err, sizeof(err)) == 0, "%s", err);
+
+    free(back.request_hash);
+    back.request_hash = strdup("not-a-uuid");
+    ck_assert_int_eq(envelope_check_command(&back, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "ce_requesthash") != NULL, "error names the header: %s", err);
+    free(back.request_hash);
+    back.request_hash = strdup(""); /* empty: as absent */
+    ck_assert_msg(envelope_check_command(&back, err, sizeof(err)) == 0, "%s", err);
+    envelope_clear(&back);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("envelope");
@@ -401,6 +432,9 @@ int main(void)
     tc = tcase_create("aggregate_id");
     tcase_add_loop_test(tc, aggregate_ids_follow_the_grammar, 0, N(gcases));
     tcase_add_test(tc, aggregate_ids_are_bounded_in_length);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("request_hash");
+    tcase_add_test(tc, a_request_hash_travels_and_is_checked);
     suite_add_tcase(s, tc);
 
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -106,6 +106,7 @@ START_TEST(the_envelope_bound_holds_a_real_command)
                   .idempotency_key = key,
                   .traceparent = tp,
                   .tracestate = state,
+                  .request_hash = id,
                   .expected_version = ENVELOPE_MAX_VERSION,
                   .reply_partition = 9999};
     header h[ENVELOPE_MAX_HEADERS];
