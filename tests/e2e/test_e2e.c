@@ -838,6 +838,32 @@ START_TEST(an_accepted_record_that_loses_a_race_is_written_again)
 }
 END_TEST
 
+/*
+ * A sync request is recorded by the processor, not the gateway, unless its wait ends first
+ * (ADR 0041): then its 202's Location answers at once, before any processor has the command.
+ */
+START_TEST(a_sync_request_whose_wait_ends_first_is_recorded)
+{
+    pid_t proc = open_with_processor("acc-waited");
+    kill(proc, SIGSTOP); /* so that a record of the command can only be the gateway's */
+    httpc_response r =
+        post("Prefer: wait=1\r\n", "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-waited\","
+                                   "\"payload\":{\"amount\":3}}");
+    char loc[128] = "";
+    httpc_header(&r, "Location", loc, sizeof(loc));
+    httpc_response rec = get(loc, NULL);
+    kill(proc, SIGCONT);
+    ck_assert_msg(r.status == 202, "%d %s", r.status, r.body);
+    ck_assert_msg(rec.status == 200, "GET %s: %d %s", loc, rec.status, rec.body);
+    ck_assert_str_eq(jstr(rec.json, "status"), "accepted");
+    httpc_free(&r);
+    httpc_free(&rec);
+    char status[32];
+    wait_decided(loc, status, sizeof(status));
+    ck_assert_str_eq(status, "applied");
+}
+END_TEST
+
 START_TEST(an_assigned_key_echoed_with_another_body_is_422)
 {
     /* The gateway makes the keys up; the client echoes them, as a retry would. */
@@ -1176,6 +1202,7 @@ int main(void)
     tcase_add_test(tc, stale_claim_is_taken_over_once);
     tcase_add_test(tc, an_assigned_key_echoed_with_another_body_is_422);
     tcase_add_test(tc, an_accepted_record_that_loses_a_race_is_written_again);
+    tcase_add_test(tc, a_sync_request_whose_wait_ends_first_is_recorded);
     tcase_add_loop_test(tc, a_command_too_large_for_kafka_is_413_and_leaves_its_key_free, 0, 2);
     tcase_add_test(tc, abandoned_claim_is_taken_over_and_applied);
     tcase_add_test(tc, health_metrics_and_routes);
