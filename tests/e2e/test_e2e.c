@@ -804,6 +804,42 @@ START_TEST(idempotency_key_in_flight_is_409)
 }
 END_TEST
 
+/*
+ * Sends a deposit to aggregate_id (opened by open_with_processor(), whose processor is proc) with
+ * the processor stopped, so that a record of the command can only be the gateway's, and reads its
+ * Location before the processor goes on; then runs cleanup (or not: NULL). Checks the answer was
+ * 202 and the record accepted, and that the command is applied once the processor goes on.
+ */
+static void expect_gateway_record(pid_t proc, const char *prefer, const char *aggregate_id,
+                                  void (*cleanup)(void))
+{
+    char body[160];
+    snprintf(body, sizeof(body),
+             "{\"type\":\"account.deposit\",\"aggregate_id\":\"%s\",\"payload\":{\"amount\":5}}",
+             aggregate_id);
+    kill(proc, SIGSTOP); /* no assertion until SIGCONT: a failure must not leave it stopped */
+    httpc_response r = post(prefer, body);
+    char loc[128] = "";
+    httpc_header(&r, "Location", loc, sizeof(loc));
+    httpc_response rec = get(loc, NULL);
+    kill(proc, SIGCONT);
+    if (cleanup)
+        cleanup();
+    ck_assert_msg(r.status == 202, "%d %s", r.status, r.body);
+    ck_assert_msg(rec.status == 200, "GET %s: %d %s", loc, rec.status, rec.body);
+    ck_assert_str_eq(jstr(rec.json, "status"), "accepted");
+    httpc_free(&r);
+    httpc_free(&rec);
+    char status[32];
+    wait_decided(loc, status, sizeof(status));
+    ck_assert_str_eq(status, "applied");
+}
+
+static void drop_race_once(void)
+{
+    sql("DROP TRIGGER race_once ON commands; DROP FUNCTION race_once(); DROP SEQUENCE race_once");
+}
+
 START_TEST(an_accepted_record_that_loses_a_race_is_written_again)
 {
     pid_t proc = open_with_processor("acc-recorded");
@@ -817,24 +853,8 @@ START_TEST(an_accepted_record_that_loses_a_race_is_written_again)
         "RETURN NEW; END $$; "
         "CREATE TRIGGER race_once BEFORE INSERT ON commands FOR EACH ROW "
         "EXECUTE FUNCTION race_once()");
-    kill(proc, SIGSTOP); /* so that a record of the command can only be the gateway's */
-    httpc_response r = post("Prefer: respond-async\r\n",
-                            "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-recorded\","
-                            "\"payload\":{\"amount\":5}}");
-    char loc[128] = "";
-    httpc_header(&r, "Location", loc, sizeof(loc));
-    httpc_response rec = get(loc, NULL);
-    kill(proc, SIGCONT);
-    sql("DROP TRIGGER race_once ON commands; DROP FUNCTION race_once(); DROP SEQUENCE race_once");
-    ck_assert_int_eq(r.status, 202);
-    /* The 202 waited for the record, written at the second attempt. */
-    ck_assert_msg(rec.status == 200, "GET %s: %d %s", loc, rec.status, rec.body);
-    ck_assert_str_eq(jstr(rec.json, "status"), "accepted");
-    httpc_free(&r);
-    httpc_free(&rec);
-    char status[32];
-    wait_decided(loc, status, sizeof(status));
-    ck_assert_str_eq(status, "applied");
+    /* The 202 waits for the record, written at the second attempt. */
+    expect_gateway_record(proc, "Prefer: respond-async\r\n", "acc-recorded", drop_race_once);
 }
 END_TEST
 
@@ -845,22 +865,7 @@ END_TEST
 START_TEST(a_sync_request_whose_wait_ends_first_is_recorded)
 {
     pid_t proc = open_with_processor("acc-waited");
-    kill(proc, SIGSTOP); /* so that a record of the command can only be the gateway's */
-    httpc_response r =
-        post("Prefer: wait=1\r\n", "{\"type\":\"account.deposit\",\"aggregate_id\":\"acc-waited\","
-                                   "\"payload\":{\"amount\":3}}");
-    char loc[128] = "";
-    httpc_header(&r, "Location", loc, sizeof(loc));
-    httpc_response rec = get(loc, NULL);
-    kill(proc, SIGCONT);
-    ck_assert_msg(r.status == 202, "%d %s", r.status, r.body);
-    ck_assert_msg(rec.status == 200, "GET %s: %d %s", loc, rec.status, rec.body);
-    ck_assert_str_eq(jstr(rec.json, "status"), "accepted");
-    httpc_free(&r);
-    httpc_free(&rec);
-    char status[32];
-    wait_decided(loc, status, sizeof(status));
-    ck_assert_str_eq(status, "applied");
+    expect_gateway_record(proc, "Prefer: wait=1\r\n", "acc-waited", NULL);
 }
 END_TEST
 
