@@ -4,6 +4,7 @@
  */
 #include "replyroute.h"
 
+#include "accepted.h"
 #include "core/ids.h"
 #include "core/xalloc.h"
 #include "gateway_int.h"
@@ -93,9 +94,11 @@ void replyroute_release(gateway *g)
         return;
     pending **all = xmalloc(n * sizeof(*all)), **cur = all;
     strmap_each(g->parked, collect, &cur);
+    /* Shutting down: no reply will be awaited. Each is answered 202 as any whose wait ended,
+       once the record its Location needs is written (ADR 0041: it has none yet). */
     for (size_t i = 0; i < n; i++) {
         if (all[i]->req && all[i]->delivered)
-            pending_accepted(all[i]); /* shutting down: no time to record them */
+            accepted_answer(all[i]);
     }
     free(all);
 }

@@ -38,6 +38,8 @@ def main():
             lat.append(ms)
             if ms > SLOW_MS:
                 slow.append([round(wall, 3), round(ms, 1)])
+            # Not a wait for a condition: a fixed sampling period is the thing wanted here, the
+            # disk's flush latency sampled at even times through the run.
             time.sleep(PERIOD_S)
     finally:
         os.close(fd)

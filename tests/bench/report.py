@@ -218,12 +218,14 @@ def main():
             lat[f"{f * 100:.0f}%"] = [med(rs, k) for k in ("p50_ms", "p99_ms", "p999_ms")]
         md.append("\nMedians over the rounds; the rounds interleave the loads.\n")
         if all(r.get("series") for r in sync):
+            s0, f0 = sync[0]["series"], sync[0].get("fsync") or {}
             md.append("Where the slow answers were (tests/bench/series.py): windows of "
-                      f"{sync[0]['series']['window_s'] * 1000:.0f} ms by due time; a stall is a "
-                      "window whose median latency is 4 × the run's or more. Beside each run, "
-                      "the disk's flush latency (tests/bench/fsprobe.py: an 8 KiB write and "
-                      "fdatasync() every 10 ms on PostgreSQL's filesystem), the flushes slower "
-                      "than 50 ms, and the stalls that had one while their answers waited.\n")
+                      f"{s0['window_s'] * 1000:.0f} ms by due time; a stall is a window whose "
+                      f"median latency is {s0.get('stall_x', 4):g} × the run's or more. Beside "
+                      "each run, the disk's flush latency (tests/bench/fsprobe.py: a page written "
+                      "and flushed with fdatasync() at a fixed period on PostgreSQL's "
+                      f"filesystem), the flushes slower than {f0.get('slow_ms', 50):g} ms, and "
+                      "the stalls that had one while their answers waited.\n")
             md.append("| run | p99 ms | worst window: at s, p50 ms, max ms | stalls | answers in "
                       "them | disk flush p99, max ms | slow flushes | stalls with one |")
             md.append("|---|---|---|---|---|---|---|---|")

@@ -52,6 +52,7 @@ def main():
                       if any(t < waited(k)[1] and t + ms / 1000 > waited(k)[0] for t, ms in slow))
     print(json.dumps({
         "window_s": WINDOW_S,
+        "stall_x": STALL_X,
         "p50_ms": round(p50, 3),
         "worst_at_s": worst * WINDOW_S,
         "worst_p50_ms": round(medians[worst], 3),

@@ -265,19 +265,26 @@ static int connect_to(int port, int timeout_s)
 }
 
 /* The status of the answer waiting on fd. */
-static int read_status(int fd)
+/* Reads the start of an answer into buf (NUL-terminated); returns its status, or 0. */
+static int read_answer(int fd, char *buf, size_t len)
 {
-    char buf[256];
     ssize_t got;
     do
-        got = read(fd, buf, sizeof(buf) - 1);
+        got = read(fd, buf, len - 1);
     while (got < 0 && errno == EINTR);
     if (got < 12) {
-        fprintf(stderr, "read_status: read %zd (%s)\n", got, got < 0 ? strerror(errno) : "short");
+        fprintf(stderr, "read_answer: read %zd (%s)\n", got, got < 0 ? strerror(errno) : "short");
+        buf[0] = '\0';
         return 0;
     }
     buf[got] = '\0';
     return atoi(buf + 9); /* "HTTP/1.1 200" */
+}
+
+static int read_status(int fd)
+{
+    char buf[256];
+    return read_answer(fd, buf, sizeof(buf));
 }
 
 START_TEST(oversize_body_is_413)
@@ -868,27 +875,33 @@ START_TEST(killed_replica_loses_nothing)
 }
 END_TEST
 
-/* SIGTERM: a request still waiting is answered 202 (its command is in Kafka), then applied. */
+/*
+ * SIGTERM: a request still waiting is answered 202 (its command is in Kafka), once the gateway
+ * has recorded it: its Location answers while no processor has the command yet (ADR 0041).
+ */
 START_TEST(sigterm_answers_parked_with_202)
 {
     ck_assert_int_gt(gateways[1], 0);
     processors_signal(SIGSTOP); /* the request stays parked until the replica stops */
     int fd = send_parked(ports[1], 0);
-    long long parked = 0;
-    for (int i = 0; i < 100 && parked < 1; i++) {
-        parked = httpc_metric(ports[1], "gateway_parked_requests");
-        if (parked < 1)
-            usleep(50000);
-    }
-    ck_assert_int_eq(parked, 1);
+    ck_assert_int_eq(httpc_metric_becomes(ports[1], "gateway_parked_requests", 1, 5000), 1);
     kill(gateways[1], SIGTERM);
-    int status = read_status(fd);
+    char head[2048], recorded[256] = "SELECT 0";
+    int status = read_answer(fd, head, sizeof(head));
     close(fd);
+    const char *loc = strstr(head, "\r\nLocation: /v1/commands/");
+    if (loc) /* the id: the 36 characters after the path */
+        snprintf(recorded, sizeof(recorded),
+                 "SELECT count(*) FROM commands WHERE id = '%.36s' AND status = 'accepted'",
+                 loc + strlen("\r\nLocation: /v1/commands/"));
+    long long records = pgtest_int(db, recorded); /* the processors are still stopped */
     int rc = -1;
     waitpid(gateways[1], &rc, 0);
     gateways[1] = 0;
     processors_signal(SIGCONT);
     ck_assert_int_eq(status, 202);
+    ck_assert_msg(loc != NULL, "no Location in the 202: %s", head);
+    ck_assert_int_eq(records, 1);
     ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
 }
 END_TEST
