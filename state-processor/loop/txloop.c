@@ -416,6 +416,7 @@ void txphase_begin(txphase *ph, const pgconn *pg)
     ph->outstanding = 0;
     ph->failed = false;
     ph->refusal = NULL;
+    ph->unique = false;
     ph->error[0] = '\0';
     ph->session = pgconn_connected(pg) ? pgconn_connects(pg) : 0;
 }
@@ -458,6 +459,7 @@ void txphase_error(txphase *ph, const pgconn_result *r, const char *what)
                  lost ? "connection lost" : pgconn_result_error(r), *state ? " sqlstate " : "",
                  state);
         ph->refusal = !lost && data_error(state) ? DLQ_REJECTED_BY_PG : NULL;
+        ph->unique = !lost && strcmp(state, "23505") == 0;
     }
     ph->failed = true;
 }

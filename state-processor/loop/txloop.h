@@ -121,6 +121,7 @@ typedef struct txphase {
     size_t outstanding; /* queries queued and not yet answered */
     bool failed;
     const char *refusal; /* the data was refused: DLQ_REJECTED_BY_PG, DLQ_UNENCODABLE */
+    bool unique;         /* that refusal was a unique violation (SQLSTATE 23505) */
     char error[512];     /* the first failure */
     unsigned session;    /* pgconn_connects() when the transaction began; 0: none up */
 } txphase;
@@ -137,7 +138,7 @@ void txphase_begin(txphase *ph, const pgconn *pg);
 int txphase_query(txphase *ph, pgconn *pg, const char *sql, int n, const char *const *v,
                   pgconn_cb cb, void *arg);
 /* A query of the step failed (what: which one); the first reason is kept, and whether PostgreSQL
-   refused the data itself (SQLSTATE class 22, 23 or 54). */
+   refused the data itself (SQLSTATE class 22, 23 or 54), and for a unique violation. */
 void txphase_error(txphase *ph, const pgconn_result *r, const char *what);
 /* A parameter of the step could not be built: a row cannot be encoded as JSON. */
 void txphase_unencodable(txphase *ph, const char *what);

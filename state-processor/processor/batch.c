@@ -192,8 +192,18 @@ void batch_decode(batch *b, const domain_registry *reg, const kafka_message *msg
     batch_reset(b);
 }
 
-batch_refusal batch_refused(batch *b, const char *reason, const char *detail)
+/*
+ * A unique violation is most often a race lost: the commands table has two unique keys, the id
+ * and (tenant, idempotency key), and an INSERT's ON CONFLICT takes one arbiter. A gateway's record
+ * of the same command (an optimistic request's, ADR 0041) or another processor's write that
+ * commits while this transaction writes fails the whole range on the other key. Written again,
+ * the range sees that row committed and takes its ON CONFLICT path: one more transaction, where
+ * halving down to the command would take several.
+ */
+batch_refusal batch_refused(batch *b, const char *reason, const char *detail, bool unique)
 {
+    if (unique && b->to - b->from > 1 && b->refusals++ == 0)
+        return BATCH_RETRIED;
     if (b->to - b->from > 1) {
         set_range(b, b->from, b->from + (b->to - b->from) / 2);
         return BATCH_NARROWED;

@@ -82,6 +82,7 @@ typedef struct batch {
 
 /* What the processor does after PostgreSQL refused the range's data (batch_refused()). */
 typedef enum {
+    BATCH_RETRIED,       /* a unique violation, the range's first: write it again as it is */
     BATCH_NARROWED,      /* the range was halved: write its first half */
     BATCH_RETRY_ALONE,   /* one command, refused once: write it again on its own */
     BATCH_DEAD_LETTERED, /* one command, refused twice: it is now dead (dead letter, recorded as
@@ -101,11 +102,13 @@ void batch_decode(batch *b, const domain_registry *reg, const kafka_message *msg
 /*
  * Decides what follows PostgreSQL's refusal of the range's data (an error of SQLSTATE class 22,
  * 23 or 54) or a row of it that could not be encoded; call it before batch_reset(). A range of
- * several commands is halved; a command refused on its own is tried once more (the refusal may
- * have been a race with another processor), then dead-lettered with reason and detail (copied)
- * and recorded as rejected; if that record is refused too, only the offset moves past it.
+ * several commands refused for a unique violation (unique) is written again whole once: that is
+ * most often a race lost, not bad data (see batch.c). Otherwise a range of several commands is
+ * halved; a command refused on its own is tried once more (the refusal may have been a race with
+ * another processor), then dead-lettered with reason and detail (copied) and recorded as
+ * rejected; if that record is refused too, only the offset moves past it.
  */
-batch_refusal batch_refused(batch *b, const char *reason, const char *detail);
+batch_refusal batch_refused(batch *b, const char *reason, const char *detail, bool unique);
 /* After the range committed: true, with the range set to the rest of the batch, when any is
    left. */
 bool batch_next_range(batch *b);

@@ -57,7 +57,7 @@ struct processor {
     char dlq_error[256];
 
     metrics_counter *m_applied, *m_rejected, *m_duplicates, *m_skipped, *m_dead, *m_batches,
-        *m_retries, *m_isolated, *m_held, *m_ahead;
+        *m_retries, *m_unique_retries, *m_isolated, *m_held, *m_ahead;
     metrics_histogram *m_batch_time;
     metrics_histogram *m_commit_time;
     metrics_histogram *m_reads_time;  /* BEGIN and the reads, until their last answer */
@@ -128,10 +128,17 @@ static void fail_tx(processor *p)
 {
     txphase_rollback(&p->ph, p->pg);
     metrics_add(p->m_retries, 1);
-    batch_refusal next =
-        p->ph.refusal ? batch_refused(&p->b, p->ph.refusal, p->ph.error) : BATCH_STUCK;
+    batch_refusal next = p->ph.refusal
+                             ? batch_refused(&p->b, p->ph.refusal, p->ph.error, p->ph.unique)
+                             : BATCH_STUCK;
     batch_reset(&p->b);
     switch (next) {
+    case BATCH_RETRIED:
+        metrics_add(p->m_unique_retries, 1);
+        log_kv(LOG_INFO, "a unique violation, most likely a race lost; writing the batch again",
+               LOG_FIELDS("error", p->ph.error));
+        begin_tx(p);
+        break;
     case BATCH_NARROWED:
         metrics_add(p->m_isolated, 1);
         log_kv(LOG_WARN, "a command's data was refused; splitting the batch to find it",
@@ -779,6 +786,9 @@ static void init_metrics(processor *p)
         metrics_counter_get(m, "processor_batches_total", "transactions committed", NULL);
     p->m_retries = metrics_counter_get(m, "processor_batch_retries_total",
                                        "batches rolled back and retried", NULL);
+    p->m_unique_retries = metrics_counter_get(
+        m, "processor_batch_unique_retries_total",
+        "batches refused for a unique violation (a race lost) and written again whole", NULL);
     p->m_isolated =
         metrics_counter_get(m, "processor_batches_isolated_total",
                             "batches split to isolate a command PostgreSQL refused", NULL);

@@ -164,9 +164,17 @@ static char *topic(const char *name)
     return buf;
 }
 
-/* Produces one command; id_out (may be NULL) receives its id. Waits for the delivery. */
-static void send_cmd(const char *type, const char *agg, const char *payload, const char *key,
-                     long long expected_version, int reply_partition, char *id_out)
+/* Runs the loop until delivered reaches want (at most 5 s); asserts it did. */
+static void wait_delivered(int want)
+{
+    for (int i = 0; i < 200 && delivered < want; i++)
+        run_for(25);
+    ck_assert_int_eq(delivered, want);
+}
+
+/* Hands one command to the producer; id_out (may be NULL) receives its id. */
+static void produce_cmd(const char *type, const char *agg, const char *payload, const char *key,
+                        long long expected_version, int reply_partition, char *id_out)
 {
     char id[IDS_UUID_LEN];
     ids_uuid(id);
@@ -181,15 +189,20 @@ static void send_cmd(const char *type, const char *agg, const char *payload, con
     header h[ENVELOPE_MAX_HEADERS];
     char scratch[64];
     size_t nh = envelope_to_headers(&e, h, scratch);
-    int before = delivered;
     ck_assert_int_eq(kafka_produce(prod, topic("commands"), -1, agg, strlen(agg), payload,
                                    strlen(payload), h, nh, NULL),
                      KAFKA_OK);
-    for (int i = 0; i < 200 && delivered == before; i++)
-        run_for(25);
-    ck_assert_int_eq(delivered, before + 1);
     if (id_out)
         memcpy(id_out, id, IDS_UUID_LEN);
+}
+
+/* Produces one command; id_out (may be NULL) receives its id. Waits for the delivery. */
+static void send_cmd(const char *type, const char *agg, const char *payload, const char *key,
+                     long long expected_version, int reply_partition, char *id_out)
+{
+    int before = delivered;
+    produce_cmd(type, agg, payload, key, expected_version, reply_partition, id_out);
+    wait_delivered(before + 1);
 }
 
 static void send_raw(const char *key, const char *value, const header *h, size_t nh)
@@ -198,9 +211,7 @@ static void send_raw(const char *key, const char *value, const header *h, size_t
     ck_assert_int_eq(kafka_produce(prod, topic("commands"), -1, key, strlen(key), value,
                                    strlen(value), h, nh, NULL),
                      KAFKA_OK);
-    for (int i = 0; i < 200 && delivered == before; i++)
-        run_for(25);
-    ck_assert_int_eq(delivered, before + 1);
+    wait_delivered(before + 1);
 }
 
 /* The value of the processor's metric name (no labels), as /metrics shows it. */
@@ -1298,6 +1309,66 @@ START_TEST(a_batch_that_comes_during_the_writes_is_taken_ahead)
 }
 END_TEST
 
+static bool a_write_waits_for_a_lock(void *arg)
+{
+    (void)arg;
+    return q_int("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                 "wait_event_type = 'Lock'") > 0;
+}
+
+/*
+ * A batch that loses a race on an idempotency key: another writer's row under the key of its
+ * second command, uncommitted while the batch writes, commits, and the batch's INSERT fails on
+ * (tenant, idempotency_key) (its ON CONFLICT arbiter is the id). The batch is written again
+ * whole and finds the key taken; before, it was halved to find a culprit that was not there.
+ */
+START_TEST(a_batch_that_loses_a_race_on_a_key_is_written_again_whole)
+{
+    processor_free(proc);
+    proc = NULL;
+    PGconn *racer = PQconnectdb(conninfo);
+    ck_assert(PQstatus(racer) == CONNECTION_OK);
+    PGresult *r = PQexec(racer, "BEGIN; INSERT INTO commands (id, tenant, idempotency_key, type, "
+                                "aggregate_type, aggregate_id, status) VALUES "
+                                "(gen_random_uuid(), 'default', 'race-key', 'account.deposit', "
+                                "'account', 'acc-race', 'accepted')");
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(racer));
+    PQclear(r);
+    /* One batch: one partition (one aggregate), one message set (a producer that lingers; the
+       mock cluster answers a fetch with one message set), produced while no processor runs. */
+    config_props lp = {0};
+    make_props(&lp);
+    config_props_set(&lp, "linger.ms", "200");
+    char err[512];
+    kafka_producer *quick = prod;
+    prod = kafka_producer_new(base, &lp, on_delivery, NULL, err, sizeof(err));
+    config_props_free(&lp);
+    ck_assert_msg(prod != NULL, "%s", err);
+    int before = delivered;
+    produce_cmd("account.open", "acc-race", "{\"owner\":\"ann\"}", NULL, -1, -1, NULL);
+    produce_cmd("account.deposit", "acc-race", "{\"amount\":5}", "race-key", -1, -1, NULL);
+    wait_delivered(before + 2);
+    kafka_producer_free(prod);
+    prod = quick;
+    proc = start_processor("proc-race");
+    ck_assert(waitfor_loop(base, a_write_waits_for_a_lock, NULL, 20000));
+    ck_assert_int_eq(metric("processor_batch_unique_retries_total"), 0);
+    r = PQexec(racer, "COMMIT");
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(racer));
+    PQclear(r);
+    PQfinish(racer);
+    ck_assert(wait_for(1, 20000, "SELECT count(*) FROM aggregates WHERE id = 'acc-race'"));
+    ck_assert_int_eq(metric("processor_batch_unique_retries_total"), 1);
+    ck_assert_int_eq(metric("processor_batches_isolated_total"), 0);
+    ck_assert_int_eq(metric("processor_dead_letters_total"), 0);
+    /* The open applied; the deposit's key is the other writer's, which holds it. */
+    ck_assert_int_eq(q_int("SELECT version FROM aggregates WHERE id = 'acc-race'"), 1);
+    ck_assert_int_eq(q_int("SELECT count(*) FROM commands WHERE idempotency_key = 'race-key' AND "
+                           "status = 'accepted'"),
+                     1);
+}
+END_TEST
+
 /* Ends the session of the processor's batch waiting for the outbox's lock: the batch fails. */
 static void kill_the_waiting_batch(void)
 {
@@ -1407,6 +1478,7 @@ int main(void)
     tcase_add_test(tc, a_transaction_never_goes_on_in_a_new_session);
     tcase_add_test(tc, the_next_batch_is_taken_while_the_writes_run);
     tcase_add_test(tc, a_batch_that_comes_during_the_writes_is_taken_ahead);
+    tcase_add_test(tc, a_batch_that_loses_a_race_on_a_key_is_written_again_whole);
     tcase_add_test(tc, a_batch_taken_ahead_waits_while_the_one_before_is_retried);
     tcase_add_test(tc, a_stop_leaves_the_batch_taken_ahead_uncommitted);
     tcase_add_test(tc, a_stop_ends_the_loop_when_the_batch_in_hand_fails);

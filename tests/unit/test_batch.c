@@ -1046,13 +1046,14 @@ START_TEST(a_refused_batch_is_halved_down_to_one_command)
     decode(&b, m, 4);
     ck_assert_uint_eq(b.from, 0);
     ck_assert_uint_eq(b.to, 4);
-    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_NARROWED);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom", false), BATCH_NARROWED);
     ck_assert_uint_eq(b.to, 2);
-    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_NARROWED);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom", false), BATCH_NARROWED);
     ck_assert_uint_eq(b.to, 1);
-    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_RETRY_ALONE);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom", false), BATCH_RETRY_ALONE);
     ck_assert_ptr_null(b.items[0].dead_reason);
-    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_DEAD_LETTERED);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom", false),
+                     BATCH_DEAD_LETTERED);
     ck_assert_str_eq(b.items[0].dead_reason, "rejected-by-postgresql");
     ck_assert_str_eq(b.items[0].dead_detail, "boom");
     ck_assert(!b.items[0].dead_sent);
@@ -1073,13 +1074,13 @@ START_TEST(a_refused_batch_is_halved_down_to_one_command)
     ck_assert_uint_eq(count, 0);
     free(outbox);
 
-    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_UNRECORDED);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom", false), BATCH_UNRECORDED);
     ck_assert(!b.items[0].recordable);
     batch_reset(&b);
     batch_apply(&b);
     free(batch_command_rows(&b, &count));
     ck_assert_uint_eq(count, 0);
-    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom"), BATCH_STUCK);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom", false), BATCH_STUCK);
 
     /* Committed: the rest of the batch is one range again. */
     ck_assert(batch_next_range(&b));
@@ -1090,6 +1091,34 @@ START_TEST(a_refused_batch_is_halved_down_to_one_command)
     check_rows("offsets", batch_offset_rows(&b, &count), 1, "[{'partition':0,'next_offset':4}]",
                true);
     ck_assert(!batch_next_range(&b));
+    batch_clear(&b);
+}
+END_TEST
+
+/*
+ * A unique violation is first taken for a race lost: the range is written again whole, once;
+ * refused again, it is halved, and each half gets its one retry too. A command alone goes the
+ * way of any refused command.
+ */
+START_TEST(a_unique_violation_writes_the_range_again_once)
+{
+    static const mspec m[] = {OPEN(U1), DEPOSIT(U2, 1), DEPOSIT(U3, 2), DEPOSIT(U4, 3)};
+    batch b;
+    decode(&b, m, 4);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "dup", true), BATCH_RETRIED);
+    ck_assert_uint_eq(b.from, 0);
+    ck_assert_uint_eq(b.to, 4);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "dup", true), BATCH_NARROWED);
+    ck_assert_uint_eq(b.to, 2);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "dup", true), BATCH_RETRIED);
+    ck_assert_uint_eq(b.to, 2);
+    /* Another kind of refusal of the same range halves it at once. */
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "boom", false), BATCH_NARROWED);
+    ck_assert_uint_eq(b.to, 1);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "dup", true), BATCH_RETRY_ALONE);
+    ck_assert_int_eq(batch_refused(&b, "rejected-by-postgresql", "dup", true), BATCH_DEAD_LETTERED);
+    ck_assert_str_eq(b.items[0].dead_reason, "rejected-by-postgresql");
+    ck_assert_str_eq(b.items[0].dead_detail, "dup");
     batch_clear(&b);
 }
 END_TEST
@@ -1343,6 +1372,7 @@ int main(void)
     tcase_add_loop_test(tc, a_loaded_aggregate_is_read_or_refused, 0, N(lcases));
     tcase_add_test(tc, an_unencodable_row_makes_its_parameter_null);
     tcase_add_test(tc, a_refused_batch_is_halved_down_to_one_command);
+    tcase_add_test(tc, a_unique_violation_writes_the_range_again_once);
     tcase_add_test(tc, abandoned_claims_are_undecided);
     suite_add_tcase(s, tc);
     tc = tcase_create("io");
