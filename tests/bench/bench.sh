@@ -5,8 +5,10 @@
 # process involved (from /proc).
 #
 #   1. HTTP intake: command-gateway in optimistic mode (Prefer: respond-async: validated, claimed
-#      in PostgreSQL, produced to Kafka, answered 202) against bare202 (one libevent thread that
-#      answers 202) and nginx `return 202`, with the same wrk script and connections.
+#      in PostgreSQL, produced to Kafka, answered 202), with its default workers and with one,
+#      against bare202 (one libevent thread that answers 202), bare202 with Kafka (each body
+#      produced, answered from its delivery report) and nginx `return 202`, with the same wrk
+#      script and connections.
 #   2. Applying commands: state-processor draining a pre-filled commands topic against pgbench
 #      running the processor's statements (tests/bench/pgbench.sh), one command per transaction
 #      on one connection, and batched with pipelining. The processor's peak RSS is recorded.
@@ -307,11 +309,22 @@ start_service command-gateway gateway "$GW_DB" --topic.prefix=bench- --http.port
     --log.level=warn --auth.mode=off "${GW_FLAGS[@]}"
 GW_PID=$STARTED
 wait_http "$GW_PORT" /readyz || die "command-gateway did not become ready (see $TMP/gateway.log)"
+# The same with one worker: one loop, as bare202 has, on two cores the broker and PostgreSQL share.
+GW1_PORT=$(free_port)
+start_service command-gateway gateway1 "$GW_DB" --topic.prefix=bench- --http.port="$GW1_PORT" \
+    --log.level=warn --auth.mode=off "${GW_FLAGS[@]}" --workers=1
+GW1_PID=$STARTED
+wait_http "$GW1_PORT" /readyz || die "command-gateway did not become ready (see $TMP/gateway1.log)"
 
 BARE_PORT=$(free_port)
 "$BUILD/bench/bare202" "$BARE_PORT" >"$TMP/bare202.log" 2>&1 &
 BARE_PID=$!
 PIDS+=("$BARE_PID")
+# bare202 that also hands each body to Kafka and answers from its delivery report.
+BAREK_PORT=$(free_port)
+"$BUILD/bench/bare202" "$BAREK_PORT" "$BOOTSTRAP" bench-bare202 >"$TMP/bare202k.log" 2>&1 &
+BAREK_PID=$!
+PIDS+=("$BAREK_PID")
 
 NGINX_PORT=$(free_port)
 mkdir -p "$TMP/nginx"
@@ -338,7 +351,7 @@ nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" >"$TMP/nginx/stdout.log" 2>&1 &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 sleep 0.5
-for p in "$BARE_PORT" "$NGINX_PORT"; do
+for p in "$BARE_PORT" "$BAREK_PORT" "$NGINX_PORT"; do
     wait_http "$p" / || die "a baseline server did not start on port $p"
 done
 nginx_pids() { echo "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"); }
@@ -349,7 +362,9 @@ http_run() { # name port round
     local name=$1 port=$2 round=$3 pids=() out t0 t1 k0 k1 g0 g1 pg0 pg1
     case $name in
     gateway) pids=("$GW_PID") ;;
+    gateway1) pids=("$GW1_PID") ;;
     bare202) pids=("$BARE_PID") ;;
+    bare202k) pids=("$BAREK_PID") ;;
     nginx) read -r -a pids <<<"$(nginx_pids)" ;;
     esac
     read -r -a kp <<<"$(KAFKA_PIDS)"
@@ -385,16 +400,20 @@ EOF
 log "1. HTTP intake: ${PAIRS} rounds of ${SECONDS_PER_RUN}s, $CONNS connections"
 # Not recorded: the broker's JVM compiles its hot paths in the first seconds of load, and the
 # first round would measure that.
-wrk -t2 -c"$CONNS" -d"$WARMUP_S"s -s tests/bench/post.lua "http://127.0.0.1:$GW_PORT/v1/commands" \
-    >/dev/null 2>&1 || die "the warm-up run failed"
+for p in "$GW_PORT" "$GW1_PORT" "$BAREK_PORT"; do
+    wrk -t2 -c"$CONNS" -d"$WARMUP_S"s -s tests/bench/post.lua "http://127.0.0.1:$p/v1/commands" \
+        >/dev/null 2>&1 || die "the warm-up run failed"
+done
 for ((r = 1; r <= PAIRS; r++)); do
     http_run bare202 "$BARE_PORT" "$r"
     http_run gateway "$GW_PORT" "$r"
+    http_run bare202k "$BAREK_PORT" "$r"
+    http_run gateway1 "$GW1_PORT" "$r"
     http_run nginx "$NGINX_PORT" "$r"
 done
 GW_RSS=$(rss_kib "$GW_PID")
-kill -TERM "$GW_PID" "$BARE_PID" "$NGINX_PID"
-wait "$GW_PID" "$BARE_PID" "$NGINX_PID" 2>/dev/null || true
+kill -TERM "$GW_PID" "$GW1_PID" "$BARE_PID" "$BAREK_PID" "$NGINX_PID"
+wait "$GW_PID" "$GW1_PID" "$BARE_PID" "$BAREK_PID" "$NGINX_PID" 2>/dev/null || true
 PIDS=("${PIDS[@]/$GW_PID/}")
 record "{\"bench\": \"rss\", \"name\": \"gateway after the intake runs\", \"kib\": $GW_RSS}"
 fi

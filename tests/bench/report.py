@@ -37,6 +37,16 @@ def rng(rows, key, fmt="{:.0f}"):
     return (fmt + "–" + fmt).format(min(vals), max(vals))
 
 
+# The contenders of comparison 1, in the table's order: the name bench.sh records, the label.
+HTTP_CONTENDERS = {
+    "gateway": "command-gateway (optimistic)",
+    "gateway1": "command-gateway, one worker",
+    "bare202k": "bare202 with Kafka",
+    "bare202": "bare202",
+    "nginx": "nginx `return 202`",
+}
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -121,24 +131,28 @@ def main():
     if http:
         md.append("## 1. HTTP intake (requests per second)\n")
         md.append("| server | median | range | ratio to bare202 | ratio to nginx | p50 ms | p99 ms "
-                  "| CPU µs/req (server, PostgreSQL, Kafka) | not 202 |")
-        md.append("|---|---|---|---|---|---|---|---|---|")
+                  "| CPU µs/req (server, PostgreSQL, Kafka) | server's CPU ratio to bare202's "
+                  "| not 202 |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|")
         base = med(http["bare202"], "rps") if "bare202" in http else None
+        base_cpu = med(http["bare202"], "cpu_us_per_req") if "bare202" in http else None
         ngx = med(http["nginx"], "rps") if "nginx" in http else None
-        for name in ("gateway", "bare202", "nginx"):
+        for name in HTTP_CONTENDERS:
             if name not in http:
                 continue
             rs = http[name]
             m = med(rs, "rps")
             cpu = "%.0f, %.0f, %.0f" % (med(rs, "cpu_us_per_req"), med(rs, "pg_cpu_us_per_req"),
                                         med(rs, "kafka_cpu_us_per_req"))
-            md.append(f"| {name} | {m:.0f} | {rng(rs, 'rps')} | "
+            md.append(f"| {HTTP_CONTENDERS[name]} | {m:.0f} | {rng(rs, 'rps')} | "
                       f"{m / base:.2f} | {m / ngx:.2f} | {med(rs, 'p50_ms'):.2f} | "
                       f"{med(rs, 'p99_ms'):.2f} | {cpu} | "
+                      f"{med(rs, 'cpu_us_per_req') / base_cpu:.2f} | "
                       f"{sum(r['not_202'] + r['errors'] for r in rs)} |")
         svg = plot(out, "http", "HTTP intake", "requests/s",
-                   {n: [r["rps"] for r in sorted(http[n], key=lambda r: r["round"])]
-                    for n in ("gateway", "bare202", "nginx") if n in http})
+                   {HTTP_CONTENDERS[n].replace("`", ""):
+                    [r["rps"] for r in sorted(http[n], key=lambda r: r["round"])]
+                    for n in HTTP_CONTENDERS if n in http})
         if svg:
             md.append(f"\n![HTTP intake, every round]({svg})")
         md.append("")
@@ -369,7 +383,7 @@ def main():
         if r["fraction"] < 1 and (r["failed"] or r["unanswered"]):
             problems.append(f"sync at {r['fraction']:.0%}: {r['failed']} failed, "
                             f"{r['unanswered']} unanswered")
-    if "http" in only and not {"gateway", "bare202", "nginx"} <= set(http):
+    if "http" in only and not set(HTTP_CONTENDERS) <= set(http):
         problems.append("an HTTP contender has no result")
     if "apply" in only and len(apply) != 3:
         problems.append("an applying contender has no result")
