@@ -81,24 +81,34 @@ void jsontext_int(jsontext *t, long long v)
     jsontext_raw(t, at, (size_t)(digits + sizeof(digits) - at));
 }
 
-void jsontext_json(jsontext *t, const json_t *v)
+static void dump(jsontext *t, const json_t *v, size_t flags)
 {
     if (!v) {
         JSONTEXT_LIT(t, "null");
         return;
     }
+    flags |= JSON_COMPACT | JSON_ENCODE_ANY;
     size_t room = t->cap > t->len + 1 ? t->cap - t->len - 1 : 0;
-    size_t n =
-        json_dumpb(v, t->data ? t->data + t->len : NULL, room, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t n = json_dumpb(v, t->data ? t->data + t->len : NULL, room, flags);
     if (n == 0) { /* nothing JSON encodes to no bytes: it failed */
         t->failed = true;
         return;
     }
     if (n > room) { /* it did not fit: the size is now known */
         reserve(t, n);
-        json_dumpb(v, t->data + t->len, n, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_dumpb(v, t->data + t->len, n, flags);
     }
     t->len += n;
+}
+
+void jsontext_json(jsontext *t, const json_t *v)
+{
+    dump(t, v, 0);
+}
+
+void jsontext_json_sorted(jsontext *t, const json_t *v)
+{
+    dump(t, v, JSON_SORT_KEYS);
 }
 
 void jsontext_text(jsontext *t, const char *v)

@@ -30,6 +30,8 @@ void jsontext_str(jsontext *t, const char *s);
 void jsontext_int(jsontext *t, long long v);
 /* Appends v encoded compactly (NULL: null); fails the buffer when jansson cannot encode it. */
 void jsontext_json(jsontext *t, const json_t *v);
+/* The same with every object's members in key order, as json_dumps(JSON_SORT_KEYS) writes them. */
+void jsontext_json_sorted(jsontext *t, const json_t *v);
 /* Appends v, which must be a complete JSON text or NULL (then null). */
 void jsontext_text(jsontext *t, const char *v);
 

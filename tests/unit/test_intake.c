@@ -737,6 +737,47 @@ START_TEST(the_fingerprint_follows_the_request)
 }
 END_TEST
 
+/*
+ * A fingerprint is stored with its key's claim, and a retry after an upgrade must find it again:
+ * these are the fingerprints this gateway has always given (its canonical request, hashed as a
+ * name-based UUID), pinned. Identities with characters JSON escapes, text beyond ASCII, nested
+ * and unordered payloads, each kind of expected version.
+ */
+static const struct {
+    const char *body, *if_match, *fingerprint;
+} pins[] = {
+    {"{'type':'account.deposit','aggregate_id':'acc-1','payload':{'amount':5}}", NULL,
+     "b3ec11ca-430d-5c60-a819-99299d6e2a41"},
+    {"{'type':'account.open','aggregate_id':'a\\\\b\\\"c/d','payload':{'owner':'Zoë 🙂'}}", NULL,
+     "c2774fc5-ea49-5b56-a293-a1fc0eb203bf"},
+    {"{'type':'document.create','aggregate_id':'ünï',"
+     "'payload':{'t':'x\\ny','z':[1,{'b':2,'a':1}],'a':0.1}}",
+     NULL, "b742bd9a-08a2-5e25-9143-7251616060dc"},
+    {"{'type':'account.deposit','aggregate_id':'acc-1','payload':{'amount':5},"
+     "'expected_version':7}",
+     NULL, "d7aefed0-7cfb-5cd4-abb8-89fc57844258"},
+    {"{'type':'account.deposit','aggregate_id':'acc-1','payload':{'amount':5}}", "*",
+     "626a5ee1-e72d-5b70-8b68-3a5b175ccdae"},
+    {"{'type':'account.close','aggregate_id':'acc-1'}", NULL,
+     "918e8b63-45be-5022-8bff-ffb49f727fac"},
+};
+
+START_TEST(fingerprints_stay_what_they_were)
+{
+    intake in;
+    char f[IDS_UUID_LEN];
+    char *body = dq(pins[_i].body);
+    intake_headers h = {.if_match = pins[_i].if_match};
+    json_t *problem = intake_parse(&in, reg, body, strlen(body), &h);
+    ck_assert_msg(problem == NULL, "case %d: %s", _i,
+                  json_string_value(json_object_get(problem, "detail")));
+    intake_fingerprint(&in, f);
+    ck_assert_msg(strcmp(f, pins[_i].fingerprint) == 0, "case %d: %s", _i, f);
+    intake_clear(&in);
+    free(body);
+}
+END_TEST
+
 int main(void)
 {
     load_shipped();
@@ -745,6 +786,7 @@ int main(void)
     tcase_add_loop_test(tc, a_request_is_accepted_or_gets_its_problem, 0, N(pcases));
     tcase_add_test(tc, each_accepted_request_gets_its_own_command_id);
     tcase_add_loop_test(tc, the_fingerprint_follows_the_request, 0, N(fcases));
+    tcase_add_loop_test(tc, fingerprints_stay_what_they_were, 0, N(pins));
     suite_add_tcase(s, tc);
     tc = tcase_create("headers");
     tcase_add_loop_test(tc, idempotency_keys_parse_by_the_grammar, 0, N(kcases));

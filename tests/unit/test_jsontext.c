@@ -108,6 +108,23 @@ START_TEST(a_tree_is_spliced_at_any_fill)
 }
 END_TEST
 
+/* Sorted, every object's members are in key order, nested ones too; unsorted, as inserted. */
+START_TEST(a_tree_is_written_sorted_on_request)
+{
+    json_t *v =
+        json_pack("{s:i, s:{s:i, s:[i, {s:i, s:i}]}}", "b", 1, "a", "d", 2, "c", 3, "z", 1, "y", 2);
+    jsontext t = {0};
+    jsontext_json_sorted(&t, v);
+    JSONTEXT_LIT(&t, " ");
+    jsontext_json(&t, v);
+    char *text = jsontext_finish(&t, NULL);
+    ck_assert_str_eq(text, "{\"a\":{\"c\":[3,{\"y\":2,\"z\":1}],\"d\":2},\"b\":1} "
+                           "{\"b\":1,\"a\":{\"d\":2,\"c\":[3,{\"z\":1,\"y\":2}]}}");
+    free(text);
+    json_decref(v);
+}
+END_TEST
+
 /* Text encoded before is spliced as it is; NULL is null. */
 START_TEST(encoded_text_is_spliced_as_it_is)
 {
@@ -138,6 +155,7 @@ int main(void)
     tcase_add_loop_test(tc, a_string_that_is_not_utf8_fails_the_text, 0, N(not_utf8));
     tcase_add_test(tc, a_tree_is_spliced_at_any_fill);
     tcase_add_test(tc, encoded_text_is_spliced_as_it_is);
+    tcase_add_test(tc, a_tree_is_written_sorted_on_request);
     suite_add_tcase(s, tc);
 
     return check_run(s, CK_FORK_GETENV) ? EXIT_FAILURE : EXIT_SUCCESS;
