@@ -46,6 +46,7 @@ TOPIC_PREFIX=${TOPIC_PREFIX:-}     # prefix of topic and consumer group names
 KAFKA_SH=$REPO/deploy/kafka/kafka.sh
 REAL_KAFKA_STARTED=0
 MOCK_ARGS=()
+STATIC="" # set when the broker is this run's own (see below)
 PG_PORT=${PG_PORT:-54329}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-15}
@@ -278,6 +279,12 @@ if [[ -n $KAFKA_BOOTSTRAP ]]; then
 elif [[ $KAFKA == real ]]; then
     REAL_KAFKA_STARTED=1
     BOOTSTRAP=$("$KAFKA_SH" start "$RUN_DIR/kafka" "$KAFKA_PORT" 9>&-) || fail "Apache Kafka did not start"
+    # This broker is this run's alone, and its groups outlive a run: each service is the one
+    # member of its group, with a static identity, so that after a run killed without a clean
+    # stop the next one takes its partitions back at once, not after the dead member's session
+    # (45 s) expires. An external cluster (KAFKA_BOOTSTRAP) may have other replicas in the same
+    # groups, which must not share an identity: there each member is dynamic.
+    STATIC=1
     KAFKA_DESC="apache-kafka     bootstrap $BOOTSTRAP  log $RUN_DIR/kafka/node1/broker.log"
 elif [[ $KAFKA == mock ]]; then
     start_mock_kafka
@@ -294,18 +301,18 @@ fi
 # --- services ------------------------------------------------------------------------------
 spawn "$PROCESSOR_LOG" "$PROCESSOR_BIN" --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
     --http.port="$PROCESSOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --group.id="${TOPIC_PREFIX}state-processor" \
-    "${MOCK_ARGS[@]}"
+    "${MOCK_ARGS[@]}" ${STATIC:+--kafka.group.instance.id=local-state-processor}
 PROCESSOR_PID=$!
 spawn "$PROJECTOR_LOG" "$PROCESSOR_BIN" project --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
     --http.port="$PROJECTOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --projector.group="${TOPIC_PREFIX}projector" \
-    "${MOCK_ARGS[@]}"
+    "${MOCK_ARGS[@]}" ${STATIC:+--kafka.group.instance.id=local-projector}
 PROJECTOR_PID=$!
 # The embedded default runs without authentication (the gateway says so loudly in its log);
 # deploy/ runs it with auth.mode=jwt.
 spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
     --kafka.bootstrap.servers="$BOOTSTRAP" --topic.prefix="$TOPIC_PREFIX" \
     --replies.group="${TOPIC_PREFIX}command-gateway" --auth.mode=off "${MOCK_ARGS[@]}" \
-    ${GATEWAY_ARGS:-}
+    ${STATIC:+--kafka.group.instance.id=local-command-gateway} ${GATEWAY_ARGS:-}
 GATEWAY_PID=$!
 
 # The port of a service's /readyz: the one it was given, or (0: any) the one its log names.
