@@ -29,8 +29,11 @@ fi
 #   READY_TIMEOUT seconds every service gets to answer /readyz 200 before run.sh gives up (default: 120)
 #   GATEWAY_ARGS extra command-gateway flags, space-separated, after the defaults (which they
 #              override), e.g. "--auth.mode=jwt --auth.algorithm=HS256 --auth.key_file=secret"
-# SIGINT, SIGTERM or SIGHUP stops everything (PostgreSQL too) and exits 0; if a service dies on its own,
-# everything is stopped and the exit status is 1.
+#   RESTART_MAX  exits of the services within a minute that are started again (default: 5)
+# SIGINT, SIGTERM or SIGHUP stops everything (PostgreSQL too) and exits 0. Once the system is up, a
+# service that dies on its own is started again (its log is appended to); if one dies during the
+# start, or the mock cluster dies, or more than RESTART_MAX exits come within a minute, everything
+# is stopped and the exit status is 1.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RUN_DIR=$(realpath -m -- "${RUN_DIR:-$REPO/run}")
@@ -177,10 +180,16 @@ port_in_use() {
 }
 
 # Starts a service in the background with its output in a log file; the lock fd is not inherited.
+# The file is rewritten, or appended to with APPEND=1 (a service started again keeps the lines
+# of its exit).
 spawn() {
     local logf=$1
     shift
-    "$@" </dev/null >"$logf" 2>&1 9>&- &
+    if [[ ${APPEND:-0} == 1 ]]; then
+        "$@" </dev/null >>"$logf" 2>&1 9>&- &
+    else
+        "$@" </dev/null >"$logf" 2>&1 9>&- &
+    fi
 }
 
 name_of() {
@@ -299,21 +308,31 @@ else
 fi
 
 # --- services ------------------------------------------------------------------------------
-spawn "$PROCESSOR_LOG" "$PROCESSOR_BIN" --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
-    --http.port="$PROCESSOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --group.id="${TOPIC_PREFIX}state-processor" \
-    "${MOCK_ARGS[@]}" ${STATIC:+--kafka.group.instance.id=local-state-processor}
-PROCESSOR_PID=$!
-spawn "$PROJECTOR_LOG" "$PROCESSOR_BIN" project --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
-    --http.port="$PROJECTOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --projector.group="${TOPIC_PREFIX}projector" \
-    "${MOCK_ARGS[@]}" ${STATIC:+--kafka.group.instance.id=local-projector}
-PROJECTOR_PID=$!
+start_processor() {
+    spawn "$PROCESSOR_LOG" "$PROCESSOR_BIN" --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
+        --http.port="$PROCESSOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --group.id="${TOPIC_PREFIX}state-processor" \
+        "${MOCK_ARGS[@]}" ${STATIC:+--kafka.group.instance.id=local-state-processor}
+    PROCESSOR_PID=$!
+}
+start_projector() {
+    spawn "$PROJECTOR_LOG" "$PROCESSOR_BIN" project --pg.conninfo="$CONNINFO" --kafka.bootstrap.servers="$BOOTSTRAP" \
+        --http.port="$PROJECTOR_HTTP_PORT" --topic.prefix="$TOPIC_PREFIX" --projector.group="${TOPIC_PREFIX}projector" \
+        "${MOCK_ARGS[@]}" ${STATIC:+--kafka.group.instance.id=local-projector}
+    PROJECTOR_PID=$!
+}
 # The embedded default runs without authentication (the gateway says so loudly in its log);
 # deploy/ runs it with auth.mode=jwt.
-spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
-    --kafka.bootstrap.servers="$BOOTSTRAP" --topic.prefix="$TOPIC_PREFIX" \
-    --replies.group="${TOPIC_PREFIX}command-gateway" --auth.mode=off "${MOCK_ARGS[@]}" \
-    ${STATIC:+--kafka.group.instance.id=local-command-gateway} ${GATEWAY_ARGS:-}
-GATEWAY_PID=$!
+start_gateway() {
+    # shellcheck disable=SC2086 # GATEWAY_ARGS is a space-separated list of flags
+    spawn "$GATEWAY_LOG" "$GATEWAY_BIN" --http.port="$HTTP_PORT" --pg.conninfo="$CONNINFO" \
+        --kafka.bootstrap.servers="$BOOTSTRAP" --topic.prefix="$TOPIC_PREFIX" \
+        --replies.group="${TOPIC_PREFIX}command-gateway" --auth.mode=off "${MOCK_ARGS[@]}" \
+        ${STATIC:+--kafka.group.instance.id=local-command-gateway} ${GATEWAY_ARGS:-}
+    GATEWAY_PID=$!
+}
+start_processor
+start_projector
+start_gateway
 
 # The port of a service's /readyz: the one it was given, or (0: any) the one its log names.
 health_port() {
@@ -376,13 +395,47 @@ Ctrl-C (or SIGTERM/SIGHUP to pid $$) stops everything.
 EOF
 
 # --- wait ----------------------------------------------------------------------------------
-# A signal interrupts `wait` and runs its trap; otherwise `wait -n` returns when a service exits.
+# A service that exits on its own (a crash, kill -9) is started again, as a supervisor would: the
+# mock cluster holds the commands the gateway accepted and the processor has not applied, and
+# stopping the stack would lose them with it. Its state is in PostgreSQL and Kafka, so the new
+# one carries on where the old one stopped. More than RESTART_MAX exits within a minute is a
+# service that cannot run: the stack stops. The mock cluster exiting stops it at once.
+RESTART_MAX=${RESTART_MAX:-5}
+RESTARTS=() # when services were started again, in SECONDS
+restart() { # pid status
+    local name recent=() t
+    name=$(name_of "$1")
+    for t in "${RESTARTS[@]}"; do
+        ((SECONDS - t >= 60)) || recent+=("$t")
+    done
+    RESTARTS=("${recent[@]}" "$SECONDS")
+    if ((${#RESTARTS[@]} > RESTART_MAX)); then
+        fail "$name (pid $1) exited with status $2, the $((RESTART_MAX + 1))th exit of a service within a minute"
+    fi
+    sleep 1 # not a crash loop at full speed
+    case $name in
+    state-processor) APPEND=1 start_processor ;;
+    projector) APPEND=1 start_projector ;;
+    command-gateway) APPEND=1 start_gateway ;;
+    esac
+    log "$name (pid $1) exited with status $2; started again as pid $!"
+}
+# A signal interrupts `wait` and runs its trap; otherwise `wait -n` returns when a service exits
+# (it may be reaped there, or still be waited for here).
 while true; do
     dead="" rc=0
     # shellcheck disable=SC2086 # KAFKA_PID is empty when Kafka is not ours: leave it out
     wait -n -p dead "$GATEWAY_PID" "$PROCESSOR_PID" "$PROJECTOR_PID" $KAFKA_PID || rc=$?
-    if [[ -n $dead ]]; then
-        fail "$(name_of "$dead") (pid $dead) exited unexpectedly with status $rc"
+    if [[ -n $KAFKA_PID ]] && { [[ $dead == "$KAFKA_PID" ]] || ! kill -0 "$KAFKA_PID" 2>/dev/null; }; then
+        fail "mock-kafka (pid $KAFKA_PID) exited unexpectedly"
     fi
-    check_alive
+    for pid in "$GATEWAY_PID" "$PROCESSOR_PID" "$PROJECTOR_PID"; do
+        if [[ $pid == "$dead" ]]; then
+            restart "$pid" "$rc"
+        elif ! kill -0 "$pid" 2>/dev/null; then
+            status=0
+            wait "$pid" 2>/dev/null || status=$?
+            restart "$pid" "$status"
+        fi
+    done
 done

@@ -736,17 +736,6 @@ START_TEST(idempotency_key_with_another_body_is_422)
 }
 END_TEST
 
-/* The pid of this stack's processor (found by its command line), or -1. */
-static pid_t processor_pid(void)
-{
-    char needle[160], who[4096];
-    snprintf(needle, sizeof(needle), "state-processor --pg.conninfo=host=127.0.0.1 port=%d ",
-             st.pg_port);
-    if (!stack_process_mentions(needle, who, sizeof(who)))
-        return -1;
-    return (pid_t)atoi(who + strlen("pid "));
-}
-
 /* Opens account id; returns the pid of the stack's processor. */
 static pid_t open_with_processor(const char *id)
 {
@@ -757,7 +746,7 @@ static pid_t open_with_processor(const char *id)
     httpc_response r = post(NULL, body);
     ck_assert_int_eq(r.status, 201);
     httpc_free(&r);
-    pid_t proc = processor_pid();
+    pid_t proc = stack_processor_pid(&st);
     ck_assert_msg(proc > 0, "the stack's processor was not found");
     return proc;
 }

@@ -2,7 +2,8 @@
  * test_lifecycle.c: the whole system across a restart with its data kept, as a user of
  * `make run` sees it: stopped with SIGINT and started again in the same folder. PostgreSQL keeps
  * what it holds; run.sh's mock cluster is a new, empty one (on the real broker the log stays).
- * Every command answered 2xx after the restart must be applied, none left `accepted`.
+ * Every command answered 2xx after the restart must be applied, none left `accepted`. And a
+ * service killed under `make run` is started again by run.sh, losing nothing.
  */
 #include "checkrun.h"
 #include "httpc.h"
@@ -10,6 +11,7 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,7 @@ static stack st;
 #define LAST         200 /* async commands just before it: the stop must not lose them */
 #define CLIENTS      8   /* client threads of the async bursts */
 #define AFTER        40  /* async commands after it */
+#define KILLED       200 /* async commands just before the processor is killed */
 #define SETTLE_TRIES 600 /* polls, 100 ms apart, for the async ones to be decided */
 
 static const char *jstr(const json_t *j, const char *key)
@@ -91,6 +94,64 @@ static void command_status(const char *id, char *out, size_t len)
     httpc_free(&r);
 }
 
+/* Polls until every command of ids is applied (SETTLE_TRIES, 100 ms apart); returns how many are
+   not, one of them described in last. */
+static int not_applied(const char *tag, char (*ids)[64], int n, char *last, size_t len)
+{
+    int pending = n;
+    for (int tries = 0; tries < SETTLE_TRIES && pending > 0; tries++) {
+        pending = 0;
+        for (int i = 0; i < n; i++) {
+            char s[64];
+            command_status(ids[i], s, sizeof(s));
+            if (strcmp(s, "200 applied") != 0) {
+                pending++;
+                snprintf(last, len, "%s-%d: %s", tag, i, s);
+            }
+        }
+        if (pending > 0)
+            usleep(100000);
+    }
+    return pending;
+}
+
+/*
+ * kill -9 of the processor while the commands just accepted wait for it, and more come while it
+ * is gone: run.sh starts it again (stopping the stack would take the mock cluster and those
+ * commands with it), and every command answered 202 is applied. run.sh keeps running.
+ */
+START_TEST(a_killed_processor_is_started_again_and_loses_nothing)
+{
+    /* Up as run.sh sees it (all of its services ready): a service that exits while run.sh
+       starts them stops the stack, as a bad configuration would. */
+    char log[400];
+    snprintf(log, sizeof(log), "%s/run.sh.log", st.run_dir);
+    for (int tries = 0; tries < 300 && !file_mentions(log, "the system is up"); tries++)
+        usleep(100000);
+    ck_assert_msg(file_mentions(log, "the system is up"), "run.sh did not say the system is up");
+    pid_t killed = stack_processor_pid(&st);
+    ck_assert_int_gt(killed, 0);
+    static char ids[KILLED][64], more[AFTER][64];
+    open_async("killed", KILLED, ids);
+    ck_assert_int_eq(kill(killed, SIGKILL), 0);
+    open_async("while", AFTER, more);
+    pid_t again = -1;
+    for (int tries = 0; tries < 100 && (again <= 0 || again == killed); tries++) {
+        usleep(100000);
+        again = stack_processor_pid(&st);
+    }
+    ck_assert_msg(again > 0 && again != killed, "the processor was not started again");
+    char last[160] = "";
+    int pending = not_applied("killed", ids, KILLED, last, sizeof(last));
+    ck_assert_msg(pending == 0, "%d of %d commands not applied after 60 s (e.g. %s)", pending,
+                  KILLED, last);
+    pending = not_applied("while", more, AFTER, last, sizeof(last));
+    ck_assert_msg(pending == 0, "%d of %d commands not applied after 60 s (e.g. %s)", pending,
+                  AFTER, last);
+    ck_assert_int_eq(waitpid(st.pid, NULL, WNOHANG), 0); /* run.sh still runs */
+}
+END_TEST
+
 START_TEST(a_restart_with_the_data_kept_loses_nothing)
 {
     for (int i = 0; i < BEFORE; i++) {
@@ -117,21 +178,8 @@ START_TEST(a_restart_with_the_data_kept_loses_nothing)
     static char ids[AFTER][64];
     open_async("after", AFTER, ids);
     /* Each one is decided, and applied: a new account each. */
-    int pending = AFTER;
     char last[160] = "";
-    for (int tries = 0; tries < SETTLE_TRIES && pending > 0; tries++) {
-        pending = 0;
-        for (int i = 0; i < AFTER; i++) {
-            char s[64];
-            command_status(ids[i], s, sizeof(s));
-            if (strcmp(s, "200 applied") != 0) {
-                pending++;
-                snprintf(last, sizeof(last), "after-%d: %s", i, s);
-            }
-        }
-        if (pending > 0)
-            usleep(100000);
-    }
+    int pending = not_applied("after", ids, AFTER, last, sizeof(last));
     ck_assert_msg(pending == 0, "%d of %d commands not applied after 60 s (e.g. %s)", pending,
                   AFTER, last);
     /* What was applied before the restart can still be read: its events reached the new log
@@ -164,6 +212,7 @@ int main(void)
     Suite *s = suite_create("lifecycle");
     TCase *tc = tcase_create("restart");
     tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, a_killed_processor_is_started_again_and_loses_nothing);
     tcase_add_test(tc, a_restart_with_the_data_kept_loses_nothing);
     suite_add_tcase(s, tc);
     /* In this process: the test stops and starts run.sh, whose parent it must be. */

@@ -286,6 +286,16 @@ bool file_mentions(const char *path, const char *needle)
     return found;
 }
 
+pid_t stack_processor_pid(const stack *s)
+{
+    char needle[160], who[4096];
+    snprintf(needle, sizeof(needle), "state-processor --pg.conninfo=host=127.0.0.1 port=%d ",
+             s->pg_port);
+    if (!stack_process_mentions(needle, who, sizeof(who)))
+        return -1;
+    return (pid_t)atoi(who + strlen("pid "));
+}
+
 bool stack_process_mentions(const char *needle, char *who, size_t wholen)
 {
     DIR *d = opendir("/proc");

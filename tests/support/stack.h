@@ -54,6 +54,8 @@ int stack_kafka_set_all(stack *s, bool up);
 bool file_mentions(const char *path, const char *needle);
 /* True if some process's command line contains needle; who gets a description. */
 bool stack_process_mentions(const char *needle, char *who, size_t wholen);
+/* The pid of the stack's state-processor (found by its command line), or -1. */
+pid_t stack_processor_pid(const stack *s);
 /*
  * False if a sanitizer reported an error in a service log (under `make test-asan` the services
  * are sanitized too); the reports are printed.
