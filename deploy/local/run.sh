@@ -60,6 +60,7 @@ GATEWAY_BIN=$BUILD/command-gateway
 PROCESSOR_BIN=$BUILD/state-processor
 KAFKA_BIN=$BUILD/mock-kafka
 BOOTSTRAP_FILE=$RUN_DIR/kafka.bootstrap
+PIDS_FILE=$RUN_DIR/run.pids # the services of the run going on, for the next one if this one is killed
 GATEWAY_LOG=$RUN_DIR/command-gateway.log
 PROCESSOR_LOG=$RUN_DIR/state-processor.log
 PROJECTOR_LOG=$RUN_DIR/projector.log
@@ -158,6 +159,7 @@ cleanup() {
     if ((PG_STARTED)); then
         "$PG_SH" stop "$PG_DIR" 9>&-
     fi
+    rm -f "$PIDS_FILE"
     log "stopped"
 }
 
@@ -233,6 +235,58 @@ command -v curl >/dev/null 2>&1 || { log "error: curl is missing; run deploy/ins
 mkdir -p "$RUN_DIR"
 exec 9>"$RUN_DIR/run.lock"
 flock -n 9 || { log "error: another run.sh is already using $RUN_DIR"; exit 1; }
+
+# --- what a killed run.sh left ---------------------------------------------------------------
+# A run.sh killed with SIGKILL never ran its cleanup: its services go on, unsupervised, on the
+# ports this one needs. run.pids names them (with their start times: a pid is reused, a start
+# time is not); they are stopped as cleanup would have, the gateway first and, on the old mock
+# cluster, the processor given DRAIN_TIMEOUT to apply what the gateway accepted. PostgreSQL is
+# taken over as it runs (pg.sh start).
+proc_start() { # pid: its start time in clock ticks since boot, empty when it is gone
+    sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20
+}
+write_pids() {
+    local entry name pid
+    {
+        echo "conninfo $CONNINFO"
+        echo "bootstrap $BOOTSTRAP"
+        echo "real-kafka $REAL_KAFKA_STARTED"
+        for entry in "command-gateway $GATEWAY_PID" "state-processor $PROCESSOR_PID" \
+            "projector $PROJECTOR_PID" "mock-kafka ${KAFKA_PID:-}"; do
+            read -r name pid <<<"$entry"
+            [[ -z $pid ]] || echo "$name $pid $(proc_start "$pid")"
+        done
+    } >"$PIDS_FILE.new" && mv "$PIDS_FILE.new" "$PIDS_FILE"
+}
+stop_previous() {
+    [[ -s $PIDS_FILE ]] || return 0
+    local key value start real=0 left=""
+    local -A old=()
+    while read -r key value start; do
+        case $key in
+        conninfo) CONNINFO=$value${start:+ $start} ;;
+        bootstrap) BOOTSTRAP=$value ;;
+        real-kafka) real=$value ;;
+        *) [[ -z $value || $(proc_start "$value") != "$start" ]] || { old[$key]=$value; left+=" $key"; } ;;
+        esac
+    done <"$PIDS_FILE"
+    if [[ -n $left ]] || ((real)); then
+        log "the run.sh before this one was killed without stopping its services; stopping what is left:${left:- the broker}"
+    fi
+    stop_pid command-gateway "${old[command-gateway]:-}"
+    if [[ -n ${old[mock-kafka]:-} && -n ${old[state-processor]:-} ]]; then
+        PROCESSOR_PID=${old[state-processor]} KAFKA_PID=${old[mock-kafka]} drain_commands
+    fi
+    stop_pid projector "${old[projector]:-}"
+    stop_pid state-processor "${old[state-processor]:-}"
+    stop_pid mock-kafka "${old[mock-kafka]:-}"
+    if ((real)); then
+        "$KAFKA_SH" stop "$RUN_DIR/kafka" 9>&- || true
+    fi
+    rm -f "$PIDS_FILE" "$BOOTSTRAP_FILE"
+    CONNINFO="" BOOTSTRAP=""
+}
+stop_previous
 
 # As root the cluster runs as the postgres user, which must be able to reach it; when RUN_DIR is not
 # reachable (e.g. a checkout under /root) the cluster lives in a fixed folder under /var/tmp instead.
@@ -333,6 +387,7 @@ start_gateway() {
 start_processor
 start_projector
 start_gateway
+write_pids
 
 # The port of a service's /readyz: the one it was given, or (0: any) the one its log names.
 health_port() {
@@ -410,7 +465,7 @@ restart() { # pid status
     done
     RESTARTS=("${recent[@]}" "$SECONDS")
     if ((${#RESTARTS[@]} > RESTART_MAX)); then
-        fail "$name (pid $1) exited with status $2, the $((RESTART_MAX + 1))th exit of a service within a minute"
+        fail "$name (pid $1) exited with status $2: more than $RESTART_MAX exits of the services within a minute"
     fi
     sleep 1 # not a crash loop at full speed
     case $name in
@@ -418,6 +473,7 @@ restart() { # pid status
     projector) APPEND=1 start_projector ;;
     command-gateway) APPEND=1 start_gateway ;;
     esac
+    write_pids
     log "$name (pid $1) exited with status $2; started again as pid $!"
 }
 # A signal interrupts `wait` and runs its trap; otherwise `wait -n` returns when a service exits

@@ -3,7 +3,8 @@
  * `make run` sees it: stopped with SIGINT and started again in the same folder. PostgreSQL keeps
  * what it holds; run.sh's mock cluster is a new, empty one (on the real broker the log stays).
  * Every command answered 2xx after the restart must be applied, none left `accepted`. And a
- * service killed under `make run` is started again by run.sh, losing nothing.
+ * service killed under `make run` is started again by run.sh, and what a run.sh killed with
+ * SIGKILL left running is stopped by the next one, losing nothing either way.
  */
 #include "checkrun.h"
 #include "httpc.h"
@@ -152,6 +153,50 @@ START_TEST(a_killed_processor_is_started_again_and_loses_nothing)
 }
 END_TEST
 
+/* The lines of run.sh's log that contain needle. */
+static int run_log_count(const char *needle)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/run.sh.log", st.run_dir);
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (f && getline(&line, &cap, f) >= 0)
+        n += strstr(line, needle) != NULL;
+    free(line);
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/*
+ * run.sh killed with SIGKILL, its services still running with commands accepted and not all
+ * applied: the next run.sh in the folder stops them as the killed one's cleanup would have (the
+ * processor given the time to apply what was accepted) and comes up on the same ports, and
+ * every command answered 202 is applied. Before, it failed: its port was in use.
+ */
+START_TEST(a_killed_run_sh_is_cleaned_up_by_the_next_one)
+{
+    static char ids[KILLED][64];
+    open_async("orphaned", KILLED, ids);
+    int ups = run_log_count("the system is up");
+    ck_assert_int_eq(kill(st.pid, SIGKILL), 0);
+    waitpid(st.pid, NULL, 0);
+    st.pid = 0;
+    /* Its gateway still answers /readyz: the new run.sh is up once it says so. */
+    ck_assert_msg(stack_restart(&st) == 0, "the stack did not come back");
+    for (int tries = 0; tries < 600 && run_log_count("the system is up") == ups; tries++)
+        usleep(100000);
+    ck_assert_msg(run_log_count("the system is up") > ups, "the next run.sh did not come up");
+    ck_assert_int_eq(run_log_count("was killed without stopping its services"), 1);
+    char last[160] = "";
+    int pending = not_applied("orphaned", ids, KILLED, last, sizeof(last));
+    ck_assert_msg(pending == 0, "%d of %d commands not applied after 60 s (e.g. %s)", pending,
+                  KILLED, last);
+}
+END_TEST
+
 START_TEST(a_restart_with_the_data_kept_loses_nothing)
 {
     for (int i = 0; i < BEFORE; i++) {
@@ -213,6 +258,7 @@ int main(void)
     TCase *tc = tcase_create("restart");
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, a_killed_processor_is_started_again_and_loses_nothing);
+    tcase_add_test(tc, a_killed_run_sh_is_cleaned_up_by_the_next_one);
     tcase_add_test(tc, a_restart_with_the_data_kept_loses_nothing);
     suite_add_tcase(s, tc);
     /* In this process: the test stops and starts run.sh, whose parent it must be. */
