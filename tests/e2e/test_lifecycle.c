@@ -9,6 +9,7 @@
 #include "checkrun.h"
 #include "httpc.h"
 #include "stack.h"
+#include "waitfor.h"
 
 #include <check.h>
 #include <pthread.h>
@@ -22,12 +23,13 @@
 static stack st;
 
 #define TIMEOUT_MS   15000
-#define BEFORE       10  /* sync commands before the restart */
-#define LAST         200 /* async commands just before it: the stop must not lose them */
-#define CLIENTS      8   /* client threads of the async bursts */
-#define AFTER        40  /* async commands after it */
-#define KILLED       200 /* async commands just before the processor is killed */
-#define SETTLE_TRIES 600 /* polls, 100 ms apart, for the async ones to be decided */
+#define BEFORE       10    /* sync commands before the restart */
+#define LAST         200   /* async commands just before it: the stop must not lose them */
+#define CLIENTS      8     /* client threads of the async bursts */
+#define AFTER        40    /* async commands after it */
+#define KILLED       200   /* async commands just before the processor is killed */
+#define SETTLE_TRIES 600   /* polls, 100 ms apart, for the async ones to be decided */
+#define SETTLE_MS    60000 /* for a set of async commands to be applied */
 
 static const char *jstr(const json_t *j, const char *key)
 {
@@ -95,25 +97,63 @@ static void command_status(const char *id, char *out, size_t len)
     httpc_free(&r);
 }
 
-/* Polls until every command of ids is applied (SETTLE_TRIES, 100 ms apart); returns how many are
-   not, one of them described in last. */
-static int not_applied(const char *tag, char (*ids)[64], int n, char *last, size_t len)
+/* A set of commands waited for until each is applied (a final status: each is asked until it is).
+ */
+typedef struct settling {
+    const char *tag;
+    char (*ids)[64];
+    int n;
+    bool *applied;
+    int pending;
+    char last[160]; /* one not applied yet, for the message */
+} settling;
+
+static bool all_applied(void *arg)
 {
-    int pending = n;
-    for (int tries = 0; tries < SETTLE_TRIES && pending > 0; tries++) {
-        pending = 0;
-        for (int i = 0; i < n; i++) {
-            char s[64];
-            command_status(ids[i], s, sizeof(s));
-            if (strcmp(s, "200 applied") != 0) {
-                pending++;
-                snprintf(last, len, "%s-%d: %s", tag, i, s);
-            }
+    settling *s = arg;
+    s->pending = 0;
+    for (int i = 0; i < s->n; i++) {
+        if (s->applied[i])
+            continue;
+        char status[64];
+        command_status(s->ids[i], status, sizeof(status));
+        s->applied[i] = strcmp(status, "200 applied") == 0;
+        if (!s->applied[i]) {
+            s->pending++;
+            snprintf(s->last, sizeof(s->last), "%s-%d: %s", s->tag, i, status);
         }
-        if (pending > 0)
-            usleep(100000);
     }
-    return pending;
+    return s->pending == 0;
+}
+
+/* Asserts that every command of ids is applied within SETTLE_MS. */
+static void expect_applied(const char *tag, char (*ids)[64], int n)
+{
+    settling s = {.tag = tag, .ids = ids, .n = n, .applied = calloc((size_t)n, sizeof(bool))};
+    bool done = waitfor(all_applied, &s, SETTLE_MS);
+    free(s.applied);
+    ck_assert_msg(done, "%d of %d commands not applied after %d ms (e.g. %s)", s.pending, n,
+                  SETTLE_MS, s.last);
+}
+
+/* The lines of run.sh's log that contain needle. */
+static int run_log_lines(const char *needle)
+{
+    char log[400];
+    snprintf(log, sizeof(log), "%s/run.sh.log", st.run_dir);
+    return file_lines_mentioning(log, needle);
+}
+
+/* run.sh said the system is up more times than *arg (its services all ready). */
+static bool says_the_system_is_up(void *arg)
+{
+    return run_log_lines("the system is up") > *(const int *)arg;
+}
+
+static bool processor_started_again(void *arg)
+{
+    pid_t now = stack_processor_pid(&st);
+    return now > 0 && now != *(const pid_t *)arg;
 }
 
 /*
@@ -125,50 +165,22 @@ START_TEST(a_killed_processor_is_started_again_and_loses_nothing)
 {
     /* Up as run.sh sees it (all of its services ready): a service that exits while run.sh
        starts them stops the stack, as a bad configuration would. */
-    char log[400];
-    snprintf(log, sizeof(log), "%s/run.sh.log", st.run_dir);
-    for (int tries = 0; tries < 300 && !file_mentions(log, "the system is up"); tries++)
-        usleep(100000);
-    ck_assert_msg(file_mentions(log, "the system is up"), "run.sh did not say the system is up");
+    int never = 0;
+    ck_assert_msg(waitfor(says_the_system_is_up, &never, 30000),
+                  "run.sh did not say the system is up");
     pid_t killed = stack_processor_pid(&st);
     ck_assert_int_gt(killed, 0);
     static char ids[KILLED][64], more[AFTER][64];
     open_async("killed", KILLED, ids);
     ck_assert_int_eq(kill(killed, SIGKILL), 0);
     open_async("while", AFTER, more);
-    pid_t again = -1;
-    for (int tries = 0; tries < 100 && (again <= 0 || again == killed); tries++) {
-        usleep(100000);
-        again = stack_processor_pid(&st);
-    }
-    ck_assert_msg(again > 0 && again != killed, "the processor was not started again");
-    char last[160] = "";
-    int pending = not_applied("killed", ids, KILLED, last, sizeof(last));
-    ck_assert_msg(pending == 0, "%d of %d commands not applied after 60 s (e.g. %s)", pending,
-                  KILLED, last);
-    pending = not_applied("while", more, AFTER, last, sizeof(last));
-    ck_assert_msg(pending == 0, "%d of %d commands not applied after 60 s (e.g. %s)", pending,
-                  AFTER, last);
+    ck_assert_msg(waitfor(processor_started_again, &killed, 10000),
+                  "the processor was not started again");
+    expect_applied("killed", ids, KILLED);
+    expect_applied("while", more, AFTER);
     ck_assert_int_eq(waitpid(st.pid, NULL, WNOHANG), 0); /* run.sh still runs */
 }
 END_TEST
-
-/* The lines of run.sh's log that contain needle. */
-static int run_log_count(const char *needle)
-{
-    char path[400];
-    snprintf(path, sizeof(path), "%s/run.sh.log", st.run_dir);
-    FILE *f = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    int n = 0;
-    while (f && getline(&line, &cap, f) >= 0)
-        n += strstr(line, needle) != NULL;
-    free(line);
-    if (f)
-        fclose(f);
-    return n;
-}
 
 /*
  * run.sh killed with SIGKILL, its services still running with commands accepted and not all
@@ -180,20 +192,16 @@ START_TEST(a_killed_run_sh_is_cleaned_up_by_the_next_one)
 {
     static char ids[KILLED][64];
     open_async("orphaned", KILLED, ids);
-    int ups = run_log_count("the system is up");
+    int ups = run_log_lines("the system is up");
     ck_assert_int_eq(kill(st.pid, SIGKILL), 0);
     waitpid(st.pid, NULL, 0);
     st.pid = 0;
     /* Its gateway still answers /readyz: the new run.sh is up once it says so. */
     ck_assert_msg(stack_restart(&st) == 0, "the stack did not come back");
-    for (int tries = 0; tries < 600 && run_log_count("the system is up") == ups; tries++)
-        usleep(100000);
-    ck_assert_msg(run_log_count("the system is up") > ups, "the next run.sh did not come up");
-    ck_assert_int_eq(run_log_count("was killed without stopping its services"), 1);
-    char last[160] = "";
-    int pending = not_applied("orphaned", ids, KILLED, last, sizeof(last));
-    ck_assert_msg(pending == 0, "%d of %d commands not applied after 60 s (e.g. %s)", pending,
-                  KILLED, last);
+    ck_assert_msg(waitfor(says_the_system_is_up, &ups, SETTLE_MS),
+                  "the next run.sh did not come up");
+    ck_assert_int_eq(run_log_lines("was killed without stopping its services"), 1);
+    expect_applied("orphaned", ids, KILLED);
 }
 END_TEST
 
@@ -223,10 +231,7 @@ START_TEST(a_restart_with_the_data_kept_loses_nothing)
     static char ids[AFTER][64];
     open_async("after", AFTER, ids);
     /* Each one is decided, and applied: a new account each. */
-    char last[160] = "";
-    int pending = not_applied("after", ids, AFTER, last, sizeof(last));
-    ck_assert_msg(pending == 0, "%d of %d commands not applied after 60 s (e.g. %s)", pending,
-                  AFTER, last);
+    expect_applied("after", ids, AFTER);
     /* What was applied before the restart can still be read: its events reached the new log
        too (the outbox produces them again), so the projections hold every account. */
     for (int i = 0; i < BEFORE + AFTER; i++) {

@@ -164,11 +164,15 @@ static char *topic(const char *name)
     return buf;
 }
 
+static bool delivered_reaches(void *arg)
+{
+    return delivered >= *(const int *)arg;
+}
+
 /* Runs the loop until delivered reaches want (at most 5 s); asserts it did. */
 static void wait_delivered(int want)
 {
-    for (int i = 0; i < 200 && delivered < want; i++)
-        run_for(25);
+    waitfor_loop(base, delivered_reaches, &want, 5000);
     ck_assert_int_eq(delivered, want);
 }
 

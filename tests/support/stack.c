@@ -271,19 +271,24 @@ int stack_kafka_set_all(stack *s, bool up)
     return kafka_nodes_set(s, up, nodes && atoi(nodes) == 3 ? "1 2 3" : "1");
 }
 
-bool file_mentions(const char *path, const char *needle)
+int file_lines_mentioning(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");
     if (!f)
-        return false;
+        return 0;
     char *line = NULL;
     size_t cap = 0;
-    bool found = false;
-    while (!found && getline(&line, &cap, f) >= 0)
-        found = strstr(line, needle) != NULL;
+    int n = 0;
+    while (getline(&line, &cap, f) >= 0)
+        n += strstr(line, needle) != NULL;
     free(line);
     fclose(f);
-    return found;
+    return n;
+}
+
+bool file_mentions(const char *path, const char *needle)
+{
+    return file_lines_mentioning(path, needle) > 0;
 }
 
 pid_t stack_processor_pid(const stack *s)

@@ -52,6 +52,8 @@ int stack_kafka_set(stack *s, bool up);
 int stack_kafka_set_all(stack *s, bool up);
 /* True if a line of the file at path contains needle (false when it cannot be read). */
 bool file_mentions(const char *path, const char *needle);
+/* How many lines of the file at path contain needle (0 when it cannot be read). */
+int file_lines_mentioning(const char *path, const char *needle);
 /* True if some process's command line contains needle; who gets a description. */
 bool stack_process_mentions(const char *needle, char *who, size_t wholen);
 /* The pid of the stack's state-processor (found by its command line), or -1. */
